@@ -1,0 +1,179 @@
+//! Analyze: the bounded queue between the receivers and the analysis
+//! shards, and the shard workers that consume it.
+//!
+//! Services are sharded by a hash of their name, so one shard owns all the
+//! state of a service and needs no lock. Admission is bounded by the number
+//! of queued spans: when analysis falls behind, receivers are told to push
+//! back on clients rather than buffer without limit.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::AnalyzeConfig;
+use crate::expose::metrics::Metrics;
+use crate::extract::SpanFact;
+
+/// The queue refused a batch because admitting it would exceed the bound.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("analysis queue full: {queued} spans queued, limit {limit}")]
+pub struct QueueFull {
+    pub queued: usize,
+    pub limit: usize,
+}
+
+/// What a shard does with each batch. The detectors plug in here.
+pub trait ShardObserver: Send + 'static {
+    fn observe(&mut self, facts: &[SpanFact]);
+}
+
+/// The default observer: counts analysed spans per service.
+pub struct CountingObserver {
+    metrics: Arc<Metrics>,
+}
+
+impl ShardObserver for CountingObserver {
+    fn observe(&mut self, facts: &[SpanFact]) {
+        for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
+            let service = self.metrics.service_label(&run[0].service);
+            self.metrics.spans_analyzed.with_label_values(&[service]).inc_by(run.len() as u64);
+        }
+    }
+}
+
+/// The sending side, shared by all receivers.
+#[derive(Clone)]
+pub struct AnalysisQueue {
+    shards: Arc<[mpsc::UnboundedSender<Vec<SpanFact>>]>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    metrics: Arc<Metrics>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// The consuming side: one task per shard. Dropping every
+/// [`AnalysisQueue`] and awaiting [`AnalysisWorkers::drain`] processes what
+/// was admitted and stops.
+pub struct AnalysisWorkers {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AnalysisWorkers {
+    pub async fn drain(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the shard workers; `observer` makes the state of each shard.
+pub fn start<O: ShardObserver>(
+    config: &AnalyzeConfig,
+    metrics: Arc<Metrics>,
+    mut observer: impl FnMut(usize) -> O,
+) -> (AnalysisQueue, AnalysisWorkers) {
+    let queued = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for index in 0..config.shards.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        tasks.push(tokio::spawn(run_shard(rx, observer(index), queued.clone(), metrics.clone(), config.pause)));
+    }
+    let queue = AnalysisQueue {
+        shards: senders.into(),
+        queued,
+        limit: config.max_queued_spans,
+        metrics,
+        hasher: Default::default(),
+    };
+    (queue, AnalysisWorkers { tasks })
+}
+
+impl AnalysisQueue {
+    /// Admits a batch, or refuses all of it when the queue is full.
+    pub fn try_submit(&self, facts: Vec<SpanFact>) -> Result<(), QueueFull> {
+        let n = facts.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let admitted = self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            (queued + n <= self.limit).then_some(queued + n)
+        });
+        if let Err(queued) = admitted {
+            return Err(QueueFull { queued, limit: self.limit });
+        }
+        self.metrics.analysis_queue_spans.add(n as i64);
+        if self.shards.len() == 1 {
+            self.send(0, facts);
+            return Ok(());
+        }
+        // The common sidecar case is one service per request: send the
+        // batch whole when every fact lands on the same shard.
+        let first = self.shard_of(&facts[0].service);
+        if facts.iter().all(|f| self.shard_of(&f.service) == first) {
+            self.send(first, facts);
+            return Ok(());
+        }
+        let mut split: Vec<Vec<SpanFact>> = vec![Vec::new(); self.shards.len()];
+        for fact in facts {
+            split[self.shard_of(&fact.service)].push(fact);
+        }
+        for (index, batch) in split.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
+            self.send(index, batch);
+        }
+        Ok(())
+    }
+
+    fn send(&self, shard: usize, facts: Vec<SpanFact>) {
+        let n = facts.len();
+        if self.shards[shard].send(facts).is_err() {
+            // The worker is gone (shutdown): release the admission.
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.metrics.analysis_queue_spans.sub(n as i64);
+        }
+    }
+
+    fn shard_of(&self, service: &str) -> usize {
+        let mut hasher = self.hasher.build_hasher();
+        service.hash(&mut hasher);
+        (hasher.finish() as usize) % self.shards.len()
+    }
+
+    /// Spans admitted and not yet analysed.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+async fn run_shard<O: ShardObserver>(
+    mut rx: mpsc::UnboundedReceiver<Vec<SpanFact>>,
+    mut observer: O,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    pause: bool,
+) {
+    if pause {
+        // Stalled: hold what arrives without analysing it, so the admission
+        // bound fills up as it would behind a stuck detector.
+        let mut held = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            held.push(batch);
+        }
+        return;
+    }
+    while let Some(batch) = rx.recv().await {
+        observer.observe(&batch);
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        metrics.analysis_queue_spans.sub(batch.len() as i64);
+    }
+}
+
+impl CountingObserver {
+    pub fn new(metrics: Arc<Metrics>) -> CountingObserver {
+        CountingObserver { metrics }
+    }
+}

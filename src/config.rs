@@ -1,0 +1,271 @@
+//! Configuration: built-in defaults, overlaid by a TOML file, overlaid by the
+//! environment (`DRIFTWATCH_SECTION__KEY`).
+//!
+//! Every section rejects unknown keys, so a typo such as `grpc_lisen` is an
+//! error that names the key instead of a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with this prefix and a `__` section separator
+/// override file settings, e.g. `DRIFTWATCH_RECEIVER__GRPC_LISTEN`.
+pub const ENV_PREFIX: &str = "DRIFTWATCH_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist; pass an existing file to --config or omit it to use the defaults")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        // figment reports one error per bad key; list them all so a user fixes
+        // the file in one pass.
+        let lines: Vec<String> = err.into_iter().map(|e| describe(&e)).collect();
+        ConfigError::Invalid(lines.join("; "))
+    }
+}
+
+fn describe(err: &figment::Error) -> String {
+    let key = err.path.join(".");
+    let origin = err
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    match &err.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            let section = if key.is_empty() { String::new() } else { format!("{key}.") };
+            format!(
+                "unknown key `{section}{field}`{origin}; valid keys here are: {}",
+                expected.join(", ")
+            )
+        }
+        kind if key.is_empty() => format!("{kind}{origin}"),
+        kind => format!("bad value for key `{key}`{origin}: {kind}"),
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub receiver: ReceiverConfig,
+    pub admin: AdminConfig,
+    pub analyze: AnalyzeConfig,
+}
+
+impl Config {
+    /// Loads defaults ← `file` (if given) ← environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { path: path.to_owned() });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only `SECTION__KEY` variables are configuration; others that share
+        // the prefix (DRIFTWATCH_LOG_FORMAT) belong to the process itself.
+        let env = env.filter(|key| key.as_str().contains("__")).split("__");
+        let config: Config = figment.merge(env).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relations between keys that serde alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.receiver;
+        if r.max_request_bytes == 0 || r.max_decompressed_bytes < r.max_request_bytes {
+            return Err(ConfigError::Invalid(
+                "receiver.max_decompressed_bytes must be at least receiver.max_request_bytes, and both above 0".into(),
+            ));
+        }
+        if r.max_spans_per_request == 0 {
+            return Err(ConfigError::Invalid("receiver.max_spans_per_request must be above 0".into()));
+        }
+        if self.analyze.max_queued_spans < r.max_spans_per_request {
+            return Err(ConfigError::Invalid(
+                "analyze.max_queued_spans must be at least receiver.max_spans_per_request, or no full request could ever be admitted".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP listen address (`POST /v1/traces`).
+    pub http_listen: SocketAddr,
+    /// Largest request body accepted on the wire (compressed size).
+    pub max_request_bytes: usize,
+    /// Largest body after decompression; a gzip bomb stops here.
+    pub max_decompressed_bytes: usize,
+    /// Largest number of spans in one export request.
+    pub max_spans_per_request: usize,
+    /// Export requests processed at once; more get a retryable status.
+    pub max_concurrent_requests: usize,
+    /// Spans whose timestamps lie further in the future than this are
+    /// rejected as absurd (clock bugs, unit mix-ups).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Delay suggested to clients when analysis is saturated.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            max_request_bytes: 4 << 20,
+            max_decompressed_bytes: 16 << 20,
+            max_spans_per_request: 16_384,
+            max_concurrent_requests: 256,
+            max_future_skew: Duration::from_secs(600),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `/metrics`, `/api/v1`, `/ui`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyzeConfig {
+    /// Analysis shards; each owns a disjoint set of services.
+    pub shards: usize,
+    /// Spans accepted but not yet analysed, across all shards. When full,
+    /// clients get a retryable status instead of memory growing.
+    pub max_queued_spans: usize,
+    /// Holds the analysis workers still; only for exercising backpressure.
+    pub pause: bool,
+}
+
+impl Default for AnalyzeConfig {
+    fn default() -> Self {
+        AnalyzeConfig { shards: 2, max_queued_spans: 262_144, pause: false }
+    }
+}
+
+/// Durations as human strings ("30s", "5m") in TOML and the environment.
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write");
+        Config::load_with_env(Some(file.path()), Env::prefixed("DRIFTWATCH_TEST_NOTHING_"))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = load_toml("").expect("defaults");
+        assert_eq!(config.receiver.grpc_listen.port(), 4317);
+        assert_eq!(config.receiver.http_listen.port(), 4318);
+        assert_eq!(config.admin.listen.port(), 9464);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_toml("[receiver]\ngrpc_lisen = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        assert!(err.contains("receiver.grpc_lisen"), "{err}");
+        assert!(err.contains("grpc_listen"), "lists valid keys: {err}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let err = load_toml("[recever]\n").unwrap_err().to_string();
+        assert!(err.contains("recever"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let err = load_toml("[receiver]\nmax_future_skew = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("receiver.max_future_skew"), "{err}");
+        let err = load_toml("[admin]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("admin.listen"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/driftwatch.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("d.toml", "[receiver]\ngrpc_listen = \"127.0.0.1:1111\"\n")?;
+            jail.set_env("DWTEST_RECEIVER__GRPC_LISTEN", "127.0.0.1:2222");
+            jail.set_env("DWTEST_LOG_FORMAT", "json");
+            let config = Config::load_with_env(Some(Path::new("d.toml")), Env::prefixed("DWTEST_"))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.receiver.grpc_listen.port(), 2222);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_typo_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DWTEST_RECEIVER__GRPC_LISEN", "127.0.0.1:2222");
+            let err = Config::load_with_env(None, Env::prefixed("DWTEST_")).unwrap_err().to_string();
+            assert!(err.contains("receiver.grpc_lisen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftwatch.toml");
+        Config::load_with_env(Some(&path), Env::prefixed("DRIFTWATCH_TEST_NOTHING_")).expect("example config");
+    }
+}

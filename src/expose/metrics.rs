@@ -1,0 +1,139 @@
+//! Self-metrics, exported on `/metrics` in the Prometheus text format.
+//!
+//! Names follow Prometheus conventions (`driftwatch_` prefix, `_total` for
+//! counters, base units). Label values that come from clients (service
+//! names) are bounded: past [`MAX_SERVICE_LABELS`] distinct services, the
+//! rest are counted under `__other__`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Distinct `service` label values before folding into `__other__`.
+pub const MAX_SERVICE_LABELS: usize = 256;
+pub const OTHER_LABEL: &str = "__other__";
+
+pub struct Metrics {
+    registry: Registry,
+    pub spans_received: IntCounterVec,
+    pub spans_rejected: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub analysis_queue_spans: IntGauge,
+    pub spans_analyzed: IntCounterVec,
+    services_seen: Mutex<HashSet<String>>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let spans_received = IntCounterVec::new(
+            Opts::new("driftwatch_spans_received_total", "Spans accepted by a receiver, by service and transport."),
+            &["service", "transport"],
+        )
+        .expect("valid metric");
+        let spans_rejected = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_spans_rejected_total",
+                "Spans refused, by reason (invalid_utf8, end_before_start, future_timestamp, missing_timestamp, \
+                 malformed_request, too_large, too_many_spans, backpressure, ...) and transport.",
+            ),
+            &["reason", "transport"],
+        )
+        .expect("valid metric");
+        let requests = IntCounterVec::new(
+            Opts::new("driftwatch_export_requests_total", "OTLP export requests by transport and outcome."),
+            &["transport", "outcome"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("driftwatch_export_request_duration_seconds", "Time to process one OTLP export request.")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            &["transport"],
+        )
+        .expect("valid metric");
+        let analysis_queue_spans =
+            IntGauge::new("driftwatch_analysis_queue_spans", "Spans accepted and waiting for analysis.").expect("valid metric");
+        let spans_analyzed = IntCounterVec::new(
+            Opts::new("driftwatch_spans_analyzed_total", "Spans processed by the analysis, by service."),
+            &["service"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(spans_rejected.clone()),
+            Box::new(requests.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(analysis_queue_spans.clone()),
+            Box::new(spans_analyzed.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            spans_received,
+            spans_rejected,
+            requests,
+            request_duration,
+            analysis_queue_spans,
+            spans_analyzed,
+            services_seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The registry, for other stages to add their own collectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A client-supplied service name as a bounded label value.
+    pub fn service_label<'a>(&self, service: &'a str) -> &'a str {
+        let mut seen = self.services_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(service) {
+            return service;
+        }
+        if seen.len() < MAX_SERVICE_LABELS {
+            seen.insert(service.to_owned());
+            return service;
+        }
+        OTHER_LABEL
+    }
+
+    /// The text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_labels_are_bounded() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_SERVICE_LABELS {
+            assert_eq!(metrics.service_label(&format!("s{i}")), format!("s{i}"));
+        }
+        assert_eq!(metrics.service_label("one-too-many"), OTHER_LABEL);
+        assert_eq!(metrics.service_label("s0"), "s0");
+    }
+
+    #[test]
+    fn renders_text_format() {
+        let metrics = Metrics::new();
+        metrics.spans_received.with_label_values(&["checkout", "grpc"]).inc_by(3);
+        let text = metrics.render();
+        assert!(text.contains("driftwatch_spans_received_total{service=\"checkout\",transport=\"grpc\"} 3"), "{text}");
+    }
+}

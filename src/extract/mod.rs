@@ -1,0 +1,442 @@
+//! Extract: turns each received span into a [`SpanFact`], the compact record
+//! the analysis keeps, and rejects spans no analysis could trust (invalid
+//! UTF-8, impossible timestamps) with a reason.
+//!
+//! Strings that repeat on every span (service, revision, operation, peer)
+//! are interned, so a fact costs a few pointer copies, not string copies.
+
+mod attrs;
+mod intern;
+pub mod peer;
+
+use std::sync::Arc;
+
+pub use attrs::{AttrValue, Attrs};
+pub use intern::Interner;
+
+use crate::receive::wire::{ExportTraceServiceRequest, Span, span_kind};
+
+/// An interned string shared by every fact that names it.
+pub type Sym = Arc<str>;
+
+/// Resource attributes naming the running revision, in order of preference.
+pub const REVISION_ATTRIBUTES: &[&str] = &["vcs.ref.head.revision", "vcs.repository.ref.revision", "service.version"];
+
+/// Service name used when a resource has none (the OTel SDK default).
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+/// Revision used when a resource names none.
+pub const UNKNOWN_REVISION: &str = "unknown";
+
+/// Timestamps before 2000-01-01 are unset clocks or unit mistakes.
+const EARLIEST_PLAUSIBLE_NANOS: u64 = 946_684_800 * 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKind {
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    fn from_wire(kind: i32) -> SpanKind {
+        match kind {
+            span_kind::INTERNAL => SpanKind::Internal,
+            span_kind::SERVER => SpanKind::Server,
+            span_kind::CLIENT => SpanKind::Client,
+            span_kind::PRODUCER => SpanKind::Producer,
+            span_kind::CONSUMER => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+
+    /// Spans that call out of the service and so name a peer.
+    pub fn is_outbound(self) -> bool {
+        matches!(self, SpanKind::Client | SpanKind::Producer)
+    }
+
+    /// Spans that handle work coming into the service.
+    pub fn is_entry(self) -> bool {
+        matches!(self, SpanKind::Server | SpanKind::Consumer)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanStatus {
+    Unset,
+    Ok,
+    Error,
+}
+
+/// Where in the source a span was produced (`code.*` attributes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CodeLocation {
+    pub function: Option<Sym>,
+    pub filepath: Option<Sym>,
+    pub lineno: Option<u32>,
+}
+
+/// What the analysis needs to know about one span.
+#[derive(Debug, Clone)]
+pub struct SpanFact {
+    pub service: Sym,
+    pub revision: Sym,
+    pub operation: Sym,
+    pub kind: SpanKind,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    pub status: SpanStatus,
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// 0 for a root span.
+    pub parent_span_id: u64,
+    /// Set for CLIENT and PRODUCER spans that name a destination.
+    pub peer: Option<Sym>,
+    pub code: Option<Box<CodeLocation>>,
+    pub route: Option<Sym>,
+}
+
+impl SpanFact {
+    pub fn duration_nanos(&self) -> u64 {
+        self.end_unix_nanos - self.start_unix_nanos
+    }
+}
+
+/// Why a span was refused. Each reason is a label of
+/// `driftwatch_spans_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpanRejection {
+    InvalidUtf8,
+    MissingTimestamp,
+    EndBeforeStart,
+    FutureTimestamp,
+}
+
+impl SpanRejection {
+    pub const ALL: [SpanRejection; 4] = [
+        SpanRejection::InvalidUtf8,
+        SpanRejection::MissingTimestamp,
+        SpanRejection::EndBeforeStart,
+        SpanRejection::FutureTimestamp,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            SpanRejection::InvalidUtf8 => "invalid_utf8",
+            SpanRejection::MissingTimestamp => "missing_timestamp",
+            SpanRejection::EndBeforeStart => "end_before_start",
+            SpanRejection::FutureTimestamp => "future_timestamp",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            SpanRejection::InvalidUtf8 => "a string (span name, attribute key or value) is not valid UTF-8",
+            SpanRejection::MissingTimestamp => "start or end time is unset or before the year 2000",
+            SpanRejection::EndBeforeStart => "end time is before start time",
+            SpanRejection::FutureTimestamp => "timestamps lie in the future beyond receiver.max_future_skew",
+        }
+    }
+}
+
+/// Spans refused in one request, by reason, with a message for the client.
+#[derive(Debug, Default, Clone)]
+pub struct Rejections {
+    counts: [u32; SpanRejection::ALL.len()],
+}
+
+impl Rejections {
+    fn add(&mut self, reason: SpanRejection) {
+        self.counts[reason as usize] += 1;
+    }
+
+    pub fn add_many(&mut self, reason: SpanRejection, n: u32) {
+        self.counts[reason as usize] += n;
+    }
+
+    pub fn total(&self) -> u32 {
+        self.counts.iter().sum()
+    }
+
+    pub fn by_reason(&self) -> impl Iterator<Item = (SpanRejection, u32)> + '_ {
+        SpanRejection::ALL.iter().map(|r| (*r, self.counts[*r as usize])).filter(|(_, n)| *n > 0)
+    }
+
+    /// The OTLP partial-success `error_message`.
+    pub fn message(&self) -> String {
+        let parts: Vec<String> =
+            self.by_reason().map(|(r, n)| format!("{n} span(s) rejected: {} [{}]", r.explain(), r.as_label())).collect();
+        parts.join("; ")
+    }
+}
+
+/// Turns wire spans into facts; shared by all receivers.
+pub struct Extractor {
+    interner: Interner,
+    max_future_skew_nanos: u64,
+}
+
+impl Extractor {
+    pub fn new(max_future_skew: std::time::Duration, max_interned: usize) -> Extractor {
+        Extractor {
+            interner: Interner::new(max_interned),
+            max_future_skew_nanos: u64::try_from(max_future_skew.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Appends a fact per valid span of `request` to `out` and returns the
+    /// rejected ones. `now_unix_nanos` bounds future timestamps.
+    pub fn extract(&self, request: &ExportTraceServiceRequest, now_unix_nanos: u64, out: &mut Vec<SpanFact>) -> Rejections {
+        let mut rejections = Rejections::default();
+        let mut scratch = String::new();
+        let latest = now_unix_nanos.saturating_add(self.max_future_skew_nanos);
+        for resource_spans in &request.resource_spans {
+            let resource_attrs = Attrs(resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+            let spans = resource_spans.scope_spans.iter().flat_map(|s| &s.spans);
+            if !resource_attrs.is_valid_utf8() {
+                rejections.add_many(SpanRejection::InvalidUtf8, spans.count() as u32);
+                continue;
+            }
+            let service = self.interner.intern(resource_attrs.str(&["service.name"]).unwrap_or(UNKNOWN_SERVICE));
+            let revision = self.interner.intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
+            for span in spans {
+                match self.fact(span, &service, &revision, latest, &mut scratch) {
+                    Ok(fact) => out.push(fact),
+                    Err(reason) => rejections.add(reason),
+                }
+            }
+        }
+        rejections
+    }
+
+    fn fact(&self, span: &Span, service: &Sym, revision: &Sym, latest: u64, scratch: &mut String) -> Result<SpanFact, SpanRejection> {
+        let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+        if start < EARLIEST_PLAUSIBLE_NANOS || end < EARLIEST_PLAUSIBLE_NANOS {
+            return Err(SpanRejection::MissingTimestamp);
+        }
+        if end < start {
+            return Err(SpanRejection::EndBeforeStart);
+        }
+        if end > latest {
+            return Err(SpanRejection::FutureTimestamp);
+        }
+        let attrs = Attrs(&span.attributes);
+        let name = std::str::from_utf8(&span.name).map_err(|_| SpanRejection::InvalidUtf8)?;
+        if !attrs.is_valid_utf8() {
+            return Err(SpanRejection::InvalidUtf8);
+        }
+        let kind = SpanKind::from_wire(span.kind);
+        let peer = (kind.is_outbound() && peer::peer_identity(attrs, scratch)).then(|| self.interner.intern(scratch));
+        Ok(SpanFact {
+            service: service.clone(),
+            revision: revision.clone(),
+            operation: self.interner.intern(if name.is_empty() { "(unnamed)" } else { name }),
+            kind,
+            start_unix_nanos: start,
+            end_unix_nanos: end,
+            status: match span.status.as_ref().map_or(0, |s| s.code) {
+                1 => SpanStatus::Ok,
+                2 => SpanStatus::Error,
+                _ => SpanStatus::Unset,
+            },
+            trace_id: id_u128(&span.trace_id),
+            span_id: id_u64(&span.span_id),
+            parent_span_id: id_u64(&span.parent_span_id),
+            peer,
+            code: self.code_location(attrs),
+            route: attrs.str(&["http.route"]).map(|r| self.interner.intern(r)),
+        })
+    }
+
+    fn code_location(&self, attrs: Attrs<'_>) -> Option<Box<CodeLocation>> {
+        let function = attrs.str(&["code.function.name", "code.function"]);
+        let filepath = attrs.str(&["code.file.path", "code.filepath"]);
+        let lineno = attrs.int(&["code.line.number", "code.lineno"]).and_then(|n| u32::try_from(n).ok());
+        if function.is_none() && filepath.is_none() {
+            return None;
+        }
+        Some(Box::new(CodeLocation {
+            function: function.map(|f| self.interner.intern(f)),
+            filepath: filepath.map(|f| self.interner.intern(f)),
+            lineno,
+        }))
+    }
+}
+
+fn id_u128(bytes: &[u8]) -> u128 {
+    <[u8; 16]>::try_from(bytes).map_or(0, u128::from_be_bytes)
+}
+
+fn id_u64(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
+}
+
+/// Number of spans in a request, counted without extracting them.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::attrs::test_support::kv;
+    use crate::receive::wire::{KeyValue, Resource, ResourceSpans, ScopeSpans, Status};
+
+    const NOW: u64 = 1_800_000_000 * 1_000_000_000;
+
+    fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: resource }),
+                scope_spans: vec![ScopeSpans { spans }],
+            }],
+        }
+    }
+
+    fn span(name: &str, kind: i32, attributes: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![1; 16].into(),
+            span_id: vec![2; 8].into(),
+            parent_span_id: Default::default(),
+            name: name.as_bytes().to_vec().into(),
+            kind,
+            start_time_unix_nano: NOW - 80_000_000,
+            end_time_unix_nano: NOW,
+            attributes,
+            status: Some(Status { code: 2 }),
+        }
+    }
+
+    fn extract_one(resource: Vec<KeyValue>, span: Span) -> Result<SpanFact, Rejections> {
+        let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
+        let mut out = Vec::new();
+        let rejections = extractor.extract(&request(resource, vec![span]), NOW, &mut out);
+        out.pop().ok_or(rejections)
+    }
+
+    #[test]
+    fn revision_follows_the_documented_order() {
+        let cases = [
+            (vec![kv("service.version", "1.2.0"), kv("vcs.ref.head.revision", "abc123")], "abc123"),
+            (vec![kv("service.version", "1.2.0"), kv("vcs.repository.ref.revision", "def456")], "def456"),
+            (vec![kv("service.version", "v1.2.0")], "v1.2.0"),
+            (vec![kv("vcs.ref.head.revision", "")], UNKNOWN_REVISION),
+            (vec![], UNKNOWN_REVISION),
+        ];
+        for (resource, want) in cases {
+            let mut resource = resource;
+            resource.push(kv("service.name", "checkout"));
+            let fact = extract_one(resource, span("GET /", span_kind::SERVER, vec![])).expect("valid");
+            assert_eq!(&*fact.revision, want);
+            assert_eq!(&*fact.service, "checkout");
+        }
+    }
+
+    #[test]
+    fn missing_service_name_is_the_sdk_default() {
+        let fact = extract_one(vec![], span("x", span_kind::INTERNAL, vec![])).expect("valid");
+        assert_eq!(&*fact.service, UNKNOWN_SERVICE);
+    }
+
+    #[test]
+    fn server_span_facts() {
+        let fact = extract_one(
+            vec![kv("service.name", "checkout")],
+            span(
+                "POST /checkout",
+                span_kind::SERVER,
+                vec![kv("http.route", "/checkout"), kv("code.function", "checkout"), kv("code.filepath", "src/pay.py"), kv("code.lineno", 88)],
+            ),
+        )
+        .expect("valid");
+        assert_eq!(&*fact.operation, "POST /checkout");
+        assert_eq!(fact.kind, SpanKind::Server);
+        assert_eq!(fact.status, SpanStatus::Error);
+        assert_eq!(fact.duration_nanos(), 80_000_000);
+        assert_eq!(fact.peer, None, "server spans name no peer");
+        assert_eq!(fact.route.as_deref(), Some("/checkout"));
+        let code = fact.code.expect("code location");
+        assert_eq!(code.function.as_deref(), Some("checkout"));
+        assert_eq!(code.filepath.as_deref(), Some("src/pay.py"));
+        assert_eq!(code.lineno, Some(88));
+        assert_eq!(fact.trace_id, u128::from_be_bytes([1; 16]));
+        assert_eq!(fact.parent_span_id, 0);
+    }
+
+    #[test]
+    fn current_code_semconv_names() {
+        let fact = extract_one(
+            vec![],
+            span(
+                "charge",
+                span_kind::INTERNAL,
+                vec![kv("code.function.name", "shop.pay.charge"), kv("code.file.path", "/app/shop/pay.py"), kv("code.line.number", 12)],
+            ),
+        )
+        .expect("valid");
+        let code = fact.code.expect("code");
+        assert_eq!(code.function.as_deref(), Some("shop.pay.charge"));
+        assert_eq!(code.filepath.as_deref(), Some("/app/shop/pay.py"));
+        assert_eq!(code.lineno, Some(12));
+    }
+
+    #[test]
+    fn client_span_has_peer() {
+        let fact = extract_one(
+            vec![kv("service.name", "checkout")],
+            span("POST", span_kind::CLIENT, vec![kv("http.url", "https://api.fraudscore.io/score")]),
+        )
+        .expect("valid");
+        assert_eq!(fact.peer.as_deref(), Some("api.fraudscore.io:443"));
+    }
+
+    #[test]
+    fn impossible_timestamps_are_rejected() {
+        let mut end_before_start = span("x", span_kind::SERVER, vec![]);
+        end_before_start.end_time_unix_nano = end_before_start.start_time_unix_nano - 1;
+        let mut future = span("x", span_kind::SERVER, vec![]);
+        future.start_time_unix_nano = NOW + 10 * 365 * 86_400 * 1_000_000_000;
+        future.end_time_unix_nano = future.start_time_unix_nano + 1;
+        let mut unset = span("x", span_kind::SERVER, vec![]);
+        unset.start_time_unix_nano = 0;
+        for (span, reason) in [
+            (end_before_start, SpanRejection::EndBeforeStart),
+            (future, SpanRejection::FutureTimestamp),
+            (unset, SpanRejection::MissingTimestamp),
+        ] {
+            let rejections = extract_one(vec![], span).expect_err("rejected");
+            assert_eq!(rejections.by_reason().collect::<Vec<_>>(), vec![(reason, 1)]);
+            assert!(rejections.message().contains(reason.as_label()));
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_rejects_only_that_span() {
+        let mut bad = kv("http.route", "x");
+        bad.value = Some(crate::receive::wire::AnyValue {
+            value: Some(crate::receive::wire::any_value::Value::StringValue(vec![0x66, 0xff, 0xfe].into())),
+        });
+        let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
+        let mut out = Vec::new();
+        let rejections = extractor.extract(
+            &request(vec![], vec![span("bad", span_kind::SERVER, vec![bad]), span("good", span_kind::SERVER, vec![])]),
+            NOW,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(&*out[0].operation, "good");
+        assert_eq!(rejections.by_reason().collect::<Vec<_>>(), vec![(SpanRejection::InvalidUtf8, 1)]);
+    }
+
+    #[test]
+    fn repeated_strings_are_shared() {
+        let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
+        let mut out = Vec::new();
+        let spans = vec![span("GET /a", span_kind::SERVER, vec![]), span("GET /a", span_kind::SERVER, vec![])];
+        extractor.extract(&request(vec![kv("service.name", "s")], spans), NOW, &mut out);
+        assert!(Arc::ptr_eq(&out[0].operation, &out[1].operation));
+    }
+}

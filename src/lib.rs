@@ -1,0 +1,16 @@
+//! driftwatch: an OTLP trace collector that detects runtime drift —
+//! latency regressions and unexpected outbound calls — in the services that
+//! send it traces.
+//!
+//! The modules follow the data flow: [`receive`] → [`extract`] →
+//! [`analyze`] → [`expose`]. [`server`] wires them into the running sidecar.
+
+pub mod analyze;
+pub mod config;
+pub mod demo;
+pub mod expose;
+pub mod extract;
+pub mod receive;
+pub mod server;
+pub mod simulate;
+pub mod telemetry;

@@ -1,0 +1,169 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//!
+//! The service is served through tonic with a pass-through codec rather
+//! than a generated prost codec: the handler receives the request's bytes
+//! (decompressed by tonic, within `max_decompressed_bytes`), so the same
+//! lenient decoder serves gRPC and HTTP, and forwarding can send upstream
+//! exactly what arrived.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Code, Status};
+
+use super::{Ingest, IngestError, Transport, rpc_status};
+
+pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The gRPC trace service, to be added to a `tonic` router.
+#[derive(Clone)]
+pub struct TraceExportService {
+    ingest: Arc<Ingest>,
+}
+
+impl TraceExportService {
+    pub fn new(ingest: Arc<Ingest>) -> TraceExportService {
+        TraceExportService { ingest }
+    }
+}
+
+impl NamedService for TraceExportService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl<B> tower::Service<http::Request<B>> for TraceExportService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let ingest = self.ingest.clone();
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async move { Ok(Status::unimplemented("only TraceService/Export is served here").into_http()) });
+        }
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            let limit = ingest.config().max_decompressed_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(limit), None);
+            let reached_handler = Arc::new(AtomicBool::new(false));
+            let handler = ExportHandler { ingest: ingest.clone(), reached: reached_handler.clone() };
+            let response = grpc.unary(handler, request).await;
+            if !reached_handler.load(Ordering::Acquire) {
+                // tonic refused the request before the handler: framing,
+                // decompression, or the size limit.
+                ingest.record_refused(Transport::Grpc, &refusal_of(&response, limit));
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Classifies a refusal that tonic produced, from the status it set.
+fn refusal_of(response: &http::Response<tonic::body::Body>, limit: usize) -> IngestError {
+    let status = Status::from_header_map(response.headers());
+    let message = status.as_ref().map(|s| s.message().to_owned()).unwrap_or_default();
+    match status.map(|s| s.code()) {
+        Some(Code::ResourceExhausted | Code::OutOfRange) => {
+            IngestError::TooLarge { limit, what: "decompressed", key: "max_decompressed_bytes" }
+        }
+        Some(Code::Unimplemented) => IngestError::Unsupported(message),
+        _ => IngestError::Malformed(message),
+    }
+}
+
+struct ExportHandler {
+    ingest: Arc<Ingest>,
+    reached: Arc<AtomicBool>,
+}
+
+impl UnaryService<Bytes> for ExportHandler {
+    type Response = Bytes;
+    type Future = BoxFuture<Result<tonic::Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        self.reached.store(true, Ordering::Release);
+        let ingest = self.ingest.clone();
+        Box::pin(async move {
+            match ingest.export(Transport::Grpc, request.into_inner()) {
+                Ok(accepted) => Ok(tonic::Response::new(accepted.response().encode_to_vec().into())),
+                Err(error) => Err(status_of(&error)),
+            }
+        })
+    }
+}
+
+/// The gRPC status OTLP prescribes for each refusal: UNAVAILABLE with
+/// RetryInfo for transient overload, non-retryable codes for bad requests.
+pub fn status_of(error: &IngestError) -> Status {
+    let code = match error {
+        IngestError::Backpressure { .. } | IngestError::Overloaded { .. } => Code::Unavailable,
+        IngestError::TooLarge { .. } | IngestError::TooManySpans { .. } | IngestError::Malformed(_) => Code::InvalidArgument,
+        IngestError::Unsupported(_) => Code::Unimplemented,
+    };
+    let message = error.to_string();
+    match error.retry_after() {
+        Some(delay) => {
+            let details = rpc_status(code as i32, &message, Some(delay)).encode_to_vec();
+            Status::with_details(code, message, details.into())
+        }
+        None => Status::new(code, message),
+    }
+}
+
+/// Passes message bytes through untouched, in both directions.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}

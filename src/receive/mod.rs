@@ -1,0 +1,229 @@
+//! Receive: the OTLP front door. gRPC (`grpc`) and OTLP/HTTP (`http`) both
+//! hand raw protobuf bytes to [`Ingest`], which enforces the limits, decodes,
+//! extracts facts and admits them to the analysis queue — or answers with
+//! the OTLP status that tells the client what to do (partial success, fix the
+//! request, or retry later).
+
+pub mod grpc;
+pub mod http;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::Semaphore;
+
+use crate::analyze::{AnalysisQueue, QueueFull};
+use crate::config::ReceiverConfig;
+use crate::expose::metrics::Metrics;
+use crate::extract::{Extractor, Rejections, SpanFact, span_count};
+
+/// Distinct strings kept by the interner shared by all receivers.
+const MAX_INTERNED_STRINGS: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl Transport {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::HttpProtobuf => "http_protobuf",
+            Transport::HttpJson => "http_json",
+        }
+    }
+}
+
+/// A whole request refused. Each maps to a gRPC code and an HTTP status in
+/// its transport module.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("request is not a valid OTLP ExportTraceServiceRequest: {0}")]
+    Malformed(String),
+    #[error("request body exceeds {limit} bytes ({what}); send smaller batches or raise receiver.{key}")]
+    TooLarge { limit: usize, what: &'static str, key: &'static str },
+    #[error("request carries {count} spans, more than receiver.max_spans_per_request = {max}; lower the exporter's batch size")]
+    TooManySpans { count: usize, max: usize },
+    #[error("analysis is saturated ({queued} spans queued); retry after {retry_after:?}")]
+    Backpressure { queued: usize, retry_after: Duration },
+    #[error("too many export requests in flight (receiver.max_concurrent_requests = {max}); retry after {retry_after:?}")]
+    Overloaded { max: usize, retry_after: Duration },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl IngestError {
+    /// The `outcome` label of `driftwatch_export_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            IngestError::Malformed(_) => "malformed",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::TooManySpans { .. } => "too_many_spans",
+            IngestError::Backpressure { .. } => "backpressure",
+            IngestError::Overloaded { .. } => "overloaded",
+            IngestError::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// Whether the client should retry the same request later.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::Backpressure { retry_after, .. } | IngestError::Overloaded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// The result of an accepted request: which spans, if any, were refused.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub rejected: Rejections,
+}
+
+impl Accepted {
+    /// The OTLP response: empty on full success, partial success otherwise.
+    pub fn response(&self) -> wire::ExportTraceServiceResponse {
+        let rejected = self.rejected.total();
+        wire::ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| wire::ExportTracePartialSuccess {
+                rejected_spans: i64::from(rejected),
+                error_message: self.rejected.message(),
+            }),
+        }
+    }
+}
+
+/// The shared path of every receiver: limits, decode, extract, admit.
+pub struct Ingest {
+    config: ReceiverConfig,
+    extractor: Extractor,
+    analysis: AnalysisQueue,
+    metrics: Arc<Metrics>,
+    in_flight: Semaphore,
+}
+
+impl Ingest {
+    pub fn new(config: ReceiverConfig, analysis: AnalysisQueue, metrics: Arc<Metrics>) -> Ingest {
+        Ingest {
+            extractor: Extractor::new(config.max_future_skew, MAX_INTERNED_STRINGS),
+            in_flight: Semaphore::new(config.max_concurrent_requests),
+            config,
+            analysis,
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Processes one protobuf-encoded export request and records its outcome.
+    pub fn export(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
+        let started = Instant::now();
+        let result = self.export_inner(transport, body);
+        self.record(transport, &result);
+        self.metrics.request_duration.with_label_values(&[transport.as_label()]).observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Counts a request refused before it reached [`Ingest::export`] (bad
+    /// framing, decompression limits), where the transport detected it.
+    pub fn record_refused(&self, transport: Transport, error: &IngestError) {
+        self.metrics.requests.with_label_values(&[transport.as_label(), error.outcome()]).inc();
+    }
+
+    fn export_inner(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
+        let _permit = self.in_flight.try_acquire().map_err(|_| IngestError::Overloaded {
+            max: self.config.max_concurrent_requests,
+            retry_after: self.config.retry_after,
+        })?;
+        if body.len() > self.config.max_decompressed_bytes {
+            return Err(IngestError::TooLarge {
+                limit: self.config.max_decompressed_bytes,
+                what: "decompressed",
+                key: "max_decompressed_bytes",
+            });
+        }
+        let request = wire::ExportTraceServiceRequest::decode(body).map_err(|e| IngestError::Malformed(e.to_string()))?;
+        let count = span_count(&request);
+        if count > self.config.max_spans_per_request {
+            self.count_rejected("too_many_spans", transport, count);
+            return Err(IngestError::TooManySpans { count, max: self.config.max_spans_per_request });
+        }
+        let mut facts: Vec<SpanFact> = Vec::with_capacity(count);
+        let rejected = self.extractor.extract(&request, unix_nanos_now(), &mut facts);
+        drop(request);
+        for (reason, n) in rejected.by_reason() {
+            self.count_rejected(reason.as_label(), transport, n as usize);
+        }
+        let accepted = facts.len();
+        self.count_received(transport, &facts);
+        if let Err(QueueFull { queued, .. }) = self.analysis.try_submit(facts) {
+            self.count_rejected("backpressure", transport, accepted);
+            return Err(IngestError::Backpressure { queued, retry_after: self.config.retry_after });
+        }
+        Ok(Accepted { accepted, rejected })
+    }
+
+    /// Counts received spans per service; facts arrive grouped by resource,
+    /// so this touches the counter once per run of one service.
+    fn count_received(&self, transport: Transport, facts: &[SpanFact]) {
+        for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
+            let service = self.metrics.service_label(&run[0].service);
+            self.metrics.spans_received.with_label_values(&[service, transport.as_label()]).inc_by(run.len() as u64);
+        }
+    }
+
+    fn count_rejected(&self, reason: &str, transport: Transport, n: usize) {
+        if n > 0 {
+            self.metrics.spans_rejected.with_label_values(&[reason, transport.as_label()]).inc_by(n as u64);
+        }
+    }
+
+    fn record(&self, transport: Transport, result: &Result<Accepted, IngestError>) {
+        let outcome = match result {
+            Ok(accepted) if accepted.rejected.total() > 0 => "partial",
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.requests.with_label_values(&[transport.as_label(), outcome]).inc();
+    }
+}
+
+fn unix_nanos_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A `google.rpc.Status` carrying `RetryInfo`, as OTLP prescribes for
+/// retryable refusals.
+pub fn rpc_status(code: i32, message: &str, retry_after: Option<Duration>) -> wire::RpcStatus {
+    wire::RpcStatus {
+        code,
+        message: message.to_owned(),
+        details: retry_after
+            .map(|delay| wire::RpcAny {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: wire::RetryInfo {
+                    retry_delay: Some(wire::RpcDuration {
+                        seconds: i64::try_from(delay.as_secs()).unwrap_or(i64::MAX),
+                        nanos: i32::try_from(delay.subsec_nanos()).unwrap_or(0),
+                    }),
+                }
+                .encode_to_vec()
+                .into(),
+            })
+            .into_iter()
+            .collect(),
+    }
+}

@@ -1,0 +1,182 @@
+//! The running sidecar: binds the listeners, wires receive → extract →
+//! analyze → expose, and shuts down in order — stop accepting, finish the
+//! requests in flight, drain the analysis queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::analyze::{self, AnalysisWorkers, CountingObserver};
+use crate::config::Config;
+use crate::expose::admin::{self, AdminState};
+use crate::expose::metrics::Metrics;
+use crate::receive::{self, Ingest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({key}): {source}; choose a free address or stop the process using it")]
+    Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{listener} server failed: {message}")]
+pub struct ServeError {
+    listener: &'static str,
+    message: String,
+}
+
+/// A started driftwatch.
+pub struct Server {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    ingest: Arc<Ingest>,
+    ready: Arc<AtomicBool>,
+    stop_receivers: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<Result<(), ServeError>>>,
+    admin: JoinHandle<Result<(), ServeError>>,
+    workers: AnalysisWorkers,
+}
+
+impl Server {
+    /// Binds every listener (port 0 picks a free port) and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let grpc_listener = bind(config.receiver.grpc_listen, "receiver.grpc_listen").await?;
+        let http_listener = bind(config.receiver.http_listen, "receiver.http_listen").await?;
+        let admin_listener = bind(config.admin.listen, "admin.listen").await?;
+        let local = |l: &TcpListener, configured: SocketAddr| l.local_addr().unwrap_or(configured);
+        let grpc_addr = local(&grpc_listener, config.receiver.grpc_listen);
+        let http_addr = local(&http_listener, config.receiver.http_listen);
+        let admin_addr = local(&admin_listener, config.admin.listen);
+
+        let (queue, workers) =
+            analyze::start(&config.analyze, metrics.clone(), |_| CountingObserver::new(metrics.clone()));
+        let ingest = Arc::new(Ingest::new(config.receiver.clone(), queue, metrics.clone()));
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stop_receivers, receivers_stopped) = watch::channel(false);
+        let (stop_admin, admin_stopped) = watch::channel(false);
+
+        let grpc = {
+            let service = receive::grpc::TraceExportService::new(ingest.clone());
+            let stopped = wait_for(receivers_stopped.clone());
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), stopped)
+                    .await
+                    .map_err(|e| ServeError { listener: "OTLP/gRPC", message: e.to_string() })
+            })
+        };
+        let http = serve_axum(http_listener, receive::http::router(ingest.clone()), "OTLP/HTTP", receivers_stopped);
+        let admin = serve_axum(
+            admin_listener,
+            admin::router(AdminState { metrics: metrics.clone(), ready: ready.clone() }),
+            "admin",
+            admin_stopped,
+        );
+        ready.store(true, Ordering::Release);
+        tracing::info!(%grpc_addr, %http_addr, %admin_addr, "driftwatch listening");
+        Ok(Server {
+            grpc_addr,
+            http_addr,
+            admin_addr,
+            ingest,
+            ready,
+            stop_receivers,
+            stop_admin,
+            receivers: vec![grpc, http],
+            admin,
+            workers,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The shared ingest path, for in-process producers such as the demo.
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
+        signal.await;
+        self.shutdown().await
+    }
+
+    /// Stops accepting, finishes in-flight requests, drains the analysis.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        tracing::info!("shutting down: no longer ready, draining receivers");
+        self.ready.store(false, Ordering::Release);
+        let _ = self.stop_receivers.send(true);
+        let mut result = Ok(());
+        for receiver in self.receivers {
+            result = result.and(receiver.await.unwrap_or_else(|e| Err(ServeError { listener: "receiver", message: e.to_string() })));
+        }
+        // Receivers are gone; the last queue handle goes with the ingest.
+        drop(self.ingest);
+        self.workers.drain().await;
+        tracing::info!("analysis drained");
+        let _ = self.stop_admin.send(true);
+        result.and(self.admin.await.unwrap_or_else(|e| Err(ServeError { listener: "admin", message: e.to_string() })))
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, key, source })
+}
+
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+fn serve_axum(
+    listener: TcpListener,
+    router: axum::Router,
+    name: &'static str,
+    stopped: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), ServeError>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(wait_for(stopped))
+            .await
+            .map_err(|e| ServeError { listener: name, message: e.to_string() })
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,116 @@
+//! Synthetic OTLP traffic: encodes spans as real OTLP export requests, for
+//! the demo, the scenario corpus and the load generator.
+
+use prost::Message;
+
+use crate::receive::wire::{
+    AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value,
+};
+
+/// One span to encode.
+#[derive(Debug, Clone)]
+pub struct SyntheticSpan {
+    pub service: String,
+    pub revision: String,
+    pub name: String,
+    pub kind: i32,
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub parent_span_id: u64,
+    pub start_unix_nanos: u64,
+    pub duration_nanos: u64,
+    pub error: bool,
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+}
+
+impl From<&str> for AttrValue {
+    fn from(s: &str) -> Self {
+        AttrValue::Str(s.to_owned())
+    }
+}
+
+impl From<i64> for AttrValue {
+    fn from(i: i64) -> Self {
+        AttrValue::Int(i)
+    }
+}
+
+fn key_value(key: &str, value: &AttrValue) -> KeyValue {
+    let value = match value {
+        AttrValue::Str(s) => Value::StringValue(s.clone().into_bytes().into()),
+        AttrValue::Int(i) => Value::IntValue(*i),
+    };
+    KeyValue { key: key.as_bytes().to_vec().into(), value: Some(AnyValue { value: Some(value) }) }
+}
+
+/// Encodes spans as one `ExportTraceServiceRequest`, one resource per
+/// consecutive run of (service, revision), as an SDK batch would.
+pub fn encode_request(spans: &[SyntheticSpan]) -> Vec<u8> {
+    let mut request = ExportTraceServiceRequest::default();
+    for run in spans.chunk_by(|a, b| a.service == b.service && a.revision == b.revision) {
+        let resource = Resource {
+            attributes: vec![
+                key_value("service.name", &AttrValue::Str(run[0].service.clone())),
+                key_value("vcs.ref.head.revision", &AttrValue::Str(run[0].revision.clone())),
+            ],
+        };
+        let spans = run
+            .iter()
+            .map(|s| Span {
+                trace_id: s.trace_id.to_be_bytes().to_vec().into(),
+                span_id: s.span_id.to_be_bytes().to_vec().into(),
+                parent_span_id: if s.parent_span_id == 0 { Default::default() } else { s.parent_span_id.to_be_bytes().to_vec().into() },
+                name: s.name.clone().into_bytes().into(),
+                kind: s.kind,
+                start_time_unix_nano: s.start_unix_nanos,
+                end_time_unix_nano: s.start_unix_nanos + s.duration_nanos,
+                attributes: s.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+                status: Some(Status { code: if s.error { 2 } else { 0 } }),
+            })
+            .collect();
+        request.resource_spans.push(ResourceSpans { resource: Some(resource), scope_spans: vec![ScopeSpans { spans }] });
+    }
+    request.encode_to_vec()
+}
+
+/// A small, fast, seedable generator (SplitMix64), so scenarios replay
+/// identically from their seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Log-normal with the given median and shape `sigma`.
+    pub fn log_normal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
+    }
+}
