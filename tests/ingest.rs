@@ -1,0 +1,435 @@
+//! The receivers against real clients and hostile input, through the
+//! running binary.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use common::{Driftwatch, eventually, now_nanos, run_python};
+use driftwatch::simulate::{SyntheticSpan, encode_request};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+const SERVER: i32 = 2;
+
+fn span(service: &str, name: &str, start: u64, duration: u64) -> SyntheticSpan {
+    SyntheticSpan {
+        service: service.into(),
+        revision: "r1".into(),
+        name: name.into(),
+        kind: SERVER,
+        trace_id: 1,
+        span_id: 2,
+        parent_span_id: 0,
+        start_unix_nanos: start,
+        duration_nanos: duration,
+        error: false,
+        attributes: vec![],
+    }
+}
+
+fn post(url: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.expect("body").to_vec())
+    })
+}
+
+fn post_protobuf(dw: &Driftwatch, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    post(&dw.http_url("/v1/traces"), "application/x-protobuf", None, body)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+/// The OTLP partial-success response, decoded with the reference types.
+fn partial_success(body: &[u8]) -> Option<(i64, String)> {
+    let response =
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(body).expect("OTLP response");
+    response.partial_success.map(|p| (p.rejected_spans, p.error_message))
+}
+
+#[test]
+fn python_sdk_over_grpc_and_http_is_counted_per_service() {
+    let dw = Driftwatch::start("");
+    run_python("send_spans.py", &["--protocol", "grpc", "--endpoint", &format!("http://{}", dw.grpc), "--service", "py-grpc", "--count", "37"], &[]);
+    run_python("send_spans.py", &["--protocol", "http", "--endpoint", &format!("http://{}", dw.http), "--service", "py-http", "--count", "23"], &[]);
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "py-grpc"), ("transport", "grpc")]), 37.0);
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "py-http"), ("transport", "http_protobuf")]), 23.0);
+    assert!(metrics.value("driftwatch_export_requests_total", &[("transport", "grpc"), ("outcome", "ok")]) >= 1.0);
+    eventually(Duration::from_secs(5), "spans analysed", || {
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "py-grpc")]) == 37.0
+    });
+}
+
+#[test]
+fn python_sdk_gzip_over_grpc() {
+    let dw = Driftwatch::start("");
+    run_python(
+        "send_spans.py",
+        &["--protocol", "grpc", "--endpoint", &format!("http://{}", dw.grpc), "--service", "py-gzip", "--count", "5"],
+        &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+    );
+    assert_eq!(dw.metrics().value("driftwatch_spans_received_total", &[("service", "py-gzip")]), 5.0);
+}
+
+#[test]
+fn rust_opentelemetry_otlp_over_grpc_is_counted() {
+    use opentelemetry::trace::{Span, SpanKind, Tracer, TracerProvider};
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+
+    let dw = Driftwatch::start("");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let endpoint = format!("http://{}", dw.grpc);
+    runtime.block_on(async move {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_compression(opentelemetry_otlp::Compression::Gzip)
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .expect("exporter");
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("rust-svc")
+            .with_attribute(opentelemetry::KeyValue::new("vcs.ref.head.revision", "0123abc"))
+            .build();
+        let provider =
+            opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let tracer = provider.tracer("driftwatch-tests");
+        for _ in 0..41 {
+            let mut span = tracer.span_builder("GET /rust").with_kind(SpanKind::Server).start(&tracer);
+            span.set_attribute(opentelemetry::KeyValue::new("http.route", "/rust"));
+            span.end();
+        }
+        tokio::task::spawn_blocking(move || {
+            provider.force_flush().expect("flush");
+            provider.shutdown().expect("shutdown");
+        })
+        .await
+        .expect("join");
+    });
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "rust-svc"), ("transport", "grpc")]), 41.0);
+}
+
+#[test]
+fn otlp_json_post_is_accepted() {
+    let dw = Driftwatch::start("");
+    let start = now_nanos() - 1_000_000_000;
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"json-svc"}}}}]}},
+        "scopeSpans":[{{"scope":{{"name":"manual"}},"spans":[
+          {{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /json","kind":2,
+            "startTimeUnixNano":"{start}","endTimeUnixNano":"{end}"}},
+          {{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b175","name":"bad","kind":2,
+            "startTimeUnixNano":"{end}","endTimeUnixNano":"{start}"}}]}}]}}]}}"#,
+        end = start + 5_000_000
+    );
+    // gzip without the header is not JSON: refused, not guessed.
+    let (status, _, _) = post(&dw.http_url("/v1/traces"), "application/json", None, gzip(json.as_bytes()));
+    assert_eq!(status, 400);
+    let (status, headers, body) = post(&dw.http_url("/v1/traces"), "application/json", Some("gzip"), gzip(json.as_bytes()));
+    let body2 = String::from_utf8(body).expect("utf-8");
+    assert_eq!(status, 200, "{body2}");
+    assert_eq!(headers["content-type"], "application/json");
+    let response: serde_json::Value = serde_json::from_str(&body2).expect("json");
+    assert_eq!(response["partialSuccess"]["rejectedSpans"], "1");
+    assert!(response["partialSuccess"]["errorMessage"].as_str().expect("message").contains("end_before_start"));
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "json-svc"), ("transport", "http_json")]), 1.0);
+    assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", "end_before_start")]), 1.0);
+}
+
+#[test]
+fn hostile_http_input_gets_specific_errors_and_counters() {
+    let dw = Driftwatch::start("[receiver]\nmax_request_bytes = 65536\nmax_decompressed_bytes = 1048576\nmax_spans_per_request = 100\n");
+    let now = now_nanos();
+    let good = encode_request(&[span("victim", "GET /ok", now - 1_000_000_000, 1_000_000)]);
+
+    // Malformed protobuf: a field header promising more bytes than follow.
+    let (status, _, body) = post_protobuf(&dw, vec![0x0a, 0xff, 0xff, 0x03, 0x01]);
+    assert_eq!(status, 400);
+    let rpc = driftwatch::receive::wire::RpcStatus::decode(&body[..]).expect("error body is a google.rpc.Status");
+    assert_eq!(rpc.code, tonic::Code::InvalidArgument as i32);
+    assert!(rpc.message.contains("not a valid OTLP"), "{}", rpc.message);
+    // Truncated: a valid request cut short.
+    let (status, _, _) = post_protobuf(&dw, good[..good.len() - 3].to_vec());
+    assert_eq!(status, 400);
+    // Invalid JSON.
+    let (status, _, body) = post(&dw.http_url("/v1/traces"), "application/json", None, b"{\"resourceSpans\": [".to_vec());
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("invalid OTLP/JSON"));
+    // Gzip bomb: 64 MiB of zeros in a few KiB.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 65536);
+    let (status, _, body) = post(&dw.http_url("/v1/traces"), "application/x-protobuf", Some("gzip"), bomb);
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&body).contains("max_decompressed_bytes"));
+    // Oversize on the wire.
+    let (status, _, _) = post_protobuf(&dw, vec![0u8; 200_000]);
+    assert_eq!(status, 413);
+    // Too many spans.
+    let many: Vec<SyntheticSpan> = (0..101).map(|i| span("victim", &format!("op{i}"), now - 1_000_000_000, 1_000)).collect();
+    let (status, _, body) = post_protobuf(&dw, encode_request(&many));
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&body).contains("max_spans_per_request"));
+    // Wrong content type.
+    let (status, _, _) = post(&dw.http_url("/v1/traces"), "text/plain", None, good.clone());
+    assert_eq!(status, 415);
+
+    // Span-level problems: partial success, the valid span still counted.
+    let mut future = span("victim", "future", now + 10 * 365 * 86_400 * 1_000_000_000, 1_000_000);
+    future.span_id = 3;
+    let backwards = SyntheticSpan { duration_nanos: 0, start_unix_nanos: now, ..span("victim", "backwards", now, 0) };
+    let mut request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+        &encode_request(&[span("victim", "fine", now - 2_000_000_000, 1_000_000), future, backwards])[..],
+    )
+    .expect("decode");
+    // Make the third span end before it starts, and give the first an
+    // attribute whose value is invalid UTF-8 at the wire level.
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[2].end_time_unix_nano = spans[2].start_time_unix_nano - 1;
+    let mut bytes = request.encode_to_vec();
+    let bad_attr = invalid_utf8_span(now);
+    bytes.extend_from_slice(&bad_attr);
+    let (status, _, body) = post_protobuf(&dw, bytes);
+    assert_eq!(status, 200);
+    let (rejected, message) = partial_success(&body).expect("partial success");
+    assert_eq!(rejected, 3, "{message}");
+    for reason in ["future_timestamp", "end_before_start", "invalid_utf8"] {
+        assert!(message.contains(reason), "{message}");
+    }
+
+    // Still serving, and every refusal was counted by reason.
+    let (status, _, body) = post_protobuf(&dw, good);
+    assert_eq!(status, 200);
+    assert_eq!(partial_success(&body), None);
+    let metrics = dw.metrics();
+    let requests = |outcome| metrics.value("driftwatch_export_requests_total", &[("transport", "http_protobuf"), ("outcome", outcome)]);
+    assert_eq!(requests("malformed"), 2.0);
+    assert_eq!(requests("too_large"), 2.0);
+    assert_eq!(requests("too_many_spans"), 1.0);
+    assert_eq!(requests("partial"), 1.0);
+    assert_eq!(requests("ok"), 1.0);
+    assert_eq!(metrics.value("driftwatch_export_requests_total", &[("transport", "http_json"), ("outcome", "malformed")]), 1.0);
+    for reason in ["future_timestamp", "end_before_start", "invalid_utf8"] {
+        assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", reason)]), 1.0, "{reason}");
+    }
+    assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", "too_many_spans")]), 101.0);
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "victim")]), 2.0);
+}
+
+/// A `ResourceSpans` (field 1 of the request) holding one span whose
+/// attribute value bytes are not UTF-8, hand-encoded because no SDK
+/// produces it.
+fn invalid_utf8_span(now: u64) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, tag: u32, payload: &[u8]) {
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(payload.len() as u64, out);
+        out.extend_from_slice(payload);
+    }
+    let mut any_value = Vec::new();
+    field(&mut any_value, 1, &[0x66, 0x6f, 0xff, 0xfe]);
+    let mut key_value = Vec::new();
+    field(&mut key_value, 1, b"http.route");
+    field(&mut key_value, 2, &any_value);
+    let mut span = Vec::new();
+    field(&mut span, 1, &[7; 16]);
+    field(&mut span, 2, &[8; 8]);
+    field(&mut span, 5, b"GET /bad");
+    prost::encoding::encode_key(7, prost::encoding::WireType::SixtyFourBit, &mut span);
+    span.put_u64_le(now - 1_000_000_000);
+    prost::encoding::encode_key(8, prost::encoding::WireType::SixtyFourBit, &mut span);
+    span.put_u64_le(now - 999_000_000);
+    field(&mut span, 9, &key_value);
+    let mut scope_spans = Vec::new();
+    field(&mut scope_spans, 2, &span);
+    let mut resource_spans = Vec::new();
+    field(&mut resource_spans, 2, &scope_spans);
+    let mut out = Vec::new();
+    field(&mut out, 1, &resource_spans);
+    out
+}
+
+/// Sends raw bytes as a gRPC Export call, so tests can send what no SDK
+/// would.
+struct RawCodec;
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+async fn grpc_export(addr: std::net::SocketAddr, body: Vec<u8>, gzip: bool) -> Result<Bytes, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect");
+    let mut client = tonic::client::Grpc::new(channel);
+    if gzip {
+        client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    client.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    client.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec).await.map(|r| r.into_inner())
+}
+
+#[test]
+fn hostile_grpc_input_gets_specific_status_and_counters() {
+    let dw = Driftwatch::start("[receiver]\nmax_decompressed_bytes = 1048576\nmax_request_bytes = 65536\n");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let now = now_nanos();
+    runtime.block_on(async {
+        let status = grpc_export(dw.grpc, vec![0x0a, 0xff, 0xff, 0x03], false).await.expect_err("malformed");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let bomb = vec![0u8; 32 << 20];
+        let status = grpc_export(dw.grpc, bomb, true).await.expect_err("bomb");
+        assert!(matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument), "{status:?}");
+        let mut request = encode_request(&[span("grpc-victim", "ok", now - 1_000_000_000, 1_000)]);
+        request.extend_from_slice(&invalid_utf8_span(now));
+        let body = grpc_export(dw.grpc, request, false).await.expect("partial success");
+        let (rejected, message) = partial_success(&body).expect("partial");
+        assert_eq!(rejected, 1);
+        assert!(message.contains("invalid_utf8"), "{message}");
+    });
+    let metrics = dw.metrics();
+    let requests = |outcome| metrics.value("driftwatch_export_requests_total", &[("transport", "grpc"), ("outcome", outcome)]);
+    assert_eq!(requests("malformed"), 1.0);
+    assert_eq!(requests("too_large"), 1.0);
+    assert_eq!(requests("partial"), 1.0);
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "grpc-victim")]), 1.0);
+}
+
+#[test]
+fn stalled_analysis_pushes_back_instead_of_buffering() {
+    let dw = Driftwatch::start("[analyze]\npause = true\nmax_queued_spans = 1000\n[receiver]\nmax_spans_per_request = 500\nretry_after = \"2s\"\n");
+    let now = now_nanos();
+    let batch: Vec<SyntheticSpan> = (0..400).map(|i| span("busy", "GET /", now - 1_000_000_000 + i, 1_000)).collect();
+    let body = encode_request(&batch);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..10 {
+        let (status, headers, _) = post_protobuf(&dw, body.clone());
+        if status == 503 {
+            retry_after = headers.get("retry-after").map(|v| v.to_str().expect("ascii").to_owned());
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].iter().all(|s| *s == 503), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("2"));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let status = runtime.block_on(grpc_export(dw.grpc, body, false)).expect_err("backpressure");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("retry"), "{}", status.message());
+    assert!(!status.details().is_empty(), "carries RetryInfo");
+
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_analysis_queue_spans", &[]), 800.0, "queue never exceeds its bound");
+    assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", "backpressure")]), 9.0 * 400.0);
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let mut dw = Driftwatch::start("");
+    let now = now_nanos();
+    let batch: Vec<SyntheticSpan> = (0..300).map(|i| span("drain", "GET /", now - 1_000_000_000 + i, 1_000)).collect();
+    for _ in 0..5 {
+        let (status, _, _) = post_protobuf(&dw, encode_request(&batch));
+        assert_eq!(status, 200);
+    }
+    let status = dw.terminate();
+    assert!(status.success(), "exit status {status:?}; stderr:\n{}", dw.stderr());
+    let stderr = dw.stderr();
+    assert!(stderr.contains("analysis drained"), "{stderr}");
+    assert!(post_result(&dw.http_url("/v1/traces")).is_err(), "no longer accepting");
+}
+
+fn post_result(url: &str) -> Result<u16, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        reqwest::Client::new().post(url).body(vec![]).send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    })
+}
+
+#[test]
+fn json_logs_on_request() {
+    let mut dw = Driftwatch::start_with_env("", &[("DRIFTWATCH_LOG_FORMAT", "json")]);
+    dw.terminate();
+    let stderr = dw.stderr();
+    let first = stderr.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(line["level"], "INFO");
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[receiver]\ngrpc_lisen = \"127.0.0.1:1\"\n").expect("write");
+    let output = std::process::Command::new(common::driftwatch_bin()).args(["check-config", "--config"]).arg(&path).output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("receiver.grpc_lisen"), "{stderr}");
+
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["check-config"])
+        .env("DRIFTWATCH_ADMIN__LISTEN", "not-an-address")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("admin.listen"));
+
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftwatch.toml");
+    let output = std::process::Command::new(common::driftwatch_bin()).args(["check-config", "--config"]).arg(&example).output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn busy_port_is_a_clear_start_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["run"])
+        .env("DRIFTWATCH_RECEIVER__GRPC_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DRIFTWATCH_RECEIVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_ADMIN__LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("receiver.grpc_listen") && stderr.contains(&port.to_string()), "{stderr}");
+}
