@@ -62,6 +62,7 @@ pub struct Config {
     pub receiver: ReceiverConfig,
     pub admin: AdminConfig,
     pub analyze: AnalyzeConfig,
+    pub detect: DetectConfig,
 }
 
 impl Config {
@@ -100,6 +101,27 @@ impl Config {
         if self.analyze.max_queued_spans < r.max_spans_per_request {
             return Err(ConfigError::Invalid(
                 "analyze.max_queued_spans must be at least receiver.max_spans_per_request, or no full request could ever be admitted".into(),
+            ));
+        }
+        let a = &self.analyze;
+        if a.window.is_zero() || a.max_operations == 0 {
+            return Err(ConfigError::Invalid("analyze.window and analyze.max_operations must be above 0".into()));
+        }
+        let l = &self.detect.latency;
+        if !(0.0 < l.quantile && l.quantile < 1.0) {
+            return Err(ConfigError::Invalid(format!("detect.latency.quantile = {} must lie strictly between 0 and 1", l.quantile)));
+        }
+        if !(0.0 < l.alpha && l.alpha < 1.0) {
+            return Err(ConfigError::Invalid(format!("detect.latency.alpha = {} must lie strictly between 0 and 1", l.alpha)));
+        }
+        if l.relative_increase < 0.0 || l.consecutive == 0 || l.resolve_after == 0 || l.min_samples < 2 {
+            return Err(ConfigError::Invalid(
+                "detect.latency: relative_increase must be >= 0, consecutive and resolve_after >= 1, min_samples >= 2".into(),
+            ));
+        }
+        if l.current_window < a.window || l.evaluation_interval.is_zero() || l.baseline_window < 2 * a.window {
+            return Err(ConfigError::Invalid(
+                "detect.latency.current_window must be at least analyze.window, baseline_window at least twice it, and evaluation_interval above 0".into(),
             ));
         }
         Ok(())
@@ -168,11 +190,100 @@ pub struct AnalyzeConfig {
     pub max_queued_spans: usize,
     /// Holds the analysis workers still; only for exercising backpressure.
     pub pause: bool,
+    /// Length of one event-time latency window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Operations tracked exactly per service; the rest fold into
+    /// `__other__`.
+    pub max_operations: usize,
+    /// Revisions remembered per service.
+    pub max_revisions: usize,
+    /// Services analysed per process; spans of further services are
+    /// counted and not analysed.
+    pub max_services: usize,
+    /// Spans ending this long before the newest span of their service are
+    /// too late: counted and dropped.
+    #[serde(with = "humantime_serde")]
+    pub max_lateness: Duration,
+    /// An operation unseen for this long (event time) gives up its slot.
+    #[serde(with = "humantime_serde")]
+    pub operation_idle: Duration,
 }
 
 impl Default for AnalyzeConfig {
     fn default() -> Self {
-        AnalyzeConfig { shards: 2, max_queued_spans: 262_144, pause: false }
+        AnalyzeConfig {
+            shards: 2,
+            max_queued_spans: 262_144,
+            pause: false,
+            window: Duration::from_secs(10),
+            max_operations: 50,
+            max_revisions: 8,
+            max_services: 1000,
+            max_lateness: Duration::from_secs(120),
+            operation_idle: Duration::from_secs(1800),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub latency: LatencyConfig,
+}
+
+/// Thresholds of the latency-regression detector. An event fires only when
+/// all hold for `consecutive` evaluations: both samples have at least
+/// `min_samples`; the `quantile` rose by `relative_increase` AND by
+/// `absolute_increase`; the one-sided Mann-Whitney p-value is below `alpha`
+/// divided by the number of operations tested (Bonferroni).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyConfig {
+    pub enabled: bool,
+    pub quantile: f64,
+    pub min_samples: u64,
+    pub relative_increase: f64,
+    #[serde(with = "humantime_serde")]
+    pub absolute_increase: Duration,
+    pub alpha: f64,
+    pub consecutive: u32,
+    pub resolve_after: u32,
+    /// Evaluations run each time event time crosses a multiple of this.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_interval: Duration,
+    /// An evaluation waits this long past its boundary for stragglers.
+    #[serde(with = "humantime_serde")]
+    pub evaluation_delay: Duration,
+    /// The current sample: the most recent traffic of this length.
+    #[serde(with = "humantime_serde")]
+    pub current_window: Duration,
+    /// The trailing baseline (no deploy): up to this much older traffic.
+    #[serde(with = "humantime_serde")]
+    pub baseline_window: Duration,
+    /// For this long after a deploy, a revision is compared with the one
+    /// before it; afterwards with its own trailing window.
+    #[serde(with = "humantime_serde")]
+    pub deploy_comparison: Duration,
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        LatencyConfig {
+            enabled: true,
+            quantile: 0.95,
+            min_samples: 100,
+            relative_increase: 0.2,
+            absolute_increase: Duration::from_millis(5),
+            alpha: 0.01,
+            consecutive: 3,
+            resolve_after: 3,
+            evaluation_interval: Duration::from_secs(10),
+            evaluation_delay: Duration::from_secs(5),
+            current_window: Duration::from_secs(60),
+            baseline_window: Duration::from_secs(1800),
+            deploy_comparison: Duration::from_secs(6 * 3600),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod analyze;
 pub mod config;
 pub mod demo;
+pub mod detect;
 pub mod expose;
 pub mod extract;
 pub mod receive;

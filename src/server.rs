@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::analyze::{self, AnalysisWorkers, CountingObserver};
+use crate::analyze::service::AnalysisSettings;
+use crate::analyze::{self, AnalysisWorkers, LiveShard};
+use crate::detect::{EventPipeline, SharedEventLog};
 use crate::config::Config;
 use crate::expose::admin::{self, AdminState};
 use crate::expose::metrics::Metrics;
@@ -41,6 +43,7 @@ pub struct Server {
     receivers: Vec<JoinHandle<Result<(), ServeError>>>,
     admin: JoinHandle<Result<(), ServeError>>,
     workers: AnalysisWorkers,
+    events: EventPipeline,
 }
 
 impl Server {
@@ -55,8 +58,12 @@ impl Server {
         let http_addr = local(&http_listener, config.receiver.http_listen);
         let admin_addr = local(&admin_listener, config.admin.listen);
 
-        let (queue, workers) =
-            analyze::start(&config.analyze, metrics.clone(), |_| CountingObserver::new(metrics.clone()));
+        let (events, updates) = EventPipeline::start(metrics.clone());
+        let settings = Arc::new(AnalysisSettings::new(&config.analyze, &config.detect.latency));
+        let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |_| {
+            LiveShard::new(settings.clone(), metrics.clone(), updates.clone())
+        });
+        drop(updates);
         let ingest = Arc::new(Ingest::new(config.receiver.clone(), queue, metrics.clone()));
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_receivers, receivers_stopped) = watch::channel(false);
@@ -76,7 +83,7 @@ impl Server {
         let http = serve_axum(http_listener, receive::http::router(ingest.clone()), "OTLP/HTTP", receivers_stopped);
         let admin = serve_axum(
             admin_listener,
-            admin::router(AdminState { metrics: metrics.clone(), ready: ready.clone() }),
+            admin::router(AdminState { metrics: metrics.clone(), ready: ready.clone(), events: events.log.clone() }),
             "admin",
             admin_stopped,
         );
@@ -93,6 +100,7 @@ impl Server {
             receivers: vec![grpc, http],
             admin,
             workers,
+            events,
         })
     }
 
@@ -113,6 +121,11 @@ impl Server {
         &self.ingest
     }
 
+    /// The drift events raised so far.
+    pub fn events(&self) -> &SharedEventLog {
+        &self.events.log
+    }
+
     /// Serves until `signal` completes, then shuts down gracefully.
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
         signal.await;
@@ -131,6 +144,7 @@ impl Server {
         // Receivers are gone; the last queue handle goes with the ingest.
         drop(self.ingest);
         self.workers.drain().await;
+        self.events.drain().await;
         tracing::info!("analysis drained");
         let _ = self.stop_admin.send(true);
         result.and(self.admin.await.unwrap_or_else(|e| Err(ServeError { listener: "admin", message: e.to_string() })))

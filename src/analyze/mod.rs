@@ -6,6 +6,12 @@
 //! of queued spans: when analysis falls behind, receivers are told to push
 //! back on clients rather than buffer without limit.
 
+pub mod operations;
+pub mod service;
+pub mod shard;
+pub mod timeline;
+pub mod window;
+
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +20,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::AnalyzeConfig;
+use crate::detect::event::EventUpdate;
 use crate::expose::metrics::Metrics;
 use crate::extract::SpanFact;
+use service::AnalysisSettings;
+use shard::ShardAnalysis;
 
 /// The queue refused a batch because admitting it would exceed the bound.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -25,21 +34,43 @@ pub struct QueueFull {
     pub limit: usize,
 }
 
-/// What a shard does with each batch. The detectors plug in here.
+/// What a shard does with each batch.
 pub trait ShardObserver: Send + 'static {
     fn observe(&mut self, facts: &[SpanFact]);
 }
 
-/// The default observer: counts analysed spans per service.
-pub struct CountingObserver {
+/// The live shard: analyses each batch, counts it, and hands drift updates
+/// to the event pipeline.
+pub struct LiveShard {
+    analysis: ShardAnalysis,
     metrics: Arc<Metrics>,
+    updates: mpsc::UnboundedSender<EventUpdate>,
+    scratch: Vec<EventUpdate>,
 }
 
-impl ShardObserver for CountingObserver {
+impl LiveShard {
+    pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: mpsc::UnboundedSender<EventUpdate>) -> LiveShard {
+        LiveShard { analysis: ShardAnalysis::new(settings), metrics, updates, scratch: Vec::new() }
+    }
+}
+
+impl ShardObserver for LiveShard {
     fn observe(&mut self, facts: &[SpanFact]) {
+        let outcome = self.analysis.observe(facts, &mut self.scratch);
         for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
             let service = self.metrics.service_label(&run[0].service);
             self.metrics.spans_analyzed.with_label_values(&[service]).inc_by(run.len() as u64);
+        }
+        if outcome.too_late > 0 {
+            self.metrics.spans_not_analyzed.with_label_values(&["too_late"]).inc_by(outcome.too_late);
+        }
+        if outcome.over_service_limit > 0 {
+            self.metrics.spans_not_analyzed.with_label_values(&["max_services"]).inc_by(outcome.over_service_limit);
+        }
+        for update in self.scratch.drain(..) {
+            // The receiver lives as long as the process; a send fails only
+            // during shutdown, when nobody reads events any more.
+            let _ = self.updates.send(update);
         }
     }
 }
@@ -172,8 +203,3 @@ async fn run_shard<O: ShardObserver>(
     }
 }
 
-impl CountingObserver {
-    pub fn new(metrics: Arc<Metrics>) -> CountingObserver {
-        CountingObserver { metrics }
-    }
-}

@@ -14,20 +14,24 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::metrics::Metrics;
+use crate::detect::SharedEventLog;
 
 /// State shared by the admin routes.
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    pub events: SharedEventLog,
 }
 
 pub fn router(state: AdminState) -> Router {
+    let api = super::api::router(state.events.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(api)
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

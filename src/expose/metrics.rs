@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Distinct `service` label values before folding into `__other__`.
 pub const MAX_SERVICE_LABELS: usize = 256;
@@ -22,6 +22,9 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub analysis_queue_spans: IntGauge,
     pub spans_analyzed: IntCounterVec,
+    pub spans_not_analyzed: IntCounterVec,
+    pub drifts_firing: IntGaugeVec,
+    pub drift_events: IntCounterVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -60,6 +63,25 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let spans_not_analyzed = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_spans_not_analyzed_total",
+                "Spans accepted but left out of the analysis, by reason (too_late: beyond analyze.max_lateness; \
+                 max_services: beyond analyze.max_services).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let drifts_firing = IntGaugeVec::new(
+            Opts::new("driftwatch_drifts_firing", "Drift events currently firing, by kind."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let drift_events = IntCounterVec::new(
+            Opts::new("driftwatch_drift_events_total", "Drift events fired, by kind and severity."),
+            &["kind", "severity"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -67,6 +89,9 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(analysis_queue_spans.clone()),
             Box::new(spans_analyzed.clone()),
+            Box::new(spans_not_analyzed.clone()),
+            Box::new(drifts_firing.clone()),
+            Box::new(drift_events.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -78,6 +103,9 @@ impl Metrics {
             request_duration,
             analysis_queue_spans,
             spans_analyzed,
+            spans_not_analyzed,
+            drifts_firing,
+            drift_events,
             services_seen: Mutex::new(HashSet::new()),
         }
     }

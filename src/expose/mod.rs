@@ -2,4 +2,5 @@
 //! `/readyz`, and (as the analysis grows) the JSON API and incident pages.
 
 pub mod admin;
+pub mod api;
 pub mod metrics;

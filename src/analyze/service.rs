@@ -1,0 +1,179 @@
+//! `ServiceState`: everything the analysis knows about one service — its
+//! operations, revisions, latency windows and event-time watermark — and
+//! the schedule of its detector evaluations.
+
+use std::collections::HashMap;
+
+use super::operations::{OTHER, OpId, OperationTable};
+use super::timeline::{RevId, RevisionTimeline};
+use super::window::{LatencyWindows, WindowLayout};
+use crate::config::{AnalyzeConfig, LatencyConfig};
+use crate::detect::event::EventUpdate;
+use crate::detect::latency::LatencyDetector;
+use crate::extract::{CodeLocation, SpanFact, Sym};
+
+/// Settings derived once from the configuration and shared by all services.
+#[derive(Debug, Clone)]
+pub struct AnalysisSettings {
+    pub layout: WindowLayout,
+    pub max_operations: usize,
+    pub max_revisions: usize,
+    pub max_services: usize,
+    pub max_lateness_nanos: u64,
+    pub operation_idle_nanos: u64,
+    pub latency: LatencyConfig,
+}
+
+impl AnalysisSettings {
+    pub fn new(analyze: &AnalyzeConfig, latency: &LatencyConfig) -> AnalysisSettings {
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let window = nanos(analyze.window).max(1);
+        let windows_in = |d: std::time::Duration| nanos(d).div_ceil(window) as usize;
+        AnalysisSettings {
+            layout: WindowLayout {
+                window_nanos: window,
+                ring_len: windows_in(latency.current_window).max(1),
+                block_nanos: (nanos(latency.baseline_window) / 2).max(window),
+                moments_len: windows_in(latency.baseline_window).max(2) * 2,
+            },
+            max_operations: analyze.max_operations,
+            max_revisions: analyze.max_revisions,
+            max_services: analyze.max_services,
+            max_lateness_nanos: nanos(analyze.max_lateness),
+            operation_idle_nanos: nanos(analyze.operation_idle),
+            latency: latency.clone(),
+        }
+    }
+
+    fn interval_nanos(&self) -> u64 {
+        u64::try_from(self.latency.evaluation_interval.as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn delay_nanos(&self) -> u64 {
+        u64::try_from(self.latency.evaluation_delay.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What the latest spans of an operation say about where they come from.
+#[derive(Debug, Clone, Default)]
+pub struct OperationInfo {
+    pub code: Option<CodeLocation>,
+    pub route: Option<Sym>,
+}
+
+/// The outcome of recording one span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Analysed,
+    /// Ended more than `max_lateness` before the service's newest span.
+    TooLate,
+}
+
+/// The analysis state of one service.
+pub struct ServiceState {
+    pub name: Sym,
+    pub operations: OperationTable,
+    pub timeline: RevisionTimeline,
+    pub latency: HashMap<(OpId, RevId), LatencyWindows>,
+    pub op_info: HashMap<OpId, OperationInfo>,
+    /// Newest span end seen (event time).
+    pub watermark: u64,
+    next_evaluation: Option<u64>,
+    detector: LatencyDetector,
+}
+
+/// Evaluations caught up at once after a jump in event time; older
+/// boundaries are skipped (there is no data between them anyway).
+const MAX_CATCH_UP_EVALUATIONS: u64 = 64;
+
+impl ServiceState {
+    pub fn new(name: Sym, settings: &AnalysisSettings) -> ServiceState {
+        ServiceState {
+            name,
+            operations: OperationTable::new(settings.max_operations),
+            timeline: RevisionTimeline::new(settings.max_revisions),
+            latency: HashMap::new(),
+            op_info: HashMap::new(),
+            watermark: 0,
+            next_evaluation: None,
+            detector: LatencyDetector::new(settings.latency.clone()),
+        }
+    }
+
+    pub fn record(&mut self, fact: &SpanFact, settings: &AnalysisSettings) -> Recorded {
+        let end = fact.end_unix_nanos;
+        if end.saturating_add(settings.max_lateness_nanos) < self.watermark {
+            return Recorded::TooLate;
+        }
+        self.watermark = self.watermark.max(end);
+        let (revision, dropped) = self.timeline.observe(&fact.revision, fact.start_unix_nanos, end);
+        if let Some(dropped) = dropped {
+            self.latency.retain(|(_, r), _| *r != dropped);
+            self.detector.forget_revision(dropped);
+        }
+        if fact.kind.is_outbound() {
+            return Recorded::Analysed;
+        }
+        let op = self.operations.resolve(&fact.operation, end);
+        let micros = fact.duration_nanos() / 1000;
+        self.latency
+            .entry((op, revision))
+            .or_insert_with(|| LatencyWindows::new(settings.layout))
+            .record(end, micros);
+        if op != OTHER && (fact.code.is_some() || fact.route.is_some()) {
+            let info = self.op_info.entry(op).or_default();
+            if let Some(code) = &fact.code {
+                info.code = Some((**code).clone());
+            }
+            if fact.route.is_some() {
+                info.route = fact.route.clone();
+            }
+        }
+        Recorded::Analysed
+    }
+
+    /// Runs every evaluation whose boundary the watermark has passed (plus
+    /// the evaluation delay), in event-time order.
+    pub fn evaluate_due(&mut self, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
+        if !settings.latency.enabled || self.watermark == 0 {
+            return;
+        }
+        let interval = settings.interval_nanos();
+        let delay = settings.delay_nanos();
+        let mut next = *self.next_evaluation.get_or_insert_with(|| (self.watermark / interval + 1) * interval);
+        if self.watermark < next.saturating_add(delay) {
+            return;
+        }
+        let last_due = (self.watermark - delay) / interval * interval;
+        let earliest = last_due.saturating_sub((MAX_CATCH_UP_EVALUATIONS - 1) * interval);
+        next = next.max(earliest);
+        while next <= last_due {
+            self.evaluate_at(next, settings, out);
+            next += interval;
+        }
+        self.next_evaluation = Some(next);
+    }
+
+    fn evaluate_at(&mut self, at: u64, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
+        for windows in self.latency.values_mut() {
+            windows.advance_to(at.saturating_sub(1));
+        }
+        let evicted = self.operations.end_period(at, settings.operation_idle_nanos);
+        if !evicted.is_empty() {
+            self.latency.retain(|(op, _), _| !evicted.contains(op));
+            self.op_info.retain(|op, _| !evicted.contains(op));
+            self.detector.forget_operations(&evicted);
+        }
+        let ServiceState { name, operations, timeline, latency, op_info, detector, .. } = self;
+        detector.evaluate(&ServiceView { name, operations, timeline, latency, op_info }, at, out);
+    }
+}
+
+/// A read-only view of a service for the detectors.
+pub struct ServiceView<'a> {
+    pub name: &'a Sym,
+    pub operations: &'a OperationTable,
+    pub timeline: &'a RevisionTimeline,
+    pub latency: &'a HashMap<(OpId, RevId), LatencyWindows>,
+    pub op_info: &'a HashMap<OpId, OperationInfo>,
+}

@@ -1,0 +1,109 @@
+//! `RevisionTimeline`: which revisions of a service ran, when (event time),
+//! and how much traffic each served. A revision's first appearance is a
+//! deploy; the revision that ran before it is its baseline.
+
+use std::collections::HashMap;
+
+use crate::extract::Sym;
+
+pub type RevId = u32;
+
+#[derive(Debug, Clone)]
+pub struct RevisionEntry {
+    pub id: RevId,
+    pub revision: Sym,
+    pub first_seen_unix_nanos: u64,
+    pub last_seen_unix_nanos: u64,
+    pub spans: u64,
+}
+
+pub struct RevisionTimeline {
+    ids: HashMap<Sym, RevId>,
+    /// Ordered by first appearance.
+    entries: Vec<RevisionEntry>,
+    next_id: RevId,
+    max_revisions: usize,
+}
+
+impl RevisionTimeline {
+    pub fn new(max_revisions: usize) -> RevisionTimeline {
+        RevisionTimeline { ids: HashMap::new(), entries: Vec::new(), next_id: 0, max_revisions: max_revisions.max(2) }
+    }
+
+    /// Records a span of `revision`; returns its id and, when this made the
+    /// timeline drop its oldest revision, that revision's id.
+    pub fn observe(&mut self, revision: &Sym, start: u64, end: u64) -> (RevId, Option<RevId>) {
+        if let Some(&id) = self.ids.get(revision) {
+            if let Some(entry) = self.entries.iter_mut().rev().find(|e| e.id == id) {
+                entry.first_seen_unix_nanos = entry.first_seen_unix_nanos.min(start);
+                entry.last_seen_unix_nanos = entry.last_seen_unix_nanos.max(end);
+                entry.spans += 1;
+            }
+            return (id, None);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.ids.insert(revision.clone(), id);
+        let entry = RevisionEntry {
+            id,
+            revision: revision.clone(),
+            first_seen_unix_nanos: start,
+            last_seen_unix_nanos: end,
+            spans: 1,
+        };
+        let at = self.entries.partition_point(|e| e.first_seen_unix_nanos <= start);
+        self.entries.insert(at, entry);
+        let mut dropped = None;
+        if self.entries.len() > self.max_revisions {
+            // Drop the revision that stopped running longest ago.
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.id != id)
+                .min_by_key(|(_, e)| e.last_seen_unix_nanos)
+                .map(|(i, _)| i)
+            {
+                let entry = self.entries.remove(oldest);
+                self.ids.remove(&entry.revision);
+                dropped = Some(entry.id);
+            }
+        }
+        (id, dropped)
+    }
+
+    pub fn get(&self, id: RevId) -> Option<&RevisionEntry> {
+        self.entries.iter().find(|e| e.id == id)
+    }
+
+    /// Revisions in order of first appearance.
+    pub fn entries(&self) -> &[RevisionEntry] {
+        &self.entries
+    }
+
+    /// Revisions that appeared before `id`, most recent first: baseline
+    /// candidates.
+    pub fn before(&self, id: RevId) -> impl Iterator<Item = &RevisionEntry> {
+        let position = self.entries.iter().position(|e| e.id == id).unwrap_or(0);
+        self.entries[..position].iter().rev()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_by_first_appearance_and_bounds_size() {
+        let mut timeline = RevisionTimeline::new(3);
+        let (a, _) = timeline.observe(&Sym::from("a"), 10, 11);
+        let (b, _) = timeline.observe(&Sym::from("b"), 20, 21);
+        timeline.observe(&Sym::from("a"), 30, 31);
+        let (c, _) = timeline.observe(&Sym::from("c"), 40, 41);
+        assert_eq!(timeline.before(c).map(|e| e.id).collect::<Vec<_>>(), vec![b, a]);
+        let (_, dropped) = timeline.observe(&Sym::from("d"), 50, 51);
+        assert_eq!(dropped, Some(b), "b stopped running first");
+        assert_eq!(timeline.entries().len(), 3);
+        assert_eq!(timeline.get(a).map(|e| e.spans), Some(2));
+    }
+}

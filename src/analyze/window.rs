@@ -1,0 +1,265 @@
+//! `LatencyWindows`: the event-time latency history of one (operation,
+//! revision).
+//!
+//! Recent traffic lives in a ring of short windows (the "current" sample of
+//! the detector). Windows that age out of the ring fold into two coarse
+//! blocks that together cover up to `baseline_window` (the trailing
+//! baseline when no deploy happened). Each window also leaves a few numbers
+//! (count, sum of log-latency) in a longer series for change-point
+//! estimation. Memory per series is therefore fixed: ring + 2 blocks +
+//! the moments series, whatever the traffic.
+
+use std::collections::VecDeque;
+
+use crate::detect::stats::{LatencyHistogram, WindowMoments, new_histogram, record};
+
+/// Sizes of the windows, shared by every series of an analysis.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowLayout {
+    pub window_nanos: u64,
+    /// Windows in the ring: the current sample spans `ring_len` windows.
+    pub ring_len: usize,
+    /// Length of each of the two baseline blocks.
+    pub block_nanos: u64,
+    /// Windows kept in the change-point series.
+    pub moments_len: usize,
+}
+
+struct Window {
+    start: u64,
+    histogram: LatencyHistogram,
+    moments: WindowMoments,
+}
+
+struct Block {
+    start: u64,
+    histogram: LatencyHistogram,
+}
+
+pub struct LatencyWindows {
+    layout: WindowLayout,
+    ring: VecDeque<Window>,
+    /// Sum of the ring's windows, kept up to date so an evaluation reads
+    /// the current sample without merging.
+    ring_sum: LatencyHistogram,
+    /// `[previous, current]` baseline blocks.
+    blocks: [Option<Block>; 2],
+    /// Sum of the blocks: the trailing baseline.
+    blocks_sum: LatencyHistogram,
+    moments: VecDeque<WindowMoments>,
+    /// Histograms of rotated-out windows, reused to avoid allocation.
+    spare: Vec<LatencyHistogram>,
+    total: u64,
+}
+
+impl LatencyWindows {
+    pub fn new(layout: WindowLayout) -> LatencyWindows {
+        LatencyWindows {
+            layout,
+            ring: VecDeque::with_capacity(layout.ring_len + 1),
+            ring_sum: new_histogram(),
+            blocks: [None, None],
+            blocks_sum: new_histogram(),
+            moments: VecDeque::new(),
+            spare: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// Spans recorded since the series began.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Records one span ending at `end_unix_nanos`.
+    pub fn record(&mut self, end_unix_nanos: u64, duration_micros: u64) {
+        let start = end_unix_nanos - end_unix_nanos % self.layout.window_nanos;
+        self.advance_to(start);
+        self.total += 1;
+        let ln = (duration_micros.max(1) as f64).ln();
+        if let Some(window) = self.ring.iter_mut().rev().find(|w| w.start == start) {
+            record(&mut window.histogram, duration_micros);
+            record(&mut self.ring_sum, duration_micros);
+            window.moments.count += 1;
+            window.moments.sum_ln += ln;
+            return;
+        }
+        let latest = self.ring.back().map_or(start, |w| w.start);
+        let horizon = latest.saturating_sub(self.layout.window_nanos * (self.layout.ring_len as u64 - 1));
+        if start >= horizon {
+            // A late span for a window the ring has no entry for yet.
+            let index = self.ring.iter().position(|w| w.start > start).unwrap_or(self.ring.len());
+            let mut window = self.new_window(start);
+            record(&mut window.histogram, duration_micros);
+            record(&mut self.ring_sum, duration_micros);
+            window.moments.count += 1;
+            window.moments.sum_ln += ln;
+            self.ring.insert(index, window);
+            return;
+        }
+        // Older than the ring: late but admitted; it joins the baseline.
+        if let Some(block) = self.blocks[1].as_mut() {
+            record(&mut block.histogram, duration_micros);
+            record(&mut self.blocks_sum, duration_micros);
+        }
+    }
+
+    /// Moves event time forward to `now`: windows older than the ring roll
+    /// into the baseline blocks.
+    pub fn advance_to(&mut self, now: u64) {
+        let window = self.layout.window_nanos;
+        let aligned = now - now % window;
+        if self.ring.back().is_none_or(|w| w.start < aligned) {
+            let fresh = self.new_window(aligned);
+            self.ring.push_back(fresh);
+        }
+        let horizon = aligned.saturating_sub(window * (self.layout.ring_len as u64 - 1));
+        while self.ring.front().is_some_and(|w| w.start < horizon) {
+            if let Some(old) = self.ring.pop_front() {
+                self.retire(old);
+            }
+        }
+    }
+
+    fn new_window(&mut self, start: u64) -> Window {
+        let histogram = self.spare.pop().unwrap_or_else(new_histogram);
+        Window { start, histogram, moments: WindowMoments { start_unix_nanos: start, count: 0, sum_ln: 0.0 } }
+    }
+
+    fn retire(&mut self, mut window: Window) {
+        if window.moments.count > 0 {
+            let _ = self.ring_sum.subtract(&window.histogram);
+            let block_nanos = self.layout.block_nanos;
+            let needs_new_block = self.blocks[1].as_ref().is_none_or(|b| window.start >= b.start + block_nanos);
+            if needs_new_block {
+                let start = window.start - window.start % block_nanos;
+                let mut recycled = self.blocks[0].take().map(|b| b.histogram);
+                if let Some(oldest) = recycled.as_mut() {
+                    let _ = self.blocks_sum.subtract(&*oldest);
+                    oldest.reset();
+                }
+                // A block older than two block lengths is stale: drop it too.
+                let previous = self.blocks[1].take();
+                self.blocks[0] = match previous {
+                    Some(b) if b.start + 2 * block_nanos > start => Some(b),
+                    Some(b) => {
+                        let _ = self.blocks_sum.subtract(&b.histogram);
+                        None
+                    }
+                    None => None,
+                };
+                self.blocks[1] = Some(Block { start, histogram: recycled.unwrap_or_else(new_histogram) });
+            }
+            if let Some(block) = self.blocks[1].as_mut() {
+                let _ = block.histogram.add(&window.histogram);
+                let _ = self.blocks_sum.add(&window.histogram);
+            }
+            self.moments.push_back(window.moments);
+            while self.moments.len() > self.layout.moments_len {
+                self.moments.pop_front();
+            }
+        }
+        window.histogram.reset();
+        if self.spare.len() < 2 {
+            self.spare.push(window.histogram);
+        }
+    }
+
+    /// The current sample: the ring's windows.
+    pub fn current(&self) -> &LatencyHistogram {
+        &self.ring_sum
+    }
+
+    /// The trailing baseline: everything older than the ring, within the
+    /// two blocks.
+    pub fn trailing(&self) -> &LatencyHistogram {
+        &self.blocks_sum
+    }
+
+    /// Everything retained: ring and blocks.
+    pub fn all(&self, into: &mut LatencyHistogram) {
+        let _ = into.add(&self.blocks_sum);
+        let _ = into.add(&self.ring_sum);
+    }
+
+    /// The change-point series: retired windows then the ring, oldest first.
+    pub fn moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
+        self.moments.iter().copied().chain(self.ring.iter().map(|w| w.moments))
+    }
+
+    /// Start of the newest window, if any.
+    pub fn latest_window(&self) -> Option<u64> {
+        self.ring.back().map(|w| w.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn layout() -> WindowLayout {
+        WindowLayout { window_nanos: 10 * S, ring_len: 6, block_nanos: 300 * S, moments_len: 100 }
+    }
+
+    #[test]
+    fn ring_holds_the_current_window_and_blocks_the_rest() {
+        let mut w = LatencyWindows::new(layout());
+        // Aligned to the 5-minute blocks.
+        let t0 = 1_700_000_100 * S;
+        // 10 minutes at one span per second, 1 ms each.
+        for i in 0..600 {
+            w.record(t0 + i * S, 1000);
+        }
+        assert_eq!(w.current().len(), 60, "six 10s windows");
+        assert_eq!(w.trailing().len(), 540);
+        let mut all = new_histogram();
+        w.all(&mut all);
+        assert_eq!(all.len(), 600);
+        assert_eq!(w.total(), 600);
+    }
+
+    #[test]
+    fn baseline_is_bounded_to_two_blocks() {
+        let mut w = LatencyWindows::new(layout());
+        let t0 = 1_700_000_000 * S;
+        for i in 0..3600 {
+            w.record(t0 + i * S, 1000);
+        }
+        let trailing = w.trailing();
+        assert!(trailing.len() <= 600, "at most two 5-minute blocks: {}", trailing.len());
+        assert!(trailing.len() >= 300, "at least one full block: {}", trailing.len());
+    }
+
+    #[test]
+    fn late_spans_land_in_their_window_or_the_baseline() {
+        let mut w = LatencyWindows::new(layout());
+        let t0 = 1_700_000_000 * S;
+        w.record(t0 + 100 * S, 1000);
+        w.record(t0 + 95 * S, 1000); // same ring, earlier window
+        w.record(t0 + 30 * S, 1000); // before the ring, and no baseline block yet
+        assert_eq!(w.current().len(), 2);
+        assert_eq!(w.moments().map(|m| m.count).sum::<u64>(), 2);
+        let windows: Vec<u64> = w.moments().map(|m| m.start_unix_nanos).collect();
+        let mut sorted = windows.clone();
+        sorted.sort_unstable();
+        assert_eq!(windows, sorted, "windows stay in event-time order");
+    }
+
+    #[test]
+    fn idle_gaps_do_not_keep_stale_blocks() {
+        let mut w = LatencyWindows::new(layout());
+        let t0 = 1_700_000_000 * S;
+        for i in 0..120 {
+            w.record(t0 + i * S, 1000);
+        }
+        // An hour of silence, then traffic again.
+        for i in 0..120 {
+            w.record(t0 + 3600 * S + i * S, 2000);
+        }
+        let trailing = w.trailing();
+        assert_eq!(trailing.len(), 60, "only the recent block survives the gap");
+        assert!(trailing.value_at_quantile(0.5) >= 1990);
+    }
+}

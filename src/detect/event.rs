@@ -1,0 +1,305 @@
+//! Drift events: the public record of a detected drift, as served by
+//! `/api/v1/events` and sent to alert sinks, and the in-memory log that
+//! keeps them.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::Summary;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    LatencyRegression,
+    NewOutboundPeer,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::LatencyRegression => "latency_regression",
+            EventKind::NewOutboundPeer => "new_outbound_peer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    Firing,
+    Resolved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+/// Before/after numbers of a latency regression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub baseline: Summary,
+    pub current: Summary,
+    /// Relative rise of the detector's quantile (0.3 = +30%).
+    pub relative_increase: f64,
+    /// One-sided Mann-Whitney p-value, before multiple-testing correction.
+    pub p_value: f64,
+    /// The quantile the detector compares (0.95 = p95).
+    pub quantile: f64,
+    /// P(current > baseline) for random draws: the rank effect size.
+    pub effect_size: f64,
+    /// Operations tested in the same evaluation (the Bonferroni factor).
+    pub tests: u32,
+}
+
+/// Where the drifting spans come from in the code (`code.*`, `http.route`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodeHint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filepath: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineno: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+}
+
+/// A commit suspected of causing a drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub commit: String,
+    pub summary: String,
+    pub author: String,
+    pub committed_at: String,
+    pub ai: Option<serde_json::Value>,
+    pub score: f64,
+    pub evidence: Vec<String>,
+}
+
+/// A detected drift (the `Event` of the public API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftEvent {
+    pub id: String,
+    /// Stable across restarts and replicas: service, kind, operation or
+    /// peer, revision.
+    pub fingerprint: String,
+    pub kind: EventKind,
+    pub state: EventState,
+    pub severity: Severity,
+    pub service: String,
+    pub operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    pub revision: String,
+    pub baseline_revision: Option<String>,
+    pub onset: String,
+    pub detected_at: String,
+    pub resolved_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<LatencyStats>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub code: CodeHint,
+    pub suspects: Vec<Suspect>,
+    /// Why the suspect list is what it is (e.g. no deploy in range).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+    /// Event times in nanoseconds, for ordering and evaluation.
+    #[serde(skip)]
+    pub onset_unix_nanos: u64,
+    #[serde(skip)]
+    pub detected_unix_nanos: u64,
+}
+
+fn is_default(code: &CodeHint) -> bool {
+    *code == CodeHint::default()
+}
+
+/// The stable identity of a drift.
+pub fn fingerprint(service: &str, kind: EventKind, subject: &str, revision: &str) -> String {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [service, kind.as_str(), subject, revision] {
+        for byte in part.as_bytes().iter().chain(std::iter::once(&0xff)) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// The event id: fingerprint and onset, so a drift that recurs after
+/// resolving is a new event.
+pub fn event_id(fingerprint: &str, onset_unix_nanos: u64) -> String {
+    format!("{fingerprint}-{}", onset_unix_nanos / 1_000_000_000)
+}
+
+/// RFC 3339 with millisecond precision, UTC.
+pub fn rfc3339(unix_nanos: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(unix_nanos)).to_string()
+}
+
+/// What a detector reports.
+#[derive(Debug, Clone)]
+pub enum EventUpdate {
+    Fired(Box<DriftEvent>),
+    Resolved { id: String, at_unix_nanos: u64 },
+}
+
+/// All events, newest first by detection time; bounded (resolved events are
+/// dropped first when full).
+#[derive(Default)]
+pub struct EventLog {
+    events: Vec<DriftEvent>,
+    index: HashMap<String, usize>,
+    max_events: usize,
+}
+
+impl EventLog {
+    pub fn new(max_events: usize) -> EventLog {
+        EventLog { events: Vec::new(), index: HashMap::new(), max_events: max_events.max(1) }
+    }
+
+    /// Applies an update; returns the event as it now stands.
+    pub fn apply(&mut self, update: EventUpdate) -> Option<DriftEvent> {
+        match update {
+            EventUpdate::Fired(event) => {
+                if let Some(&i) = self.index.get(&event.id) {
+                    return Some(self.events[i].clone());
+                }
+                if self.events.len() >= self.max_events {
+                    self.evict();
+                }
+                let event = *event;
+                self.events.push(event.clone());
+                self.reindex();
+                Some(event)
+            }
+            EventUpdate::Resolved { id, at_unix_nanos } => {
+                let &i = self.index.get(&id)?;
+                let event = &mut self.events[i];
+                if event.state == EventState::Firing {
+                    event.state = EventState::Resolved;
+                    event.resolved_at = Some(rfc3339(at_unix_nanos));
+                }
+                Some(event.clone())
+            }
+        }
+    }
+
+    /// Replaces an event's suspects and attribution note.
+    pub fn set_suspects(&mut self, id: &str, suspects: Vec<Suspect>, attribution: Option<String>) -> Option<DriftEvent> {
+        let &i = self.index.get(id)?;
+        let event = &mut self.events[i];
+        event.suspects = suspects;
+        event.attribution = attribution;
+        Some(event.clone())
+    }
+
+    fn evict(&mut self) {
+        let victim = self
+            .events
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| (e.state == EventState::Firing, e.detected_unix_nanos))
+            .map(|(i, _)| i);
+        if let Some(i) = victim {
+            self.events.remove(i);
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.events.sort_by(|a, b| b.detected_unix_nanos.cmp(&a.detected_unix_nanos).then_with(|| a.id.cmp(&b.id)));
+        self.index = self.events.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
+    }
+
+    /// Newest first.
+    pub fn list(&self) -> &[DriftEvent] {
+        &self.events
+    }
+
+    pub fn get(&self, id: &str) -> Option<&DriftEvent> {
+        self.index.get(id).map(|&i| &self.events[i])
+    }
+
+    /// Firing events by kind.
+    pub fn firing(&self, kind: EventKind) -> usize {
+        self.events.iter().filter(|e| e.kind == kind && e.state == EventState::Firing).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, detected: u64) -> DriftEvent {
+        DriftEvent {
+            id: id.into(),
+            fingerprint: "f".into(),
+            kind: EventKind::LatencyRegression,
+            state: EventState::Firing,
+            severity: Severity::Warning,
+            service: "s".into(),
+            operation: Some("op".into()),
+            peer: None,
+            revision: "r".into(),
+            baseline_revision: None,
+            onset: rfc3339(detected),
+            detected_at: rfc3339(detected),
+            resolved_at: None,
+            stats: None,
+            code: CodeHint::default(),
+            suspects: vec![],
+            attribution: None,
+            onset_unix_nanos: detected,
+            detected_unix_nanos: detected,
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_distinct() {
+        let a = fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc");
+        assert_eq!(a, fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc"));
+        assert_ne!(a, fingerprint("checkout", EventKind::NewOutboundPeer, "POST /checkout", "abc"));
+        assert_ne!(fingerprint("ab", EventKind::LatencyRegression, "c", "r"), fingerprint("a", EventKind::LatencyRegression, "bc", "r"));
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn log_lists_newest_first_and_resolves() {
+        let mut log = EventLog::new(10);
+        log.apply(EventUpdate::Fired(Box::new(event("old", 1_000_000_000))));
+        log.apply(EventUpdate::Fired(Box::new(event("new", 2_000_000_000))));
+        assert_eq!(log.list().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["new", "old"]);
+        let resolved = log.apply(EventUpdate::Resolved { id: "old".into(), at_unix_nanos: 3_000_000_000 }).expect("known");
+        assert_eq!(resolved.state, EventState::Resolved);
+        assert_eq!(resolved.resolved_at.as_deref(), Some("1970-01-01T00:00:03.000Z"));
+        assert_eq!(log.firing(EventKind::LatencyRegression), 1);
+    }
+
+    #[test]
+    fn full_log_drops_resolved_first() {
+        let mut log = EventLog::new(2);
+        log.apply(EventUpdate::Fired(Box::new(event("a", 1))));
+        log.apply(EventUpdate::Fired(Box::new(event("b", 2))));
+        log.apply(EventUpdate::Resolved { id: "b".into(), at_unix_nanos: 3 });
+        log.apply(EventUpdate::Fired(Box::new(event("c", 4))));
+        assert!(log.get("b").is_none());
+        assert!(log.get("a").is_some() && log.get("c").is_some());
+    }
+
+    #[test]
+    fn serialises_to_the_contract_shape() {
+        let json = serde_json::to_value(event("x", 1_700_000_000_000_000_000)).expect("json");
+        for key in ["id", "kind", "state", "service", "operation", "revision", "baseline_revision", "onset", "detected_at", "resolved_at", "suspects"] {
+            assert!(json.get(key).is_some(), "missing {key}: {json}");
+        }
+        assert_eq!(json["kind"], "latency_regression");
+        assert_eq!(json["state"], "firing");
+        assert_eq!(json["onset"], "2023-11-14T22:13:20.000Z");
+    }
+}

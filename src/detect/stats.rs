@@ -1,0 +1,272 @@
+//! Statistics on latency histograms: quantiles, the one-sided Mann-Whitney U
+//! test computed from histogram buckets, and change-point estimation.
+//!
+//! Mann-Whitney U is rank-based, so it is robust to the heavy tails of
+//! latency distributions, and it can be computed exactly from two histograms
+//! that share bucket boundaries: values within one bucket are ties, which the
+//! tie-corrected variance accounts for.
+
+use hdrhistogram::Histogram;
+
+/// Latency histograms: microseconds, 2 significant figures (1% precision).
+pub type LatencyHistogram = Histogram<u32>;
+
+/// Largest latency recorded exactly, in microseconds (1 hour); longer spans
+/// are clamped to it.
+pub const MAX_TRACKABLE_MICROS: u64 = 3_600_000_000;
+
+/// A new, empty latency histogram with the shared bucket layout.
+pub fn new_histogram() -> LatencyHistogram {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, MAX_TRACKABLE_MICROS, 2).expect("valid histogram bounds")
+}
+
+/// Records a duration, clamped into the trackable range.
+pub fn record(histogram: &mut LatencyHistogram, micros: u64) {
+    let _ = histogram.record(micros.clamp(1, MAX_TRACKABLE_MICROS));
+}
+
+/// Count and the three reported quantiles of a histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Summary {
+    pub fn of(histogram: &LatencyHistogram) -> Summary {
+        if histogram.is_empty() {
+            return Summary::default();
+        }
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Summary { count: histogram.len(), p50_ms: ms(0.50), p95_ms: ms(0.95), p99_ms: ms(0.99) }
+    }
+}
+
+/// Result of the one-sided test "current is stochastically greater than
+/// baseline".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannWhitney {
+    /// U statistic of the current sample.
+    pub u: f64,
+    /// Standardised statistic (continuity- and tie-corrected).
+    pub z: f64,
+    /// One-sided p-value.
+    pub p_value: f64,
+    /// Probability that a random current value exceeds a random baseline
+    /// value (ties count half): the common-language effect size, U / (n1·n2).
+    pub effect_size: f64,
+}
+
+/// One-sided Mann-Whitney U test of `current > baseline` from histograms.
+/// Returns `None` when either side is empty or every value ties.
+pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistogram) -> Option<MannWhitney> {
+    let (n1, n2) = (baseline.len() as f64, current.len() as f64);
+    if n1 == 0.0 || n2 == 0.0 {
+        return None;
+    }
+    // Walk both histograms' recorded buckets in value order.
+    let mut base = baseline.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).peekable();
+    let mut cur = current.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).peekable();
+    let (mut base_below, mut u, mut tie_term) = (0.0_f64, 0.0_f64, 0.0_f64);
+    loop {
+        let next = match (base.peek(), cur.peek()) {
+            (None, None) => break,
+            (Some(b), None) => b.0,
+            (None, Some(c)) => c.0,
+            (Some(b), Some(c)) => b.0.min(c.0),
+        };
+        let a = if base.peek().is_some_and(|b| b.0 == next) { base.next().map_or(0, |b| b.1) } else { 0 } as f64;
+        let c = if cur.peek().is_some_and(|c| c.0 == next) { cur.next().map_or(0, |c| c.1) } else { 0 } as f64;
+        u += c * (base_below + a / 2.0);
+        base_below += a;
+        let t = a + c;
+        tie_term += t * t * t - t;
+    }
+    let n = n1 + n2;
+    let variance = n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
+    if variance <= 0.0 {
+        return None;
+    }
+    let mean = n1 * n2 / 2.0;
+    let diff = u - mean;
+    // Continuity correction towards the null.
+    let corrected = if diff > 0.5 {
+        diff - 0.5
+    } else if diff < -0.5 {
+        diff + 0.5
+    } else {
+        0.0
+    };
+    let z = corrected / variance.sqrt();
+    Some(MannWhitney { u, z, p_value: upper_tail(z), effect_size: u / (n1 * n2) })
+}
+
+/// P(Z > z) for a standard normal Z.
+pub fn upper_tail(z: f64) -> f64 {
+    0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// A window's contribution to change-point estimation: count and the sum of
+/// log-latencies, so segment means are of log-latency (latency is
+/// multiplicative, and logs tame the tail).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowMoments {
+    pub start_unix_nanos: u64,
+    pub count: u64,
+    pub sum_ln: f64,
+}
+
+/// Estimates where the series shifted upward: the split maximising the
+/// weighted difference of segment means of log-latency (a CUSUM statistic).
+/// Returns the start of the first window after the change.
+pub fn change_point(windows: &[WindowMoments]) -> Option<u64> {
+    let total_count: u64 = windows.iter().map(|w| w.count).sum();
+    let total_sum: f64 = windows.iter().map(|w| w.sum_ln).sum();
+    if windows.len() < 2 || total_count < 2 {
+        return None;
+    }
+    let (mut left_count, mut left_sum) = (0u64, 0.0f64);
+    let mut best: Option<(f64, u64)> = None;
+    for split in 1..windows.len() {
+        left_count += windows[split - 1].count;
+        left_sum += windows[split - 1].sum_ln;
+        let right_count = total_count - left_count;
+        if left_count == 0 || right_count == 0 {
+            continue;
+        }
+        let (l, r) = (left_count as f64, right_count as f64);
+        let shift = (total_sum - left_sum) / r - left_sum / l;
+        let score = shift * (l * r / (l + r)).sqrt();
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, windows[split].start_unix_nanos));
+        }
+    }
+    best.filter(|(score, _)| *score > 0.0).map(|(_, at)| at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::Rng;
+
+    fn histogram_of(values: &[u64]) -> LatencyHistogram {
+        let mut h = new_histogram();
+        for v in values {
+            record(&mut h, *v);
+        }
+        h
+    }
+
+    /// Mann-Whitney computed the textbook way from raw samples: U by
+    /// counting pairs, the variance with the tie correction over groups of
+    /// equal values.
+    fn reference(baseline: &[u64], current: &[u64]) -> (f64, f64) {
+        let mut u = 0.0;
+        for c in current {
+            for b in baseline {
+                u += if c > b {
+                    1.0
+                } else if c == b {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        let mut all: Vec<u64> = baseline.iter().chain(current).copied().collect();
+        all.sort_unstable();
+        let tie_term: f64 = all.chunk_by(|a, b| a == b).map(|g| (g.len() as f64).powi(3) - g.len() as f64).sum();
+        let (n1, n2) = (baseline.len() as f64, current.len() as f64);
+        let n = n1 + n2;
+        let variance = n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
+        let z = (u - n1 * n2 / 2.0 - 0.5) / variance.sqrt();
+        (u, z)
+    }
+
+    /// Quantises samples to the value the histogram reports for them, so
+    /// ties in the reference match the histogram's buckets.
+    fn quantised(h: &LatencyHistogram, values: &[u64]) -> Vec<u64> {
+        values.iter().map(|v| h.highest_equivalent(*v)).collect()
+    }
+
+    #[test]
+    fn mann_whitney_matches_the_raw_sample_reference() {
+        let mut rng = Rng::new(42);
+        for (shift, n1, n2) in [(1.0, 400, 300), (1.15, 500, 200), (1.4, 50, 60), (0.9, 300, 300)] {
+            let baseline: Vec<u64> = (0..n1).map(|_| rng.log_normal(20_000.0, 0.5) as u64).collect();
+            let current: Vec<u64> = (0..n2).map(|_| (rng.log_normal(20_000.0, 0.5) * shift) as u64).collect();
+            let (hb, hc) = (histogram_of(&baseline), histogram_of(&current));
+            let got = mann_whitney_greater(&hb, &hc).expect("test");
+            let (u, z) = reference(&quantised(&hb, &baseline), &quantised(&hc, &current));
+            assert!((got.u - u).abs() < 1e-6, "U {} vs reference {u}", got.u);
+            if u - (n1 * n2) as f64 / 2.0 > 0.5 {
+                assert!((got.z - z).abs() < 1e-9, "z {} vs reference {z}", got.z);
+            }
+        }
+    }
+
+    #[test]
+    fn small_exact_example_with_ties() {
+        // Baseline {1,2,3,3}, current {3,4,5}: pairs where current wins:
+        // 3 beats 1,2 and ties 3,3 → 3; 4 and 5 beat all four → 8. U = 11.
+        let hb = histogram_of(&[1, 2, 3, 3]);
+        let hc = histogram_of(&[3, 4, 5]);
+        let got = mann_whitney_greater(&hb, &hc).expect("test");
+        assert_eq!(got.u, 11.0);
+        assert!((got.effect_size - 11.0 / 12.0).abs() < 1e-12);
+        // Tie term: one group of three 3s → 24. n=7: var = 12/12·(8 − 24/42).
+        let variance: f64 = 8.0 - 24.0 / 42.0;
+        let z = (11.0 - 6.0 - 0.5) / variance.sqrt();
+        assert!((got.z - z).abs() < 1e-12);
+        assert!((got.p_value - upper_tail(z)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn p_values_behave() {
+        assert!((upper_tail(0.0) - 0.5).abs() < 1e-15);
+        assert!((upper_tail(1.6448536269514722) - 0.05).abs() < 1e-9);
+        assert!((upper_tail(3.090232306167813) - 0.001).abs() < 1e-9);
+        let mut rng = Rng::new(3);
+        let base: Vec<u64> = (0..2000).map(|_| rng.log_normal(30_000.0, 0.6) as u64).collect();
+        let same: Vec<u64> = (0..2000).map(|_| rng.log_normal(30_000.0, 0.6) as u64).collect();
+        let slower: Vec<u64> = (0..2000).map(|_| (rng.log_normal(30_000.0, 0.6) * 1.3) as u64).collect();
+        let (hb, hs, hw) = (histogram_of(&base), histogram_of(&same), histogram_of(&slower));
+        assert!(mann_whitney_greater(&hb, &hs).expect("test").p_value > 0.001);
+        assert!(mann_whitney_greater(&hb, &hw).expect("test").p_value < 1e-10);
+        assert!(mann_whitney_greater(&hw, &hb).expect("test").p_value > 0.99, "one-sided");
+    }
+
+    #[test]
+    fn identical_constant_samples_are_untestable() {
+        let h = histogram_of(&[5, 5, 5]);
+        assert_eq!(mann_whitney_greater(&h, &h), None);
+        assert_eq!(mann_whitney_greater(&new_histogram(), &h), None);
+    }
+
+    #[test]
+    fn change_point_finds_the_shift() {
+        let windows: Vec<WindowMoments> = (0..20)
+            .map(|i| {
+                let level: f64 = if i < 13 { 20.0 } else { 26.0 };
+                WindowMoments { start_unix_nanos: i * 10, count: 100, sum_ln: 100.0 * level.ln() }
+            })
+            .collect();
+        assert_eq!(change_point(&windows), Some(130));
+        let flat: Vec<WindowMoments> =
+            (0..5).map(|i| WindowMoments { start_unix_nanos: i, count: 10, sum_ln: 10.0 }).collect();
+        assert_eq!(change_point(&flat), None);
+    }
+
+    #[test]
+    fn summary_quantiles() {
+        let values: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
+        let s = Summary::of(&histogram_of(&values));
+        assert_eq!(s.count, 1000);
+        assert!((s.p50_ms - 500.0).abs() / 500.0 < 0.01, "{s:?}");
+        assert!((s.p95_ms - 950.0).abs() / 950.0 < 0.01, "{s:?}");
+        assert!((s.p99_ms - 990.0).abs() / 990.0 < 0.01, "{s:?}");
+    }
+}
