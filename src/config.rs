@@ -247,6 +247,9 @@ pub struct LatencyConfig {
     #[serde(with = "humantime_serde")]
     pub absolute_increase: Duration,
     pub alpha: f64,
+    /// The rise must show in each of this many most recent non-overlapping
+    /// stretches of traffic (windows, grouped when sparse).
+    pub persistence_windows: usize,
     pub consecutive: u32,
     pub resolve_after: u32,
     /// Evaluations run each time event time crosses a multiple of this.
@@ -276,7 +279,8 @@ impl Default for LatencyConfig {
             relative_increase: 0.2,
             absolute_increase: Duration::from_millis(5),
             alpha: 0.01,
-            consecutive: 3,
+            persistence_windows: 4,
+            consecutive: 2,
             resolve_after: 3,
             evaluation_interval: Duration::from_secs(10),
             evaluation_delay: Duration::from_secs(5),
@@ -288,7 +292,7 @@ impl Default for LatencyConfig {
 }
 
 /// Durations as human strings ("30s", "5m") in TOML and the environment.
-mod humantime_serde {
+pub(crate) mod humantime_serde {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -298,10 +302,23 @@ mod humantime_serde {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
-        })
+        parse(&String::deserialize(d)?)
+    }
+
+    fn parse<E: serde::de::Error>(text: &str) -> Result<Duration, E> {
+        humantime::parse_duration(text)
+            .map_err(|e| E::custom(format!("`{text}` is not a duration ({e}); write e.g. \"30s\" or \"5m\"")))
+    }
+
+    /// The same for optional durations.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::{Deserialize, Deserializer};
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?.map(|text| super::parse(&text)).transpose()
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod config;
 pub mod demo;
 pub mod detect;
+pub mod eval;
 pub mod expose;
 pub mod extract;
 pub mod receive;

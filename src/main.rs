@@ -1,10 +1,11 @@
 //! The `driftwatch` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use driftwatch::analyze::service::AnalysisSettings;
 use driftwatch::config::Config;
 use driftwatch::server::{Server, termination_signal};
 
@@ -25,6 +26,18 @@ enum Command {
     },
     /// Run a self-contained demonstration on free loopback ports.
     Demo,
+    /// Replay a scenario corpus through the detectors and score them:
+    /// recall, false alerts per service-week, detection delay.
+    Eval {
+        /// Directory of scenario files (*.toml).
+        dir: PathBuf,
+        /// Configuration whose [analyze] and [detect] settings to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write the report as JSON to this file ("-" for stdout).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Validate the configuration and exit non-zero naming any bad key.
     CheckConfig {
         #[arg(long)]
@@ -55,6 +68,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Demo => runtime()?.block_on(driftwatch::demo::run()),
+        Command::Eval { dir, config, json } => eval(&dir, config.as_deref(), json.as_deref()),
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             println!(
@@ -64,6 +78,28 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let settings = AnalysisSettings::new(&config.analyze, &config.detect.latency);
+    let scenarios = driftwatch::eval::load_corpus(dir)?;
+    let to_stdout = json.is_some_and(|p| p == Path::new("-"));
+    let report = driftwatch::eval::evaluate(&scenarios, &settings, |result| {
+        if !to_stdout {
+            eprintln!("  replayed {} ({} spans)", result.name, result.spans);
+        }
+    });
+    let rendered = serde_json::to_string_pretty(&report)?;
+    match json {
+        Some(path) if path == Path::new("-") => println!("{rendered}"),
+        Some(path) => {
+            std::fs::write(path, rendered).with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+            print!("{}", report.table());
+        }
+        None => print!("{}", report.table()),
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

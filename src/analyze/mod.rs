@@ -46,11 +46,13 @@ pub struct LiveShard {
     metrics: Arc<Metrics>,
     updates: mpsc::UnboundedSender<EventUpdate>,
     scratch: Vec<EventUpdate>,
+    /// Folded-span totals already exported, per service.
+    folded_exported: std::collections::HashMap<crate::extract::Sym, u64>,
 }
 
 impl LiveShard {
     pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: mpsc::UnboundedSender<EventUpdate>) -> LiveShard {
-        LiveShard { analysis: ShardAnalysis::new(settings), metrics, updates, scratch: Vec::new() }
+        LiveShard { analysis: ShardAnalysis::new(settings), metrics, updates, scratch: Vec::new(), folded_exported: Default::default() }
     }
 }
 
@@ -60,6 +62,13 @@ impl ShardObserver for LiveShard {
         for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
             let service = self.metrics.service_label(&run[0].service);
             self.metrics.spans_analyzed.with_label_values(&[service]).inc_by(run.len() as u64);
+            if let Some(state) = self.analysis.service(&run[0].service) {
+                self.metrics.operations_tracked.with_label_values(&[service]).set(state.operations.tracked_len() as i64);
+                let folded = state.operations.folded_spans();
+                let exported = self.folded_exported.entry(run[0].service.clone()).or_insert(0);
+                self.metrics.operations_folded.with_label_values(&[service]).inc_by(folded - *exported);
+                *exported = folded;
+            }
         }
         if outcome.too_late > 0 {
             self.metrics.spans_not_analyzed.with_label_values(&["too_late"]).inc_by(outcome.too_late);

@@ -96,7 +96,7 @@ impl ServiceState {
             op_info: HashMap::new(),
             watermark: 0,
             next_evaluation: None,
-            detector: LatencyDetector::new(settings.latency.clone()),
+            detector: LatencyDetector::new(settings.latency.clone(), settings.layout.moments_len / 2),
         }
     }
 

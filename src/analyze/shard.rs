@@ -61,3 +61,134 @@ impl ShardAnalysis {
         self.services.get(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AnalyzeConfig, LatencyConfig};
+    use crate::detect::event::{EventKind, EventLog, EventState};
+    use crate::eval::scenario::Scenario;
+    use crate::eval::traffic::{EPOCH_UNIX_NANOS, TrafficGenerator};
+
+    fn replay(scenario_toml: &str) -> EventLog {
+        let scenario: Scenario = toml::from_str(scenario_toml).expect("scenario");
+        let settings = Arc::new(AnalysisSettings::new(&AnalyzeConfig::default(), &LatencyConfig::default()));
+        let mut analysis = ShardAnalysis::new(settings);
+        let mut generator = TrafficGenerator::new(&scenario);
+        let (mut facts, mut updates, mut log) = (Vec::new(), Vec::new(), EventLog::new(1000));
+        while generator.next_second(&mut facts) {
+            analysis.observe(&facts, &mut updates);
+            facts.clear();
+            for update in updates.drain(..) {
+                log.apply(update);
+            }
+        }
+        log
+    }
+
+    const SERVICE: &str = r#"
+        name = "t"
+        duration = "90m"
+        [[services]]
+        name = "checkout"
+        [[services.operations]]
+        name = "POST /checkout"
+        rate = 25.0
+        median_ms = 40.0
+        [[services.operations]]
+        name = "GET /cart"
+        rate = 25.0
+        median_ms = 10.0
+    "#;
+
+    #[test]
+    fn a_deploy_that_slows_an_endpoint_fires_then_a_rollback_resolves_it() {
+        let log = replay(&format!(
+            r#"{SERVICE}
+            [[services.deploys]]
+            at = "40m"
+            revision = "slow"
+            [[services.deploys.changes]]
+            operation = "POST /checkout"
+            latency_factor = 1.5
+            [[services.deploys]]
+            at = "60m"
+            revision = "fixed"
+            [[services.deploys.changes]]
+            operation = "POST /checkout"
+            latency_factor = 0.6667
+            "#
+        ));
+        let events = log.list();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        let event = &events[0];
+        assert_eq!(event.kind, EventKind::LatencyRegression);
+        assert_eq!(event.operation.as_deref(), Some("POST /checkout"));
+        assert_eq!(event.revision, "slow");
+        assert_eq!(event.baseline_revision.as_deref(), Some("rev-1"));
+        assert_eq!(event.state, EventState::Resolved, "the fixed revision replaced it");
+        let deploy = EPOCH_UNIX_NANOS + 40 * 60 * 1_000_000_000;
+        assert!(event.onset_unix_nanos >= deploy && event.onset_unix_nanos < deploy + 30_000_000_000, "onset at the deploy");
+        assert!(event.detected_unix_nanos - deploy <= 90_000_000_000);
+    }
+
+    #[test]
+    fn a_deploy_that_changes_nothing_stays_quiet() {
+        let log = replay(&format!(
+            r#"{SERVICE}
+            [[services.deploys]]
+            at = "40m"
+            revision = "same"
+            "#
+        ));
+        assert!(log.list().is_empty(), "{:#?}", log.list());
+    }
+
+    #[test]
+    fn a_slowdown_without_deploy_is_compared_with_the_trailing_window() {
+        let scenario: Scenario = toml::from_str(SERVICE).expect("scenario");
+        let settings = Arc::new(AnalysisSettings::new(&AnalyzeConfig::default(), &LatencyConfig::default()));
+        let mut analysis = ShardAnalysis::new(settings);
+        let mut generator = TrafficGenerator::new(&scenario);
+        let (mut facts, mut updates) = (Vec::new(), Vec::new());
+        let mut log = EventLog::new(100);
+        while generator.next_second(&mut facts) {
+            // A dependency slows every checkout by 60 ms after 50 minutes.
+            if generator.elapsed_seconds() > 50 * 60 {
+                for fact in facts.iter_mut().filter(|f| &*f.operation == "POST /checkout") {
+                    fact.end_unix_nanos += 60_000_000;
+                }
+            }
+            analysis.observe(&facts, &mut updates);
+            facts.clear();
+            for update in updates.drain(..) {
+                log.apply(update);
+            }
+        }
+        let events = log.list();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!(events[0].baseline_revision, None);
+        assert!(events[0].attribution.as_deref().is_some_and(|a| a.contains("no deploy")));
+        let change = EPOCH_UNIX_NANOS + 50 * 60 * 1_000_000_000;
+        let onset_error = events[0].onset_unix_nanos.abs_diff(change);
+        assert!(onset_error <= 20_000_000_000, "onset estimated within 20 s of the change: {onset_error}");
+    }
+
+    #[test]
+    fn spans_too_late_are_counted_not_analysed() {
+        let settings = Arc::new(AnalysisSettings::new(&AnalyzeConfig::default(), &LatencyConfig::default()));
+        let mut analysis = ShardAnalysis::new(settings);
+        let scenario: Scenario = toml::from_str(SERVICE).expect("scenario");
+        let mut generator = TrafficGenerator::new(&scenario);
+        let mut facts = Vec::new();
+        generator.next_second(&mut facts);
+        let mut late = facts[0].clone();
+        let now = facts.iter().map(|f| f.end_unix_nanos).max().unwrap_or(0);
+        let mut fresh = late.clone();
+        fresh.end_unix_nanos = now + 600_000_000_000;
+        late.end_unix_nanos = now;
+        late.start_unix_nanos = now - 1_000_000;
+        let outcome = analysis.observe(&[fresh, late], &mut Vec::new());
+        assert_eq!(outcome, BatchOutcome { analysed: 1, too_late: 1, over_service_limit: 0 });
+    }
+}

@@ -77,11 +77,11 @@ impl LatencyWindows {
         self.advance_to(start);
         self.total += 1;
         let ln = (duration_micros.max(1) as f64).ln();
+        let ln = if ln.is_finite() { ln } else { 0.0 };
         if let Some(window) = self.ring.iter_mut().rev().find(|w| w.start == start) {
             record(&mut window.histogram, duration_micros);
             record(&mut self.ring_sum, duration_micros);
-            window.moments.count += 1;
-            window.moments.sum_ln += ln;
+            window.moments.add(ln);
             return;
         }
         let latest = self.ring.back().map_or(start, |w| w.start);
@@ -92,8 +92,7 @@ impl LatencyWindows {
             let mut window = self.new_window(start);
             record(&mut window.histogram, duration_micros);
             record(&mut self.ring_sum, duration_micros);
-            window.moments.count += 1;
-            window.moments.sum_ln += ln;
+            window.moments.add(ln);
             self.ring.insert(index, window);
             return;
         }
@@ -123,7 +122,7 @@ impl LatencyWindows {
 
     fn new_window(&mut self, start: u64) -> Window {
         let histogram = self.spare.pop().unwrap_or_else(new_histogram);
-        Window { start, histogram, moments: WindowMoments { start_unix_nanos: start, count: 0, sum_ln: 0.0 } }
+        Window { start, histogram, moments: WindowMoments { start_unix_nanos: start, ..Default::default() } }
     }
 
     fn retire(&mut self, mut window: Window) {
@@ -185,6 +184,16 @@ impl LatencyWindows {
     /// The change-point series: retired windows then the ring, oldest first.
     pub fn moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().copied().chain(self.ring.iter().map(|w| w.moments))
+    }
+
+    /// The ring's windows, newest first: the current traffic.
+    pub fn recent_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
+        self.ring.iter().rev().map(|w| w.moments)
+    }
+
+    /// Retired windows, newest first, at most `limit`.
+    pub fn retired_moments(&self, limit: usize) -> impl Iterator<Item = WindowMoments> + '_ {
+        self.moments.iter().rev().take(limit).copied()
     }
 
     /// Start of the newest window, if any.

@@ -13,16 +13,22 @@
 //! A comparison is *bad* when both samples hold `min_samples`, the
 //! configured quantile rose by the relative AND the absolute margin, and the
 //! one-sided Mann-Whitney p-value is below `alpha / m`, `m` being the number
-//! of operations tested in this evaluation (Bonferroni). An event fires after
-//! `consecutive` bad evaluations and resolves after `resolve_after` clean
-//! ones, or once its revision has stopped serving traffic as long.
+//! of operations tested in this evaluation (Bonferroni); and the rise
+//! persists: each of the last `persistence_windows` non-overlapping stretches
+//! of traffic shows it on its own. Overlapping evaluation windows alone would
+//! let one short burst look persistent for a whole window length. An event
+//! fires after `consecutive` bad evaluations and resolves after
+//! `resolve_after` clean ones, or once its revision has stopped serving
+//! traffic as long.
 
 use std::collections::{HashMap, HashSet};
 
 use super::event::{
     CodeHint, DriftEvent, EventKind, EventState, EventUpdate, LatencyStats, Severity, event_id, fingerprint, rfc3339,
 };
-use super::stats::{LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram};
+use super::stats::{
+    LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram, persistent_shift,
+};
 use crate::analyze::operations::{OTHER, OpId};
 use crate::analyze::service::ServiceView;
 use crate::analyze::timeline::{RevId, RevisionEntry};
@@ -30,6 +36,11 @@ use crate::config::LatencyConfig;
 
 /// A relative rise at or above this marks the event critical.
 const CRITICAL_RELATIVE_INCREASE: f64 = 1.0;
+/// Each persistence chunk's mean log-latency must exceed the baseline's by
+/// this many standard errors (one-sided 1%).
+const PERSISTENCE_Z: f64 = 2.33;
+/// Smallest persistence chunk, in spans.
+const MIN_CHUNK_SPANS: u64 = 10;
 
 #[derive(Debug, Default)]
 struct Track {
@@ -41,6 +52,8 @@ struct Track {
 
 pub struct LatencyDetector {
     config: LatencyConfig,
+    /// Windows in the baseline span, for the persistence test's baseline.
+    baseline_windows: usize,
     tracks: HashMap<(OpId, RevId), Track>,
     /// (operation, revision) pairs that regressed: never a baseline again.
     regressed: HashSet<(OpId, RevId)>,
@@ -52,11 +65,13 @@ struct Comparison<'a> {
     baseline_revision: Option<&'a RevisionEntry>,
     baseline: LatencyHistogram,
     current: LatencyHistogram,
+    /// Every recent non-overlapping stretch of traffic shows the rise.
+    persistent: bool,
 }
 
 impl LatencyDetector {
-    pub fn new(config: LatencyConfig) -> LatencyDetector {
-        LatencyDetector { config, tracks: HashMap::new(), regressed: HashSet::new() }
+    pub fn new(config: LatencyConfig, baseline_windows: usize) -> LatencyDetector {
+        LatencyDetector { config, baseline_windows, tracks: HashMap::new(), regressed: HashSet::new() }
     }
 
     pub fn forget_revision(&mut self, revision: RevId) {
@@ -98,8 +113,12 @@ impl LatencyDetector {
                     .flatten();
                 let mut current = new_histogram();
                 let mut baseline = new_histogram();
-                match earlier {
-                    Some(b) => {
+                let mut baseline_moments = WindowMoments::default();
+                let persistent;
+                let chunks = self.config.persistence_windows.max(1);
+                let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
+                match earlier.and_then(|b| service.latency.get(&(op, b.id))) {
+                    Some(base) => {
                         // After a deploy everything this revision served is
                         // post-deploy, so a quiet endpoint may use all of it.
                         if series.current().len() >= self.config.min_samples {
@@ -107,17 +126,25 @@ impl LatencyDetector {
                         } else {
                             series.all(&mut current);
                         }
-                        if let Some(base) = service.latency.get(&(op, b.id)) {
-                            base.all(&mut baseline);
+                        base.all(&mut baseline);
+                        for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
+                            baseline_moments.merge(&m);
                         }
+                        let recent = series.recent_moments().chain(series.retired_moments(usize::MAX));
+                        persistent = persistent_shift(recent, &baseline_moments, chunks, min_chunk, PERSISTENCE_Z);
                     }
                     None => {
                         let _ = current.add(series.current());
                         let _ = baseline.add(series.trailing());
+                        for m in series.retired_moments(self.baseline_windows) {
+                            baseline_moments.merge(&m);
+                        }
+                        persistent =
+                            persistent_shift(series.recent_moments(), &baseline_moments, chunks, min_chunk, PERSISTENCE_Z);
                     }
                 }
                 if current.len() >= self.config.min_samples && baseline.len() >= self.config.min_samples {
-                    comparisons.push(Comparison { op, revision, baseline_revision: earlier, baseline, current });
+                    comparisons.push(Comparison { op, revision, baseline_revision: earlier, baseline, current, persistent });
                 }
             }
         }
@@ -179,7 +206,7 @@ impl LatencyDetector {
         let rise = cur_q - base_q;
         let relative = if base_q > 0.0 { rise / base_q } else { f64::INFINITY };
         let absolute_micros = self.config.absolute_increase.as_micros() as f64;
-        if relative < self.config.relative_increase || rise < absolute_micros {
+        if !c.persistent || relative < self.config.relative_increase || rise < absolute_micros {
             return None;
         }
         let test = mann_whitney_greater(&c.baseline, &c.current)?;

@@ -117,6 +117,70 @@ pub struct WindowMoments {
     pub start_unix_nanos: u64,
     pub count: u64,
     pub sum_ln: f64,
+    pub sum_ln2: f64,
+}
+
+impl WindowMoments {
+    pub fn add(&mut self, ln: f64) {
+        self.count += 1;
+        self.sum_ln += ln;
+        self.sum_ln2 += ln * ln;
+    }
+
+    pub fn merge(&mut self, other: &WindowMoments) {
+        self.count += other.count;
+        self.sum_ln += other.sum_ln;
+        self.sum_ln2 += other.sum_ln2;
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum_ln / self.count as f64 }
+    }
+
+    /// Sample standard deviation of log-latency.
+    pub fn std_dev(&self) -> f64 {
+        if self.count < 2 {
+            return 0.0;
+        }
+        let n = self.count as f64;
+        ((self.sum_ln2 - self.sum_ln * self.sum_ln / n) / (n - 1.0)).max(0.0).sqrt()
+    }
+}
+
+/// Whether each of the `chunks` most recent non-overlapping stretches of
+/// traffic (newest first in `recent`, grouped so each holds at least
+/// `min_chunk` spans) has a mean log-latency above the baseline's by more
+/// than `z` standard errors. This is the persistence test: a burst that
+/// touches one or two windows cannot pass it, however large.
+pub fn persistent_shift(
+    recent: impl Iterator<Item = WindowMoments>,
+    baseline: &WindowMoments,
+    chunks: usize,
+    min_chunk: u64,
+    z: f64,
+) -> bool {
+    let (mean, sd) = (baseline.mean(), baseline.std_dev());
+    if baseline.count < 2 || sd <= 0.0 {
+        return false;
+    }
+    let mut shifted = 0;
+    let mut chunk = WindowMoments::default();
+    for window in recent {
+        chunk.merge(&window);
+        if chunk.count < min_chunk {
+            continue;
+        }
+        let standard_error = sd / (chunk.count as f64).sqrt();
+        if (chunk.mean() - mean) / standard_error <= z {
+            return false;
+        }
+        shifted += 1;
+        if shifted == chunks {
+            return true;
+        }
+        chunk = WindowMoments::default();
+    }
+    false
 }
 
 /// Estimates where the series shifted upward: the split maximising the
@@ -251,13 +315,44 @@ mod tests {
         let windows: Vec<WindowMoments> = (0..20)
             .map(|i| {
                 let level: f64 = if i < 13 { 20.0 } else { 26.0 };
-                WindowMoments { start_unix_nanos: i * 10, count: 100, sum_ln: 100.0 * level.ln() }
+                WindowMoments { start_unix_nanos: i * 10, count: 100, sum_ln: 100.0 * level.ln(), sum_ln2: 0.0 }
             })
             .collect();
         assert_eq!(change_point(&windows), Some(130));
         let flat: Vec<WindowMoments> =
-            (0..5).map(|i| WindowMoments { start_unix_nanos: i, count: 10, sum_ln: 10.0 }).collect();
+            (0..5).map(|i| WindowMoments { start_unix_nanos: i, count: 10, sum_ln: 10.0, sum_ln2: 10.0 }).collect();
         assert_eq!(change_point(&flat), None);
+    }
+
+    fn moments(start: u64, values: &[f64]) -> WindowMoments {
+        let mut m = WindowMoments { start_unix_nanos: start, ..Default::default() };
+        for v in values {
+            m.add(v.ln());
+        }
+        m
+    }
+
+    #[test]
+    fn moments_mean_and_deviation() {
+        let m = moments(0, &[1.0, std::f64::consts::E, std::f64::consts::E * std::f64::consts::E]);
+        assert!((m.mean() - 1.0).abs() < 1e-12);
+        assert!((m.std_dev() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn persistence_needs_every_recent_chunk_shifted() {
+        let mut rng = Rng::new(5);
+        let mut sample = |n: usize, factor: f64| -> Vec<f64> { (0..n).map(|_| rng.log_normal(20.0, 0.5) * factor).collect() };
+        let baseline = moments(0, &sample(5000, 1.0));
+        let slow: Vec<WindowMoments> = (0..3).map(|i| moments(i, &sample(200, 1.3))).collect();
+        assert!(persistent_shift(slow.iter().copied(), &baseline, 3, 50, 2.33));
+        // A burst in the newest window only.
+        let burst = vec![moments(2, &sample(200, 3.0)), moments(1, &sample(200, 1.0)), moments(0, &sample(200, 1.0))];
+        assert!(!persistent_shift(burst.into_iter(), &baseline, 3, 50, 2.33));
+        // Sparse windows are grouped until each chunk holds enough spans.
+        let sparse: Vec<WindowMoments> = (0..12).map(|i| moments(i, &sample(20, 1.5))).collect();
+        assert!(persistent_shift(sparse.iter().copied(), &baseline, 3, 50, 2.33));
+        assert!(!persistent_shift(sparse.iter().copied().take(6), &baseline, 3, 50, 2.33), "not enough data yet");
     }
 
     #[test]

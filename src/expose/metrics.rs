@@ -25,6 +25,8 @@ pub struct Metrics {
     pub spans_not_analyzed: IntCounterVec,
     pub drifts_firing: IntGaugeVec,
     pub drift_events: IntCounterVec,
+    pub operations_tracked: IntGaugeVec,
+    pub operations_folded: IntCounterVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -82,6 +84,19 @@ impl Metrics {
             &["kind", "severity"],
         )
         .expect("valid metric");
+        let operations_tracked = IntGaugeVec::new(
+            Opts::new("driftwatch_operations_tracked", "Operations tracked exactly per service (bounded by analyze.max_operations)."),
+            &["service"],
+        )
+        .expect("valid metric");
+        let operations_folded = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_operations_folded_spans_total",
+                "Spans whose operation was not tracked and was folded into __other__, by service.",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -92,6 +107,8 @@ impl Metrics {
             Box::new(spans_not_analyzed.clone()),
             Box::new(drifts_firing.clone()),
             Box::new(drift_events.clone()),
+            Box::new(operations_tracked.clone()),
+            Box::new(operations_folded.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -106,6 +123,8 @@ impl Metrics {
             spans_not_analyzed,
             drifts_firing,
             drift_events,
+            operations_tracked,
+            operations_folded,
             services_seen: Mutex::new(HashSet::new()),
         }
     }

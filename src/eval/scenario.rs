@@ -1,0 +1,168 @@
+//! Scenario files: synthetic services with realistic latency and traffic,
+//! and the labelled changes (deploys, injected regressions) whose detection
+//! `driftwatch eval` scores.
+//!
+//! Latency is log-normal per operation, with optional heavy tails, bursts of
+//! outliers, GC-like pauses, a diurnal rate cycle and traffic-mix shifts.
+//! Deploys roll out over a configurable period, so for a while both
+//! revisions serve traffic, as in Kubernetes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::humantime_serde;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("scenario {path} is invalid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Event time simulated.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    pub services: Vec<ServiceSpec>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default = "default_revision")]
+    pub initial_revision: String,
+    pub operations: Vec<OperationSpec>,
+    #[serde(default)]
+    pub deploys: Vec<DeploySpec>,
+    #[serde(default)]
+    pub rate_changes: Vec<RateChange>,
+}
+
+fn default_revision() -> String {
+    "rev-1".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationSpec {
+    pub name: String,
+    /// Mean requests per second.
+    pub rate: f64,
+    /// Median latency.
+    pub median_ms: f64,
+    /// Log-normal shape: 0.3 is tight, 1.0 heavy-tailed.
+    #[serde(default = "default_sigma")]
+    pub sigma: f64,
+    /// Amplitude (0..1) of the daily rate cycle.
+    #[serde(default)]
+    pub diurnal: f64,
+    /// Fraction of requests that are 5–20× slower (cache misses, retries).
+    #[serde(default)]
+    pub outliers: f64,
+    /// Bursts per hour during which 30% of requests are 3× slower for
+    /// 5–20 s (a noisy neighbour, a slow dependency).
+    #[serde(default)]
+    pub bursts_per_hour: f64,
+    /// A stop-the-world pause every this often...
+    #[serde(default, with = "humantime_serde::option")]
+    pub gc_every: Option<Duration>,
+    /// ...adding this much to requests in flight during it (up to 1 s).
+    #[serde(default)]
+    pub gc_pause_ms: f64,
+}
+
+fn default_sigma() -> f64 {
+    0.5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySpec {
+    /// When the rollout starts, from the scenario start.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    pub revision: String,
+    /// Time for the new revision to take all traffic.
+    #[serde(default = "default_rollout", with = "humantime_serde")]
+    pub rollout: Duration,
+    /// Latency changes this deploy brings. None: a deploy that changes
+    /// nothing (a hard negative).
+    #[serde(default)]
+    pub changes: Vec<ChangeSpec>,
+}
+
+fn default_rollout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSpec {
+    pub operation: String,
+    /// Multiplies the latency of affected requests.
+    #[serde(default = "one")]
+    pub latency_factor: f64,
+    /// Adds to the latency of affected requests.
+    #[serde(default)]
+    pub extra_ms: f64,
+    /// Share of requests affected.
+    #[serde(default = "one")]
+    pub fraction: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateChange {
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    pub operation: String,
+    pub factor: f64,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: display.clone(), source })?;
+        let scenario: Scenario =
+            toml::from_str(&text).map_err(|e| ScenarioError::Invalid { path: display.clone(), message: e.to_string() })?;
+        scenario.validate().map_err(|message| ScenarioError::Invalid { path: display, message })?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for service in &self.services {
+            for op in &service.operations {
+                if !(op.rate >= 0.0 && op.median_ms > 0.0 && op.sigma >= 0.0 && (0.0..=1.0).contains(&op.diurnal)) {
+                    return Err(format!("operation {:?} of {:?}: rate >= 0, median_ms > 0, sigma >= 0, diurnal in 0..1", op.name, service.name));
+                }
+            }
+            for deploy in &service.deploys {
+                for change in &deploy.changes {
+                    if !service.operations.iter().any(|o| o.name == change.operation) {
+                        return Err(format!("deploy {:?} changes unknown operation {:?}", deploy.revision, change.operation));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Generates a scenario's traffic, one second of event time at a time, as
+//! the span facts the analysis consumes.
+
+use super::scenario::{ChangeSpec, OperationSpec, Scenario, ServiceSpec};
+use crate::extract::{SpanFact, SpanKind, SpanStatus, Sym};
+use crate::simulate::Rng;
+
+/// Scenario time zero: Monday 2026-01-05 00:00:00 UTC.
+pub const EPOCH_UNIX_NANOS: u64 = 1_767_571_200 * NANOS;
+const NANOS: u64 = 1_000_000_000;
+
+struct OperationState {
+    name: Sym,
+    burst_until: u64,
+    rate_factor: f64,
+}
+
+struct ServiceTraffic<'a> {
+    spec: &'a ServiceSpec,
+    name: Sym,
+    /// Revision names: the initial one, then one per deploy.
+    revisions: Vec<Sym>,
+    ops: Vec<OperationState>,
+}
+
+pub struct TrafficGenerator<'a> {
+    scenario: &'a Scenario,
+    services: Vec<ServiceTraffic<'a>>,
+    rng: Rng,
+    second: u64,
+}
+
+impl<'a> TrafficGenerator<'a> {
+    pub fn new(scenario: &'a Scenario) -> TrafficGenerator<'a> {
+        let services = scenario
+            .services
+            .iter()
+            .map(|spec| ServiceTraffic {
+                spec,
+                name: Sym::from(spec.name.as_str()),
+                revisions: std::iter::once(spec.initial_revision.as_str())
+                    .chain(spec.deploys.iter().map(|d| d.revision.as_str()))
+                    .map(Sym::from)
+                    .collect(),
+                ops: spec
+                    .operations
+                    .iter()
+                    .map(|o| OperationState { name: Sym::from(o.name.as_str()), burst_until: 0, rate_factor: 1.0 })
+                    .collect(),
+            })
+            .collect();
+        TrafficGenerator { scenario, services, rng: Rng::new(scenario.seed), second: 0 }
+    }
+
+    /// Seconds of event time generated so far.
+    pub fn elapsed_seconds(&self) -> u64 {
+        self.second
+    }
+
+    /// Appends the next second of traffic to `out`, grouped by service.
+    /// Returns false once the scenario's duration is over.
+    pub fn next_second(&mut self, out: &mut Vec<SpanFact>) -> bool {
+        if self.second >= self.scenario.duration.as_secs() {
+            return false;
+        }
+        let t = self.second;
+        let rng = &mut self.rng;
+        for service in &mut self.services {
+            for change in &service.spec.rate_changes {
+                if change.at.as_secs() == t {
+                    if let Some(i) = service.spec.operations.iter().position(|o| o.name == change.operation) {
+                        service.ops[i].rate_factor = change.factor;
+                    }
+                }
+            }
+            for (i, spec) in service.spec.operations.iter().enumerate() {
+                let state = &mut service.ops[i];
+                let rate = spec.rate * state.rate_factor * diurnal(spec.diurnal, t);
+                if spec.bursts_per_hour > 0.0 && state.burst_until <= t && rng.uniform() < spec.bursts_per_hour / 3600.0 {
+                    state.burst_until = t + 5 + rng.next_u64() % 16;
+                }
+                let in_burst = state.burst_until > t;
+                for _ in 0..poisson(rng, rate) {
+                    let offset = (rng.uniform() * NANOS as f64) as u64;
+                    let start = EPOCH_UNIX_NANOS + t * NANOS + offset;
+                    let deploy = revision_index(service.spec, t, offset, rng);
+                    let mut ms = latency_ms(spec, rng, in_burst, t, offset);
+                    for change in changes_up_to(service.spec, deploy).filter(|c| c.operation == spec.name) {
+                        if rng.uniform() < change.fraction {
+                            ms = ms * change.latency_factor + change.extra_ms;
+                        }
+                    }
+                    let duration = (ms * 1e6).max(1000.0) as u64;
+                    out.push(SpanFact {
+                        service: service.name.clone(),
+                        revision: service.revisions[deploy].clone(),
+                        operation: state.name.clone(),
+                        kind: SpanKind::Server,
+                        start_unix_nanos: start,
+                        end_unix_nanos: start + duration,
+                        status: SpanStatus::Unset,
+                        trace_id: u128::from(rng.next_u64()),
+                        span_id: rng.next_u64(),
+                        parent_span_id: 0,
+                        peer: None,
+                        code: None,
+                        route: None,
+                    });
+                }
+            }
+        }
+        self.second += 1;
+        true
+    }
+}
+
+fn diurnal(amplitude: f64, t: u64) -> f64 {
+    let day = 86_400.0;
+    // Quietest at 03:00, busiest at 15:00.
+    1.0 + amplitude * (2.0 * std::f64::consts::PI * ((t as f64 - 9.0 * 3600.0) / day)).sin()
+}
+
+/// Poisson arrivals: Knuth's method for small means, normal otherwise.
+fn poisson(rng: &mut Rng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    if mean < 30.0 {
+        let limit = (-mean).exp();
+        let (mut k, mut p) = (0u64, 1.0);
+        loop {
+            p *= rng.uniform();
+            if p <= limit {
+                return k;
+            }
+            k += 1;
+        }
+    }
+    (mean + mean.sqrt() * rng.normal()).round().max(0.0) as u64
+}
+
+/// Which revision serves a request: during a rollout, the new revision's
+/// share grows linearly from 0 to 1.
+fn revision_index(spec: &ServiceSpec, t: u64, offset: u64, rng: &mut Rng) -> usize {
+    let now = t as f64 + offset as f64 / NANOS as f64;
+    let mut current = 0;
+    for (i, deploy) in spec.deploys.iter().enumerate() {
+        let at = deploy.at.as_secs_f64();
+        if now < at {
+            break;
+        }
+        let progress = (now - at) / deploy.rollout.as_secs_f64().max(1e-9);
+        if progress >= 1.0 || rng.uniform() < progress {
+            current = i + 1;
+        }
+    }
+    current
+}
+
+/// Changes carried by revision `index` (a regression stays until a deploy
+/// says otherwise).
+fn changes_up_to(spec: &ServiceSpec, index: usize) -> impl Iterator<Item = &ChangeSpec> {
+    spec.deploys.iter().take(index).flat_map(|d| &d.changes)
+}
+
+fn latency_ms(spec: &OperationSpec, rng: &mut Rng, in_burst: bool, t: u64, offset: u64) -> f64 {
+    let mut ms = rng.log_normal(spec.median_ms, spec.sigma);
+    if spec.outliers > 0.0 && rng.uniform() < spec.outliers {
+        ms *= 5.0 + 15.0 * rng.uniform();
+    }
+    if in_burst && rng.uniform() < 0.3 {
+        ms *= 3.0;
+    }
+    if let Some(every) = spec.gc_every {
+        let every = every.as_secs().max(1);
+        let pause_nanos = (spec.gc_pause_ms.min(1000.0) * 1e6) as u64;
+        if t % every == 0 && offset < pause_nanos {
+            ms += (pause_nanos - offset) as f64 / 1e6;
+        }
+    }
+    ms
+}
+
+/// The relative p95 rise a change causes on its own, estimated by sampling
+/// the operation's latency model with and without it.
+pub fn expected_p95_increase(spec: &OperationSpec, change: &ChangeSpec, seed: u64) -> f64 {
+    let mut rng = Rng::new(seed);
+    let n = 20_000;
+    let mut before: Vec<f64> = (0..n).map(|_| rng.log_normal(spec.median_ms, spec.sigma)).collect();
+    let mut after: Vec<f64> = before
+        .iter()
+        .map(|ms| if rng.uniform() < change.fraction { ms * change.latency_factor + change.extra_ms } else { *ms })
+        .collect();
+    let p95 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[(v.len() as f64 * 0.95) as usize]
+    };
+    p95(&mut after) / p95(&mut before) - 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_mean_is_right() {
+        let mut rng = Rng::new(9);
+        for mean in [0.3, 4.0, 55.0] {
+            let n = 20_000;
+            let total: u64 = (0..n).map(|_| poisson(&mut rng, mean)).sum();
+            let got = total as f64 / n as f64;
+            assert!((got - mean).abs() / mean < 0.03, "mean {mean}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_thirty_percent_slowdown_raises_p95_by_thirty_percent() {
+        let spec: OperationSpec = toml::from_str("name = \"x\"\nrate = 1.0\nmedian_ms = 40.0\n").expect("spec");
+        let change: ChangeSpec = toml::from_str("operation = \"x\"\nlatency_factor = 1.3\n").expect("change");
+        let rise = expected_p95_increase(&spec, &change, 1);
+        assert!((rise - 0.3).abs() < 0.01, "{rise}");
+    }
+}

@@ -1,0 +1,166 @@
+//! Latency drift end to end: the Python OpenTelemetry SDK sends a deploy
+//! with a regression through the real gRPC receiver (explicit span times,
+//! so event time is under the test's control), and the event is read back
+//! from the API. Also the scenario corpus against the README's targets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Driftwatch, eventually, http_get, now_nanos, run_python};
+use driftwatch::simulate::Rng;
+
+const S: u64 = 1_000_000_000;
+
+/// A plan for `send_spans.py`: server spans at `rate`/s from `start` for
+/// `seconds`, log-normal around `median_ms` times `factor`.
+fn plan(start: u64, seconds: u64, rate: u64, median_ms: f64, factor: f64, seed: u64) -> serde_json::Value {
+    let mut rng = Rng::new(seed);
+    let mut spans = Vec::new();
+    for i in 0..seconds * rate {
+        let begin = start + i * S / rate;
+        let ms = rng.log_normal(median_ms, 0.4) * factor;
+        spans.push(serde_json::json!({
+            "name": "POST /checkout",
+            "kind": "server",
+            "start_ns": begin,
+            "end_ns": begin + (ms * 1e6) as u64,
+            "attributes": {"http.route": "/checkout", "code.function": "charge_card", "code.filepath": "src/pay.py"},
+        }));
+        let begin = begin + S / rate / 2;
+        spans.push(serde_json::json!({
+            "name": "GET /cart", "kind": "server", "start_ns": begin, "end_ns": begin + (rng.log_normal(8.0, 0.4) * 1e6) as u64,
+        }));
+    }
+    serde_json::json!({ "spans": spans })
+}
+
+#[test]
+fn python_sdk_regression_is_detected_and_served_by_the_api() {
+    let dw = Driftwatch::start("");
+    let dir = tempfile::tempdir().expect("dir");
+    let deploy = now_nanos() / S * S - 8 * 60 * S;
+    let before = deploy - 10 * 60 * S;
+    let endpoint = format!("http://{}", dw.grpc);
+    for (name, start, seconds, factor, revision) in
+        [("before.json", before, 600, 1.0, "rev-good"), ("after.json", deploy, 240, 1.5, "rev-slow")]
+    {
+        let path = dir.path().join(name);
+        std::fs::write(&path, plan(start, seconds, 20, 40.0, factor, start).to_string()).expect("write plan");
+        run_python(
+            "send_spans.py",
+            &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "checkout", "--revision", revision, "--plan", path.to_str().expect("utf-8")],
+            &[],
+        );
+    }
+
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut events = serde_json::Value::Null;
+    eventually(Duration::from_secs(20), "a latency_regression event", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        events = serde_json::from_str(&body).expect("JSON");
+        events["events"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    let list = events["events"].as_array().expect("events");
+    assert_eq!(list.len(), 1, "only the regressed operation fires: {events:#}");
+    let event = &list[0];
+    assert_eq!(event["kind"], "latency_regression");
+    assert_eq!(event["state"], "firing");
+    assert_eq!(event["service"], "checkout");
+    assert_eq!(event["operation"], "POST /checkout");
+    assert_eq!(event["revision"], "rev-slow");
+    assert_eq!(event["baseline_revision"], "rev-good");
+    assert_eq!(event["suspects"], serde_json::json!([]));
+    let stats = &event["stats"];
+    assert!(stats["relative_increase"].as_f64().expect("number") > 0.3, "{stats}");
+    assert!(stats["p_value"].as_f64().expect("number") < 1e-6, "{stats}");
+    assert!(stats["baseline"]["count"].as_u64().expect("count") >= 100);
+    assert!(stats["current"]["p95_ms"].as_f64() > stats["baseline"]["p95_ms"].as_f64());
+    assert_eq!(event["code"]["function"], "charge_card");
+
+    let onset = humantime::parse_rfc3339(event["onset"].as_str().expect("onset")).expect("RFC 3339");
+    let detected = humantime::parse_rfc3339(event["detected_at"].as_str().expect("detected_at")).expect("RFC 3339");
+    let deploy_time = std::time::UNIX_EPOCH + Duration::from_nanos(deploy);
+    let onset_error = onset.duration_since(deploy_time).unwrap_or_else(|e| e.duration());
+    assert!(onset_error <= Duration::from_secs(20), "onset {onset:?} vs deploy {deploy_time:?}");
+    let delay = detected.duration_since(deploy_time).expect("detected after the deploy");
+    assert!(delay <= Duration::from_secs(120), "detected {delay:?} after the deploy");
+
+    let id = event["id"].as_str().expect("id");
+    let (status, body) = http_get(&format!("{url}/{id}")).expect("get event");
+    assert_eq!(status, 200);
+    let single: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(&single, event);
+    let (status, _) = http_get(&format!("{url}/no-such-event")).expect("get");
+    assert_eq!(status, 404);
+
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_drifts_firing", &[("kind", "latency_regression")]), 1.0);
+}
+
+#[test]
+fn scenario_corpus_meets_the_targets() {
+    let dir = tempfile::tempdir().expect("dir");
+    let json_path = dir.path().join("report.json");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .arg("eval")
+        .arg(&corpus)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .expect("run eval");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("false alerts per service-week"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("report")).expect("JSON");
+    let summary = &report["summary"];
+    assert!(summary["target_class_labels"].as_u64().expect("count") >= 20, "{summary}");
+    assert!(summary["target_class_recall"].as_f64().expect("recall") >= 0.95, "{summary}\n{table}");
+    assert!(summary["service_weeks"].as_f64().expect("weeks") >= 3.0, "{summary}");
+    assert!(summary["false_alerts_per_service_week"].as_f64().expect("rate") <= 1.0, "{summary}\n{table}");
+    assert!(summary["median_delay_s"].as_f64().expect("delay") <= 60.0, "{summary}\n{table}");
+}
+
+#[test]
+fn high_cardinality_span_names_stay_bounded() {
+    use driftwatch::simulate::{SyntheticSpan, encode_request};
+    let dw = Driftwatch::start("[analyze]\nmax_operations = 20\n");
+    let now = now_nanos();
+    for batch in 0..20u64 {
+        let spans: Vec<SyntheticSpan> = (0..500u64)
+            .map(|i| SyntheticSpan {
+                service: "flood".into(),
+                revision: "r1".into(),
+                name: format!("GET /users/{}", batch * 500 + i),
+                kind: 2,
+                trace_id: 1,
+                span_id: i + 1,
+                parent_span_id: 0,
+                start_unix_nanos: now - 60 * S + batch * S,
+                duration_nanos: 1_000_000,
+                error: false,
+                attributes: vec![],
+            })
+            .collect();
+        let body = encode_request(&spans);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let status = runtime.block_on(async {
+            reqwest::Client::new()
+                .post(dw.http_url("/v1/traces"))
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        });
+        assert!(status.is_success());
+    }
+    eventually(Duration::from_secs(10), "all analysed", || {
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "flood")]) == 10_000.0
+    });
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_operations_tracked", &[("service", "flood")]), 20.0);
+    assert_eq!(metrics.value("driftwatch_operations_folded_spans_total", &[("service", "flood")]), 9_980.0);
+}
