@@ -103,6 +103,11 @@ impl Config {
                 "analyze.max_queued_spans must be at least receiver.max_spans_per_request, or no full request could ever be admitted".into(),
             ));
         }
+        for pattern in &self.detect.outbound.allow {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                return Err(ConfigError::Invalid(format!("detect.outbound.allow: pattern {pattern:?} is not a valid glob: {e}")));
+            }
+        }
         let a = &self.analyze;
         if a.window.is_zero() || a.max_operations == 0 {
             return Err(ConfigError::Invalid("analyze.window and analyze.max_operations must be above 0".into()));
@@ -230,6 +235,43 @@ impl Default for AnalyzeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
     pub latency: LatencyConfig,
+    pub outbound: OutboundConfig,
+}
+
+/// Unexpected outbound calls. A `new_outbound_peer` event fires when a
+/// service calls a peer it has not called within `lookback` (after its first
+/// `learning_period`, so a new service does not report every peer), once
+/// `min_calls` calls were seen; and for any peer outside `allow` when an
+/// allowlist is set. Link-local and cloud-metadata addresses (169.254.0.0/16,
+/// fe80::/10, metadata.google.internal) always fire, as critical.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    pub enabled: bool,
+    /// Egress allowlist: glob patterns over peer identities. A pattern
+    /// without a port (`*.svc.cluster.local`) matches the host on any port.
+    pub allow: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    pub min_calls: u64,
+    #[serde(with = "humantime_serde")]
+    pub learning_period: Duration,
+    /// A firing event resolves once the peer has not been called this long.
+    #[serde(with = "humantime_serde")]
+    pub resolve_after: Duration,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            enabled: true,
+            allow: Vec::new(),
+            lookback: Duration::from_secs(7 * 86_400),
+            min_calls: 3,
+            learning_period: Duration::from_secs(600),
+            resolve_after: Duration::from_secs(900),
+        }
+    }
 }
 
 /// Thresholds of the latency-regression detector. An event fires only when
@@ -360,6 +402,12 @@ mod tests {
         assert!(err.contains("receiver.max_future_skew"), "{err}");
         let err = load_toml("[admin]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
         assert!(err.contains("admin.listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_allowlist_pattern_is_named() {
+        let err = load_toml("[detect.outbound]\nallow = [\"[unclosed\"]\n").unwrap_err().to_string();
+        assert!(err.contains("detect.outbound.allow") && err.contains("[unclosed"), "{err}");
     }
 
     #[test]

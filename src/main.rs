@@ -82,7 +82,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
 
 fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let settings = AnalysisSettings::new(&config.analyze, &config.detect.latency);
+    let settings = AnalysisSettings::from_config(&config);
     let scenarios = driftwatch::eval::load_corpus(dir)?;
     let to_stdout = json.is_some_and(|p| p == Path::new("-"));
     let report = driftwatch::eval::evaluate(&scenarios, &settings, |result| {

@@ -59,7 +59,7 @@ impl Server {
         let admin_addr = local(&admin_listener, config.admin.listen);
 
         let (events, updates) = EventPipeline::start(metrics.clone());
-        let settings = Arc::new(AnalysisSettings::new(&config.analyze, &config.detect.latency));
+        let settings = Arc::new(AnalysisSettings::from_config(&config));
         let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |_| {
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone())
         });

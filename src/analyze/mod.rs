@@ -7,6 +7,7 @@
 //! back on clients rather than buffer without limit.
 
 pub mod operations;
+pub mod peers;
 pub mod service;
 pub mod shard;
 pub mod timeline;
@@ -26,6 +27,9 @@ use crate::extract::SpanFact;
 use service::AnalysisSettings;
 use shard::ShardAnalysis;
 
+/// How often shards let wall-clock time advance idle services.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The queue refused a batch because admitting it would exceed the bound.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("analysis queue full: {queued} spans queued, limit {limit}")]
@@ -37,6 +41,9 @@ pub struct QueueFull {
 /// What a shard does with each batch.
 pub trait ShardObserver: Send + 'static {
     fn observe(&mut self, facts: &[SpanFact]);
+
+    /// Called about once a second of wall-clock time.
+    fn tick(&mut self, _elapsed: std::time::Duration) {}
 }
 
 /// The live shard: analyses each batch, counts it, and hands drift updates
@@ -64,6 +71,7 @@ impl ShardObserver for LiveShard {
             self.metrics.spans_analyzed.with_label_values(&[service]).inc_by(run.len() as u64);
             if let Some(state) = self.analysis.service(&run[0].service) {
                 self.metrics.operations_tracked.with_label_values(&[service]).set(state.operations.tracked_len() as i64);
+                self.metrics.outbound_peers.with_label_values(&[service]).set(state.peers.known_len() as i64);
                 let folded = state.operations.folded_spans();
                 let exported = self.folded_exported.entry(run[0].service.clone()).or_insert(0);
                 self.metrics.operations_folded.with_label_values(&[service]).inc_by(folded - *exported);
@@ -76,6 +84,17 @@ impl ShardObserver for LiveShard {
         if outcome.over_service_limit > 0 {
             self.metrics.spans_not_analyzed.with_label_values(&["max_services"]).inc_by(outcome.over_service_limit);
         }
+        self.flush_updates();
+    }
+
+    fn tick(&mut self, elapsed: std::time::Duration) {
+        self.analysis.tick(elapsed, &mut self.scratch);
+        self.flush_updates();
+    }
+}
+
+impl LiveShard {
+    fn flush_updates(&mut self) {
         for update in self.scratch.drain(..) {
             // The receiver lives as long as the process; a send fails only
             // during shutdown, when nobody reads events any more.
@@ -205,10 +224,21 @@ async fn run_shard<O: ShardObserver>(
         }
         return;
     }
-    while let Some(batch) = rx.recv().await {
-        observer.observe(&batch);
-        queued.fetch_sub(batch.len(), Ordering::AcqRel);
-        metrics.analysis_queue_spans.sub(batch.len() as i64);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                observer.observe(&batch);
+                queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                metrics.analysis_queue_spans.sub(batch.len() as i64);
+            }
+            now = ticker.tick() => {
+                observer.tick(now - last_tick);
+                last_tick = now;
+            }
+        }
     }
 }
-

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 
 use super::operations::{OTHER, OpId, OperationTable};
+use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
 use super::window::{LatencyWindows, WindowLayout};
-use crate::config::{AnalyzeConfig, LatencyConfig};
+use crate::config::{AnalyzeConfig, LatencyConfig, OutboundConfig};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
+use crate::detect::outbound::OutboundDetector;
 use crate::extract::{CodeLocation, SpanFact, Sym};
 
 /// Settings derived once from the configuration and shared by all services.
@@ -22,10 +24,11 @@ pub struct AnalysisSettings {
     pub max_lateness_nanos: u64,
     pub operation_idle_nanos: u64,
     pub latency: LatencyConfig,
+    pub outbound: OutboundConfig,
 }
 
 impl AnalysisSettings {
-    pub fn new(analyze: &AnalyzeConfig, latency: &LatencyConfig) -> AnalysisSettings {
+    pub fn new(analyze: &AnalyzeConfig, latency: &LatencyConfig, outbound: &OutboundConfig) -> AnalysisSettings {
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let window = nanos(analyze.window).max(1);
         let windows_in = |d: std::time::Duration| nanos(d).div_ceil(window) as usize;
@@ -42,7 +45,13 @@ impl AnalysisSettings {
             max_lateness_nanos: nanos(analyze.max_lateness),
             operation_idle_nanos: nanos(analyze.operation_idle),
             latency: latency.clone(),
+            outbound: outbound.clone(),
         }
+    }
+
+    /// The settings of a configuration.
+    pub fn from_config(config: &crate::config::Config) -> AnalysisSettings {
+        AnalysisSettings::new(&config.analyze, &config.detect.latency, &config.detect.outbound)
     }
 
     fn interval_nanos(&self) -> u64 {
@@ -76,11 +85,22 @@ pub struct ServiceState {
     pub timeline: RevisionTimeline,
     pub latency: HashMap<(OpId, RevId), LatencyWindows>,
     pub op_info: HashMap<OpId, OperationInfo>,
+    pub peers: PeerSets,
+    /// Set once the service made an outbound call: only then are spans
+    /// remembered for caller lookups.
+    calls_out: bool,
     /// Newest span end seen (event time).
     pub watermark: u64,
     next_evaluation: Option<u64>,
+    /// Wall-clock time since the last span, while idle.
+    idle_nanos: u64,
     detector: LatencyDetector,
+    outbound: OutboundDetector,
 }
+
+/// A service without spans for this long (wall clock) is idle: its event
+/// time then advances with the wall clock.
+const IDLE_AFTER_NANOS: u64 = 5_000_000_000;
 
 /// Evaluations caught up at once after a jump in event time; older
 /// boundaries are skipped (there is no data between them anyway).
@@ -94,9 +114,13 @@ impl ServiceState {
             timeline: RevisionTimeline::new(settings.max_revisions),
             latency: HashMap::new(),
             op_info: HashMap::new(),
+            peers: PeerSets::default(),
+            calls_out: false,
             watermark: 0,
             next_evaluation: None,
+            idle_nanos: 0,
             detector: LatencyDetector::new(settings.latency.clone(), settings.layout.moments_len / 2),
+            outbound: OutboundDetector::new(settings.outbound.clone()),
         }
     }
 
@@ -106,10 +130,24 @@ impl ServiceState {
             return Recorded::TooLate;
         }
         self.watermark = self.watermark.max(end);
+        self.idle_nanos = 0;
         let (revision, dropped) = self.timeline.observe(&fact.revision, fact.start_unix_nanos, end);
         if let Some(dropped) = dropped {
             self.latency.retain(|(_, r), _| *r != dropped);
             self.detector.forget_revision(dropped);
+            self.peers.forget_revision(dropped);
+            self.outbound.forget_revision(dropped);
+        }
+        self.outbound.on_span(fact.start_unix_nanos);
+        if let Some(peer) = fact.peer.as_ref().filter(|_| fact.kind.is_outbound()) {
+            self.calls_out = true;
+            let lookback = u64::try_from(settings.outbound.lookback.as_nanos()).unwrap_or(u64::MAX);
+            let novelty = self.peers.record_call(fact, peer, revision, lookback);
+            self.outbound.on_call(peer, revision, fact.start_unix_nanos, novelty);
+            return Recorded::Analysed;
+        }
+        if self.calls_out {
+            self.peers.remember(fact);
         }
         if fact.kind.is_outbound() {
             return Recorded::Analysed;
@@ -132,10 +170,23 @@ impl ServiceState {
         Recorded::Analysed
     }
 
+    /// Accounts `elapsed` wall-clock time without spans; once idle, moves
+    /// the watermark forward by it. Returns whether the watermark moved.
+    pub fn idle_tick(&mut self, elapsed: u64) -> bool {
+        let before = self.idle_nanos;
+        self.idle_nanos = self.idle_nanos.saturating_add(elapsed);
+        if self.watermark == 0 || self.idle_nanos <= IDLE_AFTER_NANOS {
+            return false;
+        }
+        let advance = self.idle_nanos - before.max(IDLE_AFTER_NANOS);
+        self.watermark = self.watermark.saturating_add(advance);
+        true
+    }
+
     /// Runs every evaluation whose boundary the watermark has passed (plus
     /// the evaluation delay), in event-time order.
     pub fn evaluate_due(&mut self, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
-        if !settings.latency.enabled || self.watermark == 0 {
+        if self.watermark == 0 {
             return;
         }
         let interval = settings.interval_nanos();
@@ -164,8 +215,12 @@ impl ServiceState {
             self.op_info.retain(|op, _| !evicted.contains(op));
             self.detector.forget_operations(&evicted);
         }
-        let ServiceState { name, operations, timeline, latency, op_info, detector, .. } = self;
-        detector.evaluate(&ServiceView { name, operations, timeline, latency, op_info }, at, out);
+        self.peers.resolve_pending(self.watermark);
+        self.outbound.evaluate(&self.name, &self.peers, &self.timeline, at, out);
+        if settings.latency.enabled {
+            let ServiceState { name, operations, timeline, latency, op_info, detector, .. } = self;
+            detector.evaluate(&ServiceView { name, operations, timeline, latency, op_info }, at, out);
+        }
     }
 }
 

@@ -53,6 +53,18 @@ impl ShardAnalysis {
         outcome
     }
 
+    /// Lets event time follow the wall clock for services that have gone
+    /// quiet, so their evaluations — and resolutions — still happen live.
+    /// Replays never call this, so they stay deterministic.
+    pub fn tick(&mut self, elapsed: std::time::Duration, out: &mut Vec<EventUpdate>) {
+        let elapsed = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        for service in self.services.values_mut() {
+            if service.idle_tick(elapsed) {
+                service.evaluate_due(&self.settings, out);
+            }
+        }
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
         self.services.values()
     }
@@ -72,7 +84,7 @@ mod tests {
 
     fn replay(scenario_toml: &str) -> EventLog {
         let scenario: Scenario = toml::from_str(scenario_toml).expect("scenario");
-        let settings = Arc::new(AnalysisSettings::new(&AnalyzeConfig::default(), &LatencyConfig::default()));
+        let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
         let mut analysis = ShardAnalysis::new(settings);
         let mut generator = TrafficGenerator::new(&scenario);
         let (mut facts, mut updates, mut log) = (Vec::new(), Vec::new(), EventLog::new(1000));
@@ -147,7 +159,7 @@ mod tests {
     #[test]
     fn a_slowdown_without_deploy_is_compared_with_the_trailing_window() {
         let scenario: Scenario = toml::from_str(SERVICE).expect("scenario");
-        let settings = Arc::new(AnalysisSettings::new(&AnalyzeConfig::default(), &LatencyConfig::default()));
+        let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
         let mut analysis = ShardAnalysis::new(settings);
         let mut generator = TrafficGenerator::new(&scenario);
         let (mut facts, mut updates) = (Vec::new(), Vec::new());
@@ -176,7 +188,7 @@ mod tests {
 
     #[test]
     fn spans_too_late_are_counted_not_analysed() {
-        let settings = Arc::new(AnalysisSettings::new(&AnalyzeConfig::default(), &LatencyConfig::default()));
+        let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
         let mut analysis = ShardAnalysis::new(settings);
         let scenario: Scenario = toml::from_str(SERVICE).expect("scenario");
         let mut generator = TrafficGenerator::new(&scenario);

@@ -102,6 +102,9 @@ pub struct DriftEvent {
     pub resolved_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<LatencyStats>,
+    /// Details of a `new_outbound_peer` event: why, how often, from where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<super::outbound::OutboundStats>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub code: CodeHint,
     pub suspects: Vec<Suspect>,
@@ -252,6 +255,7 @@ mod tests {
             detected_at: rfc3339(detected),
             resolved_at: None,
             stats: None,
+            outbound: None,
             code: CodeHint::default(),
             suspects: vec![],
             attribution: None,

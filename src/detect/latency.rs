@@ -255,6 +255,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         detected_at: rfc3339(at),
         resolved_at: None,
         stats: Some(stats),
+        outbound: None,
         code,
         suspects: Vec::new(),
         attribution: c.baseline_revision.is_none().then(|| {

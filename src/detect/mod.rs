@@ -6,6 +6,7 @@
 
 pub mod event;
 pub mod latency;
+pub mod outbound;
 pub mod stats;
 
 use std::sync::{Arc, RwLock};

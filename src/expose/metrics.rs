@@ -27,6 +27,7 @@ pub struct Metrics {
     pub drift_events: IntCounterVec,
     pub operations_tracked: IntGaugeVec,
     pub operations_folded: IntCounterVec,
+    pub outbound_peers: IntGaugeVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -97,6 +98,11 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let outbound_peers = IntGaugeVec::new(
+            Opts::new("driftwatch_outbound_peers", "Distinct outbound peers a service called within the lookback."),
+            &["service"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -109,6 +115,7 @@ impl Metrics {
             Box::new(drift_events.clone()),
             Box::new(operations_tracked.clone()),
             Box::new(operations_folded.clone()),
+            Box::new(outbound_peers.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -125,6 +132,7 @@ impl Metrics {
             drift_events,
             operations_tracked,
             operations_folded,
+            outbound_peers,
             services_seen: Mutex::new(HashSet::new()),
         }
     }

@@ -1,0 +1,377 @@
+//! Outbound peers of a service: which destinations each revision calls, how
+//! often, since when, and from which of the service's operations.
+//!
+//! A CLIENT span's caller is found by walking up its parents within the
+//! trace to the nearest SERVER or CONSUMER span. Children usually end — and
+//! are exported — before their parents, so calls wait in a short, bounded
+//! queue until their parent chain arrives; a call still unresolved after
+//! `JOIN_WINDOW` is attributed to `(unknown caller)`.
+//!
+//! Everything here is bounded: peers per service, callers per peer, the
+//! join cache and the pending queue.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::timeline::RevId;
+use crate::extract::{SpanFact, SpanKind, Sym};
+use crate::simulate::Rng;
+
+/// Peers remembered per service; the least recently called is forgotten.
+pub const MAX_PEERS: usize = 512;
+/// Calling operations remembered per peer.
+pub const MAX_CALLERS: usize = 16;
+/// Spans kept for parent lookups, per service.
+const MAX_JOIN_ENTRIES: usize = 65_536;
+/// Calls waiting for their parent chain, per service.
+const MAX_PENDING: usize = 16_384;
+/// How long (event time) a call waits for its parents.
+pub const JOIN_WINDOW_NANOS: u64 = 30_000_000_000;
+/// Parents walked at most from a client span to its entry span.
+const MAX_HOPS: usize = 16;
+/// Samples kept per (peer, caller) for the latency contribution.
+const RESERVOIR: usize = 128;
+
+pub const UNKNOWN_CALLER: &str = "(unknown caller)";
+pub const NO_PARENT: &str = "(no parent span)";
+
+/// Whether a caller name stands for "not found" rather than an operation.
+pub fn is_placeholder_caller(operation: &str) -> bool {
+    operation == UNKNOWN_CALLER || operation == NO_PARENT
+}
+
+/// A span's place in its trace, for parent lookups.
+#[derive(Debug, Clone)]
+struct Link {
+    parent: u64,
+    kind: SpanKind,
+    operation: Sym,
+    duration_nanos: u64,
+}
+
+/// Latency of calls to a peer from one operation.
+#[derive(Debug, Clone)]
+pub struct CallerStats {
+    pub operation: Sym,
+    pub calls: u64,
+    /// (call duration in ms, share of the caller's span duration).
+    samples: Vec<(f32, f32)>,
+}
+
+impl CallerStats {
+    fn new(operation: Sym) -> CallerStats {
+        CallerStats { operation, calls: 0, samples: Vec::new() }
+    }
+
+    fn add(&mut self, call_ms: f32, share: f32, rng: &mut Rng) {
+        self.calls += 1;
+        if self.samples.len() < RESERVOIR {
+            self.samples.push((call_ms, share));
+        } else {
+            // Reservoir sampling keeps a uniform sample of all calls.
+            let slot = (rng.next_u64() % self.calls) as usize;
+            if slot < RESERVOIR {
+                self.samples[slot] = (call_ms, share);
+            }
+        }
+    }
+
+    /// p95 of the call duration, in ms.
+    pub fn p95_call_ms(&self) -> f64 {
+        quantile(self.samples.iter().map(|s| s.0), 0.95)
+    }
+
+    /// Median share of the caller's duration spent in the call.
+    pub fn median_share(&self) -> f64 {
+        quantile(self.samples.iter().map(|s| s.1), 0.5)
+    }
+}
+
+fn quantile(values: impl Iterator<Item = f32>, q: f64) -> f64 {
+    let mut v: Vec<f32> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f32::total_cmp);
+    f64::from(v[((v.len() - 1) as f64 * q).round() as usize])
+}
+
+/// One peer as called by one revision.
+#[derive(Debug, Clone)]
+pub struct PeerUse {
+    pub calls: u64,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub callers: Vec<CallerStats>,
+}
+
+/// One peer across the service's history (all revisions).
+#[derive(Debug, Clone, Copy)]
+pub struct KnownPeer {
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub calls: u64,
+}
+
+struct PendingCall {
+    peer: Sym,
+    revision: RevId,
+    parent: u64,
+    end: u64,
+    duration_nanos: u64,
+}
+
+/// What recording a call learned about its peer, before the call was
+/// added to the history.
+#[derive(Debug, Clone, Copy)]
+pub struct Novelty {
+    /// The service had not called this peer within the lookback.
+    pub unseen: bool,
+}
+
+pub struct PeerSets {
+    known: HashMap<Sym, KnownPeer>,
+    by_revision: HashMap<RevId, HashMap<Sym, PeerUse>>,
+    join: HashMap<u64, Link>,
+    join_order: VecDeque<(u64, u64)>,
+    pending: VecDeque<PendingCall>,
+    rng: Rng,
+    /// Calls whose peer could not be remembered (table full).
+    pub overflow: u64,
+}
+
+impl Default for PeerSets {
+    fn default() -> Self {
+        PeerSets {
+            known: HashMap::new(),
+            by_revision: HashMap::new(),
+            join: HashMap::new(),
+            join_order: VecDeque::new(),
+            pending: VecDeque::new(),
+            rng: Rng::new(0x5eed),
+            overflow: 0,
+        }
+    }
+}
+
+impl PeerSets {
+    /// Remembers a span for parent lookups (every span can be a parent).
+    pub fn remember(&mut self, fact: &SpanFact) {
+        if fact.span_id == 0 {
+            return;
+        }
+        self.join.insert(
+            fact.span_id,
+            Link {
+                parent: fact.parent_span_id,
+                kind: fact.kind,
+                operation: fact.operation.clone(),
+                duration_nanos: fact.duration_nanos(),
+            },
+        );
+        self.join_order.push_back((fact.end_unix_nanos, fact.span_id));
+        while self.join_order.len() > MAX_JOIN_ENTRIES {
+            if let Some((_, id)) = self.join_order.pop_front() {
+                self.join.remove(&id);
+            }
+        }
+    }
+
+    /// Records an outbound call to `peer` by `revision`; `lookback_nanos`
+    /// decides whether the peer counts as unseen.
+    pub fn record_call(&mut self, fact: &SpanFact, peer: &Sym, revision: RevId, lookback_nanos: u64) -> Novelty {
+        let (start, end) = (fact.start_unix_nanos, fact.end_unix_nanos);
+        let unseen = self.known.get(peer).is_none_or(|k| k.last_seen.saturating_add(lookback_nanos) < start);
+        if !self.known.contains_key(peer) && self.known.len() >= MAX_PEERS {
+            self.evict_least_recent();
+        }
+        let known = self.known.entry(peer.clone()).or_insert(KnownPeer { first_seen: start, last_seen: end, calls: 0 });
+        known.calls += 1;
+        known.last_seen = known.last_seen.max(end);
+        let uses = self.by_revision.entry(revision).or_default();
+        if !uses.contains_key(peer) && uses.len() >= MAX_PEERS {
+            self.overflow += 1;
+            return Novelty { unseen };
+        }
+        let usage =
+            uses.entry(peer.clone()).or_insert(PeerUse { calls: 0, first_seen: start, last_seen: end, callers: Vec::new() });
+        usage.calls += 1;
+        usage.first_seen = usage.first_seen.min(start);
+        usage.last_seen = usage.last_seen.max(end);
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(PendingCall {
+            peer: peer.clone(),
+            revision,
+            parent: fact.parent_span_id,
+            end,
+            duration_nanos: fact.duration_nanos(),
+        });
+        Novelty { unseen }
+    }
+
+    fn evict_least_recent(&mut self) {
+        if let Some(victim) = self.known.iter().min_by_key(|(_, k)| k.last_seen).map(|(p, _)| p.clone()) {
+            self.known.remove(&victim);
+        }
+    }
+
+    /// Attributes pending calls whose parents have arrived; gives up on
+    /// those older than the join window; ages out old join entries.
+    pub fn resolve_pending(&mut self, watermark: u64) {
+        let mut still_pending = VecDeque::with_capacity(self.pending.len());
+        while let Some(call) = self.pending.pop_front() {
+            let expired = call.end.saturating_add(JOIN_WINDOW_NANOS) < watermark;
+            match self.entry_span_of(call.parent) {
+                Some(entry) => self.attribute(&call, entry.0, entry.1),
+                None if expired => {
+                    let caller = if call.parent == 0 { NO_PARENT } else { UNKNOWN_CALLER };
+                    self.attribute(&call, Sym::from(caller), 0);
+                }
+                None => still_pending.push_back(call),
+            }
+        }
+        self.pending = still_pending;
+        let horizon = watermark.saturating_sub(2 * JOIN_WINDOW_NANOS);
+        while self.join_order.front().is_some_and(|(end, _)| *end < horizon) {
+            if let Some((_, id)) = self.join_order.pop_front() {
+                self.join.remove(&id);
+            }
+        }
+    }
+
+    /// The nearest SERVER/CONSUMER ancestor: its operation and duration.
+    fn entry_span_of(&self, mut span: u64) -> Option<(Sym, u64)> {
+        for _ in 0..MAX_HOPS {
+            let link = self.join.get(&span)?;
+            if link.kind.is_entry() {
+                return Some((link.operation.clone(), link.duration_nanos));
+            }
+            if link.parent == 0 {
+                // A root that is not an entry span (a job, a script).
+                return Some((link.operation.clone(), link.duration_nanos));
+            }
+            span = link.parent;
+        }
+        None
+    }
+
+    fn attribute(&mut self, call: &PendingCall, caller: Sym, caller_duration: u64) {
+        let Some(usage) = self.by_revision.get_mut(&call.revision).and_then(|u| u.get_mut(&call.peer)) else { return };
+        let index = match usage.callers.iter().position(|c| c.operation == caller) {
+            Some(i) => i,
+            None if usage.callers.len() < MAX_CALLERS => {
+                usage.callers.push(CallerStats::new(caller));
+                usage.callers.len() - 1
+            }
+            None => return,
+        };
+        let call_ms = call.duration_nanos as f32 / 1e6;
+        let share = if caller_duration > 0 { (call.duration_nanos as f64 / caller_duration as f64).min(1.0) as f32 } else { 0.0 };
+        usage.callers[index].add(call_ms, share, &mut self.rng);
+    }
+
+    pub fn known(&self, peer: &str) -> Option<&KnownPeer> {
+        self.known.get(peer)
+    }
+
+    pub fn known_len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn usage(&self, revision: RevId, peer: &str) -> Option<&PeerUse> {
+        self.by_revision.get(&revision).and_then(|u| u.get(peer))
+    }
+
+    /// Peers called by a revision.
+    pub fn of_revision(&self, revision: RevId) -> impl Iterator<Item = (&Sym, &PeerUse)> {
+        self.by_revision.get(&revision).into_iter().flatten()
+    }
+
+    pub fn forget_revision(&mut self, revision: RevId) {
+        self.by_revision.remove(&revision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::SpanStatus;
+
+    fn span(id: u64, parent: u64, kind: SpanKind, op: &str, start: u64, duration: u64) -> SpanFact {
+        SpanFact {
+            service: Sym::from("s"),
+            revision: Sym::from("r"),
+            operation: Sym::from(op),
+            kind,
+            start_unix_nanos: start,
+            end_unix_nanos: start + duration,
+            status: SpanStatus::Unset,
+            trace_id: 1,
+            span_id: id,
+            parent_span_id: parent,
+            peer: None,
+            code: None,
+            route: None,
+        }
+    }
+
+    #[test]
+    fn calls_are_attributed_to_the_entry_span_through_internal_spans() {
+        let mut peers = PeerSets::default();
+        let peer = Sym::from("api.fraudscore.io:443");
+        // Exported child first: client (3) → internal (2) → server (1).
+        let client = span(3, 2, SpanKind::Client, "POST", 1_000, 30_000_000);
+        peers.remember(&client);
+        assert!(peers.record_call(&client, &peer, 0, u64::MAX).unseen);
+        peers.resolve_pending(client.end_unix_nanos);
+        assert!(peers.usage(0, &peer).expect("usage").callers.is_empty(), "waits for its parents");
+        let internal = span(2, 1, SpanKind::Internal, "score", 500, 40_000_000);
+        let server = span(1, 0, SpanKind::Server, "POST /checkout", 0, 100_000_000);
+        peers.remember(&internal);
+        peers.remember(&server);
+        peers.resolve_pending(server.end_unix_nanos);
+        let usage = peers.usage(0, &peer).expect("usage");
+        assert_eq!(usage.calls, 1);
+        assert_eq!(&*usage.callers[0].operation, "POST /checkout");
+        assert!((usage.callers[0].p95_call_ms() - 30.0).abs() < 0.01);
+        assert!((usage.callers[0].median_share() - 0.3).abs() < 0.01);
+        assert!(!peers.record_call(&client, &peer, 0, u64::MAX).unseen, "known now");
+    }
+
+    #[test]
+    fn orphan_calls_give_up_after_the_join_window() {
+        let mut peers = PeerSets::default();
+        let peer = Sym::from("db");
+        let client = span(9, 77, SpanKind::Client, "SELECT", 0, 1_000_000);
+        peers.record_call(&client, &peer, 0, u64::MAX);
+        peers.resolve_pending(JOIN_WINDOW_NANOS * 2);
+        assert_eq!(&*peers.usage(0, &peer).expect("usage").callers[0].operation, UNKNOWN_CALLER);
+    }
+
+    #[test]
+    fn lookback_decides_novelty() {
+        let mut peers = PeerSets::default();
+        let peer = Sym::from("rare:443");
+        let week = 7 * 86_400 * 1_000_000_000u64;
+        let first = span(1, 0, SpanKind::Client, "GET", 1_000, 1);
+        assert!(peers.record_call(&first, &peer, 0, week).unseen);
+        let six_days_later = span(2, 0, SpanKind::Client, "GET", 1_000 + 6 * 86_400 * 1_000_000_000, 1);
+        assert!(!peers.record_call(&six_days_later, &peer, 0, week).unseen, "rare but known");
+        let much_later = span(3, 0, SpanKind::Client, "GET", 1_000 + 20 * 86_400 * 1_000_000_000, 1);
+        assert!(peers.record_call(&much_later, &peer, 0, week).unseen, "beyond the lookback");
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut peers = PeerSets::default();
+        for i in 0..(MAX_PEERS as u64 * 3) {
+            let client = span(i + 1, 0, SpanKind::Client, "GET", i, 1);
+            peers.remember(&client);
+            peers.record_call(&client, &Sym::from(format!("host-{i}:443").as_str()), 0, u64::MAX);
+        }
+        assert!(peers.known_len() <= MAX_PEERS);
+        assert!(peers.of_revision(0).count() <= MAX_PEERS);
+        assert!(peers.overflow > 0);
+    }
+}

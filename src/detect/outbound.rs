@@ -1,0 +1,252 @@
+//! The unexpected-outbound-call detector: a peer the service never called
+//! within the lookback, any peer outside the egress allowlist, and — always —
+//! link-local and cloud-metadata addresses.
+//!
+//! Calls are screened as they are recorded; the decision to fire waits for
+//! the evaluation tick, so the event can name the operations that make the
+//! call (their parent spans usually arrive after the call itself).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339};
+use crate::analyze::peers::{JOIN_WINDOW_NANOS, Novelty, PeerSets, is_placeholder_caller};
+use crate::analyze::timeline::{RevId, RevisionTimeline};
+use crate::config::OutboundConfig;
+use crate::extract::Sym;
+use crate::extract::peer::{is_metadata_endpoint, peer_host};
+
+/// Why a peer was reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerReason {
+    /// Not called by the service within the lookback.
+    NewPeer,
+    /// Outside `detect.outbound.allow`.
+    NotAllowed,
+    /// A link-local or cloud instance-metadata address.
+    MetadataEndpoint,
+}
+
+/// One operation that calls the peer, and what the call costs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallerSummary {
+    pub operation: String,
+    pub calls: u64,
+    /// p95 duration of the client span.
+    pub p95_call_ms: f64,
+    /// Median share of the calling operation's duration spent in the call.
+    pub median_share: f64,
+}
+
+/// The details of a `new_outbound_peer` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundStats {
+    pub reasons: Vec<PeerReason>,
+    /// Calls by the revision when the event fired.
+    pub calls: u64,
+    pub callers: Vec<CallerSummary>,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    revision: RevId,
+    first_seen: u64,
+    reasons: Vec<PeerReason>,
+    firing: Option<String>,
+}
+
+pub struct OutboundDetector {
+    config: OutboundConfig,
+    allow: Vec<(glob::Pattern, bool)>,
+    candidates: HashMap<Sym, Candidate>,
+    service_first_seen: Option<u64>,
+}
+
+impl OutboundDetector {
+    pub fn new(config: OutboundConfig) -> OutboundDetector {
+        // Patterns were validated with the configuration.
+        let allow = config
+            .allow
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok().map(|g| (g, has_port(p))))
+            .collect();
+        OutboundDetector { config, allow, candidates: HashMap::new(), service_first_seen: None }
+    }
+
+    /// Whether the allowlist (if any) admits `peer`.
+    pub fn allowed(&self, peer: &str) -> bool {
+        self.allow.is_empty()
+            || self.allow.iter().any(|(pattern, with_port)| {
+                pattern.matches(peer) || (!with_port && pattern.matches(peer_host(peer)))
+            })
+    }
+
+    /// Screens one call as it is recorded.
+    pub fn on_call(&mut self, peer: &Sym, revision: RevId, start: u64, novelty: Novelty) {
+        if !self.config.enabled {
+            return;
+        }
+        let first_seen = *self.service_first_seen.get_or_insert(start);
+        if self.candidates.get(peer).is_some_and(|c| c.firing.is_some() || c.revision == revision) {
+            return;
+        }
+        let learning = start < first_seen.saturating_add(nanos(self.config.learning_period));
+        let mut reasons = Vec::new();
+        if novelty.unseen && !learning {
+            reasons.push(PeerReason::NewPeer);
+        }
+        if !self.allowed(peer) {
+            reasons.push(PeerReason::NotAllowed);
+        }
+        if is_metadata_endpoint(peer) {
+            reasons.push(PeerReason::MetadataEndpoint);
+        }
+        if !reasons.is_empty() {
+            self.candidates.insert(peer.clone(), Candidate { revision, first_seen: start, reasons, firing: None });
+        }
+    }
+
+    /// Notes the service's first span, so learning starts with it.
+    pub fn on_span(&mut self, start: u64) {
+        self.service_first_seen.get_or_insert(start);
+    }
+
+    pub fn evaluate(&mut self, service: &str, peers: &PeerSets, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
+        if !self.config.enabled {
+            return;
+        }
+        let resolve_after = nanos(self.config.resolve_after);
+        let mut done = Vec::new();
+        for (peer, candidate) in self.candidates.iter_mut() {
+            let last_call = peers.known(peer).map_or(0, |k| k.last_seen);
+            if let Some(id) = &candidate.firing {
+                if last_call.saturating_add(resolve_after) < at {
+                    out.push(EventUpdate::Resolved { id: id.clone(), at_unix_nanos: at });
+                    done.push(peer.clone());
+                }
+                continue;
+            }
+            let Some(usage) = peers.usage(candidate.revision, peer) else {
+                done.push(peer.clone());
+                continue;
+            };
+            let critical = candidate.reasons.iter().any(|r| *r != PeerReason::NewPeer);
+            let min_calls = if critical { 1 } else { self.config.min_calls.max(1) };
+            let callers_known = usage.callers.iter().any(|c| !is_placeholder_caller(&c.operation));
+            let waited = candidate.first_seen.saturating_add(JOIN_WINDOW_NANOS) < at;
+            if usage.calls < min_calls || !(callers_known || waited) {
+                if last_call.saturating_add(resolve_after) < at {
+                    done.push(peer.clone());
+                }
+                continue;
+            }
+            let event = build_event(service, peer, candidate, usage, timeline, at, critical);
+            candidate.firing = Some(event.id.clone());
+            out.push(EventUpdate::Fired(Box::new(event)));
+        }
+        for peer in done {
+            self.candidates.remove(&peer);
+        }
+    }
+
+    pub fn forget_revision(&mut self, revision: RevId) {
+        self.candidates.retain(|_, c| c.firing.is_some() || c.revision != revision);
+    }
+}
+
+fn build_event(
+    service: &str,
+    peer: &Sym,
+    candidate: &Candidate,
+    usage: &crate::analyze::peers::PeerUse,
+    timeline: &RevisionTimeline,
+    at: u64,
+    critical: bool,
+) -> DriftEvent {
+    let revision = timeline.get(candidate.revision).map(|r| r.revision.to_string()).unwrap_or_default();
+    let baseline_revision = timeline.before(candidate.revision).next().map(|r| r.revision.to_string());
+    let mut callers: Vec<CallerSummary> = usage
+        .callers
+        .iter()
+        .map(|c| CallerSummary {
+            operation: c.operation.to_string(),
+            calls: c.calls,
+            p95_call_ms: c.p95_call_ms(),
+            median_share: c.median_share(),
+        })
+        .collect();
+    callers.sort_by(|a, b| b.calls.cmp(&a.calls));
+    let operation = callers.iter().find(|c| !is_placeholder_caller(&c.operation)).map(|c| c.operation.clone());
+    let fingerprint = fingerprint(service, EventKind::NewOutboundPeer, peer, &revision);
+    let onset = candidate.first_seen.min(at);
+    DriftEvent {
+        id: event_id(&fingerprint, onset),
+        fingerprint,
+        kind: EventKind::NewOutboundPeer,
+        state: EventState::Firing,
+        severity: if critical { Severity::Critical } else { Severity::Warning },
+        service: service.to_owned(),
+        operation,
+        peer: Some(peer.to_string()),
+        attribution: baseline_revision.is_none().then(|| "first revision seen: no earlier revision to compare with".to_owned()),
+        revision,
+        baseline_revision,
+        onset: rfc3339(onset),
+        detected_at: rfc3339(at),
+        resolved_at: None,
+        stats: None,
+        outbound: Some(OutboundStats { reasons: candidate.reasons.clone(), calls: usage.calls, callers }),
+        code: Default::default(),
+        suspects: Vec::new(),
+        onset_unix_nanos: onset,
+        detected_unix_nanos: at,
+    }
+}
+
+fn has_port(pattern: &str) -> bool {
+    pattern.rsplit_once(':').is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit() || c == '*'))
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detector(allow: &[&str]) -> OutboundDetector {
+        OutboundDetector::new(OutboundConfig { allow: allow.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+    }
+
+    #[test]
+    fn allowlist_globs() {
+        let d = detector(&["payments.internal:443", "*.svc.cluster.local", "postgresql://pg.internal/*"]);
+        assert!(d.allowed("payments.internal:443"));
+        assert!(!d.allowed("payments.internal:8443"), "the pattern names a port");
+        assert!(d.allowed("orders.svc.cluster.local:8080"), "no port in the pattern: any port");
+        assert!(d.allowed("orders.svc.cluster.local"));
+        assert!(d.allowed("postgresql://pg.internal/orders"));
+        assert!(!d.allowed("api.fraudscore.io:443"));
+        assert!(detector(&[]).allowed("anything:1"), "no allowlist admits everything");
+    }
+
+    #[test]
+    fn reasons_are_screened() {
+        let mut d = detector(&["*.internal"]);
+        d.on_span(0);
+        let after_learning = 3600 * 1_000_000_000;
+        d.on_call(&Sym::from("known.internal:443"), 0, after_learning, Novelty { unseen: false });
+        d.on_call(&Sym::from("api.new.io:443"), 0, after_learning, Novelty { unseen: true });
+        d.on_call(&Sym::from("169.254.169.254:80"), 0, 10, Novelty { unseen: true });
+        assert!(!d.candidates.contains_key("known.internal:443"));
+        assert_eq!(d.candidates["api.new.io:443"].reasons, vec![PeerReason::NewPeer, PeerReason::NotAllowed]);
+        assert_eq!(
+            d.candidates["169.254.169.254:80"].reasons,
+            vec![PeerReason::NotAllowed, PeerReason::MetadataEndpoint],
+            "learning hides novelty, never the metadata endpoint"
+        );
+    }
+}

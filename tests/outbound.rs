@@ -1,0 +1,158 @@
+//! Unexpected outbound calls end to end: CLIENT spans produced by the
+//! Python SDK's real `requests` instrumentation, calling real HTTP servers
+//! on loopback, through the gRPC receiver, read back from the API.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Driftwatch, eventually, free_port, http_get, python, run_python};
+
+/// A `python -m http.server` on a free loopback port, killed on drop.
+struct HttpServer {
+    child: Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("dir");
+        let child = Command::new(python())
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("http.server");
+        eventually(Duration::from_secs(10), "http.server listening", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        HttpServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn events(dw: &Driftwatch) -> Vec<serde_json::Value> {
+    let (_, body) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
+    let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    value["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
+    let known = HttpServer::start();
+    let new = HttpServer::start();
+    let dw = Driftwatch::start("[detect.outbound]\nlearning_period = \"3s\"\nmin_calls = 3\n");
+    let endpoint = format!("http://{}", dw.grpc);
+    let call = |revision: &str, urls: &[String], env: &[(&str, &str)]| {
+        let mut args = vec!["--endpoint", &endpoint, "--service", "checkout", "--revision", revision, "--repeat", "5"];
+        for url in urls {
+            args.push("--call");
+            args.push(url);
+        }
+        run_python("call_peers.py", &args, env);
+    };
+    // First revision: learns its peer; nothing is new for a new service.
+    call("rev-1", &[known.url()], &[]);
+    std::thread::sleep(Duration::from_secs(4));
+    // Second revision, on the stable HTTP conventions (url.full,
+    // server.address): the known peer must keep its identity, the new
+    // one must be reported.
+    call("rev-2", &[known.url(), new.url()], &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http")]);
+
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(40), "a new_outbound_peer event", || {
+        found = events(&dw);
+        !found.is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let found = events(&dw);
+    assert_eq!(found.len(), 1, "only the new host: {found:#?}");
+    let event = &found[0];
+    assert_eq!(event["kind"], "new_outbound_peer");
+    assert_eq!(event["state"], "firing");
+    assert_eq!(event["service"], "checkout");
+    assert_eq!(event["peer"], format!("127.0.0.1:{}", new.port));
+    assert_eq!(event["revision"], "rev-2");
+    assert_eq!(event["baseline_revision"], "rev-1");
+    assert_eq!(event["operation"], "POST /checkout", "the SERVER span above the INTERNAL parent");
+    let outbound = &event["outbound"];
+    assert_eq!(outbound["reasons"], serde_json::json!(["new_peer"]));
+    assert!(outbound["calls"].as_u64().expect("calls") >= 3);
+    let caller = &outbound["callers"][0];
+    assert_eq!(caller["operation"], "POST /checkout");
+    assert!(caller["p95_call_ms"].as_f64().expect("ms") > 0.0);
+    let share = caller["median_share"].as_f64().expect("share");
+    assert!(share > 0.0 && share <= 1.0, "{share}");
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_drifts_firing", &[("kind", "new_outbound_peer")]), 1.0);
+    assert_eq!(metrics.value("driftwatch_outbound_peers", &[("service", "checkout")]), 2.0);
+}
+
+#[test]
+fn metadata_endpoint_and_allowlist_are_critical() {
+    let allowed = HttpServer::start();
+    let outside = HttpServer::start();
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1h\"\nallow = [\"127.0.0.1:{}\"]\n",
+        allowed.port
+    ));
+    let endpoint = format!("http://{}", dw.grpc);
+    run_python(
+        "call_peers.py",
+        &["--endpoint", &endpoint, "--service", "pay", "--revision", "r1", "--repeat", "2", "--call", &allowed.url(), "--call", &outside.url()],
+        &[],
+    );
+    // The metadata address is unreachable here; send its client span
+    // directly, as an SDK would after a timed-out call.
+    let now = common::now_nanos();
+    let span = driftwatch::simulate::SyntheticSpan {
+        service: "pay".into(),
+        revision: "r1".into(),
+        name: "GET".into(),
+        kind: 3,
+        trace_id: 42,
+        span_id: 43,
+        parent_span_id: 0,
+        start_unix_nanos: now - 1_000_000_000,
+        duration_nanos: 2_000_000,
+        error: true,
+        attributes: vec![("http.url".into(), "http://169.254.169.254/latest/meta-data/iam/security-credentials/".into())],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        reqwest::Client::new()
+            .post(dw.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(driftwatch::simulate::encode_request(&[span]))
+            .send()
+            .await
+            .expect("send")
+    });
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(40), "two critical events", || {
+        found = events(&dw);
+        found.len() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let found = events(&dw);
+    let by_peer = |peer: &str| found.iter().find(|e| e["peer"] == peer).cloned();
+    let metadata = by_peer("169.254.169.254:80").expect("metadata event");
+    assert_eq!(metadata["severity"], "critical");
+    assert_eq!(metadata["outbound"]["reasons"], serde_json::json!(["not_allowed", "metadata_endpoint"]));
+    let outside_event = by_peer(&format!("127.0.0.1:{}", outside.port)).expect("allowlist event");
+    assert_eq!(outside_event["severity"], "critical");
+    assert_eq!(outside_event["outbound"]["reasons"], serde_json::json!(["not_allowed"]));
+    assert!(by_peer(&format!("127.0.0.1:{}", allowed.port)).is_none(), "the allowed peer is quiet");
+    assert_eq!(found.len(), 2, "{found:#?}");
+}
