@@ -120,6 +120,9 @@ fn scenario_corpus_meets_the_targets() {
     assert!(summary["service_weeks"].as_f64().expect("weeks") >= 3.0, "{summary}");
     assert!(summary["false_alerts_per_service_week"].as_f64().expect("rate") <= 1.0, "{summary}\n{table}");
     assert!(summary["median_delay_s"].as_f64().expect("delay") <= 60.0, "{summary}\n{table}");
+    assert!(summary["peer_labels"].as_u64().expect("count") >= 3, "{summary}");
+    assert_eq!(summary["peer_recall"].as_f64(), Some(1.0), "{summary}\n{table}");
+    assert_eq!(summary["peer_false_alerts"].as_u64(), Some(0), "{summary}\n{table}");
 }
 
 #[test]

@@ -38,11 +38,25 @@ pub struct LabelResult {
     pub delay_s: Option<f64>,
 }
 
+/// One labelled new outbound peer and whether it was reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerLabelResult {
+    pub service: String,
+    pub peer: String,
+    pub revision: String,
+    pub deploy_at_s: u64,
+    pub detected: bool,
+    pub delay_s: Option<f64>,
+}
+
 /// A fired event that matches no label.
 #[derive(Debug, Clone, Serialize)]
 pub struct FalseAlert {
+    pub kind: EventKind,
     pub service: String,
     pub operation: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     pub revision: String,
     pub detected_at_s: f64,
     pub relative_increase: f64,
@@ -57,6 +71,7 @@ pub struct ScenarioResult {
     pub spans: u64,
     pub events: usize,
     pub labels: Vec<LabelResult>,
+    pub peer_labels: Vec<PeerLabelResult>,
     pub false_alerts: Vec<FalseAlert>,
 }
 
@@ -74,6 +89,10 @@ pub struct Summary {
     pub false_alerts_per_service_week: f64,
     pub median_delay_s: Option<f64>,
     pub p90_delay_s: Option<f64>,
+    pub peer_labels: usize,
+    pub peer_recall: f64,
+    pub peer_false_alerts: usize,
+    pub peer_median_delay_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,13 +155,16 @@ pub fn run_scenario(scenario: &Scenario, settings: &AnalysisSettings) -> Scenari
             log.apply(update);
         }
     }
-    let events: Vec<DriftEvent> =
-        log.list().iter().filter(|e| e.kind == EventKind::LatencyRegression).cloned().collect();
-    score(scenario, &events, spans)
+    score(scenario, log.list(), spans)
 }
 
-fn score(scenario: &Scenario, events: &[DriftEvent], spans: u64) -> ScenarioResult {
-    let seconds = |nanos: u64| nanos.saturating_sub(EPOCH_UNIX_NANOS) as f64 / 1e9;
+fn seconds(unix_nanos: u64) -> f64 {
+    unix_nanos.saturating_sub(EPOCH_UNIX_NANOS) as f64 / 1e9
+}
+
+fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> ScenarioResult {
+    let events: Vec<&DriftEvent> = all_events.iter().filter(|e| e.kind == EventKind::LatencyRegression).collect();
+    let peer_events: Vec<&DriftEvent> = all_events.iter().filter(|e| e.kind == EventKind::NewOutboundPeer).collect();
     let mut labels = Vec::new();
     // (service, operation) → start of the earliest labelled regression.
     let mut regressed_since: HashMap<(&str, &str), u64> = HashMap::new();
@@ -189,13 +211,18 @@ fn score(scenario: &Scenario, events: &[DriftEvent], spans: u64) -> ScenarioResu
                 .is_none_or(|since| seconds(e.detected_unix_nanos) < *since as f64)
         })
         .map(|e| FalseAlert {
+            kind: e.kind,
             service: e.service.clone(),
             operation: e.operation.clone().unwrap_or_default(),
+            peer: None,
             revision: e.revision.clone(),
             detected_at_s: seconds(e.detected_unix_nanos),
             relative_increase: e.stats.as_ref().map_or(0.0, |s| s.relative_increase),
         })
         .collect();
+    let (peer_labels, peer_false_alerts) = score_peers(scenario, &peer_events);
+    let mut false_alerts: Vec<FalseAlert> = false_alerts;
+    false_alerts.extend(peer_false_alerts);
     ScenarioResult {
         name: scenario.name.clone(),
         description: scenario.description.clone(),
@@ -204,8 +231,58 @@ fn score(scenario: &Scenario, events: &[DriftEvent], spans: u64) -> ScenarioResu
         spans,
         events: events.len(),
         labels,
+        peer_labels,
         false_alerts,
     }
+}
+
+/// Labels are the peers each deploy's `new_calls` introduce that the
+/// service had not called before; any other `new_outbound_peer` event is a
+/// false alert.
+fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelResult>, Vec<FalseAlert>) {
+    let mut labels = Vec::new();
+    for service in &scenario.services {
+        let mut called: std::collections::HashSet<&str> =
+            service.operations.iter().flat_map(|o| &o.calls).map(|c| c.peer.as_str()).collect();
+        for deploy in &service.deploys {
+            for new_call in &deploy.new_calls {
+                if !called.insert(new_call.peer.as_str()) {
+                    continue;
+                }
+                let at = deploy.at.as_secs();
+                let hit = events
+                    .iter()
+                    .filter(|e| e.service == service.name && e.peer.as_deref() == Some(new_call.peer.as_str()) && e.revision == deploy.revision)
+                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+                    .filter(|delay| *delay >= 0.0)
+                    .min_by(f64::total_cmp);
+                labels.push(PeerLabelResult {
+                    service: service.name.clone(),
+                    peer: new_call.peer.clone(),
+                    revision: deploy.revision.clone(),
+                    deploy_at_s: at,
+                    detected: hit.is_some(),
+                    delay_s: hit,
+                });
+            }
+        }
+    }
+    let false_alerts = events
+        .iter()
+        .filter(|e| {
+            !labels.iter().any(|l| l.service == e.service && Some(l.peer.as_str()) == e.peer.as_deref() && l.revision == e.revision)
+        })
+        .map(|e| FalseAlert {
+            kind: e.kind,
+            service: e.service.clone(),
+            operation: e.operation.clone().unwrap_or_default(),
+            peer: e.peer.clone(),
+            revision: e.revision.clone(),
+            detected_at_s: seconds(e.detected_unix_nanos),
+            relative_increase: 0.0,
+        })
+        .collect();
+    (labels, false_alerts)
 }
 
 fn summarise(results: &[ScenarioResult]) -> Summary {
@@ -214,7 +291,13 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
     let target: Vec<&&LabelResult> =
         labels.iter().filter(|l| l.expected_p95_increase >= TARGET_MIN_P95_INCREASE && l.rate >= TARGET_MIN_RATE).collect();
     let target_detected = target.iter().filter(|l| l.detected).count();
-    let false_alerts: usize = results.iter().map(|r| r.false_alerts.len()).sum();
+    let latency_false = |r: &&ScenarioResult| r.false_alerts.iter().filter(|f| f.kind == EventKind::LatencyRegression).count();
+    let false_alerts: usize = results.iter().map(|r| latency_false(&r)).sum();
+    let peer_labels: Vec<&PeerLabelResult> = results.iter().flat_map(|r| &r.peer_labels).collect();
+    let peer_detected = peer_labels.iter().filter(|l| l.detected).count();
+    let peer_false_alerts: usize = results.iter().map(|r| r.false_alerts.len() - latency_false(&r)).sum();
+    let mut peer_delays: Vec<f64> = peer_labels.iter().filter_map(|l| l.delay_s).collect();
+    peer_delays.sort_by(f64::total_cmp);
     let service_weeks: f64 = results.iter().map(|r| r.services as f64 * r.duration_s as f64 / WEEK_SECONDS).sum();
     let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.delay_s).collect();
     delays.sort_by(f64::total_cmp);
@@ -232,6 +315,10 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         false_alerts_per_service_week: if service_weeks > 0.0 { false_alerts as f64 / service_weeks } else { 0.0 },
         median_delay_s: quantile(0.5),
         p90_delay_s: quantile(0.9),
+        peer_labels: peer_labels.len(),
+        peer_recall: ratio(peer_detected, peer_labels.len()),
+        peer_false_alerts,
+        peer_median_delay_s: peer_delays.get(peer_delays.len().saturating_sub(1) / 2).copied(),
     }
 }
 
@@ -242,24 +329,28 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8}",
-            "scenario", "service", "spans", "regressions", "caught", "false", "delay"
+            "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6}",
+            "scenario", "service", "spans", "regressions", "caught", "false", "delay", "new peers", "false"
         );
         for r in &self.scenarios {
             let caught = r.labels.iter().filter(|l| l.detected).count();
             let mut delays: Vec<f64> = r.labels.iter().filter_map(|l| l.delay_s).collect();
             delays.sort_by(f64::total_cmp);
             let delay = delays.get(delays.len() / 2).map_or("-".to_owned(), |d| format!("{d:.0}s"));
+            let latency_false = r.false_alerts.iter().filter(|f| f.kind == EventKind::LatencyRegression).count();
+            let peers_caught = r.peer_labels.iter().filter(|l| l.detected).count();
             let _ = writeln!(
                 out,
-                "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8}",
+                "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6}",
                 r.name,
                 format!("{}x{}", r.services, human_duration(r.duration_s)),
                 human_count(r.spans),
                 r.labels.len(),
                 caught,
-                r.false_alerts.len(),
-                delay
+                latency_false,
+                delay,
+                format!("{peers_caught}/{}", r.peer_labels.len()),
+                r.false_alerts.len() - latency_false
             );
         }
         let s = &self.summary;
@@ -278,6 +369,14 @@ impl Report {
         );
         let fmt = |d: Option<f64>| d.map_or("-".to_owned(), |d| format!("{d:.0}s"));
         let _ = writeln!(out, "detection delay after deploy:         median {}, p90 {}", fmt(s.median_delay_s), fmt(s.p90_delay_s));
+        let _ = writeln!(
+            out,
+            "new outbound peers reported:         {:.1}% of {}, {} false, median delay {}",
+            s.peer_recall * 100.0,
+            s.peer_labels,
+            s.peer_false_alerts,
+            fmt(s.peer_median_delay_s)
+        );
         out
     }
 }

@@ -46,6 +46,9 @@ pub struct ServiceSpec {
     pub name: String,
     #[serde(default = "default_revision")]
     pub initial_revision: String,
+    /// When the service starts sending traffic (a new service mid-run).
+    #[serde(default, with = "humantime_serde")]
+    pub start: Duration,
     pub operations: Vec<OperationSpec>,
     #[serde(default)]
     pub deploys: Vec<DeploySpec>,
@@ -84,6 +87,31 @@ pub struct OperationSpec {
     /// ...adding this much to requests in flight during it (up to 1 s).
     #[serde(default)]
     pub gc_pause_ms: f64,
+    /// Outbound calls each request makes.
+    #[serde(default)]
+    pub calls: Vec<CallSpec>,
+}
+
+/// An outbound call made while serving an operation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallSpec {
+    /// Peer identity, as driftwatch names it (`host:port`,
+    /// `postgresql://host/db`, `kafka:topic`).
+    pub peer: String,
+    /// Share of requests making the call.
+    #[serde(default = "one")]
+    pub probability: f64,
+    /// Instead of per request: one call this often (a rare peer).
+    #[serde(default, with = "humantime_serde::option")]
+    pub every: Option<Duration>,
+    /// Duration of the call as a share of the request's.
+    #[serde(default = "default_share")]
+    pub share: f64,
+}
+
+fn default_share() -> f64 {
+    0.3
 }
 
 fn default_sigma() -> f64 {
@@ -104,6 +132,27 @@ pub struct DeploySpec {
     /// nothing (a hard negative).
     #[serde(default)]
     pub changes: Vec<ChangeSpec>,
+    /// Outbound calls this deploy introduces (labelled: each peer the
+    /// service never called before is expected as a `new_outbound_peer`).
+    #[serde(default)]
+    pub new_calls: Vec<NewCallSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCallSpec {
+    pub operation: String,
+    pub peer: String,
+    #[serde(default = "one")]
+    pub probability: f64,
+    #[serde(default = "default_share")]
+    pub share: f64,
+}
+
+impl NewCallSpec {
+    pub fn call(&self) -> CallSpec {
+        CallSpec { peer: self.peer.clone(), probability: self.probability, every: None, share: self.share }
+    }
 }
 
 fn default_rollout() -> Duration {
@@ -156,9 +205,10 @@ impl Scenario {
                 }
             }
             for deploy in &service.deploys {
-                for change in &deploy.changes {
-                    if !service.operations.iter().any(|o| o.name == change.operation) {
-                        return Err(format!("deploy {:?} changes unknown operation {:?}", deploy.revision, change.operation));
+                let operations = deploy.changes.iter().map(|c| &c.operation).chain(deploy.new_calls.iter().map(|c| &c.operation));
+                for operation in operations {
+                    if !service.operations.iter().any(|o| &o.name == operation) {
+                        return Err(format!("deploy {:?} changes unknown operation {:?}", deploy.revision, operation));
                     }
                 }
             }

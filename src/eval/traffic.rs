@@ -1,7 +1,7 @@
 //! Generates a scenario's traffic, one second of event time at a time, as
 //! the span facts the analysis consumes.
 
-use super::scenario::{ChangeSpec, OperationSpec, Scenario, ServiceSpec};
+use super::scenario::{CallSpec, ChangeSpec, OperationSpec, Scenario, ServiceSpec};
 use crate::extract::{SpanFact, SpanKind, SpanStatus, Sym};
 use crate::simulate::Rng;
 
@@ -13,6 +13,17 @@ struct OperationState {
     name: Sym,
     burst_until: u64,
     rate_factor: f64,
+    /// Calls of the operation itself, then those each deploy adds.
+    calls: Vec<CallState>,
+}
+
+struct CallState {
+    /// First revision (index) that makes the call.
+    since: usize,
+    spec: CallSpec,
+    peer: Sym,
+    /// For periodic calls: the second of the last one.
+    last_second: Option<u64>,
 }
 
 struct ServiceTraffic<'a> {
@@ -28,6 +39,7 @@ pub struct TrafficGenerator<'a> {
     services: Vec<ServiceTraffic<'a>>,
     rng: Rng,
     second: u64,
+    client_operation: Sym,
 }
 
 impl<'a> TrafficGenerator<'a> {
@@ -45,11 +57,26 @@ impl<'a> TrafficGenerator<'a> {
                 ops: spec
                     .operations
                     .iter()
-                    .map(|o| OperationState { name: Sym::from(o.name.as_str()), burst_until: 0, rate_factor: 1.0 })
+                    .map(|o| {
+                        // (first revision index that makes the call, call, peer)
+                        let own = o.calls.iter().map(|c| (0, c.clone()));
+                        let added = spec.deploys.iter().enumerate().flat_map(|(i, d)| {
+                            d.new_calls.iter().filter(|c| c.operation == o.name).map(move |c| (i + 1, c.call()))
+                        });
+                        OperationState {
+                            name: Sym::from(o.name.as_str()),
+                            burst_until: 0,
+                            rate_factor: 1.0,
+                            calls: own
+                                .chain(added)
+                                .map(|(since, spec)| CallState { since, peer: Sym::from(spec.peer.as_str()), spec, last_second: None })
+                                .collect(),
+                        }
+                    })
                     .collect(),
             })
             .collect();
-        TrafficGenerator { scenario, services, rng: Rng::new(scenario.seed), second: 0 }
+        TrafficGenerator { scenario, services, rng: Rng::new(scenario.seed), second: 0, client_operation: Sym::from("HTTP GET") }
     }
 
     /// Seconds of event time generated so far.
@@ -66,6 +93,9 @@ impl<'a> TrafficGenerator<'a> {
         let t = self.second;
         let rng = &mut self.rng;
         for service in &mut self.services {
+            if t < service.spec.start.as_secs() {
+                continue;
+            }
             for change in &service.spec.rate_changes {
                 if change.at.as_secs() == t {
                     if let Some(i) = service.spec.operations.iter().position(|o| o.name == change.operation) {
@@ -91,6 +121,34 @@ impl<'a> TrafficGenerator<'a> {
                         }
                     }
                     let duration = (ms * 1e6).max(1000.0) as u64;
+                    let span_id = rng.next_u64() | 1;
+                    let trace_id = u128::from(rng.next_u64());
+                    for call in state.calls.iter_mut().filter(|c| deploy >= c.since) {
+                        let due = match call.spec.every {
+                            Some(every) => t % every.as_secs().max(1) == 0 && call.last_second != Some(t),
+                            None => rng.uniform() < call.spec.probability,
+                        };
+                        if !due {
+                            continue;
+                        }
+                        call.last_second = Some(t);
+                        let call_nanos = (duration as f64 * call.spec.share) as u64;
+                        out.push(SpanFact {
+                            service: service.name.clone(),
+                            revision: service.revisions[deploy].clone(),
+                            operation: self.client_operation.clone(),
+                            kind: SpanKind::Client,
+                            start_unix_nanos: start + (duration - call_nanos) / 2,
+                            end_unix_nanos: start + (duration - call_nanos) / 2 + call_nanos,
+                            status: SpanStatus::Unset,
+                            trace_id,
+                            span_id: rng.next_u64() | 1,
+                            parent_span_id: span_id,
+                            peer: Some(call.peer.clone()),
+                            code: None,
+                            route: None,
+                        });
+                    }
                     out.push(SpanFact {
                         service: service.name.clone(),
                         revision: service.revisions[deploy].clone(),
@@ -99,8 +157,8 @@ impl<'a> TrafficGenerator<'a> {
                         start_unix_nanos: start,
                         end_unix_nanos: start + duration,
                         status: SpanStatus::Unset,
-                        trace_id: u128::from(rng.next_u64()),
-                        span_id: rng.next_u64(),
+                        trace_id,
+                        span_id,
                         parent_span_id: 0,
                         peer: None,
                         code: None,
