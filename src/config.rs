@@ -63,6 +63,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub analyze: AnalyzeConfig,
     pub detect: DetectConfig,
+    pub git: GitConfig,
+    pub ai: AiConfig,
 }
 
 impl Config {
@@ -102,6 +104,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "analyze.max_queued_spans must be at least receiver.max_spans_per_request, or no full request could ever be admitted".into(),
             ));
+        }
+        for (i, repo) in self.git.repos.iter().enumerate() {
+            if repo.service.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("git.repos[{i}].service is empty; use a service.name or \"*\"")));
+            }
         }
         for pattern in &self.detect.outbound.allow {
             if let Err(e) = glob::Pattern::new(pattern) {
@@ -331,6 +338,36 @@ impl Default for LatencyConfig {
             deploy_comparison: Duration::from_secs(6 * 3600),
         }
     }
+}
+
+/// Where each service's source lives, for attribution.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitConfig {
+    pub repos: Vec<GitRepoConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitRepoConfig {
+    /// `service.name` of the spans, or `"*"` for every service without an
+    /// entry of its own.
+    pub service: String,
+    /// A git checkout (git-sync keeps it current in Kubernetes).
+    pub path: PathBuf,
+    /// In a monorepo, only commits touching this directory are suspects.
+    #[serde(default)]
+    pub subdir: Option<String>,
+}
+
+/// AI-authorship rules added to the built-in set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiConfig {
+    /// e.g. `{ tool = "corp-agent", confidence = "high", email = "agent@corp.example" }`;
+    /// matchers: email, github_id, github_login, trailer = { key, value_prefix },
+    /// line_contains, name_suffix, subject_prefix.
+    pub rules: Vec<crate::attribute::classify::Rule>,
 }
 
 /// Durations as human strings ("30s", "5m") in TOML and the environment.

@@ -6,6 +6,7 @@
 //! [`analyze`] → [`expose`]. [`server`] wires them into the running sidecar.
 
 pub mod analyze;
+pub mod attribute;
 pub mod config;
 pub mod demo;
 pub mod detect;

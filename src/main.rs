@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use driftwatch::analyze::service::AnalysisSettings;
+use driftwatch::attribute::classify::{Authorship, Classifier};
+use driftwatch::attribute::repo::RepoReader;
 use driftwatch::config::Config;
 use driftwatch::server::{Server, termination_signal};
 
@@ -38,6 +40,24 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// List commits with their AI classification and the marker that decided it.
+    Commits {
+        /// A git checkout.
+        #[arg(long)]
+        repo: PathBuf,
+        /// `A..B`: commits reachable from B and not from A. Default: everything reachable from HEAD.
+        #[arg(long)]
+        range: Option<String>,
+        /// Only commits touching this directory (monorepos).
+        #[arg(long)]
+        subdir: Option<String>,
+        /// Configuration whose [ai] rules extend the built-in ones.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and exit non-zero naming any bad key.
     CheckConfig {
         #[arg(long)]
@@ -69,6 +89,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo => runtime()?.block_on(driftwatch::demo::run()),
         Command::Eval { dir, config, json } => eval(&dir, config.as_deref(), json.as_deref()),
+        Command::Commits { repo, range, subdir, config, json } => {
+            commits(&repo, range.as_deref(), subdir, config.as_deref(), json)
+        }
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             println!(
@@ -100,6 +123,73 @@ fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Resul
         None => print!("{}", report.table()),
     }
     Ok(())
+}
+
+fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let classifier = Classifier::with_rules(config.ai.rules);
+    let (base, head) = match range {
+        Some(range) => match range.split_once("..") {
+            Some((base, head)) => (Some(base).filter(|b| !b.is_empty()), if head.is_empty() { "HEAD" } else { head }),
+            None => anyhow::bail!("--range {range:?} is not of the form A..B"),
+        },
+        None => (None, "HEAD"),
+    };
+    let reader = RepoReader::new(repo, subdir);
+    let listing = reader.commits(base, head, &classifier)?;
+    if json {
+        let rows: Vec<serde_json::Value> = listing
+            .commits
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "commit": c.id,
+                    "summary": c.summary,
+                    "author": c.author(),
+                    "committed_at": driftwatch::detect::event::rfc3339(u64::try_from(c.committed_at).unwrap_or(0) * 1_000_000_000),
+                    "authorship": c.authorship,
+                    "ai": c.authorship.ai(),
+                    "lines_added": c.files.iter().map(|f| f.lines_added).sum::<u32>(),
+                    "lines_removed": c.files.iter().map(|f| f.lines_removed).sum::<u32>(),
+                    "ai_notes": c.note.is_some(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"commits": rows, "truncated": listing.truncated}))?);
+        return Ok(());
+    }
+    println!("{:<12} {:<10} {:<22} {:<20} {:<7} {:<40} {}", "commit", "date", "author", "tool", "conf.", "marker", "summary");
+    for c in &listing.commits {
+        let (tool, confidence, marker) = match &c.authorship {
+            Authorship::Ai(ai) => (ai.tool.clone(), ai.confidence.as_str().to_owned(), ai.marker.clone()),
+            Authorship::Bot { name, marker } => (format!("bot: {name}"), "-".into(), marker.clone()),
+            Authorship::Unknown => ("unknown".into(), "-".into(), "-".into()),
+        };
+        let date = driftwatch::detect::event::rfc3339(u64::try_from(c.committed_at).unwrap_or(0) * 1_000_000_000);
+        println!(
+            "{:<12} {:<10} {:<22} {:<20} {:<7} {:<40} {}",
+            &c.id[..12.min(c.id.len())],
+            &date[..10],
+            truncate(&c.author_name, 22),
+            truncate(&tool, 20),
+            confidence,
+            truncate(&marker, 40),
+            c.summary
+        );
+    }
+    if listing.truncated {
+        println!("(only the newest {} commits were read)", driftwatch::attribute::repo::MAX_COMMITS);
+    }
+    Ok(())
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

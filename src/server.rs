@@ -11,6 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::analyze::service::AnalysisSettings;
+use crate::attribute::Attributor;
+use crate::attribute::classify::Classifier;
 use crate::analyze::{self, AnalysisWorkers, LiveShard};
 use crate::detect::{EventPipeline, SharedEventLog};
 use crate::config::Config;
@@ -58,7 +60,10 @@ impl Server {
         let http_addr = local(&http_listener, config.receiver.http_listen);
         let admin_addr = local(&admin_listener, config.admin.listen);
 
-        let (events, updates) = EventPipeline::start(metrics.clone());
+        let attributor = (!config.git.repos.is_empty()).then(|| {
+            Arc::new(Attributor::new(&config.git.repos, Classifier::with_rules(config.ai.rules.clone())))
+        });
+        let (events, updates) = EventPipeline::start(metrics.clone(), attributor);
         let settings = Arc::new(AnalysisSettings::from_config(&config));
         let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |_| {
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone())

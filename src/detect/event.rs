@@ -194,12 +194,19 @@ impl EventLog {
         }
     }
 
-    /// Replaces an event's suspects and attribution note.
-    pub fn set_suspects(&mut self, id: &str, suspects: Vec<Suspect>, attribution: Option<String>) -> Option<DriftEvent> {
+    /// Records attribution: suspects, the note, and the revisions as full
+    /// SHAs where the repository resolved them.
+    pub fn set_attribution(&mut self, id: &str, attribution: &crate::attribute::Attribution) -> Option<DriftEvent> {
         let &i = self.index.get(id)?;
         let event = &mut self.events[i];
-        event.suspects = suspects;
-        event.attribution = attribution;
+        event.suspects = attribution.suspects.clone();
+        event.attribution = attribution.note.clone().or(event.attribution.take());
+        if let Some(revision) = &attribution.revision {
+            event.revision = revision.clone();
+        }
+        if let Some(baseline) = &attribution.baseline_revision {
+            event.baseline_revision = Some(baseline.clone());
+        }
         Some(event.clone())
     }
 

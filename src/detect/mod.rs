@@ -14,8 +14,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::attribute::Attributor;
 use crate::expose::metrics::Metrics;
-use event::{EventKind, EventLog, EventUpdate};
+use event::{DriftEvent, EventKind, EventLog, EventUpdate};
 
 /// Events kept in memory for the API.
 pub const MAX_EVENTS: usize = 10_000;
@@ -30,42 +31,77 @@ pub struct EventPipeline {
 }
 
 impl EventPipeline {
-    pub fn start(metrics: Arc<Metrics>) -> (EventPipeline, mpsc::UnboundedSender<EventUpdate>) {
+    /// Starts applying updates. With an `attributor`, each fired event is
+    /// attributed to commits in the background and updated in place.
+    pub fn start(metrics: Arc<Metrics>, attributor: Option<Arc<Attributor>>) -> (EventPipeline, mpsc::UnboundedSender<EventUpdate>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<EventUpdate>();
         let log: SharedEventLog = Arc::new(RwLock::new(EventLog::new(MAX_EVENTS)));
         let task = {
             let log = log.clone();
             tokio::spawn(async move {
+                let mut attributions = tokio::task::JoinSet::new();
                 while let Some(update) = rx.recv().await {
-                    let mut log = log.write().unwrap_or_else(|e| e.into_inner());
-                    if let Some(event) = log.apply(update.clone()) {
+                    let applied = log.write().unwrap_or_else(|e| e.into_inner()).apply(update.clone());
+                    if let Some(event) = applied {
                         match update {
                             EventUpdate::Fired(_) => {
                                 tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
-                                    operation = event.operation.as_deref().unwrap_or(""), revision = %event.revision, "drift detected");
-                                metrics
-                                    .drift_events
-                                    .with_label_values(&[event.kind.as_str(), severity_label(&event)])
-                                    .inc();
+                                    operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
+                                    revision = %event.revision, "drift detected");
+                                metrics.drift_events.with_label_values(&[event.kind.as_str(), severity_label(&event)]).inc();
+                                if let Some(attributor) = attributor.clone() {
+                                    let (log, metrics) = (log.clone(), metrics.clone());
+                                    attributions.spawn_blocking(move || attribute(&attributor, &event, &log, &metrics));
+                                }
                             }
                             EventUpdate::Resolved { .. } => {
                                 tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved");
                             }
                         }
                     }
+                    let log = log.read().unwrap_or_else(|e| e.into_inner());
                     for kind in [EventKind::LatencyRegression, EventKind::NewOutboundPeer] {
                         metrics.drifts_firing.with_label_values(&[kind.as_str()]).set(log.firing(kind) as i64);
                     }
+                    while attributions.try_join_next().is_some() {}
                 }
+                while attributions.join_next().await.is_some() {}
             })
         };
         (EventPipeline { log, task }, tx)
     }
 
-    /// Waits until every update sent before the senders closed is applied.
+    /// Waits until every update sent before the senders closed is applied
+    /// and attributed.
     pub async fn drain(self) {
         let _ = self.task.await;
     }
+}
+
+/// Attributes one event and records the outcome.
+fn attribute(attributor: &Attributor, event: &DriftEvent, log: &SharedEventLog, metrics: &Metrics) {
+    let outcome = match attributor.attribute(event) {
+        Ok(attribution) => {
+            let outcome = if attribution.unresolved.is_some() {
+                metrics.revisions_unresolved.with_label_values(&[metrics.service_label(&event.service)]).inc();
+                "unresolved_revision"
+            } else if !attribution.suspects.is_empty() {
+                "suspects"
+            } else {
+                "no_suspects"
+            };
+            log.write().unwrap_or_else(|e| e.into_inner()).set_attribution(&event.id, &attribution);
+            tracing::info!(id = %event.id, suspects = attribution.suspects.len(), note = attribution.note.as_deref().unwrap_or(""), "attributed");
+            outcome
+        }
+        Err(error) => {
+            tracing::warn!(id = %event.id, %error, "attribution failed");
+            let failed = crate::attribute::Attribution { note: Some(format!("attribution failed: {error}")), ..Default::default() };
+            log.write().unwrap_or_else(|e| e.into_inner()).set_attribution(&event.id, &failed);
+            "error"
+        }
+    };
+    metrics.attributions.with_label_values(&[outcome]).inc();
 }
 
 fn severity_label(event: &event::DriftEvent) -> &'static str {

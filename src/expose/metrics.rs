@@ -28,6 +28,8 @@ pub struct Metrics {
     pub operations_tracked: IntGaugeVec,
     pub operations_folded: IntCounterVec,
     pub outbound_peers: IntGaugeVec,
+    pub attributions: IntCounterVec,
+    pub revisions_unresolved: IntCounterVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -103,6 +105,19 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let attributions = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_attributions_total",
+                "Events attributed to commits, by outcome (suspects, no_suspects, unresolved_revision, error).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let revisions_unresolved = IntCounterVec::new(
+            Opts::new("driftwatch_revisions_unresolved_total", "Event revisions the service's repository does not know."),
+            &["service"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -116,6 +131,8 @@ impl Metrics {
             Box::new(operations_tracked.clone()),
             Box::new(operations_folded.clone()),
             Box::new(outbound_peers.clone()),
+            Box::new(attributions.clone()),
+            Box::new(revisions_unresolved.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -133,6 +150,8 @@ impl Metrics {
             operations_tracked,
             operations_folded,
             outbound_peers,
+            attributions,
+            revisions_unresolved,
             services_seen: Mutex::new(HashSet::new()),
         }
     }

@@ -1,0 +1,119 @@
+//! Attribute: names the commits behind a drift. For an event it opens the
+//! service's repository, resolves the drifting and baseline revisions,
+//! takes the commits merged between them (only those touching the service's
+//! subdirectory in a monorepo), classifies their AI authorship and ranks
+//! them with evidence. A drift with no deploy in range blames nobody.
+
+pub mod classify;
+pub mod notes;
+pub mod rank;
+pub mod repo;
+
+use classify::Classifier;
+use repo::{RepoError, RepoReader};
+
+use crate::config::GitRepoConfig;
+use crate::detect::event::{DriftEvent, Suspect};
+
+/// What attribution concluded for one event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attribution {
+    /// The event's revision as a full SHA, when the repository knows it.
+    pub revision: Option<String>,
+    pub baseline_revision: Option<String>,
+    pub suspects: Vec<Suspect>,
+    /// A sentence for people: why there are (no) suspects.
+    pub note: Option<String>,
+    /// A span revision the repository does not know.
+    pub unresolved: Option<String>,
+}
+
+/// Attribution for every configured repository.
+pub struct Attributor {
+    repos: Vec<(String, RepoReader)>,
+    classifier: Classifier,
+}
+
+impl Attributor {
+    pub fn new(repos: &[GitRepoConfig], classifier: Classifier) -> Attributor {
+        let repos = repos.iter().map(|r| (r.service.clone(), RepoReader::new(&r.path, r.subdir.clone()))).collect();
+        Attributor { repos, classifier }
+    }
+
+    /// The repository for a service: its own entry first, then `"*"`.
+    pub fn repo_for(&self, service: &str) -> Option<&RepoReader> {
+        self.repos
+            .iter()
+            .find(|(s, _)| s == service)
+            .or_else(|| self.repos.iter().find(|(s, _)| s == "*"))
+            .map(|(_, r)| r)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.repos.is_empty()
+    }
+
+    /// Reads git and ranks suspects for `event`. Blocking: run it off the
+    /// async threads.
+    pub fn attribute(&self, event: &DriftEvent) -> Result<Attribution, RepoError> {
+        let Some(repo) = self.repo_for(&event.service) else {
+            return Ok(Attribution {
+                note: Some(format!("no [[git.repos]] entry for service {:?}: add one to name suspects", event.service)),
+                ..Default::default()
+            });
+        };
+        let Some(revision) = repo.resolve(&event.revision)? else {
+            return Ok(Attribution {
+                note: Some(format!(
+                    "revision {:?} is not in {} (is the checkout up to date?); no suspects",
+                    event.revision,
+                    repo.path.display()
+                )),
+                unresolved: Some(event.revision.clone()),
+                ..Default::default()
+            });
+        };
+        let Some(baseline_name) = event.baseline_revision.as_deref() else {
+            return Ok(Attribution {
+                revision: Some(revision),
+                note: Some("no deploy in range: the drift happened within one revision, so no commit is blamed".into()),
+                ..Default::default()
+            });
+        };
+        let Some(baseline) = repo.resolve(baseline_name)? else {
+            return Ok(Attribution {
+                revision: Some(revision),
+                note: Some(format!("baseline revision {baseline_name:?} is not in {}; no suspects", repo.path.display())),
+                unresolved: Some(baseline_name.to_owned()),
+                ..Default::default()
+            });
+        };
+        if baseline == revision {
+            return Ok(Attribution {
+                revision: Some(revision),
+                baseline_revision: Some(baseline),
+                note: Some("baseline and current revision are the same commit: no deploy in range".into()),
+                ..Default::default()
+            });
+        }
+        let range = repo.commits(Some(&baseline), &revision, &self.classifier)?;
+        let suspects = rank::rank(event, &range.commits);
+        let subdir = repo.subdir.as_deref().map(|d| format!(" touching {d}/")).unwrap_or_default();
+        let note = if range.commits.is_empty() {
+            format!("no commits{subdir} between {} and {}", short(&baseline), short(&revision))
+        } else {
+            format!(
+                "{} commit(s){subdir} between {} and {}{}",
+                range.commits.len(),
+                short(&baseline),
+                short(&revision),
+                if range.truncated { " (only the newest were read)" } else { "" }
+            )
+        };
+        Ok(Attribution { revision: Some(revision), baseline_revision: Some(baseline), suspects, note: Some(note), unresolved: None })
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}

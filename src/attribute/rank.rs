@@ -1,0 +1,233 @@
+//! Ranking the commits of a deploy by how well they explain a drift.
+//!
+//! Each piece of evidence has a weight; a commit's score combines them as
+//! independent signals (1 − Π(1 − wᵢ)), so it stays in [0, 1] and more
+//! evidence always ranks higher. The evidence is kept as sentences a person
+//! can check in the diff.
+
+use super::classify::Confidence;
+use super::repo::{CommitRecord, FileChange};
+use crate::detect::event::{DriftEvent, EventKind, Suspect};
+use crate::extract::peer::peer_host;
+
+/// Suspects reported per event.
+pub const MAX_SUSPECTS: usize = 10;
+/// Evidence lines reported per suspect.
+const MAX_EVIDENCE: usize = 6;
+
+const W_ADDS_PEER: f64 = 0.6;
+const W_CHANGES_FUNCTION: f64 = 0.45;
+const W_TOUCHES_FILE: f64 = 0.3;
+const W_MENTIONS_FUNCTION: f64 = 0.2;
+const W_ROUTE: f64 = 0.15;
+const W_AI_LINE: f64 = 0.1;
+/// Every commit in range could be the cause.
+const W_IN_RANGE: f64 = 0.05;
+/// Up to this much for size: big changes hide more.
+const W_SIZE_MAX: f64 = 0.1;
+
+fn ai_weight(confidence: Confidence) -> f64 {
+    match confidence {
+        Confidence::High => 0.15,
+        Confidence::Medium => 0.1,
+        Confidence::Low => 0.05,
+    }
+}
+
+/// What the drifting spans tell about where to look.
+struct Clues {
+    /// Texts an added line introducing the peer would contain.
+    peer_needles: Vec<String>,
+    function: Option<String>,
+    filepath: Option<String>,
+    route: Option<String>,
+}
+
+impl Clues {
+    fn of(event: &DriftEvent) -> Clues {
+        let mut peer_needles = Vec::new();
+        if let (EventKind::NewOutboundPeer, Some(peer)) = (event.kind, event.peer.as_deref()) {
+            let host = peer_host(peer);
+            if !host.is_empty() {
+                peer_needles.push(host.to_ascii_lowercase());
+            }
+            // Databases and queues: the namespace or destination too.
+            if let Some((_, rest)) = peer.split_once("://") {
+                if let Some((_, namespace)) = rest.split_once('/') {
+                    peer_needles.push(namespace.to_ascii_lowercase());
+                }
+            } else if let Some((system, destination)) = peer.split_once(':') {
+                if !destination.chars().all(|c| c.is_ascii_digit()) && !system.contains('.') {
+                    peer_needles.push(destination.to_ascii_lowercase());
+                }
+            }
+            peer_needles.retain(|n| n.len() >= 3);
+        }
+        let function = event.code.function.as_deref().map(short_function).filter(|f| f.len() >= 3).map(str::to_owned);
+        Clues { peer_needles, function, filepath: event.code.filepath.clone(), route: event.code.route.clone() }
+    }
+}
+
+/// `shop.pay.charge_card` / `Pay::charge_card` / `charge_card` → `charge_card`.
+fn short_function(function: &str) -> &str {
+    function.rsplit(['.', ':', '/', '#']).next().unwrap_or(function).trim()
+}
+
+/// Whether a repository path and a span's `code.filepath` name the same
+/// file: one is a suffix of the other on path-component boundaries
+/// (`/app/src/pay.py` and `src/pay.py`).
+fn same_file(repo_path: &str, span_path: &str) -> bool {
+    let a = repo_path.trim_start_matches("./");
+    let b = span_path.trim_start_matches("./");
+    let suffix = |long: &str, short: &str| long == short || long.ends_with(&format!("/{short}"));
+    !a.is_empty() && !b.is_empty() && (suffix(b, a) || suffix(a, b))
+}
+
+/// Whether line `line` (1-based) of `content` lies inside the definition
+/// of `function`: the nearest definition-looking line above it names it.
+fn inside_function(content: &str, line: u32, function: &str) -> bool {
+    const KEYWORDS: &[&str] = &["def ", "fn ", "func ", "function ", "async ", "public ", "private ", "protected ", "static ", "void "];
+    let lines: Vec<&str> = content.lines().collect();
+    let start = (line as usize).min(lines.len());
+    for text in lines[..start].iter().rev() {
+        let trimmed = text.trim_start();
+        let defines = KEYWORDS.iter().any(|k| trimmed.starts_with(k)) || trimmed.starts_with("class ");
+        if defines {
+            return trimmed.contains(&format!("{function}(")) || trimmed.contains(&format!("{function}<"));
+        }
+    }
+    false
+}
+
+struct Scored {
+    weights: Vec<f64>,
+    evidence: Vec<String>,
+}
+
+impl Scored {
+    fn add(&mut self, weight: f64, evidence: impl Into<Option<String>>) {
+        self.weights.push(weight);
+        if let Some(text) = evidence.into() {
+            if self.evidence.len() < MAX_EVIDENCE && !self.evidence.contains(&text) {
+                self.evidence.push(text);
+            }
+        }
+    }
+
+    fn score(&self) -> f64 {
+        1.0 - self.weights.iter().map(|w| 1.0 - w.clamp(0.0, 1.0)).product::<f64>()
+    }
+}
+
+/// Ranks `commits` (all inside the deploy's range) for `event`.
+pub fn rank(event: &DriftEvent, commits: &[CommitRecord]) -> Vec<Suspect> {
+    let clues = Clues::of(event);
+    let mut suspects: Vec<Suspect> = commits.iter().map(|commit| score_commit(commit, &clues)).collect();
+    suspects.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| b.committed_at.cmp(&a.committed_at)));
+    suspects.truncate(MAX_SUSPECTS);
+    suspects
+}
+
+fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
+    let mut s = Scored { weights: vec![W_IN_RANGE], evidence: Vec::new() };
+    let mut peer_found = false;
+    for file in &commit.files {
+        if !peer_found {
+            if let Some((line, needle)) = find_added(file, &clues.peer_needles) {
+                peer_found = true;
+                s.add(W_ADDS_PEER, format!("adds {needle:?} at {}:{line}", file.path));
+                note_ai_line(commit, file, line, &mut s);
+            }
+        }
+        if let Some(function) = &clues.function {
+            let changed_inside = file.added.iter().find(|(n, _)| inside_function(&file.content, *n, function));
+            if let Some((line, _)) = changed_inside {
+                s.add(W_CHANGES_FUNCTION, format!("changes function {function} (the slow spans' code.function) at {}:{line}", file.path));
+                note_ai_line(commit, file, *line, &mut s);
+            } else if let Some((line, _)) = file.added.iter().find(|(_, text)| contains_word(text, function)) {
+                s.add(W_MENTIONS_FUNCTION, format!("adds a line mentioning {function} at {}:{line}", file.path));
+            }
+        }
+        if let Some(filepath) = &clues.filepath {
+            if same_file(&file.path, filepath) {
+                s.add(W_TOUCHES_FILE, format!("touches {} (the slow spans' code.filepath)", file.path));
+            }
+        }
+        if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1) {
+            if let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route)) {
+                s.add(W_ROUTE, format!("adds route {route:?} at {}:{line}", file.path));
+            }
+        }
+    }
+    let size = commit.lines_changed();
+    if size > 0 {
+        s.add(W_SIZE_MAX * (f64::from(size) / 200.0).min(1.0), None);
+    }
+    let ai = commit.authorship.ai().map(|ai| {
+        s.add(ai_weight(ai.confidence), format!("AI-authored ({}, {} confidence): {}", ai.tool, ai.confidence.as_str(), ai.marker));
+        serde_json::json!({"tool": ai.tool, "confidence": ai.confidence.as_str(), "marker": ai.marker})
+    });
+    let ai = ai.or_else(|| {
+        // No marker in the message, but git-ai notes say an agent wrote lines.
+        let note = commit.note.as_ref().filter(|n| !n.is_empty())?;
+        let agent = note.agents.values().next().cloned().unwrap_or_default();
+        let tool = if agent.tool.is_empty() { "unknown-agent".to_owned() } else { agent.tool };
+        s.add(ai_weight(Confidence::High), format!("git-ai notes attribute lines to {tool}"));
+        Some(serde_json::json!({"tool": tool, "confidence": "high", "marker": format!("git-ai note ({})", super::repo::AI_NOTES_REF)}))
+    });
+    if s.evidence.is_empty() {
+        s.evidence.push(format!("merged in the deploy's range ({size} lines changed)"));
+    }
+    Suspect {
+        commit: commit.id.clone(),
+        summary: commit.summary.clone(),
+        author: commit.author(),
+        committed_at: crate::detect::event::rfc3339(u64::try_from(commit.committed_at).unwrap_or(0) * 1_000_000_000),
+        ai,
+        score: (s.score() * 1000.0).round() / 1000.0,
+        evidence: s.evidence,
+    }
+}
+
+fn note_ai_line(commit: &CommitRecord, file: &FileChange, line: u32, s: &mut Scored) {
+    if let Some(agent) = commit.note.as_ref().and_then(|n| n.agent_for(&file.path, line)) {
+        let model = if agent.model.is_empty() { String::new() } else { format!(" ({})", agent.model) };
+        s.add(W_AI_LINE, format!("{}:{line} was written by {}{model} per git-ai notes", file.path, agent.tool));
+    }
+}
+
+/// The first added line containing any needle (case-insensitive).
+fn find_added<'a>(file: &FileChange, needles: &'a [String]) -> Option<(u32, &'a str)> {
+    file.added.iter().find_map(|(line, text)| {
+        let lower = text.to_ascii_lowercase();
+        needles.iter().find(|n| lower.contains(n.as_str())).map(|n| (*line, n.as_str()))
+    })
+}
+
+fn contains_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        boundary(before) && boundary(after)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_and_files() {
+        assert_eq!(short_function("shop.pay.charge_card"), "charge_card");
+        assert_eq!(short_function("Pay::charge_card"), "charge_card");
+        assert!(same_file("src/pay.py", "/app/src/pay.py"));
+        assert!(same_file("services/checkout/src/pay.py", "src/pay.py"));
+        assert!(!same_file("src/repay.py", "pay.py"));
+        let code = "import x\n\ndef charge_card(card):\n    a = 1\n    return a\n\ndef other():\n    pass\n";
+        assert!(inside_function(code, 4, "charge_card"));
+        assert!(!inside_function(code, 8, "charge_card"));
+        assert!(contains_word("x = charge_card(c)", "charge_card"));
+        assert!(!contains_word("x = charge_cards(c)", "charge_card"));
+    }
+}
