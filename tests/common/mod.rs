@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

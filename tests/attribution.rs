@@ -1,0 +1,331 @@
+//! Attribution against real repositories built with `git`: the classifier
+//! on real commits, monorepo filtering, git-ai notes, revision resolution,
+//! and end to end through the receiver.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::git::{GitRepo, HUMAN};
+use common::{Driftwatch, driftwatch_bin, eventually, http_get, now_nanos};
+use driftwatch::simulate::{Rng, SyntheticSpan, encode_request};
+
+fn commits_json(repo: &GitRepo, extra: &[&str]) -> Vec<serde_json::Value> {
+    let output = Command::new(driftwatch_bin())
+        .args(["commits", "--json", "--repo"])
+        .arg(repo.path())
+        .args(extra)
+        .output()
+        .expect("run driftwatch commits");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    value["commits"].as_array().cloned().expect("commits")
+}
+
+fn by_summary<'a>(commits: &'a [serde_json::Value], summary: &str) -> &'a serde_json::Value {
+    commits.iter().find(|c| c["summary"] == summary).unwrap_or_else(|| panic!("no commit {summary:?}"))
+}
+
+#[test]
+fn commits_command_classifies_real_commits() {
+    let mut repo = GitRepo::new();
+    repo.commit(&[("a", "1")], "Initial import", HUMAN);
+    let cases: &[(&str, &str, (&str, &str), Option<(&str, &str)>)] = &[
+        ("claude trailer", "Add retry budget\n\nCo-Authored-By: Claude <noreply@anthropic.com>", HUMAN, Some(("claude-code", "high"))),
+        ("claude footer", "Tidy\n\n🤖 Generated with [Claude Code](https://claude.com/claude-code)", HUMAN, Some(("claude-code", "high"))),
+        ("copilot agent", "Initial plan", ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com"), Some(("copilot-agent", "high"))),
+        ("copilot review", "Apply suggestion\n\nCo-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>", HUMAN, Some(("copilot", "high"))),
+        ("codex", "Refactor\n\nCo-authored-by: Codex <noreply@openai.com>", HUMAN, Some(("codex", "medium"))),
+        ("cursor", "Cache\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>", HUMAN, Some(("cursor", "high"))),
+        ("aider", "aider: add cache", HUMAN, Some(("aider", "high"))),
+        ("devin", "Fix", ("devin-ai-integration[bot]", "158243242+devin-ai-integration[bot]@users.noreply.github.com"), Some(("devin", "high"))),
+        ("jules", "Fix", ("google-labs-jules[bot]", "161369871+google-labs-jules[bot]@users.noreply.github.com"), Some(("jules", "high"))),
+        ("gemini", "Fix\n\nCo-authored-by: gemini-code-assist[bot] <176961590+gemini-code-assist[bot]@users.noreply.github.com>", HUMAN, Some(("gemini-code-assist", "high"))),
+        ("amazon q", "Fix", ("amazon-q-developer[bot]", "208079219+amazon-q-developer[bot]@users.noreply.github.com"), Some(("amazon-q", "medium"))),
+        ("windsurf", "Fix", ("Cascade", "cascade@windsurf.com"), Some(("windsurf", "low"))),
+        ("openhands", "Fix\n\nCo-authored-by: openhands <openhands@all-hands.dev>", HUMAN, Some(("openhands", "high"))),
+        ("amp", "Fix\n\nAmp-Thread-ID: https://ampcode.com/threads/T-1", HUMAN, Some(("amp", "high"))),
+        ("factory", "Fix", ("factory-droid[bot]", "138933559+factory-droid[bot]@users.noreply.github.com"), Some(("factory-droid", "high"))),
+        ("roo", "Fix\n\nCo-authored-by: Roomote <roomote@roocode.com>", HUMAN, Some(("roo-code", "medium"))),
+        ("replit", "Fix\n\nReplit-Commit-Author: Agent", HUMAN, Some(("replit-agent", "high"))),
+        ("cline", "Fix", ("cline[bot]", "205137888+cline[bot]@users.noreply.github.com"), Some(("cline", "low"))),
+        ("kernel", "Fix\n\nAssisted-by: Claude:claude-opus-4", HUMAN, Some(("claude", "high"))),
+        ("apache", "Fix\n\nGenerated-by: Gemini 3", HUMAN, Some(("gemini", "high"))),
+        ("ad hoc", "Fix\n\nAI-Assisted: true", HUMAN, Some(("ai-assisted", "low"))),
+        // Near misses: must not match.
+        ("human claude", "Tune pool sizes", ("Claude Shannon", "claude@example.com"), None),
+        ("cursor word", "Fix cursor pagination in the list API", HUMAN, None),
+        ("dependabot", "Bump requests from 2.31 to 2.32", ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"), None),
+    ];
+    for (name, message, author, _) in cases {
+        repo.commit(&[(&format!("f/{}", name.replace(' ', "_")), name)], message, *author);
+    }
+    let commits = commits_json(&repo, &[]);
+    for (name, message, _, want) in cases {
+        let summary = message.lines().next().expect("subject");
+        let matching: Vec<&serde_json::Value> = commits
+            .iter()
+            .filter(|c| c["summary"] == summary && c["author"].as_str().is_some())
+            .collect();
+        assert!(!matching.is_empty(), "{name}: commit not listed");
+        let got = matching.iter().find(|c| {
+            let ai = &c["ai"];
+            match want {
+                Some((tool, confidence)) => ai["tool"] == *tool && ai["confidence"] == *confidence,
+                None => ai.is_null(),
+            }
+        });
+        assert!(got.is_some(), "{name}: want {want:?}, got {:?}", matching.iter().map(|c| &c["ai"]).collect::<Vec<_>>());
+    }
+    let bot = commits.iter().find(|c| c["summary"] == "Bump requests from 2.31 to 2.32").expect("dependabot");
+    assert_eq!(bot["authorship"]["class"], "bot");
+    let claude = by_summary(&commits, "Add retry budget");
+    assert_eq!(claude["ai"]["marker"], "Co-Authored-By: Claude <noreply@anthropic.com>");
+
+    // The table output names tool and marker too.
+    let output = Command::new(driftwatch_bin()).args(["commits", "--repo"]).arg(repo.path()).output().expect("run");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("claude-code") && table.contains("bot: dependabot[bot]"), "{table}");
+}
+
+#[test]
+fn squash_merge_body_and_ranges() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("app.py", "x = 1\n")], "Initial", HUMAN);
+    let squash = repo.commit(
+        &[("app.py", "x = 2\n")],
+        "Add fraud scoring (#412)\n\n* Add client\n\n* Wire it in\n\nCo-Authored-By: Claude <noreply@anthropic.com>\n\n---------\n\nCo-authored-by: Lee Park <lee@example.com>",
+        ("Lee Park", "lee@example.com"),
+    );
+    let head = repo.commit(&[("app.py", "x = 3\n")], "Human follow-up", HUMAN);
+    let range = commits_json(&repo, &["--range", &format!("{base}..{head}")]);
+    assert_eq!(range.len(), 2, "the base itself is outside the range");
+    assert!(range.iter().all(|c| c["commit"] != base));
+    let squash_row = range.iter().find(|c| c["commit"] == squash).expect("squash commit");
+    assert_eq!(squash_row["ai"]["tool"], "claude-code");
+    // Abbreviated SHAs and tags resolve.
+    repo.git(&["tag", "v1.0", &base]);
+    let by_tag = commits_json(&repo, &["--range", &format!("v1.0..{}", &head[..8])]);
+    assert_eq!(by_tag.len(), 2);
+    let bad = Command::new(driftwatch_bin())
+        .args(["commits", "--repo"])
+        .arg(repo.path())
+        .args(["--range", "nope..HEAD"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"nope\" not found"));
+}
+
+#[test]
+fn monorepo_subdir_filters_commits() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("services/checkout/pay.py", "a\n"), ("services/search/q.py", "b\n")], "Initial", HUMAN);
+    repo.commit(&[("services/checkout/pay.py", "a\nc\n")], "Checkout change", HUMAN);
+    repo.commit(&[("services/search/q.py", "b\nd\n")], "Search change", HUMAN);
+    repo.commit(&[("services/checkout-v2/x.py", "e\n")], "Sibling directory with a shared prefix", HUMAN);
+    let checkout = commits_json(&repo, &["--range", &format!("{base}..HEAD"), "--subdir", "services/checkout"]);
+    let summaries: Vec<&str> = checkout.iter().filter_map(|c| c["summary"].as_str()).collect();
+    assert_eq!(summaries, vec!["Checkout change"]);
+    let search = commits_json(&repo, &["--range", &format!("{base}..HEAD"), "--subdir", "services/search/"]);
+    assert_eq!(search.len(), 1);
+    assert_eq!(search[0]["summary"], "Search change");
+}
+
+#[test]
+fn git_ai_notes_mark_lines_and_agents() {
+    let mut repo = GitRepo::new();
+    repo.commit(&[("src/pay.py", "def pay():\n    pass\n")], "Initial", HUMAN);
+    let sha = repo.commit(
+        &[("src/pay.py", "import requests\n\ndef pay():\n    requests.post(\"https://api.fraudscore.io/v1/score\")\n")],
+        "Call the fraud scorer",
+        HUMAN,
+    );
+    let note = format!(
+        "src/pay.py\n  d9978a8723e02b52 1,4\n---\n{}",
+        r#"{"schema_version":"authorship/3.0.0","base_commit_sha":"x","prompts":{"d9978a8723e02b52":{"agent_id":{"tool":"claude-code","id":"s1","model":"claude-opus-4"},"human_author":"Dana Smith"}}}"#
+    );
+    repo.add_ai_note(&sha, &note);
+    let commits = commits_json(&repo, &["--range", "HEAD~1..HEAD"]);
+    assert_eq!(commits[0]["ai_notes"], true);
+    assert!(commits[0]["ai"].is_null(), "no marker in the message itself");
+
+    // Ranking ties the line that adds the host to the agent that wrote it.
+    let config: driftwatch::config::GitRepoConfig =
+        toml::from_str(&format!("service = \"pay\"\npath = {:?}\n", repo.path().display().to_string())).expect("config");
+    let attributor = driftwatch::attribute::Attributor::new(&[config], Default::default());
+    let event: driftwatch::detect::event::DriftEvent = serde_json::from_value(serde_json::json!({
+        "id": "e", "fingerprint": "f", "kind": "new_outbound_peer", "state": "firing", "severity": "warning",
+        "service": "pay", "operation": "POST /pay", "peer": "api.fraudscore.io:443",
+        "revision": &sha[..9], "baseline_revision": "HEAD~1", "onset": "", "detected_at": "", "resolved_at": null, "suspects": []
+    }))
+    .expect("event");
+    let attribution = attributor.attribute(&event).expect("attribution");
+    assert_eq!(attribution.revision.as_deref(), Some(sha.as_str()));
+    let suspect = &attribution.suspects[0];
+    assert_eq!(suspect.commit, sha);
+    assert!(suspect.evidence.contains(&"adds \"api.fraudscore.io\" at src/pay.py:4".to_owned()), "{suspect:#?}");
+    assert!(
+        suspect.evidence.contains(&"src/pay.py:4 was written by claude-code (claude-opus-4) per git-ai notes".to_owned()),
+        "{suspect:#?}"
+    );
+    assert_eq!(suspect.ai.as_ref().and_then(|a| a["tool"].as_str()), Some("claude-code"));
+}
+
+/// Spans of one revision: `POST /checkout` server spans (with code.*),
+/// each with a client call to every peer in `peers` (via `http.url`).
+fn traffic(revision: &str, start: u64, seconds: u64, slowdown: f64, peers: &[&str], rng: &mut Rng) -> Vec<Vec<SyntheticSpan>> {
+    let mut batches = Vec::new();
+    for second in 0..seconds {
+        let mut batch = Vec::new();
+        for i in 0..20u64 {
+            let begin = start + second * 1_000_000_000 + i * 50_000_000;
+            let duration = (rng.log_normal(40.0, 0.3) * slowdown * 1e6) as u64;
+            let span_id = rng.next_u64() | 1;
+            let trace_id = u128::from(rng.next_u64()) << 64 | 1;
+            for peer in peers {
+                batch.push(SyntheticSpan {
+                    service: "checkout".into(),
+                    revision: revision.into(),
+                    name: "POST".into(),
+                    kind: 3,
+                    trace_id,
+                    span_id: rng.next_u64() | 1,
+                    parent_span_id: span_id,
+                    start_unix_nanos: begin + 1_000_000,
+                    duration_nanos: duration / 4,
+                    error: false,
+                    attributes: vec![("http.url".into(), format!("https://{peer}/v1/x/{}", rng.next_u64() % 1000).as_str().into())],
+                });
+            }
+            batch.push(SyntheticSpan {
+                service: "checkout".into(),
+                revision: revision.into(),
+                name: "POST /checkout".into(),
+                kind: 2,
+                trace_id,
+                span_id,
+                parent_span_id: 0,
+                start_unix_nanos: begin,
+                duration_nanos: duration,
+                error: false,
+                attributes: vec![
+                    ("http.route".into(), "/checkout".into()),
+                    ("code.function".into(), "shop.pay.charge_card".into()),
+                    ("code.filepath".into(), "/app/src/pay.py".into()),
+                ],
+            });
+        }
+        batches.push(batch);
+    }
+    batches
+}
+
+fn post(dw: &Driftwatch, batches: Vec<Vec<SyntheticSpan>>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        for chunk in batches.chunks(10) {
+            let spans: Vec<SyntheticSpan> = chunk.iter().flatten().cloned().collect();
+            let response = client
+                .post(dw.http_url("/v1/traces"))
+                .header("content-type", "application/x-protobuf")
+                .body(encode_request(&spans))
+                .send()
+                .await
+                .expect("send");
+            assert!(response.status().is_success(), "{}", response.status());
+        }
+    });
+}
+
+const PAY_V1: &str = "import gateway\n\n\ndef charge_card(card, amount):\n    return gateway.charge(card, amount)\n";
+const PAY_V2: &str = "import gateway\nimport time\n\n\ndef charge_card(card, amount):\n    for attempt in range(3):\n        time.sleep(0.02)\n    return gateway.charge(card, amount)\n";
+const FRAUD: &str = "import requests\n\nFRAUD_URL = \"https://api.fraudscore.io/v1/score\"\n\n\ndef score_order(order):\n    return requests.post(FRAUD_URL, json=order, timeout=2).json()\n";
+
+#[test]
+fn events_name_the_commits_that_caused_them() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("src/pay.py", PAY_V1), ("README.md", "shop\n")], "Initial checkout", HUMAN);
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"checkout\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    // The deploy's commits land after driftwatch started (git-sync).
+    repo.commit(&[("README.md", "shop\n\nDocs.\n")], "Document the API", HUMAN);
+    let ai = repo.commit(
+        &[("src/fraud.py", FRAUD)],
+        "Score orders for fraud before charging\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+        ("Lee Park", "lee@example.com"),
+    );
+    let human = repo.commit(&[("src/pay.py", PAY_V2)], "Retry card charges", HUMAN);
+    repo.commit(&[("src/cart.py", "def cart():\n    return []\n")], "Add cart module", ("Ann Lee", "ann@example.com"));
+    let head = repo.git(&["rev-parse", "HEAD"]);
+
+    let mut rng = Rng::new(3);
+    let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 5 * 60 * 1_000_000_000;
+    let before = deploy - 12 * 60 * 1_000_000_000;
+    post(&dw, traffic(&base[..10], before, 12 * 60, 1.0, &["payments.internal"], &mut rng));
+    post(&dw, traffic(&head[..12], deploy, 4 * 60, 1.6, &["payments.internal", "api.fraudscore.io"], &mut rng));
+
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    eventually(Duration::from_secs(40), "both events attributed", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        events = value["events"].as_array().cloned().unwrap_or_default();
+        events.len() >= 2 && events.iter().all(|e| e["attribution"].is_string() && e["revision"] == head)
+    });
+    let peer = events.iter().find(|e| e["kind"] == "new_outbound_peer").expect("peer event");
+    assert_eq!(peer["peer"], "api.fraudscore.io:443");
+    assert_eq!(peer["revision"], head, "reported as the full SHA");
+    assert_eq!(peer["baseline_revision"], base);
+    let top = &peer["suspects"][0];
+    assert_eq!(top["commit"], ai, "{peer:#}");
+    assert_eq!(top["ai"]["tool"], "claude-code");
+    assert_eq!(top["ai"]["marker"], "Co-Authored-By: Claude <noreply@anthropic.com>");
+    assert!(top["evidence"].as_array().expect("evidence").iter().any(|e| e == "adds \"api.fraudscore.io\" at src/fraud.py:3"), "{top:#}");
+    let scores: Vec<f64> = peer["suspects"].as_array().expect("suspects").iter().filter_map(|s| s["score"].as_f64()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score: {scores:?}");
+    assert_eq!(scores.len(), 4, "every commit in range, none outside it");
+    assert!(peer["suspects"].as_array().expect("suspects").iter().all(|s| s["commit"] != base));
+
+    let latency = events.iter().find(|e| e["kind"] == "latency_regression").expect("latency event");
+    assert_eq!(latency["operation"], "POST /checkout");
+    let top = &latency["suspects"][0];
+    assert_eq!(top["commit"], human, "{latency:#}");
+    assert!(top["ai"].is_null());
+    let evidence: Vec<&str> = top["evidence"].as_array().expect("evidence").iter().filter_map(|e| e.as_str()).collect();
+    assert!(evidence.iter().any(|e| e.starts_with("changes function charge_card")), "{evidence:?}");
+    assert!(evidence.iter().any(|e| e.starts_with("touches src/pay.py")), "{evidence:?}");
+    assert_eq!(dw.metrics().value("driftwatch_attributions_total", &[("outcome", "suspects")]), 2.0);
+}
+
+#[test]
+fn unknown_revision_is_kept_verbatim_and_counted() {
+    let mut repo = GitRepo::new();
+    repo.commit(&[("a.py", "x\n")], "Initial", HUMAN);
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    let mut rng = Rng::new(4);
+    let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 3 * 60 * 1_000_000_000;
+    post(&dw, traffic("release-2025-01", deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng));
+    post(&dw, traffic("release-2025-02", deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng));
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut event = serde_json::Value::Null;
+    eventually(Duration::from_secs(40), "attributed event", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        event = value["events"][0].clone();
+        event["attribution"].is_string()
+    });
+    assert_eq!(event["revision"], "release-2025-02");
+    assert_eq!(event["suspects"], serde_json::json!([]));
+    assert!(event["attribution"].as_str().expect("note").contains("not in"), "{event:#}");
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_revisions_unresolved_total", &[("service", "checkout")]), 1.0);
+    assert_eq!(metrics.value("driftwatch_attributions_total", &[("outcome", "unresolved_revision")]), 1.0);
+}
