@@ -222,12 +222,13 @@ impl PeerSets {
         let mut still_pending = VecDeque::with_capacity(self.pending.len());
         while let Some(call) = self.pending.pop_front() {
             let expired = call.end.saturating_add(JOIN_WINDOW_NANOS) < watermark;
+            if call.parent == 0 {
+                self.attribute(&call, Sym::from(NO_PARENT), 0);
+                continue;
+            }
             match self.entry_span_of(call.parent) {
                 Some(entry) => self.attribute(&call, entry.0, entry.1),
-                None if expired => {
-                    let caller = if call.parent == 0 { NO_PARENT } else { UNKNOWN_CALLER };
-                    self.attribute(&call, Sym::from(caller), 0);
-                }
+                None if expired => self.attribute(&call, Sym::from(UNKNOWN_CALLER), 0),
                 None => still_pending.push_back(call),
             }
         }

@@ -77,7 +77,6 @@ impl ShardAnalysis {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AnalyzeConfig, LatencyConfig};
     use crate::detect::event::{EventKind, EventLog, EventState};
     use crate::eval::scenario::Scenario;
     use crate::eval::traffic::{EPOCH_UNIX_NANOS, TrafficGenerator};

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::event::{DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339};
-use crate::analyze::peers::{JOIN_WINDOW_NANOS, Novelty, PeerSets, is_placeholder_caller};
+use crate::analyze::peers::{JOIN_WINDOW_NANOS, NO_PARENT, Novelty, PeerSets, is_placeholder_caller};
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::OutboundConfig;
 use crate::extract::Sym;
@@ -134,7 +134,8 @@ impl OutboundDetector {
             };
             let critical = candidate.reasons.iter().any(|r| *r != PeerReason::NewPeer);
             let min_calls = if critical { 1 } else { self.config.min_calls.max(1) };
-            let callers_known = usage.callers.iter().any(|c| !is_placeholder_caller(&c.operation));
+            // Wait for the caller to be known, unless the call has none.
+            let callers_known = usage.callers.iter().any(|c| !is_placeholder_caller(&c.operation) || &*c.operation == NO_PARENT);
             let waited = candidate.first_seen.saturating_add(JOIN_WINDOW_NANOS) < at;
             if usage.calls < min_calls || !(callers_known || waited) {
                 if last_call.saturating_add(resolve_after) < at {
