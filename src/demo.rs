@@ -1,83 +1,269 @@
-//! `driftwatch demo`: a self-contained run on free loopback ports. It starts
-//! driftwatch in-process, drives synthetic services through OTLP/HTTP, and
-//! reports what was received and analysed.
+//! `driftwatch demo`: the whole job, self-contained, in well under a minute.
+//!
+//! It makes a temporary git repository with human and AI-authored commits
+//! (real markers), starts driftwatch in-process on free loopback ports with
+//! the embedded defaults, and drives two synthetic services through an
+//! initial revision and two deploys over OTLP/HTTP, in event time: the
+//! first deploy's AI-authored commit adds a call to a third-party host, the
+//! second's makes checkout slower. It then prints each alert with its
+//! ranked suspects and evidence, and the URL of its incident page.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
-use crate::config::Config;
+use crate::config::{Config, GitRepoConfig};
+use crate::detect::event::{DriftEvent, EventKind};
 use crate::server::Server;
-use crate::simulate::{Rng, SyntheticSpan, encode_request};
+use crate::simulate::{EndpointTraffic, Rng, encode_request};
 
-const SERVICES: &[(&str, &[&str])] = &[
-    ("checkout", &["POST /checkout", "GET /cart"]),
-    ("inventory", &["GET /items/{id}", "PUT /items/{id}/reserve"]),
-];
-const REVISIONS: &[&str] = &["rev-a", "rev-b", "rev-c"];
-const SPANS_PER_BATCH: usize = 256;
-const BATCHES_PER_REVISION: usize = 20;
+const S: u64 = 1_000_000_000;
 
-pub async fn run() -> anyhow::Result<()> {
+pub struct DemoOptions {
+    /// Keep serving the API and pages after the run, until Ctrl-C.
+    pub serve: bool,
+}
+
+const PAY_V1: &str = "import gateway\n\n\ndef charge_card(card, amount):\n    return gateway.charge(card, amount)\n";
+const PAY_V2: &str = "import gateway\nimport time\n\n\ndef charge_card(card, amount):\n    # Retry declined charges, backing off between attempts.\n    for attempt in range(3):\n        time.sleep(0.03 * attempt)\n    return gateway.charge(card, amount)\n";
+const FRAUD: &str = "import requests\n\nFRAUD_URL = \"https://api.fraudscore.io/v1/score\"\n\n\ndef score_order(order):\n    return requests.post(FRAUD_URL, json=order, timeout=2).json()\n";
+
+/// The demo's repository and the revisions of its three releases.
+struct DemoRepo {
+    dir: tempfile::TempDir,
+    releases: [String; 3],
+}
+
+fn git(dir: &Path, args: &[&str], author: (&str, &str), stdin: Option<&str>) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", author.0)
+        .env("GIT_AUTHOR_EMAIL", author.1)
+        .env("GIT_COMMITTER_NAME", author.0)
+        .env("GIT_COMMITTER_EMAIL", author.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("the demo needs the `git` command to build its example repository")?;
+    if let Some(input) = stdin {
+        child.stdin.take().context("git stdin")?.write_all(input.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!("git {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+impl DemoRepo {
+    fn create() -> anyhow::Result<DemoRepo> {
+        let dir = tempfile::Builder::new().prefix("driftwatch-demo-").tempdir()?;
+        let path = dir.path();
+        let dana = ("Dana Smith", "dana@example.com");
+        let lee = ("Lee Park", "lee@example.com");
+        git(path, &["init", "-q", "-b", "main"], dana, None)?;
+        let commit = |files: &[(&str, &str)], message: &str, author: (&str, &str)| -> anyhow::Result<String> {
+            for (file, content) in files {
+                let full = path.join(file);
+                std::fs::create_dir_all(full.parent().unwrap_or(path))?;
+                std::fs::write(&full, content)?;
+                git(path, &["add", file], author, None)?;
+            }
+            git(path, &["commit", "-q", "-F", "-"], author, Some(message))?;
+            git(path, &["rev-parse", "HEAD"], author, None)
+        };
+        let v1 = commit(&[("src/pay.py", PAY_V1), ("README.md", "# shop\n")], "Initial checkout service", dana)?;
+        commit(&[("README.md", "# shop\n\nRun with `make run`.\n")], "Document how to run the service", dana)?;
+        commit(
+            &[("src/fraud.py", FRAUD)],
+            "Score orders for fraud before charging\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+            lee,
+        )?;
+        let v2 = commit(&[("src/cart.py", "def cart(user):\n    return []\n")], "Add an empty cart endpoint", dana)?;
+        commit(&[("src/cart.py", "def cart(user):\n    return list(user.items)\n")], "Return the user's items", lee)?;
+        let v3 = commit(
+            &[("src/pay.py", PAY_V2)],
+            "Retry declined card charges\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>",
+            dana,
+        )?;
+        Ok(DemoRepo { dir, releases: [v1, v2, v3] })
+    }
+}
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("driftwatch demo");
+    println!("  building an example git repository with human and AI-authored commits...");
+    let repo = DemoRepo::create()?;
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut config = Config::default();
     config.receiver.grpc_listen = loopback;
     config.receiver.http_listen = loopback;
     config.admin.listen = loopback;
+    config.git.repos.push(GitRepoConfig { service: "*".into(), path: repo.dir.path().to_owned(), subdir: None });
     let server = Server::start(config).await?;
-    println!("driftwatch demo: OTLP/gRPC on {}, OTLP/HTTP on {}, admin on http://{}", server.grpc_addr(), server.http_addr(), server.admin_addr());
+    let admin = server.admin_addr();
+    println!(
+        "  driftwatch listening: OTLP/gRPC {}, OTLP/HTTP {}, admin http://{admin}",
+        server.grpc_addr(),
+        server.http_addr()
+    );
 
     let client = reqwest::Client::new();
     let url = format!("http://{}/v1/traces", server.http_addr());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 / S * S;
     let mut rng = Rng::new(7);
-    let started = Instant::now();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    let mut event_time = now - 3_600 * 1_000_000_000;
+    // Three releases in event time: 12, 6 and 6 minutes, ending now.
+    let plan: [(usize, u64, f64, &[&str]); 3] = [
+        (0, 12 * 60, 1.0, &["payments.internal"]),
+        (1, 6 * 60, 1.0, &["payments.internal", "api.fraudscore.io"]),
+        (2, 6 * 60, 1.7, &["payments.internal", "api.fraudscore.io"]),
+    ];
+    let mut at = now - plan.iter().map(|p| p.1).sum::<u64>() * S;
     let mut sent = 0usize;
-    for revision in REVISIONS {
-        for _ in 0..BATCHES_PER_REVISION {
-            for (service, operations) in SERVICES {
-                let spans: Vec<SyntheticSpan> = (0..SPANS_PER_BATCH)
-                    .map(|i| {
-                        event_time += 5_000_000;
-                        SyntheticSpan {
-                            service: (*service).into(),
-                            revision: (*revision).into(),
-                            name: operations[i % operations.len()].into(),
-                            kind: crate::receive::wire::span_kind::SERVER,
-                            trace_id: u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
-                            span_id: rng.next_u64() | 1,
-                            parent_span_id: 0,
-                            start_unix_nanos: event_time,
-                            duration_nanos: (rng.log_normal(40.0, 0.4) * 1e6) as u64,
-                            error: false,
-                            attributes: vec![],
-                        }
-                    })
-                    .collect();
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/x-protobuf")
-                    .body(encode_request(&spans))
-                    .send()
-                    .await
-                    .context("demo traffic could not reach the OTLP/HTTP receiver")?;
-                anyhow::ensure!(response.status().is_success(), "receiver answered {}", response.status());
-                sent += spans.len();
+    for (release, seconds, slowdown, peers) in plan {
+        let revision = &repo.releases[release][..12];
+        let checkout = EndpointTraffic {
+            service: "checkout",
+            revision,
+            operation: "POST /checkout",
+            route: "/checkout",
+            code_function: "shop.pay.charge_card",
+            code_filepath: "/app/src/pay.py",
+            requests_per_second: 20,
+            median_ms: 45.0,
+            slowdown,
+            peers,
+        };
+        let inventory = EndpointTraffic {
+            service: "inventory",
+            revision: "v1.8.2",
+            operation: "GET /items/{id}",
+            route: "/items/{id}",
+            code_function: "items.get",
+            code_filepath: "items.py",
+            requests_per_second: 15,
+            median_ms: 8.0,
+            slowdown: 1.0,
+            peers: &["postgres.internal"],
+        };
+        let batches: Vec<_> =
+            checkout.generate(at, seconds, &mut rng).into_iter().zip(inventory.generate(at, seconds, &mut rng)).collect();
+        for chunk in batches.chunks(30) {
+            let spans: Vec<_> = chunk.iter().flat_map(|(a, b)| a.iter().chain(b)).cloned().collect();
+            let response = client
+                .post(&url)
+                .header("content-type", "application/x-protobuf")
+                .body(encode_request(&spans))
+                .send()
+                .await
+                .context("demo traffic could not reach the OTLP/HTTP receiver")?;
+            if !response.status().is_success() {
+                bail!("the receiver answered {}", response.status());
             }
+            sent += spans.len();
         }
-        println!("  sent revision {revision}: {sent} spans so far");
+        println!(
+            "  release {} of checkout ({}): {} min of traffic sent{}",
+            release + 1,
+            revision,
+            seconds / 60,
+            match release {
+                0 => " (baseline)",
+                1 => " (deploy: an AI-authored commit calls a fraud-scoring API)",
+                _ => " (deploy: an AI-authored commit retries card charges)",
+            }
+        );
+        at += seconds * S;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.ingest().metrics().analysis_queue_spans.get() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+
+    println!("  waiting for detection and attribution...");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let events = loop {
+        let events: Vec<DriftEvent> = server.events().read().unwrap_or_else(|e| e.into_inner()).list().to_vec();
+        let complete = events.iter().any(|e| e.kind == EventKind::NewOutboundPeer)
+            && events.iter().any(|e| e.kind == EventKind::LatencyRegression)
+            && events.iter().all(|e| e.attribution.is_some());
+        if complete || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!();
+    println!("{} spans replayed in {:.1?}; {} alert(s):", sent, started.elapsed(), events.len());
+    for event in events.iter().rev() {
+        print_event(event, admin);
     }
-    for (service, _) in SERVICES {
-        let analyzed = server.ingest().metrics().spans_analyzed.with_label_values(&[service]).get();
-        println!("  {service}: {analyzed} spans analysed");
+    if events.is_empty() {
+        println!("  (none: this is unexpected; see the logs above)");
     }
-    println!("driftwatch demo: {sent} spans in {:.1?}", started.elapsed());
+    if options.serve {
+        println!("serving the API and incident pages at http://{admin}/ui — press Ctrl-C to stop");
+        crate::server::termination_signal().await;
+    }
     server.shutdown().await?;
     Ok(())
+}
+
+fn print_event(event: &DriftEvent, admin: SocketAddr) {
+    println!();
+    let what = match event.kind {
+        EventKind::LatencyRegression => {
+            let stats = event.stats.as_ref();
+            format!(
+                "latency regression: {} {} p95 {:.0} ms -> {:.0} ms (+{:.0}%, p = {:.1e})",
+                event.service,
+                event.operation.as_deref().unwrap_or(""),
+                stats.map_or(0.0, |s| s.baseline.p95_ms),
+                stats.map_or(0.0, |s| s.current.p95_ms),
+                stats.map_or(0.0, |s| s.relative_increase * 100.0),
+                stats.map_or(1.0, |s| s.p_value)
+            )
+        }
+        EventKind::NewOutboundPeer => format!(
+            "new outbound peer: {} now calls {} from {}",
+            event.service,
+            event.peer.as_deref().unwrap_or(""),
+            event.operation.as_deref().unwrap_or("?")
+        ),
+    };
+    let severity = match event.severity {
+        crate::detect::event::Severity::Critical => "CRITICAL",
+        crate::detect::event::Severity::Warning => "WARNING",
+    };
+    println!("[{severity}] {what}");
+    println!(
+        "  revision {} (baseline {}), onset {}, detected {}",
+        short(&event.revision),
+        event.baseline_revision.as_deref().map_or("-", short),
+        event.onset,
+        event.detected_at
+    );
+    if let Some(note) = &event.attribution {
+        println!("  {note}");
+    }
+    for (rank, suspect) in event.suspects.iter().take(3).enumerate() {
+        let ai = suspect
+            .ai
+            .as_ref()
+            .map(|ai| format!(" [AI: {} — {}]", ai["tool"].as_str().unwrap_or("?"), ai["marker"].as_str().unwrap_or("")))
+            .unwrap_or_default();
+        println!("  #{} {:.2} {} {} — {}{ai}", rank + 1, suspect.score, short(&suspect.commit), suspect.summary, suspect.author);
+        for evidence in suspect.evidence.iter().filter(|e| !e.starts_with("AI-authored")) {
+            println!("       {evidence}");
+        }
+    }
+    println!("  incident page: http://{admin}/ui/events/{}", event.id);
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }

@@ -27,7 +27,11 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run a self-contained demonstration on free loopback ports.
-    Demo,
+    Demo {
+        /// Keep serving the API and incident pages afterwards, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Replay a scenario corpus through the detectors and score them:
     /// recall, false alerts per service-week, detection delay.
     Eval {
@@ -66,8 +70,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    driftwatch::telemetry::init_logging();
     let cli = Cli::parse();
+    // The demo speaks for itself on stdout; keep its logs to errors.
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    driftwatch::telemetry::init_logging(default_filter);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -87,7 +93,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Demo => runtime()?.block_on(driftwatch::demo::run()),
+        Command::Demo { serve } => runtime()?.block_on(driftwatch::demo::run(driftwatch::demo::DemoOptions { serve })),
         Command::Eval { dir, config, json } => eval(&dir, config.as_deref(), json.as_deref()),
         Command::Commits { repo, range, subdir, config, json } => {
             commits(&repo, range.as_deref(), subdir, config.as_deref(), json)

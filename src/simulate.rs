@@ -114,3 +114,73 @@ impl Rng {
         median * (sigma * self.normal()).exp()
     }
 }
+
+/// One service's traffic for a stretch of event time: entry spans of one
+/// operation (with `code.*` and `http.route`), each making an HTTP client
+/// call to every peer.
+#[derive(Debug, Clone)]
+pub struct EndpointTraffic<'a> {
+    pub service: &'a str,
+    pub revision: &'a str,
+    pub operation: &'a str,
+    pub route: &'a str,
+    pub code_function: &'a str,
+    pub code_filepath: &'a str,
+    pub requests_per_second: u64,
+    pub median_ms: f64,
+    /// Multiplies every request's latency.
+    pub slowdown: f64,
+    /// Hosts called over HTTPS from each request.
+    pub peers: &'a [&'a str],
+}
+
+impl EndpointTraffic<'_> {
+    /// Spans for `seconds` from `start`, one batch per second.
+    pub fn generate(&self, start_unix_nanos: u64, seconds: u64, rng: &mut Rng) -> Vec<Vec<SyntheticSpan>> {
+        let rate = self.requests_per_second.max(1);
+        (0..seconds)
+            .map(|second| {
+                let mut batch = Vec::with_capacity((rate as usize) * (1 + self.peers.len()));
+                for i in 0..rate {
+                    let begin = start_unix_nanos + second * 1_000_000_000 + i * (1_000_000_000 / rate);
+                    let duration = (rng.log_normal(self.median_ms, 0.3) * self.slowdown * 1e6) as u64;
+                    let span_id = rng.next_u64() | 1;
+                    let trace_id = u128::from(rng.next_u64()) << 64 | 1;
+                    for peer in self.peers {
+                        batch.push(SyntheticSpan {
+                            service: self.service.into(),
+                            revision: self.revision.into(),
+                            name: "POST".into(),
+                            kind: crate::receive::wire::span_kind::CLIENT,
+                            trace_id,
+                            span_id: rng.next_u64() | 1,
+                            parent_span_id: span_id,
+                            start_unix_nanos: begin + 1_000_000,
+                            duration_nanos: duration / 4,
+                            error: false,
+                            attributes: vec![("http.url".into(), AttrValue::Str(format!("https://{peer}/v1/{}", rng.next_u64() % 1000)))],
+                        });
+                    }
+                    batch.push(SyntheticSpan {
+                        service: self.service.into(),
+                        revision: self.revision.into(),
+                        name: self.operation.into(),
+                        kind: crate::receive::wire::span_kind::SERVER,
+                        trace_id,
+                        span_id,
+                        parent_span_id: 0,
+                        start_unix_nanos: begin,
+                        duration_nanos: duration,
+                        error: false,
+                        attributes: vec![
+                            ("http.route".into(), self.route.into()),
+                            ("code.function".into(), self.code_function.into()),
+                            ("code.filepath".into(), self.code_filepath.into()),
+                        ],
+                    });
+                }
+                batch
+            })
+            .collect()
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::git::{GitRepo, HUMAN};
 use common::{Driftwatch, driftwatch_bin, eventually, http_get, now_nanos};
-use driftwatch::simulate::{Rng, SyntheticSpan, encode_request};
+use driftwatch::simulate::{EndpointTraffic, Rng, SyntheticSpan, encode_request};
 
 fn commits_json(repo: &GitRepo, extra: &[&str]) -> Vec<serde_json::Value> {
     let output = Command::new(driftwatch_bin())
@@ -173,53 +173,22 @@ fn git_ai_notes_mark_lines_and_agents() {
     assert_eq!(suspect.ai.as_ref().and_then(|a| a["tool"].as_str()), Some("claude-code"));
 }
 
-/// Spans of one revision: `POST /checkout` server spans (with code.*),
-/// each with a client call to every peer in `peers` (via `http.url`).
+/// Spans of one revision of `checkout`: `POST /checkout` server spans
+/// (with code.*), each calling every peer in `peers` over HTTPS.
 fn traffic(revision: &str, start: u64, seconds: u64, slowdown: f64, peers: &[&str], rng: &mut Rng) -> Vec<Vec<SyntheticSpan>> {
-    let mut batches = Vec::new();
-    for second in 0..seconds {
-        let mut batch = Vec::new();
-        for i in 0..20u64 {
-            let begin = start + second * 1_000_000_000 + i * 50_000_000;
-            let duration = (rng.log_normal(40.0, 0.3) * slowdown * 1e6) as u64;
-            let span_id = rng.next_u64() | 1;
-            let trace_id = u128::from(rng.next_u64()) << 64 | 1;
-            for peer in peers {
-                batch.push(SyntheticSpan {
-                    service: "checkout".into(),
-                    revision: revision.into(),
-                    name: "POST".into(),
-                    kind: 3,
-                    trace_id,
-                    span_id: rng.next_u64() | 1,
-                    parent_span_id: span_id,
-                    start_unix_nanos: begin + 1_000_000,
-                    duration_nanos: duration / 4,
-                    error: false,
-                    attributes: vec![("http.url".into(), format!("https://{peer}/v1/x/{}", rng.next_u64() % 1000).as_str().into())],
-                });
-            }
-            batch.push(SyntheticSpan {
-                service: "checkout".into(),
-                revision: revision.into(),
-                name: "POST /checkout".into(),
-                kind: 2,
-                trace_id,
-                span_id,
-                parent_span_id: 0,
-                start_unix_nanos: begin,
-                duration_nanos: duration,
-                error: false,
-                attributes: vec![
-                    ("http.route".into(), "/checkout".into()),
-                    ("code.function".into(), "shop.pay.charge_card".into()),
-                    ("code.filepath".into(), "/app/src/pay.py".into()),
-                ],
-            });
-        }
-        batches.push(batch);
+    EndpointTraffic {
+        service: "checkout",
+        revision,
+        operation: "POST /checkout",
+        route: "/checkout",
+        code_function: "shop.pay.charge_card",
+        code_filepath: "/app/src/pay.py",
+        requests_per_second: 20,
+        median_ms: 40.0,
+        slowdown,
+        peers,
     }
-    batches
+    .generate(start, seconds, rng)
 }
 
 fn post(dw: &Driftwatch, batches: Vec<Vec<SyntheticSpan>>) {
