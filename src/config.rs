@@ -65,6 +65,9 @@ pub struct Config {
     pub detect: DetectConfig,
     pub git: GitConfig,
     pub ai: AiConfig,
+    pub store: StoreConfig,
+    pub forward: ForwardConfig,
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -110,10 +113,39 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("git.repos[{i}].service is empty; use a service.name or \"*\"")));
             }
         }
+        let routes = self.alerts.webhook.iter().map(|s| &s.route)
+            .chain(self.alerts.alertmanager.iter().map(|s| &s.route))
+            .chain(self.alerts.slack.iter().map(|s| &s.route))
+            .chain(self.alerts.pagerduty.iter().map(|s| &s.route));
+        for route in routes {
+            for pattern in &route.services {
+                if let Err(e) = glob::Pattern::new(pattern) {
+                    return Err(ConfigError::Invalid(format!("alerts: services pattern {pattern:?} is not a valid glob: {e}")));
+                }
+            }
+        }
+        let urls = self.alerts.webhook.iter().map(|s| ("alerts.webhook.url", &s.url))
+            .chain(self.alerts.alertmanager.iter().map(|s| ("alerts.alertmanager.url", &s.url)))
+            .chain(self.alerts.slack.iter().map(|s| ("alerts.slack.webhook_url", &s.webhook_url)))
+            .chain(self.alerts.pagerduty.iter().map(|s| ("alerts.pagerduty.url", &s.url)));
+        for (key, url) in urls {
+            let ok = url.parse::<http::Uri>().ok().is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !ok {
+                return Err(ConfigError::Invalid(format!("{key} = {url:?} is not an http(s) URL")));
+            }
+        }
+        if self.alerts.max_attempts == 0 || self.alerts.concurrency == 0 {
+            return Err(ConfigError::Invalid("alerts.max_attempts and alerts.concurrency must be above 0".into()));
+        }
         for pattern in &self.detect.outbound.allow {
             if let Err(e) = glob::Pattern::new(pattern) {
                 return Err(ConfigError::Invalid(format!("detect.outbound.allow: pattern {pattern:?} is not a valid glob: {e}")));
             }
+        }
+        if let Some(endpoint) = &self.forward.endpoint {
+            return Err(ConfigError::Invalid(format!(
+                "forward.endpoint = {endpoint:?}: forwarding to an upstream collector is not available in this version; remove the key"
+            )));
         }
         let a = &self.analyze;
         if a.window.is_zero() || a.max_operations == 0 {
@@ -340,6 +372,146 @@ impl Default for LatencyConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the embedded store (`driftwatch.redb`).
+    pub path: PathBuf,
+    /// How often the analysis state is written to the store; after a crash
+    /// at most this much analysis (never an event or alert) is lost.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Resolved events older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub event_retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/driftwatch"),
+            flush_interval: Duration::from_secs(30),
+            event_retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// Forwarding of received traffic to an upstream collector.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    pub endpoint: Option<String>,
+}
+
+/// Which alerts a sink receives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Route {
+    /// Glob patterns over service names; empty means every service.
+    pub services: Vec<String>,
+    /// Event kinds; empty means every kind.
+    pub kinds: Vec<crate::detect::event::EventKind>,
+    /// Only events at least this severe.
+    pub min_severity: Option<crate::detect::event::Severity>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    pub url: String,
+    /// HMAC-SHA256 key; the signature of the body goes in
+    /// `X-Driftwatch-Signature: sha256=<hex>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default, flatten)]
+    pub route: Route,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerSinkConfig {
+    /// Base URL; alerts go to `<url>/api/v2/alerts`.
+    pub url: String,
+    #[serde(default, flatten)]
+    pub route: Route,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSinkConfig {
+    pub webhook_url: String,
+    #[serde(default, flatten)]
+    pub route: Route,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutySinkConfig {
+    pub routing_key: String,
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+    #[serde(default, flatten)]
+    pub route: Route,
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+
+/// Alert delivery: every sink may appear any number of times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub webhook: Vec<WebhookSinkConfig>,
+    pub alertmanager: Vec<AlertmanagerSinkConfig>,
+    pub slack: Vec<SlackSinkConfig>,
+    pub pagerduty: Vec<PagerDutySinkConfig>,
+    /// Alerts of one deploy (service, revision, kind) arriving within this
+    /// wait go out as one notification per sink.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// Delivery attempts before an alert is given up (counted as dead).
+    pub max_attempts: u32,
+    /// ...or this age, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Requests in flight per sink.
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Firing alerts are re-sent to Alertmanager this often, so they do not
+    /// expire there while the drift lasts.
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    /// Base URL of the incident pages in alerts (defaults to the admin
+    /// listener's address).
+    pub external_url: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook: Vec::new(),
+            alertmanager: Vec::new(),
+            slack: Vec::new(),
+            pagerduty: Vec::new(),
+            group_wait: Duration::from_secs(10),
+            max_attempts: 12,
+            max_age: Duration::from_secs(24 * 3600),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            concurrency: 2,
+            request_timeout: Duration::from_secs(10),
+            repeat_interval: Duration::from_secs(900),
+            external_url: None,
+        }
+    }
+}
+
 /// Where each service's source lives, for attribution.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -445,6 +617,26 @@ mod tests {
     fn bad_allowlist_pattern_is_named() {
         let err = load_toml("[detect.outbound]\nallow = [\"[unclosed\"]\n").unwrap_err().to_string();
         assert!(err.contains("detect.outbound.allow") && err.contains("[unclosed"), "{err}");
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let config = load_toml(
+            "[store]\npath = \"/tmp/dw\"\n[forward]\n[detect.latency]\n[detect.outbound]\nallow = [\"payments.internal:443\", \"*.svc.cluster.local\"]\n\
+             [[git.repos]]\nservice = \"checkout\"\npath = \"/repos/shop\"\nsubdir = \"services/checkout\"\n\
+             [[alerts.webhook]]\nurl = \"http://127.0.0.1:9000/hook\"\nsecret = \"s\"\n\
+             [[alerts.alertmanager]]\nurl = \"http://127.0.0.1:9093\"\n\
+             [[alerts.slack]]\nwebhook_url = \"https://hooks.slack.com/services/T/B/X\"\n\
+             [[alerts.pagerduty]]\nrouting_key = \"k\"\nurl = \"http://127.0.0.1:9999/v2/enqueue\"\nmin_severity = \"critical\"\n",
+        )
+        .expect("contract example");
+        assert_eq!(config.alerts.webhook[0].secret.as_deref(), Some("s"));
+        assert_eq!(config.git.repos[0].subdir.as_deref(), Some("services/checkout"));
+        assert_eq!(config.detect.outbound.allow.len(), 2);
+        let err = load_toml("[[alerts.webhook]]\nurl = \"ftp://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("alerts.webhook.url"), "{err}");
+        let err = load_toml("[[alerts.slack]]\nwebhook_ur = \"https://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("webhook_ur"), "{err}");
     }
 
     #[test]

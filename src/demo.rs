@@ -108,6 +108,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.receiver.grpc_listen = loopback;
     config.receiver.http_listen = loopback;
     config.admin.listen = loopback;
+    config.store.path = repo.dir.path().join(".driftwatch-store");
     config.git.repos.push(GitRepoConfig { service: "*".into(), path: repo.dir.path().to_owned(), subdir: None });
     let server = Server::start(config).await?;
     let admin = server.admin_addr();
@@ -117,7 +118,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         server.http_addr()
     );
 
-    let client = reqwest::Client::new();
+    let client = crate::tls::http_client().build().context("cannot build an HTTP client")?;
     let url = format!("http://{}/v1/traces", server.http_addr());
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 / S * S;
     let mut rng = Rng::new(7);

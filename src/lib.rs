@@ -5,6 +5,7 @@
 //! The modules follow the data flow: [`receive`] → [`extract`] →
 //! [`analyze`] → [`expose`]. [`server`] wires them into the running sidecar.
 
+pub mod alert;
 pub mod analyze;
 pub mod attribute;
 pub mod config;
@@ -14,6 +15,9 @@ pub mod eval;
 pub mod expose;
 pub mod extract;
 pub mod receive;
+pub mod pipeline;
 pub mod server;
+pub mod store;
 pub mod simulate;
 pub mod telemetry;
+pub mod tls;

@@ -14,7 +14,10 @@ use crate::analyze::service::AnalysisSettings;
 use crate::attribute::Attributor;
 use crate::attribute::classify::Classifier;
 use crate::analyze::{self, AnalysisWorkers, LiveShard};
-use crate::detect::{EventPipeline, SharedEventLog};
+use crate::alert::Dispatcher;
+use crate::detect::SharedEventLog;
+use crate::pipeline::{Downstream, EventPipeline};
+use crate::store::{EmbeddedStore, StoreError};
 use crate::config::Config;
 use crate::expose::admin::{self, AdminState};
 use crate::expose::metrics::Metrics;
@@ -24,6 +27,10 @@ use crate::receive::{self, Ingest};
 pub enum StartError {
     #[error("cannot listen on {addr} ({key}): {source}; choose a free address or stop the process using it")]
     Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up alert delivery: {0}")]
+    Alerts(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,8 @@ pub struct Server {
     admin: JoinHandle<Result<(), ServeError>>,
     workers: AnalysisWorkers,
     events: EventPipeline,
+    stop_alerts: watch::Sender<bool>,
+    alerts: JoinHandle<()>,
 }
 
 impl Server {
@@ -60,10 +69,19 @@ impl Server {
         let http_addr = local(&http_listener, config.receiver.http_listen);
         let admin_addr = local(&admin_listener, config.admin.listen);
 
+        let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
+        let log = EventPipeline::log_of(store.load_events()?);
         let attributor = (!config.git.repos.is_empty()).then(|| {
             Arc::new(Attributor::new(&config.git.repos, Classifier::with_rules(config.ai.rules.clone())))
         });
-        let (events, updates) = EventPipeline::start(metrics.clone(), attributor);
+        let base_url = config.alerts.external_url.clone().unwrap_or_else(|| format!("http://{admin_addr}"));
+        let dispatcher = Dispatcher::new(&config.alerts, store.clone(), metrics.clone(), log.clone(), base_url)
+            .map_err(|e| StartError::Alerts(e.to_string()))?;
+        let dispatcher = Arc::new(dispatcher);
+        let (stop_alerts, alerts_stopped) = watch::channel(false);
+        let alerts = tokio::spawn(dispatcher.clone().run(alerts_stopped));
+        let downstream = Downstream { attributor, store: Some(store), dispatcher: Some(dispatcher) };
+        let (events, updates) = EventPipeline::start(metrics.clone(), downstream, log);
         let settings = Arc::new(AnalysisSettings::from_config(&config));
         let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |_| {
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone())
@@ -106,6 +124,8 @@ impl Server {
             admin,
             workers,
             events,
+            stop_alerts,
+            alerts,
         })
     }
 
@@ -151,6 +171,9 @@ impl Server {
         self.workers.drain().await;
         self.events.drain().await;
         tracing::info!("analysis drained");
+        // Undelivered alerts stay in the outbox for the next start.
+        let _ = self.stop_alerts.send(true);
+        let _ = self.alerts.await;
         let _ = self.stop_admin.send(true);
         result.and(self.admin.await.unwrap_or_else(|e| Err(ServeError { listener: "admin", message: e.to_string() })))
     }

@@ -194,7 +194,7 @@ fn traffic(revision: &str, start: u64, seconds: u64, slowdown: f64, peers: &[&st
 fn post(dw: &Driftwatch, batches: Vec<Vec<SyntheticSpan>>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let client = reqwest::Client::new();
+        let client = driftwatch::tls::http_client().build().expect("HTTP client");
         for chunk in batches.chunks(10) {
             let spans: Vec<SyntheticSpan> = chunk.iter().flatten().cloned().collect();
             let response = client

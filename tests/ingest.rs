@@ -33,7 +33,7 @@ fn span(service: &str, name: &str, start: u64, duration: u64) -> SyntheticSpan {
 fn post(url: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let mut request = reqwest::Client::new().post(url).header("content-type", content_type).body(body);
+        let mut request = driftwatch::tls::http_client().build().expect("HTTP client").post(url).header("content-type", content_type).body(body);
         if let Some(encoding) = encoding {
             request = request.header("content-encoding", encoding);
         }
@@ -381,7 +381,7 @@ fn sigterm_drains_and_exits_cleanly() {
 fn post_result(url: &str) -> Result<u16, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        reqwest::Client::new().post(url).body(vec![]).send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+        driftwatch::tls::http_client().build().expect("HTTP client").post(url).body(vec![]).send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
     })
 }
 

@@ -149,7 +149,7 @@ fn high_cardinality_span_names_stay_bounded() {
         let body = encode_request(&spans);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let status = runtime.block_on(async {
-            reqwest::Client::new()
+            driftwatch::tls::http_client().build().expect("HTTP client")
                 .post(dw.http_url("/v1/traces"))
                 .header("content-type", "application/x-protobuf")
                 .body(body)

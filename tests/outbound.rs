@@ -131,7 +131,7 @@ fn metadata_endpoint_and_allowlist_are_critical() {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        reqwest::Client::new()
+        driftwatch::tls::http_client().build().expect("HTTP client")
             .post(dw.http_url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
             .body(driftwatch::simulate::encode_request(&[span]))

@@ -167,12 +167,13 @@ impl EventLog {
         EventLog { events: Vec::new(), index: HashMap::new(), max_events: max_events.max(1) }
     }
 
-    /// Applies an update; returns the event as it now stands.
+    /// Applies an update; returns the event as it now stands, or `None`
+    /// when nothing changed (an unknown id, an event already known).
     pub fn apply(&mut self, update: EventUpdate) -> Option<DriftEvent> {
         match update {
             EventUpdate::Fired(event) => {
-                if let Some(&i) = self.index.get(&event.id) {
-                    return Some(self.events[i].clone());
+                if self.index.contains_key(&event.id) {
+                    return None;
                 }
                 if self.events.len() >= self.max_events {
                     self.evict();
@@ -185,10 +186,11 @@ impl EventLog {
             EventUpdate::Resolved { id, at_unix_nanos } => {
                 let &i = self.index.get(&id)?;
                 let event = &mut self.events[i];
-                if event.state == EventState::Firing {
-                    event.state = EventState::Resolved;
-                    event.resolved_at = Some(rfc3339(at_unix_nanos));
+                if event.state != EventState::Firing {
+                    return None;
                 }
+                event.state = EventState::Resolved;
+                event.resolved_at = Some(rfc3339(at_unix_nanos));
                 Some(event.clone())
             }
         }

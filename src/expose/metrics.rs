@@ -30,6 +30,8 @@ pub struct Metrics {
     pub outbound_peers: IntGaugeVec,
     pub attributions: IntCounterVec,
     pub revisions_unresolved: IntCounterVec,
+    pub alert_deliveries: IntCounterVec,
+    pub outbox_pending: IntGauge,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -118,6 +120,16 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_alert_deliveries_total",
+                "Alert deliveries by sink type and outcome (delivered, retrying, dead).",
+            ),
+            &["sink", "outcome"],
+        )
+        .expect("valid metric");
+        let outbox_pending =
+            IntGauge::new("driftwatch_outbox_pending", "Alerts written to the outbox and not yet delivered or given up.").expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -133,6 +145,8 @@ impl Metrics {
             Box::new(outbound_peers.clone()),
             Box::new(attributions.clone()),
             Box::new(revisions_unresolved.clone()),
+            Box::new(alert_deliveries.clone()),
+            Box::new(outbox_pending.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -152,6 +166,8 @@ impl Metrics {
             outbound_peers,
             attributions,
             revisions_unresolved,
+            alert_deliveries,
+            outbox_pending,
             services_seen: Mutex::new(HashSet::new()),
         }
     }

@@ -41,9 +41,10 @@ impl Driftwatch {
     pub fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> Driftwatch {
         let dir = tempfile::tempdir().expect("temp dir");
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let store = dir.path().join("store");
         let config = format!(
             "[receiver]\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra_toml}"
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\npath = {store:?}\n{extra_toml}"
         );
         let config = merge_sections(&config);
         let config_path = dir.path().join("driftwatch.toml");
@@ -117,13 +118,17 @@ impl Drop for Driftwatch {
     }
 }
 
-/// Merges repeated `[section]` headers so tests can append overrides.
+/// Merges repeated `[section]` headers, later keys replacing earlier ones,
+/// so tests can append overrides to the base configuration.
 fn merge_sections(toml_text: &str) -> String {
     let mut sections: Vec<(String, Vec<String>)> = vec![(String::new(), vec![])];
     for line in toml_text.lines() {
         let trimmed = line.trim();
-        if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
-            match sections.iter().position(|(name, _)| name == trimmed) {
+        if trimmed.starts_with("[[") {
+            sections.push((trimmed.to_owned(), vec![]));
+        } else if trimmed.starts_with('[') {
+            let existing = sections.iter().position(|(name, _)| name == trimmed);
+            match existing {
                 Some(i) => {
                     let section = sections.remove(i);
                     sections.push(section);
@@ -131,6 +136,10 @@ fn merge_sections(toml_text: &str) -> String {
                 None => sections.push((trimmed.to_owned(), vec![])),
             }
         } else if let Some(last) = sections.last_mut() {
+            let key = trimmed.split('=').next().unwrap_or("").trim().to_owned();
+            if !key.is_empty() && trimmed.contains('=') {
+                last.1.retain(|l| l.split('=').next().unwrap_or("").trim() != key);
+            }
             last.1.push(line.to_owned());
         }
     }
@@ -152,7 +161,7 @@ fn merge_sections(toml_text: &str) -> String {
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let response = reqwest::Client::new()
+        let response = driftwatch::tls::http_client().build().expect("HTTP client")
             .get(url)
             .timeout(Duration::from_secs(5))
             .send()
@@ -229,4 +238,123 @@ pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Nanoseconds since the Unix epoch.
 pub fn now_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+}
+
+/// A request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+    /// The status the receiver answered with.
+    pub status: u16,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// A local HTTP receiver for alert sinks. It answers the first requests
+/// with the `script` statuses (a 429 carries `Retry-After: 1`), then 200.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn start(script: &[u16]) -> Receiver {
+        Self::start_on(free_port(), script)
+    }
+
+    pub fn start_on(port: u16, script: &[u16]) -> Receiver {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let script = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(script.to_vec())));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let store = received.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let (store, script) = (store.clone(), script.clone());
+                    async move {
+                        let status = script.lock().expect("lock").pop_front().unwrap_or(200);
+                        let headers = headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        store.lock().expect("lock").push(Received { path: uri.path().to_owned(), headers, body: body.to_vec(), status });
+                        let code = StatusCode::from_u16(status).expect("status");
+                        let mut response = axum::response::IntoResponse::into_response((code, "{}"));
+                        if status == 429 {
+                            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                        }
+                        response
+                    }
+                });
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+                ready_tx.send(()).expect("ready");
+                let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await;
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("receiver started");
+        Receiver { addr: SocketAddr::from(([127, 0, 0, 1], port)), received, stop: Some(stop), thread: Some(thread) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Posts spans to driftwatch's OTLP/HTTP receiver.
+pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::simulate::SyntheticSpan]) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let response = driftwatch::tls::http_client().build().expect("HTTP client")
+            .post(dw.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(driftwatch::simulate::encode_request(spans))
+            .send()
+            .await
+            .expect("send spans");
+        assert!(response.status().is_success(), "{}", response.status());
+    });
+}
+
+/// A CLIENT span of `service` calling `url` (no parent), ending `ago_ms` ago.
+pub fn client_call(service: &str, revision: &str, url: &str, ago_ms: u64, id: u64) -> driftwatch::simulate::SyntheticSpan {
+    driftwatch::simulate::SyntheticSpan {
+        service: service.into(),
+        revision: revision.into(),
+        name: "GET".into(),
+        kind: 3,
+        trace_id: u128::from(id) << 64 | 7,
+        span_id: id,
+        parent_span_id: 0,
+        start_unix_nanos: now_nanos() - ago_ms * 1_000_000,
+        duration_nanos: 1_000_000,
+        error: false,
+        attributes: vec![("http.url".into(), url.into())],
+    }
 }

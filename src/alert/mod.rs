@@ -1,0 +1,448 @@
+//! Alert: tells on-call. Every firing and resolving event becomes one
+//! outbox entry per sink that routes it, written durably to the store
+//! before any delivery is tried. A dispatcher delivers due entries in
+//! groups (one notification per deploy and sink, not one per operation),
+//! retries with exponential backoff and jitter, honours `Retry-After`, and
+//! gives up — counted as `dead` — after `max_attempts` or `max_age`.
+//! Delivery is at least once; receivers deduplicate on the fingerprint
+//! (Alertmanager labels, PagerDuty `dedup_key`, the webhook's event id and
+//! `X-Driftwatch-Delivery`).
+
+pub mod render;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::{AlertsConfig, Route};
+use crate::detect::SharedEventLog;
+use crate::detect::event::{DriftEvent, EventKind, EventState, fingerprint};
+use crate::expose::metrics::Metrics;
+use crate::simulate::Rng;
+use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
+
+/// How a sink is reached.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Webhook { url: String, secret: Option<String> },
+    Alertmanager { url: String },
+    Slack { webhook_url: String },
+    PagerDuty { routing_key: String, url: String },
+}
+
+/// One configured destination.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// Stable name, e.g. `webhook[0]`: the outbox refers to sinks by it.
+    pub name: String,
+    pub kind: SinkKind,
+    route: Route,
+    services: Vec<glob::Pattern>,
+}
+
+impl Sink {
+    fn new(name: String, kind: SinkKind, route: &Route) -> Sink {
+        let services = route.services.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
+        Sink { name, kind, route: route.clone(), services }
+    }
+
+    /// Whether the sink's route takes this event.
+    pub fn accepts(&self, event: &DriftEvent) -> bool {
+        (self.services.is_empty() || self.services.iter().any(|p| p.matches(&event.service)))
+            && (self.route.kinds.is_empty() || self.route.kinds.contains(&event.kind))
+            && self.route.min_severity.is_none_or(|min| event.severity >= min)
+    }
+
+    fn label(&self) -> &'static str {
+        match self.kind {
+            SinkKind::Webhook { .. } => "webhook",
+            SinkKind::Alertmanager { .. } => "alertmanager",
+            SinkKind::Slack { .. } => "slack",
+            SinkKind::PagerDuty { .. } => "pagerduty",
+        }
+    }
+}
+
+/// The configured sinks, in a stable order.
+pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
+    let mut sinks = Vec::new();
+    for (i, s) in config.webhook.iter().enumerate() {
+        sinks.push(Sink::new(format!("webhook[{i}]"), SinkKind::Webhook { url: s.url.clone(), secret: s.secret.clone() }, &s.route));
+    }
+    for (i, s) in config.alertmanager.iter().enumerate() {
+        sinks.push(Sink::new(format!("alertmanager[{i}]"), SinkKind::Alertmanager { url: s.url.clone() }, &s.route));
+    }
+    for (i, s) in config.slack.iter().enumerate() {
+        sinks.push(Sink::new(format!("slack[{i}]"), SinkKind::Slack { webhook_url: s.webhook_url.clone() }, &s.route));
+    }
+    for (i, s) in config.pagerduty.iter().enumerate() {
+        sinks.push(Sink::new(
+            format!("pagerduty[{i}]"),
+            SinkKind::PagerDuty { routing_key: s.routing_key.clone(), url: s.url.clone() },
+            &s.route,
+        ));
+    }
+    sinks
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Alerts of one deploy, kind and status travel together.
+fn group_key(entry: &OutboxEntry) -> (String, String, EventKind, String) {
+    (entry.sink.clone(), entry.event.service.clone(), entry.event.kind, entry.status.clone() + "|" + &entry.event.revision)
+}
+
+/// What a delivery attempt came to.
+enum Delivery {
+    Delivered,
+    /// Retry, not before the given delay when the receiver said so.
+    Retry { error: String, retry_after: Option<Duration> },
+    /// The receiver refused the request as such: retrying cannot help.
+    Rejected { error: String },
+}
+
+pub struct Dispatcher {
+    store: Arc<EmbeddedStore>,
+    sinks: Vec<Sink>,
+    config: AlertsConfig,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    events: SharedEventLog,
+    base_url: String,
+    in_flight: Mutex<HashSet<u64>>,
+    limits: HashMap<String, Arc<Semaphore>>,
+    wake: Notify,
+    rng: Mutex<Rng>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        config: &AlertsConfig,
+        store: Arc<EmbeddedStore>,
+        metrics: Arc<Metrics>,
+        events: SharedEventLog,
+        base_url: String,
+    ) -> Result<Dispatcher, reqwest::Error> {
+        let client = crate::tls::http_client().timeout(config.request_timeout).user_agent(concat!("driftwatch/", env!("CARGO_PKG_VERSION"))).build()?;
+        let sinks = sinks(config);
+        let limits = sinks.iter().map(|s| (s.name.clone(), Arc::new(Semaphore::new(config.concurrency)))).collect();
+        Ok(Dispatcher {
+            store,
+            sinks,
+            config: config.clone(),
+            client,
+            metrics,
+            events,
+            base_url,
+            in_flight: Mutex::new(HashSet::new()),
+            limits,
+            wake: Notify::new(),
+            rng: Mutex::new(Rng::new(now_ms())),
+        })
+    }
+
+    pub fn has_sinks(&self) -> bool {
+        !self.sinks.is_empty()
+    }
+
+    /// Writes one outbox entry per routed sink for the event's current
+    /// state, durably, before returning.
+    pub fn notify(&self, event: &DriftEvent) -> Result<usize, StoreError> {
+        self.notify_sinks(event, |_| true)
+    }
+
+    fn notify_sinks(&self, event: &DriftEvent, filter: impl Fn(&Sink) -> bool) -> Result<usize, StoreError> {
+        let status = match event.state {
+            EventState::Firing => "firing",
+            EventState::Resolved => "resolved",
+        };
+        let now = now_ms();
+        let mut entries: Vec<OutboxEntry> = self
+            .sinks
+            .iter()
+            .filter(|s| s.accepts(event) && filter(s))
+            .map(|s| OutboxEntry {
+                id: 0,
+                sink: s.name.clone(),
+                fingerprint: event.fingerprint.clone(),
+                status: status.to_owned(),
+                event: event.clone(),
+                attempts: 0,
+                created_at_ms: now,
+                next_attempt_ms: now,
+                last_error: None,
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.store.enqueue(&mut entries)?;
+        self.update_pending();
+        self.wake.notify_one();
+        Ok(entries.len())
+    }
+
+    fn update_pending(&self) {
+        if let Ok(n) = self.store.outbox_len() {
+            self.metrics.outbox_pending.set(n as i64);
+        }
+    }
+
+    /// Delivers until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut last_refresh = tokio::time::Instant::now();
+        self.update_pending();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if last_refresh.elapsed() >= self.config.repeat_interval {
+                last_refresh = tokio::time::Instant::now();
+                self.refresh_alertmanager();
+            }
+            match self.store.outbox() {
+                Ok(entries) => self.dispatch_due(entries),
+                Err(error) => tracing::error!(%error, "cannot read the alert outbox"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Re-sends firing alerts to Alertmanager, which expires alerts that
+    /// are not repeated.
+    fn refresh_alertmanager(&self) {
+        let firing: Vec<DriftEvent> = {
+            let log = self.events.read().unwrap_or_else(|e| e.into_inner());
+            log.list().iter().filter(|e| e.state == EventState::Firing).cloned().collect()
+        };
+        for event in firing {
+            if let Err(error) = self.notify_sinks(&event, |s| matches!(s.kind, SinkKind::Alertmanager { .. })) {
+                tracing::error!(%error, "cannot queue an Alertmanager refresh");
+            }
+        }
+    }
+
+    fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) {
+        let now = now_ms();
+        let group_wait = self.config.group_wait.as_millis() as u64;
+        let mut groups: HashMap<(String, String, EventKind, String), Vec<OutboxEntry>> = HashMap::new();
+        {
+            let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in entries.into_iter().filter(|e| !in_flight.contains(&e.id)) {
+                groups.entry(group_key(&entry)).or_default().push(entry);
+            }
+        }
+        for (_, group) in groups {
+            let oldest = group.iter().map(|e| e.created_at_ms).min().unwrap_or(now);
+            let fresh = group.iter().all(|e| e.attempts == 0);
+            if fresh && oldest + group_wait > now {
+                continue;
+            }
+            let due: Vec<OutboxEntry> = group.into_iter().filter(|e| e.next_attempt_ms <= now).collect();
+            if due.is_empty() {
+                continue;
+            }
+            let Some(sink) = self.sinks.iter().find(|s| s.name == due[0].sink).cloned() else {
+                // The sink was removed from the configuration: its entries
+                // can never be delivered.
+                tracing::warn!(sink = %due[0].sink, entries = due.len(), "dropping alerts for a sink no longer configured");
+                self.finish(&due, "dead");
+                continue;
+            };
+            let Some(permit) = self.limits.get(&sink.name).and_then(|s| s.clone().try_acquire_owned().ok()) else { continue };
+            {
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                in_flight.extend(due.iter().map(|e| e.id));
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                let outcome = this.deliver(&sink, &due).await;
+                this.settle(&sink, due, outcome);
+                drop(permit);
+            });
+        }
+    }
+
+    async fn deliver(&self, sink: &Sink, entries: &[OutboxEntry]) -> Delivery {
+        let events: Vec<&DriftEvent> = entries.iter().map(|e| &e.event).collect();
+        let status = entries[0].status.as_str();
+        let delivery_id = entries.iter().map(|e| e.id.to_string()).collect::<Vec<_>>().join(",");
+        let (url, body, signature) = match &sink.kind {
+            SinkKind::Webhook { url, secret } => {
+                let body = serde_json::to_vec(&render::webhook(status, &events)).unwrap_or_default();
+                let signature = secret.as_ref().map(|key| sign(key, &body));
+                (url.clone(), body, signature)
+            }
+            SinkKind::Alertmanager { url } => {
+                let body = serde_json::to_vec(&render::alertmanager(&events, &self.base_url, now_ms())).unwrap_or_default();
+                (format!("{}/api/v2/alerts", url.trim_end_matches('/')), body, None)
+            }
+            SinkKind::Slack { webhook_url } => {
+                let body = serde_json::to_vec(&render::slack(status, &events, &self.base_url)).unwrap_or_default();
+                (webhook_url.clone(), body, None)
+            }
+            SinkKind::PagerDuty { routing_key, url } => {
+                let first = events[0];
+                let dedup_key = fingerprint(&first.service, first.kind, "deploy", &first.revision);
+                if status == "resolved" && self.group_still_firing(first) {
+                    // Other drifts of this deploy still fire: the incident stays open.
+                    return Delivery::Delivered;
+                }
+                let body = serde_json::to_vec(&render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url)).unwrap_or_default();
+                (url.clone(), body, None)
+            }
+        };
+        let mut request = self
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-driftwatch-delivery", &delivery_id)
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-driftwatch-signature", signature);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => Delivery::Delivered,
+            Ok(response) => {
+                let code = response.status();
+                let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                let text: String = response.text().await.unwrap_or_default().chars().take(300).collect();
+                let error = format!("{} answered {code}: {text}", sink.name);
+                if code.as_u16() == 429 || code.as_u16() == 408 || code.is_server_error() {
+                    Delivery::Retry { error, retry_after }
+                } else {
+                    Delivery::Rejected { error }
+                }
+            }
+            Err(error) => Delivery::Retry { error: format!("{} unreachable: {error}", sink.name), retry_after: None },
+        }
+    }
+
+    fn group_still_firing(&self, event: &DriftEvent) -> bool {
+        let log = self.events.read().unwrap_or_else(|e| e.into_inner());
+        log.list().iter().any(|e| {
+            e.state == EventState::Firing && e.service == event.service && e.kind == event.kind && e.revision == event.revision && e.id != event.id
+        })
+    }
+
+    /// Records the outcome of a delivery in the outbox and the metrics.
+    fn settle(&self, sink: &Sink, mut entries: Vec<OutboxEntry>, outcome: Delivery) {
+        let now = now_ms();
+        match outcome {
+            Delivery::Delivered => {
+                tracing::info!(sink = %sink.name, alerts = entries.len(), status = %entries[0].status, "alerts delivered");
+                self.finish(&entries, "delivered");
+            }
+            Delivery::Rejected { error } => {
+                tracing::error!(sink = %sink.name, %error, alerts = entries.len(), "alerts rejected by the receiver; giving up");
+                self.finish(&entries, "dead");
+            }
+            Delivery::Retry { error, retry_after } => {
+                let max_age = self.config.max_age.as_millis() as u64;
+                let (dead, retry): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries.drain(..).partition(|e| {
+                    e.attempts + 1 >= self.config.max_attempts || now.saturating_sub(e.created_at_ms) > max_age
+                });
+                if !dead.is_empty() {
+                    tracing::error!(sink = %sink.name, %error, alerts = dead.len(), "alerts undeliverable after retries; giving up");
+                    self.finish(&dead, "dead");
+                }
+                if !retry.is_empty() {
+                    let attempts = retry.iter().map(|e| e.attempts).max().unwrap_or(0) + 1;
+                    let delay = self.backoff(attempts).max(retry_after.unwrap_or_default());
+                    tracing::warn!(sink = %sink.name, %error, attempt = attempts, retry_in = ?delay, "alert delivery failed; will retry");
+                    let updated: Vec<OutboxEntry> = retry
+                        .into_iter()
+                        .map(|mut e| {
+                            e.attempts += 1;
+                            e.next_attempt_ms = now + delay.as_millis() as u64;
+                            e.last_error = Some(error.clone());
+                            e
+                        })
+                        .collect();
+                    if let Err(error) = self.store.update_outbox(&updated) {
+                        tracing::error!(%error, "cannot record a delivery attempt");
+                    }
+                    self.metrics.alert_deliveries.with_label_values(&[sink.label(), "retrying"]).inc_by(updated.len() as u64);
+                    self.release(&updated);
+                }
+            }
+        }
+        self.update_pending();
+    }
+
+    /// Removes entries from the outbox with a final outcome.
+    fn finish(&self, entries: &[OutboxEntry], outcome: &str) {
+        let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
+        if let Err(error) = self.store.remove_outbox(&ids) {
+            tracing::error!(%error, "cannot remove settled alerts from the outbox");
+        }
+        let label = entries.first().and_then(|e| self.sinks.iter().find(|s| s.name == e.sink)).map_or("unknown", Sink::label);
+        self.metrics.alert_deliveries.with_label_values(&[label, outcome]).inc_by(entries.len() as u64);
+        self.release(entries);
+    }
+
+    fn release(&self, entries: &[OutboxEntry]) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in entries {
+            in_flight.remove(&entry.id);
+        }
+    }
+
+    /// Exponential backoff with ±50% jitter, capped.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.config.initial_backoff.as_secs_f64() * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+        let capped = base.min(self.config.max_backoff.as_secs_f64());
+        let jitter = 0.5 + self.rng.lock().unwrap_or_else(|e| e.into_inner()).uniform();
+        Duration::from_secs_f64((capped * jitter).min(self.config.max_backoff.as_secs_f64()))
+    }
+}
+
+/// `sha256=<hex>` HMAC of the body.
+pub fn sign(key: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(3600)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default().min(Duration::from_secs(3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

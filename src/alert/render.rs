@@ -1,0 +1,269 @@
+//! Alert payloads for each sink, from a group of events.
+//!
+//! Span names, peers, commit subjects and author names are untrusted: they
+//! come from clients and from commits. Every such string is length-capped,
+//! stripped of control characters, and escaped for its destination (Slack
+//! mrkdwn, JSON via serde).
+
+use serde_json::{Value, json};
+
+use crate::detect::event::{DriftEvent, EventKind, EventState, Severity};
+
+/// Longest untrusted string put into any payload.
+pub const MAX_FIELD_CHARS: usize = 200;
+/// Slack section text limit (Block Kit allows 3000).
+const MAX_SLACK_TEXT: usize = 2900;
+/// PagerDuty summary limit.
+const MAX_PAGERDUTY_SUMMARY: usize = 1024;
+/// Events listed in one grouped notification (the rest are counted).
+const MAX_LISTED: usize = 10;
+
+/// Caps length and removes control characters (newlines included).
+pub fn sanitize(text: &str, max_chars: usize) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max_chars).collect();
+    if text.chars().filter(|c| !c.is_control()).count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
+/// Untrusted text for Slack mrkdwn: sanitised, `& < >` escaped as Slack
+/// requires, and formatting characters neutralised so a span name cannot
+/// bold, strike, link or mention.
+pub fn slack_text(text: &str) -> String {
+    neutralize(&sanitize(text, MAX_FIELD_CHARS).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"))
+}
+
+/// Untrusted text for Slack plain_text fields: no entities there, so angle
+/// brackets become look-alikes.
+fn slack_plain(text: &str, max_chars: usize) -> String {
+    neutralize(&sanitize(text, max_chars).replace('<', "‹").replace('>', "›"))
+}
+
+/// Replaces Slack's formatting characters with look-alikes.
+fn neutralize(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '*' => '∗',
+            '_' => 'ˍ',
+            '~' => '∼',
+            '`' => 'ˋ',
+            '|' => '¦',
+            c => c,
+        })
+        .collect()
+}
+
+/// One line describing what drifted, in plain text.
+pub fn headline(event: &DriftEvent) -> String {
+    let service = sanitize(&event.service, MAX_FIELD_CHARS);
+    match event.kind {
+        EventKind::LatencyRegression => {
+            let operation = sanitize(event.operation.as_deref().unwrap_or(""), MAX_FIELD_CHARS);
+            match &event.stats {
+                Some(s) => format!(
+                    "{service} {operation}: p95 {:.0} ms -> {:.0} ms (+{:.0}%)",
+                    s.baseline.p95_ms,
+                    s.current.p95_ms,
+                    s.relative_increase * 100.0
+                ),
+                None => format!("{service} {operation}: latency regression"),
+            }
+        }
+        EventKind::NewOutboundPeer => format!(
+            "{service} calls {}{}",
+            sanitize(event.peer.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
+            event.operation.as_deref().map(|o| format!(" from {}", sanitize(o, MAX_FIELD_CHARS))).unwrap_or_default()
+        ),
+    }
+}
+
+fn kind_title(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::LatencyRegression => "Latency regression",
+        EventKind::NewOutboundPeer => "New outbound peer",
+    }
+}
+
+fn severity(event: &DriftEvent) -> &'static str {
+    match event.severity {
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+/// "Score orders for fraud… (claude-code) abc123def456 by Lee Park".
+fn top_suspect(event: &DriftEvent) -> Option<String> {
+    let s = event.suspects.first()?;
+    let ai = s.ai.as_ref().and_then(|a| a["tool"].as_str()).map(|t| format!(" [AI: {}]", sanitize(t, 40))).unwrap_or_default();
+    Some(format!(
+        "{} {}{ai} by {}",
+        &s.commit[..s.commit.len().min(12)],
+        sanitize(&s.summary, MAX_FIELD_CHARS),
+        sanitize(&s.author, MAX_FIELD_CHARS)
+    ))
+}
+
+pub fn incident_url(base: &str, event: &DriftEvent) -> String {
+    format!("{}/ui/events/{}", base.trim_end_matches('/'), event.id)
+}
+
+/// Alertmanager v2 `POST /api/v2/alerts` body: one alert per event.
+pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Value {
+    let alerts: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let mut labels = json!({
+                "alertname": match event.kind {
+                    EventKind::LatencyRegression => "DriftwatchLatencyRegression",
+                    EventKind::NewOutboundPeer => "DriftwatchNewOutboundPeer",
+                },
+                "service": sanitize(&event.service, MAX_FIELD_CHARS),
+                "revision": sanitize(&event.revision, 64),
+                "severity": severity(event),
+                "fingerprint": event.fingerprint,
+                "source": "driftwatch",
+            });
+            if let Some(op) = &event.operation {
+                labels["operation"] = json!(sanitize(op, MAX_FIELD_CHARS));
+            }
+            if let Some(peer) = &event.peer {
+                labels["peer"] = json!(sanitize(peer, MAX_FIELD_CHARS));
+            }
+            let mut annotations = json!({
+                "summary": headline(event),
+                "event_id": event.id,
+            });
+            if let Some(s) = top_suspect(event) {
+                annotations["top_suspect"] = json!(s);
+            }
+            if let Some(note) = &event.attribution {
+                annotations["attribution"] = json!(sanitize(note, 500));
+            }
+            // Firing alerts hold for an hour unless re-sent (driftwatch
+            // re-sends while the drift lasts); resolved ones end when the
+            // drift ended.
+            let ends_at = match event.state {
+                EventState::Resolved => event.resolved_at.clone().unwrap_or_else(|| crate::detect::event::rfc3339(now_ms * 1_000_000)),
+                EventState::Firing => crate::detect::event::rfc3339((now_ms + 3_600_000) * 1_000_000),
+            };
+            json!({
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": event.onset,
+                "endsAt": ends_at,
+                "generatorURL": incident_url(base_url, event),
+            })
+        })
+        .collect();
+    Value::Array(alerts)
+}
+
+/// The generic webhook body: `{"status", "event"}` per the contract, plus
+/// `events` holding the whole group.
+pub fn webhook(status: &str, events: &[&DriftEvent]) -> Value {
+    json!({
+        "status": status,
+        "event": events.first(),
+        "events": events,
+    })
+}
+
+/// A Slack Block Kit message.
+pub fn slack(status: &str, events: &[&DriftEvent], base_url: &str) -> Value {
+    let first = events[0];
+    let resolved = status == "resolved";
+    let title = |service: String| {
+        format!(
+            "{} {}: {} in {service} ({})",
+            if resolved { "✅ Resolved" } else if first.severity == Severity::Critical { "🚨" } else { "⚠️" },
+            kind_title(first.kind),
+            if events.len() > 1 { format!("{} drifts", events.len()) } else { "1 drift".to_owned() },
+            sanitize(&first.revision[..first.revision.len().min(12)], 12)
+        )
+    };
+    // The header is plain text; the notification text is mrkdwn.
+    let plain_title = slack_plain(&title(sanitize(&first.service, 80)), 150);
+    let mrkdwn_title = title(slack_text(&sanitize(&first.service, 80)));
+    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": plain_title}})];
+    for event in events.iter().take(MAX_LISTED) {
+        let mut text = format!("*{}*", slack_text(&headline(event)));
+        if let Some(s) = event.suspects.first() {
+            let ai = s.ai.as_ref().and_then(|a| a["tool"].as_str()).map(|t| format!(" — AI: `{}`", slack_text(t))).unwrap_or_default();
+            text.push_str(&format!(
+                "\nTop suspect: `{}` {} by {}{ai}",
+                &s.commit[..s.commit.len().min(12)],
+                slack_text(&s.summary),
+                slack_text(&s.author)
+            ));
+            if let Some(evidence) = s.evidence.first() {
+                text.push_str(&format!("\n> {}", slack_text(evidence)));
+            }
+        } else if let Some(note) = &event.attribution {
+            text.push_str(&format!("\n{}", slack_text(note)));
+        }
+        text.push_str(&format!("\n<{}|Incident page>", incident_url(base_url, event)));
+        let text: String = text.chars().take(MAX_SLACK_TEXT).collect();
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
+    }
+    if events.len() > MAX_LISTED {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("…and {} more", events.len() - MAX_LISTED)}]}));
+    }
+    json!({ "text": mrkdwn_title, "blocks": blocks })
+}
+
+/// A PagerDuty Events API v2 body for a group. `dedup_key` ties trigger
+/// and resolve together.
+pub fn pagerduty(routing_key: &str, status: &str, dedup_key: &str, events: &[&DriftEvent], base_url: &str) -> Value {
+    let first = events[0];
+    if status == "resolved" {
+        return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key});
+    }
+    let summary = if events.len() == 1 {
+        format!("{}: {}", kind_title(first.kind), headline(first))
+    } else {
+        format!("{}: {} drifts in {} after deploy {}", kind_title(first.kind), events.len(), sanitize(&first.service, 80), &first.revision[..first.revision.len().min(12)])
+    };
+    let details: Vec<Value> = events
+        .iter()
+        .take(MAX_LISTED)
+        .map(|e| json!({"what": headline(e), "top_suspect": top_suspect(e), "incident": incident_url(base_url, e)}))
+        .collect();
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": {
+            "summary": sanitize(&summary, MAX_PAGERDUTY_SUMMARY),
+            "source": sanitize(&first.service, MAX_FIELD_CHARS),
+            "severity": severity(first),
+            "component": sanitize(first.operation.as_deref().or(first.peer.as_deref()).unwrap_or(""), MAX_FIELD_CHARS),
+            "class": first.kind.as_str(),
+            "custom_details": {"drifts": details, "revision": first.revision, "baseline_revision": first.baseline_revision},
+        },
+        "links": [{"href": incident_url(base_url, first), "text": "driftwatch incident"}],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_text_is_neutralised_for_slack() {
+        let hostile = "<!channel> *bold* _it_ ~x~ `code` <https://evil.example|click> & \u{0007}\nnext";
+        let safe = slack_text(hostile);
+        assert!(!safe.contains('<') && !safe.contains('>'), "{safe}");
+        assert!(!safe.contains('*') && !safe.contains('`') && !safe.contains('|'), "{safe}");
+        assert!(!safe.chars().any(char::is_control), "{safe:?}");
+        assert!(safe.contains("&lt;!channel&gt;"));
+        assert!(safe.contains("&amp;"));
+    }
+
+    #[test]
+    fn long_text_is_capped() {
+        let long = "x".repeat(10_000);
+        assert_eq!(sanitize(&long, MAX_FIELD_CHARS).chars().count(), MAX_FIELD_CHARS + 1);
+        assert!(slack_text(&long).chars().count() <= MAX_FIELD_CHARS + 1);
+    }
+}

@@ -1,0 +1,374 @@
+//! Store: what must survive a restart — drift events, the alert outbox, and
+//! snapshots of the analysis state (baselines, peer sets, timelines).
+//!
+//! The embedded store is a redb file under `store.path`. Every write is a
+//! committed, fsynced transaction, so an event or outbox entry that was
+//! acknowledged is never lost, even to kill -9. The file carries a schema
+//! version: a newer or corrupt file is an error that names it, never a
+//! silent reset.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::detect::event::DriftEvent;
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+pub const FILE_NAME: &str = "driftwatch.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the store directory {path}: {source}; set store.path (DRIFTWATCH_STORE__PATH) to a writable directory")]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the store {path}: {message}; if the file is damaged, move it away to start afresh (its events and pending alerts are in it)")]
+    Open { path: PathBuf, message: String },
+    #[error("the store {path} has schema version {found}, newer than this driftwatch understands ({SCHEMA_VERSION}); run a newer driftwatch or point store.path elsewhere")]
+    NewerSchema { path: PathBuf, found: u64 },
+    #[error("store {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("store {path}: a stored record is unreadable ({message})")]
+    Decode { path: PathBuf, message: String },
+}
+
+/// One pending delivery of an alert to one sink.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxEntry {
+    /// Unique, increasing: the delivery id sinks can deduplicate on.
+    pub id: u64,
+    /// Index of the sink in the configuration, with its kind for safety
+    /// when the configuration changes between runs.
+    pub sink: String,
+    pub fingerprint: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    pub event: DriftEvent,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+    pub next_attempt_ms: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// The embedded store.
+pub struct EmbeddedStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `dir/driftwatch.redb`.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), message: e.to_string() })?;
+        let store = EmbeddedStore { db, path };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io { path: self.path.clone(), message: e.to_string() }
+    }
+
+    fn decode(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Decode { path: self.path.clone(), message: e.to_string() }
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            let found = meta.get("schema_version").map_err(|e| self.io(e))?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path: self.path.clone(), found: v }),
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| self.io(e))?;
+                }
+            }
+            txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+            txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+            txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Stores (or replaces) events.
+    pub fn put_events(&self, events: &[DriftEvent]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+            for event in events {
+                let bytes = serde_json::to_vec(&StoredEvent::from(event)).map_err(|e| self.io(e))?;
+                table.insert(event.id.as_str(), bytes.as_slice()).map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    pub fn load_events(&self) -> Result<Vec<DriftEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+        let mut events = Vec::new();
+        for row in table.iter().map_err(|e| self.io(e))? {
+            let (_, value) = row.map_err(|e| self.io(e))?;
+            let stored: StoredEvent = serde_json::from_slice(value.value()).map_err(|e| self.decode(e))?;
+            events.push(stored.into());
+        }
+        Ok(events)
+    }
+
+    /// Removes events by id (retention).
+    pub fn delete_events(&self, ids: &[String]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+            for id in ids {
+                table.remove(id.as_str()).map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Appends entries, assigning their ids, in one durable transaction.
+    pub fn enqueue(&self, entries: &mut [OutboxEntry]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            // Ids never repeat, even after the outbox empties: receivers
+            // deduplicate on them.
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            let mut next = meta.get("outbox_next_id").map_err(|e| self.io(e))?.map_or(1, |v| v.value());
+            let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+            for entry in entries.iter_mut() {
+                entry.id = next;
+                next += 1;
+                let bytes = serde_json::to_vec(&StoredOutboxEntry::from(&*entry)).map_err(|e| self.io(e))?;
+                table.insert(entry.id, bytes.as_slice()).map_err(|e| self.io(e))?;
+            }
+            meta.insert("outbox_next_id", next).map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Every pending entry, oldest first.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+        let mut entries = Vec::new();
+        for row in table.iter().map_err(|e| self.io(e))? {
+            let (_, value) = row.map_err(|e| self.io(e))?;
+            let stored: StoredOutboxEntry = serde_json::from_slice(value.value()).map_err(|e| self.decode(e))?;
+            entries.push(stored.into());
+        }
+        Ok(entries)
+    }
+
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+        table.len().map_err(|e| self.io(e))
+    }
+
+    /// Records a failed attempt (or any other change) of existing entries.
+    pub fn update_outbox(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+            for entry in entries {
+                let bytes = serde_json::to_vec(&StoredOutboxEntry::from(entry)).map_err(|e| self.io(e))?;
+                table.insert(entry.id, bytes.as_slice()).map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Removes delivered (or dead) entries.
+    pub fn remove_outbox(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+            for id in ids {
+                table.remove(*id).map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Replaces the analysis snapshot stored under `key`.
+    pub fn put_snapshot(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
+            table.insert(key, bytes).map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.io(e))? {
+            let (key, value) = row.map_err(|e| self.io(e))?;
+            out.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Events as stored: the public JSON plus the event times the API omits.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEvent {
+    #[serde(flatten)]
+    event: DriftEvent,
+    onset_unix_nanos: u64,
+    detected_unix_nanos: u64,
+}
+
+impl From<&DriftEvent> for StoredEvent {
+    fn from(event: &DriftEvent) -> Self {
+        StoredEvent { event: event.clone(), onset_unix_nanos: event.onset_unix_nanos, detected_unix_nanos: event.detected_unix_nanos }
+    }
+}
+
+impl From<StoredEvent> for DriftEvent {
+    fn from(stored: StoredEvent) -> Self {
+        let mut event = stored.event;
+        event.onset_unix_nanos = stored.onset_unix_nanos;
+        event.detected_unix_nanos = stored.detected_unix_nanos;
+        event
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredOutboxEntry {
+    #[serde(flatten)]
+    entry: OutboxEntry,
+    onset_unix_nanos: u64,
+    detected_unix_nanos: u64,
+}
+
+impl From<&OutboxEntry> for StoredOutboxEntry {
+    fn from(entry: &OutboxEntry) -> Self {
+        StoredOutboxEntry {
+            entry: entry.clone(),
+            onset_unix_nanos: entry.event.onset_unix_nanos,
+            detected_unix_nanos: entry.event.detected_unix_nanos,
+        }
+    }
+}
+
+impl From<StoredOutboxEntry> for OutboxEntry {
+    fn from(stored: StoredOutboxEntry) -> Self {
+        let mut entry = stored.entry;
+        entry.event.onset_unix_nanos = stored.onset_unix_nanos;
+        entry.event.detected_unix_nanos = stored.detected_unix_nanos;
+        entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::event::{CodeHint, EventKind, EventState, Severity};
+
+    fn event(id: &str) -> DriftEvent {
+        DriftEvent {
+            id: id.into(),
+            fingerprint: "fp".into(),
+            kind: EventKind::NewOutboundPeer,
+            state: EventState::Firing,
+            severity: Severity::Critical,
+            service: "s".into(),
+            operation: None,
+            peer: Some("169.254.169.254:80".into()),
+            revision: "r".into(),
+            baseline_revision: None,
+            onset: "x".into(),
+            detected_at: "y".into(),
+            resolved_at: None,
+            stats: None,
+            outbound: None,
+            code: CodeHint::default(),
+            suspects: vec![],
+            attribution: None,
+            onset_unix_nanos: 11,
+            detected_unix_nanos: 22,
+        }
+    }
+
+    #[test]
+    fn events_and_outbox_survive_reopening() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            store.put_events(&[event("a"), event("b")]).expect("put");
+            let mut entries = vec![OutboxEntry {
+                id: 0,
+                sink: "webhook[0]".into(),
+                fingerprint: "fp".into(),
+                status: "firing".into(),
+                event: event("a"),
+                attempts: 0,
+                created_at_ms: 1,
+                next_attempt_ms: 1,
+                last_error: None,
+            }];
+            store.enqueue(&mut entries).expect("enqueue");
+            assert_eq!(entries[0].id, 1);
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let events = store.load_events().expect("load");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].detected_unix_nanos, 22, "event times survive too");
+        let outbox = store.outbox().expect("outbox");
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].event.onset_unix_nanos, 11);
+        store.remove_outbox(&[1]).expect("remove");
+        assert_eq!(store.outbox_len().expect("len"), 0);
+        let mut more = outbox.clone();
+        store.enqueue(&mut more).expect("enqueue");
+        assert_eq!(more[0].id, 2, "ids never repeat");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join(FILE_NAME), b"this is not a redb file, just text that is long enough").expect("write");
+        let err = EmbeddedStore::open(dir.path()).err().expect("corrupt file refused").to_string();
+        assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            let txn = store.db.begin_write().expect("txn");
+            txn.open_table(META).expect("meta").insert("schema_version", SCHEMA_VERSION + 1).expect("insert");
+            txn.commit().expect("commit");
+        }
+        let err = EmbeddedStore::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("newer") && err.contains(FILE_NAME), "{err}");
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").expect("write");
+        let err = EmbeddedStore::open(&file.join("sub")).err().expect("refused").to_string();
+        assert!(err.contains("store.path"), "{err}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Alert delivery against real receivers: a local HTTP receiver that fails,
+//! rate-limits and then accepts; a real Alertmanager; kill -9 between the
+//! outbox write and delivery; grouping; hostile strings.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Driftwatch, Receiver, client_call, eventually, free_port, http_get, post_spans};
+
+const FAST: &str = "[alerts]\ngroup_wait = \"500ms\"\ninitial_backoff = \"200ms\"\nmax_backoff = \"2s\"\n";
+
+/// A metadata-endpoint call: a critical event that fires at the first
+/// evaluation, without learning or minimum counts.
+fn metadata_call(dw: &Driftwatch, service: &str) {
+    post_spans(dw, &[client_call(service, "r1", "http://169.254.169.254/latest/meta-data/", 2_000, 1)]);
+}
+
+#[test]
+fn webhook_retries_through_failures_and_rate_limits_then_delivers_signed() {
+    let receiver = Receiver::start(&[500, 503, 429]);
+    let dw = Driftwatch::start(&format!("{FAST}[[alerts.webhook]]\nurl = \"{}\"\nsecret = \"s3cret\"\n", receiver.url("/hook")));
+    metadata_call(&dw, "pay");
+    eventually(Duration::from_secs(40), "a delivered alert", || receiver.requests().iter().any(|r| r.status == 200));
+    let requests = receiver.requests();
+    assert_eq!(requests.iter().map(|r| r.status).collect::<Vec<_>>(), vec![500, 503, 429, 200], "nothing lost, nothing extra");
+    let first = requests[0].json();
+    for request in &requests {
+        let body = request.json();
+        assert_eq!(body["event"]["fingerprint"], first["event"]["fingerprint"], "same alert every time");
+        assert_eq!(request.headers["x-driftwatch-delivery"], requests[0].headers["x-driftwatch-delivery"]);
+        assert_eq!(
+            request.headers["x-driftwatch-signature"],
+            driftwatch::alert::sign("s3cret", &request.body),
+            "HMAC-SHA256 of the body"
+        );
+    }
+    let body = requests[3].json();
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["event"]["kind"], "new_outbound_peer");
+    assert_eq!(body["event"]["peer"], "169.254.169.254:80");
+    // The 429 asked for one second; the retry honoured it.
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "retrying")]), 3.0);
+    assert_eq!(metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "delivered")]), 1.0);
+    eventually(Duration::from_secs(5), "empty outbox", || dw.metrics().value("driftwatch_outbox_pending", &[]) == 0.0);
+}
+
+#[test]
+fn an_unreachable_sink_gives_up_after_max_attempts_and_counts_dead() {
+    let port = free_port();
+    let dw = Driftwatch::start(&format!(
+        "{FAST}max_attempts = 3\n[[alerts.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+    ));
+    metadata_call(&dw, "pay");
+    eventually(Duration::from_secs(40), "a dead alert", || {
+        dw.metrics().value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "dead")]) == 1.0
+    });
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "retrying")]), 2.0);
+    assert_eq!(metrics.value("driftwatch_outbox_pending", &[]), 0.0);
+    assert!(dw.stderr().contains("unreachable"), "the log names the cause");
+}
+
+#[test]
+fn kill_9_between_outbox_write_and_delivery_still_delivers_after_restart() {
+    let port = free_port();
+    let store = tempfile::tempdir().expect("store dir");
+    let config = format!(
+        "{FAST}[store]\npath = {:?}\n[[alerts.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\n",
+        store.path().display().to_string()
+    );
+    {
+        let mut dw = Driftwatch::start(&config);
+        metadata_call(&dw, "pay");
+        // The receiver is down: the alert waits in the outbox.
+        eventually(Duration::from_secs(30), "an alert in the outbox", || dw.metrics().value("driftwatch_outbox_pending", &[]) >= 1.0);
+        dw.child.kill().expect("kill -9");
+        dw.child.wait().expect("wait");
+    }
+    let receiver = Receiver::start_on(port, &[]);
+    let dw = Driftwatch::start(&config);
+    eventually(Duration::from_secs(30), "delivery after restart", || !receiver.requests().is_empty());
+    let body = receiver.requests()[0].json();
+    assert_eq!(body["event"]["peer"], "169.254.169.254:80");
+    // The event itself survived too.
+    let (_, events) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
+    let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
+    assert_eq!(events["events"][0]["id"], body["event"]["id"]);
+}
+
+#[test]
+fn a_deploy_that_adds_forty_peers_sends_one_notification_per_sink() {
+    let webhook = Receiver::start(&[]);
+    let slack = Receiver::start(&[]);
+    let dw = Driftwatch::start(&format!(
+        "{FAST}group_wait = \"3s\"\n[detect.outbound]\nlearning_period = \"1m\"\nmin_calls = 1\n\
+         [[alerts.webhook]]\nurl = \"{}\"\n[[alerts.slack]]\nwebhook_url = \"{}\"\n",
+        webhook.url("/hook"),
+        slack.url("/slack")
+    ));
+    // A learned baseline, then a deploy calling 40 new hosts.
+    let mut spans = vec![client_call("shop", "r1", "https://known.internal/x", 300_000, 1)];
+    for i in 0..40u64 {
+        spans.push(client_call("shop", "r2", &format!("https://vendor-{i}.example.com/api"), 10_000, 100 + i));
+    }
+    post_spans(&dw, &spans);
+    eventually(Duration::from_secs(40), "grouped notifications", || !webhook.requests().is_empty() && !slack.requests().is_empty());
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, events) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
+    let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
+    assert_eq!(events["events"].as_array().expect("events").len(), 40, "the API lists every event");
+    let hooks = webhook.requests();
+    assert_eq!(hooks.len(), 1, "one webhook notification");
+    assert_eq!(hooks[0].json()["events"].as_array().expect("events").len(), 40);
+    let slacks = slack.requests();
+    assert_eq!(slacks.len(), 1, "one Slack message");
+    let message = slacks[0].json();
+    assert!(message["text"].as_str().expect("text").contains("40 drifts"), "{message}");
+}
+
+#[test]
+fn hostile_strings_are_escaped_for_each_sink() {
+    let webhook = Receiver::start(&[]);
+    let slack = Receiver::start(&[]);
+    let pagerduty = Receiver::start(&[]);
+    let dw = Driftwatch::start(&format!(
+        "{FAST}[[alerts.webhook]]\nurl = \"{}\"\n[[alerts.slack]]\nwebhook_url = \"{}\"\n\
+         [[alerts.pagerduty]]\nrouting_key = \"rk\"\nurl = \"{}\"\n",
+        webhook.url("/hook"),
+        slack.url("/slack"),
+        pagerduty.url("/v2/enqueue")
+    ));
+    let hostile = format!("<!channel> *pwn* `x` <https://evil.example|click> \u{7}{}", "A".repeat(5000));
+    post_spans(&dw, &[client_call(&hostile, "r1", "http://169.254.169.254/x", 2_000, 1)]);
+    eventually(Duration::from_secs(40), "all three sinks", || {
+        !webhook.requests().is_empty() && !slack.requests().is_empty() && !pagerduty.requests().is_empty()
+    });
+    let slack_body = String::from_utf8(slack.requests()[0].body.clone()).expect("utf-8");
+    assert!(!slack_body.contains("<!channel>"), "no mention survives");
+    assert!(!slack_body.contains("evil.example|click"), "no link survives");
+    assert!(!slack_body.contains("*pwn*"));
+    assert!(!slack_body.contains("\\u0007"), "control characters removed");
+    assert!(slack_body.len() < 8000, "capped: {} bytes", slack_body.len());
+    let pd = pagerduty.requests()[0].json();
+    assert_eq!(pd["event_action"], "trigger");
+    assert!(pd["dedup_key"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(pd["payload"]["summary"].as_str().expect("summary").chars().count() <= 1025);
+    assert_eq!(pd["payload"]["severity"], "critical");
+    // The webhook carries the event as JSON: escaped by the encoder, intact.
+    let hook = webhook.requests()[0].json();
+    assert!(hook["event"]["service"].as_str().expect("service").starts_with("<!channel>"));
+}
+
+/// A real Alertmanager from Debian's prometheus-alertmanager, on free ports.
+struct Alertmanager {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let binary = ["prometheus-alertmanager", "alertmanager"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+            .expect("prometheus-alertmanager is installed (scripts/test installs it)");
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(&config, "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n").expect("config");
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager");
+        let am = Alertmanager { child, port, _dir: dir };
+        eventually(Duration::from_secs(20), "alertmanager ready", || {
+            http_get(&format!("http://127.0.0.1:{port}/-/ready")).is_ok_and(|(s, _)| s == 200)
+        });
+        am
+    }
+
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        let (_, body) = http_get(&format!("http://127.0.0.1:{}/api/v2/alerts", self.port)).expect("alerts");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON").as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_alertmanager_receives_the_alert_and_its_resolution() {
+    let am = Alertmanager::start();
+    let dw = Driftwatch::start(&format!(
+        "{FAST}[detect.outbound]\nresolve_after = \"3s\"\n[[alerts.alertmanager]]\nurl = \"http://127.0.0.1:{}\"\n",
+        am.port
+    ));
+    metadata_call(&dw, "pay");
+    let mut alert = serde_json::Value::Null;
+    eventually(Duration::from_secs(40), "an alert in Alertmanager", || {
+        alert = am.alerts().into_iter().next().unwrap_or_default();
+        !alert.is_null()
+    });
+    let labels = &alert["labels"];
+    assert_eq!(labels["alertname"], "DriftwatchNewOutboundPeer");
+    assert_eq!(labels["service"], "pay");
+    assert_eq!(labels["peer"], "169.254.169.254:80");
+    assert_eq!(labels["severity"], "critical");
+    assert!(labels["fingerprint"].as_str().is_some_and(|f| f.len() == 16));
+    assert!(alert["generatorURL"].as_str().expect("url").contains("/ui/events/"), "{alert}");
+    assert_eq!(alert["status"]["state"], "active");
+    // No more calls: the drift ends, the resolution reaches Alertmanager
+    // and the alert is no longer active.
+    eventually(Duration::from_secs(60), "the alert resolved in Alertmanager", || {
+        am.alerts().iter().all(|a| a["status"]["state"] != "active")
+    });
+    let (_, events) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
+    let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
+    assert_eq!(events["events"][0]["state"], "resolved");
+}
