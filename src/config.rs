@@ -381,9 +381,13 @@ pub struct StoreConfig {
     /// at most this much analysis (never an event or alert) is lost.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    /// Resolved events older than this are deleted.
+    /// Resolved events detected longer ago than this are deleted.
     #[serde(with = "humantime_serde")]
     pub event_retention: Duration,
+    /// Baselines of revisions that stopped running longer ago than this
+    /// are not kept.
+    #[serde(with = "humantime_serde")]
+    pub baseline_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -392,6 +396,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("/var/lib/driftwatch"),
             flush_interval: Duration::from_secs(30),
             event_retention: Duration::from_secs(30 * 86_400),
+            baseline_retention: Duration::from_secs(14 * 86_400),
         }
     }
 }

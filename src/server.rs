@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 use crate::analyze::service::AnalysisSettings;
 use crate::attribute::Attributor;
 use crate::attribute::classify::Classifier;
-use crate::analyze::{self, AnalysisWorkers, LiveShard};
+use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
+use crate::analyze::{self, AnalysisWorkers, LiveShard, Persistence};
 use crate::alert::Dispatcher;
 use crate::detect::SharedEventLog;
 use crate::pipeline::{Downstream, EventPipeline};
@@ -80,11 +81,18 @@ impl Server {
         let dispatcher = Arc::new(dispatcher);
         let (stop_alerts, alerts_stopped) = watch::channel(false);
         let alerts = tokio::spawn(dispatcher.clone().run(alerts_stopped));
-        let downstream = Downstream { attributor, store: Some(store), dispatcher: Some(dispatcher) };
+        // Ends with the alert dispatcher, at shutdown.
+        tokio::spawn(retire_events(log.clone(), store.clone(), config.store.event_retention, stop_alerts.subscribe()));
+        let downstream = Downstream { attributor, store: Some(store.clone()), dispatcher: Some(dispatcher) };
         let (events, updates) = EventPipeline::start(metrics.clone(), downstream, log);
         let settings = Arc::new(AnalysisSettings::from_config(&config));
-        let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |_| {
-            LiveShard::new(settings.clone(), metrics.clone(), updates.clone())
+        let snapshots = load_snapshots(&store)?;
+        let shards = config.analyze.shards.max(1);
+        let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |index| {
+            let mine: Vec<ServiceSnapshot> =
+                snapshots.iter().filter(|s| analyze::shard_index(&s.service, shards) == index).cloned().collect();
+            let persistence = Persistence::new(store.clone(), config.store.flush_interval, config.store.baseline_retention);
+            LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
         drop(updates);
         let ingest = Arc::new(Ingest::new(config.receiver.clone(), queue, metrics.clone()));
@@ -176,6 +184,42 @@ impl Server {
         let _ = self.alerts.await;
         let _ = self.stop_admin.send(true);
         result.and(self.admin.await.unwrap_or_else(|e| Err(ServeError { listener: "admin", message: e.to_string() })))
+    }
+}
+
+/// The analysis snapshots in the store; one this build cannot read is an
+/// error naming the store, not a silent reset.
+fn load_snapshots(store: &EmbeddedStore) -> Result<Vec<ServiceSnapshot>, StoreError> {
+    let mut out = Vec::new();
+    for (service, bytes) in store.snapshots()? {
+        let snapshot: ServiceSnapshot = serde_json::from_slice(&bytes).map_err(|e| StoreError::Decode {
+            path: store.path().to_owned(),
+            message: format!("snapshot of service {service:?}: {e}"),
+        })?;
+        if snapshot.version > SNAPSHOT_VERSION {
+            return Err(StoreError::NewerSchema { path: store.path().to_owned(), found: u64::from(snapshot.version) });
+        }
+        out.push(snapshot);
+    }
+    Ok(out)
+}
+
+/// Deletes resolved events older than `retention`, hourly, until `stop`.
+async fn retire_events(log: SharedEventLog, store: Arc<EmbeddedStore>, retention: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let cutoff = now.saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
+        let retired = log.write().unwrap_or_else(|e| e.into_inner()).retire_resolved(cutoff);
+        if !retired.is_empty() {
+            match store.delete_events(&retired) {
+                Ok(()) => tracing::info!(events = retired.len(), "retired resolved events past store.event_retention"),
+                Err(error) => tracing::error!(%error, "cannot delete retired events"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

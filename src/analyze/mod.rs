@@ -10,10 +10,11 @@ pub mod operations;
 pub mod peers;
 pub mod service;
 pub mod shard;
+pub mod snapshot;
 pub mod timeline;
 pub mod window;
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -26,6 +27,7 @@ use crate::expose::metrics::Metrics;
 use crate::extract::SpanFact;
 use service::AnalysisSettings;
 use shard::ShardAnalysis;
+use snapshot::ServiceSnapshot;
 
 /// How often shards let wall-clock time advance idle services.
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -44,6 +46,9 @@ pub trait ShardObserver: Send + 'static {
 
     /// Called about once a second of wall-clock time.
     fn tick(&mut self, _elapsed: std::time::Duration) {}
+
+    /// Called once the queue has closed and every batch was observed.
+    fn finish(&mut self) {}
 }
 
 /// The live shard: analyses each batch, counts it, and hands drift updates
@@ -53,13 +58,44 @@ pub struct LiveShard {
     metrics: Arc<Metrics>,
     updates: mpsc::UnboundedSender<EventUpdate>,
     scratch: Vec<EventUpdate>,
+    persistence: Option<Persistence>,
     /// Folded-span totals already exported, per service.
     folded_exported: std::collections::HashMap<crate::extract::Sym, u64>,
 }
 
 impl LiveShard {
     pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: mpsc::UnboundedSender<EventUpdate>) -> LiveShard {
-        LiveShard { analysis: ShardAnalysis::new(settings), metrics, updates, scratch: Vec::new(), folded_exported: Default::default() }
+        LiveShard {
+            analysis: ShardAnalysis::new(settings),
+            metrics,
+            updates,
+            scratch: Vec::new(),
+            persistence: None,
+            folded_exported: Default::default(),
+        }
+    }
+
+    /// Restores `snapshots` and writes the shard's state to `store` every
+    /// `flush_interval` and when the shard finishes.
+    pub fn with_persistence(mut self, persistence: Persistence, snapshots: &[ServiceSnapshot]) -> LiveShard {
+        for snapshot in snapshots {
+            self.analysis.restore(snapshot);
+        }
+        self.persistence = Some(persistence);
+        self
+    }
+
+    fn flush(&mut self) {
+        let Some(p) = self.persistence.as_mut() else { return };
+        p.since_flush = std::time::Duration::ZERO;
+        for snapshot in self.analysis.snapshots(p.retention_nanos) {
+            let result = serde_json::to_vec(&snapshot)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| p.store.put_snapshot(&snapshot.service, &bytes).map_err(|e| e.to_string()));
+            if let Err(error) = result {
+                tracing::error!(%error, service = %snapshot.service, "cannot write the analysis snapshot");
+            }
+        }
     }
 }
 
@@ -90,6 +126,36 @@ impl ShardObserver for LiveShard {
     fn tick(&mut self, elapsed: std::time::Duration) {
         self.analysis.tick(elapsed, &mut self.scratch);
         self.flush_updates();
+        let due = self.persistence.as_mut().is_some_and(|p| {
+            p.since_flush += elapsed;
+            p.since_flush >= p.interval
+        });
+        if due {
+            self.flush();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.flush();
+    }
+}
+
+/// Where and how often a live shard writes its state.
+pub struct Persistence {
+    pub store: Arc<crate::store::EmbeddedStore>,
+    pub interval: std::time::Duration,
+    pub retention_nanos: u64,
+    since_flush: std::time::Duration,
+}
+
+impl Persistence {
+    pub fn new(store: Arc<crate::store::EmbeddedStore>, interval: std::time::Duration, retention: std::time::Duration) -> Persistence {
+        Persistence {
+            store,
+            interval,
+            retention_nanos: u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX),
+            since_flush: std::time::Duration::ZERO,
+        }
     }
 }
 
@@ -110,7 +176,14 @@ pub struct AnalysisQueue {
     queued: Arc<AtomicUsize>,
     limit: usize,
     metrics: Arc<Metrics>,
-    hasher: std::collections::hash_map::RandomState,
+}
+
+/// The shard that owns `service`: stable across runs, so restored state
+/// lands where the service's spans will.
+pub fn shard_index(service: &str, shards: usize) -> usize {
+    let mut hasher = std::hash::DefaultHasher::new();
+    service.hash(&mut hasher);
+    (hasher.finish() as usize) % shards.max(1)
 }
 
 /// The consuming side: one task per shard. Dropping every
@@ -147,7 +220,6 @@ pub fn start<O: ShardObserver>(
         queued,
         limit: config.max_queued_spans,
         metrics,
-        hasher: Default::default(),
     };
     (queue, AnalysisWorkers { tasks })
 }
@@ -197,9 +269,7 @@ impl AnalysisQueue {
     }
 
     fn shard_of(&self, service: &str) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        service.hash(&mut hasher);
-        (hasher.finish() as usize) % self.shards.len()
+        shard_index(service, self.shards.len())
     }
 
     /// Spans admitted and not yet analysed.
@@ -241,4 +311,5 @@ async fn run_shard<O: ShardObserver>(
             }
         }
     }
+    observer.finish();
 }

@@ -276,6 +276,17 @@ impl PeerSets {
         self.known.get(peer)
     }
 
+    pub fn known_peers(&self) -> impl Iterator<Item = (&Sym, &KnownPeer)> {
+        self.known.iter()
+    }
+
+    /// Re-creates a known peer from a snapshot.
+    pub fn restore_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
+        if self.known.len() < MAX_PEERS {
+            self.known.insert(peer, KnownPeer { first_seen, last_seen, calls });
+        }
+    }
+
     pub fn known_len(&self) -> usize {
         self.known.len()
     }

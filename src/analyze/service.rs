@@ -170,6 +170,19 @@ impl ServiceState {
         Recorded::Analysed
     }
 
+    /// When the service's first span was seen (event time).
+    pub fn first_seen(&self) -> Option<u64> {
+        self.outbound.first_seen()
+    }
+
+    /// Resumes the event-time clock of a restored service.
+    pub(super) fn restore_clock(&mut self, watermark: u64, first_seen: Option<u64>) {
+        self.watermark = watermark;
+        if let Some(first_seen) = first_seen {
+            self.outbound.on_span(first_seen);
+        }
+    }
+
     /// Accounts `elapsed` wall-clock time without spans; once idle, moves
     /// the watermark forward by it. Returns whether the watermark moved.
     pub fn idle_tick(&mut self, elapsed: u64) -> bool {

@@ -65,6 +65,17 @@ impl ShardAnalysis {
         }
     }
 
+    /// Snapshots of every service (see `snapshot`).
+    pub fn snapshots(&self, retention_nanos: u64) -> Vec<super::snapshot::ServiceSnapshot> {
+        self.services.values().map(|s| s.snapshot(retention_nanos)).collect()
+    }
+
+    /// Adds a service restored from a snapshot.
+    pub fn restore(&mut self, snapshot: &super::snapshot::ServiceSnapshot) {
+        let state = ServiceState::restore(snapshot, &self.settings);
+        self.services.insert(state.name.clone(), state);
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
         self.services.values()
     }

@@ -72,6 +72,18 @@ impl RevisionTimeline {
         (id, dropped)
     }
 
+    /// Re-creates an entry from a snapshot.
+    pub fn restore(&mut self, revision: &Sym, first_seen: u64, last_seen: u64, spans: u64) {
+        let (id, _) = self.observe(revision, first_seen, last_seen);
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.id == id) {
+            entry.spans = spans;
+        }
+    }
+
+    pub fn id_of(&self, revision: &str) -> Option<RevId> {
+        self.ids.get(revision).copied()
+    }
+
     pub fn get(&self, id: RevId) -> Option<&RevisionEntry> {
         self.entries.iter().find(|e| e.id == id)
     }

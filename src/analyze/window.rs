@@ -66,6 +66,21 @@ impl LatencyWindows {
         }
     }
 
+    /// A series whose history is `histogram` (from a snapshot), held as
+    /// baseline data older than the current window.
+    pub fn restored(layout: WindowLayout, histogram: LatencyHistogram, moments: Vec<WindowMoments>, watermark: u64) -> LatencyWindows {
+        let mut windows = LatencyWindows::new(layout);
+        windows.total = histogram.len();
+        let _ = windows.blocks_sum.add(&histogram);
+        let start = watermark - watermark % layout.block_nanos.max(1);
+        windows.blocks[1] = Some(Block { start, histogram });
+        windows.moments = moments.into_iter().collect();
+        while windows.moments.len() > layout.moments_len {
+            windows.moments.pop_front();
+        }
+        windows
+    }
+
     /// Spans recorded since the series began.
     pub fn total(&self) -> u64 {
         self.total

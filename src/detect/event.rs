@@ -212,6 +212,22 @@ impl EventLog {
         Some(event.clone())
     }
 
+    /// Drops resolved events detected before `cutoff_unix_nanos`; returns
+    /// their ids.
+    pub fn retire_resolved(&mut self, cutoff_unix_nanos: u64) -> Vec<String> {
+        let retired: Vec<String> = self
+            .events
+            .iter()
+            .filter(|e| e.state == EventState::Resolved && e.detected_unix_nanos < cutoff_unix_nanos)
+            .map(|e| e.id.clone())
+            .collect();
+        if !retired.is_empty() {
+            self.events.retain(|e| !retired.contains(&e.id));
+            self.reindex();
+        }
+        retired
+    }
+
     fn evict(&mut self) {
         let victim = self
             .events

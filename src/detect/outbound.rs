@@ -108,6 +108,10 @@ impl OutboundDetector {
         }
     }
 
+    pub fn first_seen(&self) -> Option<u64> {
+        self.service_first_seen
+    }
+
     /// Notes the service's first span, so learning starts with it.
     pub fn on_span(&mut self, start: u64) {
         self.service_first_seen.get_or_insert(start);

@@ -1,0 +1,192 @@
+//! Snapshots of a service's analysis state, so a restart (or a new pod of
+//! the next revision) keeps the baselines: the revision timeline, every
+//! latency series as one histogram plus its per-window moments, and the
+//! peers the service is known to call.
+//!
+//! Histograms are stored as their recorded (value, count) buckets: a few
+//! hundred pairs, exact, and independent of the histogram's memory layout.
+
+use serde::{Deserialize, Serialize};
+
+use super::service::{AnalysisSettings, ServiceState};
+use super::window::LatencyWindows;
+use crate::detect::stats::{LatencyHistogram, WindowMoments, new_histogram};
+use crate::extract::Sym;
+
+/// The snapshot format version, stored inside each snapshot.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceSnapshot {
+    pub version: u32,
+    pub service: String,
+    pub watermark: u64,
+    pub first_seen: Option<u64>,
+    pub revisions: Vec<RevisionSnapshot>,
+    pub series: Vec<SeriesSnapshot>,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RevisionSnapshot {
+    pub revision: String,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub spans: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeriesSnapshot {
+    pub operation: String,
+    pub revision: String,
+    /// (microseconds, count) of every recorded bucket.
+    pub buckets: Vec<(u64, u64)>,
+    /// (window start, count, Σ ln, Σ ln²), oldest first.
+    pub moments: Vec<(u64, u64, f64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerSnapshot {
+    pub peer: String,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub calls: u64,
+}
+
+pub fn histogram_buckets(histogram: &LatencyHistogram) -> Vec<(u64, u64)> {
+    histogram.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))).collect()
+}
+
+pub fn histogram_from(buckets: &[(u64, u64)]) -> LatencyHistogram {
+    let mut histogram = new_histogram();
+    for (value, count) in buckets {
+        let _ = histogram.record_n((*value).max(1), u32::try_from(*count).unwrap_or(u32::MAX));
+    }
+    histogram
+}
+
+impl ServiceState {
+    /// The state worth keeping across restarts. Revisions whose last span
+    /// is older than `retention_nanos` before the watermark are left out.
+    pub fn snapshot(&self, retention_nanos: u64) -> ServiceSnapshot {
+        let horizon = self.watermark.saturating_sub(retention_nanos);
+        let kept: Vec<_> = self.timeline.entries().iter().filter(|r| r.last_seen_unix_nanos >= horizon).collect();
+        let mut series: Vec<SeriesSnapshot> = self
+            .latency
+            .iter()
+            .filter_map(|((op, rev), windows)| {
+                let revision = kept.iter().find(|r| r.id == *rev)?;
+                let operation = self.operations.name(*op)?;
+                let mut all = new_histogram();
+                windows.all(&mut all);
+                if all.is_empty() {
+                    return None;
+                }
+                Some(SeriesSnapshot {
+                    operation: operation.to_string(),
+                    revision: revision.revision.to_string(),
+                    buckets: histogram_buckets(&all),
+                    moments: windows.moments().filter(|m| m.count > 0).map(|m| (m.start_unix_nanos, m.count, m.sum_ln, m.sum_ln2)).collect(),
+                })
+            })
+            .collect();
+        series.sort_by(|a, b| (&a.operation, &a.revision).cmp(&(&b.operation, &b.revision)));
+        let mut peers: Vec<PeerSnapshot> = self
+            .peers
+            .known_peers()
+            .filter(|(_, k)| k.last_seen >= horizon)
+            .map(|(peer, k)| PeerSnapshot { peer: peer.to_string(), first_seen: k.first_seen, last_seen: k.last_seen, calls: k.calls })
+            .collect();
+        peers.sort_by(|a, b| a.peer.cmp(&b.peer));
+        ServiceSnapshot {
+            version: SNAPSHOT_VERSION,
+            service: self.name.to_string(),
+            watermark: self.watermark,
+            first_seen: self.first_seen(),
+            revisions: kept
+                .iter()
+                .map(|r| RevisionSnapshot {
+                    revision: r.revision.to_string(),
+                    first_seen: r.first_seen_unix_nanos,
+                    last_seen: r.last_seen_unix_nanos,
+                    spans: r.spans,
+                })
+                .collect(),
+            series,
+            peers,
+        }
+    }
+
+    /// A service state rebuilt from a snapshot: its baselines hold the
+    /// snapshot's traffic as older-than-current data.
+    pub fn restore(snapshot: &ServiceSnapshot, settings: &AnalysisSettings) -> ServiceState {
+        let mut state = ServiceState::new(Sym::from(snapshot.service.as_str()), settings);
+        for r in &snapshot.revisions {
+            state.timeline.restore(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, r.spans);
+        }
+        for s in &snapshot.series {
+            let Some(revision) = state.timeline.id_of(&s.revision) else { continue };
+            let op = state.operations.resolve(&Sym::from(s.operation.as_str()), snapshot.watermark);
+            let moments: Vec<WindowMoments> = s
+                .moments
+                .iter()
+                .map(|(start, count, sum_ln, sum_ln2)| WindowMoments { start_unix_nanos: *start, count: *count, sum_ln: *sum_ln, sum_ln2: *sum_ln2 })
+                .collect();
+            let windows = LatencyWindows::restored(settings.layout, histogram_from(&s.buckets), moments, snapshot.watermark);
+            state.latency.insert((op, revision), windows);
+        }
+        for p in &snapshot.peers {
+            state.peers.restore_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
+        }
+        state.restore_clock(snapshot.watermark, snapshot.first_seen);
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::extract::{SpanFact, SpanKind, SpanStatus};
+
+    fn fact(op: &str, revision: &str, end: u64, millis: u64, kind: SpanKind, peer: Option<&str>) -> SpanFact {
+        SpanFact {
+            service: Sym::from("s"),
+            revision: Sym::from(revision),
+            operation: Sym::from(op),
+            kind,
+            start_unix_nanos: end - millis * 1_000_000,
+            end_unix_nanos: end,
+            status: SpanStatus::Unset,
+            trace_id: 1,
+            span_id: end,
+            parent_span_id: 0,
+            peer: peer.map(Sym::from),
+            code: None,
+            route: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_through_json() {
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(Sym::from("s"), &settings);
+        let t0 = 1_700_000_000_000_000_000u64;
+        state.record(&fact("GET", "r1", t0 + 1, 3, SpanKind::Client, Some("db:5432")), &settings);
+        for i in 0..3000u64 {
+            state.record(&fact("GET /", "r1", t0 + i * 100_000_000, 20 + i % 7, SpanKind::Server, None), &settings);
+        }
+        let snapshot = state.snapshot(u64::MAX);
+        let json = serde_json::to_vec(&snapshot).expect("serialise");
+        let back: ServiceSnapshot = serde_json::from_slice(&json).expect("parse");
+        assert_eq!(back, snapshot);
+        let restored = ServiceState::restore(&back, &settings);
+        assert_eq!(restored.watermark, state.watermark);
+        assert!(restored.peers.known("db:5432").is_some());
+        let series = restored.latency.values().next().expect("series");
+        let mut all = new_histogram();
+        series.all(&mut all);
+        assert_eq!(all.len(), 3000);
+        assert_eq!(restored.snapshot(u64::MAX), snapshot, "restoring loses nothing a snapshot holds");
+    }
+}

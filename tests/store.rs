@@ -1,0 +1,80 @@
+//! The embedded store across restarts: a baseline learned by one process
+//! (killed with SIGKILL after a flush) is the baseline of the next.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Driftwatch, eventually, http_get, now_nanos, post_spans};
+use driftwatch::simulate::{EndpointTraffic, Rng};
+
+const S: u64 = 1_000_000_000;
+
+fn checkout(revision: &str, slowdown: f64) -> EndpointTraffic<'_> {
+    EndpointTraffic {
+        service: "checkout",
+        revision,
+        operation: "POST /checkout",
+        route: "/checkout",
+        code_function: "charge_card",
+        code_filepath: "src/pay.py",
+        requests_per_second: 20,
+        median_ms: 40.0,
+        slowdown,
+        peers: &[],
+    }
+}
+
+#[test]
+fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
+    let store = tempfile::tempdir().expect("store");
+    let config = format!("[store]\npath = {:?}\nflush_interval = \"1s\"\n", store.path().display().to_string());
+    let mut rng = Rng::new(9);
+    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    {
+        let mut old = Driftwatch::start(&config);
+        for batch in checkout("rev-1", 1.0).generate(deploy - 12 * 60 * S, 12 * 60, &mut rng).chunks(60) {
+            post_spans(&old, &batch.concat());
+        }
+        eventually(Duration::from_secs(10), "rev-1 analysed", || {
+            old.metrics().value("driftwatch_spans_analyzed_total", &[("service", "checkout")]) == 14_400.0
+        });
+        // At least one flush after the traffic, then no goodbye.
+        std::thread::sleep(Duration::from_millis(2500));
+        old.child.kill().expect("kill -9");
+        old.child.wait().expect("wait");
+    }
+    let new = Driftwatch::start(&config);
+    for batch in checkout("rev-2", 1.5).generate(deploy, 4 * 60, &mut rng).chunks(60) {
+        post_spans(&new, &batch.concat());
+    }
+    let url = format!("http://{}/api/v1/events", new.admin);
+    let mut events = serde_json::Value::Null;
+    eventually(Duration::from_secs(30), "a regression against the stored baseline", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        events = serde_json::from_str(&body).expect("JSON");
+        events["events"].as_array().is_some_and(|e| !e.is_empty())
+    });
+    let event = &events["events"][0];
+    assert_eq!(event["kind"], "latency_regression");
+    assert_eq!(event["revision"], "rev-2");
+    assert_eq!(event["baseline_revision"], "rev-1", "the baseline came from the store");
+    assert!(event["stats"]["baseline"]["count"].as_u64().expect("count") >= 10_000, "{event}");
+}
+
+#[test]
+fn a_corrupt_store_stops_startup_with_a_clear_error() {
+    let store = tempfile::tempdir().expect("store");
+    std::fs::write(store.path().join("driftwatch.redb"), vec![0x42u8; 8192]).expect("write");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .arg("run")
+        .env("DRIFTWATCH_STORE__PATH", store.path())
+        .env("DRIFTWATCH_RECEIVER__GRPC_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_RECEIVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_ADMIN__LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("driftwatch.redb"), "{stderr}");
+}
