@@ -54,6 +54,18 @@ pub struct LatencyStats {
     pub effect_size: f64,
     /// Operations tested in the same evaluation (the Bonferroni factor).
     pub tests: u32,
+    /// Both distributions over shared log-spaced bins, for pictures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+}
+
+/// Latency distributions as shares of spans per bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    /// Bin edges in milliseconds (one more than bins).
+    pub edges_ms: Vec<f64>,
+    pub baseline: Vec<f64>,
+    pub current: Vec<f64>,
 }
 
 /// Where the drifting spans come from in the code (`code.*`, `http.route`).

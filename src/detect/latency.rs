@@ -39,6 +39,8 @@ const CRITICAL_RELATIVE_INCREASE: f64 = 1.0;
 /// Each persistence chunk's mean log-latency must exceed the baseline's by
 /// this many standard errors (one-sided 1%).
 const PERSISTENCE_Z: f64 = 2.33;
+/// Bins of the distributions events carry for pictures.
+const DISTRIBUTION_BINS: usize = 40;
 /// Smallest persistence chunk, in spans.
 const MIN_CHUNK_SPANS: u64 = 10;
 
@@ -221,6 +223,7 @@ impl LatencyDetector {
             quantile: q,
             effect_size: test.effect_size,
             tests: 0,
+            distribution: super::stats::distribution(&c.baseline, &c.current, DISTRIBUTION_BINS),
         })
     }
 }

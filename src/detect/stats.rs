@@ -45,6 +45,34 @@ impl Summary {
     }
 }
 
+/// Both histograms over `bins` log-spaced bins spanning their common
+/// range (p0.1 to p99.9), as shares of each histogram's spans.
+pub fn distribution(baseline: &LatencyHistogram, current: &LatencyHistogram, bins: usize) -> Option<crate::detect::event::Distribution> {
+    if baseline.is_empty() || current.is_empty() || bins == 0 {
+        return None;
+    }
+    let low = baseline.value_at_quantile(0.001).min(current.value_at_quantile(0.001)).max(1) as f64;
+    let high = baseline.value_at_quantile(0.999).max(current.value_at_quantile(0.999)).max(2) as f64;
+    let high = if high <= low { low * 2.0 } else { high };
+    let step = (high / low).ln() / bins as f64;
+    let edges: Vec<f64> = (0..=bins).map(|i| low * (step * i as f64).exp()).collect();
+    let shares = |h: &LatencyHistogram| -> Vec<f64> {
+        let mut counts = vec![0u64; bins];
+        for v in h.iter_recorded() {
+            let value = v.value_iterated_to() as f64;
+            let bin = (((value / low).ln() / step).floor().max(0.0) as usize).min(bins - 1);
+            counts[bin] += u64::from(v.count_at_value());
+        }
+        let total = h.len().max(1) as f64;
+        counts.into_iter().map(|c| c as f64 / total).collect()
+    };
+    Some(crate::detect::event::Distribution {
+        edges_ms: edges.iter().map(|e| (e / 1000.0 * 1000.0).round() / 1000.0).collect(),
+        baseline: shares(baseline),
+        current: shares(current),
+    })
+}
+
 /// Result of the one-sided test "current is stochastically greater than
 /// baseline".
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -353,6 +381,18 @@ mod tests {
         let sparse: Vec<WindowMoments> = (0..12).map(|i| moments(i, &sample(20, 1.5))).collect();
         assert!(persistent_shift(sparse.iter().copied(), &baseline, 3, 50, 2.33));
         assert!(!persistent_shift(sparse.iter().copied().take(6), &baseline, 3, 50, 2.33), "not enough data yet");
+    }
+
+    #[test]
+    fn distributions_share_bins_and_sum_to_one() {
+        let base = histogram_of(&(1..=1000).map(|i| 10_000 + i * 10).collect::<Vec<_>>());
+        let cur = histogram_of(&(1..=1000).map(|i| 15_000 + i * 10).collect::<Vec<_>>());
+        let d = distribution(&base, &cur, 20).expect("distribution");
+        assert_eq!(d.edges_ms.len(), 21);
+        assert!((d.baseline.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!((d.current.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let mean_bin = |v: &[f64]| v.iter().enumerate().map(|(i, s)| i as f64 * s).sum::<f64>();
+        assert!(mean_bin(&d.current) > mean_bin(&d.baseline), "the slower sample sits in higher bins");
     }
 
     #[test]

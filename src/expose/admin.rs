@@ -26,12 +26,14 @@ pub struct AdminState {
 
 pub fn router(state: AdminState) -> Router {
     let api = super::api::router(state.events.clone());
+    let ui = super::ui::router(state.events.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(api)
+        .merge(ui)
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

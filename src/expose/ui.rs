@@ -1,0 +1,289 @@
+//! Incident pages: `/ui` lists events, `/ui/events/{id}` shows one — what
+//! drifted, the before/after latency distribution as a server-rendered SVG,
+//! the calling operations of a new peer, and the suspects with their AI tool,
+//! marker and evidence. No script, no CDN: a page an on-call engineer can
+//! open from an alert anywhere. Every string from spans or commits is
+//! HTML-escaped.
+
+use std::fmt::Write;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::detect::SharedEventLog;
+use crate::detect::event::{Distribution, DriftEvent, EventKind, EventState, Severity};
+
+pub fn router(events: SharedEventLog) -> Router {
+    Router::new().route("/ui", get(list)).route("/ui/events/{id}", get(incident)).with_state(events)
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:70rem}\
+    table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}\
+    .critical{color:#b00020;font-weight:bold}.warning{color:#b26a00;font-weight:bold}.resolved{color:#2e7d32}\
+    code{background:#f3f3f3;padding:0 .2rem}.evidence{margin:.2rem 0 0 1rem;color:#444}.muted{color:#777}\
+    .ai{background:#ede7f6;border-radius:.3rem;padding:0 .3rem}";
+
+fn page(title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        escape(title)
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+fn severity_class(event: &DriftEvent) -> &'static str {
+    match (event.state, event.severity) {
+        (EventState::Resolved, _) => "resolved",
+        (_, Severity::Critical) => "critical",
+        (_, Severity::Warning) => "warning",
+    }
+}
+
+fn subject(event: &DriftEvent) -> String {
+    match event.kind {
+        EventKind::LatencyRegression => event.operation.clone().unwrap_or_default(),
+        EventKind::NewOutboundPeer => event.peer.clone().unwrap_or_default(),
+    }
+}
+
+async fn list(State(events): State<SharedEventLog>) -> Response {
+    let log = events.read().unwrap_or_else(|e| e.into_inner());
+    let mut body = String::from("<h1>driftwatch: drift events</h1>");
+    if log.list().is_empty() {
+        body.push_str("<p class=\"muted\">No drift detected yet.</p>");
+    } else {
+        body.push_str("<table><tr><th>state</th><th>kind</th><th>service</th><th>operation / peer</th><th>revision</th><th>detected</th><th>top suspect</th></tr>");
+        for e in log.list() {
+            let suspect = e.suspects.first().map(|s| escape(&s.summary)).unwrap_or_default();
+            let _ = write!(
+                body,
+                "<tr><td class=\"{}\">{:?}</td><td>{}</td><td>{}</td><td><a href=\"/ui/events/{}\">{}</a></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                severity_class(e),
+                e.state,
+                e.kind.as_str(),
+                escape(&e.service),
+                escape(&e.id),
+                escape(&subject(e)),
+                escape(&e.revision[..e.revision.len().min(12)]),
+                escape(&e.detected_at),
+                suspect
+            );
+        }
+        body.push_str("</table>");
+    }
+    page("driftwatch events", &body)
+}
+
+async fn incident(State(events): State<SharedEventLog>, Path(id): Path<String>) -> Response {
+    let event = events.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+    let Some(event) = event else {
+        let body = format!("<h1>No such event</h1><p>No event with id <code>{}</code>. <a href=\"/ui\">All events</a></p>", escape(&id));
+        let mut response = page("driftwatch: no such event", &body);
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    };
+    page(&format!("driftwatch: {} {}", event.service, subject(&event)), &render_incident(&event))
+}
+
+/// The body of an incident page.
+pub fn render_incident(event: &DriftEvent) -> String {
+    let mut b = String::new();
+    let kind = match event.kind {
+        EventKind::LatencyRegression => "Latency regression",
+        EventKind::NewOutboundPeer => "New outbound peer",
+    };
+    let _ = write!(
+        b,
+        "<p><a href=\"/ui\">← all events</a></p><h1>{kind}: {} <code>{}</code></h1>\
+         <p class=\"{}\">{:?} · {:?}</p><table>\
+         <tr><th>revision</th><td><code>{}</code></td></tr><tr><th>baseline revision</th><td><code>{}</code></td></tr>\
+         <tr><th>onset</th><td>{}</td></tr><tr><th>detected</th><td>{}</td></tr><tr><th>resolved</th><td>{}</td></tr></table>",
+        escape(&event.service),
+        escape(&subject(event)),
+        severity_class(event),
+        event.severity,
+        event.state,
+        escape(&event.revision),
+        escape(event.baseline_revision.as_deref().unwrap_or("—")),
+        escape(&event.onset),
+        escape(&event.detected_at),
+        escape(event.resolved_at.as_deref().unwrap_or("—")),
+    );
+    if let Some(stats) = &event.stats {
+        let _ = write!(
+            b,
+            "<h2>Latency before and after</h2><table><tr><th></th><th>spans</th><th>p50</th><th>p95</th><th>p99</th></tr>\
+             <tr><td>baseline</td><td>{}</td><td>{:.1} ms</td><td>{:.1} ms</td><td>{:.1} ms</td></tr>\
+             <tr><td>current</td><td>{}</td><td>{:.1} ms</td><td>{:.1} ms</td><td>{:.1} ms</td></tr></table>\
+             <p>p95 +{:.0}% · Mann-Whitney p = {:.2e} over {} test(s) · P(current &gt; baseline) = {:.2}</p>",
+            stats.baseline.count,
+            stats.baseline.p50_ms,
+            stats.baseline.p95_ms,
+            stats.baseline.p99_ms,
+            stats.current.count,
+            stats.current.p50_ms,
+            stats.current.p95_ms,
+            stats.current.p99_ms,
+            stats.relative_increase * 100.0,
+            stats.p_value,
+            stats.tests,
+            stats.effect_size
+        );
+        if let Some(distribution) = &stats.distribution {
+            b.push_str(&distribution_svg(distribution, stats.baseline.p95_ms, stats.current.p95_ms));
+        }
+    }
+    if let Some(outbound) = &event.outbound {
+        let reasons: Vec<String> = outbound.reasons.iter().map(|r| format!("{r:?}")).collect();
+        let _ = write!(b, "<h2>Calls</h2><p>{} call(s); reported because: {}</p>", outbound.calls, escape(&reasons.join(", ")));
+        b.push_str("<table><tr><th>calling operation</th><th>calls</th><th>p95 call</th><th>share of the caller's time</th></tr>");
+        for c in &outbound.callers {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{:.1} ms</td><td>{:.0}%</td></tr>",
+                escape(&c.operation),
+                c.calls,
+                c.p95_call_ms,
+                c.median_share * 100.0
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Suspects</h2>");
+    if let Some(note) = &event.attribution {
+        let _ = write!(b, "<p class=\"muted\">{}</p>", escape(note));
+    }
+    if event.suspects.is_empty() {
+        b.push_str("<p>No suspect commits.</p>");
+    } else {
+        b.push_str("<table><tr><th>score</th><th>commit</th><th>AI</th><th>evidence</th></tr>");
+        for s in &event.suspects {
+            let ai = match &s.ai {
+                Some(ai) => format!(
+                    "<span class=\"ai\">{}</span> ({})<div class=\"evidence\"><code>{}</code></div>",
+                    escape(ai["tool"].as_str().unwrap_or("?")),
+                    escape(ai["confidence"].as_str().unwrap_or("?")),
+                    escape(ai["marker"].as_str().unwrap_or(""))
+                ),
+                None => "<span class=\"muted\">no marker</span>".to_owned(),
+            };
+            let evidence: String = s.evidence.iter().map(|e| format!("<div class=\"evidence\">{}</div>", escape(e))).collect();
+            let _ = write!(
+                b,
+                "<tr><td>{:.2}</td><td><code>{}</code> {}<div class=\"muted\">{} · {}</div></td><td>{ai}</td><td>{evidence}</td></tr>",
+                s.score,
+                escape(&s.commit[..s.commit.len().min(12)]),
+                escape(&s.summary),
+                escape(&s.author),
+                escape(&s.committed_at)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b
+}
+
+/// Baseline and current distributions as overlaid histograms on a log
+/// time axis, with their p95s marked.
+pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -> String {
+    let (width, height, left, bottom, top) = (760.0_f64, 260.0_f64, 50.0_f64, 36.0_f64, 16.0_f64);
+    let bins = d.baseline.len().min(d.current.len());
+    if bins == 0 || d.edges_ms.len() < bins + 1 {
+        return String::new();
+    }
+    let (low, high) = (d.edges_ms[0].max(1e-3), d.edges_ms[bins].max(1e-3));
+    let x = |ms: f64| left + (width - left - 10.0) * ((ms.max(low) / low).ln() / (high / low).ln().max(1e-9));
+    let peak = d.baseline.iter().chain(&d.current).cloned().fold(0.0_f64, f64::max).max(1e-9);
+    let y = |share: f64| top + (height - top - bottom) * (1.0 - share / peak);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"latency-distribution\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"latency distribution before and after\">"
+    );
+    for (values, color, name) in [(&d.baseline, "#607d8b", "baseline"), (&d.current, "#d32f2f", "current")] {
+        let mut path = format!("M{:.1},{:.1}", x(d.edges_ms[0]), y(0.0));
+        for i in 0..bins {
+            let _ = write!(path, " L{:.1},{:.1} L{:.1},{:.1}", x(d.edges_ms[i]), y(values[i]), x(d.edges_ms[i + 1]), y(values[i]));
+        }
+        let _ = write!(path, " L{:.1},{:.1} Z", x(d.edges_ms[bins]), y(0.0));
+        let _ = write!(svg, "<path class=\"{name}\" d=\"{path}\" fill=\"{color}\" fill-opacity=\"0.35\" stroke=\"{color}\"/>");
+    }
+    for (p95, color, label) in [(baseline_p95, "#37474f", "baseline p95"), (current_p95, "#b71c1c", "current p95")] {
+        let px = x(p95);
+        let _ = write!(
+            svg,
+            "<line x1=\"{px:.1}\" x2=\"{px:.1}\" y1=\"{top}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{color}\">{label} {p95:.0} ms</text>",
+            height - bottom,
+            px + 3.0,
+            if label.starts_with("baseline") { top + 10.0 } else { top + 24.0 }
+        );
+    }
+    let axis_y = height - bottom;
+    let _ = write!(svg, "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{axis_y}\" y2=\"{axis_y}\" stroke=\"#333\"/>", width - 10.0);
+    let mut tick = 10f64.powf(low.log10().floor());
+    while tick <= high * 1.0001 {
+        for m in [1.0, 2.0, 5.0] {
+            let t = tick * m;
+            if t >= low && t <= high {
+                let tx = x(t);
+                let _ = write!(
+                    svg,
+                    "<line x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"{axis_y}\" y2=\"{:.1}\" stroke=\"#333\"/><text x=\"{tx:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+                    axis_y + 4.0,
+                    axis_y + 16.0,
+                    format_ms(t)
+                );
+            }
+        }
+        tick *= 10.0;
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">latency (log scale) · grey: baseline · red: current</text></svg>",
+        (width + left) / 2.0,
+        height - 4.0
+    );
+    svg
+}
+
+fn format_ms(ms: f64) -> String {
+    if ms >= 1000.0 { format!("{}s", ms / 1000.0) } else if ms >= 1.0 { format!("{ms}ms") } else { format!("{}µs", ms * 1000.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<script>alert('x')</script> & \"q\""), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
+    }
+
+    #[test]
+    fn svg_has_both_distributions() {
+        let d = Distribution { edges_ms: vec![1.0, 2.0, 4.0, 8.0], baseline: vec![0.5, 0.5, 0.0], current: vec![0.0, 0.5, 0.5] };
+        let svg = distribution_svg(&d, 2.0, 6.0);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        assert!(svg.contains("class=\"baseline\"") && svg.contains("class=\"current\""));
+        assert!(svg.contains("current p95 6 ms"));
+    }
+}
