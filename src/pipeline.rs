@@ -65,6 +65,7 @@ impl EventPipeline {
                         }
                         EventUpdate::Resolved { .. } => {
                             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved");
+                            suspect_gauge(&metrics, &event, false);
                             alert(&downstream, &event);
                         }
                     }
@@ -116,11 +117,26 @@ fn attribute_and_alert(downstream: &Downstream, event: DriftEvent, log: &SharedE
             let updated = log.write().unwrap_or_else(|e| e.into_inner()).set_attribution(&event.id, &attribution);
             let updated = updated.unwrap_or(event);
             persist(downstream, &updated);
+            suspect_gauge(metrics, &updated, updated.state == crate::detect::event::EventState::Firing);
             updated
         }
         None => event,
     };
     alert(downstream, &event);
+}
+
+/// `driftwatch_suspect_info` for the event's top suspect: set while the
+/// drift fires, removed when it resolves.
+fn suspect_gauge(metrics: &Metrics, event: &DriftEvent, firing: bool) {
+    let Some(top) = event.suspects.first() else { return };
+    let tool = top.ai.as_ref().and_then(|a| a["tool"].as_str()).unwrap_or("none");
+    let commit = &top.commit[..top.commit.len().min(12)];
+    let labels = [metrics.service_label(&event.service), event.kind.as_str(), event.id.as_str(), commit, tool];
+    if firing {
+        metrics.suspect_info.with_label_values(&labels).set(1);
+    } else {
+        let _ = metrics.suspect_info.remove_label_values(&labels);
+    }
 }
 
 fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> Attribution {

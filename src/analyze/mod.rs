@@ -61,7 +61,13 @@ pub struct LiveShard {
     persistence: Option<Persistence>,
     /// Folded-span totals already exported, per service.
     folded_exported: std::collections::HashMap<crate::extract::Sym, u64>,
+    /// Histogram handles by (service, operation, revision), so observing a
+    /// span does not look labels up.
+    durations: std::collections::HashMap<(crate::extract::Sym, crate::extract::Sym, crate::extract::Sym), prometheus::Histogram>,
 }
+
+/// Duration histogram handles cached per shard; the cache is rebuilt past this.
+const MAX_DURATION_SERIES: usize = 20_000;
 
 impl LiveShard {
     pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: mpsc::UnboundedSender<EventUpdate>) -> LiveShard {
@@ -72,6 +78,7 @@ impl LiveShard {
             scratch: Vec::new(),
             persistence: None,
             folded_exported: Default::default(),
+            durations: Default::default(),
         }
     }
 
@@ -106,6 +113,23 @@ impl ShardObserver for LiveShard {
             let service = self.metrics.service_label(&run[0].service);
             self.metrics.spans_analyzed.with_label_values(&[service]).inc_by(run.len() as u64);
             if let Some(state) = self.analysis.service(&run[0].service) {
+                if self.durations.len() > MAX_DURATION_SERIES {
+                    self.durations.clear();
+                }
+                let other = operations::other_name();
+                for fact in run.iter().filter(|f| !f.kind.is_outbound()) {
+                    let operation = if state.operations.is_tracked(&fact.operation) { &fact.operation } else { &other };
+                    let key = (fact.service.clone(), operation.clone(), fact.revision.clone());
+                    let histogram = self.durations.entry(key).or_insert_with(|| {
+                        self.metrics.span_duration.with_label_values(&[service, operation, &fact.revision])
+                    });
+                    histogram.observe(fact.duration_nanos() as f64 / 1e9);
+                }
+                for revision in state.timeline.entries() {
+                    let labels = [service, &*revision.revision];
+                    self.metrics.revision_first_seen.with_label_values(&labels).set(revision.first_seen_unix_nanos as f64 / 1e9);
+                    self.metrics.revision_last_seen.with_label_values(&labels).set(revision.last_seen_unix_nanos as f64 / 1e9);
+                }
                 self.metrics.operations_tracked.with_label_values(&[service]).set(state.operations.tracked_len() as i64);
                 self.metrics.outbound_peers.with_label_values(&[service]).set(state.peers.known_len() as i64);
                 let folded = state.operations.folded_spans();

@@ -18,6 +18,14 @@ pub type OpId = u32;
 pub const OTHER: OpId = 0;
 pub const OTHER_NAME: &str = "__other__";
 
+/// The name of the fold, as a shared string.
+pub fn other_name() -> Sym {
+    thread_local! {
+        static OTHER_SYM: Sym = Sym::from(OTHER_NAME);
+    }
+    OTHER_SYM.with(Sym::clone)
+}
+
 /// A candidate must be this many times busier than the quietest tracked
 /// operation to displace it.
 const DISPLACE_FACTOR: u64 = 10;
@@ -158,6 +166,10 @@ impl OperationTable {
         if let Some(slot) = self.slots[id as usize].take() {
             self.ids.remove(&slot.name);
         }
+    }
+
+    pub fn is_tracked(&self, name: &str) -> bool {
+        self.ids.contains_key(name)
     }
 
     pub fn name(&self, id: OpId) -> Option<&Sym> {

@@ -14,6 +14,10 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, 
 pub const MAX_SERVICE_LABELS: usize = 256;
 pub const OTHER_LABEL: &str = "__other__";
 
+/// Every `reason` of `driftwatch_spans_rejected_total`.
+pub const REJECTION_REASONS: &[&str] =
+    &["invalid_utf8", "missing_timestamp", "end_before_start", "future_timestamp", "too_many_spans", "backpressure"];
+
 pub struct Metrics {
     registry: Registry,
     pub spans_received: IntCounterVec,
@@ -32,6 +36,10 @@ pub struct Metrics {
     pub revisions_unresolved: IntCounterVec,
     pub alert_deliveries: IntCounterVec,
     pub outbox_pending: IntGauge,
+    pub span_duration: HistogramVec,
+    pub revision_first_seen: prometheus::GaugeVec,
+    pub revision_last_seen: prometheus::GaugeVec,
+    pub suspect_info: IntGaugeVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -130,6 +138,33 @@ impl Metrics {
         .expect("valid metric");
         let outbox_pending =
             IntGauge::new("driftwatch_outbox_pending", "Alerts written to the outbox and not yet delivered or given up.").expect("valid metric");
+        let span_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "driftwatch_span_duration_seconds",
+                "Duration of entry and internal spans by service, operation (tracked operations; the rest are __other__) and revision.",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["service", "operation", "revision"],
+        )
+        .expect("valid metric");
+        let revision_first_seen = prometheus::GaugeVec::new(
+            Opts::new("driftwatch_revision_first_seen_timestamp_seconds", "Event time of a revision's first span: its deploy."),
+            &["service", "revision"],
+        )
+        .expect("valid metric");
+        let revision_last_seen = prometheus::GaugeVec::new(
+            Opts::new("driftwatch_revision_last_seen_timestamp_seconds", "Event time of a revision's latest span."),
+            &["service", "revision"],
+        )
+        .expect("valid metric");
+        let suspect_info = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_suspect_info",
+                "The top suspect commit of each firing drift (1 while it fires), with the AI tool that wrote it or \"none\".",
+            ),
+            &["service", "kind", "event_id", "commit", "ai_tool"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -147,8 +182,24 @@ impl Metrics {
             Box::new(revisions_unresolved.clone()),
             Box::new(alert_deliveries.clone()),
             Box::new(outbox_pending.clone()),
+            Box::new(span_duration.clone()),
+            Box::new(revision_first_seen.clone()),
+            Box::new(revision_last_seen.clone()),
+            Box::new(suspect_info.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
+        }
+        // Start the per-reason series at zero, so dashboards and alert rules
+        // see 0 rather than no data until the first rejection.
+        for transport in ["grpc", "http_protobuf", "http_json"] {
+            for reason in REJECTION_REASONS {
+                spans_rejected.with_label_values(&[reason, transport]);
+            }
+        }
+        for outcome in ["delivered", "retrying", "dead"] {
+            for sink in ["webhook", "alertmanager", "slack", "pagerduty"] {
+                alert_deliveries.with_label_values(&[sink, outcome]);
+            }
         }
         Metrics {
             registry,
@@ -168,6 +219,10 @@ impl Metrics {
             revisions_unresolved,
             alert_deliveries,
             outbox_pending,
+            span_duration,
+            revision_first_seen,
+            revision_last_seen,
+            suspect_info,
             services_seen: Mutex::new(HashSet::new()),
         }
     }
@@ -217,6 +272,13 @@ mod tests {
         }
         assert_eq!(metrics.service_label("one-too-many"), OTHER_LABEL);
         assert_eq!(metrics.service_label("s0"), "s0");
+    }
+
+    #[test]
+    fn every_span_rejection_reason_is_initialised() {
+        for reason in crate::extract::SpanRejection::ALL {
+            assert!(REJECTION_REASONS.contains(&reason.as_label()), "{reason:?}");
+        }
     }
 
     #[test]

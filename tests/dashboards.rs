@@ -1,0 +1,192 @@
+//! What users see outside the API: a real Prometheus scrapes a driftwatch
+//! fed with drifting traffic, and every panel query of the shipped Grafana
+//! dashboards returns data; `promtool` accepts the shipped rules; the
+//! Kubernetes manifests validate offline.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::git::{GitRepo, HUMAN};
+use common::{Driftwatch, Receiver, eventually, free_port, http_get, now_nanos, post_spans, python};
+use driftwatch::simulate::{EndpointTraffic, Rng};
+
+const S: u64 = 1_000_000_000;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: std::net::SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: driftwatch\n    static_configs:\n      - targets: ['{target}']\n"),
+        )
+        .expect("config");
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (scripts/test installs Debian's prometheus)");
+        let prometheus = Prometheus { child, port, _dir: dir };
+        eventually(Duration::from_secs(30), "prometheus ready", || {
+            http_get(&format!("http://127.0.0.1:{port}/-/ready")).is_ok_and(|(s, _)| s == 200)
+        });
+        prometheus
+    }
+
+    fn query(&self, expr: &str) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/query?query={}", self.port, urlencode(expr));
+        let (status, body) = http_get(&url).expect("query");
+        assert_eq!(status, 200, "{expr}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every PromQL expression of a dashboard: panel targets and annotations,
+/// with Grafana's variables filled in.
+fn dashboard_queries(file: &str) -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("dashboards").join(file)).expect("dashboard")).expect("JSON");
+    let fill = |expr: &str| expr.replace("$service", "checkout").replace("$__rate_interval", "1m").replace("$__range", "5m");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push((panel["title"].as_str().unwrap_or("").to_owned(), fill(target["expr"].as_str().expect("expr"))));
+        }
+    }
+    for annotation in dashboard["annotations"]["list"].as_array().expect("annotations") {
+        queries.push((format!("annotation {}", annotation["name"]), fill(annotation["expr"].as_str().expect("expr"))));
+    }
+    queries
+}
+
+#[test]
+fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("src/pay.py", "def charge_card():\n    pass\n")], "Initial", HUMAN);
+    let head = repo.commit(
+        &[("src/fraud.py", "URL = \"https://api.fraudscore.io/v1\"\n")],
+        "Add fraud scoring\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+        HUMAN,
+    );
+    let hook = Receiver::start(&[]);
+    let dw = Driftwatch::start(&format!(
+        "[alerts]\ngroup_wait = \"500ms\"\n[[alerts.webhook]]\nurl = \"{}\"\n[detect.outbound]\nlearning_period = \"1m\"\n\
+         [[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        hook.url("/hook"),
+        repo.path().display().to_string()
+    ));
+    let prometheus = Prometheus::start(dw.admin);
+    let mut rng = Rng::new(11);
+    let deploy = now_nanos() / S * S - 3 * 60 * S;
+    for (revision, start, seconds, slowdown, peers) in [
+        (&base[..], deploy - 10 * 60 * S, 600, 1.0, &["payments.internal"][..]),
+        (&head[..], deploy, 180, 1.6, &["payments.internal", "api.fraudscore.io"][..]),
+    ] {
+        let traffic = EndpointTraffic {
+            service: "checkout",
+            revision,
+            operation: "POST /checkout",
+            route: "/checkout",
+            code_function: "charge_card",
+            code_filepath: "src/pay.py",
+            requests_per_second: 20,
+            median_ms: 30.0,
+            slowdown,
+            peers,
+        };
+        for batch in traffic.generate(start, seconds, &mut rng).chunks(60) {
+            post_spans(&dw, &batch.concat());
+        }
+    }
+    eventually(Duration::from_secs(40), "alerts delivered", || !hook.requests().is_empty());
+    eventually(Duration::from_secs(30), "suspects exported and scraped", || {
+        prometheus.query("driftwatch_suspect_info")["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut empty = Vec::new();
+    for file in ["fleet-overview.json", "service.json"] {
+        for (title, expr) in dashboard_queries(file) {
+            let answer = prometheus.query(&expr);
+            assert_eq!(answer["status"], "success", "{file} / {title}: {expr}: {answer}");
+            if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                empty.push(format!("{file} / {title}: {expr}"));
+            }
+        }
+    }
+    assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
+}
+
+#[test]
+fn promtool_accepts_the_shipped_rules() {
+    let dir = tempfile::tempdir().expect("dir");
+    let rules = dir.path().join("rules.yml");
+    let extract = Command::new(python())
+        .args(["-c", "import sys, yaml; d = yaml.safe_load(open(sys.argv[1])); sys.stdout.write(yaml.safe_dump({'groups': d['spec']['groups']}))"])
+        .arg(root().join("deploy/prometheusrule.yaml"))
+        .output()
+        .expect("python");
+    assert!(extract.status.success(), "{}", String::from_utf8_lossy(&extract.stderr));
+    std::fs::write(&rules, &extract.stdout).expect("write rules");
+    let check = Command::new("promtool").args(["check", "rules"]).arg(&rules).output().expect("promtool is installed with prometheus");
+    assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+}
+
+#[test]
+fn kubernetes_manifests_validate_offline_and_carry_a_valid_configuration() {
+    let manifests: Vec<_> = std::fs::read_dir(root().join("deploy"))
+        .expect("deploy/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    let validator = root().join(".venv/bin/kubernetes-validate");
+    let output = Command::new(&validator).arg("--strict").args(&manifests).output().expect("kubernetes-validate (scripts/test installs it)");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    for resource in ["deployment/checkout", "service/checkout-driftwatch", "configmap/checkout-driftwatch"] {
+        assert!(report.contains(&format!("passed for resource {resource}")), "{resource}: {report}");
+    }
+    // The sidecar's configuration is one driftwatch accepts.
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = dir.path().join("driftwatch.toml");
+    let extract = Command::new(python())
+        .args(["-c", "import sys, yaml; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))['data']['driftwatch.toml'])"])
+        .arg(root().join("deploy/configmap.yaml"))
+        .output()
+        .expect("python");
+    std::fs::write(&toml, &extract.stdout).expect("write");
+    let check = Command::new(common::driftwatch_bin()).args(["check-config", "--config"]).arg(&toml).output().expect("run");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
