@@ -143,9 +143,10 @@ impl Config {
             }
         }
         if let Some(endpoint) = &self.forward.endpoint {
-            return Err(ConfigError::Invalid(format!(
-                "forward.endpoint = {endpoint:?}: forwarding to an upstream collector is not available in this version; remove the key"
-            )));
+            let ok = endpoint.parse::<http::Uri>().ok().is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !ok {
+                return Err(ConfigError::Invalid(format!("forward.endpoint = {endpoint:?} is not an http(s) URL such as http://collector:4317")));
+            }
         }
         let a = &self.analyze;
         if a.window.is_zero() || a.max_operations == 0 {
@@ -401,11 +402,49 @@ impl Default for StoreConfig {
     }
 }
 
-/// Forwarding of received traffic to an upstream collector.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Forwarding of received traffic, unchanged, to an upstream collector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardConfig {
+    /// `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
     pub endpoint: Option<String>,
+    pub protocol: ForwardProtocol,
+    /// Bytes of requests waiting to be forwarded, at most.
+    pub max_queue_bytes: usize,
+    /// When the queue is full: false drops (and counts) the request for the
+    /// upstream while analysis still takes it; true refuses it with a
+    /// retryable status, so nothing is lost but the client waits.
+    pub prefer_no_loss: bool,
+    /// Requests sent upstream at once.
+    pub concurrency: usize,
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardProtocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            endpoint: None,
+            protocol: ForwardProtocol::Grpc,
+            max_queue_bytes: 64 << 20,
+            prefer_no_loss: false,
+            concurrency: 2,
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(200),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Which alerts a sink receives.

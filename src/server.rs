@@ -17,6 +17,7 @@ use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
 use crate::analyze::{self, AnalysisWorkers, LiveShard, Persistence};
 use crate::alert::Dispatcher;
 use crate::detect::SharedEventLog;
+use crate::forward::Forwarder;
 use crate::pipeline::{Downstream, EventPipeline};
 use crate::store::{EmbeddedStore, StoreError};
 use crate::config::Config;
@@ -95,7 +96,8 @@ impl Server {
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
         drop(updates);
-        let ingest = Arc::new(Ingest::new(config.receiver.clone(), queue, metrics.clone()));
+        let forwarder = Forwarder::start(&config.forward, metrics.clone()).map(|(forwarder, _senders)| forwarder);
+        let ingest = Arc::new(Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder));
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_receivers, receivers_stopped) = watch::channel(false);
         let (stop_admin, admin_stopped) = watch::channel(false);

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub revision_first_seen: prometheus::GaugeVec,
     pub revision_last_seen: prometheus::GaugeVec,
     pub suspect_info: IntGaugeVec,
+    pub forward_requests: IntCounterVec,
+    pub forward_queue_bytes: IntGauge,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -165,6 +167,16 @@ impl Metrics {
             &["service", "kind", "event_id", "commit", "ai_tool"],
         )
         .expect("valid metric");
+        let forward_requests = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_forward_requests_total",
+                "Requests forwarded upstream by outcome (sent, dropped_queue_full, dropped_retries_exhausted, dropped_rejected).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let forward_queue_bytes =
+            IntGauge::new("driftwatch_forward_queue_bytes", "Bytes of requests waiting to be forwarded upstream.").expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -186,6 +198,8 @@ impl Metrics {
             Box::new(revision_first_seen.clone()),
             Box::new(revision_last_seen.clone()),
             Box::new(suspect_info.clone()),
+            Box::new(forward_requests.clone()),
+            Box::new(forward_queue_bytes.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -223,6 +237,8 @@ impl Metrics {
             revision_first_seen,
             revision_last_seen,
             suspect_info,
+            forward_requests,
+            forward_queue_bytes,
             services_seen: Mutex::new(HashSet::new()),
         }
     }

@@ -130,9 +130,10 @@ pub fn status_of(error: &IngestError) -> Status {
     }
 }
 
-/// Passes message bytes through untouched, in both directions.
+/// Passes message bytes through untouched, in both directions (the
+/// receiver's decoder and the forwarder's client share it).
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;

@@ -16,6 +16,7 @@ use prost::Message;
 use tokio::sync::Semaphore;
 
 use crate::analyze::{AnalysisQueue, QueueFull};
+use crate::forward::{Forwarder, Refusal};
 use crate::config::ReceiverConfig;
 use crate::expose::metrics::Metrics;
 use crate::extract::{Extractor, Rejections, SpanFact, span_count};
@@ -107,16 +108,18 @@ pub struct Ingest {
     analysis: AnalysisQueue,
     metrics: Arc<Metrics>,
     in_flight: Semaphore,
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl Ingest {
-    pub fn new(config: ReceiverConfig, analysis: AnalysisQueue, metrics: Arc<Metrics>) -> Ingest {
+    pub fn new(config: ReceiverConfig, analysis: AnalysisQueue, metrics: Arc<Metrics>, forwarder: Option<Arc<Forwarder>>) -> Ingest {
         Ingest {
             extractor: Extractor::new(config.max_future_skew, MAX_INTERNED_STRINGS),
             in_flight: Semaphore::new(config.max_concurrent_requests),
             config,
             analysis,
             metrics,
+            forwarder,
         }
     }
 
@@ -155,6 +158,19 @@ impl Ingest {
                 key: "max_decompressed_bytes",
             });
         }
+        // Room upstream is taken first: a request that could be analysed
+        // but not forwarded must not be half-accepted.
+        let reservation = match &self.forwarder {
+            Some(forwarder) => match forwarder.reserve(body.len()) {
+                Ok(reservation) => Some(reservation),
+                Err(Refusal::Full { backpressure: true }) => {
+                    return Err(IngestError::Backpressure { queued: self.analysis.queued(), retry_after: self.config.retry_after });
+                }
+                Err(Refusal::Full { backpressure: false }) => None,
+            },
+            None => None,
+        };
+        let forward_body = reservation.as_ref().map(|_| body.clone());
         let request = wire::ExportTraceServiceRequest::decode(body).map_err(|e| IngestError::Malformed(e.to_string()))?;
         let count = span_count(&request);
         if count > self.config.max_spans_per_request {
@@ -168,20 +184,29 @@ impl Ingest {
             self.count_rejected(reason.as_label(), transport, n as usize);
         }
         let accepted = facts.len();
-        self.count_received(transport, &facts);
+        let received = self.count_received_later(&facts);
         if let Err(QueueFull { queued, .. }) = self.analysis.try_submit(facts) {
             self.count_rejected("backpressure", transport, accepted);
             return Err(IngestError::Backpressure { queued, retry_after: self.config.retry_after });
         }
+        self.count_received(transport, &received);
+        if let (Some(forwarder), Some(body), Some(reservation)) = (&self.forwarder, forward_body, reservation) {
+            forwarder.send(body, reservation);
+        }
         Ok(Accepted { accepted, rejected })
     }
 
-    /// Counts received spans per service; facts arrive grouped by resource,
-    /// so this touches the counter once per run of one service.
-    fn count_received(&self, transport: Transport, facts: &[SpanFact]) {
-        for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
-            let service = self.metrics.service_label(&run[0].service);
-            self.metrics.spans_received.with_label_values(&[service, transport.as_label()]).inc_by(run.len() as u64);
+    /// Spans per service, in runs: facts arrive grouped by resource, so a
+    /// request has few runs. Taken before the facts move to the analysis.
+    fn count_received_later(&self, facts: &[SpanFact]) -> Vec<(crate::extract::Sym, u64)> {
+        facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)).map(|run| (run[0].service.clone(), run.len() as u64)).collect()
+    }
+
+    /// Counts accepted spans per service.
+    fn count_received(&self, transport: Transport, runs: &[(crate::extract::Sym, u64)]) {
+        for (service, n) in runs {
+            let service = self.metrics.service_label(service);
+            self.metrics.spans_received.with_label_values(&[service, transport.as_label()]).inc_by(*n);
         }
     }
 

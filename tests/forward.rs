@@ -1,0 +1,110 @@
+//! Forwarding to an upstream collector — a second driftwatch acting as one:
+//! everything arrives while it is healthy; with it dead, memory stays
+//! bounded and drops are counted, or clients are pushed back when no loss
+//! is preferred.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Driftwatch, eventually, free_port, now_nanos};
+use driftwatch::simulate::{SyntheticSpan, encode_request};
+
+fn batch(service: &str, n: u64, offset: u64) -> Vec<u8> {
+    let now = now_nanos();
+    let spans: Vec<SyntheticSpan> = (0..n)
+        .map(|i| SyntheticSpan {
+            service: service.into(),
+            revision: "r1".into(),
+            name: "GET /x".into(),
+            kind: 2,
+            trace_id: u128::from(offset + i) << 64 | 1,
+            span_id: offset + i + 1,
+            parent_span_id: 0,
+            start_unix_nanos: now - 5_000_000_000 + i * 1000,
+            duration_nanos: 2_000_000,
+            error: false,
+            attributes: vec![("http.route".into(), "/x".into())],
+        })
+        .collect();
+    encode_request(&spans)
+}
+
+fn post(dw: &Driftwatch, content_type: &str, body: Vec<u8>) -> (u16, Option<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let response = driftwatch::tls::http_client()
+            .build()
+            .expect("client")
+            .post(dw.http_url("/v1/traces"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_owned());
+        (response.status().as_u16(), retry)
+    })
+}
+
+#[test]
+fn everything_arrives_upstream_over_grpc_and_http() {
+    let upstream = Driftwatch::start("");
+    let grpc = Driftwatch::start(&format!("[forward]\nendpoint = \"http://{}\"\n", upstream.grpc));
+    let http = Driftwatch::start(&format!("[forward]\nendpoint = \"http://{}\"\nprotocol = \"http\"\n", upstream.http));
+    for i in 0..20 {
+        assert_eq!(post(&grpc, "application/x-protobuf", batch("via-grpc", 100, i * 100)).0, 200);
+    }
+    let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"via-http"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /j","kind":2,
+        "startTimeUnixNano":"START","endTimeUnixNano":"END"}]}]}]}"#
+        .replace("START", &(now_nanos() - 2_000_000_000).to_string())
+        .replace("END", &(now_nanos() - 1_000_000_000).to_string());
+    assert_eq!(post(&http, "application/json", json.into_bytes()).0, 200);
+    eventually(Duration::from_secs(20), "all spans upstream", || {
+        let m = upstream.metrics();
+        m.value("driftwatch_spans_received_total", &[("service", "via-grpc"), ("transport", "grpc")]) == 2000.0
+            && m.value("driftwatch_spans_received_total", &[("service", "via-http"), ("transport", "http_protobuf")]) == 1.0
+    });
+    eventually(Duration::from_secs(5), "every forward counted", || {
+        grpc.metrics().value("driftwatch_forward_requests_total", &[("outcome", "sent")]) == 20.0
+    });
+    // Forwarding does not take anything from the local analysis.
+    assert_eq!(grpc.metrics().value("driftwatch_spans_received_total", &[("service", "via-grpc")]), 2000.0);
+}
+
+#[test]
+fn a_dead_upstream_costs_bounded_memory_and_counted_drops() {
+    let dead = free_port();
+    let dw = Driftwatch::start(&format!(
+        "[forward]\nendpoint = \"http://127.0.0.1:{dead}\"\nmax_queue_bytes = 200000\nmax_retries = 50\ninitial_backoff = \"1s\"\n"
+    ));
+    for i in 0..60 {
+        assert_eq!(post(&dw, "application/x-protobuf", batch("busy", 200, i * 200)).0, 200, "analysis keeps accepting");
+    }
+    let metrics = dw.metrics();
+    assert!(metrics.value("driftwatch_forward_queue_bytes", &[]) <= 200_000.0);
+    assert!(metrics.value("driftwatch_forward_requests_total", &[("outcome", "dropped_queue_full")]) > 0.0);
+    eventually(Duration::from_secs(10), "all analysed", || {
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "busy")]) == 12_000.0
+    });
+}
+
+#[test]
+fn prefer_no_loss_pushes_back_instead_of_dropping() {
+    let dead = free_port();
+    let dw = Driftwatch::start(&format!(
+        "[forward]\nendpoint = \"http://127.0.0.1:{dead}\"\nmax_queue_bytes = 100000\nprefer_no_loss = true\nmax_retries = 50\ninitial_backoff = \"1s\"\n"
+    ));
+    let mut refused = None;
+    for i in 0..40 {
+        let (status, retry) = post(&dw, "application/x-protobuf", batch("careful", 200, i * 200));
+        if status == 503 {
+            refused = retry;
+            break;
+        }
+        assert_eq!(status, 200);
+    }
+    assert!(refused.is_some(), "a full forward queue answers 503 with Retry-After");
+    assert_eq!(dw.metrics().value("driftwatch_forward_requests_total", &[("outcome", "dropped_queue_full")]), 0.0);
+}
