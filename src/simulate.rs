@@ -184,3 +184,50 @@ impl EndpointTraffic<'_> {
             .collect()
     }
 }
+
+/// A realistic export request as SDKs batch them: `spans` spans across a
+/// few services and operations, about ten attributes each, one in four a
+/// CLIENT span naming a peer. `seed` varies ids and durations.
+pub fn realistic_request(spans: usize, start_unix_nanos: u64, seed: u64) -> Vec<u8> {
+    const SERVICES: [&str; 4] = ["checkout", "cart", "search", "payments"];
+    const OPERATIONS: [&str; 6] = ["POST /checkout", "GET /cart", "GET /search", "POST /pay", "GET /items/{id}", "PUT /cart/{id}"];
+    const PEERS: [&str; 4] = ["https://payments.internal/charge", "https://api.fraudscore.io/v1/score", "http://inventory:8080/items/7", "https://cache.internal/k"];
+    let mut rng = Rng::new(seed);
+    let per_service = spans.div_ceil(SERVICES.len());
+    let mut out = Vec::with_capacity(spans);
+    for (s, service) in SERVICES.iter().enumerate() {
+        for i in 0..per_service.min(spans - out.len()) {
+            let client = i % 4 == 3;
+            let operation = OPERATIONS[(i + s) % OPERATIONS.len()];
+            let mut attributes: Vec<(String, AttrValue)> = vec![
+                ("http.request.method".into(), "GET".into()),
+                ("http.route".into(), operation.split(' ').nth(1).unwrap_or("/").into()),
+                ("http.response.status_code".into(), 200i64.into()),
+                ("server.address".into(), "checkout.shop.svc".into()),
+                ("server.port".into(), 8080i64.into()),
+                ("user_agent.original".into(), "Mozilla/5.0 (X11; Linux x86_64)".into()),
+                ("network.protocol.version".into(), "1.1".into()),
+                ("code.function.name".into(), "shop.handlers.handle".into()),
+                ("code.file.path".into(), "shop/handlers.py".into()),
+                ("code.line.number".into(), 42i64.into()),
+            ];
+            if client {
+                attributes[3] = ("url.full".into(), PEERS[i % PEERS.len()].into());
+            }
+            out.push(SyntheticSpan {
+                service: (*service).into(),
+                revision: "4f2c9a1e".into(),
+                name: if client { "GET".into() } else { operation.into() },
+                kind: if client { crate::receive::wire::span_kind::CLIENT } else { crate::receive::wire::span_kind::SERVER },
+                trace_id: u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
+                span_id: rng.next_u64() | 1,
+                parent_span_id: if client { rng.next_u64() | 1 } else { 0 },
+                start_unix_nanos: start_unix_nanos + (i as u64) * 1_000_000,
+                duration_nanos: (rng.log_normal(20.0, 0.5) * 1e6) as u64,
+                error: false,
+                attributes,
+            });
+        }
+    }
+    encode_request(&out)
+}
