@@ -16,6 +16,7 @@ pub mod expose;
 pub mod extract;
 pub mod forward;
 pub mod receive;
+pub mod loadgen;
 pub mod pipeline;
 pub mod server;
 pub mod store;

@@ -62,6 +62,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive a collector with realistic OTLP/gRPC load and report throughput,
+    /// latency and (with --pid) the collector's CPU and memory.
+    Loadgen {
+        /// OTLP/gRPC endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:4317")]
+        endpoint: String,
+        /// Concurrent gRPC streams.
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        /// How long to run, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Spans per second in total; the maximum rate when omitted.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// The collector's pid, to report its CPU seconds and peak RSS.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and exit non-zero naming any bad key.
     CheckConfig {
         #[arg(long)]
@@ -98,6 +120,15 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Commits { repo, range, subdir, config, json } => {
             commits(&repo, range.as_deref(), subdir, config.as_deref(), json)
         }
+        Command::Loadgen { endpoint, streams, duration, rate, pid, json } => runtime()?.block_on(async {
+            let report = driftwatch::loadgen::run(driftwatch::loadgen::LoadOptions { endpoint, streams, duration, rate, pid }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.text());
+            }
+            Ok(())
+        }),
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             println!(

@@ -108,3 +108,24 @@ fn prefer_no_loss_pushes_back_instead_of_dropping() {
     assert!(refused.is_some(), "a full forward queue answers 503 with Retry-After");
     assert_eq!(dw.metrics().value("driftwatch_forward_requests_total", &[("outcome", "dropped_queue_full")]), 0.0);
 }
+
+#[test]
+fn loadgen_reports_throughput_latency_and_the_collectors_resources() {
+    let dw = Driftwatch::start("");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["loadgen", "--streams", "2", "--duration", "1s", "--json", "--endpoint"])
+        .arg(format!("http://{}", dw.grpc))
+        .arg("--pid")
+        .arg(dw.child.id().to_string())
+        .output()
+        .expect("run loadgen");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert!(report["accepted_spans"].as_u64().expect("spans") >= 512, "{report}");
+    assert_eq!(report["failed_requests"], 0);
+    assert!(report["latency_p99_ms"].as_f64().expect("p99") > 0.0);
+    assert!(report["collector_cpu_seconds"].as_f64().expect("cpu") > 0.0);
+    assert!(report["collector_peak_rss_mib"].as_f64().expect("rss") > 1.0);
+    let received = dw.metrics().value("driftwatch_spans_received_total", &[("transport", "grpc")]);
+    assert_eq!(received, report["accepted_spans"].as_f64().expect("spans"), "every accepted span was counted by the collector");
+}
