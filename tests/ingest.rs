@@ -6,11 +6,11 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 use common::{Driftwatch, eventually, now_nanos, run_python};
 use driftwatch::simulate::{SyntheticSpan, encode_request};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use driftwatch::receive::grpc::RawCodec;
 
 const SERVER: i32 = 2;
 
@@ -266,35 +266,6 @@ fn invalid_utf8_span(now: u64) -> Vec<u8> {
 
 /// Sends raw bytes as a gRPC Export call, so tests can send what no SDK
 /// would.
-struct RawCodec;
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
 async fn grpc_export(addr: std::net::SocketAddr, body: Vec<u8>, gzip: bool) -> Result<Bytes, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect");
     let mut client = tonic::client::Grpc::new(channel);

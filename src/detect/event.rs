@@ -272,33 +272,39 @@ impl EventLog {
     }
 }
 
+/// A plain firing latency event, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn example_event(id: &str, detected: u64) -> DriftEvent {
+    DriftEvent {
+        id: id.into(),
+        fingerprint: "f".into(),
+        kind: EventKind::LatencyRegression,
+        state: EventState::Firing,
+        severity: Severity::Warning,
+        service: "s".into(),
+        operation: Some("op".into()),
+        peer: None,
+        revision: "r".into(),
+        baseline_revision: None,
+        onset: rfc3339(detected),
+        detected_at: rfc3339(detected),
+        resolved_at: None,
+        stats: None,
+        outbound: None,
+        code: CodeHint::default(),
+        suspects: vec![],
+        attribution: None,
+        onset_unix_nanos: detected,
+        detected_unix_nanos: detected,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn event(id: &str, detected: u64) -> DriftEvent {
-        DriftEvent {
-            id: id.into(),
-            fingerprint: "f".into(),
-            kind: EventKind::LatencyRegression,
-            state: EventState::Firing,
-            severity: Severity::Warning,
-            service: "s".into(),
-            operation: Some("op".into()),
-            peer: None,
-            revision: "r".into(),
-            baseline_revision: None,
-            onset: rfc3339(detected),
-            detected_at: rfc3339(detected),
-            resolved_at: None,
-            stats: None,
-            outbound: None,
-            code: CodeHint::default(),
-            suspects: vec![],
-            attribution: None,
-            onset_unix_nanos: detected,
-            detected_unix_nanos: detected,
-        }
+        example_event(id, detected)
     }
 
     #[test]

@@ -281,31 +281,11 @@ impl From<StoredOutboxEntry> for OutboxEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::event::{CodeHint, EventKind, EventState, Severity};
 
     fn event(id: &str) -> DriftEvent {
-        DriftEvent {
-            id: id.into(),
-            fingerprint: "fp".into(),
-            kind: EventKind::NewOutboundPeer,
-            state: EventState::Firing,
-            severity: Severity::Critical,
-            service: "s".into(),
-            operation: None,
-            peer: Some("169.254.169.254:80".into()),
-            revision: "r".into(),
-            baseline_revision: None,
-            onset: "x".into(),
-            detected_at: "y".into(),
-            resolved_at: None,
-            stats: None,
-            outbound: None,
-            code: CodeHint::default(),
-            suspects: vec![],
-            attribution: None,
-            onset_unix_nanos: 11,
-            detected_unix_nanos: 22,
-        }
+        let mut event = crate::detect::event::example_event(id, 22);
+        event.onset_unix_nanos = 11;
+        event
     }
 
     #[test]

@@ -28,19 +28,25 @@ impl GitRepo {
         self.dir.path().to_owned()
     }
 
-    /// Runs git in the repository; panics with its stderr on failure.
-    pub fn git(&self, args: &[&str]) -> String {
-        let output = Command::new("git")
+    /// git in the repository, isolated from the machine's configuration,
+    /// acting as `who`.
+    fn command(&self, args: &[&str], who: (&str, &str)) -> Command {
+        let mut command = Command::new("git");
+        command
             .args(args)
             .current_dir(self.path())
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", HUMAN.0)
-            .env("GIT_AUTHOR_EMAIL", HUMAN.1)
-            .env("GIT_COMMITTER_NAME", HUMAN.0)
-            .env("GIT_COMMITTER_EMAIL", HUMAN.1)
-            .output()
-            .expect("run git");
+            .env("GIT_AUTHOR_NAME", who.0)
+            .env("GIT_AUTHOR_EMAIL", who.1)
+            .env("GIT_COMMITTER_NAME", who.0)
+            .env("GIT_COMMITTER_EMAIL", who.1);
+        command
+    }
+
+    /// Runs git in the repository; panics with its stderr on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        let output = self.command(args, HUMAN).output().expect("run git");
         assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
@@ -56,15 +62,8 @@ impl GitRepo {
         }
         self.clock += 60;
         let date = format!("@{} +0000", self.clock);
-        let output = Command::new("git")
-            .args(["commit", "-q", "--allow-empty", "-F", "-"])
-            .current_dir(self.path())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", author.0)
-            .env("GIT_AUTHOR_EMAIL", author.1)
-            .env("GIT_COMMITTER_NAME", author.0)
-            .env("GIT_COMMITTER_EMAIL", author.1)
+        let output = self
+            .command(&["commit", "-q", "--allow-empty", "-F", "-"], author)
             .env("GIT_AUTHOR_DATE", &date)
             .env("GIT_COMMITTER_DATE", &date)
             .stdin(std::process::Stdio::piped())
