@@ -110,54 +110,86 @@ impl Config {
         }
         for (i, repo) in self.git.repos.iter().enumerate() {
             if repo.service.trim().is_empty() {
-                return Err(ConfigError::Invalid(format!("git.repos[{i}].service is empty; use a service.name or \"*\"")));
+                return Err(ConfigError::Invalid(format!(
+                    "git.repos[{i}].service is empty; use a service.name or \"*\""
+                )));
             }
         }
-        let routes = self.alerts.webhook.iter().map(|s| &s.route)
+        let routes = self
+            .alerts
+            .webhook
+            .iter()
+            .map(|s| &s.route)
             .chain(self.alerts.alertmanager.iter().map(|s| &s.route))
             .chain(self.alerts.slack.iter().map(|s| &s.route))
             .chain(self.alerts.pagerduty.iter().map(|s| &s.route));
         for route in routes {
             for pattern in &route.services {
                 if let Err(e) = glob::Pattern::new(pattern) {
-                    return Err(ConfigError::Invalid(format!("alerts: services pattern {pattern:?} is not a valid glob: {e}")));
+                    return Err(ConfigError::Invalid(format!(
+                        "alerts: services pattern {pattern:?} is not a valid glob: {e}"
+                    )));
                 }
             }
         }
-        let urls = self.alerts.webhook.iter().map(|s| ("alerts.webhook.url", &s.url))
+        let urls = self
+            .alerts
+            .webhook
+            .iter()
+            .map(|s| ("alerts.webhook.url", &s.url))
             .chain(self.alerts.alertmanager.iter().map(|s| ("alerts.alertmanager.url", &s.url)))
             .chain(self.alerts.slack.iter().map(|s| ("alerts.slack.webhook_url", &s.webhook_url)))
             .chain(self.alerts.pagerduty.iter().map(|s| ("alerts.pagerduty.url", &s.url)));
         for (key, url) in urls {
-            let ok = url.parse::<http::Uri>().ok().is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            let ok = url
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
             if !ok {
                 return Err(ConfigError::Invalid(format!("{key} = {url:?} is not an http(s) URL")));
             }
         }
         if self.alerts.max_attempts == 0 || self.alerts.concurrency == 0 {
-            return Err(ConfigError::Invalid("alerts.max_attempts and alerts.concurrency must be above 0".into()));
+            return Err(ConfigError::Invalid(
+                "alerts.max_attempts and alerts.concurrency must be above 0".into(),
+            ));
         }
         for pattern in &self.detect.outbound.allow {
             if let Err(e) = glob::Pattern::new(pattern) {
-                return Err(ConfigError::Invalid(format!("detect.outbound.allow: pattern {pattern:?} is not a valid glob: {e}")));
+                return Err(ConfigError::Invalid(format!(
+                    "detect.outbound.allow: pattern {pattern:?} is not a valid glob: {e}"
+                )));
             }
         }
         if let Some(endpoint) = &self.forward.endpoint {
-            let ok = endpoint.parse::<http::Uri>().ok().is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            let ok = endpoint
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
             if !ok {
-                return Err(ConfigError::Invalid(format!("forward.endpoint = {endpoint:?} is not an http(s) URL such as http://collector:4317")));
+                return Err(ConfigError::Invalid(format!(
+                    "forward.endpoint = {endpoint:?} is not an http(s) URL such as http://collector:4317"
+                )));
             }
         }
         let a = &self.analyze;
         if a.window.is_zero() || a.max_operations == 0 {
-            return Err(ConfigError::Invalid("analyze.window and analyze.max_operations must be above 0".into()));
+            return Err(ConfigError::Invalid(
+                "analyze.window and analyze.max_operations must be above 0".into(),
+            ));
         }
         let l = &self.detect.latency;
         if !(0.0 < l.quantile && l.quantile < 1.0) {
-            return Err(ConfigError::Invalid(format!("detect.latency.quantile = {} must lie strictly between 0 and 1", l.quantile)));
+            return Err(ConfigError::Invalid(format!(
+                "detect.latency.quantile = {} must lie strictly between 0 and 1",
+                l.quantile
+            )));
         }
         if !(0.0 < l.alpha && l.alpha < 1.0) {
-            return Err(ConfigError::Invalid(format!("detect.latency.alpha = {} must lie strictly between 0 and 1", l.alpha)));
+            return Err(ConfigError::Invalid(format!(
+                "detect.latency.alpha = {} must lie strictly between 0 and 1",
+                l.alpha
+            )));
         }
         if l.relative_increase < 0.0 || l.consecutive == 0 || l.resolve_after == 0 || l.min_samples < 2 {
             return Err(ConfigError::Invalid(
@@ -221,7 +253,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -638,7 +672,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = load_toml("[receiver]\ngrpc_lisen = \"127.0.0.1:1\"\n").unwrap_err().to_string();
+        let err = load_toml("[receiver]\ngrpc_lisen = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("receiver.grpc_lisen"), "{err}");
         assert!(err.contains("grpc_listen"), "lists valid keys: {err}");
     }
@@ -659,7 +695,9 @@ mod tests {
 
     #[test]
     fn bad_allowlist_pattern_is_named() {
-        let err = load_toml("[detect.outbound]\nallow = [\"[unclosed\"]\n").unwrap_err().to_string();
+        let err = load_toml("[detect.outbound]\nallow = [\"[unclosed\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("detect.outbound.allow") && err.contains("[unclosed"), "{err}");
     }
 
@@ -679,7 +717,9 @@ mod tests {
         assert_eq!(config.detect.outbound.allow.len(), 2);
         let err = load_toml("[[alerts.webhook]]\nurl = \"ftp://x\"\n").unwrap_err().to_string();
         assert!(err.contains("alerts.webhook.url"), "{err}");
-        let err = load_toml("[[alerts.slack]]\nwebhook_ur = \"https://x\"\n").unwrap_err().to_string();
+        let err = load_toml("[[alerts.slack]]\nwebhook_ur = \"https://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("webhook_ur"), "{err}");
     }
 
@@ -695,8 +735,7 @@ mod tests {
             jail.create_file("d.toml", "[receiver]\ngrpc_listen = \"127.0.0.1:1111\"\n")?;
             jail.set_env("DWTEST_RECEIVER__GRPC_LISTEN", "127.0.0.1:2222");
             jail.set_env("DWTEST_LOG_FORMAT", "json");
-            let config = Config::load_with_env(Some(Path::new("d.toml")), Env::prefixed("DWTEST_"))
-                .map_err(|e| e.to_string())?;
+            let config = Config::load_with_env(Some(Path::new("d.toml")), Env::prefixed("DWTEST_")).map_err(|e| e.to_string())?;
             assert_eq!(config.receiver.grpc_listen.port(), 2222);
             Ok(())
         });

@@ -80,21 +80,40 @@ impl DemoRepo {
             git(path, &["commit", "-q", "-F", "-"], author, Some(message))?;
             git(path, &["rev-parse", "HEAD"], author, None)
         };
-        let v1 = commit(&[("src/pay.py", PAY_V1), ("README.md", "# shop\n")], "Initial checkout service", dana)?;
-        commit(&[("README.md", "# shop\n\nRun with `make run`.\n")], "Document how to run the service", dana)?;
+        let v1 = commit(
+            &[("src/pay.py", PAY_V1), ("README.md", "# shop\n")],
+            "Initial checkout service",
+            dana,
+        )?;
+        commit(
+            &[("README.md", "# shop\n\nRun with `make run`.\n")],
+            "Document how to run the service",
+            dana,
+        )?;
         commit(
             &[("src/fraud.py", FRAUD)],
             "Score orders for fraud before charging\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
             lee,
         )?;
-        let v2 = commit(&[("src/cart.py", "def cart(user):\n    return []\n")], "Add an empty cart endpoint", dana)?;
-        commit(&[("src/cart.py", "def cart(user):\n    return list(user.items)\n")], "Return the user's items", lee)?;
+        let v2 = commit(
+            &[("src/cart.py", "def cart(user):\n    return []\n")],
+            "Add an empty cart endpoint",
+            dana,
+        )?;
+        commit(
+            &[("src/cart.py", "def cart(user):\n    return list(user.items)\n")],
+            "Return the user's items",
+            lee,
+        )?;
         let v3 = commit(
             &[("src/pay.py", PAY_V2)],
             "Retry declined card charges\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>",
             dana,
         )?;
-        Ok(DemoRepo { dir, releases: [v1, v2, v3] })
+        Ok(DemoRepo {
+            dir,
+            releases: [v1, v2, v3],
+        })
     }
 }
 
@@ -109,7 +128,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.receiver.http_listen = loopback;
     config.admin.listen = loopback;
     config.store.path = repo.dir.path().join(".driftwatch-store");
-    config.git.repos.push(GitRepoConfig { service: "*".into(), path: repo.dir.path().to_owned(), subdir: None });
+    config.git.repos.push(GitRepoConfig {
+        service: "*".into(),
+        path: repo.dir.path().to_owned(),
+        subdir: None,
+    });
     let server = Server::start(config).await?;
     let admin = server.admin_addr();
     println!(
@@ -156,8 +179,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             slowdown: 1.0,
             peers: &["postgres.internal"],
         };
-        let batches: Vec<_> =
-            checkout.generate(at, seconds, &mut rng).into_iter().zip(inventory.generate(at, seconds, &mut rng)).collect();
+        let batches: Vec<_> = checkout
+            .generate(at, seconds, &mut rng)
+            .into_iter()
+            .zip(inventory.generate(at, seconds, &mut rng))
+            .collect();
         for chunk in batches.chunks(30) {
             let spans: Vec<_> = chunk.iter().flat_map(|(a, b)| a.iter().chain(b)).cloned().collect();
             let response = client
@@ -199,7 +225,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!();
-    println!("{} spans replayed in {:.1?}; {} alert(s):", sent, started.elapsed(), events.len());
+    println!(
+        "{} spans replayed in {:.1?}; {} alert(s):",
+        sent,
+        started.elapsed(),
+        events.len()
+    );
     for event in events.iter().rev() {
         print_event(event, admin);
     }
@@ -255,9 +286,22 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
         let ai = suspect
             .ai
             .as_ref()
-            .map(|ai| format!(" [AI: {} — {}]", ai["tool"].as_str().unwrap_or("?"), ai["marker"].as_str().unwrap_or("")))
+            .map(|ai| {
+                format!(
+                    " [AI: {} — {}]",
+                    ai["tool"].as_str().unwrap_or("?"),
+                    ai["marker"].as_str().unwrap_or("")
+                )
+            })
             .unwrap_or_default();
-        println!("  #{} {:.2} {} {} — {}{ai}", rank + 1, suspect.score, short(&suspect.commit), suspect.summary, suspect.author);
+        println!(
+            "  #{} {:.2} {} {} — {}{ai}",
+            rank + 1,
+            suspect.score,
+            short(&suspect.commit),
+            suspect.summary,
+            suspect.author
+        );
         for evidence in suspect.evidence.iter().filter(|e| !e.starts_with("AI-authored")) {
             println!("       {evidence}");
         }

@@ -51,8 +51,9 @@ struct StreamResult {
 
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
-    let bodies: Vec<Bytes> =
-        (0..DISTINCT_REQUESTS).map(|i| Bytes::from(realistic_request(SPANS_PER_REQUEST, now - 1_000_000_000, i as u64))).collect();
+    let bodies: Vec<Bytes> = (0..DISTINCT_REQUESTS)
+        .map(|i| Bytes::from(realistic_request(SPANS_PER_REQUEST, now - 1_000_000_000, i as u64)))
+        .collect();
     let cpu_before = options.pid.and_then(cpu_seconds);
     let started = Instant::now();
     let interval = options.rate.map(|rate| {
@@ -62,7 +63,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let mut tasks = Vec::new();
     for stream in 0..options.streams.max(1) {
         let (endpoint, bodies, duration) = (options.endpoint.clone(), bodies.clone(), options.duration);
-        tasks.push(tokio::spawn(async move { drive(endpoint, bodies, stream, duration, interval).await }));
+        tasks.push(tokio::spawn(async move {
+            drive(endpoint, bodies, stream, duration, interval).await
+        }));
     }
     let mut latency = hdrhistogram::Histogram::<u64>::new(3).context("histogram")?;
     let (mut requests, mut failed, mut accepted) = (0, 0, 0);
@@ -94,7 +97,13 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     })
 }
 
-async fn drive(endpoint: String, bodies: Vec<Bytes>, stream: usize, duration: Duration, interval: Option<Duration>) -> anyhow::Result<StreamResult> {
+async fn drive(
+    endpoint: String,
+    bodies: Vec<Bytes>,
+    stream: usize,
+    duration: Duration,
+    interval: Option<Duration>,
+) -> anyhow::Result<StreamResult> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
         .with_context(|| format!("{endpoint} is not a valid endpoint"))?
         .connect()
@@ -102,7 +111,12 @@ async fn drive(endpoint: String, bodies: Vec<Bytes>, stream: usize, duration: Du
         .with_context(|| format!("cannot connect to {endpoint}"))?;
     let mut client = tonic::client::Grpc::new(channel);
     let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
-    let mut result = StreamResult { requests: 0, failed: 0, accepted: 0, latency: hdrhistogram::Histogram::new(3)? };
+    let mut result = StreamResult {
+        requests: 0,
+        failed: 0,
+        accepted: 0,
+        latency: hdrhistogram::Histogram::new(3)?,
+    };
     let deadline = Instant::now() + duration;
     let mut next = Instant::now();
     let mut i = stream;
@@ -116,7 +130,9 @@ async fn drive(endpoint: String, bodies: Vec<Bytes>, stream: usize, duration: Du
         }
         client.ready().await.context("gRPC channel")?;
         let sent = Instant::now();
-        let answer = client.unary(tonic::Request::new(bodies[i % bodies.len()].clone()), path.clone(), RawCodec).await;
+        let answer = client
+            .unary(tonic::Request::new(bodies[i % bodies.len()].clone()), path.clone(), RawCodec)
+            .await;
         let _ = result.latency.record(sent.elapsed().as_micros() as u64);
         result.requests += 1;
         i += 1;

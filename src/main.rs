@@ -12,7 +12,11 @@ use driftwatch::config::Config;
 use driftwatch::server::{Server, termination_signal};
 
 #[derive(Parser)]
-#[command(name = "driftwatch", version, about = "Runtime drift detector: an OTLP collector that catches latency regressions and unexpected outbound calls")]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "Runtime drift detector: an OTLP collector that catches latency regressions and unexpected outbound calls"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +98,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo speaks for itself on stdout; keep its logs to errors.
-    let default_filter = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) {
+        "error"
+    } else {
+        "info"
+    };
     driftwatch::telemetry::init_logging(default_filter);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,11 +125,29 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo { serve } => runtime()?.block_on(driftwatch::demo::run(driftwatch::demo::DemoOptions { serve })),
         Command::Eval { dir, config, json } => eval(&dir, config.as_deref(), json.as_deref()),
-        Command::Commits { repo, range, subdir, config, json } => {
-            commits(&repo, range.as_deref(), subdir, config.as_deref(), json)
-        }
-        Command::Loadgen { endpoint, streams, duration, rate, pid, json } => runtime()?.block_on(async {
-            let report = driftwatch::loadgen::run(driftwatch::loadgen::LoadOptions { endpoint, streams, duration, rate, pid }).await?;
+        Command::Commits {
+            repo,
+            range,
+            subdir,
+            config,
+            json,
+        } => commits(&repo, range.as_deref(), subdir, config.as_deref(), json),
+        Command::Loadgen {
+            endpoint,
+            streams,
+            duration,
+            rate,
+            pid,
+            json,
+        } => runtime()?.block_on(async {
+            let report = driftwatch::loadgen::run(driftwatch::loadgen::LoadOptions {
+                endpoint,
+                streams,
+                duration,
+                rate,
+                pid,
+            })
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -167,7 +193,10 @@ fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Opt
     let classifier = Classifier::with_rules(config.ai.rules);
     let (base, head) = match range {
         Some(range) => match range.split_once("..") {
-            Some((base, head)) => (Some(base).filter(|b| !b.is_empty()), if head.is_empty() { "HEAD" } else { head }),
+            Some((base, head)) => (
+                Some(base).filter(|b| !b.is_empty()),
+                if head.is_empty() { "HEAD" } else { head },
+            ),
             None => anyhow::bail!("--range {range:?} is not of the form A..B"),
         },
         None => (None, "HEAD"),
@@ -192,10 +221,16 @@ fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Opt
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"commits": rows, "truncated": listing.truncated}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"commits": rows, "truncated": listing.truncated}))?
+        );
         return Ok(());
     }
-    println!("{:<12} {:<10} {:<22} {:<20} {:<7} {:<40} {}", "commit", "date", "author", "tool", "conf.", "marker", "summary");
+    println!(
+        "{:<12} {:<10} {:<22} {:<20} {:<7} {:<40} summary",
+        "commit", "date", "author", "tool", "conf.", "marker"
+    );
     for c in &listing.commits {
         let (tool, confidence, marker) = match &c.authorship {
             Authorship::Ai(ai) => (ai.tool.clone(), ai.confidence.as_str().to_owned(), ai.marker.clone()),
@@ -215,7 +250,10 @@ fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Opt
         );
     }
     if listing.truncated {
-        println!("(only the newest {} commits were read)", driftwatch::attribute::repo::MAX_COMMITS);
+        println!(
+            "(only the newest {} commits were read)",
+            driftwatch::attribute::repo::MAX_COMMITS
+        );
     }
     Ok(())
 }
@@ -230,5 +268,8 @@ fn truncate(text: &str, width: usize) -> String {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }

@@ -42,7 +42,11 @@ impl EventPipeline {
     }
 
     /// Starts applying updates to `log`.
-    pub fn start(metrics: Arc<Metrics>, downstream: Downstream, log: SharedEventLog) -> (EventPipeline, mpsc::UnboundedSender<EventUpdate>) {
+    pub fn start(
+        metrics: Arc<Metrics>,
+        downstream: Downstream,
+        log: SharedEventLog,
+    ) -> (EventPipeline, mpsc::UnboundedSender<EventUpdate>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<EventUpdate>();
         update_gauges(&log, &metrics);
         let task = {
@@ -58,7 +62,11 @@ impl EventPipeline {
                             tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
                                 operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
                                 revision = %event.revision, "drift detected");
-                            let severity = if event.severity == Severity::Critical { "critical" } else { "warning" };
+                            let severity = if event.severity == Severity::Critical {
+                                "critical"
+                            } else {
+                                "warning"
+                            };
                             metrics.drift_events.with_label_values(&[event.kind.as_str(), severity]).inc();
                             let (log, metrics, downstream) = (log.clone(), metrics.clone(), downstream.clone());
                             attributions.spawn_blocking(move || attribute_and_alert(&downstream, event, &log, &metrics));
@@ -88,23 +96,26 @@ impl EventPipeline {
 fn update_gauges(log: &SharedEventLog, metrics: &Metrics) {
     let log = log.read().unwrap_or_else(|e| e.into_inner());
     for kind in [EventKind::LatencyRegression, EventKind::NewOutboundPeer] {
-        metrics.drifts_firing.with_label_values(&[kind.as_str()]).set(log.firing(kind) as i64);
+        metrics
+            .drifts_firing
+            .with_label_values(&[kind.as_str()])
+            .set(log.firing(kind) as i64);
     }
 }
 
 fn persist(downstream: &Downstream, event: &DriftEvent) {
-    if let Some(store) = &downstream.store {
-        if let Err(error) = store.put_events(std::slice::from_ref(event)) {
-            tracing::error!(%error, id = %event.id, "cannot persist an event");
-        }
+    if let Some(store) = &downstream.store
+        && let Err(error) = store.put_events(std::slice::from_ref(event))
+    {
+        tracing::error!(%error, id = %event.id, "cannot persist an event");
     }
 }
 
 fn alert(downstream: &Downstream, event: &DriftEvent) {
-    if let Some(dispatcher) = &downstream.dispatcher {
-        if let Err(error) = dispatcher.notify(event) {
-            tracing::error!(%error, id = %event.id, "cannot queue alerts");
-        }
+    if let Some(dispatcher) = &downstream.dispatcher
+        && let Err(error) = dispatcher.notify(event)
+    {
+        tracing::error!(%error, id = %event.id, "cannot queue alerts");
     }
 }
 
@@ -114,7 +125,10 @@ fn attribute_and_alert(downstream: &Downstream, event: DriftEvent, log: &SharedE
     let event = match &downstream.attributor {
         Some(attributor) => {
             let attribution = attribute(attributor, &event, metrics);
-            let updated = log.write().unwrap_or_else(|e| e.into_inner()).set_attribution(&event.id, &attribution);
+            let updated = log
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_attribution(&event.id, &attribution);
             let updated = updated.unwrap_or(event);
             persist(downstream, &updated);
             suspect_gauge(metrics, &updated, updated.state == crate::detect::event::EventState::Firing);
@@ -131,7 +145,13 @@ fn suspect_gauge(metrics: &Metrics, event: &DriftEvent, firing: bool) {
     let Some(top) = event.suspects.first() else { return };
     let tool = top.ai.as_ref().and_then(|a| a["tool"].as_str()).unwrap_or("none");
     let commit = &top.commit[..top.commit.len().min(12)];
-    let labels = [metrics.service_label(&event.service), event.kind.as_str(), event.id.as_str(), commit, tool];
+    let labels = [
+        metrics.service_label(&event.service),
+        event.kind.as_str(),
+        event.id.as_str(),
+        commit,
+        tool,
+    ];
     if firing {
         metrics.suspect_info.with_label_values(&labels).set(1);
     } else {
@@ -143,7 +163,10 @@ fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> 
     let (attribution, outcome) = match attributor.attribute(event) {
         Ok(attribution) => {
             let outcome = if attribution.unresolved.is_some() {
-                metrics.revisions_unresolved.with_label_values(&[metrics.service_label(&event.service)]).inc();
+                metrics
+                    .revisions_unresolved
+                    .with_label_values(&[metrics.service_label(&event.service)])
+                    .inc();
                 "unresolved_revision"
             } else if !attribution.suspects.is_empty() {
                 "suspects"
@@ -155,7 +178,13 @@ fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> 
         }
         Err(error) => {
             tracing::warn!(id = %event.id, %error, "attribution failed");
-            (Attribution { note: Some(format!("attribution failed: {error}")), ..Default::default() }, "error")
+            (
+                Attribution {
+                    note: Some(format!("attribution failed: {error}")),
+                    ..Default::default()
+                },
+                "error",
+            )
         }
     };
     metrics.attributions.with_label_values(&[outcome]).inc();

@@ -10,25 +10,29 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alert::Dispatcher;
 use crate::analyze::service::AnalysisSettings;
-use crate::attribute::Attributor;
-use crate::attribute::classify::Classifier;
 use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
 use crate::analyze::{self, AnalysisWorkers, LiveShard, Persistence};
-use crate::alert::Dispatcher;
-use crate::detect::SharedEventLog;
-use crate::forward::Forwarder;
-use crate::pipeline::{Downstream, EventPipeline};
-use crate::store::{EmbeddedStore, StoreError};
+use crate::attribute::Attributor;
+use crate::attribute::classify::Classifier;
 use crate::config::Config;
+use crate::detect::SharedEventLog;
 use crate::expose::admin::{self, AdminState};
 use crate::expose::metrics::Metrics;
+use crate::forward::Forwarder;
+use crate::pipeline::{Downstream, EventPipeline};
 use crate::receive::{self, Ingest};
+use crate::store::{EmbeddedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({key}): {source}; choose a free address or stop the process using it")]
-    Bind { addr: SocketAddr, key: &'static str, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot set up alert delivery: {0}")]
@@ -74,24 +78,43 @@ impl Server {
         let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
         let log = EventPipeline::log_of(store.load_events()?);
         let attributor = (!config.git.repos.is_empty()).then(|| {
-            Arc::new(Attributor::new(&config.git.repos, Classifier::with_rules(config.ai.rules.clone())))
+            Arc::new(Attributor::new(
+                &config.git.repos,
+                Classifier::with_rules(config.ai.rules.clone()),
+            ))
         });
-        let base_url = config.alerts.external_url.clone().unwrap_or_else(|| format!("http://{admin_addr}"));
+        let base_url = config
+            .alerts
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{admin_addr}"));
         let dispatcher = Dispatcher::new(&config.alerts, store.clone(), metrics.clone(), log.clone(), base_url)
             .map_err(|e| StartError::Alerts(e.to_string()))?;
         let dispatcher = Arc::new(dispatcher);
         let (stop_alerts, alerts_stopped) = watch::channel(false);
         let alerts = tokio::spawn(dispatcher.clone().run(alerts_stopped));
         // Ends with the alert dispatcher, at shutdown.
-        tokio::spawn(retire_events(log.clone(), store.clone(), config.store.event_retention, stop_alerts.subscribe()));
-        let downstream = Downstream { attributor, store: Some(store.clone()), dispatcher: Some(dispatcher) };
+        tokio::spawn(retire_events(
+            log.clone(),
+            store.clone(),
+            config.store.event_retention,
+            stop_alerts.subscribe(),
+        ));
+        let downstream = Downstream {
+            attributor,
+            store: Some(store.clone()),
+            dispatcher: Some(dispatcher),
+        };
         let (events, updates) = EventPipeline::start(metrics.clone(), downstream, log);
         let settings = Arc::new(AnalysisSettings::from_config(&config));
         let snapshots = load_snapshots(&store)?;
         let shards = config.analyze.shards.max(1);
         let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |index| {
-            let mine: Vec<ServiceSnapshot> =
-                snapshots.iter().filter(|s| analyze::shard_index(&s.service, shards) == index).cloned().collect();
+            let mine: Vec<ServiceSnapshot> = snapshots
+                .iter()
+                .filter(|s| analyze::shard_index(&s.service, shards) == index)
+                .cloned()
+                .collect();
             let persistence = Persistence::new(store.clone(), config.store.flush_interval, config.store.baseline_retention);
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
@@ -110,13 +133,25 @@ impl Server {
                     .add_service(service)
                     .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), stopped)
                     .await
-                    .map_err(|e| ServeError { listener: "OTLP/gRPC", message: e.to_string() })
+                    .map_err(|e| ServeError {
+                        listener: "OTLP/gRPC",
+                        message: e.to_string(),
+                    })
             })
         };
-        let http = serve_axum(http_listener, receive::http::router(ingest.clone()), "OTLP/HTTP", receivers_stopped);
+        let http = serve_axum(
+            http_listener,
+            receive::http::router(ingest.clone()),
+            "OTLP/HTTP",
+            receivers_stopped,
+        );
         let admin = serve_axum(
             admin_listener,
-            admin::router(AdminState { metrics: metrics.clone(), ready: ready.clone(), events: events.log.clone() }),
+            admin::router(AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+                events: events.log.clone(),
+            }),
             "admin",
             admin_stopped,
         );
@@ -174,7 +209,12 @@ impl Server {
         let _ = self.stop_receivers.send(true);
         let mut result = Ok(());
         for receiver in self.receivers {
-            result = result.and(receiver.await.unwrap_or_else(|e| Err(ServeError { listener: "receiver", message: e.to_string() })));
+            result = result.and(receiver.await.unwrap_or_else(|e| {
+                Err(ServeError {
+                    listener: "receiver",
+                    message: e.to_string(),
+                })
+            }));
         }
         // Receivers are gone; the last queue handle goes with the ingest.
         drop(self.ingest);
@@ -185,7 +225,12 @@ impl Server {
         let _ = self.stop_alerts.send(true);
         let _ = self.alerts.await;
         let _ = self.stop_admin.send(true);
-        result.and(self.admin.await.unwrap_or_else(|e| Err(ServeError { listener: "admin", message: e.to_string() })))
+        result.and(self.admin.await.unwrap_or_else(|e| {
+            Err(ServeError {
+                listener: "admin",
+                message: e.to_string(),
+            })
+        }))
     }
 }
 
@@ -199,7 +244,10 @@ fn load_snapshots(store: &EmbeddedStore) -> Result<Vec<ServiceSnapshot>, StoreEr
             message: format!("snapshot of service {service:?}: {e}"),
         })?;
         if snapshot.version > SNAPSHOT_VERSION {
-            return Err(StoreError::NewerSchema { path: store.path().to_owned(), found: u64::from(snapshot.version) });
+            return Err(StoreError::NewerSchema {
+                path: store.path().to_owned(),
+                found: u64::from(snapshot.version),
+            });
         }
         out.push(snapshot);
     }
@@ -207,9 +255,16 @@ fn load_snapshots(store: &EmbeddedStore) -> Result<Vec<ServiceSnapshot>, StoreEr
 }
 
 /// Deletes resolved events older than `retention`, hourly, until `stop`.
-async fn retire_events(log: SharedEventLog, store: Arc<EmbeddedStore>, retention: std::time::Duration, mut stop: watch::Receiver<bool>) {
+async fn retire_events(
+    log: SharedEventLog,
+    store: Arc<EmbeddedStore>,
+    retention: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let cutoff = now.saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
         let retired = log.write().unwrap_or_else(|e| e.into_inner()).retire_resolved(cutoff);
         if !retired.is_empty() {
@@ -226,7 +281,9 @@ async fn retire_events(log: SharedEventLog, store: Arc<EmbeddedStore>, retention
 }
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, key, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, key, source })
 }
 
 async fn wait_for(mut stopped: watch::Receiver<bool>) {
@@ -243,7 +300,10 @@ fn serve_axum(
         axum::serve(listener, router)
             .with_graceful_shutdown(wait_for(stopped))
             .await
-            .map_err(|e| ServeError { listener: name, message: e.to_string() })
+            .map_err(|e| ServeError {
+                listener: name,
+                message: e.to_string(),
+            })
     })
 }
 

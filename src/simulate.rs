@@ -46,7 +46,10 @@ fn key_value(key: &str, value: &AttrValue) -> KeyValue {
         AttrValue::Str(s) => Value::StringValue(s.clone().into_bytes().into()),
         AttrValue::Int(i) => Value::IntValue(*i),
     };
-    KeyValue { key: key.as_bytes().to_vec().into(), value: Some(AnyValue { value: Some(value) }) }
+    KeyValue {
+        key: key.as_bytes().to_vec().into(),
+        value: Some(AnyValue { value: Some(value) }),
+    }
 }
 
 /// Encodes spans as one `ExportTraceServiceRequest`, one resource per
@@ -65,16 +68,25 @@ pub fn encode_request(spans: &[SyntheticSpan]) -> Vec<u8> {
             .map(|s| Span {
                 trace_id: s.trace_id.to_be_bytes().to_vec().into(),
                 span_id: s.span_id.to_be_bytes().to_vec().into(),
-                parent_span_id: if s.parent_span_id == 0 { Default::default() } else { s.parent_span_id.to_be_bytes().to_vec().into() },
+                parent_span_id: if s.parent_span_id == 0 {
+                    Default::default()
+                } else {
+                    s.parent_span_id.to_be_bytes().to_vec().into()
+                },
                 name: s.name.clone().into_bytes().into(),
                 kind: s.kind,
                 start_time_unix_nano: s.start_unix_nanos,
                 end_time_unix_nano: s.start_unix_nanos + s.duration_nanos,
                 attributes: s.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-                status: Some(Status { code: if s.error { 2 } else { 0 } }),
+                status: Some(Status {
+                    code: if s.error { 2 } else { 0 },
+                }),
             })
             .collect();
-        request.resource_spans.push(ResourceSpans { resource: Some(resource), scope_spans: vec![ScopeSpans { spans }] });
+        request.resource_spans.push(ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans { spans }],
+        });
     }
     request.encode_to_vec()
 }
@@ -158,7 +170,10 @@ impl EndpointTraffic<'_> {
                             start_unix_nanos: begin + 1_000_000,
                             duration_nanos: duration / 4,
                             error: false,
-                            attributes: vec![("http.url".into(), AttrValue::Str(format!("https://{peer}/v1/{}", rng.next_u64() % 1000)))],
+                            attributes: vec![(
+                                "http.url".into(),
+                                AttrValue::Str(format!("https://{peer}/v1/{}", rng.next_u64() % 1000)),
+                            )],
                         });
                     }
                     batch.push(SyntheticSpan {
@@ -190,8 +205,20 @@ impl EndpointTraffic<'_> {
 /// CLIENT span naming a peer. `seed` varies ids and durations.
 pub fn realistic_request(spans: usize, start_unix_nanos: u64, seed: u64) -> Vec<u8> {
     const SERVICES: [&str; 4] = ["checkout", "cart", "search", "payments"];
-    const OPERATIONS: [&str; 6] = ["POST /checkout", "GET /cart", "GET /search", "POST /pay", "GET /items/{id}", "PUT /cart/{id}"];
-    const PEERS: [&str; 4] = ["https://payments.internal/charge", "https://api.fraudscore.io/v1/score", "http://inventory:8080/items/7", "https://cache.internal/k"];
+    const OPERATIONS: [&str; 6] = [
+        "POST /checkout",
+        "GET /cart",
+        "GET /search",
+        "POST /pay",
+        "GET /items/{id}",
+        "PUT /cart/{id}",
+    ];
+    const PEERS: [&str; 4] = [
+        "https://payments.internal/charge",
+        "https://api.fraudscore.io/v1/score",
+        "http://inventory:8080/items/7",
+        "https://cache.internal/k",
+    ];
     let mut rng = Rng::new(seed);
     let per_service = spans.div_ceil(SERVICES.len());
     let mut out = Vec::with_capacity(spans);
@@ -218,7 +245,11 @@ pub fn realistic_request(spans: usize, start_unix_nanos: u64, seed: u64) -> Vec<
                 service: (*service).into(),
                 revision: "4f2c9a1e".into(),
                 name: if client { "GET".into() } else { operation.into() },
-                kind: if client { crate::receive::wire::span_kind::CLIENT } else { crate::receive::wire::span_kind::SERVER },
+                kind: if client {
+                    crate::receive::wire::span_kind::CLIENT
+                } else {
+                    crate::receive::wire::span_kind::SERVER
+                },
                 trace_id: u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
                 span_id: rng.next_u64() | 1,
                 parent_span_id: if client { rng.next_u64() | 1 } else { 0 },

@@ -14,22 +14,46 @@ const FAST: &str = "[alerts]\ngroup_wait = \"500ms\"\ninitial_backoff = \"200ms\
 /// A metadata-endpoint call: a critical event that fires at the first
 /// evaluation, without learning or minimum counts.
 fn metadata_call(dw: &Driftwatch, service: &str) {
-    post_spans(dw, &[client_call(service, "r1", "http://169.254.169.254/latest/meta-data/", 2_000, 1)]);
+    post_spans(
+        dw,
+        &[client_call(
+            service,
+            "r1",
+            "http://169.254.169.254/latest/meta-data/",
+            2_000,
+            1,
+        )],
+    );
 }
 
 #[test]
 fn webhook_retries_through_failures_and_rate_limits_then_delivers_signed() {
     let receiver = Receiver::start(&[500, 503, 429]);
-    let dw = Driftwatch::start(&format!("{FAST}[[alerts.webhook]]\nurl = \"{}\"\nsecret = \"s3cret\"\n", receiver.url("/hook")));
+    let dw = Driftwatch::start(&format!(
+        "{FAST}[[alerts.webhook]]\nurl = \"{}\"\nsecret = \"s3cret\"\n",
+        receiver.url("/hook")
+    ));
     metadata_call(&dw, "pay");
-    eventually(Duration::from_secs(40), "a delivered alert", || receiver.requests().iter().any(|r| r.status == 200));
+    eventually(Duration::from_secs(40), "a delivered alert", || {
+        receiver.requests().iter().any(|r| r.status == 200)
+    });
     let requests = receiver.requests();
-    assert_eq!(requests.iter().map(|r| r.status).collect::<Vec<_>>(), vec![500, 503, 429, 200], "nothing lost, nothing extra");
+    assert_eq!(
+        requests.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![500, 503, 429, 200],
+        "nothing lost, nothing extra"
+    );
     let first = requests[0].json();
     for request in &requests {
         let body = request.json();
-        assert_eq!(body["event"]["fingerprint"], first["event"]["fingerprint"], "same alert every time");
-        assert_eq!(request.headers["x-driftwatch-delivery"], requests[0].headers["x-driftwatch-delivery"]);
+        assert_eq!(
+            body["event"]["fingerprint"], first["event"]["fingerprint"],
+            "same alert every time"
+        );
+        assert_eq!(
+            request.headers["x-driftwatch-delivery"],
+            requests[0].headers["x-driftwatch-delivery"]
+        );
         assert_eq!(
             request.headers["x-driftwatch-signature"],
             driftwatch::alert::sign("s3cret", &request.body),
@@ -42,9 +66,23 @@ fn webhook_retries_through_failures_and_rate_limits_then_delivers_signed() {
     assert_eq!(body["event"]["peer"], "169.254.169.254:80");
     // The 429 asked for one second; the retry honoured it.
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "retrying")]), 3.0);
-    assert_eq!(metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "delivered")]), 1.0);
-    eventually(Duration::from_secs(5), "empty outbox", || dw.metrics().value("driftwatch_outbox_pending", &[]) == 0.0);
+    assert_eq!(
+        metrics.value(
+            "driftwatch_alert_deliveries_total",
+            &[("sink", "webhook"), ("outcome", "retrying")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metrics.value(
+            "driftwatch_alert_deliveries_total",
+            &[("sink", "webhook"), ("outcome", "delivered")]
+        ),
+        1.0
+    );
+    eventually(Duration::from_secs(5), "empty outbox", || {
+        dw.metrics().value("driftwatch_outbox_pending", &[]) == 0.0
+    });
 }
 
 #[test]
@@ -55,10 +93,19 @@ fn an_unreachable_sink_gives_up_after_max_attempts_and_counts_dead() {
     ));
     metadata_call(&dw, "pay");
     eventually(Duration::from_secs(40), "a dead alert", || {
-        dw.metrics().value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "dead")]) == 1.0
+        dw.metrics().value(
+            "driftwatch_alert_deliveries_total",
+            &[("sink", "webhook"), ("outcome", "dead")],
+        ) == 1.0
     });
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", "retrying")]), 2.0);
+    assert_eq!(
+        metrics.value(
+            "driftwatch_alert_deliveries_total",
+            &[("sink", "webhook"), ("outcome", "retrying")]
+        ),
+        2.0
+    );
     assert_eq!(metrics.value("driftwatch_outbox_pending", &[]), 0.0);
     assert!(dw.stderr().contains("unreachable"), "the log names the cause");
 }
@@ -75,13 +122,17 @@ fn kill_9_between_outbox_write_and_delivery_still_delivers_after_restart() {
         let mut dw = Driftwatch::start(&config);
         metadata_call(&dw, "pay");
         // The receiver is down: the alert waits in the outbox.
-        eventually(Duration::from_secs(30), "an alert in the outbox", || dw.metrics().value("driftwatch_outbox_pending", &[]) >= 1.0);
+        eventually(Duration::from_secs(30), "an alert in the outbox", || {
+            dw.metrics().value("driftwatch_outbox_pending", &[]) >= 1.0
+        });
         dw.child.kill().expect("kill -9");
         dw.child.wait().expect("wait");
     }
     let receiver = Receiver::start_on(port, &[]);
     let dw = Driftwatch::start(&config);
-    eventually(Duration::from_secs(30), "delivery after restart", || !receiver.requests().is_empty());
+    eventually(Duration::from_secs(30), "delivery after restart", || {
+        !receiver.requests().is_empty()
+    });
     let body = receiver.requests()[0].json();
     assert_eq!(body["event"]["peer"], "169.254.169.254:80");
     // The event itself survived too.
@@ -103,14 +154,26 @@ fn a_deploy_that_adds_forty_peers_sends_one_notification_per_sink() {
     // A learned baseline, then a deploy calling 40 new hosts.
     let mut spans = vec![client_call("shop", "r1", "https://known.internal/x", 300_000, 1)];
     for i in 0..40u64 {
-        spans.push(client_call("shop", "r2", &format!("https://vendor-{i}.example.com/api"), 10_000, 100 + i));
+        spans.push(client_call(
+            "shop",
+            "r2",
+            &format!("https://vendor-{i}.example.com/api"),
+            10_000,
+            100 + i,
+        ));
     }
     post_spans(&dw, &spans);
-    eventually(Duration::from_secs(40), "grouped notifications", || !webhook.requests().is_empty() && !slack.requests().is_empty());
+    eventually(Duration::from_secs(40), "grouped notifications", || {
+        !webhook.requests().is_empty() && !slack.requests().is_empty()
+    });
     std::thread::sleep(Duration::from_secs(3));
     let (_, events) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
     let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
-    assert_eq!(events["events"].as_array().expect("events").len(), 40, "the API lists every event");
+    assert_eq!(
+        events["events"].as_array().expect("events").len(),
+        40,
+        "the API lists every event"
+    );
     let hooks = webhook.requests();
     assert_eq!(hooks.len(), 1, "one webhook notification");
     assert_eq!(hooks[0].json()["events"].as_array().expect("events").len(), 40);
@@ -168,7 +231,11 @@ impl Alertmanager {
             .expect("prometheus-alertmanager is installed (scripts/test installs it)");
         let dir = tempfile::tempdir().expect("dir");
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n").expect("config");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+        )
+        .expect("config");
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
@@ -188,7 +255,11 @@ impl Alertmanager {
 
     fn alerts(&self) -> Vec<serde_json::Value> {
         let (_, body) = http_get(&format!("http://127.0.0.1:{}/api/v2/alerts", self.port)).expect("alerts");
-        serde_json::from_str::<serde_json::Value>(&body).expect("JSON").as_array().cloned().unwrap_or_default()
+        serde_json::from_str::<serde_json::Value>(&body)
+            .expect("JSON")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -218,7 +289,10 @@ fn real_alertmanager_receives_the_alert_and_its_resolution() {
     assert_eq!(labels["peer"], "169.254.169.254:80");
     assert_eq!(labels["severity"], "critical");
     assert!(labels["fingerprint"].as_str().is_some_and(|f| f.len() == 16));
-    assert!(alert["generatorURL"].as_str().expect("url").contains("/ui/events/"), "{alert}");
+    assert!(
+        alert["generatorURL"].as_str().expect("url").contains("/ui/events/"),
+        "{alert}"
+    );
     assert_eq!(alert["status"]["state"], "active");
     // No more calls: the drift ends, the resolution reaches Alertmanager
     // and the alert is no longer active.

@@ -24,7 +24,10 @@ fn commits_json(repo: &GitRepo, extra: &[&str]) -> Vec<serde_json::Value> {
 }
 
 fn by_summary<'a>(commits: &'a [serde_json::Value], summary: &str) -> &'a serde_json::Value {
-    commits.iter().find(|c| c["summary"] == summary).unwrap_or_else(|| panic!("no commit {summary:?}"))
+    commits
+        .iter()
+        .find(|c| c["summary"] == summary)
+        .unwrap_or_else(|| panic!("no commit {summary:?}"))
 }
 
 #[test]
@@ -32,31 +35,140 @@ fn commits_command_classifies_real_commits() {
     let mut repo = GitRepo::new();
     repo.commit(&[("a", "1")], "Initial import", HUMAN);
     let cases: &[(&str, &str, (&str, &str), Option<(&str, &str)>)] = &[
-        ("claude trailer", "Add retry budget\n\nCo-Authored-By: Claude <noreply@anthropic.com>", HUMAN, Some(("claude-code", "high"))),
-        ("claude footer", "Tidy\n\n🤖 Generated with [Claude Code](https://claude.com/claude-code)", HUMAN, Some(("claude-code", "high"))),
-        ("copilot agent", "Initial plan", ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com"), Some(("copilot-agent", "high"))),
-        ("copilot review", "Apply suggestion\n\nCo-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>", HUMAN, Some(("copilot", "high"))),
-        ("codex", "Refactor\n\nCo-authored-by: Codex <noreply@openai.com>", HUMAN, Some(("codex", "medium"))),
-        ("cursor", "Cache\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>", HUMAN, Some(("cursor", "high"))),
+        (
+            "claude trailer",
+            "Add retry budget\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+            HUMAN,
+            Some(("claude-code", "high")),
+        ),
+        (
+            "claude footer",
+            "Tidy\n\n🤖 Generated with [Claude Code](https://claude.com/claude-code)",
+            HUMAN,
+            Some(("claude-code", "high")),
+        ),
+        (
+            "copilot agent",
+            "Initial plan",
+            ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com"),
+            Some(("copilot-agent", "high")),
+        ),
+        (
+            "copilot review",
+            "Apply suggestion\n\nCo-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>",
+            HUMAN,
+            Some(("copilot", "high")),
+        ),
+        (
+            "codex",
+            "Refactor\n\nCo-authored-by: Codex <noreply@openai.com>",
+            HUMAN,
+            Some(("codex", "medium")),
+        ),
+        (
+            "cursor",
+            "Cache\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>",
+            HUMAN,
+            Some(("cursor", "high")),
+        ),
         ("aider", "aider: add cache", HUMAN, Some(("aider", "high"))),
-        ("devin", "Fix", ("devin-ai-integration[bot]", "158243242+devin-ai-integration[bot]@users.noreply.github.com"), Some(("devin", "high"))),
-        ("jules", "Fix", ("google-labs-jules[bot]", "161369871+google-labs-jules[bot]@users.noreply.github.com"), Some(("jules", "high"))),
-        ("gemini", "Fix\n\nCo-authored-by: gemini-code-assist[bot] <176961590+gemini-code-assist[bot]@users.noreply.github.com>", HUMAN, Some(("gemini-code-assist", "high"))),
-        ("amazon q", "Fix", ("amazon-q-developer[bot]", "208079219+amazon-q-developer[bot]@users.noreply.github.com"), Some(("amazon-q", "medium"))),
-        ("windsurf", "Fix", ("Cascade", "cascade@windsurf.com"), Some(("windsurf", "low"))),
-        ("openhands", "Fix\n\nCo-authored-by: openhands <openhands@all-hands.dev>", HUMAN, Some(("openhands", "high"))),
-        ("amp", "Fix\n\nAmp-Thread-ID: https://ampcode.com/threads/T-1", HUMAN, Some(("amp", "high"))),
-        ("factory", "Fix", ("factory-droid[bot]", "138933559+factory-droid[bot]@users.noreply.github.com"), Some(("factory-droid", "high"))),
-        ("roo", "Fix\n\nCo-authored-by: Roomote <roomote@roocode.com>", HUMAN, Some(("roo-code", "medium"))),
-        ("replit", "Fix\n\nReplit-Commit-Author: Agent", HUMAN, Some(("replit-agent", "high"))),
-        ("cline", "Fix", ("cline[bot]", "205137888+cline[bot]@users.noreply.github.com"), Some(("cline", "low"))),
-        ("kernel", "Fix\n\nAssisted-by: Claude:claude-opus-4", HUMAN, Some(("claude", "high"))),
+        (
+            "devin",
+            "Fix",
+            (
+                "devin-ai-integration[bot]",
+                "158243242+devin-ai-integration[bot]@users.noreply.github.com",
+            ),
+            Some(("devin", "high")),
+        ),
+        (
+            "jules",
+            "Fix",
+            (
+                "google-labs-jules[bot]",
+                "161369871+google-labs-jules[bot]@users.noreply.github.com",
+            ),
+            Some(("jules", "high")),
+        ),
+        (
+            "gemini",
+            "Fix\n\nCo-authored-by: gemini-code-assist[bot] <176961590+gemini-code-assist[bot]@users.noreply.github.com>",
+            HUMAN,
+            Some(("gemini-code-assist", "high")),
+        ),
+        (
+            "amazon q",
+            "Fix",
+            (
+                "amazon-q-developer[bot]",
+                "208079219+amazon-q-developer[bot]@users.noreply.github.com",
+            ),
+            Some(("amazon-q", "medium")),
+        ),
+        (
+            "windsurf",
+            "Fix",
+            ("Cascade", "cascade@windsurf.com"),
+            Some(("windsurf", "low")),
+        ),
+        (
+            "openhands",
+            "Fix\n\nCo-authored-by: openhands <openhands@all-hands.dev>",
+            HUMAN,
+            Some(("openhands", "high")),
+        ),
+        (
+            "amp",
+            "Fix\n\nAmp-Thread-ID: https://ampcode.com/threads/T-1",
+            HUMAN,
+            Some(("amp", "high")),
+        ),
+        (
+            "factory",
+            "Fix",
+            ("factory-droid[bot]", "138933559+factory-droid[bot]@users.noreply.github.com"),
+            Some(("factory-droid", "high")),
+        ),
+        (
+            "roo",
+            "Fix\n\nCo-authored-by: Roomote <roomote@roocode.com>",
+            HUMAN,
+            Some(("roo-code", "medium")),
+        ),
+        (
+            "replit",
+            "Fix\n\nReplit-Commit-Author: Agent",
+            HUMAN,
+            Some(("replit-agent", "high")),
+        ),
+        (
+            "cline",
+            "Fix",
+            ("cline[bot]", "205137888+cline[bot]@users.noreply.github.com"),
+            Some(("cline", "low")),
+        ),
+        (
+            "kernel",
+            "Fix\n\nAssisted-by: Claude:claude-opus-4",
+            HUMAN,
+            Some(("claude", "high")),
+        ),
         ("apache", "Fix\n\nGenerated-by: Gemini 3", HUMAN, Some(("gemini", "high"))),
         ("ad hoc", "Fix\n\nAI-Assisted: true", HUMAN, Some(("ai-assisted", "low"))),
         // Near misses: must not match.
-        ("human claude", "Tune pool sizes", ("Claude Shannon", "claude@example.com"), None),
+        (
+            "human claude",
+            "Tune pool sizes",
+            ("Claude Shannon", "claude@example.com"),
+            None,
+        ),
         ("cursor word", "Fix cursor pagination in the list API", HUMAN, None),
-        ("dependabot", "Bump requests from 2.31 to 2.32", ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"), None),
+        (
+            "dependabot",
+            "Bump requests from 2.31 to 2.32",
+            ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"),
+            None,
+        ),
     ];
     for (name, message, author, _) in cases {
         repo.commit(&[(&format!("f/{}", name.replace(' ', "_")), name)], message, *author);
@@ -76,17 +188,31 @@ fn commits_command_classifies_real_commits() {
                 None => ai.is_null(),
             }
         });
-        assert!(got.is_some(), "{name}: want {want:?}, got {:?}", matching.iter().map(|c| &c["ai"]).collect::<Vec<_>>());
+        assert!(
+            got.is_some(),
+            "{name}: want {want:?}, got {:?}",
+            matching.iter().map(|c| &c["ai"]).collect::<Vec<_>>()
+        );
     }
-    let bot = commits.iter().find(|c| c["summary"] == "Bump requests from 2.31 to 2.32").expect("dependabot");
+    let bot = commits
+        .iter()
+        .find(|c| c["summary"] == "Bump requests from 2.31 to 2.32")
+        .expect("dependabot");
     assert_eq!(bot["authorship"]["class"], "bot");
     let claude = by_summary(&commits, "Add retry budget");
     assert_eq!(claude["ai"]["marker"], "Co-Authored-By: Claude <noreply@anthropic.com>");
 
     // The table output names tool and marker too.
-    let output = Command::new(driftwatch_bin()).args(["commits", "--repo"]).arg(repo.path()).output().expect("run");
+    let output = Command::new(driftwatch_bin())
+        .args(["commits", "--repo"])
+        .arg(repo.path())
+        .output()
+        .expect("run");
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(table.contains("claude-code") && table.contains("bot: dependabot[bot]"), "{table}");
+    assert!(
+        table.contains("claude-code") && table.contains("bot: dependabot[bot]"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -121,10 +247,18 @@ fn squash_merge_body_and_ranges() {
 #[test]
 fn monorepo_subdir_filters_commits() {
     let mut repo = GitRepo::new();
-    let base = repo.commit(&[("services/checkout/pay.py", "a\n"), ("services/search/q.py", "b\n")], "Initial", HUMAN);
+    let base = repo.commit(
+        &[("services/checkout/pay.py", "a\n"), ("services/search/q.py", "b\n")],
+        "Initial",
+        HUMAN,
+    );
     repo.commit(&[("services/checkout/pay.py", "a\nc\n")], "Checkout change", HUMAN);
     repo.commit(&[("services/search/q.py", "b\nd\n")], "Search change", HUMAN);
-    repo.commit(&[("services/checkout-v2/x.py", "e\n")], "Sibling directory with a shared prefix", HUMAN);
+    repo.commit(
+        &[("services/checkout-v2/x.py", "e\n")],
+        "Sibling directory with a shared prefix",
+        HUMAN,
+    );
     let checkout = commits_json(&repo, &["--range", &format!("{base}..HEAD"), "--subdir", "services/checkout"]);
     let summaries: Vec<&str> = checkout.iter().filter_map(|c| c["summary"].as_str()).collect();
     assert_eq!(summaries, vec!["Checkout change"]);
@@ -138,7 +272,10 @@ fn git_ai_notes_mark_lines_and_agents() {
     let mut repo = GitRepo::new();
     repo.commit(&[("src/pay.py", "def pay():\n    pass\n")], "Initial", HUMAN);
     let sha = repo.commit(
-        &[("src/pay.py", "import requests\n\ndef pay():\n    requests.post(\"https://api.fraudscore.io/v1/score\")\n")],
+        &[(
+            "src/pay.py",
+            "import requests\n\ndef pay():\n    requests.post(\"https://api.fraudscore.io/v1/score\")\n",
+        )],
         "Call the fraud scorer",
         HUMAN,
     );
@@ -152,8 +289,11 @@ fn git_ai_notes_mark_lines_and_agents() {
     assert!(commits[0]["ai"].is_null(), "no marker in the message itself");
 
     // Ranking ties the line that adds the host to the agent that wrote it.
-    let config: driftwatch::config::GitRepoConfig =
-        toml::from_str(&format!("service = \"pay\"\npath = {:?}\n", repo.path().display().to_string())).expect("config");
+    let config: driftwatch::config::GitRepoConfig = toml::from_str(&format!(
+        "service = \"pay\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ))
+    .expect("config");
     let attributor = driftwatch::attribute::Attributor::new(&[config], Default::default());
     let event: driftwatch::detect::event::DriftEvent = serde_json::from_value(serde_json::json!({
         "id": "e", "fingerprint": "f", "kind": "new_outbound_peer", "state": "firing", "severity": "warning",
@@ -165,9 +305,16 @@ fn git_ai_notes_mark_lines_and_agents() {
     assert_eq!(attribution.revision.as_deref(), Some(sha.as_str()));
     let suspect = &attribution.suspects[0];
     assert_eq!(suspect.commit, sha);
-    assert!(suspect.evidence.contains(&"adds \"api.fraudscore.io\" at src/pay.py:4".to_owned()), "{suspect:#?}");
     assert!(
-        suspect.evidence.contains(&"src/pay.py:4 was written by claude-code (claude-opus-4) per git-ai notes".to_owned()),
+        suspect
+            .evidence
+            .contains(&"adds \"api.fraudscore.io\" at src/pay.py:4".to_owned()),
+        "{suspect:#?}"
+    );
+    assert!(
+        suspect
+            .evidence
+            .contains(&"src/pay.py:4 was written by claude-code (claude-opus-4) per git-ai notes".to_owned()),
         "{suspect:#?}"
     );
     assert_eq!(suspect.ai.as_ref().and_then(|a| a["tool"].as_str()), Some("claude-code"));
@@ -192,7 +339,10 @@ fn traffic(revision: &str, start: u64, seconds: u64, slowdown: f64, peers: &[&st
 }
 
 fn post(dw: &Driftwatch, batches: Vec<Vec<SyntheticSpan>>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let client = driftwatch::tls::http_client().build().expect("HTTP client");
         for chunk in batches.chunks(10) {
@@ -229,14 +379,31 @@ fn events_name_the_commits_that_caused_them() {
         ("Lee Park", "lee@example.com"),
     );
     let human = repo.commit(&[("src/pay.py", PAY_V2)], "Retry card charges", HUMAN);
-    repo.commit(&[("src/cart.py", "def cart():\n    return []\n")], "Add cart module", ("Ann Lee", "ann@example.com"));
+    repo.commit(
+        &[("src/cart.py", "def cart():\n    return []\n")],
+        "Add cart module",
+        ("Ann Lee", "ann@example.com"),
+    );
     let head = repo.git(&["rev-parse", "HEAD"]);
 
     let mut rng = Rng::new(3);
     let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 5 * 60 * 1_000_000_000;
     let before = deploy - 12 * 60 * 1_000_000_000;
-    post(&dw, traffic(&base[..10], before, 12 * 60, 1.0, &["payments.internal"], &mut rng));
-    post(&dw, traffic(&head[..12], deploy, 4 * 60, 1.6, &["payments.internal", "api.fraudscore.io"], &mut rng));
+    post(
+        &dw,
+        traffic(&base[..10], before, 12 * 60, 1.0, &["payments.internal"], &mut rng),
+    );
+    post(
+        &dw,
+        traffic(
+            &head[..12],
+            deploy,
+            4 * 60,
+            1.6,
+            &["payments.internal", "api.fraudscore.io"],
+            &mut rng,
+        ),
+    );
 
     let url = format!("http://{}/api/v1/events", dw.admin);
     let mut events: Vec<serde_json::Value> = Vec::new();
@@ -254,21 +421,54 @@ fn events_name_the_commits_that_caused_them() {
     assert_eq!(top["commit"], ai, "{peer:#}");
     assert_eq!(top["ai"]["tool"], "claude-code");
     assert_eq!(top["ai"]["marker"], "Co-Authored-By: Claude <noreply@anthropic.com>");
-    assert!(top["evidence"].as_array().expect("evidence").iter().any(|e| e == "adds \"api.fraudscore.io\" at src/fraud.py:3"), "{top:#}");
-    let scores: Vec<f64> = peer["suspects"].as_array().expect("suspects").iter().filter_map(|s| s["score"].as_f64()).collect();
+    assert!(
+        top["evidence"]
+            .as_array()
+            .expect("evidence")
+            .iter()
+            .any(|e| e == "adds \"api.fraudscore.io\" at src/fraud.py:3"),
+        "{top:#}"
+    );
+    let scores: Vec<f64> = peer["suspects"]
+        .as_array()
+        .expect("suspects")
+        .iter()
+        .filter_map(|s| s["score"].as_f64())
+        .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score: {scores:?}");
     assert_eq!(scores.len(), 4, "every commit in range, none outside it");
-    assert!(peer["suspects"].as_array().expect("suspects").iter().all(|s| s["commit"] != base));
+    assert!(
+        peer["suspects"]
+            .as_array()
+            .expect("suspects")
+            .iter()
+            .all(|s| s["commit"] != base)
+    );
 
-    let latency = events.iter().find(|e| e["kind"] == "latency_regression").expect("latency event");
+    let latency = events
+        .iter()
+        .find(|e| e["kind"] == "latency_regression")
+        .expect("latency event");
     assert_eq!(latency["operation"], "POST /checkout");
     let top = &latency["suspects"][0];
     assert_eq!(top["commit"], human, "{latency:#}");
     assert!(top["ai"].is_null());
-    let evidence: Vec<&str> = top["evidence"].as_array().expect("evidence").iter().filter_map(|e| e.as_str()).collect();
-    assert!(evidence.iter().any(|e| e.starts_with("changes function charge_card")), "{evidence:?}");
+    let evidence: Vec<&str> = top["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        evidence.iter().any(|e| e.starts_with("changes function charge_card")),
+        "{evidence:?}"
+    );
     assert!(evidence.iter().any(|e| e.starts_with("touches src/pay.py")), "{evidence:?}");
-    assert_eq!(dw.metrics().value("driftwatch_attributions_total", &[("outcome", "suspects")]), 2.0);
+    assert_eq!(
+        dw.metrics()
+            .value("driftwatch_attributions_total", &[("outcome", "suspects")]),
+        2.0
+    );
 }
 
 #[test]
@@ -281,8 +481,14 @@ fn unknown_revision_is_kept_verbatim_and_counted() {
     ));
     let mut rng = Rng::new(4);
     let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 3 * 60 * 1_000_000_000;
-    post(&dw, traffic("release-2025-01", deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng));
-    post(&dw, traffic("release-2025-02", deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng));
+    post(
+        &dw,
+        traffic("release-2025-01", deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng),
+    );
+    post(
+        &dw,
+        traffic("release-2025-02", deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng),
+    );
     let url = format!("http://{}/api/v1/events", dw.admin);
     let mut event = serde_json::Value::Null;
     eventually(Duration::from_secs(40), "attributed event", || {
@@ -295,6 +501,12 @@ fn unknown_revision_is_kept_verbatim_and_counted() {
     assert_eq!(event["suspects"], serde_json::json!([]));
     assert!(event["attribution"].as_str().expect("note").contains("not in"), "{event:#}");
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_revisions_unresolved_total", &[("service", "checkout")]), 1.0);
-    assert_eq!(metrics.value("driftwatch_attributions_total", &[("outcome", "unresolved_revision")]), 1.0);
+    assert_eq!(
+        metrics.value("driftwatch_revisions_unresolved_total", &[("service", "checkout")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("driftwatch_attributions_total", &[("outcome", "unresolved_revision")]),
+        1.0
+    );
 }

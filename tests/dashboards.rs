@@ -79,15 +79,25 @@ fn urlencode(text: &str) -> String {
 fn dashboard_queries(file: &str) -> Vec<(String, String)> {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("dashboards").join(file)).expect("dashboard")).expect("JSON");
-    let fill = |expr: &str| expr.replace("$service", "checkout").replace("$__rate_interval", "1m").replace("$__range", "5m");
+    let fill = |expr: &str| {
+        expr.replace("$service", "checkout")
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "5m")
+    };
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
-            queries.push((panel["title"].as_str().unwrap_or("").to_owned(), fill(target["expr"].as_str().expect("expr"))));
+            queries.push((
+                panel["title"].as_str().unwrap_or("").to_owned(),
+                fill(target["expr"].as_str().expect("expr")),
+            ));
         }
     }
     for annotation in dashboard["annotations"]["list"].as_array().expect("annotations") {
-        queries.push((format!("annotation {}", annotation["name"]), fill(annotation["expr"].as_str().expect("expr"))));
+        queries.push((
+            format!("annotation {}", annotation["name"]),
+            fill(annotation["expr"].as_str().expect("expr")),
+        ));
     }
     queries
 }
@@ -133,7 +143,9 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
     }
     eventually(Duration::from_secs(40), "alerts delivered", || !hook.requests().is_empty());
     eventually(Duration::from_secs(30), "suspects exported and scraped", || {
-        prometheus.query("driftwatch_suspect_info")["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+        prometheus.query("driftwatch_suspect_info")["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
     });
     std::thread::sleep(Duration::from_secs(3));
     let mut empty = Vec::new();
@@ -160,8 +172,17 @@ fn promtool_accepts_the_shipped_rules() {
         .expect("python");
     assert!(extract.status.success(), "{}", String::from_utf8_lossy(&extract.stderr));
     std::fs::write(&rules, &extract.stdout).expect("write rules");
-    let check = Command::new("promtool").args(["check", "rules"]).arg(&rules).output().expect("promtool is installed with prometheus");
-    assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool is installed with prometheus");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 #[test]
@@ -172,21 +193,39 @@ fn kubernetes_manifests_validate_offline_and_carry_a_valid_configuration() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     let validator = root().join(".venv/bin/kubernetes-validate");
-    let output = Command::new(&validator).arg("--strict").args(&manifests).output().expect("kubernetes-validate (scripts/test installs it)");
+    let output = Command::new(&validator)
+        .arg("--strict")
+        .args(&manifests)
+        .output()
+        .expect("kubernetes-validate (scripts/test installs it)");
     let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}");
-    for resource in ["deployment/checkout", "service/checkout-driftwatch", "configmap/checkout-driftwatch"] {
-        assert!(report.contains(&format!("passed for resource {resource}")), "{resource}: {report}");
+    for resource in [
+        "deployment/checkout",
+        "service/checkout-driftwatch",
+        "configmap/checkout-driftwatch",
+    ] {
+        assert!(
+            report.contains(&format!("passed for resource {resource}")),
+            "{resource}: {report}"
+        );
     }
     // The sidecar's configuration is one driftwatch accepts.
     let dir = tempfile::tempdir().expect("dir");
     let toml = dir.path().join("driftwatch.toml");
     let extract = Command::new(python())
-        .args(["-c", "import sys, yaml; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))['data']['driftwatch.toml'])"])
+        .args([
+            "-c",
+            "import sys, yaml; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))['data']['driftwatch.toml'])",
+        ])
         .arg(root().join("deploy/configmap.yaml"))
         .output()
         .expect("python");
     std::fs::write(&toml, &extract.stdout).expect("write");
-    let check = Command::new(common::driftwatch_bin()).args(["check-config", "--config"]).arg(&toml).output().expect("run");
+    let check = Command::new(common::driftwatch_bin())
+        .args(["check-config", "--config"])
+        .arg(&toml)
+        .output()
+        .expect("run");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }

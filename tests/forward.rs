@@ -31,7 +31,10 @@ fn batch(service: &str, n: u64, offset: u64) -> Vec<u8> {
 }
 
 fn post(dw: &Driftwatch, content_type: &str, body: Vec<u8>) -> (u16, Option<String>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let response = driftwatch::tls::http_client()
             .build()
@@ -42,7 +45,10 @@ fn post(dw: &Driftwatch, content_type: &str, body: Vec<u8>) -> (u16, Option<Stri
             .send()
             .await
             .expect("send");
-        let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_owned());
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("").to_owned());
         (response.status().as_u16(), retry)
     })
 }
@@ -51,7 +57,10 @@ fn post(dw: &Driftwatch, content_type: &str, body: Vec<u8>) -> (u16, Option<Stri
 fn everything_arrives_upstream_over_grpc_and_http() {
     let upstream = Driftwatch::start("");
     let grpc = Driftwatch::start(&format!("[forward]\nendpoint = \"http://{}\"\n", upstream.grpc));
-    let http = Driftwatch::start(&format!("[forward]\nendpoint = \"http://{}\"\nprotocol = \"http\"\n", upstream.http));
+    let http = Driftwatch::start(&format!(
+        "[forward]\nendpoint = \"http://{}\"\nprotocol = \"http\"\n",
+        upstream.http
+    ));
     for i in 0..20 {
         assert_eq!(post(&grpc, "application/x-protobuf", batch("via-grpc", 100, i * 100)).0, 200);
     }
@@ -63,14 +72,26 @@ fn everything_arrives_upstream_over_grpc_and_http() {
     assert_eq!(post(&http, "application/json", json.into_bytes()).0, 200);
     eventually(Duration::from_secs(20), "all spans upstream", || {
         let m = upstream.metrics();
-        m.value("driftwatch_spans_received_total", &[("service", "via-grpc"), ("transport", "grpc")]) == 2000.0
-            && m.value("driftwatch_spans_received_total", &[("service", "via-http"), ("transport", "http_protobuf")]) == 1.0
+        m.value(
+            "driftwatch_spans_received_total",
+            &[("service", "via-grpc"), ("transport", "grpc")],
+        ) == 2000.0
+            && m.value(
+                "driftwatch_spans_received_total",
+                &[("service", "via-http"), ("transport", "http_protobuf")],
+            ) == 1.0
     });
     eventually(Duration::from_secs(5), "every forward counted", || {
-        grpc.metrics().value("driftwatch_forward_requests_total", &[("outcome", "sent")]) == 20.0
+        grpc.metrics()
+            .value("driftwatch_forward_requests_total", &[("outcome", "sent")])
+            == 20.0
     });
     // Forwarding does not take anything from the local analysis.
-    assert_eq!(grpc.metrics().value("driftwatch_spans_received_total", &[("service", "via-grpc")]), 2000.0);
+    assert_eq!(
+        grpc.metrics()
+            .value("driftwatch_spans_received_total", &[("service", "via-grpc")]),
+        2000.0
+    );
 }
 
 #[test]
@@ -80,7 +101,11 @@ fn a_dead_upstream_costs_bounded_memory_and_counted_drops() {
         "[forward]\nendpoint = \"http://127.0.0.1:{dead}\"\nmax_queue_bytes = 200000\nmax_retries = 50\ninitial_backoff = \"1s\"\n"
     ));
     for i in 0..60 {
-        assert_eq!(post(&dw, "application/x-protobuf", batch("busy", 200, i * 200)).0, 200, "analysis keeps accepting");
+        assert_eq!(
+            post(&dw, "application/x-protobuf", batch("busy", 200, i * 200)).0,
+            200,
+            "analysis keeps accepting"
+        );
     }
     let metrics = dw.metrics();
     assert!(metrics.value("driftwatch_forward_queue_bytes", &[]) <= 200_000.0);
@@ -106,7 +131,11 @@ fn prefer_no_loss_pushes_back_instead_of_dropping() {
         assert_eq!(status, 200);
     }
     assert!(refused.is_some(), "a full forward queue answers 503 with Retry-After");
-    assert_eq!(dw.metrics().value("driftwatch_forward_requests_total", &[("outcome", "dropped_queue_full")]), 0.0);
+    assert_eq!(
+        dw.metrics()
+            .value("driftwatch_forward_requests_total", &[("outcome", "dropped_queue_full")]),
+        0.0
+    );
 }
 
 #[test]
@@ -126,6 +155,12 @@ fn loadgen_reports_throughput_latency_and_the_collectors_resources() {
     assert!(report["latency_p99_ms"].as_f64().expect("p99") > 0.0);
     assert!(report["collector_cpu_seconds"].as_f64().expect("cpu") > 0.0);
     assert!(report["collector_peak_rss_mib"].as_f64().expect("rss") > 1.0);
-    let received = dw.metrics().value("driftwatch_spans_received_total", &[("transport", "grpc")]);
-    assert_eq!(received, report["accepted_spans"].as_f64().expect("spans"), "every accepted span was counted by the collector");
+    let received = dw
+        .metrics()
+        .value("driftwatch_spans_received_total", &[("transport", "grpc")]);
+    assert_eq!(
+        received,
+        report["accepted_spans"].as_f64().expect("spans"),
+        "every accepted span was counted by the collector"
+    );
 }

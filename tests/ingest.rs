@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use common::{Driftwatch, eventually, now_nanos, run_python};
+use driftwatch::receive::grpc::RawCodec;
 use driftwatch::simulate::{SyntheticSpan, encode_request};
 use prost::Message;
-use driftwatch::receive::grpc::RawCodec;
 
 const SERVER: i32 = 2;
 
@@ -31,9 +31,17 @@ fn span(service: &str, name: &str, start: u64, duration: u64) -> SyntheticSpan {
 }
 
 fn post(url: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let mut request = driftwatch::tls::http_client().build().expect("HTTP client").post(url).header("content-type", content_type).body(body);
+        let mut request = driftwatch::tls::http_client()
+            .build()
+            .expect("HTTP client")
+            .post(url)
+            .header("content-type", content_type)
+            .body(body);
         if let Some(encoding) = encoding {
             request = request.header("content-encoding", encoding);
         }
@@ -64,14 +72,59 @@ fn partial_success(body: &[u8]) -> Option<(i64, String)> {
 #[test]
 fn python_sdk_over_grpc_and_http_is_counted_per_service() {
     let dw = Driftwatch::start("");
-    run_python("send_spans.py", &["--protocol", "grpc", "--endpoint", &format!("http://{}", dw.grpc), "--service", "py-grpc", "--count", "37"], &[]);
-    run_python("send_spans.py", &["--protocol", "http", "--endpoint", &format!("http://{}", dw.http), "--service", "py-http", "--count", "23"], &[]);
+    run_python(
+        "send_spans.py",
+        &[
+            "--protocol",
+            "grpc",
+            "--endpoint",
+            &format!("http://{}", dw.grpc),
+            "--service",
+            "py-grpc",
+            "--count",
+            "37",
+        ],
+        &[],
+    );
+    run_python(
+        "send_spans.py",
+        &[
+            "--protocol",
+            "http",
+            "--endpoint",
+            &format!("http://{}", dw.http),
+            "--service",
+            "py-http",
+            "--count",
+            "23",
+        ],
+        &[],
+    );
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "py-grpc"), ("transport", "grpc")]), 37.0);
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "py-http"), ("transport", "http_protobuf")]), 23.0);
-    assert!(metrics.value("driftwatch_export_requests_total", &[("transport", "grpc"), ("outcome", "ok")]) >= 1.0);
+    assert_eq!(
+        metrics.value(
+            "driftwatch_spans_received_total",
+            &[("service", "py-grpc"), ("transport", "grpc")]
+        ),
+        37.0
+    );
+    assert_eq!(
+        metrics.value(
+            "driftwatch_spans_received_total",
+            &[("service", "py-http"), ("transport", "http_protobuf")]
+        ),
+        23.0
+    );
+    assert!(
+        metrics.value(
+            "driftwatch_export_requests_total",
+            &[("transport", "grpc"), ("outcome", "ok")]
+        ) >= 1.0
+    );
     eventually(Duration::from_secs(5), "spans analysed", || {
-        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "py-grpc")]) == 37.0
+        dw.metrics()
+            .value("driftwatch_spans_analyzed_total", &[("service", "py-grpc")])
+            == 37.0
     });
 }
 
@@ -80,10 +133,23 @@ fn python_sdk_gzip_over_grpc() {
     let dw = Driftwatch::start("");
     run_python(
         "send_spans.py",
-        &["--protocol", "grpc", "--endpoint", &format!("http://{}", dw.grpc), "--service", "py-gzip", "--count", "5"],
+        &[
+            "--protocol",
+            "grpc",
+            "--endpoint",
+            &format!("http://{}", dw.grpc),
+            "--service",
+            "py-gzip",
+            "--count",
+            "5",
+        ],
         &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
     );
-    assert_eq!(dw.metrics().value("driftwatch_spans_received_total", &[("service", "py-gzip")]), 5.0);
+    assert_eq!(
+        dw.metrics()
+            .value("driftwatch_spans_received_total", &[("service", "py-gzip")]),
+        5.0
+    );
 }
 
 #[test]
@@ -92,7 +158,11 @@ fn rust_opentelemetry_otlp_over_grpc_is_counted() {
     use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 
     let dw = Driftwatch::start("");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let endpoint = format!("http://{}", dw.grpc);
     runtime.block_on(async move {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -106,8 +176,10 @@ fn rust_opentelemetry_otlp_over_grpc_is_counted() {
             .with_service_name("rust-svc")
             .with_attribute(opentelemetry::KeyValue::new("vcs.ref.head.revision", "0123abc"))
             .build();
-        let provider =
-            opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
         let tracer = provider.tracer("driftwatch-tests");
         for _ in 0..41 {
             let mut span = tracer.span_builder("GET /rust").with_kind(SpanKind::Server).start(&tracer);
@@ -122,7 +194,13 @@ fn rust_opentelemetry_otlp_over_grpc_is_counted() {
         .expect("join");
     });
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "rust-svc"), ("transport", "grpc")]), 41.0);
+    assert_eq!(
+        metrics.value(
+            "driftwatch_spans_received_total",
+            &[("service", "rust-svc"), ("transport", "grpc")]
+        ),
+        41.0
+    );
 }
 
 #[test]
@@ -141,21 +219,42 @@ fn otlp_json_post_is_accepted() {
     // gzip without the header is not JSON: refused, not guessed.
     let (status, _, _) = post(&dw.http_url("/v1/traces"), "application/json", None, gzip(json.as_bytes()));
     assert_eq!(status, 400);
-    let (status, headers, body) = post(&dw.http_url("/v1/traces"), "application/json", Some("gzip"), gzip(json.as_bytes()));
+    let (status, headers, body) = post(
+        &dw.http_url("/v1/traces"),
+        "application/json",
+        Some("gzip"),
+        gzip(json.as_bytes()),
+    );
     let body2 = String::from_utf8(body).expect("utf-8");
     assert_eq!(status, 200, "{body2}");
     assert_eq!(headers["content-type"], "application/json");
     let response: serde_json::Value = serde_json::from_str(&body2).expect("json");
     assert_eq!(response["partialSuccess"]["rejectedSpans"], "1");
-    assert!(response["partialSuccess"]["errorMessage"].as_str().expect("message").contains("end_before_start"));
+    assert!(
+        response["partialSuccess"]["errorMessage"]
+            .as_str()
+            .expect("message")
+            .contains("end_before_start")
+    );
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "json-svc"), ("transport", "http_json")]), 1.0);
-    assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", "end_before_start")]), 1.0);
+    assert_eq!(
+        metrics.value(
+            "driftwatch_spans_received_total",
+            &[("service", "json-svc"), ("transport", "http_json")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("driftwatch_spans_rejected_total", &[("reason", "end_before_start")]),
+        1.0
+    );
 }
 
 #[test]
 fn hostile_http_input_gets_specific_errors_and_counters() {
-    let dw = Driftwatch::start("[receiver]\nmax_request_bytes = 65536\nmax_decompressed_bytes = 1048576\nmax_spans_per_request = 100\n");
+    let dw = Driftwatch::start(
+        "[receiver]\nmax_request_bytes = 65536\nmax_decompressed_bytes = 1048576\nmax_spans_per_request = 100\n",
+    );
     let now = now_nanos();
     let good = encode_request(&[span("victim", "GET /ok", now - 1_000_000_000, 1_000_000)]);
 
@@ -169,7 +268,12 @@ fn hostile_http_input_gets_specific_errors_and_counters() {
     let (status, _, _) = post_protobuf(&dw, good[..good.len() - 3].to_vec());
     assert_eq!(status, 400);
     // Invalid JSON.
-    let (status, _, body) = post(&dw.http_url("/v1/traces"), "application/json", None, b"{\"resourceSpans\": [".to_vec());
+    let (status, _, body) = post(
+        &dw.http_url("/v1/traces"),
+        "application/json",
+        None,
+        b"{\"resourceSpans\": [".to_vec(),
+    );
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("invalid OTLP/JSON"));
     // Gzip bomb: 64 MiB of zeros in a few KiB.
@@ -182,7 +286,9 @@ fn hostile_http_input_gets_specific_errors_and_counters() {
     let (status, _, _) = post_protobuf(&dw, vec![0u8; 200_000]);
     assert_eq!(status, 413);
     // Too many spans.
-    let many: Vec<SyntheticSpan> = (0..101).map(|i| span("victim", &format!("op{i}"), now - 1_000_000_000, 1_000)).collect();
+    let many: Vec<SyntheticSpan> = (0..101)
+        .map(|i| span("victim", &format!("op{i}"), now - 1_000_000_000, 1_000))
+        .collect();
     let (status, _, body) = post_protobuf(&dw, encode_request(&many));
     assert_eq!(status, 413);
     assert!(String::from_utf8_lossy(&body).contains("max_spans_per_request"));
@@ -193,7 +299,11 @@ fn hostile_http_input_gets_specific_errors_and_counters() {
     // Span-level problems: partial success, the valid span still counted.
     let mut future = span("victim", "future", now + 10 * 365 * 86_400 * 1_000_000_000, 1_000_000);
     future.span_id = 3;
-    let backwards = SyntheticSpan { duration_nanos: 0, start_unix_nanos: now, ..span("victim", "backwards", now, 0) };
+    let backwards = SyntheticSpan {
+        duration_nanos: 0,
+        start_unix_nanos: now,
+        ..span("victim", "backwards", now, 0)
+    };
     let mut request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
         &encode_request(&[span("victim", "fine", now - 2_000_000_000, 1_000_000), future, backwards])[..],
     )
@@ -218,18 +328,39 @@ fn hostile_http_input_gets_specific_errors_and_counters() {
     assert_eq!(status, 200);
     assert_eq!(partial_success(&body), None);
     let metrics = dw.metrics();
-    let requests = |outcome| metrics.value("driftwatch_export_requests_total", &[("transport", "http_protobuf"), ("outcome", outcome)]);
+    let requests = |outcome| {
+        metrics.value(
+            "driftwatch_export_requests_total",
+            &[("transport", "http_protobuf"), ("outcome", outcome)],
+        )
+    };
     assert_eq!(requests("malformed"), 2.0);
     assert_eq!(requests("too_large"), 2.0);
     assert_eq!(requests("too_many_spans"), 1.0);
     assert_eq!(requests("partial"), 1.0);
     assert_eq!(requests("ok"), 1.0);
-    assert_eq!(metrics.value("driftwatch_export_requests_total", &[("transport", "http_json"), ("outcome", "malformed")]), 1.0);
+    assert_eq!(
+        metrics.value(
+            "driftwatch_export_requests_total",
+            &[("transport", "http_json"), ("outcome", "malformed")]
+        ),
+        1.0
+    );
     for reason in ["future_timestamp", "end_before_start", "invalid_utf8"] {
-        assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", reason)]), 1.0, "{reason}");
+        assert_eq!(
+            metrics.value("driftwatch_spans_rejected_total", &[("reason", reason)]),
+            1.0,
+            "{reason}"
+        );
     }
-    assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", "too_many_spans")]), 101.0);
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "victim")]), 2.0);
+    assert_eq!(
+        metrics.value("driftwatch_spans_rejected_total", &[("reason", "too_many_spans")]),
+        101.0
+    );
+    assert_eq!(
+        metrics.value("driftwatch_spans_received_total", &[("service", "victim")]),
+        2.0
+    );
 }
 
 /// A `ResourceSpans` (field 1 of the request) holding one span whose
@@ -267,27 +398,46 @@ fn invalid_utf8_span(now: u64) -> Vec<u8> {
 /// Sends raw bytes as a gRPC Export call, so tests can send what no SDK
 /// would.
 async fn grpc_export(addr: std::net::SocketAddr, body: Vec<u8>, gzip: bool) -> Result<Bytes, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
     let mut client = tonic::client::Grpc::new(channel);
     if gzip {
         client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
     }
     client.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
-    client.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec).await.map(|r| r.into_inner())
+    client
+        .unary(tonic::Request::new(Bytes::from(body)), path, RawCodec)
+        .await
+        .map(|r| r.into_inner())
 }
 
 #[test]
 fn hostile_grpc_input_gets_specific_status_and_counters() {
     let dw = Driftwatch::start("[receiver]\nmax_decompressed_bytes = 1048576\nmax_request_bytes = 65536\n");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let now = now_nanos();
     runtime.block_on(async {
-        let status = grpc_export(dw.grpc, vec![0x0a, 0xff, 0xff, 0x03], false).await.expect_err("malformed");
+        let status = grpc_export(dw.grpc, vec![0x0a, 0xff, 0xff, 0x03], false)
+            .await
+            .expect_err("malformed");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         let bomb = vec![0u8; 32 << 20];
         let status = grpc_export(dw.grpc, bomb, true).await.expect_err("bomb");
-        assert!(matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument), "{status:?}");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
+            ),
+            "{status:?}"
+        );
         let mut request = encode_request(&[span("grpc-victim", "ok", now - 1_000_000_000, 1_000)]);
         request.extend_from_slice(&invalid_utf8_span(now));
         let body = grpc_export(dw.grpc, request, false).await.expect("partial success");
@@ -296,18 +446,30 @@ fn hostile_grpc_input_gets_specific_status_and_counters() {
         assert!(message.contains("invalid_utf8"), "{message}");
     });
     let metrics = dw.metrics();
-    let requests = |outcome| metrics.value("driftwatch_export_requests_total", &[("transport", "grpc"), ("outcome", outcome)]);
+    let requests = |outcome| {
+        metrics.value(
+            "driftwatch_export_requests_total",
+            &[("transport", "grpc"), ("outcome", outcome)],
+        )
+    };
     assert_eq!(requests("malformed"), 1.0);
     assert_eq!(requests("too_large"), 1.0);
     assert_eq!(requests("partial"), 1.0);
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "grpc-victim")]), 1.0);
+    assert_eq!(
+        metrics.value("driftwatch_spans_received_total", &[("service", "grpc-victim")]),
+        1.0
+    );
 }
 
 #[test]
 fn stalled_analysis_pushes_back_instead_of_buffering() {
-    let dw = Driftwatch::start("[analyze]\npause = true\nmax_queued_spans = 1000\n[receiver]\nmax_spans_per_request = 500\nretry_after = \"2s\"\n");
+    let dw = Driftwatch::start(
+        "[analyze]\npause = true\nmax_queued_spans = 1000\n[receiver]\nmax_spans_per_request = 500\nretry_after = \"2s\"\n",
+    );
     let now = now_nanos();
-    let batch: Vec<SyntheticSpan> = (0..400).map(|i| span("busy", "GET /", now - 1_000_000_000 + i, 1_000)).collect();
+    let batch: Vec<SyntheticSpan> = (0..400)
+        .map(|i| span("busy", "GET /", now - 1_000_000_000 + i, 1_000))
+        .collect();
     let body = encode_request(&batch);
     let mut statuses = Vec::new();
     let mut retry_after = None;
@@ -322,22 +484,35 @@ fn stalled_analysis_pushes_back_instead_of_buffering() {
     assert!(statuses[2..].iter().all(|s| *s == 503), "{statuses:?}");
     assert_eq!(retry_after.as_deref(), Some("2"));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let status = runtime.block_on(grpc_export(dw.grpc, body, false)).expect_err("backpressure");
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().contains("retry"), "{}", status.message());
     assert!(!status.details().is_empty(), "carries RetryInfo");
 
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_analysis_queue_spans", &[]), 800.0, "queue never exceeds its bound");
-    assert_eq!(metrics.value("driftwatch_spans_rejected_total", &[("reason", "backpressure")]), 9.0 * 400.0);
+    assert_eq!(
+        metrics.value("driftwatch_analysis_queue_spans", &[]),
+        800.0,
+        "queue never exceeds its bound"
+    );
+    assert_eq!(
+        metrics.value("driftwatch_spans_rejected_total", &[("reason", "backpressure")]),
+        9.0 * 400.0
+    );
 }
 
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let mut dw = Driftwatch::start("");
     let now = now_nanos();
-    let batch: Vec<SyntheticSpan> = (0..300).map(|i| span("drain", "GET /", now - 1_000_000_000 + i, 1_000)).collect();
+    let batch: Vec<SyntheticSpan> = (0..300)
+        .map(|i| span("drain", "GET /", now - 1_000_000_000 + i, 1_000))
+        .collect();
     for _ in 0..5 {
         let (status, _, _) = post_protobuf(&dw, encode_request(&batch));
         assert_eq!(status, 200);
@@ -350,9 +525,20 @@ fn sigterm_drains_and_exits_cleanly() {
 }
 
 fn post_result(url: &str) -> Result<u16, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        driftwatch::tls::http_client().build().expect("HTTP client").post(url).body(vec![]).send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+        driftwatch::tls::http_client()
+            .build()
+            .expect("HTTP client")
+            .post(url)
+            .body(vec![])
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -371,7 +557,11 @@ fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[receiver]\ngrpc_lisen = \"127.0.0.1:1\"\n").expect("write");
-    let output = std::process::Command::new(common::driftwatch_bin()).args(["check-config", "--config"]).arg(&path).output().expect("run");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("receiver.grpc_lisen"), "{stderr}");
@@ -385,7 +575,11 @@ fn check_config_names_the_bad_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("admin.listen"));
 
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/driftwatch.toml");
-    let output = std::process::Command::new(common::driftwatch_bin()).args(["check-config", "--config"]).arg(&example).output().expect("run");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["check-config", "--config"])
+        .arg(&example)
+        .output()
+        .expect("run");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -402,5 +596,8 @@ fn busy_port_is_a_clear_start_error() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("receiver.grpc_listen") && stderr.contains(&port.to_string()), "{stderr}");
+    assert!(
+        stderr.contains("receiver.grpc_listen") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
 }

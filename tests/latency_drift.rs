@@ -42,14 +42,26 @@ fn python_sdk_regression_is_detected_and_served_by_the_api() {
     let deploy = now_nanos() / S * S - 8 * 60 * S;
     let before = deploy - 10 * 60 * S;
     let endpoint = format!("http://{}", dw.grpc);
-    for (name, start, seconds, factor, revision) in
-        [("before.json", before, 600, 1.0, "rev-good"), ("after.json", deploy, 240, 1.5, "rev-slow")]
-    {
+    for (name, start, seconds, factor, revision) in [
+        ("before.json", before, 600, 1.0, "rev-good"),
+        ("after.json", deploy, 240, 1.5, "rev-slow"),
+    ] {
         let path = dir.path().join(name);
         std::fs::write(&path, plan(start, seconds, 20, 40.0, factor, start).to_string()).expect("write plan");
         run_python(
             "send_spans.py",
-            &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "checkout", "--revision", revision, "--plan", path.to_str().expect("utf-8")],
+            &[
+                "--protocol",
+                "grpc",
+                "--endpoint",
+                &endpoint,
+                "--service",
+                "checkout",
+                "--revision",
+                revision,
+                "--plan",
+                path.to_str().expect("utf-8"),
+            ],
             &[],
         );
     }
@@ -82,7 +94,10 @@ fn python_sdk_regression_is_detected_and_served_by_the_api() {
     let detected = humantime::parse_rfc3339(event["detected_at"].as_str().expect("detected_at")).expect("RFC 3339");
     let deploy_time = std::time::UNIX_EPOCH + Duration::from_nanos(deploy);
     let onset_error = onset.duration_since(deploy_time).unwrap_or_else(|e| e.duration());
-    assert!(onset_error <= Duration::from_secs(20), "onset {onset:?} vs deploy {deploy_time:?}");
+    assert!(
+        onset_error <= Duration::from_secs(20),
+        "onset {onset:?} vs deploy {deploy_time:?}"
+    );
     let delay = detected.duration_since(deploy_time).expect("detected after the deploy");
     assert!(delay <= Duration::from_secs(120), "detected {delay:?} after the deploy");
 
@@ -95,7 +110,10 @@ fn python_sdk_regression_is_detected_and_served_by_the_api() {
     assert_eq!(status, 404);
 
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_drifts_firing", &[("kind", "latency_regression")]), 1.0);
+    assert_eq!(
+        metrics.value("driftwatch_drifts_firing", &[("kind", "latency_regression")]),
+        1.0
+    );
 }
 
 #[test]
@@ -116,10 +134,19 @@ fn scenario_corpus_meets_the_targets() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("report")).expect("JSON");
     let summary = &report["summary"];
     assert!(summary["target_class_labels"].as_u64().expect("count") >= 20, "{summary}");
-    assert!(summary["target_class_recall"].as_f64().expect("recall") >= 0.95, "{summary}\n{table}");
+    assert!(
+        summary["target_class_recall"].as_f64().expect("recall") >= 0.95,
+        "{summary}\n{table}"
+    );
     assert!(summary["service_weeks"].as_f64().expect("weeks") >= 3.0, "{summary}");
-    assert!(summary["false_alerts_per_service_week"].as_f64().expect("rate") <= 1.0, "{summary}\n{table}");
-    assert!(summary["median_delay_s"].as_f64().expect("delay") <= 60.0, "{summary}\n{table}");
+    assert!(
+        summary["false_alerts_per_service_week"].as_f64().expect("rate") <= 1.0,
+        "{summary}\n{table}"
+    );
+    assert!(
+        summary["median_delay_s"].as_f64().expect("delay") <= 60.0,
+        "{summary}\n{table}"
+    );
     assert!(summary["peer_labels"].as_u64().expect("count") >= 3, "{summary}");
     assert_eq!(summary["peer_recall"].as_f64(), Some(1.0), "{summary}\n{table}");
     assert_eq!(summary["peer_false_alerts"].as_u64(), Some(0), "{summary}\n{table}");
@@ -147,9 +174,14 @@ fn high_cardinality_span_names_stay_bounded() {
             })
             .collect();
         let body = encode_request(&spans);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let status = runtime.block_on(async {
-            driftwatch::tls::http_client().build().expect("HTTP client")
+            driftwatch::tls::http_client()
+                .build()
+                .expect("HTTP client")
                 .post(dw.http_url("/v1/traces"))
                 .header("content-type", "application/x-protobuf")
                 .body(body)
@@ -165,5 +197,8 @@ fn high_cardinality_span_names_stay_bounded() {
     });
     let metrics = dw.metrics();
     assert_eq!(metrics.value("driftwatch_operations_tracked", &[("service", "flood")]), 20.0);
-    assert_eq!(metrics.value("driftwatch_operations_folded_spans_total", &[("service", "flood")]), 9_980.0);
+    assert_eq!(
+        metrics.value("driftwatch_operations_folded_spans_total", &[("service", "flood")]),
+        9_980.0
+    );
 }

@@ -26,7 +26,9 @@ impl HttpServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("http.server");
-        eventually(Duration::from_secs(10), "http.server listening", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        eventually(Duration::from_secs(10), "http.server listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         HttpServer { child, port }
     }
 
@@ -55,7 +57,16 @@ fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
     let dw = Driftwatch::start("[detect.outbound]\nlearning_period = \"3s\"\nmin_calls = 3\n");
     let endpoint = format!("http://{}", dw.grpc);
     let call = |revision: &str, urls: &[String], env: &[(&str, &str)]| {
-        let mut args = vec!["--endpoint", &endpoint, "--service", "checkout", "--revision", revision, "--repeat", "5"];
+        let mut args = vec![
+            "--endpoint",
+            &endpoint,
+            "--service",
+            "checkout",
+            "--revision",
+            revision,
+            "--repeat",
+            "5",
+        ];
         for url in urls {
             args.push("--call");
             args.push(url);
@@ -68,7 +79,11 @@ fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
     // Second revision, on the stable HTTP conventions (url.full,
     // server.address): the known peer must keep its identity, the new
     // one must be reported.
-    call("rev-2", &[known.url(), new.url()], &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http")]);
+    call(
+        "rev-2",
+        &[known.url(), new.url()],
+        &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http")],
+    );
 
     let mut found = Vec::new();
     eventually(Duration::from_secs(40), "a new_outbound_peer event", || {
@@ -85,7 +100,10 @@ fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
     assert_eq!(event["peer"], format!("127.0.0.1:{}", new.port));
     assert_eq!(event["revision"], "rev-2");
     assert_eq!(event["baseline_revision"], "rev-1");
-    assert_eq!(event["operation"], "POST /checkout", "the SERVER span above the INTERNAL parent");
+    assert_eq!(
+        event["operation"], "POST /checkout",
+        "the SERVER span above the INTERNAL parent"
+    );
     let outbound = &event["outbound"];
     assert_eq!(outbound["reasons"], serde_json::json!(["new_peer"]));
     assert!(outbound["calls"].as_u64().expect("calls") >= 3);
@@ -95,7 +113,10 @@ fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
     let share = caller["median_share"].as_f64().expect("share");
     assert!(share > 0.0 && share <= 1.0, "{share}");
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_drifts_firing", &[("kind", "new_outbound_peer")]), 1.0);
+    assert_eq!(
+        metrics.value("driftwatch_drifts_firing", &[("kind", "new_outbound_peer")]),
+        1.0
+    );
     assert_eq!(metrics.value("driftwatch_outbound_peers", &[("service", "checkout")]), 2.0);
 }
 
@@ -110,7 +131,20 @@ fn metadata_endpoint_and_allowlist_are_critical() {
     let endpoint = format!("http://{}", dw.grpc);
     run_python(
         "call_peers.py",
-        &["--endpoint", &endpoint, "--service", "pay", "--revision", "r1", "--repeat", "2", "--call", &allowed.url(), "--call", &outside.url()],
+        &[
+            "--endpoint",
+            &endpoint,
+            "--service",
+            "pay",
+            "--revision",
+            "r1",
+            "--repeat",
+            "2",
+            "--call",
+            &allowed.url(),
+            "--call",
+            &outside.url(),
+        ],
         &[],
     );
     // The metadata address is unreachable here; send its client span
@@ -127,11 +161,19 @@ fn metadata_endpoint_and_allowlist_are_critical() {
         start_unix_nanos: now - 1_000_000_000,
         duration_nanos: 2_000_000,
         error: true,
-        attributes: vec![("http.url".into(), "http://169.254.169.254/latest/meta-data/iam/security-credentials/".into())],
+        attributes: vec![(
+            "http.url".into(),
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/".into(),
+        )],
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        driftwatch::tls::http_client().build().expect("HTTP client")
+        driftwatch::tls::http_client()
+            .build()
+            .expect("HTTP client")
             .post(dw.http_url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
             .body(driftwatch::simulate::encode_request(&[span]))
@@ -149,10 +191,16 @@ fn metadata_endpoint_and_allowlist_are_critical() {
     let by_peer = |peer: &str| found.iter().find(|e| e["peer"] == peer).cloned();
     let metadata = by_peer("169.254.169.254:80").expect("metadata event");
     assert_eq!(metadata["severity"], "critical");
-    assert_eq!(metadata["outbound"]["reasons"], serde_json::json!(["not_allowed", "metadata_endpoint"]));
+    assert_eq!(
+        metadata["outbound"]["reasons"],
+        serde_json::json!(["not_allowed", "metadata_endpoint"])
+    );
     let outside_event = by_peer(&format!("127.0.0.1:{}", outside.port)).expect("allowlist event");
     assert_eq!(outside_event["severity"], "critical");
     assert_eq!(outside_event["outbound"]["reasons"], serde_json::json!(["not_allowed"]));
-    assert!(by_peer(&format!("127.0.0.1:{}", allowed.port)).is_none(), "the allowed peer is quiet");
+    assert!(
+        by_peer(&format!("127.0.0.1:{}", allowed.port)).is_none(),
+        "the allowed peer is quiet"
+    );
     assert_eq!(found.len(), 2, "{found:#?}");
 }

@@ -28,16 +28,24 @@ fn checkout(revision: &str, slowdown: f64) -> EndpointTraffic<'_> {
 #[test]
 fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
     let store = tempfile::tempdir().expect("store");
-    let config = format!("[store]\npath = {:?}\nflush_interval = \"1s\"\n", store.path().display().to_string());
+    let config = format!(
+        "[store]\npath = {:?}\nflush_interval = \"1s\"\n",
+        store.path().display().to_string()
+    );
     let mut rng = Rng::new(9);
     let deploy = now_nanos() / S * S - 4 * 60 * S;
     {
         let mut old = Driftwatch::start(&config);
-        for batch in checkout("rev-1", 1.0).generate(deploy - 12 * 60 * S, 12 * 60, &mut rng).chunks(60) {
+        for batch in checkout("rev-1", 1.0)
+            .generate(deploy - 12 * 60 * S, 12 * 60, &mut rng)
+            .chunks(60)
+        {
             post_spans(&old, &batch.concat());
         }
         eventually(Duration::from_secs(10), "rev-1 analysed", || {
-            old.metrics().value("driftwatch_spans_analyzed_total", &[("service", "checkout")]) == 14_400.0
+            old.metrics()
+                .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
+                == 14_400.0
         });
         // At least one flush after the traffic, then no goodbye.
         std::thread::sleep(Duration::from_millis(2500));
@@ -59,7 +67,10 @@ fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
     assert_eq!(event["kind"], "latency_regression");
     assert_eq!(event["revision"], "rev-2");
     assert_eq!(event["baseline_revision"], "rev-1", "the baseline came from the store");
-    assert!(event["stats"]["baseline"]["count"].as_u64().expect("count") >= 10_000, "{event}");
+    assert!(
+        event["stats"]["baseline"]["count"].as_u64().expect("count") >= 10_000,
+        "{event}"
+    );
 }
 
 #[test]

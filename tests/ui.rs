@@ -16,7 +16,13 @@ const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x onerror
 fn chromium(args: &[&str]) -> std::process::Output {
     let profile = tempfile::tempdir().expect("profile");
     Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ])
         .args(["--no-first-run", "--disable-sync", "--no-proxy-server"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
@@ -63,7 +69,10 @@ fn the_incident_page_renders_in_chromium_with_its_picture() {
 
     let dom = chromium(&["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("<svg") && dom.contains("id=\"latency-distribution\""), "the picture is in the rendered DOM");
+    assert!(
+        dom.contains("<svg") && dom.contains("id=\"latency-distribution\""),
+        "the picture is in the rendered DOM"
+    );
     assert!(dom.contains("class=\"current\"") && dom.contains("class=\"baseline\""));
     assert!(!dom.contains("<title>pwned</title>"), "no script ran");
 
@@ -71,7 +80,11 @@ fn the_incident_page_renders_in_chromium_with_its_picture() {
     let png = shot.path().join("incident.png");
     let output = chromium(&["--window-size=1100,1300", &format!("--screenshot={}", png.display()), &url]);
     let bytes = std::fs::read(&png).unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&output.stderr)));
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "a real screenshot ({} bytes)", bytes.len());
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "a real screenshot ({} bytes)",
+        bytes.len()
+    );
     let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::copy(&png, out_dir.join("incident-page.png")).expect("keep the screenshot");
 

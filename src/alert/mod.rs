@@ -47,7 +47,12 @@ pub struct Sink {
 impl Sink {
     fn new(name: String, kind: SinkKind, route: &Route) -> Sink {
         let services = route.services.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
-        Sink { name, kind, route: route.clone(), services }
+        Sink {
+            name,
+            kind,
+            route: route.clone(),
+            services,
+        }
     }
 
     /// Whether the sink's route takes this event.
@@ -71,18 +76,38 @@ impl Sink {
 pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
     let mut sinks = Vec::new();
     for (i, s) in config.webhook.iter().enumerate() {
-        sinks.push(Sink::new(format!("webhook[{i}]"), SinkKind::Webhook { url: s.url.clone(), secret: s.secret.clone() }, &s.route));
+        sinks.push(Sink::new(
+            format!("webhook[{i}]"),
+            SinkKind::Webhook {
+                url: s.url.clone(),
+                secret: s.secret.clone(),
+            },
+            &s.route,
+        ));
     }
     for (i, s) in config.alertmanager.iter().enumerate() {
-        sinks.push(Sink::new(format!("alertmanager[{i}]"), SinkKind::Alertmanager { url: s.url.clone() }, &s.route));
+        sinks.push(Sink::new(
+            format!("alertmanager[{i}]"),
+            SinkKind::Alertmanager { url: s.url.clone() },
+            &s.route,
+        ));
     }
     for (i, s) in config.slack.iter().enumerate() {
-        sinks.push(Sink::new(format!("slack[{i}]"), SinkKind::Slack { webhook_url: s.webhook_url.clone() }, &s.route));
+        sinks.push(Sink::new(
+            format!("slack[{i}]"),
+            SinkKind::Slack {
+                webhook_url: s.webhook_url.clone(),
+            },
+            &s.route,
+        ));
     }
     for (i, s) in config.pagerduty.iter().enumerate() {
         sinks.push(Sink::new(
             format!("pagerduty[{i}]"),
-            SinkKind::PagerDuty { routing_key: s.routing_key.clone(), url: s.url.clone() },
+            SinkKind::PagerDuty {
+                routing_key: s.routing_key.clone(),
+                url: s.url.clone(),
+            },
             &s.route,
         ));
     }
@@ -90,21 +115,33 @@ pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Alerts of one deploy, kind and status travel together.
 fn group_key(entry: &OutboxEntry) -> (String, String, EventKind, String) {
-    (entry.sink.clone(), entry.event.service.clone(), entry.event.kind, entry.status.clone() + "|" + &entry.event.revision)
+    (
+        entry.sink.clone(),
+        entry.event.service.clone(),
+        entry.event.kind,
+        entry.status.clone() + "|" + &entry.event.revision,
+    )
 }
 
 /// What a delivery attempt came to.
 enum Delivery {
     Delivered,
     /// Retry, not before the given delay when the receiver said so.
-    Retry { error: String, retry_after: Option<Duration> },
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+    },
     /// The receiver refused the request as such: retrying cannot help.
-    Rejected { error: String },
+    Rejected {
+        error: String,
+    },
 }
 
 pub struct Dispatcher {
@@ -129,9 +166,15 @@ impl Dispatcher {
         events: SharedEventLog,
         base_url: String,
     ) -> Result<Dispatcher, reqwest::Error> {
-        let client = crate::tls::http_client().timeout(config.request_timeout).user_agent(concat!("driftwatch/", env!("CARGO_PKG_VERSION"))).build()?;
+        let client = crate::tls::http_client()
+            .timeout(config.request_timeout)
+            .user_agent(concat!("driftwatch/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let sinks = sinks(config);
-        let limits = sinks.iter().map(|s| (s.name.clone(), Arc::new(Semaphore::new(config.concurrency)))).collect();
+        let limits = sinks
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(Semaphore::new(config.concurrency))))
+            .collect();
         Ok(Dispatcher {
             store,
             sinks,
@@ -259,7 +302,9 @@ impl Dispatcher {
                 self.finish(&due, "dead");
                 continue;
             };
-            let Some(permit) = self.limits.get(&sink.name).and_then(|s| s.clone().try_acquire_owned().ok()) else { continue };
+            let Some(permit) = self.limits.get(&sink.name).and_then(|s| s.clone().try_acquire_owned().ok()) else {
+                continue;
+            };
             {
                 let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
                 in_flight.extend(due.iter().map(|e| e.id));
@@ -298,7 +343,8 @@ impl Dispatcher {
                     // Other drifts of this deploy still fire: the incident stays open.
                     return Delivery::Delivered;
                 }
-                let body = serde_json::to_vec(&render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url)).unwrap_or_default();
+                let body = serde_json::to_vec(&render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url))
+                    .unwrap_or_default();
                 (url.clone(), body, None)
             }
         };
@@ -315,7 +361,11 @@ impl Dispatcher {
             Ok(response) if response.status().is_success() => Delivery::Delivered,
             Ok(response) => {
                 let code = response.status();
-                let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
                 let text: String = response.text().await.unwrap_or_default().chars().take(300).collect();
                 let error = format!("{} answered {code}: {text}", sink.name);
                 if code.as_u16() == 429 || code.as_u16() == 408 || code.is_server_error() {
@@ -324,14 +374,21 @@ impl Dispatcher {
                     Delivery::Rejected { error }
                 }
             }
-            Err(error) => Delivery::Retry { error: format!("{} unreachable: {error}", sink.name), retry_after: None },
+            Err(error) => Delivery::Retry {
+                error: format!("{} unreachable: {error}", sink.name),
+                retry_after: None,
+            },
         }
     }
 
     fn group_still_firing(&self, event: &DriftEvent) -> bool {
         let log = self.events.read().unwrap_or_else(|e| e.into_inner());
         log.list().iter().any(|e| {
-            e.state == EventState::Firing && e.service == event.service && e.kind == event.kind && e.revision == event.revision && e.id != event.id
+            e.state == EventState::Firing
+                && e.service == event.service
+                && e.kind == event.kind
+                && e.revision == event.revision
+                && e.id != event.id
         })
     }
 
@@ -349,9 +406,9 @@ impl Dispatcher {
             }
             Delivery::Retry { error, retry_after } => {
                 let max_age = self.config.max_age.as_millis() as u64;
-                let (dead, retry): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries.drain(..).partition(|e| {
-                    e.attempts + 1 >= self.config.max_attempts || now.saturating_sub(e.created_at_ms) > max_age
-                });
+                let (dead, retry): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries
+                    .drain(..)
+                    .partition(|e| e.attempts + 1 >= self.config.max_attempts || now.saturating_sub(e.created_at_ms) > max_age);
                 if !dead.is_empty() {
                     tracing::error!(sink = %sink.name, %error, alerts = dead.len(), "alerts undeliverable after retries; giving up");
                     self.finish(&dead, "dead");
@@ -372,7 +429,10 @@ impl Dispatcher {
                     if let Err(error) = self.store.update_outbox(&updated) {
                         tracing::error!(%error, "cannot record a delivery attempt");
                     }
-                    self.metrics.alert_deliveries.with_label_values(&[sink.label(), "retrying"]).inc_by(updated.len() as u64);
+                    self.metrics
+                        .alert_deliveries
+                        .with_label_values(&[sink.label(), "retrying"])
+                        .inc_by(updated.len() as u64);
                     self.release(&updated);
                 }
             }
@@ -386,8 +446,14 @@ impl Dispatcher {
         if let Err(error) = self.store.remove_outbox(&ids) {
             tracing::error!(%error, "cannot remove settled alerts from the outbox");
         }
-        let label = entries.first().and_then(|e| self.sinks.iter().find(|s| s.name == e.sink)).map_or("unknown", Sink::label);
-        self.metrics.alert_deliveries.with_label_values(&[label, outcome]).inc_by(entries.len() as u64);
+        let label = entries
+            .first()
+            .and_then(|e| self.sinks.iter().find(|s| s.name == e.sink))
+            .map_or("unknown", Sink::label);
+        self.metrics
+            .alert_deliveries
+            .with_label_values(&[label, outcome])
+            .inc_by(entries.len() as u64);
         self.release(entries);
     }
 
@@ -423,7 +489,11 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds.min(3600)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default().min(Duration::from_secs(3600)))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(Duration::from_secs(3600)),
+    )
 }
 
 #[cfg(test)]

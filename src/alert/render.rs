@@ -31,7 +31,12 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
 /// requires, and formatting characters neutralised so a span name cannot
 /// bold, strike, link or mention.
 pub fn slack_text(text: &str) -> String {
-    neutralize(&sanitize(text, MAX_FIELD_CHARS).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"))
+    neutralize(
+        &sanitize(text, MAX_FIELD_CHARS)
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;"),
+    )
 }
 
 /// Untrusted text for Slack plain_text fields: no entities there, so angle
@@ -73,7 +78,11 @@ pub fn headline(event: &DriftEvent) -> String {
         EventKind::NewOutboundPeer => format!(
             "{service} calls {}{}",
             sanitize(event.peer.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
-            event.operation.as_deref().map(|o| format!(" from {}", sanitize(o, MAX_FIELD_CHARS))).unwrap_or_default()
+            event
+                .operation
+                .as_deref()
+                .map(|o| format!(" from {}", sanitize(o, MAX_FIELD_CHARS)))
+                .unwrap_or_default()
         ),
     }
 }
@@ -95,7 +104,11 @@ fn severity(event: &DriftEvent) -> &'static str {
 /// "Score orders for fraud… (claude-code) abc123def456 by Lee Park".
 fn top_suspect(event: &DriftEvent) -> Option<String> {
     let s = event.suspects.first()?;
-    let ai = s.ai.as_ref().and_then(|a| a["tool"].as_str()).map(|t| format!(" [AI: {}]", sanitize(t, 40))).unwrap_or_default();
+    let ai =
+        s.ai.as_ref()
+            .and_then(|a| a["tool"].as_str())
+            .map(|t| format!(" [AI: {}]", sanitize(t, 40)))
+            .unwrap_or_default();
     Some(format!(
         "{} {}{ai} by {}",
         &s.commit[..s.commit.len().min(12)],
@@ -144,7 +157,10 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
             // re-sends while the drift lasts); resolved ones end when the
             // drift ended.
             let ends_at = match event.state {
-                EventState::Resolved => event.resolved_at.clone().unwrap_or_else(|| crate::detect::event::rfc3339(now_ms * 1_000_000)),
+                EventState::Resolved => event
+                    .resolved_at
+                    .clone()
+                    .unwrap_or_else(|| crate::detect::event::rfc3339(now_ms * 1_000_000)),
                 EventState::Firing => crate::detect::event::rfc3339((now_ms + 3_600_000) * 1_000_000),
             };
             json!({
@@ -176,9 +192,19 @@ pub fn slack(status: &str, events: &[&DriftEvent], base_url: &str) -> Value {
     let title = |service: String| {
         format!(
             "{} {}: {} in {service} ({})",
-            if resolved { "✅ Resolved" } else if first.severity == Severity::Critical { "🚨" } else { "⚠️" },
+            if resolved {
+                "✅ Resolved"
+            } else if first.severity == Severity::Critical {
+                "🚨"
+            } else {
+                "⚠️"
+            },
             kind_title(first.kind),
-            if events.len() > 1 { format!("{} drifts", events.len()) } else { "1 drift".to_owned() },
+            if events.len() > 1 {
+                format!("{} drifts", events.len())
+            } else {
+                "1 drift".to_owned()
+            },
             sanitize(&first.revision[..first.revision.len().min(12)], 12)
         )
     };
@@ -189,7 +215,11 @@ pub fn slack(status: &str, events: &[&DriftEvent], base_url: &str) -> Value {
     for event in events.iter().take(MAX_LISTED) {
         let mut text = format!("*{}*", slack_text(&headline(event)));
         if let Some(s) = event.suspects.first() {
-            let ai = s.ai.as_ref().and_then(|a| a["tool"].as_str()).map(|t| format!(" — AI: `{}`", slack_text(t))).unwrap_or_default();
+            let ai =
+                s.ai.as_ref()
+                    .and_then(|a| a["tool"].as_str())
+                    .map(|t| format!(" — AI: `{}`", slack_text(t)))
+                    .unwrap_or_default();
             text.push_str(&format!(
                 "\nTop suspect: `{}` {} by {}{ai}",
                 &s.commit[..s.commit.len().min(12)],
@@ -222,7 +252,13 @@ pub fn pagerduty(routing_key: &str, status: &str, dedup_key: &str, events: &[&Dr
     let summary = if events.len() == 1 {
         format!("{}: {}", kind_title(first.kind), headline(first))
     } else {
-        format!("{}: {} drifts in {} after deploy {}", kind_title(first.kind), events.len(), sanitize(&first.service, 80), &first.revision[..first.revision.len().min(12)])
+        format!(
+            "{}: {} drifts in {} after deploy {}",
+            kind_title(first.kind),
+            events.len(),
+            sanitize(&first.service, 80),
+            &first.revision[..first.revision.len().min(12)]
+        )
     };
     let details: Vec<Value> = events
         .iter()

@@ -111,38 +111,68 @@ impl ShardObserver for LiveShard {
         let outcome = self.analysis.observe(facts, &mut self.scratch);
         for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
             let service = self.metrics.service_label(&run[0].service);
-            self.metrics.spans_analyzed.with_label_values(&[service]).inc_by(run.len() as u64);
+            self.metrics
+                .spans_analyzed
+                .with_label_values(&[service])
+                .inc_by(run.len() as u64);
             if let Some(state) = self.analysis.service(&run[0].service) {
                 if self.durations.len() > MAX_DURATION_SERIES {
                     self.durations.clear();
                 }
                 let other = operations::other_name();
                 for fact in run.iter().filter(|f| !f.kind.is_outbound()) {
-                    let operation = if state.operations.is_tracked(&fact.operation) { &fact.operation } else { &other };
+                    let operation = if state.operations.is_tracked(&fact.operation) {
+                        &fact.operation
+                    } else {
+                        &other
+                    };
                     let key = (fact.service.clone(), operation.clone(), fact.revision.clone());
                     let histogram = self.durations.entry(key).or_insert_with(|| {
-                        self.metrics.span_duration.with_label_values(&[service, operation, &fact.revision])
+                        self.metrics
+                            .span_duration
+                            .with_label_values(&[service, operation, &fact.revision])
                     });
                     histogram.observe(fact.duration_nanos() as f64 / 1e9);
                 }
                 for revision in state.timeline.entries() {
                     let labels = [service, &*revision.revision];
-                    self.metrics.revision_first_seen.with_label_values(&labels).set(revision.first_seen_unix_nanos as f64 / 1e9);
-                    self.metrics.revision_last_seen.with_label_values(&labels).set(revision.last_seen_unix_nanos as f64 / 1e9);
+                    self.metrics
+                        .revision_first_seen
+                        .with_label_values(&labels)
+                        .set(revision.first_seen_unix_nanos as f64 / 1e9);
+                    self.metrics
+                        .revision_last_seen
+                        .with_label_values(&labels)
+                        .set(revision.last_seen_unix_nanos as f64 / 1e9);
                 }
-                self.metrics.operations_tracked.with_label_values(&[service]).set(state.operations.tracked_len() as i64);
-                self.metrics.outbound_peers.with_label_values(&[service]).set(state.peers.known_len() as i64);
+                self.metrics
+                    .operations_tracked
+                    .with_label_values(&[service])
+                    .set(state.operations.tracked_len() as i64);
+                self.metrics
+                    .outbound_peers
+                    .with_label_values(&[service])
+                    .set(state.peers.known_len() as i64);
                 let folded = state.operations.folded_spans();
                 let exported = self.folded_exported.entry(run[0].service.clone()).or_insert(0);
-                self.metrics.operations_folded.with_label_values(&[service]).inc_by(folded - *exported);
+                self.metrics
+                    .operations_folded
+                    .with_label_values(&[service])
+                    .inc_by(folded - *exported);
                 *exported = folded;
             }
         }
         if outcome.too_late > 0 {
-            self.metrics.spans_not_analyzed.with_label_values(&["too_late"]).inc_by(outcome.too_late);
+            self.metrics
+                .spans_not_analyzed
+                .with_label_values(&["too_late"])
+                .inc_by(outcome.too_late);
         }
         if outcome.over_service_limit > 0 {
-            self.metrics.spans_not_analyzed.with_label_values(&["max_services"]).inc_by(outcome.over_service_limit);
+            self.metrics
+                .spans_not_analyzed
+                .with_label_values(&["max_services"])
+                .inc_by(outcome.over_service_limit);
         }
         self.flush_updates();
     }
@@ -173,7 +203,11 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    pub fn new(store: Arc<crate::store::EmbeddedStore>, interval: std::time::Duration, retention: std::time::Duration) -> Persistence {
+    pub fn new(
+        store: Arc<crate::store::EmbeddedStore>,
+        interval: std::time::Duration,
+        retention: std::time::Duration,
+    ) -> Persistence {
         Persistence {
             store,
             interval,
@@ -237,7 +271,13 @@ pub fn start<O: ShardObserver>(
     for index in 0..config.shards.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         senders.push(tx);
-        tasks.push(tokio::spawn(run_shard(rx, observer(index), queued.clone(), metrics.clone(), config.pause)));
+        tasks.push(tokio::spawn(run_shard(
+            rx,
+            observer(index),
+            queued.clone(),
+            metrics.clone(),
+            config.pause,
+        )));
     }
     let queue = AnalysisQueue {
         shards: senders.into(),
@@ -259,7 +299,10 @@ impl AnalysisQueue {
             (queued + n <= self.limit).then_some(queued + n)
         });
         if let Err(queued) = admitted {
-            return Err(QueueFull { queued, limit: self.limit });
+            return Err(QueueFull {
+                queued,
+                limit: self.limit,
+            });
         }
         self.metrics.analysis_queue_spans.add(n as i64);
         if self.shards.len() == 1 {

@@ -50,7 +50,11 @@ pub struct OperationTable {
 
 impl OperationTable {
     pub fn new(max_tracked: usize) -> OperationTable {
-        let other = Slot { name: Sym::from(OTHER_NAME), last_seen: 0, period_count: 0 };
+        let other = Slot {
+            name: Sym::from(OTHER_NAME),
+            last_seen: 0,
+            period_count: 0,
+        };
         OperationTable {
             ids: HashMap::new(),
             slots: vec![Some(other)],
@@ -79,7 +83,11 @@ impl OperationTable {
     }
 
     fn track(&mut self, name: Sym, now: u64, count: u64) -> OpId {
-        let slot = Slot { name: name.clone(), last_seen: now, period_count: count };
+        let slot = Slot {
+            name: name.clone(),
+            last_seen: now,
+            period_count: count,
+        };
         let id = match self.slots.iter().skip(1).position(Option::is_none) {
             Some(free) => {
                 let id = free + 1;
@@ -119,7 +127,10 @@ impl OperationTable {
     pub fn end_period(&mut self, now: u64, idle_nanos: u64) -> Vec<OpId> {
         let mut evicted = Vec::new();
         for id in 1..self.slots.len() {
-            if self.slots[id].as_ref().is_some_and(|s| s.last_seen.saturating_add(idle_nanos) < now) {
+            if self.slots[id]
+                .as_ref()
+                .is_some_and(|s| s.last_seen.saturating_add(idle_nanos) < now)
+            {
                 evicted.push(id as OpId);
             }
         }
@@ -145,12 +156,13 @@ impl OperationTable {
                 .skip(1)
                 .filter_map(|(id, s)| s.as_ref().map(|s| (id, s.period_count)))
                 .min_by_key(|(_, c)| *c);
-            if let Some((id, quiet_count)) = quietest {
-                if count >= DISPLACE_MIN_SPANS && count > quiet_count.saturating_mul(DISPLACE_FACTOR) {
-                    self.untrack(id as OpId);
-                    evicted.push(id as OpId);
-                    promoted.push((name, count));
-                }
+            if let Some((id, quiet_count)) = quietest
+                && count >= DISPLACE_MIN_SPANS
+                && count > quiet_count.saturating_mul(DISPLACE_FACTOR)
+            {
+                self.untrack(id as OpId);
+                evicted.push(id as OpId);
+                promoted.push((name, count));
             }
         }
         for (name, count) in promoted {
@@ -178,7 +190,11 @@ impl OperationTable {
 
     /// Tracked operations (not `__other__`).
     pub fn tracked(&self) -> impl Iterator<Item = (OpId, &Sym)> {
-        self.slots.iter().enumerate().skip(1).filter_map(|(id, s)| s.as_ref().map(|s| (id as OpId, &s.name)))
+        self.slots
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(id, s)| s.as_ref().map(|s| (id as OpId, &s.name)))
     }
 
     pub fn tracked_len(&self) -> usize {
@@ -232,7 +248,11 @@ mod tests {
         assert_eq!(table.resolve(&sym("b"), 1000), OTHER);
         let evicted = table.end_period(1000, 500);
         assert_eq!(evicted, vec![a]);
-        assert_eq!(table.name(a).map(|s| &**s), Some("b"), "the busiest candidate takes the free slot");
+        assert_eq!(
+            table.name(a).map(|s| &**s),
+            Some("b"),
+            "the busiest candidate takes the free slot"
+        );
     }
 
     #[test]

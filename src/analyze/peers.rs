@@ -59,7 +59,11 @@ pub struct CallerStats {
 
 impl CallerStats {
     fn new(operation: Sym) -> CallerStats {
-        CallerStats { operation, calls: 0, samples: Vec::new() }
+        CallerStats {
+            operation,
+            calls: 0,
+            samples: Vec::new(),
+        }
     }
 
     fn add(&mut self, call_ms: f32, share: f32, rng: &mut Rng) {
@@ -180,11 +184,18 @@ impl PeerSets {
     /// decides whether the peer counts as unseen.
     pub fn record_call(&mut self, fact: &SpanFact, peer: &Sym, revision: RevId, lookback_nanos: u64) -> Novelty {
         let (start, end) = (fact.start_unix_nanos, fact.end_unix_nanos);
-        let unseen = self.known.get(peer).is_none_or(|k| k.last_seen.saturating_add(lookback_nanos) < start);
+        let unseen = self
+            .known
+            .get(peer)
+            .is_none_or(|k| k.last_seen.saturating_add(lookback_nanos) < start);
         if !self.known.contains_key(peer) && self.known.len() >= MAX_PEERS {
             self.evict_least_recent();
         }
-        let known = self.known.entry(peer.clone()).or_insert(KnownPeer { first_seen: start, last_seen: end, calls: 0 });
+        let known = self.known.entry(peer.clone()).or_insert(KnownPeer {
+            first_seen: start,
+            last_seen: end,
+            calls: 0,
+        });
         known.calls += 1;
         known.last_seen = known.last_seen.max(end);
         let uses = self.by_revision.entry(revision).or_default();
@@ -192,8 +203,12 @@ impl PeerSets {
             self.overflow += 1;
             return Novelty { unseen };
         }
-        let usage =
-            uses.entry(peer.clone()).or_insert(PeerUse { calls: 0, first_seen: start, last_seen: end, callers: Vec::new() });
+        let usage = uses.entry(peer.clone()).or_insert(PeerUse {
+            calls: 0,
+            first_seen: start,
+            last_seen: end,
+            callers: Vec::new(),
+        });
         usage.calls += 1;
         usage.first_seen = usage.first_seen.min(start);
         usage.last_seen = usage.last_seen.max(end);
@@ -258,7 +273,9 @@ impl PeerSets {
     }
 
     fn attribute(&mut self, call: &PendingCall, caller: Sym, caller_duration: u64) {
-        let Some(usage) = self.by_revision.get_mut(&call.revision).and_then(|u| u.get_mut(&call.peer)) else { return };
+        let Some(usage) = self.by_revision.get_mut(&call.revision).and_then(|u| u.get_mut(&call.peer)) else {
+            return;
+        };
         let index = match usage.callers.iter().position(|c| c.operation == caller) {
             Some(i) => i,
             None if usage.callers.len() < MAX_CALLERS => {
@@ -268,7 +285,11 @@ impl PeerSets {
             None => return,
         };
         let call_ms = call.duration_nanos as f32 / 1e6;
-        let share = if caller_duration > 0 { (call.duration_nanos as f64 / caller_duration as f64).min(1.0) as f32 } else { 0.0 };
+        let share = if caller_duration > 0 {
+            (call.duration_nanos as f64 / caller_duration as f64).min(1.0) as f32
+        } else {
+            0.0
+        };
         usage.callers[index].add(call_ms, share, &mut self.rng);
     }
 
@@ -283,7 +304,14 @@ impl PeerSets {
     /// Re-creates a known peer from a snapshot.
     pub fn restore_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
         if self.known.len() < MAX_PEERS {
-            self.known.insert(peer, KnownPeer { first_seen, last_seen, calls });
+            self.known.insert(
+                peer,
+                KnownPeer {
+                    first_seen,
+                    last_seen,
+                    calls,
+                },
+            );
         }
     }
 
@@ -337,7 +365,10 @@ mod tests {
         peers.remember(&client);
         assert!(peers.record_call(&client, &peer, 0, u64::MAX).unseen);
         peers.resolve_pending(client.end_unix_nanos);
-        assert!(peers.usage(0, &peer).expect("usage").callers.is_empty(), "waits for its parents");
+        assert!(
+            peers.usage(0, &peer).expect("usage").callers.is_empty(),
+            "waits for its parents"
+        );
         let internal = span(2, 1, SpanKind::Internal, "score", 500, 40_000_000);
         let server = span(1, 0, SpanKind::Server, "POST /checkout", 0, 100_000_000);
         peers.remember(&internal);

@@ -55,7 +55,9 @@ impl AnalysisSettings {
     }
 
     fn interval_nanos(&self) -> u64 {
-        u64::try_from(self.latency.evaluation_interval.as_nanos()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.latency.evaluation_interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     fn delay_nanos(&self) -> u64 {
@@ -204,7 +206,9 @@ impl ServiceState {
         }
         let interval = settings.interval_nanos();
         let delay = settings.delay_nanos();
-        let mut next = *self.next_evaluation.get_or_insert_with(|| (self.watermark / interval + 1) * interval);
+        let mut next = *self
+            .next_evaluation
+            .get_or_insert_with(|| (self.watermark / interval + 1) * interval);
         if self.watermark < next.saturating_add(delay) {
             return;
         }
@@ -231,8 +235,26 @@ impl ServiceState {
         self.peers.resolve_pending(self.watermark);
         self.outbound.evaluate(&self.name, &self.peers, &self.timeline, at, out);
         if settings.latency.enabled {
-            let ServiceState { name, operations, timeline, latency, op_info, detector, .. } = self;
-            detector.evaluate(&ServiceView { name, operations, timeline, latency, op_info }, at, out);
+            let ServiceState {
+                name,
+                operations,
+                timeline,
+                latency,
+                op_info,
+                detector,
+                ..
+            } = self;
+            detector.evaluate(
+                &ServiceView {
+                    name,
+                    operations,
+                    timeline,
+                    latency,
+                    op_info,
+                },
+                at,
+                out,
+            );
         }
     }
 }

@@ -25,7 +25,10 @@ pub struct ShardAnalysis {
 
 impl ShardAnalysis {
     pub fn new(settings: Arc<AnalysisSettings>) -> ShardAnalysis {
-        ShardAnalysis { settings, services: HashMap::new() }
+        ShardAnalysis {
+            settings,
+            services: HashMap::new(),
+        }
     }
 
     /// Records a batch and runs the evaluations it made due; drift updates
@@ -39,9 +42,12 @@ impl ShardAnalysis {
                     outcome.over_service_limit += run.len() as u64;
                     continue;
                 }
-                self.services.insert(name.clone(), ServiceState::new(name.clone(), &self.settings));
+                self.services
+                    .insert(name.clone(), ServiceState::new(name.clone(), &self.settings));
             }
-            let Some(service) = self.services.get_mut(name) else { continue };
+            let Some(service) = self.services.get_mut(name) else {
+                continue;
+            };
             for fact in run {
                 match service.record(fact, &self.settings) {
                     Recorded::Analysed => outcome.analysed += 1,
@@ -150,7 +156,10 @@ mod tests {
         assert_eq!(event.baseline_revision.as_deref(), Some("rev-1"));
         assert_eq!(event.state, EventState::Resolved, "the fixed revision replaced it");
         let deploy = EPOCH_UNIX_NANOS + 40 * 60 * 1_000_000_000;
-        assert!(event.onset_unix_nanos >= deploy && event.onset_unix_nanos < deploy + 30_000_000_000, "onset at the deploy");
+        assert!(
+            event.onset_unix_nanos >= deploy && event.onset_unix_nanos < deploy + 30_000_000_000,
+            "onset at the deploy"
+        );
         assert!(event.detected_unix_nanos - deploy <= 90_000_000_000);
     }
 
@@ -193,7 +202,10 @@ mod tests {
         assert!(events[0].attribution.as_deref().is_some_and(|a| a.contains("no deploy")));
         let change = EPOCH_UNIX_NANOS + 50 * 60 * 1_000_000_000;
         let onset_error = events[0].onset_unix_nanos.abs_diff(change);
-        assert!(onset_error <= 20_000_000_000, "onset estimated within 20 s of the change: {onset_error}");
+        assert!(
+            onset_error <= 20_000_000_000,
+            "onset estimated within 20 s of the change: {onset_error}"
+        );
     }
 
     #[test]
@@ -211,6 +223,13 @@ mod tests {
         late.end_unix_nanos = now;
         late.start_unix_nanos = now - 1_000_000;
         let outcome = analysis.observe(&[fresh, late], &mut Vec::new());
-        assert_eq!(outcome, BatchOutcome { analysed: 1, too_late: 1, over_service_limit: 0 });
+        assert_eq!(
+            outcome,
+            BatchOutcome {
+                analysed: 1,
+                too_late: 1,
+                over_service_limit: 0
+            }
+        );
     }
 }

@@ -54,7 +54,10 @@ pub struct PeerSnapshot {
 }
 
 pub fn histogram_buckets(histogram: &LatencyHistogram) -> Vec<(u64, u64)> {
-    histogram.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))).collect()
+    histogram
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
+        .collect()
 }
 
 pub fn histogram_from(buckets: &[(u64, u64)]) -> LatencyHistogram {
@@ -70,7 +73,12 @@ impl ServiceState {
     /// is older than `retention_nanos` before the watermark are left out.
     pub fn snapshot(&self, retention_nanos: u64) -> ServiceSnapshot {
         let horizon = self.watermark.saturating_sub(retention_nanos);
-        let kept: Vec<_> = self.timeline.entries().iter().filter(|r| r.last_seen_unix_nanos >= horizon).collect();
+        let kept: Vec<_> = self
+            .timeline
+            .entries()
+            .iter()
+            .filter(|r| r.last_seen_unix_nanos >= horizon)
+            .collect();
         let mut series: Vec<SeriesSnapshot> = self
             .latency
             .iter()
@@ -86,7 +94,11 @@ impl ServiceState {
                     operation: operation.to_string(),
                     revision: revision.revision.to_string(),
                     buckets: histogram_buckets(&all),
-                    moments: windows.moments().filter(|m| m.count > 0).map(|m| (m.start_unix_nanos, m.count, m.sum_ln, m.sum_ln2)).collect(),
+                    moments: windows
+                        .moments()
+                        .filter(|m| m.count > 0)
+                        .map(|m| (m.start_unix_nanos, m.count, m.sum_ln, m.sum_ln2))
+                        .collect(),
                 })
             })
             .collect();
@@ -95,7 +107,12 @@ impl ServiceState {
             .peers
             .known_peers()
             .filter(|(_, k)| k.last_seen >= horizon)
-            .map(|(peer, k)| PeerSnapshot { peer: peer.to_string(), first_seen: k.first_seen, last_seen: k.last_seen, calls: k.calls })
+            .map(|(peer, k)| PeerSnapshot {
+                peer: peer.to_string(),
+                first_seen: k.first_seen,
+                last_seen: k.last_seen,
+                calls: k.calls,
+            })
             .collect();
         peers.sort_by(|a, b| a.peer.cmp(&b.peer));
         ServiceSnapshot {
@@ -122,21 +139,32 @@ impl ServiceState {
     pub fn restore(snapshot: &ServiceSnapshot, settings: &AnalysisSettings) -> ServiceState {
         let mut state = ServiceState::new(Sym::from(snapshot.service.as_str()), settings);
         for r in &snapshot.revisions {
-            state.timeline.restore(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, r.spans);
+            state
+                .timeline
+                .restore(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, r.spans);
         }
         for s in &snapshot.series {
-            let Some(revision) = state.timeline.id_of(&s.revision) else { continue };
+            let Some(revision) = state.timeline.id_of(&s.revision) else {
+                continue;
+            };
             let op = state.operations.resolve(&Sym::from(s.operation.as_str()), snapshot.watermark);
             let moments: Vec<WindowMoments> = s
                 .moments
                 .iter()
-                .map(|(start, count, sum_ln, sum_ln2)| WindowMoments { start_unix_nanos: *start, count: *count, sum_ln: *sum_ln, sum_ln2: *sum_ln2 })
+                .map(|(start, count, sum_ln, sum_ln2)| WindowMoments {
+                    start_unix_nanos: *start,
+                    count: *count,
+                    sum_ln: *sum_ln,
+                    sum_ln2: *sum_ln2,
+                })
                 .collect();
             let windows = LatencyWindows::restored(settings.layout, histogram_from(&s.buckets), moments, snapshot.watermark);
             state.latency.insert((op, revision), windows);
         }
         for p in &snapshot.peers {
-            state.peers.restore_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
+            state
+                .peers
+                .restore_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
         }
         state.restore_clock(snapshot.watermark, snapshot.first_seen);
         state
@@ -174,7 +202,10 @@ mod tests {
         let t0 = 1_700_000_000_000_000_000u64;
         state.record(&fact("GET", "r1", t0 + 1, 3, SpanKind::Client, Some("db:5432")), &settings);
         for i in 0..3000u64 {
-            state.record(&fact("GET /", "r1", t0 + i * 100_000_000, 20 + i % 7, SpanKind::Server, None), &settings);
+            state.record(
+                &fact("GET /", "r1", t0 + i * 100_000_000, 20 + i % 7, SpanKind::Server, None),
+                &settings,
+            );
         }
         let snapshot = state.snapshot(u64::MAX);
         let json = serde_json::to_vec(&snapshot).expect("serialise");
@@ -187,6 +218,10 @@ mod tests {
         let mut all = new_histogram();
         series.all(&mut all);
         assert_eq!(all.len(), 3000);
-        assert_eq!(restored.snapshot(u64::MAX), snapshot, "restoring loses nothing a snapshot holds");
+        assert_eq!(
+            restored.snapshot(u64::MAX),
+            snapshot,
+            "restoring loses nothing a snapshot holds"
+        );
     }
 }

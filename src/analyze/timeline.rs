@@ -27,7 +27,12 @@ pub struct RevisionTimeline {
 
 impl RevisionTimeline {
     pub fn new(max_revisions: usize) -> RevisionTimeline {
-        RevisionTimeline { ids: HashMap::new(), entries: Vec::new(), next_id: 0, max_revisions: max_revisions.max(2) }
+        RevisionTimeline {
+            ids: HashMap::new(),
+            entries: Vec::new(),
+            next_id: 0,
+            max_revisions: max_revisions.max(2),
+        }
     }
 
     /// Records a span of `revision`; returns its id and, when this made the

@@ -68,7 +68,12 @@ impl LatencyWindows {
 
     /// A series whose history is `histogram` (from a snapshot), held as
     /// baseline data older than the current window.
-    pub fn restored(layout: WindowLayout, histogram: LatencyHistogram, moments: Vec<WindowMoments>, watermark: u64) -> LatencyWindows {
+    pub fn restored(
+        layout: WindowLayout,
+        histogram: LatencyHistogram,
+        moments: Vec<WindowMoments>,
+        watermark: u64,
+    ) -> LatencyWindows {
         let mut windows = LatencyWindows::new(layout);
         windows.total = histogram.len();
         let _ = windows.blocks_sum.add(&histogram);
@@ -137,7 +142,14 @@ impl LatencyWindows {
 
     fn new_window(&mut self, start: u64) -> Window {
         let histogram = self.spare.pop().unwrap_or_else(new_histogram);
-        Window { start, histogram, moments: WindowMoments { start_unix_nanos: start, ..Default::default() } }
+        Window {
+            start,
+            histogram,
+            moments: WindowMoments {
+                start_unix_nanos: start,
+                ..Default::default()
+            },
+        }
     }
 
     fn retire(&mut self, mut window: Window) {
@@ -162,7 +174,10 @@ impl LatencyWindows {
                     }
                     None => None,
                 };
-                self.blocks[1] = Some(Block { start, histogram: recycled.unwrap_or_else(new_histogram) });
+                self.blocks[1] = Some(Block {
+                    start,
+                    histogram: recycled.unwrap_or_else(new_histogram),
+                });
             }
             if let Some(block) = self.blocks[1].as_mut() {
                 let _ = block.histogram.add(&window.histogram);
@@ -224,7 +239,12 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn layout() -> WindowLayout {
-        WindowLayout { window_nanos: 10 * S, ring_len: 6, block_nanos: 300 * S, moments_len: 100 }
+        WindowLayout {
+            window_nanos: 10 * S,
+            ring_len: 6,
+            block_nanos: 300 * S,
+            moments_len: 100,
+        }
     }
 
     #[test]

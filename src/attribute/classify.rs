@@ -41,7 +41,10 @@ pub struct AiAuthorship {
 pub enum Authorship {
     Ai(AiAuthorship),
     /// A non-AI bot (dependency updates, CI).
-    Bot { name: String, marker: String },
+    Bot {
+        name: String,
+        marker: String,
+    },
     /// No marker: it may or may not be AI-written.
     Unknown,
 }
@@ -97,10 +100,18 @@ pub struct Rule {
 }
 
 /// Known non-AI bots by GitHub id, checked before the AI rules.
-const NON_AI_BOTS: &[(&str, u64)] = &[("dependabot[bot]", 49_699_333), ("renovate[bot]", 29_139_614), ("github-actions[bot]", 41_898_282)];
+const NON_AI_BOTS: &[(&str, u64)] = &[
+    ("dependabot[bot]", 49_699_333),
+    ("renovate[bot]", 29_139_614),
+    ("github-actions[bot]", 41_898_282),
+];
 
 fn rule(tool: &str, confidence: Confidence, matcher: Matcher) -> Rule {
-    Rule { tool: tool.to_owned(), confidence, matcher }
+    Rule {
+        tool: tool.to_owned(),
+        confidence,
+        matcher,
+    }
 }
 
 /// The default rule set (ai-markers.md, late 2026).
@@ -108,7 +119,10 @@ pub fn builtin_rules() -> Vec<Rule> {
     use Confidence::{High, Low, Medium};
     use Matcher::*;
     let email = |e: &str| Email(e.to_owned());
-    let trailer = |k: &str, v: &str| Trailer { key: k.to_owned(), value_prefix: v.to_owned() };
+    let trailer = |k: &str, v: &str| Trailer {
+        key: k.to_owned(),
+        value_prefix: v.to_owned(),
+    };
     let line = |t: &str| LineContains(t.to_owned());
     vec![
         rule("claude-code", High, email("noreply@anthropic.com")),
@@ -163,7 +177,9 @@ pub fn builtin_rules() -> Vec<Rule> {
 
 /// Names of models and agents that make a `Co-developed-by` trailer an AI
 /// marker (the trailer is also used between people).
-const MODEL_WORDS: &[&str] = &["claude", "gpt", "gemini", "llama", "copilot", "codex", "mistral", "qwen", "deepseek", "grok"];
+const MODEL_WORDS: &[&str] = &[
+    "claude", "gpt", "gemini", "llama", "copilot", "codex", "mistral", "qwen", "deepseek", "grok",
+];
 
 /// A classifier over the built-in rules plus configured ones.
 #[derive(Debug, Clone)]
@@ -206,15 +222,30 @@ impl Classifier {
 
     pub fn classify(&self, commit: &CommitIdentity<'_>) -> Authorship {
         let mut identities = vec![
-            Identity { role: "author", name: commit.author_name, email: commit.author_email, line: None },
-            Identity { role: "committer", name: commit.committer_name, email: commit.committer_email, line: None },
+            Identity {
+                role: "author",
+                name: commit.author_name,
+                email: commit.author_email,
+                line: None,
+            },
+            Identity {
+                role: "committer",
+                name: commit.committer_name,
+                email: commit.committer_email,
+                line: None,
+            },
         ];
         let trailers: Vec<(&str, &str, &str)> = commit.message.lines().filter_map(trailer).collect();
         for (key, value, line) in &trailers {
-            if key.eq_ignore_ascii_case("co-authored-by") {
-                if let Some((name, email)) = name_and_email(value) {
-                    identities.push(Identity { role: "co-author", name, email, line: Some(line) });
-                }
+            if key.eq_ignore_ascii_case("co-authored-by")
+                && let Some((name, email)) = name_and_email(value)
+            {
+                identities.push(Identity {
+                    role: "co-author",
+                    name,
+                    email,
+                    line: Some(line),
+                });
             }
         }
         let subject = commit.message.lines().next().unwrap_or("").trim();
@@ -222,7 +253,11 @@ impl Classifier {
         let mut best: Option<AiAuthorship> = None;
         let mut consider = |rule: &Rule, marker: String| {
             if best.as_ref().is_none_or(|b| rule.confidence > b.confidence) {
-                best = Some(AiAuthorship { tool: tool_name(rule, &marker), confidence: rule.confidence, marker });
+                best = Some(AiAuthorship {
+                    tool: tool_name(rule, &marker),
+                    confidence: rule.confidence,
+                    marker,
+                });
             }
         };
         for rule in &self.rules {
@@ -233,12 +268,18 @@ impl Classifier {
                     }
                 }
                 Matcher::GithubId(wanted) => {
-                    for id in identities.iter().filter(|id| github_noreply(id.email).is_some_and(|(n, _)| n == *wanted)) {
+                    for id in identities
+                        .iter()
+                        .filter(|id| github_noreply(id.email).is_some_and(|(n, _)| n == *wanted))
+                    {
                         consider(rule, id.marker());
                     }
                 }
                 Matcher::GithubLogin(login) => {
-                    for id in identities.iter().filter(|id| github_noreply(id.email).is_some_and(|(_, l)| l.eq_ignore_ascii_case(login))) {
+                    for id in identities
+                        .iter()
+                        .filter(|id| github_noreply(id.email).is_some_and(|(_, l)| l.eq_ignore_ascii_case(login)))
+                    {
                         consider(rule, id.marker());
                     }
                 }
@@ -271,7 +312,10 @@ impl Classifier {
             if key.eq_ignore_ascii_case("co-developed-by") {
                 let lower = value.to_ascii_lowercase();
                 if MODEL_WORDS.iter().any(|w| lower.contains(w)) {
-                    consider(&rule("co-developed-by", Confidence::Low, Matcher::LineContains(String::new())), line.trim().to_owned());
+                    consider(
+                        &rule("co-developed-by", Confidence::Low, Matcher::LineContains(String::new())),
+                        line.trim().to_owned(),
+                    );
                 }
             }
         }
@@ -279,10 +323,13 @@ impl Classifier {
             return Authorship::Ai(ai);
         }
         for id in identities.iter().take(2) {
-            if let Some((number, _)) = github_noreply(id.email) {
-                if let Some((name, _)) = NON_AI_BOTS.iter().find(|(_, bot)| *bot == number) {
-                    return Authorship::Bot { name: (*name).to_owned(), marker: id.marker() };
-                }
+            if let Some((number, _)) = github_noreply(id.email)
+                && let Some((name, _)) = NON_AI_BOTS.iter().find(|(_, bot)| *bot == number)
+            {
+                return Authorship::Bot {
+                    name: (*name).to_owned(),
+                    marker: id.marker(),
+                };
             }
         }
         Authorship::Unknown
@@ -293,7 +340,10 @@ impl Classifier {
 /// trailers, where the marker's value names the agent (`Assisted-by:
 /// Claude:opus` → `claude`).
 fn tool_name(rule: &Rule, marker: &str) -> String {
-    if !matches!(rule.tool.as_str(), "assisted-by" | "generated-by" | "ai-tool" | "co-developed-by") {
+    if !matches!(
+        rule.tool.as_str(),
+        "assisted-by" | "generated-by" | "ai-tool" | "co-developed-by"
+    ) {
         return rule.tool.clone();
     }
     let value = marker.split_once(':').map_or("", |(_, v)| v).trim();
@@ -333,7 +383,9 @@ fn name_and_email(value: &str) -> Option<(&str, &str)> {
 pub fn github_noreply(email: &str) -> Option<(u64, &str)> {
     let local = email.strip_suffix("@users.noreply.github.com").or_else(|| {
         let lower_at = email.len().checked_sub("@users.noreply.github.com".len())?;
-        email[lower_at..].eq_ignore_ascii_case("@users.noreply.github.com").then(|| &email[..lower_at])
+        email[lower_at..]
+            .eq_ignore_ascii_case("@users.noreply.github.com")
+            .then(|| &email[..lower_at])
     })?;
     let (id, login) = local.split_once('+')?;
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) || login.is_empty() {
@@ -351,7 +403,13 @@ mod tests {
     use super::*;
 
     fn commit<'a>(message: &'a str, author: (&'a str, &'a str)) -> CommitIdentity<'a> {
-        CommitIdentity { message, author_name: author.0, author_email: author.1, committer_name: author.0, committer_email: author.1 }
+        CommitIdentity {
+            message,
+            author_name: author.0,
+            author_email: author.1,
+            committer_name: author.0,
+            committer_email: author.1,
+        }
     }
 
     const HUMAN: (&str, &str) = ("Dana Smith", "dana@example.com");
@@ -363,46 +421,174 @@ mod tests {
     #[test]
     fn one_commit_per_marker_family() {
         let cases: Vec<(&str, (&str, &str), &str, Confidence)> = vec![
-            ("Add retry\n\nCo-Authored-By: Claude <noreply@anthropic.com>", HUMAN, "claude-code", Confidence::High),
-            ("Add retry\n\nCo-Authored-By: Claude Opus 4.5 <noreply@anthropic.com>", HUMAN, "claude-code", Confidence::High),
-            ("Fix\n\n🤖 Generated with [Claude Code](https://claude.com/claude-code)", HUMAN, "claude-code", Confidence::High),
-            ("Fix\n\nClaude-Session: https://claude.ai/code/session_01ABC", HUMAN, "claude-code", Confidence::High),
-            ("Fix", ("claude[bot]", "209825114+claude[bot]@users.noreply.github.com"), "claude", Confidence::Medium),
-            ("Initial plan", ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com"), "copilot-agent", Confidence::High),
-            ("Fix\n\nCo-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>", HUMAN, "copilot", Confidence::High),
-            ("Fix\n\nCo-authored-by: Copilot <223556219+Copilot@users.noreply.github.com>", HUMAN, "copilot-cli", Confidence::High),
-            ("Fix\n\nCo-authored-by: Copilot <copilot@github.com>", HUMAN, "copilot", Confidence::Medium),
-            ("Fix\n\nCo-authored-by: Codex <noreply@openai.com>", HUMAN, "codex", Confidence::Medium),
+            (
+                "Add retry\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+                HUMAN,
+                "claude-code",
+                Confidence::High,
+            ),
+            (
+                "Add retry\n\nCo-Authored-By: Claude Opus 4.5 <noreply@anthropic.com>",
+                HUMAN,
+                "claude-code",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\n🤖 Generated with [Claude Code](https://claude.com/claude-code)",
+                HUMAN,
+                "claude-code",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\nClaude-Session: https://claude.ai/code/session_01ABC",
+                HUMAN,
+                "claude-code",
+                Confidence::High,
+            ),
+            (
+                "Fix",
+                ("claude[bot]", "209825114+claude[bot]@users.noreply.github.com"),
+                "claude",
+                Confidence::Medium,
+            ),
+            (
+                "Initial plan",
+                ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com"),
+                "copilot-agent",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\nCo-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>",
+                HUMAN,
+                "copilot",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\nCo-authored-by: Copilot <223556219+Copilot@users.noreply.github.com>",
+                HUMAN,
+                "copilot-cli",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\nCo-authored-by: Copilot <copilot@github.com>",
+                HUMAN,
+                "copilot",
+                Confidence::Medium,
+            ),
+            (
+                "Fix\n\nCo-authored-by: Codex <noreply@openai.com>",
+                HUMAN,
+                "codex",
+                Confidence::Medium,
+            ),
             ("Fix", ("Codex", "codex@openai.com"), "codex", Confidence::Medium),
-            ("Fix\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>", HUMAN, "cursor", Confidence::High),
+            (
+                "Fix\n\nCo-authored-by: Cursor Agent <cursoragent@cursor.com>",
+                HUMAN,
+                "cursor",
+                Confidence::High,
+            ),
             ("Fix\n\nMade-with: Cursor", HUMAN, "cursor", Confidence::High),
-            ("Fix\n\nCo-authored-by: aider (openai/gpt-5) <aider@aider.chat>", HUMAN, "aider", Confidence::High),
+            (
+                "Fix\n\nCo-authored-by: aider (openai/gpt-5) <aider@aider.chat>",
+                HUMAN,
+                "aider",
+                Confidence::High,
+            ),
             ("aider: add cache", HUMAN, "aider", Confidence::High),
             ("Fix", ("Dana Smith (aider)", "dana@example.com"), "aider", Confidence::High),
-            ("Fix", ("devin-ai-integration[bot]", "158243242+devin-ai-integration[bot]@users.noreply.github.com"), "devin", Confidence::High),
-            ("Fix", ("google-labs-jules[bot]", "161369871+google-labs-jules[bot]@users.noreply.github.com"), "jules", Confidence::High),
+            (
+                "Fix",
+                (
+                    "devin-ai-integration[bot]",
+                    "158243242+devin-ai-integration[bot]@users.noreply.github.com",
+                ),
+                "devin",
+                Confidence::High,
+            ),
+            (
+                "Fix",
+                (
+                    "google-labs-jules[bot]",
+                    "161369871+google-labs-jules[bot]@users.noreply.github.com",
+                ),
+                "jules",
+                Confidence::High,
+            ),
             (
                 "Fix\n\nCo-authored-by: gemini-code-assist[bot] <176961590+gemini-code-assist[bot]@users.noreply.github.com>",
                 HUMAN,
                 "gemini-code-assist",
                 Confidence::High,
             ),
-            ("Fix", ("amazon-q-developer[bot]", "208079219+amazon-q-developer[bot]@users.noreply.github.com"), "amazon-q", Confidence::Medium),
+            (
+                "Fix",
+                (
+                    "amazon-q-developer[bot]",
+                    "208079219+amazon-q-developer[bot]@users.noreply.github.com",
+                ),
+                "amazon-q",
+                Confidence::Medium,
+            ),
             ("Fix", ("Cascade", "cascade@windsurf.com"), "windsurf", Confidence::Low),
-            ("Fix\n\nCo-authored-by: openhands <openhands@all-hands.dev>", HUMAN, "openhands", Confidence::High),
-            ("Fix\n\nAmp-Thread-ID: https://ampcode.com/threads/T-1234", HUMAN, "amp", Confidence::High),
-            ("Fix", ("factory-droid[bot]", "138933559+factory-droid[bot]@users.noreply.github.com"), "factory-droid", Confidence::High),
-            ("Fix\n\nCo-authored-by: Roomote <roomote@roocode.com>", HUMAN, "roo-code", Confidence::Medium),
-            ("Fix\n\nReplit-Commit-Author: Agent\nReplit-Commit-Session-Id: 42", HUMAN, "replit-agent", Confidence::High),
-            ("Fix", ("cline[bot]", "205137888+cline[bot]@users.noreply.github.com"), "cline", Confidence::Low),
-            ("Fix\n\nAssisted-by: Claude:claude-opus-4 [coccinelle]", HUMAN, "claude", Confidence::High),
+            (
+                "Fix\n\nCo-authored-by: openhands <openhands@all-hands.dev>",
+                HUMAN,
+                "openhands",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\nAmp-Thread-ID: https://ampcode.com/threads/T-1234",
+                HUMAN,
+                "amp",
+                Confidence::High,
+            ),
+            (
+                "Fix",
+                ("factory-droid[bot]", "138933559+factory-droid[bot]@users.noreply.github.com"),
+                "factory-droid",
+                Confidence::High,
+            ),
+            (
+                "Fix\n\nCo-authored-by: Roomote <roomote@roocode.com>",
+                HUMAN,
+                "roo-code",
+                Confidence::Medium,
+            ),
+            (
+                "Fix\n\nReplit-Commit-Author: Agent\nReplit-Commit-Session-Id: 42",
+                HUMAN,
+                "replit-agent",
+                Confidence::High,
+            ),
+            (
+                "Fix",
+                ("cline[bot]", "205137888+cline[bot]@users.noreply.github.com"),
+                "cline",
+                Confidence::Low,
+            ),
+            (
+                "Fix\n\nAssisted-by: Claude:claude-opus-4 [coccinelle]",
+                HUMAN,
+                "claude",
+                Confidence::High,
+            ),
             ("Fix\n\nGenerated-by: ChatGPT 5", HUMAN, "chatgpt", Confidence::High),
             ("Fix\n\nAI-Assisted: true", HUMAN, "ai-assisted", Confidence::Low),
-            ("Fix\n\nCo-developed-by: gpt-5 <noreply@example.com>", HUMAN, "gpt-5", Confidence::Low),
+            (
+                "Fix\n\nCo-developed-by: gpt-5 <noreply@example.com>",
+                HUMAN,
+                "gpt-5",
+                Confidence::Low,
+            ),
         ];
         for (message, author, tool, confidence) in cases {
             let got = ai(message, author).unwrap_or_else(|| panic!("no marker found in {message:?} by {author:?}"));
-            assert_eq!((got.tool.as_str(), got.confidence), (tool, confidence), "{message:?} by {author:?}: {got:?}");
+            assert_eq!(
+                (got.tool.as_str(), got.confidence),
+                (tool, confidence),
+                "{message:?} by {author:?}: {got:?}"
+            );
         }
     }
 
@@ -410,17 +596,30 @@ mod tests {
     fn the_marker_is_recorded_exactly() {
         let got = ai("Add fraud check\n\nCo-Authored-By: Claude <noreply@anthropic.com>\n", HUMAN).expect("ai");
         assert_eq!(got.marker, "Co-Authored-By: Claude <noreply@anthropic.com>");
-        let got = ai("Fix", ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com")).expect("ai");
-        assert_eq!(got.marker, "author: copilot-swe-agent[bot] <198982749+Copilot@users.noreply.github.com>");
+        let got = ai(
+            "Fix",
+            ("copilot-swe-agent[bot]", "198982749+Copilot@users.noreply.github.com"),
+        )
+        .expect("ai");
+        assert_eq!(
+            got.marker,
+            "author: copilot-swe-agent[bot] <198982749+Copilot@users.noreply.github.com>"
+        );
     }
 
     #[test]
     fn near_misses_do_not_match() {
         let classifier = Classifier::default();
         // A person named Claude, with their own address.
-        assert_eq!(classifier.classify(&commit("Tune the pool", ("Claude Shannon", "claude@example.com"))), Authorship::Unknown);
+        assert_eq!(
+            classifier.classify(&commit("Tune the pool", ("Claude Shannon", "claude@example.com"))),
+            Authorship::Unknown
+        );
         // The word "cursor" in a message, and "amp" as a word.
-        assert_eq!(classifier.classify(&commit("Fix cursor pagination\n\nAmp up the retries", HUMAN)), Authorship::Unknown);
+        assert_eq!(
+            classifier.classify(&commit("Fix cursor pagination\n\nAmp up the retries", HUMAN)),
+            Authorship::Unknown
+        );
         // A co-author named Devin who is a person.
         assert_eq!(
             classifier.classify(&commit("Pair work\n\nCo-authored-by: Devin Jones <devin@example.com>", HUMAN)),
@@ -432,16 +631,26 @@ mod tests {
             Authorship::Unknown
         );
         // A URL line is not a trailer.
-        assert_eq!(classifier.classify(&commit("See https://claude.ai/code/x", HUMAN)), Authorship::Unknown);
+        assert_eq!(
+            classifier.classify(&commit("See https://claude.ai/code/x", HUMAN)),
+            Authorship::Unknown
+        );
     }
 
     #[test]
     fn non_ai_bots_are_their_own_class() {
-        let got = Classifier::default()
-            .classify(&commit("Bump serde from 1.0.1 to 1.0.2", ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com")));
-        assert!(matches!(got, Authorship::Bot { ref name, .. } if name == "dependabot[bot]"), "{got:?}");
-        let got = Classifier::default()
-            .classify(&commit("Update rust crate x", ("renovate[bot]", "29139614+renovate[bot]@users.noreply.github.com")));
+        let got = Classifier::default().classify(&commit(
+            "Bump serde from 1.0.1 to 1.0.2",
+            ("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"),
+        ));
+        assert!(
+            matches!(got, Authorship::Bot { ref name, .. } if name == "dependabot[bot]"),
+            "{got:?}"
+        );
+        let got = Classifier::default().classify(&commit(
+            "Update rust crate x",
+            ("renovate[bot]", "29139614+renovate[bot]@users.noreply.github.com"),
+        ));
         assert!(matches!(got, Authorship::Bot { .. }));
     }
 
@@ -468,17 +677,24 @@ mod tests {
 
     #[test]
     fn trailers_match_case_insensitively() {
-        assert_eq!(ai("Fix\n\nco-authored-by: Claude <NoReply@Anthropic.com>", HUMAN).expect("ai").tool, "claude-code");
+        assert_eq!(
+            ai("Fix\n\nco-authored-by: Claude <NoReply@Anthropic.com>", HUMAN)
+                .expect("ai")
+                .tool,
+            "claude-code"
+        );
     }
 
     #[test]
     fn configured_rules_extend_the_defaults() {
-        let extra: Rule = toml::from_str("tool = \"corp-agent\"\nconfidence = \"high\"\nemail = \"agent@corp.example\"\n").expect("rule");
+        let extra: Rule =
+            toml::from_str("tool = \"corp-agent\"\nconfidence = \"high\"\nemail = \"agent@corp.example\"\n").expect("rule");
         let classifier = Classifier::with_rules(vec![extra]);
         let got = classifier.classify(&commit("Fix", ("Corp Agent", "agent@corp.example")));
         assert_eq!(got.ai().map(|a| a.tool.as_str()), Some("corp-agent"));
         let trailer: Rule =
-            toml::from_str("tool = \"x\"\nconfidence = \"low\"\ntrailer = { key = \"X-Agent\", value_prefix = \"\" }\n").expect("rule");
+            toml::from_str("tool = \"x\"\nconfidence = \"low\"\ntrailer = { key = \"X-Agent\", value_prefix = \"\" }\n")
+                .expect("rule");
         let got = Classifier::with_rules(vec![trailer]).classify(&commit("Fix\n\nX-Agent: v2", HUMAN));
         assert_eq!(got.ai().map(|a| a.marker.as_str()), Some("X-Agent: v2"));
     }

@@ -36,7 +36,10 @@ pub struct Attributor {
 
 impl Attributor {
     pub fn new(repos: &[GitRepoConfig], classifier: Classifier) -> Attributor {
-        let repos = repos.iter().map(|r| (r.service.clone(), RepoReader::new(&r.path, r.subdir.clone()))).collect();
+        let repos = repos
+            .iter()
+            .map(|r| (r.service.clone(), RepoReader::new(&r.path, r.subdir.clone())))
+            .collect();
         Attributor { repos, classifier }
     }
 
@@ -58,7 +61,10 @@ impl Attributor {
     pub fn attribute(&self, event: &DriftEvent) -> Result<Attribution, RepoError> {
         let Some(repo) = self.repo_for(&event.service) else {
             return Ok(Attribution {
-                note: Some(format!("no [[git.repos]] entry for service {:?}: add one to name suspects", event.service)),
+                note: Some(format!(
+                    "no [[git.repos]] entry for service {:?}: add one to name suspects",
+                    event.service
+                )),
                 ..Default::default()
             });
         };
@@ -83,7 +89,10 @@ impl Attributor {
         let Some(baseline) = repo.resolve(baseline_name)? else {
             return Ok(Attribution {
                 revision: Some(revision),
-                note: Some(format!("baseline revision {baseline_name:?} is not in {}; no suspects", repo.path.display())),
+                note: Some(format!(
+                    "baseline revision {baseline_name:?} is not in {}; no suspects",
+                    repo.path.display()
+                )),
                 unresolved: Some(baseline_name.to_owned()),
                 ..Default::default()
             });
@@ -110,7 +119,13 @@ impl Attributor {
                 if range.truncated { " (only the newest were read)" } else { "" }
             )
         };
-        Ok(Attribution { revision: Some(revision), baseline_revision: Some(baseline), suspects, note: Some(note), unresolved: None })
+        Ok(Attribution {
+            revision: Some(revision),
+            baseline_revision: Some(baseline),
+            suspects,
+            note: Some(note),
+            unresolved: None,
+        })
     }
 }
 

@@ -74,7 +74,10 @@ impl AuthorshipNote {
                     line: number + 1,
                     message: format!("expected `<session> <ranges>`, got {entry:?}"),
                 })?;
-                let ranges = parse_ranges(ranges).map_err(|message| NoteError::Syntax { line: number + 1, message })?;
+                let ranges = parse_ranges(ranges).map_err(|message| NoteError::Syntax {
+                    line: number + 1,
+                    message,
+                })?;
                 note.files.entry(file).or_default().push((session.to_owned(), ranges));
             } else {
                 current = Some(unquote(line));
@@ -94,7 +97,10 @@ impl AuthorshipNote {
     pub fn agent_for(&self, path: &str, line: u32) -> Option<Agent> {
         let sessions = self.files.get(path)?;
         let (session, _) = sessions.iter().find(|(_, ranges)| ranges.iter().any(|r| r.contains(&line)))?;
-        Some(self.agents.get(session).cloned().unwrap_or_else(|| Agent { tool: "unknown-agent".into(), model: String::new() }))
+        Some(self.agents.get(session).cloned().unwrap_or_else(|| Agent {
+            tool: "unknown-agent".into(),
+            model: String::new(),
+        }))
     }
 
     /// Whether the note attributes any line at all to an agent.
@@ -115,7 +121,11 @@ fn parse_ranges(text: &str) -> Result<Vec<RangeInclusive<u32>>, String> {
     text.split(',')
         .map(|part| {
             let part = part.trim();
-            let parse = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("bad line number {s:?} in {text:?}"));
+            let parse = |s: &str| {
+                s.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("bad line number {s:?} in {text:?}"))
+            };
             match part.split_once('-') {
                 Some((a, b)) => {
                     let (a, b) = (parse(a)?, parse(b)?);
@@ -142,18 +152,36 @@ mod tests {
     fn parses_attestations_and_agents() {
         let note = AuthorshipNote::parse(NOTE).expect("valid note");
         let agent = note.agent_for("src/pay.py", 10).expect("line 10 is AI");
-        assert_eq!(agent, Agent { tool: "claude-code".into(), model: "claude-opus-4".into() });
+        assert_eq!(
+            agent,
+            Agent {
+                tool: "claude-code".into(),
+                model: "claude-opus-4".into()
+            }
+        );
         assert!(note.agent_for("src/pay.py", 5).is_none());
         assert!(note.agent_for("src/pay.py", 12).is_some());
-        assert_eq!(note.agent_for("docs/read me.md", 3).map(|a| a.tool), Some("unknown-agent".into()));
+        assert_eq!(
+            note.agent_for("docs/read me.md", 3).map(|a| a.tool),
+            Some("unknown-agent".into())
+        );
     }
 
     #[test]
     fn bad_notes_are_errors_not_panics() {
-        assert!(matches!(AuthorshipNote::parse("  abc 1-2\n"), Err(NoteError::Syntax { line: 1, .. })));
-        assert!(matches!(AuthorshipNote::parse("f\n  abc 9-2\n"), Err(NoteError::Syntax { .. })));
+        assert!(matches!(
+            AuthorshipNote::parse("  abc 1-2\n"),
+            Err(NoteError::Syntax { line: 1, .. })
+        ));
+        assert!(matches!(
+            AuthorshipNote::parse("f\n  abc 9-2\n"),
+            Err(NoteError::Syntax { .. })
+        ));
         assert!(matches!(AuthorshipNote::parse("f\n  abc x\n"), Err(NoteError::Syntax { .. })));
-        assert!(matches!(AuthorshipNote::parse("f\n  abc 1\n---\n{not json"), Err(NoteError::Json(_))));
-        assert_eq!(AuthorshipNote::parse("").expect("empty").is_empty(), true);
+        assert!(matches!(
+            AuthorshipNote::parse("f\n  abc 1\n---\n{not json"),
+            Err(NoteError::Json(_))
+        ));
+        assert!(AuthorshipNote::parse("").expect("empty").is_empty());
     }
 }

@@ -56,15 +56,27 @@ impl Clues {
                 if let Some((_, namespace)) = rest.split_once('/') {
                     peer_needles.push(namespace.to_ascii_lowercase());
                 }
-            } else if let Some((system, destination)) = peer.split_once(':') {
-                if !destination.chars().all(|c| c.is_ascii_digit()) && !system.contains('.') {
-                    peer_needles.push(destination.to_ascii_lowercase());
-                }
+            } else if let Some((system, destination)) = peer.split_once(':')
+                && !destination.chars().all(|c| c.is_ascii_digit())
+                && !system.contains('.')
+            {
+                peer_needles.push(destination.to_ascii_lowercase());
             }
             peer_needles.retain(|n| n.len() >= 3);
         }
-        let function = event.code.function.as_deref().map(short_function).filter(|f| f.len() >= 3).map(str::to_owned);
-        Clues { peer_needles, function, filepath: event.code.filepath.clone(), route: event.code.route.clone() }
+        let function = event
+            .code
+            .function
+            .as_deref()
+            .map(short_function)
+            .filter(|f| f.len() >= 3)
+            .map(str::to_owned);
+        Clues {
+            peer_needles,
+            function,
+            filepath: event.code.filepath.clone(),
+            route: event.code.route.clone(),
+        }
     }
 }
 
@@ -86,7 +98,18 @@ fn same_file(repo_path: &str, span_path: &str) -> bool {
 /// Whether line `line` (1-based) of `content` lies inside the definition
 /// of `function`: the nearest definition-looking line above it names it.
 fn inside_function(content: &str, line: u32, function: &str) -> bool {
-    const KEYWORDS: &[&str] = &["def ", "fn ", "func ", "function ", "async ", "public ", "private ", "protected ", "static ", "void "];
+    const KEYWORDS: &[&str] = &[
+        "def ",
+        "fn ",
+        "func ",
+        "function ",
+        "async ",
+        "public ",
+        "private ",
+        "protected ",
+        "static ",
+        "void ",
+    ];
     let lines: Vec<&str> = content.lines().collect();
     let start = (line as usize).min(lines.len());
     for text in lines[..start].iter().rev() {
@@ -107,10 +130,11 @@ struct Scored {
 impl Scored {
     fn add(&mut self, weight: f64, evidence: impl Into<Option<String>>) {
         self.weights.push(weight);
-        if let Some(text) = evidence.into() {
-            if self.evidence.len() < MAX_EVIDENCE && !self.evidence.contains(&text) {
-                self.evidence.push(text);
-            }
+        if let Some(text) = evidence.into()
+            && self.evidence.len() < MAX_EVIDENCE
+            && !self.evidence.contains(&text)
+        {
+            self.evidence.push(text);
         }
     }
 
@@ -129,34 +153,47 @@ pub fn rank(event: &DriftEvent, commits: &[CommitRecord]) -> Vec<Suspect> {
 }
 
 fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
-    let mut s = Scored { weights: vec![W_IN_RANGE], evidence: Vec::new() };
+    let mut s = Scored {
+        weights: vec![W_IN_RANGE],
+        evidence: Vec::new(),
+    };
     let mut peer_found = false;
     for file in &commit.files {
-        if !peer_found {
-            if let Some((line, needle)) = find_added(file, &clues.peer_needles) {
-                peer_found = true;
-                s.add(W_ADDS_PEER, format!("adds {needle:?} at {}:{line}", file.path));
-                note_ai_line(commit, file, line, &mut s);
-            }
+        if !peer_found && let Some((line, needle)) = find_added(file, &clues.peer_needles) {
+            peer_found = true;
+            s.add(W_ADDS_PEER, format!("adds {needle:?} at {}:{line}", file.path));
+            note_ai_line(commit, file, line, &mut s);
         }
         if let Some(function) = &clues.function {
             let changed_inside = file.added.iter().find(|(n, _)| inside_function(&file.content, *n, function));
             if let Some((line, _)) = changed_inside {
-                s.add(W_CHANGES_FUNCTION, format!("changes function {function} (the slow spans' code.function) at {}:{line}", file.path));
+                s.add(
+                    W_CHANGES_FUNCTION,
+                    format!(
+                        "changes function {function} (the slow spans' code.function) at {}:{line}",
+                        file.path
+                    ),
+                );
                 note_ai_line(commit, file, *line, &mut s);
             } else if let Some((line, _)) = file.added.iter().find(|(_, text)| contains_word(text, function)) {
-                s.add(W_MENTIONS_FUNCTION, format!("adds a line mentioning {function} at {}:{line}", file.path));
+                s.add(
+                    W_MENTIONS_FUNCTION,
+                    format!("adds a line mentioning {function} at {}:{line}", file.path),
+                );
             }
         }
-        if let Some(filepath) = &clues.filepath {
-            if same_file(&file.path, filepath) {
-                s.add(W_TOUCHES_FILE, format!("touches {} (the slow spans' code.filepath)", file.path));
-            }
+        if let Some(filepath) = &clues.filepath
+            && same_file(&file.path, filepath)
+        {
+            s.add(
+                W_TOUCHES_FILE,
+                format!("touches {} (the slow spans' code.filepath)", file.path),
+            );
         }
-        if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1) {
-            if let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route)) {
-                s.add(W_ROUTE, format!("adds route {route:?} at {}:{line}", file.path));
-            }
+        if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1)
+            && let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route))
+        {
+            s.add(W_ROUTE, format!("adds route {route:?} at {}:{line}", file.path));
         }
     }
     let size = commit.lines_changed();
@@ -164,7 +201,15 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
         s.add(W_SIZE_MAX * (f64::from(size) / 200.0).min(1.0), None);
     }
     let ai = commit.authorship.ai().map(|ai| {
-        s.add(ai_weight(ai.confidence), format!("AI-authored ({}, {} confidence): {}", ai.tool, ai.confidence.as_str(), ai.marker));
+        s.add(
+            ai_weight(ai.confidence),
+            format!(
+                "AI-authored ({}, {} confidence): {}",
+                ai.tool,
+                ai.confidence.as_str(),
+                ai.marker
+            ),
+        );
         serde_json::json!({"tool": ai.tool, "confidence": ai.confidence.as_str(), "marker": ai.marker})
     });
     let ai = ai.or_else(|| {
@@ -176,7 +221,8 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
         Some(serde_json::json!({"tool": tool, "confidence": "high", "marker": format!("git-ai note ({})", super::repo::AI_NOTES_REF)}))
     });
     if s.evidence.is_empty() {
-        s.evidence.push(format!("merged in the deploy's range ({size} lines changed)"));
+        s.evidence
+            .push(format!("merged in the deploy's range ({size} lines changed)"));
     }
     Suspect {
         commit: commit.id.clone(),
@@ -191,8 +237,15 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
 
 fn note_ai_line(commit: &CommitRecord, file: &FileChange, line: u32, s: &mut Scored) {
     if let Some(agent) = commit.note.as_ref().and_then(|n| n.agent_for(&file.path, line)) {
-        let model = if agent.model.is_empty() { String::new() } else { format!(" ({})", agent.model) };
-        s.add(W_AI_LINE, format!("{}:{line} was written by {}{model} per git-ai notes", file.path, agent.tool));
+        let model = if agent.model.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", agent.model)
+        };
+        s.add(
+            W_AI_LINE,
+            format!("{}:{line} was written by {}{model} per git-ai notes", file.path, agent.tool),
+        );
     }
 }
 
@@ -200,7 +253,10 @@ fn note_ai_line(commit: &CommitRecord, file: &FileChange, line: u32, s: &mut Sco
 fn find_added<'a>(file: &FileChange, needles: &'a [String]) -> Option<(u32, &'a str)> {
     file.added.iter().find_map(|(line, text)| {
         let lower = text.to_ascii_lowercase();
-        needles.iter().find(|n| lower.contains(n.as_str())).map(|n| (*line, n.as_str()))
+        needles
+            .iter()
+            .find(|n| lower.contains(n.as_str()))
+            .map(|n| (*line, n.as_str()))
     })
 }
 

@@ -91,15 +91,24 @@ pub struct CommitRange {
 impl RepoReader {
     pub fn new(path: impl Into<PathBuf>, subdir: Option<String>) -> RepoReader {
         let subdir = subdir.map(|s| s.trim_matches('/').to_owned()).filter(|s| !s.is_empty());
-        RepoReader { path: path.into(), subdir }
+        RepoReader {
+            path: path.into(),
+            subdir,
+        }
     }
 
     fn open(&self) -> Result<gix::Repository, RepoError> {
-        gix::open(&self.path).map_err(|e| RepoError::Open { path: self.path.clone(), message: e.to_string() })
+        gix::open(&self.path).map_err(|e| RepoError::Open {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
     }
 
     fn read_error(&self, message: impl std::fmt::Display) -> RepoError {
-        RepoError::Read { path: self.path.clone(), message: message.to_string() }
+        RepoError::Read {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
     }
 
     /// The full SHA of the commit a revision names (full or abbreviated SHA,
@@ -154,9 +163,14 @@ impl RepoReader {
         let message = commit.message_raw_sloppy().to_str_lossy().into_owned();
         let author = commit.author().map_err(|e| self.read_error(e))?;
         let committer = commit.committer().map_err(|e| self.read_error(e))?;
-        let (author_name, author_email) = (author.name.to_str_lossy().trim().to_owned(), author.email.to_str_lossy().trim().to_owned());
-        let (committer_name, committer_email) =
-            (committer.name.to_str_lossy().trim().to_owned(), committer.email.to_str_lossy().trim().to_owned());
+        let (author_name, author_email) = (
+            author.name.to_str_lossy().trim().to_owned(),
+            author.email.to_str_lossy().trim().to_owned(),
+        );
+        let (committer_name, committer_email) = (
+            committer.name.to_str_lossy().trim().to_owned(),
+            committer.email.to_str_lossy().trim().to_owned(),
+        );
         let committed_at = committer.time().map(|t| t.seconds).unwrap_or(0);
         let authorship = classifier.classify(&CommitIdentity {
             message: &message,
@@ -166,10 +180,16 @@ impl RepoReader {
             committer_email: &committer_email,
         });
         let parent_ids: Vec<gix::ObjectId> = commit.parent_ids().map(|id| id.detach()).collect();
-        let files = if parent_ids.len() <= 1 { self.changes(repo, commit, parent_ids.first().copied())? } else { Vec::new() };
+        let files = if parent_ids.len() <= 1 {
+            self.changes(repo, commit, parent_ids.first().copied())?
+        } else {
+            Vec::new()
+        };
         let note = notes.and_then(|platform| {
             let found = platform.get(commit.id).ok()?;
-            let note = found.into_iter().find(|n| n.reference.as_bstr() == AI_NOTES_REF.as_bytes().as_bstr())?;
+            let note = found
+                .into_iter()
+                .find(|n| n.reference.as_bstr() == AI_NOTES_REF.as_bytes().as_bstr())?;
             AuthorshipNote::parse(&note.blob.data.to_str_lossy()).ok()
         });
         Ok(CommitRecord {
@@ -189,7 +209,12 @@ impl RepoReader {
     }
 
     /// Files the commit changed relative to its parent, below `subdir`.
-    fn changes(&self, repo: &gix::Repository, commit: &gix::Commit<'_>, parent: Option<gix::ObjectId>) -> Result<Vec<FileChange>, RepoError> {
+    fn changes(
+        &self,
+        repo: &gix::Repository,
+        commit: &gix::Commit<'_>,
+        parent: Option<gix::ObjectId>,
+    ) -> Result<Vec<FileChange>, RepoError> {
         let new_tree = commit.tree().map_err(|e| self.read_error(e))?;
         let old_tree = match parent {
             Some(id) => Some(repo.find_commit(id).and_then(|c| c.tree()).map_err(|e| self.read_error(e))?),
@@ -197,17 +222,39 @@ impl RepoReader {
         };
         let mut options = gix::diff::Options::default();
         options.track_path();
-        let changes = repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), options).map_err(|e| self.read_error(e))?;
+        let changes = repo
+            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), options)
+            .map_err(|e| self.read_error(e))?;
         let mut files = Vec::new();
         for change in changes {
             use gix::object::tree::diff::ChangeDetached as Change;
             let (path, old, new, is_blob) = match &change {
-                Change::Addition { location, id, entry_mode, .. } => (location, None, Some(*id), entry_mode.is_blob()),
-                Change::Deletion { location, id, entry_mode, .. } => (location, Some(*id), None, entry_mode.is_blob()),
-                Change::Modification { location, previous_id, id, entry_mode, .. } => {
-                    (location, Some(*previous_id), Some(*id), entry_mode.is_blob())
-                }
-                Change::Rewrite { location, source_id, id, entry_mode, .. } => (location, Some(*source_id), Some(*id), entry_mode.is_blob()),
+                Change::Addition {
+                    location,
+                    id,
+                    entry_mode,
+                    ..
+                } => (location, None, Some(*id), entry_mode.is_blob()),
+                Change::Deletion {
+                    location,
+                    id,
+                    entry_mode,
+                    ..
+                } => (location, Some(*id), None, entry_mode.is_blob()),
+                Change::Modification {
+                    location,
+                    previous_id,
+                    id,
+                    entry_mode,
+                    ..
+                } => (location, Some(*previous_id), Some(*id), entry_mode.is_blob()),
+                Change::Rewrite {
+                    location,
+                    source_id,
+                    id,
+                    entry_mode,
+                    ..
+                } => (location, Some(*source_id), Some(*id), entry_mode.is_blob()),
             };
             let path = path.to_str_lossy().into_owned();
             if !is_blob || !self.in_subdir(&path) {
@@ -258,12 +305,18 @@ fn line_changes(path: String, old: &str, new: String) -> FileChange {
         lines_removed += hunk.before.len() as u32;
         lines_added += hunk.after.len() as u32;
         for index in hunk.after.clone() {
-            if added.len() < MAX_ADDED_LINES {
-                if let Some(text) = new_lines.get(index as usize) {
-                    added.push((index + 1, (*text).to_owned()));
-                }
+            if added.len() < MAX_ADDED_LINES
+                && let Some(text) = new_lines.get(index as usize)
+            {
+                added.push((index + 1, (*text).to_owned()));
             }
         }
     }
-    FileChange { path, added, lines_added, lines_removed, content: new }
+    FileChange {
+        path,
+        added,
+        lines_added,
+        lines_removed,
+        content: new,
+    }
 }

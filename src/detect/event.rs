@@ -176,7 +176,11 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn new(max_events: usize) -> EventLog {
-        EventLog { events: Vec::new(), index: HashMap::new(), max_events: max_events.max(1) }
+        EventLog {
+            events: Vec::new(),
+            index: HashMap::new(),
+            max_events: max_events.max(1),
+        }
     }
 
     /// Applies an update; returns the event as it now stands, or `None`
@@ -253,7 +257,11 @@ impl EventLog {
     }
 
     fn reindex(&mut self) {
-        self.events.sort_by(|a, b| b.detected_unix_nanos.cmp(&a.detected_unix_nanos).then_with(|| a.id.cmp(&b.id)));
+        self.events.sort_by(|a, b| {
+            b.detected_unix_nanos
+                .cmp(&a.detected_unix_nanos)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         self.index = self.events.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
     }
 
@@ -268,7 +276,10 @@ impl EventLog {
 
     /// Firing events by kind.
     pub fn firing(&self, kind: EventKind) -> usize {
-        self.events.iter().filter(|e| e.kind == kind && e.state == EventState::Firing).count()
+        self.events
+            .iter()
+            .filter(|e| e.kind == kind && e.state == EventState::Firing)
+            .count()
     }
 }
 
@@ -310,9 +321,18 @@ mod tests {
     #[test]
     fn fingerprints_are_stable_and_distinct() {
         let a = fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc");
-        assert_eq!(a, fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc"));
-        assert_ne!(a, fingerprint("checkout", EventKind::NewOutboundPeer, "POST /checkout", "abc"));
-        assert_ne!(fingerprint("ab", EventKind::LatencyRegression, "c", "r"), fingerprint("a", EventKind::LatencyRegression, "bc", "r"));
+        assert_eq!(
+            a,
+            fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc")
+        );
+        assert_ne!(
+            a,
+            fingerprint("checkout", EventKind::NewOutboundPeer, "POST /checkout", "abc")
+        );
+        assert_ne!(
+            fingerprint("ab", EventKind::LatencyRegression, "c", "r"),
+            fingerprint("a", EventKind::LatencyRegression, "bc", "r")
+        );
         assert_eq!(a.len(), 16);
     }
 
@@ -321,8 +341,16 @@ mod tests {
         let mut log = EventLog::new(10);
         log.apply(EventUpdate::Fired(Box::new(event("old", 1_000_000_000))));
         log.apply(EventUpdate::Fired(Box::new(event("new", 2_000_000_000))));
-        assert_eq!(log.list().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), vec!["new", "old"]);
-        let resolved = log.apply(EventUpdate::Resolved { id: "old".into(), at_unix_nanos: 3_000_000_000 }).expect("known");
+        assert_eq!(
+            log.list().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            vec!["new", "old"]
+        );
+        let resolved = log
+            .apply(EventUpdate::Resolved {
+                id: "old".into(),
+                at_unix_nanos: 3_000_000_000,
+            })
+            .expect("known");
         assert_eq!(resolved.state, EventState::Resolved);
         assert_eq!(resolved.resolved_at.as_deref(), Some("1970-01-01T00:00:03.000Z"));
         assert_eq!(log.firing(EventKind::LatencyRegression), 1);
@@ -333,7 +361,10 @@ mod tests {
         let mut log = EventLog::new(2);
         log.apply(EventUpdate::Fired(Box::new(event("a", 1))));
         log.apply(EventUpdate::Fired(Box::new(event("b", 2))));
-        log.apply(EventUpdate::Resolved { id: "b".into(), at_unix_nanos: 3 });
+        log.apply(EventUpdate::Resolved {
+            id: "b".into(),
+            at_unix_nanos: 3,
+        });
         log.apply(EventUpdate::Fired(Box::new(event("c", 4))));
         assert!(log.get("b").is_none());
         assert!(log.get("a").is_some() && log.get("c").is_some());
@@ -342,7 +373,19 @@ mod tests {
     #[test]
     fn serialises_to_the_contract_shape() {
         let json = serde_json::to_value(event("x", 1_700_000_000_000_000_000)).expect("json");
-        for key in ["id", "kind", "state", "service", "operation", "revision", "baseline_revision", "onset", "detected_at", "resolved_at", "suspects"] {
+        for key in [
+            "id",
+            "kind",
+            "state",
+            "service",
+            "operation",
+            "revision",
+            "baseline_revision",
+            "onset",
+            "detected_at",
+            "resolved_at",
+            "suspects",
+        ] {
             assert!(json.get(key).is_some(), "missing {key}: {json}");
         }
         assert_eq!(json["kind"], "latency_regression");

@@ -73,7 +73,12 @@ struct Comparison<'a> {
 
 impl LatencyDetector {
     pub fn new(config: LatencyConfig, baseline_windows: usize) -> LatencyDetector {
-        LatencyDetector { config, baseline_windows, tracks: HashMap::new(), regressed: HashSet::new() }
+        LatencyDetector {
+            config,
+            baseline_windows,
+            tracks: HashMap::new(),
+            regressed: HashSet::new(),
+        }
     }
 
     pub fn forget_revision(&mut self, revision: RevId) {
@@ -102,14 +107,19 @@ impl LatencyDetector {
                 if op == OTHER {
                     continue;
                 }
-                let Some(series) = service.latency.get(&(op, revision.id)) else { continue };
+                let Some(series) = service.latency.get(&(op, revision.id)) else {
+                    continue;
+                };
                 let firing = self.tracks.get(&(op, revision.id)).is_some_and(|t| t.firing.is_some());
                 let recent_deploy = revision.first_seen_unix_nanos.saturating_add(deploy_comparison) > at;
                 let earlier = (recent_deploy || firing)
                     .then(|| {
                         service.timeline.before(revision.id).find(|b| {
                             !self.regressed.contains(&(op, b.id))
-                                && service.latency.get(&(op, b.id)).is_some_and(|s| s.total() >= self.config.min_samples)
+                                && service
+                                    .latency
+                                    .get(&(op, b.id))
+                                    .is_some_and(|s| s.total() >= self.config.min_samples)
                         })
                     })
                     .flatten();
@@ -146,7 +156,14 @@ impl LatencyDetector {
                     }
                 }
                 if current.len() >= self.config.min_samples && baseline.len() >= self.config.min_samples {
-                    comparisons.push(Comparison { op, revision, baseline_revision: earlier, baseline, current, persistent });
+                    comparisons.push(Comparison {
+                        op,
+                        revision,
+                        baseline_revision: earlier,
+                        baseline,
+                        current,
+                        persistent,
+                    });
                 }
             }
         }
@@ -175,10 +192,10 @@ impl LatencyDetector {
                 None => {
                     track.bad_streak = 0;
                     track.good_streak += 1;
-                    if track.good_streak >= self.config.resolve_after {
-                        if let Some(id) = track.firing.take() {
-                            out.push(EventUpdate::Resolved { id, at_unix_nanos: at });
-                        }
+                    if track.good_streak >= self.config.resolve_after
+                        && let Some(id) = track.firing.take()
+                    {
+                        out.push(EventUpdate::Resolved { id, at_unix_nanos: at });
                     }
                 }
             }
@@ -191,13 +208,14 @@ impl LatencyDetector {
             }
             track.bad_streak = 0;
             track.good_streak += 1;
-            if track.good_streak >= self.config.resolve_after {
-                if let Some(id) = track.firing.take() {
-                    out.push(EventUpdate::Resolved { id, at_unix_nanos: at });
-                }
+            if track.good_streak >= self.config.resolve_after
+                && let Some(id) = track.firing.take()
+            {
+                out.push(EventUpdate::Resolved { id, at_unix_nanos: at });
             }
         }
-        self.tracks.retain(|key, t| t.firing.is_some() || t.bad_streak > 0 || evaluated.contains(key));
+        self.tracks
+            .retain(|key, t| t.firing.is_some() || t.bad_streak > 0 || evaluated.contains(key));
     }
 
     /// The statistics of a bad comparison, or `None` when it is clean.
@@ -242,7 +260,11 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
             route: info.route.as_deref().map(str::to_owned),
         })
         .unwrap_or_default();
-    let severity = if stats.relative_increase >= CRITICAL_RELATIVE_INCREASE { Severity::Critical } else { Severity::Warning };
+    let severity = if stats.relative_increase >= CRITICAL_RELATIVE_INCREASE {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
     DriftEvent {
         id: event_id(&fingerprint, onset),
         fingerprint,
@@ -261,9 +283,10 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         outbound: None,
         code,
         suspects: Vec::new(),
-        attribution: c.baseline_revision.is_none().then(|| {
-            "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()
-        }),
+        attribution: c
+            .baseline_revision
+            .is_none()
+            .then(|| "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()),
         onset_unix_nanos: onset,
         detected_unix_nanos: at,
     }

@@ -18,4 +18,3 @@ pub const MAX_EVENTS: usize = 10_000;
 
 /// The shared, readable record of events.
 pub type SharedEventLog = Arc<RwLock<EventLog>>;
-

@@ -72,15 +72,21 @@ impl OutboundDetector {
             .iter()
             .filter_map(|p| glob::Pattern::new(p).ok().map(|g| (g, has_port(p))))
             .collect();
-        OutboundDetector { config, allow, candidates: HashMap::new(), service_first_seen: None }
+        OutboundDetector {
+            config,
+            allow,
+            candidates: HashMap::new(),
+            service_first_seen: None,
+        }
     }
 
     /// Whether the allowlist (if any) admits `peer`.
     pub fn allowed(&self, peer: &str) -> bool {
         self.allow.is_empty()
-            || self.allow.iter().any(|(pattern, with_port)| {
-                pattern.matches(peer) || (!with_port && pattern.matches(peer_host(peer)))
-            })
+            || self
+                .allow
+                .iter()
+                .any(|(pattern, with_port)| pattern.matches(peer) || (!with_port && pattern.matches(peer_host(peer))))
     }
 
     /// Screens one call as it is recorded.
@@ -89,7 +95,11 @@ impl OutboundDetector {
             return;
         }
         let first_seen = *self.service_first_seen.get_or_insert(start);
-        if self.candidates.get(peer).is_some_and(|c| c.firing.is_some() || c.revision == revision) {
+        if self
+            .candidates
+            .get(peer)
+            .is_some_and(|c| c.firing.is_some() || c.revision == revision)
+        {
             return;
         }
         let learning = start < first_seen.saturating_add(nanos(self.config.learning_period));
@@ -104,7 +114,15 @@ impl OutboundDetector {
             reasons.push(PeerReason::MetadataEndpoint);
         }
         if !reasons.is_empty() {
-            self.candidates.insert(peer.clone(), Candidate { revision, first_seen: start, reasons, firing: None });
+            self.candidates.insert(
+                peer.clone(),
+                Candidate {
+                    revision,
+                    first_seen: start,
+                    reasons,
+                    firing: None,
+                },
+            );
         }
     }
 
@@ -117,7 +135,14 @@ impl OutboundDetector {
         self.service_first_seen.get_or_insert(start);
     }
 
-    pub fn evaluate(&mut self, service: &str, peers: &PeerSets, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
+    pub fn evaluate(
+        &mut self,
+        service: &str,
+        peers: &PeerSets,
+        timeline: &RevisionTimeline,
+        at: u64,
+        out: &mut Vec<EventUpdate>,
+    ) {
         if !self.config.enabled {
             return;
         }
@@ -127,7 +152,10 @@ impl OutboundDetector {
             let last_call = peers.known(peer).map_or(0, |k| k.last_seen);
             if let Some(id) = &candidate.firing {
                 if last_call.saturating_add(resolve_after) < at {
-                    out.push(EventUpdate::Resolved { id: id.clone(), at_unix_nanos: at });
+                    out.push(EventUpdate::Resolved {
+                        id: id.clone(),
+                        at_unix_nanos: at,
+                    });
                     done.push(peer.clone());
                 }
                 continue;
@@ -139,7 +167,10 @@ impl OutboundDetector {
             let critical = candidate.reasons.iter().any(|r| *r != PeerReason::NewPeer);
             let min_calls = if critical { 1 } else { self.config.min_calls.max(1) };
             // Wait for the caller to be known, unless the call has none.
-            let callers_known = usage.callers.iter().any(|c| !is_placeholder_caller(&c.operation) || &*c.operation == NO_PARENT);
+            let callers_known = usage
+                .callers
+                .iter()
+                .any(|c| !is_placeholder_caller(&c.operation) || &*c.operation == NO_PARENT);
             let waited = candidate.first_seen.saturating_add(JOIN_WINDOW_NANOS) < at;
             if usage.calls < min_calls || !(callers_known || waited) {
                 if last_call.saturating_add(resolve_after) < at {
@@ -170,7 +201,10 @@ fn build_event(
     at: u64,
     critical: bool,
 ) -> DriftEvent {
-    let revision = timeline.get(candidate.revision).map(|r| r.revision.to_string()).unwrap_or_default();
+    let revision = timeline
+        .get(candidate.revision)
+        .map(|r| r.revision.to_string())
+        .unwrap_or_default();
     let baseline_revision = timeline.before(candidate.revision).next().map(|r| r.revision.to_string());
     let mut callers: Vec<CallerSummary> = usage
         .callers
@@ -183,7 +217,10 @@ fn build_event(
         })
         .collect();
     callers.sort_by(|a, b| b.calls.cmp(&a.calls));
-    let operation = callers.iter().find(|c| !is_placeholder_caller(&c.operation)).map(|c| c.operation.clone());
+    let operation = callers
+        .iter()
+        .find(|c| !is_placeholder_caller(&c.operation))
+        .map(|c| c.operation.clone());
     let fingerprint = fingerprint(service, EventKind::NewOutboundPeer, peer, &revision);
     let onset = candidate.first_seen.min(at);
     DriftEvent {
@@ -195,14 +232,20 @@ fn build_event(
         service: service.to_owned(),
         operation,
         peer: Some(peer.to_string()),
-        attribution: baseline_revision.is_none().then(|| "first revision seen: no earlier revision to compare with".to_owned()),
+        attribution: baseline_revision
+            .is_none()
+            .then(|| "first revision seen: no earlier revision to compare with".to_owned()),
         revision,
         baseline_revision,
         onset: rfc3339(onset),
         detected_at: rfc3339(at),
         resolved_at: None,
         stats: None,
-        outbound: Some(OutboundStats { reasons: candidate.reasons.clone(), calls: usage.calls, callers }),
+        outbound: Some(OutboundStats {
+            reasons: candidate.reasons.clone(),
+            calls: usage.calls,
+            callers,
+        }),
         code: Default::default(),
         suspects: Vec::new(),
         onset_unix_nanos: onset,
@@ -211,7 +254,9 @@ fn build_event(
 }
 
 fn has_port(pattern: &str) -> bool {
-    pattern.rsplit_once(':').is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit() || c == '*'))
+    pattern
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit() || c == '*'))
 }
 
 fn nanos(d: std::time::Duration) -> u64 {
@@ -223,7 +268,10 @@ mod tests {
     use super::*;
 
     fn detector(allow: &[&str]) -> OutboundDetector {
-        OutboundDetector::new(OutboundConfig { allow: allow.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+        OutboundDetector::new(OutboundConfig {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -247,7 +295,10 @@ mod tests {
         d.on_call(&Sym::from("api.new.io:443"), 0, after_learning, Novelty { unseen: true });
         d.on_call(&Sym::from("169.254.169.254:80"), 0, 10, Novelty { unseen: true });
         assert!(!d.candidates.contains_key("known.internal:443"));
-        assert_eq!(d.candidates["api.new.io:443"].reasons, vec![PeerReason::NewPeer, PeerReason::NotAllowed]);
+        assert_eq!(
+            d.candidates["api.new.io:443"].reasons,
+            vec![PeerReason::NewPeer, PeerReason::NotAllowed]
+        );
         assert_eq!(
             d.candidates["169.254.169.254:80"].reasons,
             vec![PeerReason::NotAllowed, PeerReason::MetadataEndpoint],

@@ -41,13 +41,22 @@ impl Summary {
             return Summary::default();
         }
         let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-        Summary { count: histogram.len(), p50_ms: ms(0.50), p95_ms: ms(0.95), p99_ms: ms(0.99) }
+        Summary {
+            count: histogram.len(),
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+        }
     }
 }
 
 /// Both histograms over `bins` log-spaced bins spanning their common
 /// range (p0.1 to p99.9), as shares of each histogram's spans.
-pub fn distribution(baseline: &LatencyHistogram, current: &LatencyHistogram, bins: usize) -> Option<crate::detect::event::Distribution> {
+pub fn distribution(
+    baseline: &LatencyHistogram,
+    current: &LatencyHistogram,
+    bins: usize,
+) -> Option<crate::detect::event::Distribution> {
     if baseline.is_empty() || current.is_empty() || bins == 0 {
         return None;
     }
@@ -96,8 +105,14 @@ pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistog
         return None;
     }
     // Walk both histograms' recorded buckets in value order.
-    let mut base = baseline.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).peekable();
-    let mut cur = current.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).peekable();
+    let mut base = baseline
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .peekable();
+    let mut cur = current
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .peekable();
     let (mut base_below, mut u, mut tie_term) = (0.0_f64, 0.0_f64, 0.0_f64);
     loop {
         let next = match (base.peek(), cur.peek()) {
@@ -106,8 +121,16 @@ pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistog
             (None, Some(c)) => c.0,
             (Some(b), Some(c)) => b.0.min(c.0),
         };
-        let a = if base.peek().is_some_and(|b| b.0 == next) { base.next().map_or(0, |b| b.1) } else { 0 } as f64;
-        let c = if cur.peek().is_some_and(|c| c.0 == next) { cur.next().map_or(0, |c| c.1) } else { 0 } as f64;
+        let a = if base.peek().is_some_and(|b| b.0 == next) {
+            base.next().map_or(0, |b| b.1)
+        } else {
+            0
+        } as f64;
+        let c = if cur.peek().is_some_and(|c| c.0 == next) {
+            cur.next().map_or(0, |c| c.1)
+        } else {
+            0
+        } as f64;
         u += c * (base_below + a / 2.0);
         base_below += a;
         let t = a + c;
@@ -129,7 +152,12 @@ pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistog
         0.0
     };
     let z = corrected / variance.sqrt();
-    Some(MannWhitney { u, z, p_value: upper_tail(z), effect_size: u / (n1 * n2) })
+    Some(MannWhitney {
+        u,
+        z,
+        p_value: upper_tail(z),
+        effect_size: u / (n1 * n2),
+    })
 }
 
 /// P(Z > z) for a standard normal Z.
@@ -162,7 +190,11 @@ impl WindowMoments {
     }
 
     pub fn mean(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.sum_ln / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum_ln / self.count as f64
+        }
     }
 
     /// Sample standard deviation of log-latency.
@@ -270,7 +302,10 @@ mod tests {
         }
         let mut all: Vec<u64> = baseline.iter().chain(current).copied().collect();
         all.sort_unstable();
-        let tie_term: f64 = all.chunk_by(|a, b| a == b).map(|g| (g.len() as f64).powi(3) - g.len() as f64).sum();
+        let tie_term: f64 = all
+            .chunk_by(|a, b| a == b)
+            .map(|g| (g.len() as f64).powi(3) - g.len() as f64)
+            .sum();
         let (n1, n2) = (baseline.len() as f64, current.len() as f64);
         let n = n1 + n2;
         let variance = n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
@@ -343,17 +378,31 @@ mod tests {
         let windows: Vec<WindowMoments> = (0..20)
             .map(|i| {
                 let level: f64 = if i < 13 { 20.0 } else { 26.0 };
-                WindowMoments { start_unix_nanos: i * 10, count: 100, sum_ln: 100.0 * level.ln(), sum_ln2: 0.0 }
+                WindowMoments {
+                    start_unix_nanos: i * 10,
+                    count: 100,
+                    sum_ln: 100.0 * level.ln(),
+                    sum_ln2: 0.0,
+                }
             })
             .collect();
         assert_eq!(change_point(&windows), Some(130));
-        let flat: Vec<WindowMoments> =
-            (0..5).map(|i| WindowMoments { start_unix_nanos: i, count: 10, sum_ln: 10.0, sum_ln2: 10.0 }).collect();
+        let flat: Vec<WindowMoments> = (0..5)
+            .map(|i| WindowMoments {
+                start_unix_nanos: i,
+                count: 10,
+                sum_ln: 10.0,
+                sum_ln2: 10.0,
+            })
+            .collect();
         assert_eq!(change_point(&flat), None);
     }
 
     fn moments(start: u64, values: &[f64]) -> WindowMoments {
-        let mut m = WindowMoments { start_unix_nanos: start, ..Default::default() };
+        let mut m = WindowMoments {
+            start_unix_nanos: start,
+            ..Default::default()
+        };
         for v in values {
             m.add(v.ln());
         }
@@ -375,12 +424,19 @@ mod tests {
         let slow: Vec<WindowMoments> = (0..3).map(|i| moments(i, &sample(200, 1.3))).collect();
         assert!(persistent_shift(slow.iter().copied(), &baseline, 3, 50, 2.33));
         // A burst in the newest window only.
-        let burst = vec![moments(2, &sample(200, 3.0)), moments(1, &sample(200, 1.0)), moments(0, &sample(200, 1.0))];
+        let burst = vec![
+            moments(2, &sample(200, 3.0)),
+            moments(1, &sample(200, 1.0)),
+            moments(0, &sample(200, 1.0)),
+        ];
         assert!(!persistent_shift(burst.into_iter(), &baseline, 3, 50, 2.33));
         // Sparse windows are grouped until each chunk holds enough spans.
         let sparse: Vec<WindowMoments> = (0..12).map(|i| moments(i, &sample(20, 1.5))).collect();
         assert!(persistent_shift(sparse.iter().copied(), &baseline, 3, 50, 2.33));
-        assert!(!persistent_shift(sparse.iter().copied().take(6), &baseline, 3, 50, 2.33), "not enough data yet");
+        assert!(
+            !persistent_shift(sparse.iter().copied().take(6), &baseline, 3, 50, 2.33),
+            "not enough data yet"
+        );
     }
 
     #[test]
@@ -392,7 +448,10 @@ mod tests {
         assert!((d.baseline.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert!((d.current.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         let mean_bin = |v: &[f64]| v.iter().enumerate().map(|(i, s)| i as f64 * s).sum::<f64>();
-        assert!(mean_bin(&d.current) > mean_bin(&d.baseline), "the slower sample sits in higher bins");
+        assert!(
+            mean_bin(&d.current) > mean_bin(&d.baseline),
+            "the slower sample sits in higher bins"
+        );
     }
 
     #[test]

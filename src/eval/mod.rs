@@ -115,7 +115,10 @@ pub enum EvalError {
 pub fn load_corpus(dir: &Path) -> Result<Vec<Scenario>, EvalError> {
     let display = dir.display().to_string();
     let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|source| EvalError::Dir { path: display.clone(), source })?
+        .map_err(|source| EvalError::Dir {
+            path: display.clone(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
@@ -136,7 +139,10 @@ pub fn evaluate(scenarios: &[Scenario], settings: &AnalysisSettings, mut progres
             result
         })
         .collect();
-    Report { summary: summarise(&results), scenarios: results }
+    Report {
+        summary: summarise(&results),
+        scenarios: results,
+    }
 }
 
 /// Replays one scenario and scores its events.
@@ -171,7 +177,9 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> Scenario
     for service in &scenario.services {
         for deploy in &service.deploys {
             for change in &deploy.changes {
-                let Some(op) = service.operations.iter().find(|o| o.name == change.operation) else { continue };
+                let Some(op) = service.operations.iter().find(|o| o.name == change.operation) else {
+                    continue;
+                };
                 let rise = expected_p95_increase(op, change, scenario.seed);
                 if rise <= 0.0 {
                     continue;
@@ -182,7 +190,9 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> Scenario
                 let hit = events
                     .iter()
                     .filter(|e| {
-                        e.service == service.name && e.operation.as_deref() == Some(op.name.as_str()) && e.revision == deploy.revision
+                        e.service == service.name
+                            && e.operation.as_deref() == Some(op.name.as_str())
+                            && e.revision == deploy.revision
                     })
                     .map(|e| seconds(e.detected_unix_nanos) - at as f64)
                     .filter(|delay| *delay >= 0.0)
@@ -242,8 +252,12 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> Scenario
 fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelResult>, Vec<FalseAlert>) {
     let mut labels = Vec::new();
     for service in &scenario.services {
-        let mut called: std::collections::HashSet<&str> =
-            service.operations.iter().flat_map(|o| &o.calls).map(|c| c.peer.as_str()).collect();
+        let mut called: std::collections::HashSet<&str> = service
+            .operations
+            .iter()
+            .flat_map(|o| &o.calls)
+            .map(|c| c.peer.as_str())
+            .collect();
         for deploy in &service.deploys {
             for new_call in &deploy.new_calls {
                 if !called.insert(new_call.peer.as_str()) {
@@ -252,7 +266,11 @@ fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelRes
                 let at = deploy.at.as_secs();
                 let hit = events
                     .iter()
-                    .filter(|e| e.service == service.name && e.peer.as_deref() == Some(new_call.peer.as_str()) && e.revision == deploy.revision)
+                    .filter(|e| {
+                        e.service == service.name
+                            && e.peer.as_deref() == Some(new_call.peer.as_str())
+                            && e.revision == deploy.revision
+                    })
                     .map(|e| seconds(e.detected_unix_nanos) - at as f64)
                     .filter(|delay| *delay >= 0.0)
                     .min_by(f64::total_cmp);
@@ -270,7 +288,9 @@ fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelRes
     let false_alerts = events
         .iter()
         .filter(|e| {
-            !labels.iter().any(|l| l.service == e.service && Some(l.peer.as_str()) == e.peer.as_deref() && l.revision == e.revision)
+            !labels
+                .iter()
+                .any(|l| l.service == e.service && Some(l.peer.as_str()) == e.peer.as_deref() && l.revision == e.revision)
         })
         .map(|e| FalseAlert {
             kind: e.kind,
@@ -288,17 +308,27 @@ fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelRes
 fn summarise(results: &[ScenarioResult]) -> Summary {
     let labels: Vec<&LabelResult> = results.iter().flat_map(|r| &r.labels).collect();
     let detected = labels.iter().filter(|l| l.detected).count();
-    let target: Vec<&&LabelResult> =
-        labels.iter().filter(|l| l.expected_p95_increase >= TARGET_MIN_P95_INCREASE && l.rate >= TARGET_MIN_RATE).collect();
+    let target: Vec<&&LabelResult> = labels
+        .iter()
+        .filter(|l| l.expected_p95_increase >= TARGET_MIN_P95_INCREASE && l.rate >= TARGET_MIN_RATE)
+        .collect();
     let target_detected = target.iter().filter(|l| l.detected).count();
-    let latency_false = |r: &&ScenarioResult| r.false_alerts.iter().filter(|f| f.kind == EventKind::LatencyRegression).count();
+    let latency_false = |r: &&ScenarioResult| {
+        r.false_alerts
+            .iter()
+            .filter(|f| f.kind == EventKind::LatencyRegression)
+            .count()
+    };
     let false_alerts: usize = results.iter().map(|r| latency_false(&r)).sum();
     let peer_labels: Vec<&PeerLabelResult> = results.iter().flat_map(|r| &r.peer_labels).collect();
     let peer_detected = peer_labels.iter().filter(|l| l.detected).count();
     let peer_false_alerts: usize = results.iter().map(|r| r.false_alerts.len() - latency_false(&r)).sum();
     let mut peer_delays: Vec<f64> = peer_labels.iter().filter_map(|l| l.delay_s).collect();
     peer_delays.sort_by(f64::total_cmp);
-    let service_weeks: f64 = results.iter().map(|r| r.services as f64 * r.duration_s as f64 / WEEK_SECONDS).sum();
+    let service_weeks: f64 = results
+        .iter()
+        .map(|r| r.services as f64 * r.duration_s as f64 / WEEK_SECONDS)
+        .sum();
     let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.delay_s).collect();
     delays.sort_by(f64::total_cmp);
     let quantile = |q: f64| (!delays.is_empty()).then(|| delays[((delays.len() - 1) as f64 * q).round() as usize]);
@@ -312,7 +342,11 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         target_class_recall: ratio(target_detected, target.len()),
         false_alerts,
         service_weeks,
-        false_alerts_per_service_week: if service_weeks > 0.0 { false_alerts as f64 / service_weeks } else { 0.0 },
+        false_alerts_per_service_week: if service_weeks > 0.0 {
+            false_alerts as f64 / service_weeks
+        } else {
+            0.0
+        },
         median_delay_s: quantile(0.5),
         p90_delay_s: quantile(0.9),
         peer_labels: peer_labels.len(),
@@ -337,7 +371,11 @@ impl Report {
             let mut delays: Vec<f64> = r.labels.iter().filter_map(|l| l.delay_s).collect();
             delays.sort_by(f64::total_cmp);
             let delay = delays.get(delays.len() / 2).map_or("-".to_owned(), |d| format!("{d:.0}s"));
-            let latency_false = r.false_alerts.iter().filter(|f| f.kind == EventKind::LatencyRegression).count();
+            let latency_false = r
+                .false_alerts
+                .iter()
+                .filter(|f| f.kind == EventKind::LatencyRegression)
+                .count();
             let peers_caught = r.peer_labels.iter().filter(|l| l.detected).count();
             let _ = writeln!(
                 out,
@@ -355,7 +393,13 @@ impl Report {
         }
         let s = &self.summary;
         let _ = writeln!(out);
-        let _ = writeln!(out, "recall (all labelled regressions):    {:.1}% ({}/{})", s.recall * 100.0, s.detected, s.labels);
+        let _ = writeln!(
+            out,
+            "recall (all labelled regressions):    {:.1}% ({}/{})",
+            s.recall * 100.0,
+            s.detected,
+            s.labels
+        );
         let _ = writeln!(
             out,
             "recall (p95 >= +30% at >= 20 req/s):  {:.1}% of {}",
@@ -368,7 +412,12 @@ impl Report {
             s.false_alerts_per_service_week, s.false_alerts, s.service_weeks
         );
         let fmt = |d: Option<f64>| d.map_or("-".to_owned(), |d| format!("{d:.0}s"));
-        let _ = writeln!(out, "detection delay after deploy:         median {}, p90 {}", fmt(s.median_delay_s), fmt(s.p90_delay_s));
+        let _ = writeln!(
+            out,
+            "detection delay after deploy:         median {}, p90 {}",
+            fmt(s.median_delay_s),
+            fmt(s.p90_delay_s)
+        );
         let _ = writeln!(
             out,
             "new outbound peers reported:         {:.1}% of {}, {} false, median delay {}",

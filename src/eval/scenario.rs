@@ -151,7 +151,12 @@ pub struct NewCallSpec {
 
 impl NewCallSpec {
     pub fn call(&self) -> CallSpec {
-        CallSpec { peer: self.peer.clone(), probability: self.probability, every: None, share: self.share }
+        CallSpec {
+            peer: self.peer.clone(),
+            probability: self.probability,
+            every: None,
+            share: self.share,
+        }
     }
 }
 
@@ -190,10 +195,17 @@ pub struct RateChange {
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: display.clone(), source })?;
-        let scenario: Scenario =
-            toml::from_str(&text).map_err(|e| ScenarioError::Invalid { path: display.clone(), message: e.to_string() })?;
-        scenario.validate().map_err(|message| ScenarioError::Invalid { path: display, message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        let scenario: Scenario = toml::from_str(&text).map_err(|e| ScenarioError::Invalid {
+            path: display.clone(),
+            message: e.to_string(),
+        })?;
+        scenario
+            .validate()
+            .map_err(|message| ScenarioError::Invalid { path: display, message })?;
         Ok(scenario)
     }
 
@@ -201,14 +213,24 @@ impl Scenario {
         for service in &self.services {
             for op in &service.operations {
                 if !(op.rate >= 0.0 && op.median_ms > 0.0 && op.sigma >= 0.0 && (0.0..=1.0).contains(&op.diurnal)) {
-                    return Err(format!("operation {:?} of {:?}: rate >= 0, median_ms > 0, sigma >= 0, diurnal in 0..1", op.name, service.name));
+                    return Err(format!(
+                        "operation {:?} of {:?}: rate >= 0, median_ms > 0, sigma >= 0, diurnal in 0..1",
+                        op.name, service.name
+                    ));
                 }
             }
             for deploy in &service.deploys {
-                let operations = deploy.changes.iter().map(|c| &c.operation).chain(deploy.new_calls.iter().map(|c| &c.operation));
+                let operations = deploy
+                    .changes
+                    .iter()
+                    .map(|c| &c.operation)
+                    .chain(deploy.new_calls.iter().map(|c| &c.operation));
                 for operation in operations {
                     if !service.operations.iter().any(|o| &o.name == operation) {
-                        return Err(format!("deploy {:?} changes unknown operation {:?}", deploy.revision, operation));
+                        return Err(format!(
+                            "deploy {:?} changes unknown operation {:?}",
+                            deploy.revision, operation
+                        ));
                     }
                 }
             }

@@ -61,7 +61,10 @@ impl<'a> TrafficGenerator<'a> {
                         // (first revision index that makes the call, call, peer)
                         let own = o.calls.iter().map(|c| (0, c.clone()));
                         let added = spec.deploys.iter().enumerate().flat_map(|(i, d)| {
-                            d.new_calls.iter().filter(|c| c.operation == o.name).map(move |c| (i + 1, c.call()))
+                            d.new_calls
+                                .iter()
+                                .filter(|c| c.operation == o.name)
+                                .map(move |c| (i + 1, c.call()))
                         });
                         OperationState {
                             name: Sym::from(o.name.as_str()),
@@ -69,14 +72,25 @@ impl<'a> TrafficGenerator<'a> {
                             rate_factor: 1.0,
                             calls: own
                                 .chain(added)
-                                .map(|(since, spec)| CallState { since, peer: Sym::from(spec.peer.as_str()), spec, last_second: None })
+                                .map(|(since, spec)| CallState {
+                                    since,
+                                    peer: Sym::from(spec.peer.as_str()),
+                                    spec,
+                                    last_second: None,
+                                })
                                 .collect(),
                         }
                     })
                     .collect(),
             })
             .collect();
-        TrafficGenerator { scenario, services, rng: Rng::new(scenario.seed), second: 0, client_operation: Sym::from("HTTP GET") }
+        TrafficGenerator {
+            scenario,
+            services,
+            rng: Rng::new(scenario.seed),
+            second: 0,
+            client_operation: Sym::from("HTTP GET"),
+        }
     }
 
     /// Seconds of event time generated so far.
@@ -97,10 +111,10 @@ impl<'a> TrafficGenerator<'a> {
                 continue;
             }
             for change in &service.spec.rate_changes {
-                if change.at.as_secs() == t {
-                    if let Some(i) = service.spec.operations.iter().position(|o| o.name == change.operation) {
-                        service.ops[i].rate_factor = change.factor;
-                    }
+                if change.at.as_secs() == t
+                    && let Some(i) = service.spec.operations.iter().position(|o| o.name == change.operation)
+                {
+                    service.ops[i].rate_factor = change.factor;
                 }
             }
             for (i, spec) in service.spec.operations.iter().enumerate() {
@@ -125,7 +139,7 @@ impl<'a> TrafficGenerator<'a> {
                     let trace_id = u128::from(rng.next_u64());
                     for call in state.calls.iter_mut().filter(|c| deploy >= c.since) {
                         let due = match call.spec.every {
-                            Some(every) => t % every.as_secs().max(1) == 0 && call.last_second != Some(t),
+                            Some(every) => t.is_multiple_of(every.as_secs().max(1)) && call.last_second != Some(t),
                             None => rng.uniform() < call.spec.probability,
                         };
                         if !due {
@@ -232,7 +246,7 @@ fn latency_ms(spec: &OperationSpec, rng: &mut Rng, in_burst: bool, t: u64, offse
     if let Some(every) = spec.gc_every {
         let every = every.as_secs().max(1);
         let pause_nanos = (spec.gc_pause_ms.min(1000.0) * 1e6) as u64;
-        if t % every == 0 && offset < pause_nanos {
+        if t.is_multiple_of(every) && offset < pause_nanos {
             ms += (pause_nanos - offset) as f64 / 1e6;
         }
     }
@@ -247,7 +261,13 @@ pub fn expected_p95_increase(spec: &OperationSpec, change: &ChangeSpec, seed: u6
     let mut before: Vec<f64> = (0..n).map(|_| rng.log_normal(spec.median_ms, spec.sigma)).collect();
     let mut after: Vec<f64> = before
         .iter()
-        .map(|ms| if rng.uniform() < change.fraction { ms * change.latency_factor + change.extra_ms } else { *ms })
+        .map(|ms| {
+            if rng.uniform() < change.fraction {
+                ms * change.latency_factor + change.extra_ms
+            } else {
+                *ms
+            }
+        })
         .collect();
     let p95 = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

@@ -26,7 +26,10 @@ async fn get_event(State(events): State<SharedEventLog>, Path(id): Path<String>)
     let log = events.read().unwrap_or_else(|e| e.into_inner());
     match log.get(&id) {
         Some(event) => Json(event).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({ "error": format!("no event with id {id:?}; list events at /api/v1/events") })))
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no event with id {id:?}; list events at /api/v1/events") })),
+        )
             .into_response(),
     }
 }

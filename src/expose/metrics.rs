@@ -15,8 +15,14 @@ pub const MAX_SERVICE_LABELS: usize = 256;
 pub const OTHER_LABEL: &str = "__other__";
 
 /// Every `reason` of `driftwatch_spans_rejected_total`.
-pub const REJECTION_REASONS: &[&str] =
-    &["invalid_utf8", "missing_timestamp", "end_before_start", "future_timestamp", "too_many_spans", "backpressure"];
+pub const REJECTION_REASONS: &[&str] = &[
+    "invalid_utf8",
+    "missing_timestamp",
+    "end_before_start",
+    "future_timestamp",
+    "too_many_spans",
+    "backpressure",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -49,7 +55,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let spans_received = IntCounterVec::new(
-            Opts::new("driftwatch_spans_received_total", "Spans accepted by a receiver, by service and transport."),
+            Opts::new(
+                "driftwatch_spans_received_total",
+                "Spans accepted by a receiver, by service and transport.",
+            ),
             &["service", "transport"],
         )
         .expect("valid metric");
@@ -63,20 +72,31 @@ impl Metrics {
         )
         .expect("valid metric");
         let requests = IntCounterVec::new(
-            Opts::new("driftwatch_export_requests_total", "OTLP export requests by transport and outcome."),
+            Opts::new(
+                "driftwatch_export_requests_total",
+                "OTLP export requests by transport and outcome.",
+            ),
             &["transport", "outcome"],
         )
         .expect("valid metric");
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("driftwatch_export_request_duration_seconds", "Time to process one OTLP export request.")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            HistogramOpts::new(
+                "driftwatch_export_request_duration_seconds",
+                "Time to process one OTLP export request.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
             &["transport"],
         )
         .expect("valid metric");
         let analysis_queue_spans =
             IntGauge::new("driftwatch_analysis_queue_spans", "Spans accepted and waiting for analysis.").expect("valid metric");
         let spans_analyzed = IntCounterVec::new(
-            Opts::new("driftwatch_spans_analyzed_total", "Spans processed by the analysis, by service."),
+            Opts::new(
+                "driftwatch_spans_analyzed_total",
+                "Spans processed by the analysis, by service.",
+            ),
             &["service"],
         )
         .expect("valid metric");
@@ -100,7 +120,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let operations_tracked = IntGaugeVec::new(
-            Opts::new("driftwatch_operations_tracked", "Operations tracked exactly per service (bounded by analyze.max_operations)."),
+            Opts::new(
+                "driftwatch_operations_tracked",
+                "Operations tracked exactly per service (bounded by analyze.max_operations).",
+            ),
             &["service"],
         )
         .expect("valid metric");
@@ -113,7 +136,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let outbound_peers = IntGaugeVec::new(
-            Opts::new("driftwatch_outbound_peers", "Distinct outbound peers a service called within the lookback."),
+            Opts::new(
+                "driftwatch_outbound_peers",
+                "Distinct outbound peers a service called within the lookback.",
+            ),
             &["service"],
         )
         .expect("valid metric");
@@ -126,7 +152,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let revisions_unresolved = IntCounterVec::new(
-            Opts::new("driftwatch_revisions_unresolved_total", "Event revisions the service's repository does not know."),
+            Opts::new(
+                "driftwatch_revisions_unresolved_total",
+                "Event revisions the service's repository does not know.",
+            ),
             &["service"],
         )
         .expect("valid metric");
@@ -138,8 +167,11 @@ impl Metrics {
             &["sink", "outcome"],
         )
         .expect("valid metric");
-        let outbox_pending =
-            IntGauge::new("driftwatch_outbox_pending", "Alerts written to the outbox and not yet delivered or given up.").expect("valid metric");
+        let outbox_pending = IntGauge::new(
+            "driftwatch_outbox_pending",
+            "Alerts written to the outbox and not yet delivered or given up.",
+        )
+        .expect("valid metric");
         let span_duration = HistogramVec::new(
             HistogramOpts::new(
                 "driftwatch_span_duration_seconds",
@@ -150,12 +182,18 @@ impl Metrics {
         )
         .expect("valid metric");
         let revision_first_seen = prometheus::GaugeVec::new(
-            Opts::new("driftwatch_revision_first_seen_timestamp_seconds", "Event time of a revision's first span: its deploy."),
+            Opts::new(
+                "driftwatch_revision_first_seen_timestamp_seconds",
+                "Event time of a revision's first span: its deploy.",
+            ),
             &["service", "revision"],
         )
         .expect("valid metric");
         let revision_last_seen = prometheus::GaugeVec::new(
-            Opts::new("driftwatch_revision_last_seen_timestamp_seconds", "Event time of a revision's latest span."),
+            Opts::new(
+                "driftwatch_revision_last_seen_timestamp_seconds",
+                "Event time of a revision's latest span.",
+            ),
             &["service", "revision"],
         )
         .expect("valid metric");
@@ -175,8 +213,11 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
-        let forward_queue_bytes =
-            IntGauge::new("driftwatch_forward_queue_bytes", "Bytes of requests waiting to be forwarded upstream.").expect("valid metric");
+        let forward_queue_bytes = IntGauge::new(
+            "driftwatch_forward_queue_bytes",
+            "Bytes of requests waiting to be forwarded upstream.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
@@ -302,6 +343,9 @@ mod tests {
         let metrics = Metrics::new();
         metrics.spans_received.with_label_values(&["checkout", "grpc"]).inc_by(3);
         let text = metrics.render();
-        assert!(text.contains("driftwatch_spans_received_total{service=\"checkout\",transport=\"grpc\"} 3"), "{text}");
+        assert!(
+            text.contains("driftwatch_spans_received_total{service=\"checkout\",transport=\"grpc\"} 3"),
+            "{text}"
+        );
     }
 }

@@ -17,7 +17,10 @@ use crate::detect::SharedEventLog;
 use crate::detect::event::{Distribution, DriftEvent, EventKind, EventState, Severity};
 
 pub fn router(events: SharedEventLog) -> Router {
-    Router::new().route("/ui", get(list)).route("/ui/events/{id}", get(incident)).with_state(events)
+    Router::new()
+        .route("/ui", get(list))
+        .route("/ui/events/{id}", get(incident))
+        .with_state(events)
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -97,12 +100,18 @@ async fn list(State(events): State<SharedEventLog>) -> Response {
 async fn incident(State(events): State<SharedEventLog>, Path(id): Path<String>) -> Response {
     let event = events.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
     let Some(event) = event else {
-        let body = format!("<h1>No such event</h1><p>No event with id <code>{}</code>. <a href=\"/ui\">All events</a></p>", escape(&id));
+        let body = format!(
+            "<h1>No such event</h1><p>No event with id <code>{}</code>. <a href=\"/ui\">All events</a></p>",
+            escape(&id)
+        );
         let mut response = page("driftwatch: no such event", &body);
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     };
-    page(&format!("driftwatch: {} {}", event.service, subject(&event)), &render_incident(&event))
+    page(
+        &format!("driftwatch: {} {}", event.service, subject(&event)),
+        &render_incident(&event),
+    )
 }
 
 /// The body of an incident page.
@@ -155,8 +164,15 @@ pub fn render_incident(event: &DriftEvent) -> String {
     }
     if let Some(outbound) = &event.outbound {
         let reasons: Vec<String> = outbound.reasons.iter().map(|r| format!("{r:?}")).collect();
-        let _ = write!(b, "<h2>Calls</h2><p>{} call(s); reported because: {}</p>", outbound.calls, escape(&reasons.join(", ")));
-        b.push_str("<table><tr><th>calling operation</th><th>calls</th><th>p95 call</th><th>share of the caller's time</th></tr>");
+        let _ = write!(
+            b,
+            "<h2>Calls</h2><p>{} call(s); reported because: {}</p>",
+            outbound.calls,
+            escape(&reasons.join(", "))
+        );
+        b.push_str(
+            "<table><tr><th>calling operation</th><th>calls</th><th>p95 call</th><th>share of the caller's time</th></tr>",
+        );
         for c in &outbound.callers {
             let _ = write!(
                 b,
@@ -187,7 +203,11 @@ pub fn render_incident(event: &DriftEvent) -> String {
                 ),
                 None => "<span class=\"muted\">no marker</span>".to_owned(),
             };
-            let evidence: String = s.evidence.iter().map(|e| format!("<div class=\"evidence\">{}</div>", escape(e))).collect();
+            let evidence: String = s
+                .evidence
+                .iter()
+                .map(|e| format!("<div class=\"evidence\">{}</div>", escape(e)))
+                .collect();
             let _ = write!(
                 b,
                 "<tr><td>{:.2}</td><td><code>{}</code> {}<div class=\"muted\">{} · {}</div></td><td>{ai}</td><td>{evidence}</td></tr>",
@@ -221,12 +241,25 @@ pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -
     for (values, color, name) in [(&d.baseline, "#607d8b", "baseline"), (&d.current, "#d32f2f", "current")] {
         let mut path = format!("M{:.1},{:.1}", x(d.edges_ms[0]), y(0.0));
         for i in 0..bins {
-            let _ = write!(path, " L{:.1},{:.1} L{:.1},{:.1}", x(d.edges_ms[i]), y(values[i]), x(d.edges_ms[i + 1]), y(values[i]));
+            let _ = write!(
+                path,
+                " L{:.1},{:.1} L{:.1},{:.1}",
+                x(d.edges_ms[i]),
+                y(values[i]),
+                x(d.edges_ms[i + 1]),
+                y(values[i])
+            );
         }
         let _ = write!(path, " L{:.1},{:.1} Z", x(d.edges_ms[bins]), y(0.0));
-        let _ = write!(svg, "<path class=\"{name}\" d=\"{path}\" fill=\"{color}\" fill-opacity=\"0.35\" stroke=\"{color}\"/>");
+        let _ = write!(
+            svg,
+            "<path class=\"{name}\" d=\"{path}\" fill=\"{color}\" fill-opacity=\"0.35\" stroke=\"{color}\"/>"
+        );
     }
-    for (p95, color, label) in [(baseline_p95, "#37474f", "baseline p95"), (current_p95, "#b71c1c", "current p95")] {
+    for (p95, color, label) in [
+        (baseline_p95, "#37474f", "baseline p95"),
+        (current_p95, "#b71c1c", "current p95"),
+    ] {
         let px = x(p95);
         let _ = write!(
             svg,
@@ -234,11 +267,19 @@ pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -
              <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{color}\">{label} {p95:.0} ms</text>",
             height - bottom,
             px + 3.0,
-            if label.starts_with("baseline") { top + 10.0 } else { top + 24.0 }
+            if label.starts_with("baseline") {
+                top + 10.0
+            } else {
+                top + 24.0
+            }
         );
     }
     let axis_y = height - bottom;
-    let _ = write!(svg, "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{axis_y}\" y2=\"{axis_y}\" stroke=\"#333\"/>", width - 10.0);
+    let _ = write!(
+        svg,
+        "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{axis_y}\" y2=\"{axis_y}\" stroke=\"#333\"/>",
+        width - 10.0
+    );
     let mut tick = 10f64.powf(low.log10().floor());
     while tick <= high * 1.0001 {
         for m in [1.0, 2.0, 5.0] {
@@ -266,7 +307,13 @@ pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -
 }
 
 fn format_ms(ms: f64) -> String {
-    if ms >= 1000.0 { format!("{}s", ms / 1000.0) } else if ms >= 1.0 { format!("{ms}ms") } else { format!("{}µs", ms * 1000.0) }
+    if ms >= 1000.0 {
+        format!("{}s", ms / 1000.0)
+    } else if ms >= 1.0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}µs", ms * 1000.0)
+    }
 }
 
 #[cfg(test)]
@@ -275,12 +322,19 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<script>alert('x')</script> & \"q\""), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
     }
 
     #[test]
     fn svg_has_both_distributions() {
-        let d = Distribution { edges_ms: vec![1.0, 2.0, 4.0, 8.0], baseline: vec![0.5, 0.5, 0.0], current: vec![0.0, 0.5, 0.5] };
+        let d = Distribution {
+            edges_ms: vec![1.0, 2.0, 4.0, 8.0],
+            baseline: vec![0.5, 0.5, 0.0],
+            current: vec![0.0, 0.5, 0.5],
+        };
         let svg = distribution_svg(&d, 2.0, 6.0);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("class=\"baseline\"") && svg.contains("class=\"current\""));

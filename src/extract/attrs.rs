@@ -81,7 +81,10 @@ pub(crate) mod test_support {
             TestValue::Str(s) => Value::StringValue(s.into_bytes().into()),
             TestValue::Int(i) => Value::IntValue(i),
         };
-        KeyValue { key: key.as_bytes().to_vec().into(), value: Some(AnyValue { value: Some(value) }) }
+        KeyValue {
+            key: key.as_bytes().to_vec().into(),
+            value: Some(AnyValue { value: Some(value) }),
+        }
     }
 
     pub enum TestValue {

@@ -16,7 +16,10 @@ pub struct Interner {
 
 impl Interner {
     pub fn new(max_entries: usize) -> Interner {
-        Interner { table: RwLock::new(HashSet::new()), max_entries }
+        Interner {
+            table: RwLock::new(HashSet::new()),
+            max_entries,
+        }
     }
 
     pub fn intern(&self, s: &str) -> Arc<str> {

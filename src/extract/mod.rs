@@ -162,13 +162,18 @@ impl Rejections {
     }
 
     pub fn by_reason(&self) -> impl Iterator<Item = (SpanRejection, u32)> + '_ {
-        SpanRejection::ALL.iter().map(|r| (*r, self.counts[*r as usize])).filter(|(_, n)| *n > 0)
+        SpanRejection::ALL
+            .iter()
+            .map(|r| (*r, self.counts[*r as usize]))
+            .filter(|(_, n)| *n > 0)
     }
 
     /// The OTLP partial-success `error_message`.
     pub fn message(&self) -> String {
-        let parts: Vec<String> =
-            self.by_reason().map(|(r, n)| format!("{n} span(s) rejected: {} [{}]", r.explain(), r.as_label())).collect();
+        let parts: Vec<String> = self
+            .by_reason()
+            .map(|(r, n)| format!("{n} span(s) rejected: {} [{}]", r.explain(), r.as_label()))
+            .collect();
         parts.join("; ")
     }
 }
@@ -200,8 +205,12 @@ impl Extractor {
                 rejections.add_many(SpanRejection::InvalidUtf8, spans.count() as u32);
                 continue;
             }
-            let service = self.interner.intern(resource_attrs.str(&["service.name"]).unwrap_or(UNKNOWN_SERVICE));
-            let revision = self.interner.intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
+            let service = self
+                .interner
+                .intern(resource_attrs.str(&["service.name"]).unwrap_or(UNKNOWN_SERVICE));
+            let revision = self
+                .interner
+                .intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
             for span in spans {
                 match self.fact(span, &service, &revision, latest, &mut scratch) {
                     Ok(fact) => out.push(fact),
@@ -212,7 +221,14 @@ impl Extractor {
         rejections
     }
 
-    fn fact(&self, span: &Span, service: &Sym, revision: &Sym, latest: u64, scratch: &mut String) -> Result<SpanFact, SpanRejection> {
+    fn fact(
+        &self,
+        span: &Span,
+        service: &Sym,
+        revision: &Sym,
+        latest: u64,
+        scratch: &mut String,
+    ) -> Result<SpanFact, SpanRejection> {
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
         if start < EARLIEST_PLAUSIBLE_NANOS || end < EARLIEST_PLAUSIBLE_NANOS {
             return Err(SpanRejection::MissingTimestamp);
@@ -254,7 +270,9 @@ impl Extractor {
     fn code_location(&self, attrs: Attrs<'_>) -> Option<Box<CodeLocation>> {
         let function = attrs.str(&["code.function.name", "code.function"]);
         let filepath = attrs.str(&["code.file.path", "code.filepath"]);
-        let lineno = attrs.int(&["code.line.number", "code.lineno"]).and_then(|n| u32::try_from(n).ok());
+        let lineno = attrs
+            .int(&["code.line.number", "code.lineno"])
+            .and_then(|n| u32::try_from(n).ok());
         if function.is_none() && filepath.is_none() {
             return None;
         }
@@ -276,7 +294,12 @@ fn id_u64(bytes: &[u8]) -> u64 {
 
 /// Number of spans in a request, counted without extracting them.
 pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }
 
 #[cfg(test)]
@@ -320,8 +343,14 @@ mod tests {
     #[test]
     fn revision_follows_the_documented_order() {
         let cases = [
-            (vec![kv("service.version", "1.2.0"), kv("vcs.ref.head.revision", "abc123")], "abc123"),
-            (vec![kv("service.version", "1.2.0"), kv("vcs.repository.ref.revision", "def456")], "def456"),
+            (
+                vec![kv("service.version", "1.2.0"), kv("vcs.ref.head.revision", "abc123")],
+                "abc123",
+            ),
+            (
+                vec![kv("service.version", "1.2.0"), kv("vcs.repository.ref.revision", "def456")],
+                "def456",
+            ),
             (vec![kv("service.version", "v1.2.0")], "v1.2.0"),
             (vec![kv("vcs.ref.head.revision", "")], UNKNOWN_REVISION),
             (vec![], UNKNOWN_REVISION),
@@ -348,7 +377,12 @@ mod tests {
             span(
                 "POST /checkout",
                 span_kind::SERVER,
-                vec![kv("http.route", "/checkout"), kv("code.function", "checkout"), kv("code.filepath", "src/pay.py"), kv("code.lineno", 88)],
+                vec![
+                    kv("http.route", "/checkout"),
+                    kv("code.function", "checkout"),
+                    kv("code.filepath", "src/pay.py"),
+                    kv("code.lineno", 88),
+                ],
             ),
         )
         .expect("valid");
@@ -373,7 +407,11 @@ mod tests {
             span(
                 "charge",
                 span_kind::INTERNAL,
-                vec![kv("code.function.name", "shop.pay.charge"), kv("code.file.path", "/app/shop/pay.py"), kv("code.line.number", 12)],
+                vec![
+                    kv("code.function.name", "shop.pay.charge"),
+                    kv("code.file.path", "/app/shop/pay.py"),
+                    kv("code.line.number", 12),
+                ],
             ),
         )
         .expect("valid");
@@ -387,7 +425,11 @@ mod tests {
     fn client_span_has_peer() {
         let fact = extract_one(
             vec![kv("service.name", "checkout")],
-            span("POST", span_kind::CLIENT, vec![kv("http.url", "https://api.fraudscore.io/score")]),
+            span(
+                "POST",
+                span_kind::CLIENT,
+                vec![kv("http.url", "https://api.fraudscore.io/score")],
+            ),
         )
         .expect("valid");
         assert_eq!(fact.peer.as_deref(), Some("api.fraudscore.io:443"));
@@ -417,25 +459,39 @@ mod tests {
     fn invalid_utf8_rejects_only_that_span() {
         let mut bad = kv("http.route", "x");
         bad.value = Some(crate::receive::wire::AnyValue {
-            value: Some(crate::receive::wire::any_value::Value::StringValue(vec![0x66, 0xff, 0xfe].into())),
+            value: Some(crate::receive::wire::any_value::Value::StringValue(
+                vec![0x66, 0xff, 0xfe].into(),
+            )),
         });
         let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
         let mut out = Vec::new();
         let rejections = extractor.extract(
-            &request(vec![], vec![span("bad", span_kind::SERVER, vec![bad]), span("good", span_kind::SERVER, vec![])]),
+            &request(
+                vec![],
+                vec![
+                    span("bad", span_kind::SERVER, vec![bad]),
+                    span("good", span_kind::SERVER, vec![]),
+                ],
+            ),
             NOW,
             &mut out,
         );
         assert_eq!(out.len(), 1);
         assert_eq!(&*out[0].operation, "good");
-        assert_eq!(rejections.by_reason().collect::<Vec<_>>(), vec![(SpanRejection::InvalidUtf8, 1)]);
+        assert_eq!(
+            rejections.by_reason().collect::<Vec<_>>(),
+            vec![(SpanRejection::InvalidUtf8, 1)]
+        );
     }
 
     #[test]
     fn repeated_strings_are_shared() {
         let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
         let mut out = Vec::new();
-        let spans = vec![span("GET /a", span_kind::SERVER, vec![]), span("GET /a", span_kind::SERVER, vec![])];
+        let spans = vec![
+            span("GET /a", span_kind::SERVER, vec![]),
+            span("GET /a", span_kind::SERVER, vec![]),
+        ];
         extractor.extract(&request(vec![kv("service.name", "s")], spans), NOW, &mut out);
         assert!(Arc::ptr_eq(&out[0].operation, &out[1].operation));
     }

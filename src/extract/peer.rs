@@ -15,8 +15,11 @@ use super::attrs::Attrs;
 const DB_SYSTEM: &[&str] = &["db.system.name", "db.system"];
 const DB_NAMESPACE: &[&str] = &["db.namespace", "db.name"];
 const MESSAGING_SYSTEM: &[&str] = &["messaging.system"];
-const MESSAGING_DESTINATION: &[&str] =
-    &["messaging.destination.name", "messaging.destination", "messaging.destination.template"];
+const MESSAGING_DESTINATION: &[&str] = &[
+    "messaging.destination.name",
+    "messaging.destination",
+    "messaging.destination.template",
+];
 const HOST: &[&str] = &["server.address", "net.peer.name", "http.host"];
 const PORT: &[&str] = &["server.port", "net.peer.port"];
 const SOCKET_HOST: &[&str] = &["network.peer.address", "net.sock.peer.addr", "net.peer.ip"];
@@ -44,7 +47,12 @@ pub fn peer_identity(attrs: Attrs<'_>, out: &mut String) -> bool {
         .filter(|p| (1..=65535).contains(p));
 
     if let Some(system) = attrs.str(DB_SYSTEM) {
-        let _ = write!(out, "{}://{}", system.trim().to_ascii_lowercase(), host.as_deref().unwrap_or(""));
+        let _ = write!(
+            out,
+            "{}://{}",
+            system.trim().to_ascii_lowercase(),
+            host.as_deref().unwrap_or("")
+        );
         if let Some(namespace) = attrs.str(DB_NAMESPACE) {
             let _ = write!(out, "/{}", namespace.trim());
         }
@@ -102,7 +110,11 @@ fn normalize_host(host: &str) -> String {
 }
 
 fn bracket_ipv6(host: &str) -> std::borrow::Cow<'_, str> {
-    if host.contains(':') { format!("[{host}]").into() } else { host.into() }
+    if host.contains(':') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
 }
 
 /// AWS's IPv6 instance-metadata address.
@@ -119,7 +131,10 @@ pub fn is_metadata_endpoint(peer: &str) -> bool {
             std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == AWS_V6_METADATA,
         };
     }
-    matches!(host, "metadata.google.internal" | "metadata" | "instance-data" | "metadata.azure.internal")
+    matches!(
+        host,
+        "metadata.google.internal" | "metadata" | "instance-data" | "metadata.azure.internal"
+    )
 }
 
 /// The host part of a peer identity (`host:port`, `[v6]:port`, a bare name).
@@ -152,7 +167,11 @@ mod tests {
         let cases: Vec<(&str, Vec<KeyValue>, Option<&str>)> = vec![
             (
                 "python requests, legacy HTTP semconv",
-                vec![kv("http.method", "POST"), kv("http.url", "https://api.fraudscore.io/v1/score/8812?x=1"), kv("http.status_code", 200)],
+                vec![
+                    kv("http.method", "POST"),
+                    kv("http.url", "https://api.fraudscore.io/v1/score/8812?x=1"),
+                    kv("http.status_code", 200),
+                ],
                 Some("api.fraudscore.io:443"),
             ),
             (
@@ -167,39 +186,77 @@ mod tests {
             ),
             (
                 "server.address without port takes the URL's port",
-                vec![kv("server.address", "Payments.Internal."), kv("url.full", "http://payments.internal:8080/charge/77")],
+                vec![
+                    kv("server.address", "Payments.Internal."),
+                    kv("url.full", "http://payments.internal:8080/charge/77"),
+                ],
                 Some("payments.internal:8080"),
             ),
             (
                 "java okhttp legacy net.peer",
-                vec![kv("net.peer.name", "inventory"), kv("net.peer.port", 9000), kv("http.url", "http://inventory:9000/items/1")],
+                vec![
+                    kv("net.peer.name", "inventory"),
+                    kv("net.peer.port", 9000),
+                    kv("http.url", "http://inventory:9000/items/1"),
+                ],
                 Some("inventory:9000"),
             ),
-            ("peer.service wins", vec![kv("peer.service", "ledger"), kv("server.address", "10.0.0.7")], Some("ledger")),
+            (
+                "peer.service wins",
+                vec![kv("peer.service", "ledger"), kv("server.address", "10.0.0.7")],
+                Some("ledger"),
+            ),
             (
                 "grpc client, stable",
-                vec![kv("rpc.system", "grpc"), kv("rpc.service", "shop.Payments"), kv("server.address", "payments"), kv("server.port", 50051)],
+                vec![
+                    kv("rpc.system", "grpc"),
+                    kv("rpc.service", "shop.Payments"),
+                    kv("server.address", "payments"),
+                    kv("server.port", 50051),
+                ],
                 Some("payments:50051"),
             ),
             (
                 "grpc client, legacy with socket address only",
-                vec![kv("rpc.system", "grpc"), kv("net.sock.peer.addr", "10.1.2.3"), kv("net.sock.peer.port", 50051)],
+                vec![
+                    kv("rpc.system", "grpc"),
+                    kv("net.sock.peer.addr", "10.1.2.3"),
+                    kv("net.sock.peer.port", 50051),
+                ],
                 Some("10.1.2.3:50051"),
             ),
             (
                 "postgres, stable",
-                vec![kv("db.system.name", "postgresql"), kv("db.namespace", "orders"), kv("server.address", "pg.internal"), kv("server.port", 5432)],
+                vec![
+                    kv("db.system.name", "postgresql"),
+                    kv("db.namespace", "orders"),
+                    kv("server.address", "pg.internal"),
+                    kv("server.port", 5432),
+                ],
                 Some("postgresql://pg.internal/orders"),
             ),
             (
                 "postgres, legacy",
-                vec![kv("db.system", "postgresql"), kv("db.name", "orders"), kv("net.peer.name", "pg.internal"), kv("db.statement", "SELECT 1")],
+                vec![
+                    kv("db.system", "postgresql"),
+                    kv("db.name", "orders"),
+                    kv("net.peer.name", "pg.internal"),
+                    kv("db.statement", "SELECT 1"),
+                ],
                 Some("postgresql://pg.internal/orders"),
             ),
-            ("redis without namespace", vec![kv("db.system", "redis"), kv("net.peer.name", "cache")], Some("redis://cache")),
+            (
+                "redis without namespace",
+                vec![kv("db.system", "redis"), kv("net.peer.name", "cache")],
+                Some("redis://cache"),
+            ),
             (
                 "kafka producer, stable",
-                vec![kv("messaging.system", "kafka"), kv("messaging.destination.name", "orders.created"), kv("server.address", "kafka-0")],
+                vec![
+                    kv("messaging.system", "kafka"),
+                    kv("messaging.destination.name", "orders.created"),
+                    kv("server.address", "kafka-0"),
+                ],
                 Some("kafka:orders.created"),
             ),
             (
@@ -207,10 +264,26 @@ mod tests {
                 vec![kv("messaging.system", "rabbitmq"), kv("messaging.destination", "emails")],
                 Some("rabbitmq:emails"),
             ),
-            ("metadata endpoint by IP", vec![kv("http.url", "http://169.254.169.254/latest/meta-data/iam")], Some("169.254.169.254:80")),
-            ("IPv6 literal", vec![kv("url.full", "https://[2001:db8::1]:8443/x")], Some("[2001:db8::1]:8443")),
-            ("userinfo is stripped", vec![kv("url.full", "https://user:pw@api.example.com/x")], Some("api.example.com:443")),
-            ("port as string", vec![kv("server.address", "api.example.com"), kv("server.port", "8443")], Some("api.example.com:8443")),
+            (
+                "metadata endpoint by IP",
+                vec![kv("http.url", "http://169.254.169.254/latest/meta-data/iam")],
+                Some("169.254.169.254:80"),
+            ),
+            (
+                "IPv6 literal",
+                vec![kv("url.full", "https://[2001:db8::1]:8443/x")],
+                Some("[2001:db8::1]:8443"),
+            ),
+            (
+                "userinfo is stripped",
+                vec![kv("url.full", "https://user:pw@api.example.com/x")],
+                Some("api.example.com:443"),
+            ),
+            (
+                "port as string",
+                vec![kv("server.address", "api.example.com"), kv("server.port", "8443")],
+                Some("api.example.com:8443"),
+            ),
             ("no destination at all", vec![kv("http.method", "GET")], None),
             ("garbage URL", vec![kv("url.full", "not a url")], None),
         ];
@@ -221,10 +294,22 @@ mod tests {
 
     #[test]
     fn metadata_endpoints_are_recognised() {
-        for peer in ["169.254.169.254:80", "169.254.170.2:80", "metadata.google.internal:80", "[fe80::1]:80", "[fd00:ec2::254]:80"] {
+        for peer in [
+            "169.254.169.254:80",
+            "169.254.170.2:80",
+            "metadata.google.internal:80",
+            "[fe80::1]:80",
+            "[fd00:ec2::254]:80",
+        ] {
             assert!(is_metadata_endpoint(peer), "{peer}");
         }
-        for peer in ["api.fraudscore.io:443", "10.0.0.1:80", "postgresql://pg/orders", "[2001:db8::1]:443", "kafka:orders"] {
+        for peer in [
+            "api.fraudscore.io:443",
+            "10.0.0.1:80",
+            "postgresql://pg/orders",
+            "[2001:db8::1]:443",
+            "kafka:orders",
+        ] {
             assert!(!is_metadata_endpoint(peer), "{peer}");
         }
     }

@@ -84,7 +84,9 @@ impl Forwarder {
                         metrics.forward_requests.with_label_values(&[outcome]).inc();
                         item.reservation.sent = true;
                         forwarder.queued_bytes.fetch_sub(item.reservation.bytes, Ordering::AcqRel);
-                        metrics.forward_queue_bytes.set(forwarder.queued_bytes.load(Ordering::Acquire) as i64);
+                        metrics
+                            .forward_queue_bytes
+                            .set(forwarder.queued_bytes.load(Ordering::Acquire) as i64);
                     }
                 })
             })
@@ -95,21 +97,31 @@ impl Forwarder {
     /// Takes room for `bytes` in the budget, or says why not (and counts
     /// the drop when the request will still be accepted).
     pub fn reserve(&self, bytes: usize) -> Result<Reservation, Refusal> {
-        let taken = self.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| (q + bytes <= self.max_bytes).then_some(q + bytes));
+        let taken = self.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+            (q + bytes <= self.max_bytes).then_some(q + bytes)
+        });
         match taken {
-            Ok(_) => Ok(Reservation { bytes, budget: self.queued_bytes.clone(), sent: false }),
+            Ok(_) => Ok(Reservation {
+                bytes,
+                budget: self.queued_bytes.clone(),
+                sent: false,
+            }),
             Err(_) => {
                 if !self.prefer_no_loss {
                     self.metrics.forward_requests.with_label_values(&["dropped_queue_full"]).inc();
                 }
-                Err(Refusal::Full { backpressure: self.prefer_no_loss })
+                Err(Refusal::Full {
+                    backpressure: self.prefer_no_loss,
+                })
             }
         }
     }
 
     /// Queues an accepted request.
     pub fn send(&self, body: Bytes, reservation: Reservation) {
-        self.metrics.forward_queue_bytes.set(self.queued_bytes.load(Ordering::Acquire) as i64);
+        self.metrics
+            .forward_queue_bytes
+            .set(self.queued_bytes.load(Ordering::Acquire) as i64);
         // The senders live as long as the process.
         let _ = self.queue.send(Item { body, reservation });
     }
@@ -124,7 +136,10 @@ enum Upstream {
 impl Upstream {
     fn new(endpoint: &str, protocol: ForwardProtocol, timeout: Duration) -> Upstream {
         match protocol {
-            ForwardProtocol::Grpc => Upstream::Grpc { endpoint: endpoint.to_owned(), timeout },
+            ForwardProtocol::Grpc => Upstream::Grpc {
+                endpoint: endpoint.to_owned(),
+                timeout,
+            },
             ForwardProtocol::Http => Upstream::Http {
                 url: format!("{}/v1/traces", endpoint.trim_end_matches('/').trim_end_matches("/v1/traces")),
                 client: crate::tls::http_client().timeout(timeout).build().unwrap_or_default(),
@@ -172,9 +187,10 @@ impl Upstream {
                 match client.unary(tonic::Request::new(body), path, RawCodec).await {
                     Ok(_) => Ok(()),
                     Err(status) => match status.code() {
-                        tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::DeadlineExceeded | tonic::Code::Aborted => {
-                            Err(Failure::Transient(status.to_string()))
-                        }
+                        tonic::Code::Unavailable
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Aborted => Err(Failure::Transient(status.to_string())),
                         _ => Err(Failure::Permanent(status.to_string())),
                     },
                 }

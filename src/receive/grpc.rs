@@ -66,7 +66,10 @@ where
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(limit), None);
             let reached_handler = Arc::new(AtomicBool::new(false));
-            let handler = ExportHandler { ingest: ingest.clone(), reached: reached_handler.clone() };
+            let handler = ExportHandler {
+                ingest: ingest.clone(),
+                reached: reached_handler.clone(),
+            };
             let response = grpc.unary(handler, request).await;
             if !reached_handler.load(Ordering::Acquire) {
                 // tonic refused the request before the handler: framing,
@@ -83,9 +86,11 @@ fn refusal_of(response: &http::Response<tonic::body::Body>, limit: usize) -> Ing
     let status = Status::from_header_map(response.headers());
     let message = status.as_ref().map(|s| s.message().to_owned()).unwrap_or_default();
     match status.map(|s| s.code()) {
-        Some(Code::ResourceExhausted | Code::OutOfRange) => {
-            IngestError::TooLarge { limit, what: "decompressed", key: "max_decompressed_bytes" }
-        }
+        Some(Code::ResourceExhausted | Code::OutOfRange) => IngestError::TooLarge {
+            limit,
+            what: "decompressed",
+            key: "max_decompressed_bytes",
+        },
         Some(Code::Unimplemented) => IngestError::Unsupported(message),
         _ => IngestError::Malformed(message),
     }

@@ -40,13 +40,20 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
         None => {
             let error = IngestError::Unsupported(format!(
                 "unsupported Content-Type {:?}; send {PROTOBUF} or {JSON}",
-                headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("(none)")
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(none)")
             ));
             ingest.record_refused(Transport::HttpProtobuf, &error);
             return error_response(&error, Format::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         }
     };
-    let transport = if format == Format::Json { Transport::HttpJson } else { Transport::HttpProtobuf };
+    let transport = if format == Format::Json {
+        Transport::HttpJson
+    } else {
+        Transport::HttpProtobuf
+    };
     let config = ingest.config();
     let refuse = |error: IngestError| {
         ingest.record_refused(transport, &error);
@@ -55,7 +62,11 @@ async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bod
     let body = match axum::body::to_bytes(body, config.max_request_bytes).await {
         Ok(body) => body,
         Err(_) => {
-            return refuse(IngestError::TooLarge { limit: config.max_request_bytes, what: "on the wire", key: "max_request_bytes" });
+            return refuse(IngestError::TooLarge {
+                limit: config.max_request_bytes,
+                what: "on the wire",
+                key: "max_request_bytes",
+            });
         }
     };
     let body = match decompress(&headers, body, config.max_decompressed_bytes) {
@@ -88,13 +99,18 @@ fn content_type(headers: &HeaderMap) -> Option<Format> {
 /// Inflates a `Content-Encoding: gzip|deflate` body, refusing to produce
 /// more than `limit` bytes.
 fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, IngestError> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
     let reader: Box<dyn Read + '_> = match encoding.as_deref() {
         None | Some("") | Some("identity") => return Ok(body),
         Some("gzip" | "x-gzip") => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
         Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
         Some(other) => {
-            return Err(IngestError::Unsupported(format!("unsupported Content-Encoding {other:?}; send gzip, deflate or none")));
+            return Err(IngestError::Unsupported(format!(
+                "unsupported Content-Encoding {other:?}; send gzip, deflate or none"
+            )));
         }
     };
     let mut out = Vec::with_capacity((body.len() * 4).min(limit));
@@ -103,7 +119,11 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, I
         .read_to_end(&mut out)
         .map_err(|e| IngestError::Malformed(format!("body is not valid {}: {e}", encoding.as_deref().unwrap_or(""))))?;
     if out.len() > limit {
-        return Err(IngestError::TooLarge { limit, what: "decompressed", key: "max_decompressed_bytes" });
+        return Err(IngestError::TooLarge {
+            limit,
+            what: "decompressed",
+            key: "max_decompressed_bytes",
+        });
     }
     Ok(out.into())
 }
@@ -193,7 +213,10 @@ mod tests {
         let bomb = gzip(&vec![0u8; 50 << 20]);
         assert!(bomb.len() < 100 << 10, "50 MiB of zeros compresses to {} bytes", bomb.len());
         let err = decompress(&headers("gzip"), bomb, 1 << 20).unwrap_err();
-        assert!(matches!(err, IngestError::TooLarge { limit, .. } if limit == 1 << 20), "{err}");
+        assert!(
+            matches!(err, IngestError::TooLarge { limit, .. } if limit == 1 << 20),
+            "{err}"
+        );
     }
 
     #[test]
@@ -224,6 +247,9 @@ mod tests {
 
     #[test]
     fn invalid_json_is_malformed() {
-        assert!(matches!(json_to_protobuf(b"{\"resourceSpans\": [").unwrap_err(), IngestError::Malformed(_)));
+        assert!(matches!(
+            json_to_protobuf(b"{\"resourceSpans\": [").unwrap_err(),
+            IngestError::Malformed(_)
+        ));
     }
 }

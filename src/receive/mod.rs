@@ -16,10 +16,10 @@ use prost::Message;
 use tokio::sync::Semaphore;
 
 use crate::analyze::{AnalysisQueue, QueueFull};
-use crate::forward::{Forwarder, Refusal};
 use crate::config::ReceiverConfig;
 use crate::expose::metrics::Metrics;
 use crate::extract::{Extractor, Rejections, SpanFact, span_count};
+use crate::forward::{Forwarder, Refusal};
 
 /// Distinct strings kept by the interner shared by all receivers.
 const MAX_INTERNED_STRINGS: usize = 100_000;
@@ -48,7 +48,11 @@ pub enum IngestError {
     #[error("request is not a valid OTLP ExportTraceServiceRequest: {0}")]
     Malformed(String),
     #[error("request body exceeds {limit} bytes ({what}); send smaller batches or raise receiver.{key}")]
-    TooLarge { limit: usize, what: &'static str, key: &'static str },
+    TooLarge {
+        limit: usize,
+        what: &'static str,
+        key: &'static str,
+    },
     #[error("request carries {count} spans, more than receiver.max_spans_per_request = {max}; lower the exporter's batch size")]
     TooManySpans { count: usize, max: usize },
     #[error("analysis is saturated ({queued} spans queued); retry after {retry_after:?}")]
@@ -112,7 +116,12 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(config: ReceiverConfig, analysis: AnalysisQueue, metrics: Arc<Metrics>, forwarder: Option<Arc<Forwarder>>) -> Ingest {
+    pub fn new(
+        config: ReceiverConfig,
+        analysis: AnalysisQueue,
+        metrics: Arc<Metrics>,
+        forwarder: Option<Arc<Forwarder>>,
+    ) -> Ingest {
         Ingest {
             extractor: Extractor::new(config.max_future_skew, MAX_INTERNED_STRINGS),
             in_flight: Semaphore::new(config.max_concurrent_requests),
@@ -136,14 +145,20 @@ impl Ingest {
         let started = Instant::now();
         let result = self.export_inner(transport, body);
         self.record(transport, &result);
-        self.metrics.request_duration.with_label_values(&[transport.as_label()]).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .request_duration
+            .with_label_values(&[transport.as_label()])
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 
     /// Counts a request refused before it reached [`Ingest::export`] (bad
     /// framing, decompression limits), where the transport detected it.
     pub fn record_refused(&self, transport: Transport, error: &IngestError) {
-        self.metrics.requests.with_label_values(&[transport.as_label(), error.outcome()]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[transport.as_label(), error.outcome()])
+            .inc();
     }
 
     fn export_inner(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
@@ -164,7 +179,10 @@ impl Ingest {
             Some(forwarder) => match forwarder.reserve(body.len()) {
                 Ok(reservation) => Some(reservation),
                 Err(Refusal::Full { backpressure: true }) => {
-                    return Err(IngestError::Backpressure { queued: self.analysis.queued(), retry_after: self.config.retry_after });
+                    return Err(IngestError::Backpressure {
+                        queued: self.analysis.queued(),
+                        retry_after: self.config.retry_after,
+                    });
                 }
                 Err(Refusal::Full { backpressure: false }) => None,
             },
@@ -175,7 +193,10 @@ impl Ingest {
         let count = span_count(&request);
         if count > self.config.max_spans_per_request {
             self.count_rejected("too_many_spans", transport, count);
-            return Err(IngestError::TooManySpans { count, max: self.config.max_spans_per_request });
+            return Err(IngestError::TooManySpans {
+                count,
+                max: self.config.max_spans_per_request,
+            });
         }
         let mut facts: Vec<SpanFact> = Vec::with_capacity(count);
         let rejected = self.extractor.extract(&request, unix_nanos_now(), &mut facts);
@@ -187,7 +208,10 @@ impl Ingest {
         let received = self.count_received_later(&facts);
         if let Err(QueueFull { queued, .. }) = self.analysis.try_submit(facts) {
             self.count_rejected("backpressure", transport, accepted);
-            return Err(IngestError::Backpressure { queued, retry_after: self.config.retry_after });
+            return Err(IngestError::Backpressure {
+                queued,
+                retry_after: self.config.retry_after,
+            });
         }
         self.count_received(transport, &received);
         if let (Some(forwarder), Some(body), Some(reservation)) = (&self.forwarder, forward_body, reservation) {
@@ -199,20 +223,29 @@ impl Ingest {
     /// Spans per service, in runs: facts arrive grouped by resource, so a
     /// request has few runs. Taken before the facts move to the analysis.
     fn count_received_later(&self, facts: &[SpanFact]) -> Vec<(crate::extract::Sym, u64)> {
-        facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)).map(|run| (run[0].service.clone(), run.len() as u64)).collect()
+        facts
+            .chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service))
+            .map(|run| (run[0].service.clone(), run.len() as u64))
+            .collect()
     }
 
     /// Counts accepted spans per service.
     fn count_received(&self, transport: Transport, runs: &[(crate::extract::Sym, u64)]) {
         for (service, n) in runs {
             let service = self.metrics.service_label(service);
-            self.metrics.spans_received.with_label_values(&[service, transport.as_label()]).inc_by(*n);
+            self.metrics
+                .spans_received
+                .with_label_values(&[service, transport.as_label()])
+                .inc_by(*n);
         }
     }
 
     fn count_rejected(&self, reason: &str, transport: Transport, n: usize) {
         if n > 0 {
-            self.metrics.spans_rejected.with_label_values(&[reason, transport.as_label()]).inc_by(n as u64);
+            self.metrics
+                .spans_rejected
+                .with_label_values(&[reason, transport.as_label()])
+                .inc_by(n as u64);
         }
     }
 
@@ -222,12 +255,17 @@ impl Ingest {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
         };
-        self.metrics.requests.with_label_values(&[transport.as_label(), outcome]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[transport.as_label(), outcome])
+            .inc();
     }
 }
 
 fn unix_nanos_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A `google.rpc.Status` carrying `RetryInfo`, as OTLP prescribes for

@@ -24,11 +24,17 @@ const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots"
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the store directory {path}: {source}; set store.path (DRIFTWATCH_STORE__PATH) to a writable directory")]
+    #[error(
+        "cannot create the store directory {path}: {source}; set store.path (DRIFTWATCH_STORE__PATH) to a writable directory"
+    )]
     Directory { path: PathBuf, source: std::io::Error },
-    #[error("cannot open the store {path}: {message}; if the file is damaged, move it away to start afresh (its events and pending alerts are in it)")]
+    #[error(
+        "cannot open the store {path}: {message}; if the file is damaged, move it away to start afresh (its events and pending alerts are in it)"
+    )]
     Open { path: PathBuf, message: String },
-    #[error("the store {path} has schema version {found}, newer than this driftwatch understands ({SCHEMA_VERSION}); run a newer driftwatch or point store.path elsewhere")]
+    #[error(
+        "the store {path} has schema version {found}, newer than this driftwatch understands ({SCHEMA_VERSION}); run a newer driftwatch or point store.path elsewhere"
+    )]
     NewerSchema { path: PathBuf, found: u64 },
     #[error("store {path}: {message}")]
     Io { path: PathBuf, message: String },
@@ -65,9 +71,15 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating if needed) `dir/driftwatch.redb`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StoreError::Open { path: path.clone(), message: e.to_string() })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let store = EmbeddedStore { db, path };
         store.check_schema()?;
         Ok(store)
@@ -78,11 +90,17 @@ impl EmbeddedStore {
     }
 
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Io { path: self.path.clone(), message: e.to_string() }
+        StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     fn decode(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Decode { path: self.path.clone(), message: e.to_string() }
+        StoreError::Decode {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
@@ -91,7 +109,12 @@ impl EmbeddedStore {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
             let found = meta.get("schema_version").map_err(|e| self.io(e))?.map(|v| v.value());
             match found {
-                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path: self.path.clone(), found: v }),
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::NewerSchema {
+                        path: self.path.clone(),
+                        found: v,
+                    });
+                }
                 Some(_) => {}
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(|e| self.io(e))?;
@@ -238,7 +261,11 @@ struct StoredEvent {
 
 impl From<&DriftEvent> for StoredEvent {
     fn from(event: &DriftEvent) -> Self {
-        StoredEvent { event: event.clone(), onset_unix_nanos: event.onset_unix_nanos, detected_unix_nanos: event.detected_unix_nanos }
+        StoredEvent {
+            event: event.clone(),
+            onset_unix_nanos: event.onset_unix_nanos,
+            detected_unix_nanos: event.detected_unix_nanos,
+        }
     }
 }
 
@@ -325,8 +352,15 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join(FILE_NAME), b"this is not a redb file, just text that is long enough").expect("write");
-        let err = EmbeddedStore::open(dir.path()).err().expect("corrupt file refused").to_string();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            b"this is not a redb file, just text that is long enough",
+        )
+        .expect("write");
+        let err = EmbeddedStore::open(dir.path())
+            .err()
+            .expect("corrupt file refused")
+            .to_string();
         assert!(err.contains(FILE_NAME), "{err}");
     }
 
@@ -336,7 +370,10 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path()).expect("open");
             let txn = store.db.begin_write().expect("txn");
-            txn.open_table(META).expect("meta").insert("schema_version", SCHEMA_VERSION + 1).expect("insert");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .expect("insert");
             txn.commit().expect("commit");
         }
         let err = EmbeddedStore::open(dir.path()).err().expect("refused").to_string();

@@ -15,7 +15,10 @@ pub struct GitRepo {
 impl GitRepo {
     pub fn new() -> GitRepo {
         let dir = tempfile::tempdir().expect("temp dir");
-        let repo = GitRepo { dir, clock: 1_767_225_600 };
+        let repo = GitRepo {
+            dir,
+            clock: 1_767_225_600,
+        };
         repo.git(&["init", "-q", "-b", "main"]);
         repo
     }
@@ -47,7 +50,11 @@ impl GitRepo {
     /// Runs git in the repository; panics with its stderr on failure.
     pub fn git(&self, args: &[&str]) -> String {
         let output = self.command(args, HUMAN).output().expect("run git");
-        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
@@ -74,7 +81,11 @@ impl GitRepo {
                 child.wait_with_output()
             })
             .expect("git commit");
-        assert!(output.status.success(), "git commit: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "git commit: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         self.git(&["rev-parse", "HEAD"])
     }
 

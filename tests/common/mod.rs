@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn driftwatch_bin() -> &'static str {
@@ -52,7 +55,12 @@ impl Driftwatch {
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
         let mut command = Command::new(driftwatch_bin());
-        command.arg("run").arg("--config").arg(&config_path).stdout(Stdio::null()).stderr(stderr);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(stderr);
         for (key, value) in env {
             command.env(key, value);
         }
@@ -72,10 +80,10 @@ impl Driftwatch {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(body) = http_get(&format!("http://{}/readyz", self.admin)) {
-                if body.0 == 200 {
-                    return;
-                }
+            if let Ok(body) = http_get(&format!("http://{}/readyz", self.admin))
+                && body.0 == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -159,9 +167,14 @@ fn merge_sections(toml_text: &str) -> String {
 
 /// A blocking HTTP GET returning status and body.
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let response = driftwatch::tls::http_client().build().expect("HTTP client")
+        let response = driftwatch::tls::http_client()
+            .build()
+            .expect("HTTP client")
             .get(url)
             .timeout(Duration::from_secs(5))
             .send()
@@ -237,7 +250,10 @@ pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
 }
 
 /// A request a [`Receiver`] got.
@@ -279,7 +295,10 @@ impl Receiver {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let store = received.clone();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
                     let (store, script) = (store.clone(), script.clone());
@@ -289,22 +308,40 @@ impl Receiver {
                             .iter()
                             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
                             .collect();
-                        store.lock().expect("lock").push(Received { path: uri.path().to_owned(), headers, body: body.to_vec(), status });
+                        store.lock().expect("lock").push(Received {
+                            path: uri.path().to_owned(),
+                            headers,
+                            body: body.to_vec(),
+                            status,
+                        });
                         let code = StatusCode::from_u16(status).expect("status");
                         let mut response = axum::response::IntoResponse::into_response((code, "{}"));
                         if status == 429 {
-                            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                            response
+                                .headers_mut()
+                                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
                         }
                         response
                     }
                 });
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .expect("bind receiver");
                 ready_tx.send(()).expect("ready");
-                let _ = axum::serve(listener, app).with_graceful_shutdown(async { let _ = stopped.await; }).await;
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
             });
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).expect("receiver started");
-        Receiver { addr: SocketAddr::from(([127, 0, 0, 1], port)), received, stop: Some(stop), thread: Some(thread) }
+        Receiver {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            received,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -329,9 +366,14 @@ impl Drop for Receiver {
 
 /// Posts spans to driftwatch's OTLP/HTTP receiver.
 pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::simulate::SyntheticSpan]) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
-        let response = driftwatch::tls::http_client().build().expect("HTTP client")
+        let response = driftwatch::tls::http_client()
+            .build()
+            .expect("HTTP client")
             .post(dw.http_url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
             .body(driftwatch::simulate::encode_request(spans))
