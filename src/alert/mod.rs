@@ -510,6 +510,28 @@ mod tests {
     }
 
     #[test]
+    fn routes_filter_by_service_kind_and_severity() {
+        use crate::detect::event::{Severity, example_event};
+        let route: Route =
+            toml::from_str("services = [\"check*\"]\nkinds = [\"latency_regression\"]\nmin_severity = \"critical\"\n").expect("route");
+        let sink = Sink::new("webhook[0]".into(), SinkKind::Webhook { url: "http://x".into(), secret: None }, &route);
+        let mut event = example_event("e", 1);
+        event.service = "checkout".into();
+        event.severity = Severity::Critical;
+        assert!(sink.accepts(&event));
+        event.severity = Severity::Warning;
+        assert!(!sink.accepts(&event), "below the minimum severity");
+        event.severity = Severity::Critical;
+        event.service = "search".into();
+        assert!(!sink.accepts(&event), "service outside the glob");
+        event.service = "checkout".into();
+        event.kind = EventKind::NewOutboundPeer;
+        assert!(!sink.accepts(&event), "kind not routed");
+        let everything = Sink::new("slack[0]".into(), SinkKind::Slack { webhook_url: "http://x".into() }, &Route::default());
+        assert!(everything.accepts(&event));
+    }
+
+    #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
