@@ -513,8 +513,16 @@ mod tests {
     fn routes_filter_by_service_kind_and_severity() {
         use crate::detect::event::{Severity, example_event};
         let route: Route =
-            toml::from_str("services = [\"check*\"]\nkinds = [\"latency_regression\"]\nmin_severity = \"critical\"\n").expect("route");
-        let sink = Sink::new("webhook[0]".into(), SinkKind::Webhook { url: "http://x".into(), secret: None }, &route);
+            toml::from_str("services = [\"check*\"]\nkinds = [\"latency_regression\"]\nmin_severity = \"critical\"\n")
+                .expect("route");
+        let sink = Sink::new(
+            "webhook[0]".into(),
+            SinkKind::Webhook {
+                url: "http://x".into(),
+                secret: None,
+            },
+            &route,
+        );
         let mut event = example_event("e", 1);
         event.service = "checkout".into();
         event.severity = Severity::Critical;
@@ -527,7 +535,13 @@ mod tests {
         event.service = "checkout".into();
         event.kind = EventKind::NewOutboundPeer;
         assert!(!sink.accepts(&event), "kind not routed");
-        let everything = Sink::new("slack[0]".into(), SinkKind::Slack { webhook_url: "http://x".into() }, &Route::default());
+        let everything = Sink::new(
+            "slack[0]".into(),
+            SinkKind::Slack {
+                webhook_url: "http://x".into(),
+            },
+            &Route::default(),
+        );
         assert!(everything.accepts(&event));
     }
 

@@ -172,6 +172,31 @@ impl ServiceState {
         Recorded::Analysed
     }
 
+    /// Latency drifts firing now: (operation, revision, event id).
+    pub fn latency_firing(&self) -> impl Iterator<Item = (OpId, RevId, &str)> {
+        self.detector.firing()
+    }
+
+    /// Outbound drifts firing now.
+    pub fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::outbound::PeerReason], u64)> {
+        self.outbound.firing()
+    }
+
+    pub(super) fn restore_latency_firing(&mut self, op: OpId, revision: RevId, event_id: String) {
+        self.detector.restore_firing(op, revision, event_id);
+    }
+
+    pub(super) fn restore_outbound_firing(
+        &mut self,
+        peer: Sym,
+        revision: RevId,
+        event_id: String,
+        reasons: Vec<crate::detect::outbound::PeerReason>,
+        first_seen: u64,
+    ) {
+        self.outbound.restore_firing(peer, revision, event_id, reasons, first_seen);
+    }
+
     /// When the service's first span was seen (event time).
     pub fn first_seen(&self) -> Option<u64> {
         self.outbound.first_seen()

@@ -25,6 +25,26 @@ pub struct ServiceSnapshot {
     pub revisions: Vec<RevisionSnapshot>,
     pub series: Vec<SeriesSnapshot>,
     pub peers: Vec<PeerSnapshot>,
+    /// Drifts firing when the snapshot was taken, so they resolve after a
+    /// restart instead of firing forever.
+    #[serde(default)]
+    pub firing: Vec<FiringSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FiringSnapshot {
+    pub event_id: String,
+    pub revision: String,
+    /// The operation of a latency regression.
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// The peer of an outbound-call drift, with why and since when.
+    #[serde(default)]
+    pub peer: Option<String>,
+    #[serde(default)]
+    pub reasons: Vec<crate::detect::outbound::PeerReason>,
+    #[serde(default)]
+    pub first_seen: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +135,34 @@ impl ServiceState {
             })
             .collect();
         peers.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let revision_name = |id| kept.iter().find(|r| r.id == id).map(|r| r.revision.to_string());
+        let mut firing: Vec<FiringSnapshot> = self
+            .latency_firing()
+            .filter_map(|(op, rev, event_id)| {
+                Some(FiringSnapshot {
+                    event_id: event_id.to_owned(),
+                    revision: revision_name(rev)?,
+                    operation: Some(self.operations.name(op)?.to_string()),
+                    peer: None,
+                    reasons: Vec::new(),
+                    first_seen: 0,
+                })
+            })
+            .chain(
+                self.outbound_firing()
+                    .filter_map(|(peer, rev, event_id, reasons, first_seen)| {
+                        Some(FiringSnapshot {
+                            event_id: event_id.to_owned(),
+                            revision: revision_name(rev)?,
+                            operation: None,
+                            peer: Some(peer.to_string()),
+                            reasons: reasons.to_vec(),
+                            first_seen,
+                        })
+                    }),
+            )
+            .collect();
+        firing.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         ServiceSnapshot {
             version: SNAPSHOT_VERSION,
             service: self.name.to_string(),
@@ -131,6 +179,7 @@ impl ServiceState {
                 .collect(),
             series,
             peers,
+            firing,
         }
     }
 
@@ -165,6 +214,24 @@ impl ServiceState {
             state
                 .peers
                 .restore_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
+        }
+        for f in &snapshot.firing {
+            let Some(revision) = state.timeline.id_of(&f.revision) else {
+                continue;
+            };
+            if let Some(operation) = &f.operation {
+                let op = state.operations.resolve(&Sym::from(operation.as_str()), snapshot.watermark);
+                state.restore_latency_firing(op, revision, f.event_id.clone());
+            }
+            if let Some(peer) = &f.peer {
+                state.restore_outbound_firing(
+                    Sym::from(peer.as_str()),
+                    revision,
+                    f.event_id.clone(),
+                    f.reasons.clone(),
+                    f.first_seen,
+                );
+            }
         }
         state.restore_clock(snapshot.watermark, snapshot.first_seen);
         state
@@ -222,6 +289,56 @@ mod tests {
             restored.snapshot(u64::MAX),
             snapshot,
             "restoring loses nothing a snapshot holds"
+        );
+    }
+
+    #[test]
+    fn a_drift_firing_at_snapshot_time_resolves_after_restore() {
+        use crate::detect::event::EventUpdate;
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(Sym::from("s"), &settings);
+        let second = 1_000_000_000u64;
+        let t0 = 1_700_000_000_000_000_000u64;
+        let mut updates = Vec::new();
+        // Twenty minutes of r1 learning its one peer, then r2 adds another.
+        for i in 0..2400u64 {
+            let at = t0 + i * second;
+            let (revision, peer) = if i < 1200 {
+                ("r1", "db:5432")
+            } else {
+                ("r2", "api.fraudscore.io:443")
+            };
+            state.record(&fact("GET", revision, at, 3, SpanKind::Client, Some(peer)), &settings);
+            state.record(&fact("GET /", revision, at + 1, 20, SpanKind::Server, None), &settings);
+            state.evaluate_due(&settings, &mut updates);
+        }
+        let fired = updates
+            .iter()
+            .find_map(|u| match u {
+                EventUpdate::Fired(event) => Some(event.id.clone()),
+                _ => None,
+            })
+            .expect("the new peer fires");
+        let snapshot = state.snapshot(u64::MAX);
+        assert_eq!(snapshot.firing.len(), 1, "{:?}", snapshot.firing);
+
+        let mut restored = ServiceState::restore(&snapshot, &settings);
+        let mut after = Vec::new();
+        // r2 keeps serving but no longer calls the new peer.
+        for i in 2400..2400 + 1200u64 {
+            let at = t0 + i * second;
+            restored.record(&fact("GET /", "r2", at, 20, SpanKind::Server, None), &settings);
+            restored.evaluate_due(&settings, &mut after);
+        }
+        assert!(
+            after
+                .iter()
+                .any(|u| matches!(u, EventUpdate::Resolved { id, .. } if *id == fired)),
+            "the restored drift resolves: {after:?}"
+        );
+        assert!(
+            !after.iter().any(|u| matches!(u, EventUpdate::Fired(_))),
+            "nothing fires twice"
         );
     }
 }

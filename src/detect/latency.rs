@@ -81,6 +81,27 @@ impl LatencyDetector {
         }
     }
 
+    /// Firing drifts: (operation, revision, event id).
+    pub fn firing(&self) -> impl Iterator<Item = (OpId, RevId, &str)> {
+        self.tracks
+            .iter()
+            .filter_map(|((op, rev), t)| t.firing.as_deref().map(|id| (*op, *rev, id)))
+    }
+
+    /// Resumes a drift that was firing before a restart: it resolves like
+    /// any other, and its revision is no baseline.
+    pub fn restore_firing(&mut self, op: OpId, revision: RevId, event_id: String) {
+        self.tracks.insert(
+            (op, revision),
+            Track {
+                bad_streak: 0,
+                good_streak: 0,
+                firing: Some(event_id),
+            },
+        );
+        self.regressed.insert((op, revision));
+    }
+
     pub fn forget_revision(&mut self, revision: RevId) {
         self.tracks.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);

@@ -187,6 +187,28 @@ impl OutboundDetector {
         }
     }
 
+    /// Firing drifts: (peer, revision, event id, reasons, first call).
+    pub fn firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[PeerReason], u64)> {
+        self.candidates.iter().filter_map(|(peer, c)| {
+            c.firing
+                .as_deref()
+                .map(|id| (peer, c.revision, id, c.reasons.as_slice(), c.first_seen))
+        })
+    }
+
+    /// Resumes a drift that was firing before a restart.
+    pub fn restore_firing(&mut self, peer: Sym, revision: RevId, event_id: String, reasons: Vec<PeerReason>, first_seen: u64) {
+        self.candidates.insert(
+            peer,
+            Candidate {
+                revision,
+                first_seen,
+                reasons,
+                firing: Some(event_id),
+            },
+        );
+    }
+
     pub fn forget_revision(&mut self, revision: RevId) {
         self.candidates.retain(|_, c| c.firing.is_some() || c.revision != revision);
     }
