@@ -108,6 +108,16 @@ impl Config {
                 "analyze.max_queued_spans must be at least receiver.max_spans_per_request, or no full request could ever be admitted".into(),
             ));
         }
+        if let Some(url) = &self.store.postgres_url
+            && let Err(e) = url.parse::<tokio_postgres::Config>()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "store.postgres_url is not a PostgreSQL connection string ({e}); use postgres://user:password@host:5432/database"
+            )));
+        }
+        if self.store.fleet_lease < Duration::from_secs(2) {
+            return Err(ConfigError::Invalid("store.fleet_lease must be at least 2s".into()));
+        }
         for (i, repo) in self.git.repos.iter().enumerate() {
             if repo.service.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(
@@ -423,6 +433,18 @@ pub struct StoreConfig {
     /// are not kept.
     #[serde(with = "humantime_serde")]
     pub baseline_retention: Duration,
+    /// Fleet mode: baselines, peer sets and events shared by every replica
+    /// through this PostgreSQL database, e.g.
+    /// `postgres://driftwatch:secret@db:5432/driftwatch`.
+    pub postgres_url: Option<String>,
+    /// This replica's name in the fleet; defaults to the host name (the pod
+    /// name in Kubernetes). Must differ between replicas.
+    pub replica: Option<String>,
+    /// A replica that has not renewed its claims for this long is gone: its
+    /// firing drifts no longer hold the fleet's event open and its pending
+    /// deliveries pass to another replica.
+    #[serde(with = "humantime_serde")]
+    pub fleet_lease: Duration,
 }
 
 impl Default for StoreConfig {
@@ -432,6 +454,9 @@ impl Default for StoreConfig {
             flush_interval: Duration::from_secs(30),
             event_retention: Duration::from_secs(30 * 86_400),
             baseline_retention: Duration::from_secs(14 * 86_400),
+            postgres_url: None,
+            replica: None,
+            fleet_lease: Duration::from_secs(60),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod eval;
 pub mod expose;
 pub mod extract;
+pub mod fleet;
 pub mod forward;
 pub mod loadgen;
 pub mod pipeline;

@@ -17,13 +17,18 @@ use crate::detect::event::{DriftEvent, EventKind, EventLog, EventUpdate, Severit
 use crate::detect::{MAX_EVENTS, SharedEventLog};
 use crate::expose::metrics::Metrics;
 use crate::store::EmbeddedStore;
+use crate::store::fleet::{FleetStore, Leave};
 
 /// What the pipeline feeds.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Downstream {
     pub attributor: Option<Arc<Attributor>>,
     pub store: Option<Arc<EmbeddedStore>>,
     pub dispatcher: Option<Arc<Dispatcher>>,
+    /// Fleet mode: events are shared through this store.
+    pub fleet: Option<Arc<FleetStore>>,
+    /// Where attribution (blocking work) hands async work back.
+    pub runtime: tokio::runtime::Handle,
 }
 
 pub struct EventPipeline {
@@ -47,18 +52,47 @@ impl EventPipeline {
         downstream: Downstream,
         log: SharedEventLog,
     ) -> (EventPipeline, mpsc::UnboundedSender<EventUpdate>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<EventUpdate>();
+        let (tx, rx) = mpsc::unbounded_channel::<EventUpdate>();
+        let (_, notices) = mpsc::unbounded_channel();
+        (EventPipeline::start_with(metrics, downstream, log, rx, notices), tx)
+    }
+
+    /// Like `start`, in fleet mode: `notices` carries what the fleet's
+    /// store says other replicas did.
+    pub fn start_with(
+        metrics: Arc<Metrics>,
+        downstream: Downstream,
+        log: SharedEventLog,
+        mut updates: mpsc::UnboundedReceiver<EventUpdate>,
+        mut notices: mpsc::UnboundedReceiver<FleetNotice>,
+    ) -> EventPipeline {
         update_gauges(&log, &metrics);
         let task = {
             let log = log.clone();
             tokio::spawn(async move {
                 let mut attributions = tokio::task::JoinSet::new();
-                while let Some(update) = rx.recv().await {
-                    let applied = log.write().unwrap_or_else(|e| e.into_inner()).apply(update.clone());
-                    let Some(event) = applied else { continue };
-                    persist(&downstream, &event);
+                let mut notices_open = true;
+                loop {
+                    let update = tokio::select! {
+                        update = updates.recv() => match update {
+                            Some(update) => update,
+                            None => break,
+                        },
+                        notice = notices.recv(), if notices_open => {
+                            match notice {
+                                Some(notice) => apply_notice(&downstream, &log, &metrics, notice),
+                                None => notices_open = false,
+                            }
+                            update_gauges(&log, &metrics);
+                            continue;
+                        }
+                    };
                     match update {
-                        EventUpdate::Fired(_) => {
+                        EventUpdate::Fired(event) => {
+                            let Some(event) = open(&downstream, &log, &metrics, *event).await else {
+                                continue;
+                            };
+                            persist(&downstream, &event);
                             tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
                                 operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
                                 revision = %event.revision, "drift detected");
@@ -71,7 +105,11 @@ impl EventPipeline {
                             let (log, metrics, downstream) = (log.clone(), metrics.clone(), downstream.clone());
                             attributions.spawn_blocking(move || attribute_and_alert(&downstream, event, &log, &metrics));
                         }
-                        EventUpdate::Resolved { .. } => {
+                        EventUpdate::Resolved { id, at_unix_nanos } => {
+                            let Some(event) = close(&downstream, &log, &metrics, &id, at_unix_nanos).await else {
+                                continue;
+                            };
+                            persist(&downstream, &event);
                             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved");
                             suspect_gauge(&metrics, &event, false);
                             alert(&downstream, &event);
@@ -83,13 +121,111 @@ impl EventPipeline {
                 while attributions.join_next().await.is_some() {}
             })
         };
-        (EventPipeline { log, task }, tx)
+        EventPipeline { log, task }
     }
 
     /// Waits until every update sent before the senders closed is applied,
     /// attributed and queued for alerting.
     pub async fn drain(self) {
         let _ = self.task.await;
+    }
+}
+
+/// What the fleet's store reports about other replicas' work.
+#[derive(Debug)]
+pub enum FleetNotice {
+    /// The fleet's events, newest first: this replica's view follows them.
+    Events(Vec<DriftEvent>),
+    /// A drift this replica resolved for the fleet (its replicas all left
+    /// or vanished): it sends the resolution.
+    Resolved(DriftEvent),
+}
+
+fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, notice: FleetNotice) {
+    match notice {
+        FleetNotice::Events(events) => {
+            let mut log = log.write().unwrap_or_else(|e| e.into_inner());
+            for event in events {
+                let changed = log.get(&event.id).is_none_or(|known| {
+                    known.state != event.state
+                        || known.suspects.len() != event.suspects.len()
+                        || known.resolved_at != event.resolved_at
+                });
+                if changed {
+                    log.upsert(event);
+                }
+            }
+        }
+        FleetNotice::Resolved(event) => {
+            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+            persist(downstream, &event);
+            tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved in the fleet");
+            suspect_gauge(metrics, &event, false);
+            alert(downstream, &event);
+        }
+    }
+}
+
+/// Records a fired event. In fleet mode the event joins the fleet's firing
+/// event of the same fingerprint and takes its id, so every replica names
+/// the drift alike; it is returned even when another replica's copy was
+/// already known here, so this replica's outbox also holds the alert (the
+/// fleet's store decides who sends it).
+async fn open(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, event: DriftEvent) -> Option<DriftEvent> {
+    let Some(fleet) = &downstream.fleet else {
+        return log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(EventUpdate::Fired(Box::new(event)));
+    };
+    let event = match fleet.open_event(&event).await {
+        Ok(fleet_event) => fleet_event,
+        Err(error) => {
+            metrics.fleet_errors.with_label_values(&["open_event"]).inc();
+            tracing::warn!(%error, id = %event.id, "cannot record the event in the fleet store; keeping it local");
+            event
+        }
+    };
+    log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+    Some(event)
+}
+
+/// Resolves an event this replica's detector saw end. In fleet mode the
+/// fleet's event resolves only once no live replica sees it firing.
+async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, id: &str, at: u64) -> Option<DriftEvent> {
+    let Some(fleet) = &downstream.fleet else {
+        return log.write().unwrap_or_else(|e| e.into_inner()).apply(EventUpdate::Resolved {
+            id: id.to_owned(),
+            at_unix_nanos: at,
+        });
+    };
+    // The detector knows its own id; the log holds the fleet's.
+    let mut event = {
+        let log = log.read().unwrap_or_else(|e| e.into_inner());
+        log.firing_with_fingerprint(crate::detect::event::fingerprint_of(id))
+            .cloned()?
+    };
+    event.state = crate::detect::event::EventState::Resolved;
+    event.resolved_at = Some(crate::detect::event::rfc3339(at));
+    match fleet.leave_event(&event).await {
+        Ok(Leave::Resolved(event)) => {
+            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+            Some(event)
+        }
+        Ok(Leave::StillFiring) => {
+            tracing::info!(id = %event.id, "drift ended here; other replicas still see it");
+            None
+        }
+        Ok(Leave::AlreadyResolved) => {
+            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event);
+            None
+        }
+        Err(error) => {
+            metrics.fleet_errors.with_label_values(&["leave_event"]).inc();
+            tracing::warn!(%error, id = %event.id, "cannot record the resolution in the fleet store; resolving here");
+            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+            Some(event)
+        }
     }
 }
 
@@ -109,6 +245,17 @@ fn persist(downstream: &Downstream, event: &DriftEvent) {
     {
         tracing::error!(%error, id = %event.id, "cannot persist an event");
     }
+}
+
+/// Shares a new version of an event (its suspects) with the fleet.
+fn share(downstream: &Downstream, event: &DriftEvent) {
+    let Some(fleet) = downstream.fleet.clone() else { return };
+    let event = event.clone();
+    downstream.runtime.spawn(async move {
+        if let Err(error) = fleet.update_event(&event).await {
+            tracing::warn!(%error, id = %event.id, "cannot share the event's attribution with the fleet");
+        }
+    });
 }
 
 fn alert(downstream: &Downstream, event: &DriftEvent) {
@@ -131,6 +278,7 @@ fn attribute_and_alert(downstream: &Downstream, event: DriftEvent, log: &SharedE
                 .set_attribution(&event.id, &attribution);
             let updated = updated.unwrap_or(event);
             persist(downstream, &updated);
+            share(downstream, &updated);
             suspect_gauge(metrics, &updated, updated.state == crate::detect::event::EventState::Firing);
             updated
         }

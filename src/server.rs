@@ -20,9 +20,11 @@ use crate::config::Config;
 use crate::detect::SharedEventLog;
 use crate::expose::admin::{self, AdminState};
 use crate::expose::metrics::Metrics;
+use crate::fleet::FleetSync;
 use crate::forward::Forwarder;
 use crate::pipeline::{Downstream, EventPipeline};
 use crate::receive::{self, Ingest};
+use crate::store::fleet::FleetStore;
 use crate::store::{EmbeddedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Fleet(#[from] crate::store::fleet::FleetError),
     #[error("cannot set up alert delivery: {0}")]
     Alerts(String),
 }
@@ -61,6 +65,7 @@ pub struct Server {
     events: EventPipeline,
     stop_alerts: watch::Sender<bool>,
     alerts: JoinHandle<()>,
+    fleet_sync: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -76,7 +81,24 @@ impl Server {
         let admin_addr = local(&admin_listener, config.admin.listen);
 
         let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
-        let log = EventPipeline::log_of(store.load_events()?);
+        let settings = Arc::new(AnalysisSettings::from_config(&config));
+        let fleet = match &config.store.postgres_url {
+            Some(url) => {
+                let replica = crate::fleet::replica_name(config.store.replica.as_deref());
+                let fleet = FleetStore::connect(url, replica, config.store.fleet_lease).await?;
+                tracing::info!(store = %fleet.target(), replica = %fleet.replica(), "fleet mode: sharing baselines, events and alert delivery");
+                Some(Arc::new(fleet))
+            }
+            None => None,
+        };
+        let mut events = store.load_events()?;
+        if let Some(fleet) = &fleet {
+            // The fleet's version of an event wins over this replica's copy.
+            let shared = fleet.events(crate::detect::MAX_EVENTS as i64).await?;
+            events.retain(|e| !shared.iter().any(|s| s.id == e.id));
+            events.extend(shared);
+        }
+        let log = EventPipeline::log_of(events);
         let attributor = (!config.git.repos.is_empty()).then(|| {
             Arc::new(Attributor::new(
                 &config.git.repos,
@@ -88,8 +110,11 @@ impl Server {
             .external_url
             .clone()
             .unwrap_or_else(|| format!("http://{admin_addr}"));
-        let dispatcher = Dispatcher::new(&config.alerts, store.clone(), metrics.clone(), log.clone(), base_url)
+        let mut dispatcher = Dispatcher::new(&config.alerts, store.clone(), metrics.clone(), log.clone(), base_url)
             .map_err(|e| StartError::Alerts(e.to_string()))?;
+        if let Some(fleet) = &fleet {
+            dispatcher = dispatcher.with_fleet(fleet.clone(), config.store.fleet_lease);
+        }
         let dispatcher = Arc::new(dispatcher);
         let (stop_alerts, alerts_stopped) = watch::channel(false);
         let alerts = tokio::spawn(dispatcher.clone().run(alerts_stopped));
@@ -104,18 +129,43 @@ impl Server {
             attributor,
             store: Some(store.clone()),
             dispatcher: Some(dispatcher),
+            fleet: fleet.clone(),
+            runtime: tokio::runtime::Handle::current(),
         };
-        let (events, updates) = EventPipeline::start(metrics.clone(), downstream, log);
-        let settings = Arc::new(AnalysisSettings::from_config(&config));
+        let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = EventPipeline::start_with(metrics.clone(), downstream, log, updates_rx, notices_rx);
         let snapshots = load_snapshots(&store)?;
         let shards = config.analyze.shards.max(1);
+        let mut links: Vec<Option<crate::fleet::ShardLink>> = Vec::new();
+        let mut fleet_sync = None;
+        if let Some(fleet) = &fleet {
+            let (sync, shard_links) = FleetSync::new(
+                fleet.clone(),
+                settings.layout,
+                shards,
+                notices,
+                metrics.clone(),
+                &config.store,
+            );
+            let baselines = FleetSync::baselines(fleet, settings.layout).await?;
+            tracing::info!(services = baselines.len(), "fleet baselines loaded");
+            sync.seed(baselines);
+            links = shard_links.into_iter().map(Some).collect();
+            fleet_sync = Some(tokio::spawn(sync.run()));
+        } else {
+            drop(notices);
+        }
         let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |index| {
             let mine: Vec<ServiceSnapshot> = snapshots
                 .iter()
                 .filter(|s| analyze::shard_index(&s.service, shards) == index)
                 .cloned()
                 .collect();
-            let persistence = Persistence::new(store.clone(), config.store.flush_interval, config.store.baseline_retention);
+            let mut persistence = Persistence::new(store.clone(), config.store.flush_interval, config.store.baseline_retention);
+            if let Some(link) = links.get_mut(index).and_then(Option::take) {
+                persistence = persistence.with_fleet(link);
+            }
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
         drop(updates);
@@ -171,6 +221,7 @@ impl Server {
             events,
             stop_alerts,
             alerts,
+            fleet_sync,
         })
     }
 
@@ -219,6 +270,10 @@ impl Server {
         // Receivers are gone; the last queue handle goes with the ingest.
         drop(self.ingest);
         self.workers.drain().await;
+        if let Some(sync) = self.fleet_sync {
+            // Ends once the shards' final snapshots are published.
+            let _ = sync.await;
+        }
         self.events.drain().await;
         tracing::info!("analysis drained");
         // Undelivered alerts stay in the outbox for the next start.

@@ -23,6 +23,7 @@ use crate::detect::SharedEventLog;
 use crate::detect::event::{DriftEvent, EventKind, EventState, fingerprint};
 use crate::expose::metrics::Metrics;
 use crate::simulate::Rng;
+use crate::store::fleet::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
 
 /// How a sink is reached.
@@ -156,6 +157,8 @@ pub struct Dispatcher {
     limits: HashMap<String, Arc<Semaphore>>,
     wake: Notify,
     rng: Mutex<Rng>,
+    /// Fleet mode: the database that decides which replica delivers.
+    fleet: Option<(Arc<FleetStore>, Duration)>,
 }
 
 impl Dispatcher {
@@ -187,7 +190,15 @@ impl Dispatcher {
             limits,
             wake: Notify::new(),
             rng: Mutex::new(Rng::new(now_ms())),
+            fleet: None,
         })
+    }
+
+    /// Delivers only what this replica wins in `fleet` (see `FleetStore`):
+    /// replicas that detect the same drift alert once.
+    pub fn with_fleet(mut self, fleet: Arc<FleetStore>, lease: Duration) -> Dispatcher {
+        self.fleet = Some((fleet, lease));
+        self
     }
 
     pub fn has_sinks(&self) -> bool {
@@ -197,10 +208,10 @@ impl Dispatcher {
     /// Writes one outbox entry per routed sink for the event's current
     /// state, durably, before returning.
     pub fn notify(&self, event: &DriftEvent) -> Result<usize, StoreError> {
-        self.notify_sinks(event, |_| true)
+        self.notify_sinks(event, 0, |_| true)
     }
 
-    fn notify_sinks(&self, event: &DriftEvent, filter: impl Fn(&Sink) -> bool) -> Result<usize, StoreError> {
+    fn notify_sinks(&self, event: &DriftEvent, round: u64, filter: impl Fn(&Sink) -> bool) -> Result<usize, StoreError> {
         let status = match event.state {
             EventState::Firing => "firing",
             EventState::Resolved => "resolved",
@@ -220,6 +231,7 @@ impl Dispatcher {
                 created_at_ms: now,
                 next_attempt_ms: now,
                 last_error: None,
+                round,
             })
             .collect();
         if entries.is_empty() {
@@ -268,8 +280,9 @@ impl Dispatcher {
             let log = self.events.read().unwrap_or_else(|e| e.into_inner());
             log.list().iter().filter(|e| e.state == EventState::Firing).cloned().collect()
         };
+        let round = now_ms() / (self.config.repeat_interval.as_millis() as u64).max(1) + 1;
         for event in firing {
-            if let Err(error) = self.notify_sinks(&event, |s| matches!(s.kind, SinkKind::Alertmanager { .. })) {
+            if let Err(error) = self.notify_sinks(&event, round, |s| matches!(s.kind, SinkKind::Alertmanager { .. })) {
                 tracing::error!(%error, "cannot queue an Alertmanager refresh");
             }
         }
@@ -311,10 +324,106 @@ impl Dispatcher {
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let outcome = this.deliver(&sink, &due).await;
-                this.settle(&sink, due, outcome);
+                let (due, keys) = this.arbitrate(&sink, due).await;
+                if !due.is_empty() {
+                    let outcome = this.deliver(&sink, &due).await;
+                    if matches!(outcome, Delivery::Delivered) {
+                        this.record_delivered(&keys).await;
+                    }
+                    this.settle(&sink, due, outcome);
+                }
                 drop(permit);
             });
+        }
+    }
+
+    /// In fleet mode, claims the entries in the database and keeps those
+    /// this replica won; entries another replica delivered leave the
+    /// outbox (`deduplicated`), entries another live replica holds wait.
+    /// When the database is unreachable for longer than the lease, entries
+    /// are delivered anyway: a duplicate page beats a missing one.
+    async fn arbitrate(&self, sink: &Sink, entries: Vec<OutboxEntry>) -> (Vec<OutboxEntry>, Vec<DeliveryKey>) {
+        let Some((fleet, lease)) = &self.fleet else {
+            return (entries, Vec::new());
+        };
+        let keys: Vec<DeliveryKey> = entries
+            .iter()
+            .map(|e| DeliveryKey {
+                event_id: e.event.id.clone(),
+                status: e.status.clone(),
+                sink: e.sink.clone(),
+                round: i64::try_from(e.round).unwrap_or(i64::MAX),
+            })
+            .collect();
+        let now = now_ms();
+        let lease_ms = lease.as_millis() as u64;
+        let claims = match fleet.claim(&keys).await {
+            Ok(claims) => claims,
+            Err(error) => {
+                self.metrics.fleet_errors.with_label_values(&["claim"]).inc();
+                let (overdue, waiting): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries
+                    .into_iter()
+                    .partition(|e| now.saturating_sub(e.created_at_ms) > lease_ms);
+                if !waiting.is_empty() {
+                    tracing::warn!(sink = %sink.name, %error, "cannot arbitrate alert delivery in the fleet store; waiting");
+                    self.postpone(waiting, now + 1_000, Some(error.to_string()));
+                }
+                if !overdue.is_empty() {
+                    tracing::error!(sink = %sink.name, %error, alerts = overdue.len(),
+                        "the fleet store stayed unreachable for longer than store.fleet_lease; delivering without arbitration");
+                }
+                return (overdue, Vec::new());
+            }
+        };
+        let (mut won, mut won_keys, mut done, mut held) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((entry, key), claim) in entries.into_iter().zip(keys).zip(claims) {
+            match claim {
+                Claim::Won => {
+                    won.push(entry);
+                    won_keys.push(key);
+                }
+                Claim::Delivered => done.push(entry),
+                Claim::Held => held.push(entry),
+            }
+        }
+        if !done.is_empty() {
+            tracing::info!(sink = %sink.name, alerts = done.len(), "alerts already delivered by another replica");
+            self.finish(&done, "deduplicated");
+        }
+        if !held.is_empty() {
+            self.postpone(held, now + lease_ms / 2, None);
+        }
+        (won, won_keys)
+    }
+
+    /// Puts entries back for later without counting an attempt.
+    fn postpone(&self, entries: Vec<OutboxEntry>, at_ms: u64, error: Option<String>) {
+        let updated: Vec<OutboxEntry> = entries
+            .into_iter()
+            .map(|mut e| {
+                e.next_attempt_ms = at_ms;
+                if error.is_some() {
+                    e.last_error = error.clone();
+                }
+                e
+            })
+            .collect();
+        if let Err(error) = self.store.update_outbox(&updated) {
+            tracing::error!(%error, "cannot record a postponed delivery");
+        }
+        self.release(&updated);
+    }
+
+    async fn record_delivered(&self, keys: &[DeliveryKey]) {
+        let Some((fleet, _)) = &self.fleet else { return };
+        if keys.is_empty() {
+            return;
+        }
+        if let Err(error) = fleet.delivered(keys).await {
+            // The lease still holds the claim; should it lapse first,
+            // another replica may deliver again (at least once).
+            self.metrics.fleet_errors.with_label_values(&["delivered"]).inc();
+            tracing::warn!(%error, "cannot record a delivery in the fleet store");
         }
     }
 

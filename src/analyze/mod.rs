@@ -6,6 +6,7 @@
 //! of queued spans: when analysis falls behind, receivers are told to push
 //! back on clients rather than buffer without limit.
 
+pub mod fleet;
 pub mod operations;
 pub mod peers;
 pub mod service;
@@ -88,6 +89,11 @@ impl LiveShard {
         for snapshot in snapshots {
             self.analysis.restore(snapshot);
         }
+        if let Some(link) = &persistence.fleet {
+            while let Ok(baselines) = link.adopt.try_recv() {
+                self.analysis.adopt_fleet(baselines);
+            }
+        }
         self.persistence = Some(persistence);
         self
     }
@@ -96,11 +102,18 @@ impl LiveShard {
         let Some(p) = self.persistence.as_mut() else { return };
         p.since_flush = std::time::Duration::ZERO;
         for snapshot in self.analysis.snapshots(p.retention_nanos) {
-            let result = serde_json::to_vec(&snapshot)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| p.store.put_snapshot(&snapshot.service, &bytes).map_err(|e| e.to_string()));
-            if let Err(error) = result {
+            let bytes = match serde_json::to_vec(&snapshot) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    tracing::error!(%error, service = %snapshot.service, "cannot serialise the analysis snapshot");
+                    continue;
+                }
+            };
+            if let Err(error) = p.store.put_snapshot(&snapshot.service, &bytes) {
                 tracing::error!(%error, service = %snapshot.service, "cannot write the analysis snapshot");
+            }
+            if let Some(link) = &p.fleet {
+                let _ = link.publish.send((snapshot.service.clone(), bytes));
             }
         }
     }
@@ -178,6 +191,11 @@ impl ShardObserver for LiveShard {
     }
 
     fn tick(&mut self, elapsed: std::time::Duration) {
+        if let Some(link) = self.persistence.as_ref().and_then(|p| p.fleet.as_ref()) {
+            while let Ok(baselines) = link.adopt.try_recv() {
+                self.analysis.adopt_fleet(baselines);
+            }
+        }
         self.analysis.tick(elapsed, &mut self.scratch);
         self.flush_updates();
         let due = self.persistence.as_mut().is_some_and(|p| {
@@ -200,6 +218,8 @@ pub struct Persistence {
     pub interval: std::time::Duration,
     pub retention_nanos: u64,
     since_flush: std::time::Duration,
+    /// Fleet mode: where snapshots are published and fleet baselines come from.
+    fleet: Option<crate::fleet::ShardLink>,
 }
 
 impl Persistence {
@@ -213,7 +233,14 @@ impl Persistence {
             interval,
             retention_nanos: u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX),
             since_flush: std::time::Duration::ZERO,
+            fleet: None,
         }
+    }
+
+    /// Shares snapshots with the fleet through `link`.
+    pub fn with_fleet(mut self, link: crate::fleet::ShardLink) -> Persistence {
+        self.fleet = Some(link);
+        self
     }
 }
 

@@ -315,6 +315,20 @@ impl PeerSets {
         }
     }
 
+    /// Learns a peer another replica knows: its lifetime widens, its call
+    /// count becomes the larger of the two (counts from other replicas are
+    /// not added, so sharing back and forth never inflates them).
+    pub fn learn_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
+        match self.known.get_mut(&peer) {
+            Some(known) => {
+                known.first_seen = known.first_seen.min(first_seen);
+                known.last_seen = known.last_seen.max(last_seen);
+                known.calls = known.calls.max(calls);
+            }
+            None => self.restore_known(peer, first_seen, last_seen, calls),
+        }
+    }
+
     pub fn known_len(&self) -> usize {
         self.known.len()
     }

@@ -3,7 +3,9 @@
 //! the schedule of its detector evaluations.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::fleet::FleetBaseline;
 use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
@@ -98,6 +100,8 @@ pub struct ServiceState {
     idle_nanos: u64,
     detector: LatencyDetector,
     outbound: OutboundDetector,
+    /// What the other replicas saw (fleet mode).
+    fleet: Option<Arc<FleetBaseline>>,
 }
 
 /// A service without spans for this long (wall clock) is idle: its event
@@ -123,6 +127,7 @@ impl ServiceState {
             idle_nanos: 0,
             detector: LatencyDetector::new(settings.latency.clone(), settings.layout.moments_len / 2),
             outbound: OutboundDetector::new(settings.outbound.clone()),
+            fleet: None,
         }
     }
 
@@ -135,10 +140,7 @@ impl ServiceState {
         self.idle_nanos = 0;
         let (revision, dropped) = self.timeline.observe(&fact.revision, fact.start_unix_nanos, end);
         if let Some(dropped) = dropped {
-            self.latency.retain(|(_, r), _| *r != dropped);
-            self.detector.forget_revision(dropped);
-            self.peers.forget_revision(dropped);
-            self.outbound.forget_revision(dropped);
+            self.forget_revision(dropped);
         }
         self.outbound.on_span(fact.start_unix_nanos);
         if let Some(peer) = fact.peer.as_ref().filter(|_| fact.kind.is_outbound()) {
@@ -170,6 +172,36 @@ impl ServiceState {
             }
         }
         Recorded::Analysed
+    }
+
+    fn forget_revision(&mut self, dropped: RevId) {
+        self.latency.retain(|(_, r), _| *r != dropped);
+        self.detector.forget_revision(dropped);
+        self.peers.forget_revision(dropped);
+        self.outbound.forget_revision(dropped);
+    }
+
+    /// Takes in what the other replicas of the service saw: their revisions
+    /// join the timeline (so a revision this replica never served can be
+    /// the baseline of the one it serves), their peers count as known, and
+    /// their latency history backs baselines next to this replica's own.
+    pub fn adopt_fleet(&mut self, fleet: Arc<FleetBaseline>) {
+        for r in &fleet.revisions {
+            let (_, dropped) = self
+                .timeline
+                .extend(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, 0);
+            if let Some(dropped) = dropped {
+                self.forget_revision(dropped);
+            }
+        }
+        for p in &fleet.peers {
+            self.peers
+                .learn_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
+        }
+        if let Some(first_seen) = fleet.first_seen {
+            self.outbound.learn_first_seen(first_seen);
+        }
+        self.fleet = Some(fleet);
     }
 
     /// Latency drifts firing now: (operation, revision, event id).
@@ -267,6 +299,7 @@ impl ServiceState {
                 latency,
                 op_info,
                 detector,
+                fleet,
                 ..
             } = self;
             detector.evaluate(
@@ -276,6 +309,7 @@ impl ServiceState {
                     timeline,
                     latency,
                     op_info,
+                    fleet: fleet.as_deref(),
                 },
                 at,
                 out,
@@ -291,4 +325,18 @@ pub struct ServiceView<'a> {
     pub timeline: &'a RevisionTimeline,
     pub latency: &'a HashMap<(OpId, RevId), LatencyWindows>,
     pub op_info: &'a HashMap<OpId, OperationInfo>,
+    pub fleet: Option<&'a FleetBaseline>,
+}
+
+impl ServiceView<'_> {
+    /// The latency history of `op` under `revision`: this replica's and, in
+    /// fleet mode, the other replicas'.
+    pub fn history(&self, op: OpId, revision: &super::timeline::RevisionEntry) -> impl Iterator<Item = &LatencyWindows> {
+        let local = self.latency.get(&(op, revision.id));
+        let fleet = self
+            .fleet
+            .zip(self.operations.name(op))
+            .and_then(|(fleet, name)| fleet.series(name, &revision.revision));
+        local.into_iter().chain(fleet)
+    }
 }

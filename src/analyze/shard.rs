@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::fleet::FleetBaseline;
 use super::service::{AnalysisSettings, Recorded, ServiceState};
 use crate::detect::event::EventUpdate;
 use crate::extract::{SpanFact, Sym};
@@ -21,6 +22,9 @@ pub struct BatchOutcome {
 pub struct ShardAnalysis {
     settings: Arc<AnalysisSettings>,
     services: HashMap<Sym, ServiceState>,
+    /// Other replicas' view of each service (fleet mode), also for services
+    /// this replica has not seen yet.
+    fleet: HashMap<Sym, Arc<FleetBaseline>>,
 }
 
 impl ShardAnalysis {
@@ -28,6 +32,7 @@ impl ShardAnalysis {
         ShardAnalysis {
             settings,
             services: HashMap::new(),
+            fleet: HashMap::new(),
         }
     }
 
@@ -42,8 +47,11 @@ impl ShardAnalysis {
                     outcome.over_service_limit += run.len() as u64;
                     continue;
                 }
-                self.services
-                    .insert(name.clone(), ServiceState::new(name.clone(), &self.settings));
+                let mut state = ServiceState::new(name.clone(), &self.settings);
+                if let Some(fleet) = self.fleet.get(name) {
+                    state.adopt_fleet(fleet.clone());
+                }
+                self.services.insert(name.clone(), state);
             }
             let Some(service) = self.services.get_mut(name) else {
                 continue;
@@ -78,8 +86,21 @@ impl ShardAnalysis {
 
     /// Adds a service restored from a snapshot.
     pub fn restore(&mut self, snapshot: &super::snapshot::ServiceSnapshot) {
-        let state = ServiceState::restore(snapshot, &self.settings);
+        let mut state = ServiceState::restore(snapshot, &self.settings);
+        if let Some(fleet) = self.fleet.get(&state.name) {
+            state.adopt_fleet(fleet.clone());
+        }
         self.services.insert(state.name.clone(), state);
+    }
+
+    /// Replaces the other replicas' view of the shard's services.
+    pub fn adopt_fleet(&mut self, baselines: Vec<Arc<FleetBaseline>>) {
+        for fleet in baselines {
+            if let Some(state) = self.services.get_mut(&fleet.service) {
+                state.adopt_fleet(fleet.clone());
+            }
+            self.fleet.insert(fleet.service.clone(), fleet);
+        }
     }
 
     pub fn services(&self) -> impl Iterator<Item = &ServiceState> {

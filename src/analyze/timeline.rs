@@ -38,11 +38,25 @@ impl RevisionTimeline {
     /// Records a span of `revision`; returns its id and, when this made the
     /// timeline drop its oldest revision, that revision's id.
     pub fn observe(&mut self, revision: &Sym, start: u64, end: u64) -> (RevId, Option<RevId>) {
+        self.extend(revision, start, end, 1)
+    }
+
+    /// Widens a revision's known lifetime to `start..end` (creating it if
+    /// needed) and adds `spans` to its count. Other replicas' revisions come
+    /// in this way, with no spans of this replica.
+    pub fn extend(&mut self, revision: &Sym, start: u64, end: u64, spans: u64) -> (RevId, Option<RevId>) {
         if let Some(&id) = self.ids.get(revision) {
-            if let Some(entry) = self.entries.iter_mut().rev().find(|e| e.id == id) {
-                entry.first_seen_unix_nanos = entry.first_seen_unix_nanos.min(start);
+            if let Some(index) = self.entries.iter().rposition(|e| e.id == id) {
+                let entry = &mut self.entries[index];
                 entry.last_seen_unix_nanos = entry.last_seen_unix_nanos.max(end);
-                entry.spans += 1;
+                entry.spans += spans;
+                if start < entry.first_seen_unix_nanos {
+                    // An earlier first appearance can change the order.
+                    let mut entry = self.entries.remove(index);
+                    entry.first_seen_unix_nanos = start;
+                    let at = self.entries.partition_point(|e| e.first_seen_unix_nanos <= start);
+                    self.entries.insert(at, entry);
+                }
             }
             return (id, None);
         }
@@ -54,7 +68,7 @@ impl RevisionTimeline {
             revision: revision.clone(),
             first_seen_unix_nanos: start,
             last_seen_unix_nanos: end,
-            spans: 1,
+            spans,
         };
         let at = self.entries.partition_point(|e| e.first_seen_unix_nanos <= start);
         self.entries.insert(at, entry);
@@ -122,5 +136,26 @@ mod tests {
         assert_eq!(dropped, Some(b), "b stopped running first");
         assert_eq!(timeline.entries().len(), 3);
         assert_eq!(timeline.get(a).map(|e| e.spans), Some(2));
+    }
+
+    #[test]
+    fn a_revision_learnt_from_elsewhere_takes_its_place_in_the_order() {
+        let mut timeline = RevisionTimeline::new(5);
+        let (r2, _) = timeline.observe(&Sym::from("r2"), 100, 110);
+        let (r1, _) = timeline.extend(&Sym::from("r1"), 10, 90, 0);
+        assert_eq!(timeline.before(r2).map(|e| e.id).collect::<Vec<_>>(), vec![r1]);
+        assert_eq!(timeline.get(r1).map(|e| e.spans), Some(0));
+        timeline.extend(&Sym::from("r2"), 5, 50, 0);
+        assert_eq!(
+            timeline.before(r1).map(|e| e.id).collect::<Vec<_>>(),
+            vec![r2],
+            "r2 ran earlier elsewhere"
+        );
+        assert_eq!(
+            timeline
+                .get(r2)
+                .map(|e| (e.first_seen_unix_nanos, e.last_seen_unix_nanos, e.spans)),
+            Some((5, 110, 1))
+        );
     }
 }

@@ -153,6 +153,11 @@ pub fn event_id(fingerprint: &str, onset_unix_nanos: u64) -> String {
     format!("{fingerprint}-{}", onset_unix_nanos / 1_000_000_000)
 }
 
+/// The fingerprint an event id was made from (see `event_id`).
+pub fn fingerprint_of(id: &str) -> &str {
+    id.rsplit_once('-').map_or(id, |(fingerprint, _)| fingerprint)
+}
+
 /// RFC 3339 with millisecond precision, UTC.
 pub fn rfc3339(unix_nanos: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(unix_nanos)).to_string()
@@ -210,6 +215,27 @@ impl EventLog {
                 Some(event.clone())
             }
         }
+    }
+
+    /// Inserts `event`, or replaces the event with its id (the fleet's
+    /// version of an event wins over this replica's).
+    pub fn upsert(&mut self, event: DriftEvent) {
+        match self.index.get(&event.id) {
+            Some(&i) => {
+                self.events[i] = event;
+                self.reindex();
+            }
+            None => {
+                self.apply(EventUpdate::Fired(Box::new(event)));
+            }
+        }
+    }
+
+    /// The firing event with this fingerprint, if any.
+    pub fn firing_with_fingerprint(&self, fingerprint: &str) -> Option<&DriftEvent> {
+        self.events
+            .iter()
+            .find(|e| e.state == EventState::Firing && e.fingerprint == fingerprint)
     }
 
     /// Records attribution: suspects, the note, and the revisions as full
@@ -354,6 +380,12 @@ mod tests {
         assert_eq!(resolved.state, EventState::Resolved);
         assert_eq!(resolved.resolved_at.as_deref(), Some("1970-01-01T00:00:03.000Z"));
         assert_eq!(log.firing(EventKind::LatencyRegression), 1);
+    }
+
+    #[test]
+    fn an_event_id_names_its_fingerprint() {
+        let fp = fingerprint("checkout", EventKind::LatencyRegression, "POST /pay", "abc");
+        assert_eq!(fingerprint_of(&event_id(&fp, 1_700_000_000_000_000_000)), fp);
     }
 
     #[test]

@@ -137,10 +137,7 @@ impl LatencyDetector {
                     .then(|| {
                         service.timeline.before(revision.id).find(|b| {
                             !self.regressed.contains(&(op, b.id))
-                                && service
-                                    .latency
-                                    .get(&(op, b.id))
-                                    .is_some_and(|s| s.total() >= self.config.min_samples)
+                                && service.history(op, b).map(|s| s.total()).sum::<u64>() >= self.config.min_samples
                         })
                     })
                     .flatten();
@@ -150,8 +147,8 @@ impl LatencyDetector {
                 let persistent;
                 let chunks = self.config.persistence_windows.max(1);
                 let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
-                match earlier.and_then(|b| service.latency.get(&(op, b.id))) {
-                    Some(base) => {
+                match earlier {
+                    Some(b) => {
                         // After a deploy everything this revision served is
                         // post-deploy, so a quiet endpoint may use all of it.
                         if series.current().len() >= self.config.min_samples {
@@ -159,9 +156,11 @@ impl LatencyDetector {
                         } else {
                             series.all(&mut current);
                         }
-                        base.all(&mut baseline);
-                        for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
-                            baseline_moments.merge(&m);
+                        for base in service.history(op, b) {
+                            base.all(&mut baseline);
+                            for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
+                                baseline_moments.merge(&m);
+                            }
                         }
                         let recent = series.recent_moments().chain(series.retired_moments(usize::MAX));
                         persistent = persistent_shift(recent, &baseline_moments, chunks, min_chunk, PERSISTENCE_Z);

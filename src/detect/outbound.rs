@@ -135,6 +135,13 @@ impl OutboundDetector {
         self.service_first_seen.get_or_insert(start);
     }
 
+    /// Notes that the service ran since `first_seen` elsewhere in the fleet:
+    /// its learning period is behind it there, so it is here too.
+    pub fn learn_first_seen(&mut self, first_seen: u64) {
+        let current = self.service_first_seen.get_or_insert(first_seen);
+        *current = (*current).min(first_seen);
+    }
+
     pub fn evaluate(
         &mut self,
         service: &str,

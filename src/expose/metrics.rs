@@ -42,6 +42,7 @@ pub struct Metrics {
     pub revisions_unresolved: IntCounterVec,
     pub alert_deliveries: IntCounterVec,
     pub outbox_pending: IntGauge,
+    pub fleet_errors: IntCounterVec,
     pub span_duration: HistogramVec,
     pub revision_first_seen: prometheus::GaugeVec,
     pub revision_last_seen: prometheus::GaugeVec,
@@ -162,7 +163,7 @@ impl Metrics {
         let alert_deliveries = IntCounterVec::new(
             Opts::new(
                 "driftwatch_alert_deliveries_total",
-                "Alert deliveries by sink type and outcome (delivered, retrying, dead).",
+                "Alert deliveries by sink type and outcome (delivered, retrying, dead; deduplicated: another replica of the fleet delivered it).",
             ),
             &["sink", "outcome"],
         )
@@ -170,6 +171,14 @@ impl Metrics {
         let outbox_pending = IntGauge::new(
             "driftwatch_outbox_pending",
             "Alerts written to the outbox and not yet delivered or given up.",
+        )
+        .expect("valid metric");
+        let fleet_errors = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_fleet_store_errors_total",
+                "Failed operations on the fleet's PostgreSQL store by operation (publish, refresh, open_event, leave_event, sweep, claim, delivered, expire).",
+            ),
+            &["operation"],
         )
         .expect("valid metric");
         let span_duration = HistogramVec::new(
@@ -235,6 +244,7 @@ impl Metrics {
             Box::new(revisions_unresolved.clone()),
             Box::new(alert_deliveries.clone()),
             Box::new(outbox_pending.clone()),
+            Box::new(fleet_errors.clone()),
             Box::new(span_duration.clone()),
             Box::new(revision_first_seen.clone()),
             Box::new(revision_last_seen.clone()),
@@ -251,7 +261,7 @@ impl Metrics {
                 spans_rejected.with_label_values(&[reason, transport]);
             }
         }
-        for outcome in ["delivered", "retrying", "dead"] {
+        for outcome in ["delivered", "retrying", "dead", "deduplicated"] {
             for sink in ["webhook", "alertmanager", "slack", "pagerduty"] {
                 alert_deliveries.with_label_values(&[sink, outcome]);
             }
@@ -274,6 +284,7 @@ impl Metrics {
             revisions_unresolved,
             alert_deliveries,
             outbox_pending,
+            fleet_errors,
             span_duration,
             revision_first_seen,
             revision_last_seen,

@@ -7,6 +7,8 @@
 //! version: a newer or corrupt file is an error that names it, never a
 //! silent reset.
 
+pub mod fleet;
+
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -60,6 +62,11 @@ pub struct OutboxEntry {
     pub next_attempt_ms: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// 0 for an event's notification; repeats of a firing alert
+    /// (Alertmanager refreshes) carry later rounds, so a fleet arbitrates
+    /// each repeat on its own.
+    #[serde(default)]
+    pub round: u64,
 }
 
 /// The embedded store.
@@ -250,6 +257,17 @@ impl EmbeddedStore {
     }
 }
 
+/// An event as stored, in either store.
+pub(crate) fn encode_event(event: &DriftEvent) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&StoredEvent::from(event)).map_err(|e| e.to_string())
+}
+
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<DriftEvent, String> {
+    serde_json::from_slice::<StoredEvent>(bytes)
+        .map(DriftEvent::from)
+        .map_err(|e| e.to_string())
+}
+
 /// Events as stored: the public JSON plus the event times the API omits.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredEvent {
@@ -331,6 +349,7 @@ mod tests {
                 created_at_ms: 1,
                 next_attempt_ms: 1,
                 last_error: None,
+                round: 0,
             }];
             store.enqueue(&mut entries).expect("enqueue");
             assert_eq!(entries[0].id, 1);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod postgres;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};

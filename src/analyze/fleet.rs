@@ -1,0 +1,171 @@
+//! `FleetBaseline`: what the other replicas of a service have seen, merged.
+//!
+//! A sidecar lives and dies with its pod. When revision R rolls out, its
+//! pods start with empty sidecars while R-1's baseline lived in the old
+//! pods. In fleet mode each replica publishes its own snapshot; every other
+//! replica merges them into a `FleetBaseline` and consults it next to its
+//! own state: the revisions the fleet ran, their latency histograms and
+//! change-point moments (summed), and the peers the service is known to
+//! call. It is kept apart from the replica's own data and replaced whole at
+//! each refresh, so sharing back and forth never counts a span twice.
+
+use std::collections::HashMap;
+
+use super::snapshot::{PeerSnapshot, RevisionSnapshot, ServiceSnapshot, histogram_from};
+use super::window::{LatencyWindows, WindowLayout};
+use crate::detect::stats::{WindowMoments, new_histogram};
+use crate::extract::Sym;
+
+pub struct FleetBaseline {
+    pub service: Sym,
+    /// The earliest span any other replica saw.
+    pub first_seen: Option<u64>,
+    pub revisions: Vec<RevisionSnapshot>,
+    pub peers: Vec<PeerSnapshot>,
+    /// Merged latency history by (operation, revision) name.
+    series: HashMap<(Sym, Sym), LatencyWindows>,
+    pub replicas: usize,
+}
+
+impl FleetBaseline {
+    /// Merges the snapshots of one service published by other replicas.
+    pub fn merge(service: &str, snapshots: &[ServiceSnapshot], layout: WindowLayout) -> FleetBaseline {
+        let mut revisions: HashMap<&str, RevisionSnapshot> = HashMap::new();
+        let mut peers: HashMap<&str, PeerSnapshot> = HashMap::new();
+        let mut histograms: HashMap<(&str, &str), (crate::detect::stats::LatencyHistogram, HashMap<u64, WindowMoments>)> =
+            HashMap::new();
+        let mut first_seen: Option<u64> = None;
+        let mut watermark = 0;
+        for snapshot in snapshots.iter().filter(|s| s.service == service) {
+            watermark = watermark.max(snapshot.watermark);
+            if let Some(seen) = snapshot.first_seen {
+                first_seen = Some(first_seen.map_or(seen, |f| f.min(seen)));
+            }
+            for r in &snapshot.revisions {
+                revisions
+                    .entry(&r.revision)
+                    .and_modify(|m| {
+                        m.first_seen = m.first_seen.min(r.first_seen);
+                        m.last_seen = m.last_seen.max(r.last_seen);
+                        m.spans += r.spans;
+                    })
+                    .or_insert_with(|| r.clone());
+            }
+            for p in &snapshot.peers {
+                peers
+                    .entry(&p.peer)
+                    .and_modify(|m| {
+                        m.first_seen = m.first_seen.min(p.first_seen);
+                        m.last_seen = m.last_seen.max(p.last_seen);
+                        m.calls = m.calls.max(p.calls);
+                    })
+                    .or_insert_with(|| p.clone());
+            }
+            for s in &snapshot.series {
+                let (histogram, moments) = histograms
+                    .entry((&s.operation, &s.revision))
+                    .or_insert_with(|| (new_histogram(), HashMap::new()));
+                let _ = histogram.add(&histogram_from(&s.buckets));
+                for &(start, count, sum_ln, sum_ln2) in &s.moments {
+                    let m = moments.entry(start).or_insert(WindowMoments {
+                        start_unix_nanos: start,
+                        ..Default::default()
+                    });
+                    m.count += count;
+                    m.sum_ln += sum_ln;
+                    m.sum_ln2 += sum_ln2;
+                }
+            }
+        }
+        let series = histograms
+            .into_iter()
+            .map(|((operation, revision), (histogram, moments))| {
+                let mut moments: Vec<WindowMoments> = moments.into_values().collect();
+                moments.sort_by_key(|m| m.start_unix_nanos);
+                let windows = LatencyWindows::restored(layout, histogram, moments, watermark);
+                ((Sym::from(operation), Sym::from(revision)), windows)
+            })
+            .collect();
+        let mut revisions: Vec<RevisionSnapshot> = revisions.into_values().collect();
+        revisions.sort_by_key(|r| r.first_seen);
+        FleetBaseline {
+            service: Sym::from(service),
+            first_seen,
+            revisions,
+            peers: peers.into_values().collect(),
+            series,
+            replicas: snapshots.iter().filter(|s| s.service == service).count(),
+        }
+    }
+
+    /// The fleet's latency history of `operation` under `revision`.
+    pub fn series(&self, operation: &Sym, revision: &Sym) -> Option<&LatencyWindows> {
+        self.series.get(&(operation.clone(), revision.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::service::AnalysisSettings;
+    use crate::analyze::snapshot::SeriesSnapshot;
+    use crate::config::Config;
+
+    fn snapshot(revision: &str, first: u64, last: u64, buckets: Vec<(u64, u64)>, peer_calls: u64) -> ServiceSnapshot {
+        ServiceSnapshot {
+            version: crate::analyze::snapshot::SNAPSHOT_VERSION,
+            service: "checkout".into(),
+            watermark: last,
+            first_seen: Some(first),
+            revisions: vec![RevisionSnapshot {
+                revision: revision.into(),
+                first_seen: first,
+                last_seen: last,
+                spans: buckets.iter().map(|b| b.1).sum(),
+            }],
+            series: vec![SeriesSnapshot {
+                operation: "GET /".into(),
+                revision: revision.into(),
+                buckets: buckets.clone(),
+                moments: vec![(first, buckets.iter().map(|b| b.1).sum(), 1.0, 2.0)],
+            }],
+            peers: vec![PeerSnapshot {
+                peer: "db:5432".into(),
+                first_seen: first,
+                last_seen: last,
+                calls: peer_calls,
+            }],
+            firing: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn replicas_histograms_and_moments_add_up_and_lifetimes_widen() {
+        let layout = AnalysisSettings::from_config(&Config::default()).layout;
+        let a = snapshot("r1", 100, 200, vec![(10_000, 30), (20_000, 10)], 5);
+        let b = snapshot("r1", 50, 150, vec![(10_000, 20)], 7);
+        let other = ServiceSnapshot {
+            service: "cart".into(),
+            ..snapshot("r9", 1, 2, vec![(1, 1)], 1)
+        };
+        let fleet = FleetBaseline::merge("checkout", &[a, b, other], layout);
+        assert_eq!(fleet.replicas, 2);
+        assert_eq!(fleet.first_seen, Some(50));
+        assert_eq!(fleet.revisions.len(), 1);
+        let r = &fleet.revisions[0];
+        assert_eq!((r.first_seen, r.last_seen, r.spans), (50, 200, 60));
+        assert_eq!(fleet.peers[0].calls, 7, "call counts are not summed across replicas");
+        let series = fleet.series(&Sym::from("GET /"), &Sym::from("r1")).expect("merged series");
+        assert_eq!(series.total(), 60);
+        let mut all = new_histogram();
+        series.all(&mut all);
+        assert_eq!(all.count_between(9_000, 11_000), 50);
+        let moments: Vec<_> = series.retired_moments(10).collect();
+        assert_eq!(moments.len(), 2, "windows at different starts stay apart");
+        assert_eq!(moments.iter().map(|m| m.count).sum::<u64>(), 60);
+        assert!(
+            fleet.series(&Sym::from("GET /"), &Sym::from("r9")).is_none(),
+            "other services are left out"
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Fleet mode against a real PostgreSQL: replicas share baselines (a pod of
+//! revision R detects against R-1's baseline that another pod learned) and
+//! alert once per drift however many replicas detect it; the store's
+//! arbitration (events by fingerprint, delivery claims with leases,
+//! migrations) on its own.
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres::TestDatabase;
+use common::{Driftwatch, Receiver, eventually, http_get, now_nanos, post_spans};
+use driftwatch::detect::event::{CodeHint, DriftEvent, EventKind, EventState, Severity, rfc3339};
+use driftwatch::simulate::{EndpointTraffic, Rng};
+use driftwatch::store::fleet::{Claim, DeliveryKey, FleetStore, Leave};
+
+const S: u64 = 1_000_000_000;
+
+fn checkout(revision: &str, slowdown: f64) -> EndpointTraffic<'_> {
+    EndpointTraffic {
+        service: "checkout",
+        revision,
+        operation: "POST /checkout",
+        route: "/checkout",
+        code_function: "charge_card",
+        code_filepath: "src/pay.py",
+        requests_per_second: 20,
+        median_ms: 40.0,
+        slowdown,
+        peers: &[],
+    }
+}
+
+fn replica_config(db: &TestDatabase, replica: &str, extra: &str) -> String {
+    format!(
+        "[store]\npostgres_url = {:?}\nreplica = {replica:?}\nflush_interval = \"1s\"\nfleet_lease = \"3s\"\n{extra}",
+        db.url
+    )
+}
+
+fn send(dw: &Driftwatch, traffic: &EndpointTraffic<'_>, start: u64, seconds: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for batch in traffic.generate(start, seconds, &mut rng).chunks(60) {
+        post_spans(dw, &batch.concat());
+    }
+}
+
+fn events(dw: &Driftwatch) -> Vec<serde_json::Value> {
+    let Ok((200, body)) = http_get(&format!("http://{}/api/v1/events", dw.admin)) else {
+        return Vec::new();
+    };
+    let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    value["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_new_pod_detects_a_regression_against_the_baseline_an_old_pod_learned() {
+    let db = TestDatabase::create();
+    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    {
+        let mut old = Driftwatch::start(&replica_config(&db, "checkout-7d9f-old", ""));
+        send(&old, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, 1);
+        eventually(Duration::from_secs(10), "rev-1 analysed", || {
+            old.metrics()
+                .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
+                == 14_400.0
+        });
+        // The pod goes away as in a rollout: SIGTERM, final flush.
+        assert!(old.terminate().success(), "{}", old.stderr());
+    }
+    let new = Driftwatch::start(&replica_config(&db, "checkout-5c4b-new", ""));
+    send(&new, &checkout("rev-2", 1.5), deploy, 4 * 60, 2);
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(30), "a regression against the fleet's baseline", || {
+        found = events(&new);
+        !found.is_empty()
+    });
+    let event = &found[0];
+    assert_eq!(event["kind"], "latency_regression", "{event}");
+    assert_eq!(event["revision"], "rev-2");
+    assert_eq!(
+        event["baseline_revision"], "rev-1",
+        "the new pod never saw rev-1; its baseline came from the old pod through PostgreSQL"
+    );
+    assert!(
+        event["stats"]["baseline"]["count"].as_u64().expect("count") >= 10_000,
+        "{event}"
+    );
+    assert_eq!(
+        new.metrics().value("driftwatch_fleet_store_errors_total", &[]),
+        0.0,
+        "{}",
+        new.stderr()
+    );
+}
+
+#[test]
+fn two_replicas_detecting_the_same_drift_send_one_alert() {
+    let db = TestDatabase::create();
+    let webhook = Receiver::start(&[]);
+    let alerts = format!(
+        "[alerts]\ngroup_wait = \"200ms\"\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        webhook.url("/hook")
+    );
+    let a = Driftwatch::start(&replica_config(&db, "checkout-a", &alerts));
+    let b = Driftwatch::start(&replica_config(&db, "checkout-b", &alerts));
+    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    // Each replica gets its own share of the same service's traffic.
+    for (dw, seed) in [(&a, 10), (&b, 20)] {
+        send(dw, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, seed);
+    }
+    for (dw, seed) in [(&a, 11), (&b, 21)] {
+        send(dw, &checkout("rev-2", 1.6), deploy, 4 * 60, seed);
+    }
+    eventually(Duration::from_secs(30), "both replicas detect the drift", || {
+        events(&a).iter().any(|e| e["state"] == "firing") && events(&b).iter().any(|e| e["state"] == "firing")
+    });
+    let (ea, eb) = (events(&a), events(&b));
+    assert_eq!(ea[0]["id"], eb[0]["id"], "the replicas name the drift alike");
+    // Both replicas queued the alert; the one that did not win the claim
+    // drops it once the other has delivered.
+    let deduplicated = |dw: &Driftwatch| {
+        dw.metrics().value(
+            "driftwatch_alert_deliveries_total",
+            &[("sink", "webhook"), ("outcome", "deduplicated")],
+        )
+    };
+    eventually(Duration::from_secs(20), "the second replica's copy deduplicated", || {
+        deduplicated(&a) + deduplicated(&b) >= 1.0
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let firing: Vec<_> = webhook
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 200 && r.json()["status"] == "firing")
+        .collect();
+    assert_eq!(firing.len(), 1, "exactly one alert for the fleet: {firing:?}");
+    assert_eq!(firing[0].json()["event"]["id"], ea[0]["id"]);
+}
+
+/// A firing latency event as a replica's detector would raise it.
+fn event(id: &str, fingerprint: &str, detected: u64) -> DriftEvent {
+    DriftEvent {
+        id: id.into(),
+        fingerprint: fingerprint.into(),
+        kind: EventKind::LatencyRegression,
+        state: EventState::Firing,
+        severity: Severity::Warning,
+        service: "checkout".into(),
+        operation: Some("POST /checkout".into()),
+        peer: None,
+        revision: "rev-2".into(),
+        baseline_revision: Some("rev-1".into()),
+        onset: rfc3339(detected),
+        detected_at: rfc3339(detected),
+        resolved_at: None,
+        stats: None,
+        outbound: None,
+        code: CodeHint::default(),
+        suspects: vec![],
+        attribution: None,
+        onset_unix_nanos: detected,
+        detected_unix_nanos: detected,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_delivery_claim_has_one_winner_and_passes_on_when_its_lease_lapses() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let lease = Duration::from_secs(2);
+        let a = FleetStore::connect(&db.url, "a".into(), lease).await.expect("a");
+        let b = FleetStore::connect(&db.url, "b".into(), lease)
+            .await
+            .expect("b: migrations are idempotent");
+        let key = DeliveryKey {
+            event_id: "e1".into(),
+            status: "firing".into(),
+            sink: "webhook[0]".into(),
+            round: 0,
+        };
+        let keys = std::slice::from_ref(&key);
+        assert_eq!(a.claim(keys).await.expect("claim"), vec![Claim::Won]);
+        assert_eq!(b.claim(keys).await.expect("claim"), vec![Claim::Held], "a holds the lease");
+        assert_eq!(a.claim(keys).await.expect("claim"), vec![Claim::Won], "the owner renews");
+        // a dies without delivering: its lease lapses and b takes over.
+        tokio::time::sleep(lease + Duration::from_millis(300)).await;
+        assert_eq!(b.claim(keys).await.expect("claim"), vec![Claim::Won]);
+        b.delivered(keys).await.expect("delivered");
+        assert_eq!(
+            a.claim(keys).await.expect("claim"),
+            vec![Claim::Delivered],
+            "never sent twice"
+        );
+        let repeat = DeliveryKey { round: 1, ..key.clone() };
+        assert_eq!(
+            a.claim(&[repeat]).await.expect("claim"),
+            vec![Claim::Won],
+            "a repeat is claimed anew"
+        );
+    });
+}
+
+#[test]
+fn replicas_share_one_event_per_fingerprint_until_the_last_one_sees_it_end() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let lease = Duration::from_secs(30);
+        let a = FleetStore::connect(&db.url, "a".into(), lease).await.expect("a");
+        let b = FleetStore::connect(&db.url, "b".into(), lease).await.expect("b");
+        let first = event("fp1-100", "fp1", 100);
+        let second = event("fp1-104", "fp1", 104);
+        let opened_a = a.open_event(&first).await.expect("open");
+        let opened_b = b.open_event(&second).await.expect("open");
+        assert_eq!(opened_a.id, "fp1-100");
+        assert_eq!(opened_b.id, "fp1-100", "the second replica joins the first one's event");
+        assert_eq!(a.events(10).await.expect("events").len(), 1);
+
+        let mut resolved = opened_a.clone();
+        resolved.state = EventState::Resolved;
+        resolved.resolved_at = Some("2026-11-24T10:00:00.000Z".into());
+        assert_eq!(
+            a.leave_event(&resolved).await.expect("leave"),
+            Leave::StillFiring,
+            "b still sees it"
+        );
+        match b.leave_event(&resolved).await.expect("leave") {
+            Leave::Resolved(event) => assert_eq!(event.id, "fp1-100"),
+            other => panic!("the last replica resolves it: {other:?}"),
+        }
+        assert_eq!(a.leave_event(&resolved).await.expect("leave"), Leave::AlreadyResolved);
+        let stored = a.events(10).await.expect("events");
+        assert_eq!(stored[0].state, EventState::Resolved);
+
+        // The same drift again later is a new event.
+        let again = event("fp1-900", "fp1", 900);
+        assert_eq!(b.open_event(&again).await.expect("open").id, "fp1-900");
+    });
+}
+
+#[test]
+fn a_replica_that_vanished_does_not_hold_an_event_open() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let lease = Duration::from_secs(2);
+        let gone = FleetStore::connect(&db.url, "gone".into(), lease).await.expect("connect");
+        let alive = FleetStore::connect(&db.url, "alive".into(), lease).await.expect("connect");
+        gone.open_event(&event("fp2-1", "fp2", 1)).await.expect("open");
+        assert!(
+            alive.sweep("2026-11-24T10:00:00.000Z").await.expect("sweep").is_empty(),
+            "the lease holds"
+        );
+        tokio::time::sleep(lease + Duration::from_millis(500)).await;
+        let resolved = alive.sweep("2026-11-24T10:00:00.000Z").await.expect("sweep");
+        assert_eq!(resolved.len(), 1, "the lapsed holder's drift resolves");
+        assert_eq!(resolved[0].state, EventState::Resolved);
+        assert!(
+            alive.sweep("2026-11-24T10:00:01.000Z").await.expect("sweep").is_empty(),
+            "resolved once"
+        );
+    });
+}
+
+#[test]
+fn a_database_migrated_by_a_newer_driftwatch_is_refused() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        FleetStore::connect(&db.url, "a".into(), Duration::from_secs(5))
+            .await
+            .expect("migrate");
+    });
+    db.execute("INSERT INTO driftwatch_schema (version) VALUES (99)");
+    let error = runtime()
+        .block_on(FleetStore::connect(&db.url, "a".into(), Duration::from_secs(5)))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("newer") && error.contains("99"), "{error}");
+}
+
+#[test]
+fn an_unreachable_database_stops_startup_with_a_clear_error() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\npath = {:?}\npostgres_url = \"postgres://dw:secret@127.0.0.1:{port}/fleet\"\n",
+            dir.path().join("store")
+        ),
+    )
+    .expect("config");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("store.postgres_url") && stderr.contains(&format!("127.0.0.1:{port}/fleet")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "the password stays out of messages: {stderr}");
+}
