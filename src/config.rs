@@ -719,6 +719,15 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_postgres_url_is_named_and_a_good_one_accepted() {
+        let err = load_toml("[store]\npostgres_url = \"db:5432\"\n").unwrap_err().to_string();
+        assert!(err.contains("store.postgres_url"), "{err}");
+        let config =
+            load_toml("[store]\npostgres_url = \"postgres://dw:pw@db:5432/fleet\"\nreplica = \"pod-1\"\n").expect("valid");
+        assert_eq!(config.store.replica.as_deref(), Some("pod-1"));
+    }
+
+    #[test]
     fn bad_allowlist_pattern_is_named() {
         let err = load_toml("[detect.outbound]\nallow = [\"[unclosed\"]\n")
             .unwrap_err()

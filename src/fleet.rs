@@ -180,7 +180,7 @@ impl FleetSync {
         match self.store.sweep(&now).await {
             Ok(resolved) => {
                 for event in resolved {
-                    let _ = self.notices.send(FleetNotice::Resolved(event));
+                    let _ = self.notices.send(FleetNotice::Resolved(Box::new(event)));
                 }
             }
             Err(error) => {

@@ -138,25 +138,34 @@ pub enum FleetNotice {
     Events(Vec<DriftEvent>),
     /// A drift this replica resolved for the fleet (its replicas all left
     /// or vanished): it sends the resolution.
-    Resolved(DriftEvent),
+    Resolved(Box<DriftEvent>),
 }
 
 fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, notice: FleetNotice) {
     match notice {
         FleetNotice::Events(events) => {
             let mut log = log.write().unwrap_or_else(|e| e.into_inner());
-            for event in events {
-                let changed = log.get(&event.id).is_none_or(|known| {
-                    known.state != event.state
-                        || known.suspects.len() != event.suspects.len()
-                        || known.resolved_at != event.resolved_at
-                });
+            for mut event in events {
+                let Some(known) = log.get(&event.id) else {
+                    log.upsert(event);
+                    continue;
+                };
+                let changed = known.state != event.state
+                    || known.resolved_at != event.resolved_at
+                    || event.suspects.len() > known.suspects.len();
                 if changed {
+                    // The fleet's copy may predate this replica's
+                    // attribution, which is still on its way there.
+                    if event.suspects.is_empty() && !known.suspects.is_empty() {
+                        event.suspects = known.suspects.clone();
+                        event.attribution = known.attribution.clone();
+                    }
                     log.upsert(event);
                 }
             }
         }
         FleetNotice::Resolved(event) => {
+            let event = *event;
             log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
             persist(downstream, &event);
             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved in the fleet");
@@ -200,17 +209,28 @@ async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics,
         });
     };
     // The detector knows its own id; the log holds the fleet's.
-    let mut event = {
+    let fingerprint = crate::detect::event::fingerprint_of(id);
+    let known = {
         let log = log.read().unwrap_or_else(|e| e.into_inner());
-        log.firing_with_fingerprint(crate::detect::event::fingerprint_of(id))
-            .cloned()?
+        log.firing_with_fingerprint(fingerprint).cloned()
     };
+    // Not in this replica's view (evicted, or the view is behind): the
+    // fleet's store still knows it, and this replica must let go of it.
+    let known = match known {
+        Some(event) => Some(event),
+        None => fleet.firing_event(fingerprint).await.unwrap_or_else(|error| {
+            metrics.fleet_errors.with_label_values(&["leave_event"]).inc();
+            tracing::warn!(%error, fingerprint, "cannot look up the fleet's event");
+            None
+        }),
+    };
+    let mut event = known?;
     event.state = crate::detect::event::EventState::Resolved;
     event.resolved_at = Some(crate::detect::event::rfc3339(at));
     match fleet.leave_event(&event).await {
         Ok(Leave::Resolved(event)) => {
-            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
-            Some(event)
+            log.write().unwrap_or_else(|e| e.into_inner()).upsert((*event).clone());
+            Some(*event)
         }
         Ok(Leave::StillFiring) => {
             tracing::info!(id = %event.id, "drift ended here; other replicas still see it");

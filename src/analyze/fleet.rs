@@ -16,6 +16,9 @@ use super::window::{LatencyWindows, WindowLayout};
 use crate::detect::stats::{WindowMoments, new_histogram};
 use crate::extract::Sym;
 
+/// A series being merged: its histogram and its moments by window start.
+type MergedSeries = (crate::detect::stats::LatencyHistogram, HashMap<u64, WindowMoments>);
+
 pub struct FleetBaseline {
     pub service: Sym,
     /// The earliest span any other replica saw.
@@ -32,8 +35,7 @@ impl FleetBaseline {
     pub fn merge(service: &str, snapshots: &[ServiceSnapshot], layout: WindowLayout) -> FleetBaseline {
         let mut revisions: HashMap<&str, RevisionSnapshot> = HashMap::new();
         let mut peers: HashMap<&str, PeerSnapshot> = HashMap::new();
-        let mut histograms: HashMap<(&str, &str), (crate::detect::stats::LatencyHistogram, HashMap<u64, WindowMoments>)> =
-            HashMap::new();
+        let mut histograms: HashMap<(&str, &str), MergedSeries> = HashMap::new();
         let mut first_seen: Option<u64> = None;
         let mut watermark = 0;
         for snapshot in snapshots.iter().filter(|s| s.service == service) {
@@ -65,7 +67,7 @@ impl FleetBaseline {
                 let (histogram, moments) = histograms
                     .entry((&s.operation, &s.revision))
                     .or_insert_with(|| (new_histogram(), HashMap::new()));
-                let _ = histogram.add(&histogram_from(&s.buckets));
+                let _ = histogram.add(histogram_from(&s.buckets));
                 for &(start, count, sum_ln, sum_ln2) in &s.moments {
                     let m = moments.entry(start).or_insert(WindowMoments {
                         start_unix_nanos: start,
@@ -106,6 +108,8 @@ impl FleetBaseline {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::analyze::service::AnalysisSettings;
     use crate::analyze::snapshot::SeriesSnapshot;
@@ -167,5 +171,54 @@ mod tests {
             fleet.series(&Sym::from("GET /"), &Sym::from("r9")).is_none(),
             "other services are left out"
         );
+    }
+
+    #[test]
+    fn a_replica_adopts_the_fleets_revisions_without_churning_a_full_timeline() {
+        use crate::analyze::service::ServiceState;
+        use crate::extract::{SpanFact, SpanKind, SpanStatus};
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(Sym::from("checkout"), &settings);
+        state.record(
+            &SpanFact {
+                service: Sym::from("checkout"),
+                revision: Sym::from("local"),
+                operation: Sym::from("GET /"),
+                kind: SpanKind::Server,
+                start_unix_nanos: 1_000_000,
+                end_unix_nanos: 2_000_000,
+                status: SpanStatus::Unset,
+                trace_id: 1,
+                span_id: 1,
+                parent_span_id: 0,
+                peer: None,
+                code: None,
+                route: None,
+            },
+            &settings,
+        );
+        let snapshots: Vec<ServiceSnapshot> = (0..settings.max_revisions as u64 * 2)
+            .map(|i| snapshot(&format!("r{i}"), 10 + i, 20 + i, vec![(10_000, 5)], 1))
+            .collect();
+        let fleet = Arc::new(FleetBaseline::merge("checkout", &snapshots, settings.layout));
+        state.adopt_fleet(fleet.clone());
+        let names =
+            |state: &ServiceState| -> Vec<String> { state.timeline.entries().iter().map(|e| e.revision.to_string()).collect() };
+        let first = names(&state);
+        assert_eq!(first.len(), settings.max_revisions);
+        assert!(
+            first.contains(&"local".to_string()),
+            "this replica's own revision stays: {first:?}"
+        );
+        let newest = format!("r{}", settings.max_revisions * 2 - 1);
+        assert!(first.contains(&newest), "the fleet's newest revisions come in: {first:?}");
+        let local = state.timeline.id_of("local").expect("local");
+        assert!(
+            state.timeline.before(local).any(|e| *e.revision == *newest.as_str()),
+            "a revision seen only elsewhere can be the baseline of this one"
+        );
+        state.adopt_fleet(fleet);
+        assert_eq!(names(&state), first, "a second refresh changes nothing");
+        assert!(state.peers.known("db:5432").is_some(), "the fleet's peers are known here");
     }
 }

@@ -186,7 +186,15 @@ impl ServiceState {
     /// the baseline of the one it serves), their peers count as known, and
     /// their latency history backs baselines next to this replica's own.
     pub fn adopt_fleet(&mut self, fleet: Arc<FleetBaseline>) {
-        for r in &fleet.revisions {
+        // Newest first, and only while they would stay: a fleet with more
+        // revisions than the timeline holds must not churn it at each refresh.
+        let mut revisions: Vec<_> = fleet.revisions.iter().collect();
+        revisions.sort_by_key(|r| std::cmp::Reverse(r.last_seen));
+        for r in revisions {
+            let known = self.timeline.id_of(&r.revision).is_some();
+            if !known && !self.timeline.has_room_for(r.last_seen) {
+                continue;
+            }
             let (_, dropped) = self
                 .timeline
                 .extend(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, 0);

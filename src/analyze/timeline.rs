@@ -99,6 +99,12 @@ impl RevisionTimeline {
         }
     }
 
+    /// Whether a revision last seen at `last_seen` would stay in a full
+    /// timeline rather than be the one dropped.
+    pub fn has_room_for(&self, last_seen: u64) -> bool {
+        self.entries.len() < self.max_revisions || self.entries.iter().any(|e| e.last_seen_unix_nanos < last_seen)
+    }
+
     pub fn id_of(&self, revision: &str) -> Option<RevId> {
         self.ids.get(revision).copied()
     }

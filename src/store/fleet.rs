@@ -115,7 +115,7 @@ pub enum Claim {
 pub enum Leave {
     /// No live replica sees it firing any more: it is resolved now, and
     /// this replica sends the resolution.
-    Resolved(DriftEvent),
+    Resolved(Box<DriftEvent>),
     /// Other replicas still see it firing.
     StillFiring,
     /// It was resolved already (or is unknown).
@@ -318,6 +318,28 @@ impl FleetStore {
         Err(self.query_error(format!("could not settle the event of fingerprint {}", event.fingerprint)))
     }
 
+    /// The fleet's firing event with this fingerprint, if any.
+    pub async fn firing_event(&self, fingerprint: &str) -> Result<Option<DriftEvent>, FleetError> {
+        let mut guard = self.client.lock().await;
+        let client = self.session(&mut guard).await?;
+        let row = client
+            .query_opt(
+                "SELECT id, body FROM driftwatch_events WHERE fingerprint = $1 AND state = 'firing'",
+                &[&fingerprint],
+            )
+            .await
+            .map_err(|e| self.query_error(error_text(&e)))?;
+        let Some(row) = row else { return Ok(None) };
+        let id: String = row.get(0);
+        let body: Vec<u8> = row.get(1);
+        let mut event = super::decode_event(&body).map_err(|message| FleetError::Decode {
+            target: self.target.clone(),
+            message,
+        })?;
+        event.id = id;
+        Ok(Some(event))
+    }
+
     /// Records a new version of an event (suspects after attribution).
     pub async fn update_event(&self, event: &DriftEvent) -> Result<(), FleetError> {
         let body = super::encode_event(event).map_err(|e| self.query_error(e))?;
@@ -361,7 +383,7 @@ impl FleetStore {
             .await
             .map_err(q)?;
         let outcome = match row {
-            Some(_) => Leave::Resolved(resolved.clone()),
+            Some(_) => Leave::Resolved(Box::new(resolved.clone())),
             None => {
                 let state: Option<String> = txn
                     .query_opt("SELECT state FROM driftwatch_events WHERE id = $1", &[&resolved.id])
