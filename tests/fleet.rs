@@ -95,7 +95,7 @@ fn a_new_pod_detects_a_regression_against_the_baseline_an_old_pod_learned() {
 }
 
 #[test]
-fn two_replicas_detecting_the_same_drift_send_one_alert() {
+fn two_replicas_detecting_the_same_drift_send_one_alert_and_one_resolution() {
     let db = TestDatabase::create();
     let webhook = Receiver::start(&[]);
     let alerts = format!(
@@ -104,7 +104,7 @@ fn two_replicas_detecting_the_same_drift_send_one_alert() {
     );
     let a = Driftwatch::start(&replica_config(&db, "checkout-a", &alerts));
     let b = Driftwatch::start(&replica_config(&db, "checkout-b", &alerts));
-    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    let deploy = now_nanos() / S * S - 8 * 60 * S;
     // Each replica gets its own share of the same service's traffic.
     for (dw, seed) in [(&a, 10), (&b, 20)] {
         send(dw, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, seed);
@@ -128,14 +128,35 @@ fn two_replicas_detecting_the_same_drift_send_one_alert() {
     eventually(Duration::from_secs(20), "the second replica's copy deduplicated", || {
         deduplicated(&a) + deduplicated(&b) >= 1.0
     });
+    let delivered = |status: &str| -> Vec<serde_json::Value> {
+        webhook
+            .requests()
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.json())
+            .filter(|body| body["status"] == status)
+            .collect()
+    };
     std::thread::sleep(Duration::from_secs(2));
-    let firing: Vec<_> = webhook
-        .requests()
-        .into_iter()
-        .filter(|r| r.status == 200 && r.json()["status"] == "firing")
-        .collect();
+    let firing = delivered("firing");
     assert_eq!(firing.len(), 1, "exactly one alert for the fleet: {firing:?}");
-    assert_eq!(firing[0].json()["event"]["id"], ea[0]["id"]);
+    assert_eq!(firing[0]["event"]["id"], ea[0]["id"]);
+
+    // A rollback on both: the drift ends everywhere and resolves once.
+    for (dw, seed) in [(&a, 12), (&b, 22)] {
+        send(dw, &checkout("rev-1", 1.0), deploy + 4 * 60 * S, 3 * 60, seed);
+    }
+    eventually(Duration::from_secs(30), "a resolution delivered", || {
+        !delivered("resolved").is_empty()
+    });
+    eventually(Duration::from_secs(10), "both replicas show it resolved", || {
+        [&a, &b].iter().all(|dw| events(dw).iter().all(|e| e["state"] == "resolved"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let resolved = delivered("resolved");
+    assert_eq!(resolved.len(), 1, "exactly one resolution for the fleet: {resolved:?}");
+    assert_eq!(resolved[0]["event"]["id"], ea[0]["id"]);
+    assert_eq!(delivered("firing").len(), 1, "and no second alert");
 }
 
 /// A firing latency event as a replica's detector would raise it.
@@ -311,4 +332,54 @@ fn an_unreachable_database_stops_startup_with_a_clear_error() {
         "{stderr}"
     );
     assert!(!stderr.contains("secret"), "the password stays out of messages: {stderr}");
+}
+
+#[test]
+fn retention_removes_resolved_events_and_stale_snapshots_but_keeps_firing_events() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let store = FleetStore::connect(&db.url, "a".into(), Duration::from_secs(30))
+            .await
+            .expect("connect");
+        let done = store.open_event(&event("fp3-1", "fp3", 1)).await.expect("open");
+        store.open_event(&event("fp4-1", "fp4", 1)).await.expect("open");
+        let mut resolved = done.clone();
+        resolved.state = EventState::Resolved;
+        assert!(matches!(
+            store.leave_event(&resolved).await.expect("leave"),
+            Leave::Resolved(_)
+        ));
+        store.put_snapshot("checkout", b"{}").await.expect("snapshot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let kept = store
+            .expire(Duration::from_secs(3600), Duration::from_secs(3600))
+            .await
+            .expect("expire");
+        assert_eq!(kept, (0, 0), "nothing is old enough yet");
+        let expired = store.expire(Duration::ZERO, Duration::ZERO).await.expect("expire");
+        assert_eq!(expired, (1, 1), "the resolved event and the stale snapshot go");
+        let left = store.events(10).await.expect("events");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, "fp4-1", "a firing event is never expired");
+    });
+}
+
+#[test]
+fn a_dropped_database_session_is_reopened() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let store = FleetStore::connect(&db.url, "a".into(), Duration::from_secs(30))
+            .await
+            .expect("connect");
+        store.put_snapshot("checkout", b"{}").await.expect("snapshot");
+        // The server ends every session of this database (a failover, a
+        // restart of PostgreSQL).
+        let name = db.url.rsplit('/').next().expect("database name").to_owned();
+        let ended = common::postgres::TestDatabase::terminate_sessions(&name).await;
+        assert_eq!(ended, 1, "the store's session ended");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.put_snapshot("checkout", b"{}").await.expect("a new session");
+        assert_eq!(store.events(10).await.expect("events").len(), 0);
+    });
 }

@@ -28,6 +28,22 @@ impl TestDatabase {
         }
     }
 
+    /// Ends every session of database `name`, as a server restart would.
+    /// Returns how many sessions ended.
+    pub async fn terminate_sessions(name: &str) -> u64 {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(connection);
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .expect("terminate sessions")
+    }
+
     /// Runs SQL in this database.
     pub fn execute(&self, sql: &str) {
         execute_at(&self.url, sql);
