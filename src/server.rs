@@ -181,7 +181,12 @@ impl Server {
             tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(service)
-                    .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc_listener), stopped)
+                    .serve_with_incoming_shutdown(
+                        // Without TCP_NODELAY a small response can wait out
+                        // the client's delayed ACK: 40 ms at moderate load.
+                        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                        stopped,
+                    )
                     .await
                     .map_err(|e| ServeError {
                         listener: "OTLP/gRPC",
@@ -351,6 +356,13 @@ fn serve_axum(
     name: &'static str,
     stopped: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), ServeError>> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        // As for gRPC: no Nagle delay on responses.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(wait_for(stopped))
