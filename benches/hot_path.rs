@@ -10,9 +10,8 @@ use driftwatch::analyze::service::AnalysisSettings;
 use driftwatch::analyze::shard::ShardAnalysis;
 use driftwatch::config::Config;
 use driftwatch::extract::{Extractor, SpanFact, SpanKind, SpanStatus, Sym};
-use driftwatch::receive::wire::ExportTraceServiceRequest;
+use driftwatch::receive::view::RequestView;
 use driftwatch::simulate::realistic_request;
-use prost::Message;
 
 const NOW: u64 = 1_800_000_000 * 1_000_000_000;
 
@@ -25,8 +24,8 @@ fn decode_and_extract(c: &mut Criterion) {
         let mut facts = Vec::with_capacity(512);
         b.iter(|| {
             facts.clear();
-            let request = ExportTraceServiceRequest::decode(body.clone()).expect("valid request");
-            extractor.extract(&request, NOW, &mut facts);
+            let request = RequestView::parse(&body).expect("valid request");
+            extractor.extract(&request, NOW, &mut facts).expect("well-formed spans");
             facts.len()
         })
     });
@@ -35,9 +34,10 @@ fn decode_and_extract(c: &mut Criterion) {
 
 fn facts(n: usize, start: u64) -> Vec<SpanFact> {
     let extractor = Extractor::new(Duration::from_secs(600), 100_000);
-    let request = ExportTraceServiceRequest::decode(&realistic_request(n, start, 2)[..]).expect("valid request");
+    let body = realistic_request(n, start, 2);
+    let request = RequestView::parse(&body).expect("valid request");
     let mut out = Vec::new();
-    extractor.extract(&request, NOW, &mut out);
+    extractor.extract(&request, NOW, &mut out).expect("well-formed spans");
     out
 }
 

@@ -3,11 +3,11 @@
 //! Attribute lists are short (tens of entries), so a linear scan over the
 //! borrowed wire values beats building a map per span.
 
-use crate::receive::wire::{KeyValue, any_value::Value};
+use crate::receive::view::{KeyValueView, ValueView};
 
 /// A borrowed view of one span's (or resource's) attributes.
 #[derive(Clone, Copy)]
-pub struct Attrs<'a>(pub &'a [KeyValue]);
+pub struct Attrs<'a>(pub &'a [KeyValueView<'a>]);
 
 /// An attribute value, borrowed from the request buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,12 +19,8 @@ pub enum AttrValue<'a> {
 }
 
 impl<'a> Attrs<'a> {
-    fn raw(&self, key: &str) -> Option<&'a Value> {
-        self.0
-            .iter()
-            .find(|kv| kv.key.as_ref() == key.as_bytes())
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|v| v.value.as_ref())
+    fn raw(&self, key: &str) -> Option<ValueView<'a>> {
+        self.0.iter().find(|kv| kv.key == key.as_bytes()).map(|kv| kv.value)
     }
 
     /// The value under the first of `keys` that is present.
@@ -32,10 +28,11 @@ impl<'a> Attrs<'a> {
         keys.iter().find_map(|key| {
             Some(match self.raw(key)? {
                 // UTF-8 was validated for the whole span before extraction.
-                Value::StringValue(b) => AttrValue::Str(std::str::from_utf8(b).ok()?),
-                Value::IntValue(i) => AttrValue::Int(*i),
-                Value::BoolValue(b) => AttrValue::Bool(*b),
-                Value::DoubleValue(d) => AttrValue::Double(*d),
+                ValueView::Str(b) => AttrValue::Str(std::str::from_utf8(b).ok()?),
+                ValueView::Int(i) => AttrValue::Int(i),
+                ValueView::Bool(b) => AttrValue::Bool(b),
+                ValueView::Double(d) => AttrValue::Double(d),
+                ValueView::Other => return None,
             })
         })
     }
@@ -62,21 +59,39 @@ impl<'a> Attrs<'a> {
     /// Whether every key and string value is valid UTF-8.
     pub fn is_valid_utf8(&self) -> bool {
         self.0.iter().all(|kv| {
-            std::str::from_utf8(&kv.key).is_ok()
-                && match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                    Some(Value::StringValue(b)) => std::str::from_utf8(b).is_ok(),
+            is_utf8(kv.key)
+                && match kv.value {
+                    ValueView::Str(b) => is_utf8(b),
                     _ => true,
                 }
         })
     }
 }
 
+/// UTF-8 validity, with a fast path for the usual all-ASCII attribute.
+#[inline]
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! Builders of wire attributes for the tables in this module's tests.
-    use crate::receive::wire::{AnyValue, KeyValue, any_value::Value};
+    //! Builders of attributes for the tables in this module's tests.
+    use crate::receive::view::{KeyValueView, ValueView};
 
-    pub fn kv(key: &str, value: impl Into<TestValue>) -> KeyValue {
+    /// An attribute; its strings are leaked, which is fine in a test.
+    pub fn kv(key: &str, value: impl Into<TestValue>) -> KeyValueView<'static> {
+        let leak = |s: &str| -> &'static [u8] { Box::leak(s.as_bytes().to_vec().into_boxed_slice()) };
+        let value = match value.into() {
+            TestValue::Str(s) => ValueView::Str(leak(&s)),
+            TestValue::Int(i) => ValueView::Int(i),
+        };
+        KeyValueView { key: leak(key), value }
+    }
+
+    /// The same attribute as the protobuf message, to build requests.
+    pub fn wire_kv(key: &str, value: impl Into<TestValue>) -> crate::receive::wire::KeyValue {
+        use crate::receive::wire::{AnyValue, KeyValue, any_value::Value};
         let value = match value.into() {
             TestValue::Str(s) => Value::StringValue(s.into_bytes().into()),
             TestValue::Int(i) => Value::IntValue(i),

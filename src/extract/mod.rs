@@ -14,7 +14,8 @@ use std::sync::Arc;
 pub use attrs::{AttrValue, Attrs};
 pub use intern::Interner;
 
-use crate::receive::wire::{ExportTraceServiceRequest, Span, span_kind};
+use crate::receive::view::{KeyValueView, RequestView, SpanView, WireError};
+use crate::receive::wire::span_kind;
 
 /// An interned string shared by every fact that names it.
 pub type Sym = Arc<str>;
@@ -194,15 +195,26 @@ impl Extractor {
 
     /// Appends a fact per valid span of `request` to `out` and returns the
     /// rejected ones. `now_unix_nanos` bounds future timestamps.
-    pub fn extract(&self, request: &ExportTraceServiceRequest, now_unix_nanos: u64, out: &mut Vec<SpanFact>) -> Rejections {
+    ///
+    /// A malformed span makes the whole request malformed: nothing of it
+    /// should be analysed, so the caller discards `out`.
+    pub fn extract<'a>(
+        &self,
+        request: &RequestView<'a>,
+        now_unix_nanos: u64,
+        out: &mut Vec<SpanFact>,
+    ) -> Result<Rejections, WireError> {
         let mut rejections = Rejections::default();
         let mut scratch = String::new();
+        // Reused for every resource and span of the request.
+        let mut attributes: Vec<KeyValueView<'a>> = Vec::new();
         let latest = now_unix_nanos.saturating_add(self.max_future_skew_nanos);
-        for resource_spans in &request.resource_spans {
-            let resource_attrs = Attrs(resource_spans.resource.as_ref().map_or(&[][..], |r| &r.attributes));
-            let spans = resource_spans.scope_spans.iter().flat_map(|s| &s.spans);
+        for resource_spans in request.resource_spans() {
+            attributes.clear();
+            resource_spans.resource_attributes(&mut attributes);
+            let resource_attrs = Attrs(&attributes);
             if !resource_attrs.is_valid_utf8() {
-                rejections.add_many(SpanRejection::InvalidUtf8, spans.count() as u32);
+                rejections.add_many(SpanRejection::InvalidUtf8, resource_spans.span_count() as u32);
                 continue;
             }
             let service = self
@@ -211,22 +223,25 @@ impl Extractor {
             let revision = self
                 .interner
                 .intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
-            for span in spans {
-                match self.fact(span, &service, &revision, latest, &mut scratch) {
+            for span in resource_spans.spans() {
+                attributes.clear();
+                let span = SpanView::read(span, &mut attributes)?;
+                match self.fact(&span, &service, &revision, latest, Attrs(&attributes), &mut scratch) {
                     Ok(fact) => out.push(fact),
                     Err(reason) => rejections.add(reason),
                 }
             }
         }
-        rejections
+        Ok(rejections)
     }
 
     fn fact(
         &self,
-        span: &Span,
+        span: &SpanView<'_>,
         service: &Sym,
         revision: &Sym,
         latest: u64,
+        attrs: Attrs<'_>,
         scratch: &mut String,
     ) -> Result<SpanFact, SpanRejection> {
         let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
@@ -239,8 +254,7 @@ impl Extractor {
         if end > latest {
             return Err(SpanRejection::FutureTimestamp);
         }
-        let attrs = Attrs(&span.attributes);
-        let name = std::str::from_utf8(&span.name).map_err(|_| SpanRejection::InvalidUtf8)?;
+        let name = std::str::from_utf8(span.name).map_err(|_| SpanRejection::InvalidUtf8)?;
         if !attrs.is_valid_utf8() {
             return Err(SpanRejection::InvalidUtf8);
         }
@@ -253,14 +267,14 @@ impl Extractor {
             kind,
             start_unix_nanos: start,
             end_unix_nanos: end,
-            status: match span.status.as_ref().map_or(0, |s| s.code) {
+            status: match span.status_code {
                 1 => SpanStatus::Ok,
                 2 => SpanStatus::Error,
                 _ => SpanStatus::Unset,
             },
-            trace_id: id_u128(&span.trace_id),
-            span_id: id_u64(&span.span_id),
-            parent_span_id: id_u64(&span.parent_span_id),
+            trace_id: id_u128(span.trace_id),
+            span_id: id_u64(span.span_id),
+            parent_span_id: id_u64(span.parent_span_id),
             peer,
             code: self.code_location(attrs),
             route: attrs.str(&["http.route"]).map(|r| self.interner.intern(r)),
@@ -292,31 +306,28 @@ fn id_u64(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes).map_or(0, u64::from_be_bytes)
 }
 
-/// Number of spans in a request, counted without extracting them.
-pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::attrs::test_support::kv;
-    use crate::receive::wire::{KeyValue, Resource, ResourceSpans, ScopeSpans, Status};
+    use prost::Message;
+
+    use crate::extract::attrs::test_support::wire_kv as kv;
+    use crate::receive::wire::{ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, Status};
 
     const NOW: u64 = 1_800_000_000 * 1_000_000_000;
 
-    fn request(resource: Vec<KeyValue>, spans: Vec<Span>) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest {
+    /// Encodes a request and extracts it as a receiver would.
+    fn extract(extractor: &Extractor, resource: Vec<KeyValue>, spans: Vec<Span>, out: &mut Vec<SpanFact>) -> Rejections {
+        let bytes = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource { attributes: resource }),
                 scope_spans: vec![ScopeSpans { spans }],
             }],
         }
+        .encode_to_vec();
+        extractor
+            .extract(&RequestView::parse(&bytes).expect("valid request"), NOW, out)
+            .expect("well-formed spans")
     }
 
     fn span(name: &str, kind: i32, attributes: Vec<KeyValue>) -> Span {
@@ -336,7 +347,7 @@ mod tests {
     fn extract_one(resource: Vec<KeyValue>, span: Span) -> Result<SpanFact, Rejections> {
         let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
         let mut out = Vec::new();
-        let rejections = extractor.extract(&request(resource, vec![span]), NOW, &mut out);
+        let rejections = extract(&extractor, resource, vec![span], &mut out);
         out.pop().ok_or(rejections)
     }
 
@@ -465,15 +476,13 @@ mod tests {
         });
         let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
         let mut out = Vec::new();
-        let rejections = extractor.extract(
-            &request(
-                vec![],
-                vec![
-                    span("bad", span_kind::SERVER, vec![bad]),
-                    span("good", span_kind::SERVER, vec![]),
-                ],
-            ),
-            NOW,
+        let rejections = extract(
+            &extractor,
+            vec![],
+            vec![
+                span("bad", span_kind::SERVER, vec![bad]),
+                span("good", span_kind::SERVER, vec![]),
+            ],
             &mut out,
         );
         assert_eq!(out.len(), 1);
@@ -492,7 +501,7 @@ mod tests {
             span("GET /a", span_kind::SERVER, vec![]),
             span("GET /a", span_kind::SERVER, vec![]),
         ];
-        extractor.extract(&request(vec![kv("service.name", "s")], spans), NOW, &mut out);
+        extract(&extractor, vec![kv("service.name", "s")], spans, &mut out);
         assert!(Arc::ptr_eq(&out[0].operation, &out[1].operation));
     }
 }

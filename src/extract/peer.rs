@@ -154,9 +154,9 @@ pub fn peer_host(peer: &str) -> &str {
 mod tests {
     use super::*;
     use crate::extract::attrs::test_support::kv;
-    use crate::receive::wire::KeyValue;
+    use crate::receive::view::KeyValueView as KeyValue;
 
-    fn identity(attrs: &[KeyValue]) -> Option<String> {
+    fn identity(attrs: &[KeyValue<'_>]) -> Option<String> {
         let mut out = String::new();
         peer_identity(Attrs(attrs), &mut out).then_some(out)
     }
@@ -164,7 +164,7 @@ mod tests {
     /// Attribute sets as real instrumentations emit them.
     #[test]
     fn table_of_real_attribute_sets() {
-        let cases: Vec<(&str, Vec<KeyValue>, Option<&str>)> = vec![
+        let cases: Vec<(&str, Vec<KeyValue<'static>>, Option<&str>)> = vec![
             (
                 "python requests, legacy HTTP semconv",
                 vec![

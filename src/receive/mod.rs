@@ -6,6 +6,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod view;
 pub mod wire;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::analyze::{AnalysisQueue, QueueFull};
 use crate::config::ReceiverConfig;
 use crate::expose::metrics::Metrics;
-use crate::extract::{Extractor, Rejections, SpanFact, span_count};
+use crate::extract::{Extractor, Rejections, SpanFact};
 use crate::forward::{Forwarder, Refusal};
 
 /// Distinct strings kept by the interner shared by all receivers.
@@ -189,8 +190,8 @@ impl Ingest {
             None => None,
         };
         let forward_body = reservation.as_ref().map(|_| body.clone());
-        let request = wire::ExportTraceServiceRequest::decode(body).map_err(|e| IngestError::Malformed(e.to_string()))?;
-        let count = span_count(&request);
+        let request = view::RequestView::parse(&body).map_err(|e| IngestError::Malformed(e.to_string()))?;
+        let count = request.span_count();
         if count > self.config.max_spans_per_request {
             self.count_rejected("too_many_spans", transport, count);
             return Err(IngestError::TooManySpans {
@@ -199,8 +200,10 @@ impl Ingest {
             });
         }
         let mut facts: Vec<SpanFact> = Vec::with_capacity(count);
-        let rejected = self.extractor.extract(&request, unix_nanos_now(), &mut facts);
-        drop(request);
+        let rejected = self
+            .extractor
+            .extract(&request, unix_nanos_now(), &mut facts)
+            .map_err(|e| IngestError::Malformed(e.to_string()))?;
         for (reason, n) in rejected.by_reason() {
             self.count_rejected(reason.as_label(), transport, n as usize);
         }
