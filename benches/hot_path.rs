@@ -60,7 +60,7 @@ fn analysis(c: &mut Criterion) {
 /// One evaluation over `OPERATIONS` operations of one service, each with
 /// enough traffic to be tested.
 fn detector_tick(c: &mut Criterion) {
-    const OPERATIONS: usize = 2000;
+    const OPERATIONS: usize = 10_000;
     let mut config = Config::default();
     config.analyze.max_operations = OPERATIONS;
     let settings = Arc::new(AnalysisSettings::from_config(&config));
@@ -93,7 +93,7 @@ fn detector_tick(c: &mut Criterion) {
     let mut group = c.benchmark_group("detect");
     group.sample_size(10);
     let mut end = NOW;
-    group.bench_function("tick_2000_operations", |b| {
+    group.bench_function("tick_10000_operations", |b| {
         b.iter_batched(
             || {
                 // One span per operation, ten seconds later: recording it

@@ -224,10 +224,10 @@ impl<'a> ResourceSpansView<'a> {
         for (number, field) in Fields::new(self.buf, "ResourceSpans") {
             if let (1, Field::Bytes(resource)) = (number, field) {
                 for (number, field) in Fields::new(resource, "Resource") {
-                    if let (1, Field::Bytes(kv)) = (number, field) {
-                        if let Ok(kv) = key_value(kv) {
-                            out.push(kv);
-                        }
+                    if let (1, Field::Bytes(kv)) = (number, field)
+                        && let Ok(kv) = key_value(kv)
+                    {
+                        out.push(kv);
                     }
                 }
             }
