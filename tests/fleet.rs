@@ -9,27 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::TestDatabase;
-use common::{Driftwatch, Receiver, eventually, http_get, now_nanos, post_spans};
-use driftwatch::detect::event::{CodeHint, DriftEvent, EventKind, EventState, Severity, rfc3339};
+use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
+use driftwatch::detect::event::{DriftEvent, EventState, example_event};
 use driftwatch::simulate::{EndpointTraffic, Rng};
 use driftwatch::store::fleet::{Claim, DeliveryKey, FleetStore, Leave};
 
 const S: u64 = 1_000_000_000;
-
-fn checkout(revision: &str, slowdown: f64) -> EndpointTraffic<'_> {
-    EndpointTraffic {
-        service: "checkout",
-        revision,
-        operation: "POST /checkout",
-        route: "/checkout",
-        code_function: "charge_card",
-        code_filepath: "src/pay.py",
-        requests_per_second: 20,
-        median_ms: 40.0,
-        slowdown,
-        peers: &[],
-    }
-}
 
 fn replica_config(db: &TestDatabase, replica: &str, extra: &str) -> String {
     format!(
@@ -39,10 +24,7 @@ fn replica_config(db: &TestDatabase, replica: &str, extra: &str) -> String {
 }
 
 fn send(dw: &Driftwatch, traffic: &EndpointTraffic<'_>, start: u64, seconds: u64, seed: u64) {
-    let mut rng = Rng::new(seed);
-    for batch in traffic.generate(start, seconds, &mut rng).chunks(60) {
-        post_spans(dw, &batch.concat());
-    }
+    send_traffic(dw, traffic, start, seconds, &mut Rng::new(seed));
 }
 
 fn events(dw: &Driftwatch) -> Vec<serde_json::Value> {
@@ -161,28 +143,9 @@ fn two_replicas_detecting_the_same_drift_send_one_alert_and_one_resolution() {
 
 /// A firing latency event as a replica's detector would raise it.
 fn event(id: &str, fingerprint: &str, detected: u64) -> DriftEvent {
-    DriftEvent {
-        id: id.into(),
-        fingerprint: fingerprint.into(),
-        kind: EventKind::LatencyRegression,
-        state: EventState::Firing,
-        severity: Severity::Warning,
-        service: "checkout".into(),
-        operation: Some("POST /checkout".into()),
-        peer: None,
-        revision: "rev-2".into(),
-        baseline_revision: Some("rev-1".into()),
-        onset: rfc3339(detected),
-        detected_at: rfc3339(detected),
-        resolved_at: None,
-        stats: None,
-        outbound: None,
-        code: CodeHint::default(),
-        suspects: vec![],
-        attribution: None,
-        onset_unix_nanos: detected,
-        detected_unix_nanos: detected,
-    }
+    let mut event = example_event(id, detected);
+    event.fingerprint = fingerprint.into();
+    event
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -5,25 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Driftwatch, eventually, http_get, now_nanos, post_spans};
-use driftwatch::simulate::{EndpointTraffic, Rng};
+use common::{Driftwatch, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
+use driftwatch::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
-
-fn checkout(revision: &str, slowdown: f64) -> EndpointTraffic<'_> {
-    EndpointTraffic {
-        service: "checkout",
-        revision,
-        operation: "POST /checkout",
-        route: "/checkout",
-        code_function: "charge_card",
-        code_filepath: "src/pay.py",
-        requests_per_second: 20,
-        median_ms: 40.0,
-        slowdown,
-        peers: &[],
-    }
-}
 
 #[test]
 fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
@@ -36,12 +21,7 @@ fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
     let deploy = now_nanos() / S * S - 4 * 60 * S;
     {
         let mut old = Driftwatch::start(&config);
-        for batch in checkout("rev-1", 1.0)
-            .generate(deploy - 12 * 60 * S, 12 * 60, &mut rng)
-            .chunks(60)
-        {
-            post_spans(&old, &batch.concat());
-        }
+        send_traffic(&old, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, &mut rng);
         eventually(Duration::from_secs(10), "rev-1 analysed", || {
             old.metrics()
                 .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
@@ -53,9 +33,7 @@ fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
         old.child.wait().expect("wait");
     }
     let new = Driftwatch::start(&config);
-    for batch in checkout("rev-2", 1.5).generate(deploy, 4 * 60, &mut rng).chunks(60) {
-        post_spans(&new, &batch.concat());
-    }
+    send_traffic(&new, &checkout("rev-2", 1.5), deploy, 4 * 60, &mut rng);
     let url = format!("http://{}/api/v1/events", new.admin);
     let mut events = serde_json::Value::Null;
     eventually(Duration::from_secs(30), "a regression against the stored baseline", || {

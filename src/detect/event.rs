@@ -309,9 +309,9 @@ impl EventLog {
     }
 }
 
-/// A plain firing latency event, for tests across the crate.
-#[cfg(test)]
-pub(crate) fn example_event(id: &str, detected: u64) -> DriftEvent {
+/// A plain firing latency event, for tests.
+#[doc(hidden)]
+pub fn example_event(id: &str, detected: u64) -> DriftEvent {
     DriftEvent {
         id: id.into(),
         fingerprint: "f".into(),

@@ -308,12 +308,7 @@ impl FleetStore {
             .await
             .map_err(q)?;
             txn.commit().await.map_err(q)?;
-            let mut fleet_event = super::decode_event(&body).map_err(|message| FleetError::Decode {
-                target: self.target.clone(),
-                message,
-            })?;
-            fleet_event.id = id;
-            return Ok(fleet_event);
+            return self.event_from(id, &body);
         }
         Err(self.query_error(format!("could not settle the event of fingerprint {}", event.fingerprint)))
     }
@@ -332,12 +327,7 @@ impl FleetStore {
         let Some(row) = row else { return Ok(None) };
         let id: String = row.get(0);
         let body: Vec<u8> = row.get(1);
-        let mut event = super::decode_event(&body).map_err(|message| FleetError::Decode {
-            target: self.target.clone(),
-            message,
-        })?;
-        event.id = id;
-        Ok(Some(event))
+        self.event_from(id, &body).map(Some)
     }
 
     /// Records a new version of an event (suspects after attribution).
@@ -433,11 +423,7 @@ impl FleetStore {
         for row in rows {
             let id: String = row.get(0);
             let body: Vec<u8> = row.get(1);
-            let mut event = super::decode_event(&body).map_err(|message| FleetError::Decode {
-                target: self.target.clone(),
-                message,
-            })?;
-            event.id = id;
+            let mut event = self.event_from(id, &body)?;
             event.state = EventState::Resolved;
             event.resolved_at = Some(now_rfc3339.to_owned());
             let body = super::encode_event(&event).map_err(|e| self.query_error(e))?;
@@ -466,12 +452,7 @@ impl FleetStore {
             .map(|row| {
                 let id: String = row.get(0);
                 let body: Vec<u8> = row.get(1);
-                let mut event = super::decode_event(&body).map_err(|message| FleetError::Decode {
-                    target: self.target.clone(),
-                    message,
-                })?;
-                event.id = id;
-                Ok(event)
+                self.event_from(id, &body)
             })
             .collect()
     }
@@ -545,31 +526,41 @@ impl FleetStore {
         let snapshots_age = baseline_retention.as_secs_f64();
         let mut guard = self.client.lock().await;
         let client = self.session(&mut guard).await?;
-        let q = |e: tokio_postgres::Error| self.query_error(error_text(&e));
-        client
-            .execute(
+        // Deliveries go with their events; snapshots on their own age.
+        let statements = [
+            (
                 "DELETE FROM driftwatch_deliveries d WHERE EXISTS (
                     SELECT 1 FROM driftwatch_events e WHERE e.id = d.event_id AND e.state = 'resolved'
                       AND e.updated_at < now() - make_interval(secs => $1))",
-                &[&events_age],
-            )
-            .await
-            .map_err(q)?;
-        let events = client
-            .execute(
+                events_age,
+            ),
+            (
                 "DELETE FROM driftwatch_events WHERE state = 'resolved' AND updated_at < now() - make_interval(secs => $1)",
-                &[&events_age],
-            )
-            .await
-            .map_err(q)?;
-        let snapshots = client
-            .execute(
+                events_age,
+            ),
+            (
                 "DELETE FROM driftwatch_snapshots WHERE updated_at < now() - make_interval(secs => $1)",
-                &[&snapshots_age],
-            )
-            .await
-            .map_err(q)?;
-        Ok((events, snapshots))
+                snapshots_age,
+            ),
+        ];
+        let mut deleted = [0u64; 3];
+        for ((sql, age), count) in statements.iter().zip(deleted.iter_mut()) {
+            *count = client
+                .execute(*sql, &[age])
+                .await
+                .map_err(|e| self.query_error(error_text(&e)))?;
+        }
+        Ok((deleted[1], deleted[2]))
+    }
+
+    /// An event as stored, under its fleet id.
+    fn event_from(&self, id: String, body: &[u8]) -> Result<DriftEvent, FleetError> {
+        let mut event = super::decode_event(body).map_err(|message| FleetError::Decode {
+            target: self.target.clone(),
+            message,
+        })?;
+        event.id = id;
+        Ok(event)
     }
 
     fn lease_seconds(&self) -> f64 {

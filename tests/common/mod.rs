@@ -365,6 +365,36 @@ impl Drop for Receiver {
     }
 }
 
+/// The `checkout` service's `POST /checkout` at 20 requests/s around 40 ms,
+/// `slowdown` times slower, in `revision`.
+pub fn checkout_traffic(revision: &str, slowdown: f64) -> driftwatch::simulate::EndpointTraffic<'_> {
+    driftwatch::simulate::EndpointTraffic {
+        service: "checkout",
+        revision,
+        operation: "POST /checkout",
+        route: "/checkout",
+        code_function: "charge_card",
+        code_filepath: "src/pay.py",
+        requests_per_second: 20,
+        median_ms: 40.0,
+        slowdown,
+        peers: &[],
+    }
+}
+
+/// Sends `seconds` of `traffic` from `start`, a minute per request.
+pub fn send_traffic(
+    dw: &Driftwatch,
+    traffic: &driftwatch::simulate::EndpointTraffic<'_>,
+    start: u64,
+    seconds: u64,
+    rng: &mut driftwatch::simulate::Rng,
+) {
+    for batch in traffic.generate(start, seconds, rng).chunks(60) {
+        post_spans(dw, &batch.concat());
+    }
+}
+
 /// Posts spans to driftwatch's OTLP/HTTP receiver.
 pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::simulate::SyntheticSpan]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
