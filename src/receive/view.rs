@@ -98,8 +98,9 @@ impl<'a> Fields<'a> {
         if self.rest.is_empty() {
             return Ok(None);
         }
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| WireError::Key(self.message))?;
+        // A key is a 32-bit varint: field number and wire type.
+        let key = u32::try_from(self.varint()?).map_err(|_| WireError::Key(self.message))?;
+        let number = key >> 3;
         if number == 0 {
             return Err(WireError::Key(self.message));
         }
@@ -499,6 +500,26 @@ mod tests {
         }
         assert!(RequestView::parse(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").is_err());
         assert!(RequestView::parse(b"this is not protobuf at all").is_err());
+    }
+
+    #[test]
+    fn corrupted_requests_never_panic_and_are_refused_whenever_the_generated_decoder_refuses_them() {
+        let original = crate::simulate::realistic_request(16, 1_800_000_000_000_000_000, 7);
+        let mut rng = crate::simulate::Rng::new(42);
+        let mut refused = 0;
+        for _ in 0..20_000 {
+            let mut bytes = original.clone();
+            for _ in 0..1 + rng.next_u64() % 3 {
+                let at = (rng.next_u64() % bytes.len() as u64) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+            let ours = read_all(&bytes).is_err();
+            if let Err(error) = ExportTraceServiceRequest::decode(&bytes[..]) {
+                assert!(ours, "a request the generated decoder refuses is refused: {error}");
+            }
+            refused += usize::from(ours);
+        }
+        assert!(refused > 1000, "the corruption is real: {refused} refused");
     }
 
     #[test]
