@@ -240,11 +240,16 @@ async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics,
             log.write().unwrap_or_else(|e| e.into_inner()).upsert(event);
             None
         }
-        Err(error) => {
-            metrics.fleet_errors.with_label_values(&["leave_event"]).inc();
-            tracing::warn!(%error, id = %event.id, "cannot record the resolution in the fleet store; resolving here");
+        Ok(Leave::Unknown) => {
             log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
             Some(event)
+        }
+        Err(error) => {
+            // This replica's hold lapses with the lease; a sweep then
+            // resolves the drift unless another replica still sees it.
+            metrics.fleet_errors.with_label_values(&["leave_event"]).inc();
+            tracing::warn!(%error, id = %event.id, "cannot record the resolution in the fleet store; the fleet resolves it once this replica's hold lapses");
+            None
         }
     }
 }

@@ -135,7 +135,28 @@ impl Server {
         let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
         let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
         let events = EventPipeline::start_with(metrics.clone(), downstream, log, updates_rx, notices_rx);
-        let snapshots = load_snapshots(&store)?;
+        let mut snapshots = load_snapshots(&store)?;
+        if let Some(fleet) = &fleet {
+            // A replica that lost its local store (a new volume under the
+            // same name) starts from what it last published, so its next
+            // flush does not erase that from the fleet.
+            for (service, body) in fleet.snapshots(true).await? {
+                if snapshots.iter().any(|s| s.service == service) {
+                    continue;
+                }
+                match serde_json::from_slice::<ServiceSnapshot>(&body) {
+                    Ok(snapshot) if snapshot.version <= SNAPSHOT_VERSION => snapshots.push(snapshot),
+                    _ => tracing::warn!(%service, "this replica's snapshot in the fleet store is unreadable; starting afresh"),
+                }
+            }
+            // Drifts the restored detectors still see firing stay held.
+            let firing: Vec<String> = snapshots
+                .iter()
+                .flat_map(|s| &s.firing)
+                .map(|f| crate::detect::event::fingerprint_of(&f.event_id).to_owned())
+                .collect();
+            fleet.rejoin(&firing).await?;
+        }
         let shards = config.analyze.shards.max(1);
         let mut links: Vec<Option<crate::fleet::ShardLink>> = Vec::new();
         let mut fleet_sync = None;

@@ -346,3 +346,76 @@ fn a_dropped_database_session_is_reopened() {
         assert_eq!(store.events(10).await.expect("events").len(), 0);
     });
 }
+
+#[test]
+fn a_restarted_replica_holds_only_the_drifts_its_detectors_still_see() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let lease = Duration::from_secs(2);
+        let before = FleetStore::connect(&db.url, "pod-a".into(), lease).await.expect("connect");
+        before.open_event(&event("fp5-1", "fp5", 1)).await.expect("open");
+        before.open_event(&event("fp6-1", "fp6", 1)).await.expect("open");
+        drop(before);
+        // The same pod after a restart: its restored detectors still see fp5.
+        let after = FleetStore::connect(&db.url, "pod-a".into(), lease).await.expect("connect");
+        after.rejoin(&["fp5".to_string()]).await.expect("rejoin");
+        let other = FleetStore::connect(&db.url, "pod-b".into(), lease).await.expect("connect");
+        let mut resolved = Vec::new();
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Either replica's sweep may be the one that resolves.
+            resolved.extend(after.sweep("2026-11-24T10:00:00.000Z").await.expect("renew"));
+            resolved.extend(other.sweep("2026-11-24T10:00:00.000Z").await.expect("sweep"));
+        }
+        let ids: Vec<&str> = resolved.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["fp6-1"],
+            "the drift nobody sees any more resolves; the held one does not"
+        );
+        assert!(other.firing_event("fp5").await.expect("lookup").is_some());
+    });
+}
+
+#[test]
+fn leaving_an_event_the_fleet_never_knew_says_so() {
+    let db = TestDatabase::create();
+    runtime().block_on(async {
+        let store = FleetStore::connect(&db.url, "a".into(), Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let mut local = event("fp7-1", "fp7", 1);
+        local.state = EventState::Resolved;
+        assert_eq!(store.leave_event(&local).await.expect("leave"), Leave::Unknown);
+    });
+}
+
+#[test]
+fn a_replica_on_a_new_volume_resumes_from_what_it_published() {
+    let db = TestDatabase::create();
+    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    {
+        let mut first = Driftwatch::start(&replica_config(&db, "checkout-0", ""));
+        send(&first, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, 3);
+        eventually(Duration::from_secs(10), "rev-1 analysed", || {
+            first
+                .metrics()
+                .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
+                == 14_400.0
+        });
+        assert!(first.terminate().success(), "{}", first.stderr());
+    }
+    // Same replica name (a StatefulSet pod), fresh store directory.
+    let again = Driftwatch::start(&replica_config(&db, "checkout-0", ""));
+    send(&again, &checkout("rev-2", 1.5), deploy, 4 * 60, 4);
+    let mut found = Vec::new();
+    eventually(
+        Duration::from_secs(30),
+        "a regression against its own published baseline",
+        || {
+            found = events(&again);
+            !found.is_empty()
+        },
+    );
+    assert_eq!(found[0]["baseline_revision"], "rev-1", "{}", found[0]);
+}

@@ -214,7 +214,13 @@ impl Extractor {
             resource_spans.resource_attributes(&mut attributes);
             let resource_attrs = Attrs(&attributes);
             if !resource_attrs.is_valid_utf8() {
-                rejections.add_many(SpanRejection::InvalidUtf8, resource_spans.span_count() as u32);
+                // Every span of the resource is refused, once read: a
+                // malformed one still makes the request malformed.
+                for span in resource_spans.spans() {
+                    attributes.clear();
+                    SpanView::read(span, &mut attributes)?;
+                    rejections.add(SpanRejection::InvalidUtf8);
+                }
                 continue;
             }
             let service = self

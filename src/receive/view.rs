@@ -249,10 +249,6 @@ impl<'a> ResourceSpansView<'a> {
                 })
             })
     }
-
-    pub fn span_count(&self) -> usize {
-        self.spans().count()
-    }
 }
 
 impl<'a> SpanView<'a> {

@@ -22,6 +22,7 @@
 //! together do not race; a database migrated by a newer driftwatch is
 //! refused, never altered.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -118,12 +119,15 @@ pub enum Leave {
     Resolved(Box<DriftEvent>),
     /// Other replicas still see it firing.
     StillFiring,
-    /// It was resolved already (or is unknown).
+    /// It was resolved already.
     AlreadyResolved,
+    /// The fleet never knew it (this replica could not record it when it
+    /// fired): it resolves here alone.
+    Unknown,
 }
 
 pub struct FleetStore {
-    url: String,
+    config: tokio_postgres::Config,
     /// `host:port/database`, for messages (never the password).
     target: String,
     replica: String,
@@ -131,24 +135,33 @@ pub struct FleetStore {
     /// One session, reconnected when it drops. Statements of a transaction
     /// must not interleave with other tasks' statements, hence the lock.
     client: Mutex<Option<Client>>,
+    /// Events this replica sees firing: only these are renewed.
+    held: std::sync::Mutex<HashSet<String>>,
 }
 
 impl FleetStore {
     /// Connects and migrates the schema.
     pub async fn connect(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
         let target = describe(url);
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| FleetError::Connect {
+            target: target.clone(),
+            message: error_text(&e),
+        })?;
+        // A dead server or a half-open connection must fail fast, not hang
+        // the replica behind it.
+        config
+            .connect_timeout(Duration::from_secs(5))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
         let store = FleetStore {
-            url: url.to_owned(),
+            config,
             target,
             replica,
             lease,
             client: Mutex::new(None),
+            held: std::sync::Mutex::new(HashSet::new()),
         };
-        {
-            let mut guard = store.client.lock().await;
-            let client = store.session(&mut guard).await?;
-            store.migrate(client).await?;
-        }
+        store.run(async |client| store.migrate(client).await).await?;
         Ok(store)
     }
 
@@ -167,15 +180,21 @@ impl FleetStore {
         }
     }
 
-    /// The open session, reconnecting if it closed.
-    async fn session<'a>(&self, guard: &'a mut Option<Client>) -> Result<&'a mut Client, FleetError> {
+    fn q(&self) -> impl Fn(tokio_postgres::Error) -> FleetError + '_ {
+        |e| self.query_error(error_text(&e))
+    }
+
+    /// Runs `op` on the session (reconnecting if it closed) within a
+    /// deadline; a session that misses it is dropped, so the next operation
+    /// starts afresh instead of waiting on a dead connection.
+    async fn run<T>(&self, op: impl AsyncFnOnce(&mut Client) -> Result<T, FleetError>) -> Result<T, FleetError> {
+        let deadline = (self.lease / 3).max(Duration::from_secs(1));
+        let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
-                .await
-                .map_err(|e| FleetError::Connect {
-                    target: self.target.clone(),
-                    message: error_text(&e),
-                })?;
+            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| FleetError::Connect {
+                target: self.target.clone(),
+                message: error_text(&e),
+            })?;
             let target = self.target.clone();
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
@@ -184,22 +203,31 @@ impl FleetStore {
             });
             *guard = Some(client);
         }
-        guard.as_mut().ok_or_else(|| self.query_error("no session"))
+        let Some(client) = guard.as_mut() else {
+            return Err(self.query_error("no session"));
+        };
+        match tokio::time::timeout(deadline, op(client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                *guard = None;
+                Err(self.query_error(format!("no answer within {deadline:?}; the session is dropped")))
+            }
+        }
     }
 
     async fn migrate(&self, client: &mut Client) -> Result<(), FleetError> {
-        let txn = client.transaction().await.map_err(|e| self.query_error(error_text(&e)))?;
-        let q = |e: tokio_postgres::Error| self.query_error(error_text(&e));
+        let q = self.q();
+        let txn = client.transaction().await.map_err(&q)?;
         txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .map_err(q)?;
+            .map_err(&q)?;
         txn.batch_execute("CREATE TABLE IF NOT EXISTS driftwatch_schema (version integer NOT NULL)")
             .await
-            .map_err(q)?;
+            .map_err(&q)?;
         let found: Option<i32> = txn
             .query_opt("SELECT max(version) FROM driftwatch_schema", &[])
             .await
-            .map_err(q)?
+            .map_err(&q)?
             .and_then(|row| row.get(0));
         let found = found.unwrap_or(0);
         if found > FLEET_SCHEMA_VERSION {
@@ -213,42 +241,87 @@ impl FleetStore {
             if version <= found {
                 continue;
             }
-            txn.batch_execute(migration).await.map_err(q)?;
+            txn.batch_execute(migration).await.map_err(&q)?;
             txn.execute("INSERT INTO driftwatch_schema (version) VALUES ($1)", &[&version])
                 .await
-                .map_err(q)?;
+                .map_err(&q)?;
             tracing::info!(target = %self.target, version, "fleet store migrated");
         }
-        txn.commit().await.map_err(q)
+        txn.commit().await.map_err(&q)
     }
 
     /// Publishes this replica's snapshot of `service`.
     pub async fn put_snapshot(&self, service: &str, body: &[u8]) -> Result<(), FleetError> {
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        client
-            .execute(
-                "INSERT INTO driftwatch_snapshots (service, replica, body) VALUES ($1, $2, $3)
-                 ON CONFLICT (service, replica) DO UPDATE SET body = excluded.body, updated_at = now()",
-                &[&service, &self.replica, &body],
-            )
-            .await
-            .map_err(|e| self.query_error(error_text(&e)))?;
-        Ok(())
+        self.run(async |client| {
+            client
+                .execute(
+                    "INSERT INTO driftwatch_snapshots (service, replica, body) VALUES ($1, $2, $3)
+                     ON CONFLICT (service, replica) DO UPDATE SET body = excluded.body, updated_at = now()",
+                    &[&service, &self.replica, &body],
+                )
+                .await
+                .map_err(self.q())
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Snapshots published by this replica (`mine`) or by every other one:
+    /// (service, body).
+    pub async fn snapshots(&self, mine: bool) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
+        let sql = if mine {
+            "SELECT service, body FROM driftwatch_snapshots WHERE replica = $1"
+        } else {
+            "SELECT service, body FROM driftwatch_snapshots WHERE replica <> $1"
+        };
+        self.run(async |client| {
+            let rows = client.query(sql, &[&self.replica]).await.map_err(self.q())?;
+            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        })
+        .await
     }
 
     /// Every other replica's snapshots: (service, body).
     pub async fn other_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let rows = client
-            .query(
-                "SELECT service, body FROM driftwatch_snapshots WHERE replica <> $1",
-                &[&self.replica],
-            )
-            .await
-            .map_err(|e| self.query_error(error_text(&e)))?;
-        Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+        self.snapshots(false).await
+    }
+
+    /// After a restart: this replica holds again the fleet's firing events
+    /// of `fingerprints` (the drifts its restored detectors still see) and
+    /// lets go of any other hold a previous life of it left behind.
+    pub async fn rejoin(&self, fingerprints: &[String]) -> Result<(), FleetError> {
+        let held: Vec<String> = self
+            .run(async |client| {
+                let q = self.q();
+                let txn = client.transaction().await.map_err(&q)?;
+                let rows = txn
+                    .query(
+                        "SELECT id FROM driftwatch_events WHERE state = 'firing' AND fingerprint = ANY($1)",
+                        &[&fingerprints],
+                    )
+                    .await
+                    .map_err(&q)?;
+                let ids: Vec<String> = rows.into_iter().map(|row| row.get(0)).collect();
+                txn.execute(
+                    "UPDATE driftwatch_event_replicas SET firing = false WHERE replica = $1 AND NOT (event_id = ANY($2))",
+                    &[&self.replica, &ids],
+                )
+                .await
+                .map_err(&q)?;
+                txn.execute(
+                    "INSERT INTO driftwatch_event_replicas (event_id, replica, firing)
+                     SELECT id, $1, true FROM unnest($2::text[]) AS id
+                     ON CONFLICT (event_id, replica) DO UPDATE SET firing = true, seen_at = now()",
+                    &[&self.replica, &ids],
+                )
+                .await
+                .map_err(&q)?;
+                txn.commit().await.map_err(&q)?;
+                Ok(ids)
+            })
+            .await?;
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).extend(held);
+        Ok(())
     }
 
     /// Joins the fleet's firing event for `event`'s fingerprint, creating
@@ -256,139 +329,156 @@ impl FleetStore {
     /// is the one every replica uses.
     pub async fn open_event(&self, event: &DriftEvent) -> Result<DriftEvent, FleetError> {
         let body = super::encode_event(event).map_err(|e| self.query_error(e))?;
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let q = |e: tokio_postgres::Error| self.query_error(error_text(&e));
-        for _ in 0..3 {
-            let txn = client.transaction().await.map_err(q)?;
-            let existing = txn
-                .query_opt(
-                    "SELECT id, body FROM driftwatch_events WHERE fingerprint = $1 AND state = 'firing'",
-                    &[&event.fingerprint],
-                )
-                .await
-                .map_err(q)?;
-            let (id, body) = match existing {
-                Some(row) => (row.get::<_, String>(0), row.get::<_, Vec<u8>>(1)),
-                None => {
-                    // A concurrent insert of the same fingerprint (or a
-                    // re-fire reusing a resolved id) inserts nothing: look
-                    // again.
-                    let inserted = txn
-                        .execute(
-                            "INSERT INTO driftwatch_events (id, fingerprint, state, body) VALUES ($1, $2, 'firing', $3)
-                             ON CONFLICT DO NOTHING",
-                            &[&event.id, &event.fingerprint, &body],
+        let opened = self
+            .run(async |client| {
+                let q = self.q();
+                for _ in 0..3 {
+                    let txn = client.transaction().await.map_err(&q)?;
+                    // The lock orders this join against a leave that would
+                    // otherwise miss it and resolve the event under it.
+                    let existing = txn
+                        .query_opt(
+                            "SELECT id, body FROM driftwatch_events WHERE fingerprint = $1 AND state = 'firing' FOR UPDATE",
+                            &[&event.fingerprint],
                         )
                         .await
-                        .map_err(q)?;
-                    if inserted == 0 {
-                        let reopened = txn
-                            .execute(
-                                "UPDATE driftwatch_events SET state = 'firing', body = $2, updated_at = now()
-                                 WHERE id = $1 AND state = 'resolved'
-                                   AND NOT EXISTS (SELECT 1 FROM driftwatch_events WHERE fingerprint = $3 AND state = 'firing')",
-                                &[&event.id, &body, &event.fingerprint],
-                            )
-                            .await
-                            .map_err(q)?;
-                        if reopened == 0 {
-                            txn.rollback().await.map_err(q)?;
-                            continue;
+                        .map_err(&q)?;
+                    let (id, body) = match existing {
+                        Some(row) => (row.get::<_, String>(0), row.get::<_, Vec<u8>>(1)),
+                        None => {
+                            // A concurrent insert of the same fingerprint
+                            // (or a re-fire reusing a resolved id) inserts
+                            // nothing: look again.
+                            let inserted = txn
+                                .execute(
+                                    "INSERT INTO driftwatch_events (id, fingerprint, state, body) VALUES ($1, $2, 'firing', $3)
+                                     ON CONFLICT DO NOTHING",
+                                    &[&event.id, &event.fingerprint, &body],
+                                )
+                                .await
+                                .map_err(&q)?;
+                            if inserted == 0 {
+                                let reopened = txn
+                                    .execute(
+                                        "UPDATE driftwatch_events SET state = 'firing', body = $2, updated_at = now()
+                                         WHERE id = $1 AND state = 'resolved'
+                                           AND NOT EXISTS (SELECT 1 FROM driftwatch_events WHERE fingerprint = $3 AND state = 'firing')",
+                                        &[&event.id, &body, &event.fingerprint],
+                                    )
+                                    .await
+                                    .map_err(&q)?;
+                                if reopened == 0 {
+                                    txn.rollback().await.map_err(&q)?;
+                                    continue;
+                                }
+                                // Its earlier deliveries must not mark this
+                                // episode's alerts as sent.
+                                txn.execute("DELETE FROM driftwatch_deliveries WHERE event_id = $1", &[&event.id])
+                                    .await
+                                    .map_err(&q)?;
+                            }
+                            (event.id.clone(), body.clone())
                         }
-                    }
-                    (event.id.clone(), body.clone())
+                    };
+                    txn.execute(
+                        "INSERT INTO driftwatch_event_replicas (event_id, replica, firing) VALUES ($1, $2, true)
+                         ON CONFLICT (event_id, replica) DO UPDATE SET firing = true, seen_at = now()",
+                        &[&id, &self.replica],
+                    )
+                    .await
+                    .map_err(&q)?;
+                    txn.commit().await.map_err(&q)?;
+                    return self.event_from(id, &body, "firing");
                 }
-            };
-            txn.execute(
-                "INSERT INTO driftwatch_event_replicas (event_id, replica, firing) VALUES ($1, $2, true)
-                 ON CONFLICT (event_id, replica) DO UPDATE SET firing = true, seen_at = now()",
-                &[&id, &self.replica],
-            )
-            .await
-            .map_err(q)?;
-            txn.commit().await.map_err(q)?;
-            return self.event_from(id, &body);
-        }
-        Err(self.query_error(format!("could not settle the event of fingerprint {}", event.fingerprint)))
+                Err(self.query_error(format!("could not settle the event of fingerprint {}", event.fingerprint)))
+            })
+            .await?;
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(opened.id.clone());
+        Ok(opened)
     }
 
     /// The fleet's firing event with this fingerprint, if any.
     pub async fn firing_event(&self, fingerprint: &str) -> Result<Option<DriftEvent>, FleetError> {
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let row = client
-            .query_opt(
-                "SELECT id, body FROM driftwatch_events WHERE fingerprint = $1 AND state = 'firing'",
-                &[&fingerprint],
-            )
-            .await
-            .map_err(|e| self.query_error(error_text(&e)))?;
-        let Some(row) = row else { return Ok(None) };
-        let id: String = row.get(0);
-        let body: Vec<u8> = row.get(1);
-        self.event_from(id, &body).map(Some)
+        self.run(async |client| {
+            let row = client
+                .query_opt(
+                    "SELECT id, body FROM driftwatch_events WHERE fingerprint = $1 AND state = 'firing'",
+                    &[&fingerprint],
+                )
+                .await
+                .map_err(self.q())?;
+            let Some(row) = row else { return Ok(None) };
+            self.event_from(row.get(0), row.get(1), "firing").map(Some)
+        })
+        .await
     }
 
     /// Records a new version of an event (suspects after attribution).
     pub async fn update_event(&self, event: &DriftEvent) -> Result<(), FleetError> {
         let body = super::encode_event(event).map_err(|e| self.query_error(e))?;
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        client
-            .execute(
-                "UPDATE driftwatch_events SET body = $2, updated_at = now() WHERE id = $1 AND state = $3",
-                &[&event.id, &body, &state_name(event.state)],
-            )
-            .await
-            .map_err(|e| self.query_error(error_text(&e)))?;
-        Ok(())
+        self.run(async |client| {
+            client
+                .execute(
+                    "UPDATE driftwatch_events SET body = $2, updated_at = now() WHERE id = $1 AND state = $3",
+                    &[&event.id, &body, &state_name(event.state)],
+                )
+                .await
+                .map_err(self.q())
+                .map(|_| ())
+        })
+        .await
     }
 
     /// This replica no longer sees `resolved` (the fleet's event, in its
     /// resolved form) firing. Resolves the fleet's event if no other live
     /// replica does.
     pub async fn leave_event(&self, resolved: &DriftEvent) -> Result<Leave, FleetError> {
+        // Whatever the database says, this replica holds it no more: should
+        // the leave fail, the hold lapses with the lease.
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&resolved.id);
         let body = super::encode_event(resolved).map_err(|e| self.query_error(e))?;
-        let lease = self.lease_seconds();
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let q = |e: tokio_postgres::Error| self.query_error(error_text(&e));
-        let txn = client.transaction().await.map_err(q)?;
-        txn.execute(
-            "UPDATE driftwatch_event_replicas SET firing = false, seen_at = now() WHERE event_id = $1 AND replica = $2",
-            &[&resolved.id, &self.replica],
-        )
-        .await
-        .map_err(q)?;
-        let row = txn
-            .query_opt(
-                "UPDATE driftwatch_events e SET state = 'resolved', body = $2, updated_at = now()
-                 WHERE e.id = $1 AND e.state = 'firing'
-                   AND NOT EXISTS (SELECT 1 FROM driftwatch_event_replicas r
-                                   WHERE r.event_id = e.id AND r.firing AND r.seen_at > now() - make_interval(secs => $3))
-                 RETURNING e.id",
-                &[&resolved.id, &body, &lease],
-            )
-            .await
-            .map_err(q)?;
-        let outcome = match row {
-            Some(_) => Leave::Resolved(Box::new(resolved.clone())),
-            None => {
-                let state: Option<String> = txn
-                    .query_opt("SELECT state FROM driftwatch_events WHERE id = $1", &[&resolved.id])
+        let lease = self.lease.as_secs_f64();
+        self.run(async |client| {
+            let q = self.q();
+            let txn = client.transaction().await.map_err(&q)?;
+            // Joins and leaves of this event take turns (see open_event);
+            // each statement below then sees the others' committed holds.
+            let state: Option<String> = txn
+                .query_opt("SELECT state FROM driftwatch_events WHERE id = $1 FOR UPDATE", &[&resolved.id])
+                .await
+                .map_err(&q)?
+                .map(|row| row.get(0));
+            let outcome = match state.as_deref() {
+                None => Leave::Unknown,
+                Some("firing") => {
+                    txn.execute(
+                        "UPDATE driftwatch_event_replicas SET firing = false, seen_at = now() WHERE event_id = $1 AND replica = $2",
+                        &[&resolved.id, &self.replica],
+                    )
                     .await
-                    .map_err(q)?
-                    .map(|row| row.get(0));
-                if state.as_deref() == Some("firing") {
-                    Leave::StillFiring
-                } else {
-                    Leave::AlreadyResolved
+                    .map_err(&q)?;
+                    let resolved_now = txn
+                        .execute(
+                            "UPDATE driftwatch_events e SET state = 'resolved', body = $2, updated_at = now()
+                             WHERE e.id = $1
+                               AND NOT EXISTS (SELECT 1 FROM driftwatch_event_replicas r
+                                               WHERE r.event_id = e.id AND r.firing AND r.seen_at > now() - make_interval(secs => $3))",
+                            &[&resolved.id, &body, &lease],
+                        )
+                        .await
+                        .map_err(&q)?;
+                    if resolved_now > 0 {
+                        Leave::Resolved(Box::new(resolved.clone()))
+                    } else {
+                        Leave::StillFiring
+                    }
                 }
-            }
-        };
-        txn.commit().await.map_err(q)?;
-        Ok(outcome)
+                Some(_) => Leave::AlreadyResolved,
+            };
+            txn.commit().await.map_err(&q)?;
+            Ok(outcome)
+        })
+        .await
     }
 
     /// Renews this replica's hold on the events it sees firing, then
@@ -396,126 +486,167 @@ impl FleetStore {
     /// replicas left, or died). Returns the events this call resolved: the
     /// caller sends their resolutions.
     pub async fn sweep(&self, now_rfc3339: &str) -> Result<Vec<DriftEvent>, FleetError> {
-        let lease = self.lease_seconds();
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let q = |e: tokio_postgres::Error| self.query_error(error_text(&e));
-        client
-            .execute(
-                "UPDATE driftwatch_event_replicas SET seen_at = now() WHERE replica = $1 AND firing",
-                &[&self.replica],
-            )
-            .await
-            .map_err(q)?;
-        let rows = client
-            .query(
-                "UPDATE driftwatch_events e SET state = 'resolved', updated_at = now()
-                 WHERE e.state = 'firing'
-                   AND e.updated_at < now() - make_interval(secs => $1)
-                   AND NOT EXISTS (SELECT 1 FROM driftwatch_event_replicas r
-                                   WHERE r.event_id = e.id AND r.firing AND r.seen_at > now() - make_interval(secs => $1))
-                 RETURNING e.id, e.body",
-                &[&lease],
-            )
-            .await
-            .map_err(q)?;
-        let mut resolved = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.get(0);
-            let body: Vec<u8> = row.get(1);
-            let mut event = self.event_from(id, &body)?;
-            event.state = EventState::Resolved;
-            event.resolved_at = Some(now_rfc3339.to_owned());
-            let body = super::encode_event(&event).map_err(|e| self.query_error(e))?;
+        let lease = self.lease.as_secs_f64();
+        let held: Vec<String> = self.held.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        self.run(async |client| {
+            let q = self.q();
             client
-                .execute("UPDATE driftwatch_events SET body = $2 WHERE id = $1", &[&event.id, &body])
+                .execute(
+                    "UPDATE driftwatch_event_replicas SET seen_at = now() WHERE replica = $1 AND firing AND event_id = ANY($2)",
+                    &[&self.replica, &held],
+                )
                 .await
-                .map_err(q)?;
-            resolved.push(event);
-        }
-        Ok(resolved)
+                .map_err(&q)?;
+            // Resolution and new bodies commit together: a failure leaves
+            // the events firing for the next sweep, never half resolved.
+            let txn = client.transaction().await.map_err(&q)?;
+            let rows = txn
+                .query(
+                    "SELECT e.id, e.body FROM driftwatch_events e
+                     WHERE e.state = 'firing'
+                       AND e.updated_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM driftwatch_event_replicas r
+                                       WHERE r.event_id = e.id AND r.firing AND r.seen_at > now() - make_interval(secs => $1))
+                     FOR UPDATE SKIP LOCKED",
+                    &[&lease],
+                )
+                .await
+                .map_err(&q)?;
+            let mut resolved = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: String = row.get(0);
+                let body: Vec<u8> = row.get(1);
+                // The lock is held: recheck, a join may have committed since.
+                let still_orphaned = txn
+                    .query_opt(
+                        "SELECT 1 FROM driftwatch_event_replicas r
+                         WHERE r.event_id = $1 AND r.firing AND r.seen_at > now() - make_interval(secs => $2)",
+                        &[&id, &lease],
+                    )
+                    .await
+                    .map_err(&q)?
+                    .is_none();
+                if !still_orphaned {
+                    continue;
+                }
+                let event = match self.event_from(id.clone(), &body, "resolved") {
+                    Ok(mut event) => {
+                        event.resolved_at = Some(now_rfc3339.to_owned());
+                        let body = super::encode_event(&event).map_err(|e| self.query_error(e))?;
+                        txn.execute(
+                            "UPDATE driftwatch_events SET state = 'resolved', body = $2, updated_at = now() WHERE id = $1",
+                            &[&id, &body],
+                        )
+                        .await
+                        .map_err(&q)?;
+                        Some(event)
+                    }
+                    Err(error) => {
+                        // Written by a newer driftwatch: resolve it, that
+                        // replica's alerts are its own.
+                        tracing::warn!(%id, %error, "resolving an unreadable fleet event without notifying");
+                        txn.execute(
+                            "UPDATE driftwatch_events SET state = 'resolved', updated_at = now() WHERE id = $1",
+                            &[&id],
+                        )
+                        .await
+                        .map_err(&q)?;
+                        None
+                    }
+                };
+                resolved.extend(event);
+            }
+            txn.commit().await.map_err(&q)?;
+            Ok(resolved)
+        })
+        .await
     }
 
     /// Events created or changed by any replica, newest first, at most
-    /// `limit`.
+    /// `limit`. Unreadable ones (from a newer driftwatch) are left out.
     pub async fn events(&self, limit: i64) -> Result<Vec<DriftEvent>, FleetError> {
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let rows = client
-            .query(
-                "SELECT id, body FROM driftwatch_events ORDER BY created_at DESC LIMIT $1",
-                &[&limit],
-            )
-            .await
-            .map_err(|e| self.query_error(error_text(&e)))?;
-        rows.into_iter()
-            .map(|row| {
-                let id: String = row.get(0);
-                let body: Vec<u8> = row.get(1);
-                self.event_from(id, &body)
-            })
-            .collect()
+        self.run(async |client| {
+            let rows = client
+                .query(
+                    "SELECT id, body, state FROM driftwatch_events ORDER BY created_at DESC LIMIT $1",
+                    &[&limit],
+                )
+                .await
+                .map_err(self.q())?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|row| {
+                    let state: String = row.get(2);
+                    self.event_from(row.get(0), row.get(1), &state)
+                        .inspect_err(|error| tracing::warn!(%error, "an unreadable event in the fleet store is skipped"))
+                        .ok()
+                })
+                .collect())
+        })
+        .await
     }
 
     /// Claims deliveries for this replica (see the module docs).
     pub async fn claim(&self, keys: &[DeliveryKey]) -> Result<Vec<Claim>, FleetError> {
-        let lease = self.lease_seconds();
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        let q = |e: tokio_postgres::Error| self.query_error(error_text(&e));
-        let mut claims = Vec::with_capacity(keys.len());
-        for key in keys {
-            let won = client
-                .query_opt(
-                    "INSERT INTO driftwatch_deliveries (event_id, status, sink, round, owner, lease_until)
-                     VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
-                     ON CONFLICT (event_id, status, sink, round) DO UPDATE
-                        SET owner = excluded.owner, lease_until = excluded.lease_until
-                        WHERE driftwatch_deliveries.delivered_at IS NULL
-                          AND (driftwatch_deliveries.owner = excluded.owner OR driftwatch_deliveries.lease_until < now())
-                     RETURNING owner",
-                    &[&key.event_id, &key.status, &key.sink, &key.round, &self.replica, &lease],
-                )
-                .await
-                .map_err(q)?;
-            let claim = if won.is_some() {
-                Claim::Won
-            } else {
-                let delivered: Option<bool> = client
+        let lease = self.lease.as_secs_f64();
+        self.run(async |client| {
+            let q = self.q();
+            let mut claims = Vec::with_capacity(keys.len());
+            for key in keys {
+                let won = client
                     .query_opt(
-                        "SELECT delivered_at IS NOT NULL FROM driftwatch_deliveries
-                         WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
-                        &[&key.event_id, &key.status, &key.sink, &key.round],
+                        "INSERT INTO driftwatch_deliveries (event_id, status, sink, round, owner, lease_until)
+                         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+                         ON CONFLICT (event_id, status, sink, round) DO UPDATE
+                            SET owner = excluded.owner, lease_until = excluded.lease_until
+                            WHERE driftwatch_deliveries.delivered_at IS NULL
+                              AND (driftwatch_deliveries.owner = excluded.owner OR driftwatch_deliveries.lease_until < now())
+                         RETURNING owner",
+                        &[&key.event_id, &key.status, &key.sink, &key.round, &self.replica, &lease],
                     )
                     .await
-                    .map_err(q)?
-                    .map(|row| row.get(0));
-                if delivered == Some(true) {
-                    Claim::Delivered
+                    .map_err(&q)?;
+                let claim = if won.is_some() {
+                    Claim::Won
                 } else {
-                    Claim::Held
-                }
-            };
-            claims.push(claim);
-        }
-        Ok(claims)
+                    let delivered: Option<bool> = client
+                        .query_opt(
+                            "SELECT delivered_at IS NOT NULL FROM driftwatch_deliveries
+                             WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
+                            &[&key.event_id, &key.status, &key.sink, &key.round],
+                        )
+                        .await
+                        .map_err(&q)?
+                        .map(|row| row.get(0));
+                    if delivered == Some(true) {
+                        Claim::Delivered
+                    } else {
+                        Claim::Held
+                    }
+                };
+                claims.push(claim);
+            }
+            Ok(claims)
+        })
+        .await
     }
 
     /// Marks claimed deliveries done: no replica sends them again.
     pub async fn delivered(&self, keys: &[DeliveryKey]) -> Result<(), FleetError> {
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
-        for key in keys {
-            client
-                .execute(
-                    "UPDATE driftwatch_deliveries SET delivered_at = now()
-                     WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
-                    &[&key.event_id, &key.status, &key.sink, &key.round],
-                )
-                .await
-                .map_err(|e| self.query_error(error_text(&e)))?;
-        }
-        Ok(())
+        self.run(async |client| {
+            for key in keys {
+                client
+                    .execute(
+                        "UPDATE driftwatch_deliveries SET delivered_at = now()
+                         WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
+                        &[&key.event_id, &key.status, &key.sink, &key.round],
+                    )
+                    .await
+                    .map_err(self.q())?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes resolved events (and their deliveries) older than
@@ -524,8 +655,6 @@ impl FleetStore {
     pub async fn expire(&self, event_retention: Duration, baseline_retention: Duration) -> Result<(u64, u64), FleetError> {
         let events_age = event_retention.as_secs_f64();
         let snapshots_age = baseline_retention.as_secs_f64();
-        let mut guard = self.client.lock().await;
-        let client = self.session(&mut guard).await?;
         // Deliveries go with their events; snapshots on their own age.
         let statements = [
             (
@@ -543,28 +672,29 @@ impl FleetStore {
                 snapshots_age,
             ),
         ];
-        let mut deleted = [0u64; 3];
-        for ((sql, age), count) in statements.iter().zip(deleted.iter_mut()) {
-            *count = client
-                .execute(*sql, &[age])
-                .await
-                .map_err(|e| self.query_error(error_text(&e)))?;
-        }
-        Ok((deleted[1], deleted[2]))
+        self.run(async |client| {
+            let mut deleted = [0u64; 3];
+            for ((sql, age), count) in statements.iter().zip(deleted.iter_mut()) {
+                *count = client.execute(*sql, &[age]).await.map_err(self.q())?;
+            }
+            Ok((deleted[1], deleted[2]))
+        })
+        .await
     }
 
-    /// An event as stored, under its fleet id.
-    fn event_from(&self, id: String, body: &[u8]) -> Result<DriftEvent, FleetError> {
+    /// An event as stored, under its fleet id and in its row's state.
+    fn event_from(&self, id: String, body: &[u8], state: &str) -> Result<DriftEvent, FleetError> {
         let mut event = super::decode_event(body).map_err(|message| FleetError::Decode {
             target: self.target.clone(),
             message,
         })?;
         event.id = id;
+        event.state = if state == "firing" {
+            EventState::Firing
+        } else {
+            EventState::Resolved
+        };
         Ok(event)
-    }
-
-    fn lease_seconds(&self) -> f64 {
-        self.lease.as_secs_f64()
     }
 }
 
