@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::alert::Dispatcher;
 use crate::attribute::{Attribution, Attributor};
-use crate::detect::event::{DriftEvent, EventKind, EventLog, EventUpdate, Severity};
+use crate::detect::event::{DriftEvent, EventKind, EventLog, EventState, EventUpdate, Severity};
 use crate::detect::{MAX_EVENTS, SharedEventLog};
 use crate::expose::metrics::Metrics;
 use crate::store::EmbeddedStore;
@@ -144,24 +144,39 @@ pub enum FleetNotice {
 fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, notice: FleetNotice) {
     match notice {
         FleetNotice::Events(events) => {
-            let mut log = log.write().unwrap_or_else(|e| e.into_inner());
-            for mut event in events {
-                let Some(known) = log.get(&event.id) else {
-                    log.upsert(event);
-                    continue;
-                };
-                let changed = known.state != event.state
-                    || known.resolved_at != event.resolved_at
-                    || event.suspects.len() > known.suspects.len();
-                if changed {
+            let mut ended = Vec::new();
+            {
+                let mut log = log.write().unwrap_or_else(|e| e.into_inner());
+                for mut event in events {
+                    let Some(known) = log.get(&event.id) else {
+                        log.upsert(event);
+                        continue;
+                    };
+                    let changed = known.state != event.state
+                        || known.resolved_at != event.resolved_at
+                        || event.suspects.len() > known.suspects.len();
+                    if !changed {
+                        continue;
+                    }
                     // The fleet's copy may predate this replica's
                     // attribution, which is still on its way there.
                     if event.suspects.is_empty() && !known.suspects.is_empty() {
                         event.suspects = known.suspects.clone();
                         event.attribution = known.attribution.clone();
                     }
+                    if known.state == EventState::Firing && event.state == EventState::Resolved {
+                        ended.push(event.clone());
+                    }
                     log.upsert(event);
                 }
+            }
+            // Another replica resolved these. Every replica queues the
+            // resolution too, so it is sent even if that replica goes away
+            // before delivering it; the fleet's claims send it once.
+            for event in ended {
+                persist(downstream, &event);
+                suspect_gauge(metrics, &event, false);
+                alert(downstream, &event);
             }
         }
         FleetNotice::Resolved(event) => {
@@ -225,7 +240,7 @@ async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics,
         }),
     };
     let mut event = known?;
-    event.state = crate::detect::event::EventState::Resolved;
+    event.state = EventState::Resolved;
     event.resolved_at = Some(crate::detect::event::rfc3339(at));
     match fleet.leave_event(&event).await {
         Ok(Leave::Resolved(event)) => {
@@ -236,11 +251,9 @@ async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics,
             tracing::info!(id = %event.id, "drift ended here; other replicas still see it");
             None
         }
-        Ok(Leave::AlreadyResolved) => {
-            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event);
-            None
-        }
-        Ok(Leave::Unknown) => {
+        // Queued here too, so the resolution survives the resolver going
+        // away; the fleet's claims send it once.
+        Ok(Leave::AlreadyResolved) | Ok(Leave::Unknown) => {
             log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
             Some(event)
         }
