@@ -4,7 +4,9 @@
 //! log and written to the store; a fired event is attributed to commits in
 //! the background (git work is blocking) and then handed to the alert
 //! outbox, so alerts carry their suspects; a resolution goes to the outbox
-//! at once.
+//! at once. In fleet mode an event joins the fleet's event of the same
+//! fingerprint (and takes its id), a resolution leaves it, and the fleet's
+//! store reports what other replicas resolved.
 
 use std::sync::Arc;
 

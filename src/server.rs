@@ -95,7 +95,8 @@ impl Server {
         if let Some(fleet) = &fleet {
             // The fleet's version of an event wins over this replica's copy.
             let shared = fleet.events(crate::detect::MAX_EVENTS as i64).await?;
-            events.retain(|e| !shared.iter().any(|s| s.id == e.id));
+            let ids: std::collections::HashSet<&str> = shared.iter().map(|e| e.id.as_str()).collect();
+            events.retain(|e| !ids.contains(e.id.as_str()));
             events.extend(shared);
         }
         let log = EventPipeline::log_of(events);
