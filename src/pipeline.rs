@@ -4,7 +4,9 @@
 //! log and written to the store; a fired event is attributed to commits in
 //! the background (git work is blocking) and then handed to the alert
 //! outbox, so alerts carry their suspects; a resolution goes to the outbox
-//! at once. In fleet mode an event joins the fleet's event of the same
+//! at once. A later revision that still shows a firing drift is recorded on
+//! the same event (`seen_in`) and pages nobody; Alertmanager's periodic
+//! refresh carries the note. In fleet mode an event joins the fleet's event of the same
 //! fingerprint (and takes its id), a resolution leaves it, and the fleet's
 //! store reports what other replicas resolved.
 
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::alert::Dispatcher;
 use crate::attribute::{Attribution, Attributor};
-use crate::detect::event::{DriftEvent, EventKind, EventLog, EventState, EventUpdate, Severity};
+use crate::detect::event::{DriftEvent, EventKind, EventLog, EventState, EventUpdate, Resolution, Severity};
 use crate::detect::{MAX_EVENTS, SharedEventLog};
 use crate::expose::metrics::Metrics;
 use crate::store::EmbeddedStore;
@@ -91,9 +93,18 @@ impl EventPipeline {
                     };
                     match update {
                         EventUpdate::Fired(event) => {
+                            let refire = log
+                                .read()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .list()
+                                .iter()
+                                .any(|e| e.fingerprint == event.fingerprint && e.state == EventState::Resolved);
                             let Some(event) = open(&downstream, &log, &metrics, *event).await else {
                                 continue;
                             };
+                            if refire {
+                                metrics.drift_refires.with_label_values(&[event.kind.as_str()]).inc();
+                            }
                             persist(&downstream, &event);
                             tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
                                 operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
@@ -107,12 +118,28 @@ impl EventPipeline {
                             let (log, metrics, downstream) = (log.clone(), metrics.clone(), downstream.clone());
                             attributions.spawn_blocking(move || attribute_and_alert(&downstream, event, &log, &metrics));
                         }
-                        EventUpdate::Resolved { id, at_unix_nanos } => {
-                            let Some(event) = close(&downstream, &log, &metrics, &id, at_unix_nanos).await else {
+                        EventUpdate::SeenIn { id, revision, .. } => {
+                            let Some(event) = carry(&downstream, &log, &id, revision).await else {
                                 continue;
                             };
                             persist(&downstream, &event);
-                            tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved");
+                            share(&downstream, &event);
+                            tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
+                                seen_in = ?event.seen_in, "drift still present in a later revision");
+                        }
+                        EventUpdate::Resolved {
+                            id,
+                            at_unix_nanos,
+                            resolution,
+                        } => {
+                            let resolution = full_resolution(&downstream, &log, &id, resolution).await;
+                            let Some(event) = close(&downstream, &log, &metrics, &id, at_unix_nanos, resolution).await else {
+                                continue;
+                            };
+                            persist(&downstream, &event);
+                            let reason = event.resolution.as_ref().map_or("unknown", |r| r.reason.as_str());
+                            metrics.drift_resolutions.with_label_values(&[event.kind.as_str(), reason]).inc();
+                            tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, reason, "drift resolved");
                             suspect_gauge(&metrics, &event, false);
                             alert(&downstream, &event);
                         }
@@ -216,13 +243,71 @@ async fn open(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, 
     Some(event)
 }
 
+/// The id under which the log holds the detector's event `id`: the same,
+/// or in fleet mode the fleet's firing event of its fingerprint.
+fn logged_id(log: &SharedEventLog, id: &str) -> Option<String> {
+    let log = log.read().unwrap_or_else(|e| e.into_inner());
+    if log.get(id).is_some() {
+        return Some(id.to_owned());
+    }
+    log.firing_with_fingerprint(crate::detect::event::fingerprint_of(id))
+        .map(|e| e.id.clone())
+}
+
+/// `revision` of the event's service as a full SHA, when its repository
+/// knows it (git work runs off the async threads).
+async fn full_sha(downstream: &Downstream, service: &str, revision: String) -> String {
+    let Some(attributor) = downstream.attributor.clone() else {
+        return revision;
+    };
+    let service = service.to_owned();
+    let short = revision.clone();
+    tokio::task::spawn_blocking(move || attributor.full_revision(&service, &revision))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(short)
+}
+
+/// Records that a later revision still shows a firing drift.
+async fn carry(downstream: &Downstream, log: &SharedEventLog, id: &str, revision: String) -> Option<DriftEvent> {
+    let logged = logged_id(log, id)?;
+    let service = log.read().unwrap_or_else(|e| e.into_inner()).get(&logged)?.service.clone();
+    let revision = full_sha(downstream, &service, revision).await;
+    log.write().unwrap_or_else(|e| e.into_inner()).apply(EventUpdate::SeenIn {
+        id: logged,
+        revision,
+        at_unix_nanos: 0,
+    })
+}
+
+/// The resolution with its revision as a full SHA.
+async fn full_resolution(downstream: &Downstream, log: &SharedEventLog, id: &str, mut resolution: Resolution) -> Resolution {
+    let service = logged_id(log, id).and_then(|id| {
+        let log = log.read().unwrap_or_else(|e| e.into_inner());
+        log.get(&id).map(|e| e.service.clone())
+    });
+    if let (Some(service), Some(revision)) = (service, resolution.revision.take()) {
+        resolution.revision = Some(full_sha(downstream, &service, revision).await);
+    }
+    resolution
+}
+
 /// Resolves an event this replica's detector saw end. In fleet mode the
 /// fleet's event resolves only once no live replica sees it firing.
-async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, id: &str, at: u64) -> Option<DriftEvent> {
+async fn close(
+    downstream: &Downstream,
+    log: &SharedEventLog,
+    metrics: &Metrics,
+    id: &str,
+    at: u64,
+    resolution: Resolution,
+) -> Option<DriftEvent> {
     let Some(fleet) = &downstream.fleet else {
         return log.write().unwrap_or_else(|e| e.into_inner()).apply(EventUpdate::Resolved {
             id: id.to_owned(),
             at_unix_nanos: at,
+            resolution,
         });
     };
     // The detector knows its own id; the log holds the fleet's.
@@ -244,6 +329,7 @@ async fn close(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics,
     let mut event = known?;
     event.state = EventState::Resolved;
     event.resolved_at = Some(crate::detect::event::rfc3339(at));
+    event.resolution = Some(resolution);
     match fleet.leave_event(&event).await {
         Ok(Leave::Resolved(event)) => {
             log.write().unwrap_or_else(|e| e.into_inner()).upsert((*event).clone());

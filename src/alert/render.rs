@@ -87,6 +87,19 @@ pub fn headline(event: &DriftEvent) -> String {
     }
 }
 
+/// "still present in abc123, def456" for a drift later revisions carry;
+/// "fixed in …", "rolled back to …" for a resolved one.
+pub fn lifecycle_note(event: &DriftEvent) -> Option<String> {
+    if let Some(resolution) = &event.resolution {
+        return Some(sanitize(&format!("ended: {}", resolution.describe()), MAX_FIELD_CHARS));
+    }
+    if event.seen_in.is_empty() {
+        return None;
+    }
+    let revisions: Vec<&str> = event.seen_in.iter().map(|r| &r[..r.len().min(12)]).collect();
+    Some(sanitize(&format!("still present in {}", revisions.join(", ")), MAX_FIELD_CHARS))
+}
+
 fn kind_title(kind: EventKind) -> &'static str {
     match kind {
         EventKind::LatencyRegression => "Latency regression",
@@ -153,6 +166,9 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
             if let Some(note) = &event.attribution {
                 annotations["attribution"] = json!(sanitize(note, 500));
             }
+            if let Some(note) = lifecycle_note(event) {
+                annotations["lifecycle"] = json!(note);
+            }
             // Firing alerts hold for an hour unless re-sent (driftwatch
             // re-sends while the drift lasts); resolved ones end when the
             // drift ended.
@@ -214,6 +230,9 @@ pub fn slack(status: &str, events: &[&DriftEvent], base_url: &str) -> Value {
     let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": plain_title}})];
     for event in events.iter().take(MAX_LISTED) {
         let mut text = format!("*{}*", slack_text(&headline(event)));
+        if let Some(note) = lifecycle_note(event) {
+            text.push_str(&format!("\n_{}_", slack_text(&note)));
+        }
         if let Some(s) = event.suspects.first() {
             let ai =
                 s.ai.as_ref()
@@ -263,7 +282,9 @@ pub fn pagerduty(routing_key: &str, status: &str, dedup_key: &str, events: &[&Dr
     let details: Vec<Value> = events
         .iter()
         .take(MAX_LISTED)
-        .map(|e| json!({"what": headline(e), "top_suspect": top_suspect(e), "incident": incident_url(base_url, e)}))
+        .map(|e| {
+            json!({"what": headline(e), "top_suspect": top_suspect(e), "lifecycle": lifecycle_note(e), "incident": incident_url(base_url, e)})
+        })
         .collect();
     json!({
         "routing_key": routing_key,

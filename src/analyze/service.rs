@@ -38,6 +38,9 @@ impl AnalysisSettings {
             layout: WindowLayout {
                 window_nanos: window,
                 ring_len: windows_in(latency.current_window).max(1),
+                // Spans up to the evaluation delay past the next evaluation
+                // are recorded before it runs.
+                lead_len: windows_in(latency.evaluation_delay) + 1,
                 block_nanos: (nanos(latency.baseline_window) / 2).max(window),
                 moments_len: windows_in(latency.baseline_window).max(2) * 2,
             },
@@ -126,12 +129,26 @@ impl ServiceState {
             next_evaluation: None,
             idle_nanos: 0,
             detector: LatencyDetector::new(settings.latency.clone(), settings.layout.moments_len / 2),
-            outbound: OutboundDetector::new(settings.outbound.clone()),
+            outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
             fleet: None,
         }
     }
 
-    pub fn record(&mut self, fact: &SpanFact, settings: &AnalysisSettings) -> Recorded {
+    /// Takes in one span: first runs the evaluations that its end time
+    /// makes due (so they see exactly the spans that ended before them, in
+    /// whatever batches those came), then records it.
+    pub fn observe(&mut self, fact: &SpanFact, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) -> Recorded {
+        let end = fact.end_unix_nanos;
+        if end.saturating_add(settings.max_lateness_nanos) < self.watermark {
+            return Recorded::TooLate;
+        }
+        if end > self.watermark {
+            self.evaluate_until(end, settings, out);
+        }
+        self.record(fact, settings)
+    }
+
+    pub(crate) fn record(&mut self, fact: &SpanFact, settings: &AnalysisSettings) -> Recorded {
         let end = fact.end_unix_nanos;
         if end.saturating_add(settings.max_lateness_nanos) < self.watermark {
             return Recorded::TooLate;
@@ -212,9 +229,9 @@ impl ServiceState {
         self.fleet = Some(fleet);
     }
 
-    /// Latency drifts firing now: (operation, revision, event id).
-    pub fn latency_firing(&self) -> impl Iterator<Item = (OpId, RevId, &str)> {
-        self.detector.firing()
+    /// Latency drifts firing now, by operation.
+    pub fn latency_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::latency::Incident)> {
+        self.detector.incidents()
     }
 
     /// Outbound drifts firing now.
@@ -222,8 +239,17 @@ impl ServiceState {
         self.outbound.firing()
     }
 
-    pub(super) fn restore_latency_firing(&mut self, op: OpId, revision: RevId, event_id: String) {
-        self.detector.restore_firing(op, revision, event_id);
+    pub(super) fn restore_latency_firing(
+        &mut self,
+        op: OpId,
+        revision: RevId,
+        event_id: String,
+        baseline: Option<crate::detect::stats::LatencyHistogram>,
+        seen_in: Vec<RevId>,
+    ) {
+        if let Some(entry) = self.timeline.get(revision) {
+            self.detector.restore_firing(op, entry, event_id, baseline, seen_in);
+        }
     }
 
     pub(super) fn restore_outbound_firing(
@@ -266,18 +292,23 @@ impl ServiceState {
     /// Runs every evaluation whose boundary the watermark has passed (plus
     /// the evaluation delay), in event-time order.
     pub fn evaluate_due(&mut self, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
-        if self.watermark == 0 {
+        self.evaluate_until(self.watermark, settings, out);
+    }
+
+    /// Runs every evaluation due once event time reaches `watermark`.
+    fn evaluate_until(&mut self, watermark: u64, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
+        if watermark == 0 {
             return;
         }
         let interval = settings.interval_nanos();
         let delay = settings.delay_nanos();
         let mut next = *self
             .next_evaluation
-            .get_or_insert_with(|| (self.watermark / interval + 1) * interval);
-        if self.watermark < next.saturating_add(delay) {
+            .get_or_insert_with(|| (watermark / interval + 1) * interval);
+        if watermark < next.saturating_add(delay) {
             return;
         }
-        let last_due = (self.watermark - delay) / interval * interval;
+        let last_due = (watermark - delay) / interval * interval;
         let earliest = last_due.saturating_sub((MAX_CATCH_UP_EVALUATIONS - 1) * interval);
         next = next.max(earliest);
         while next <= last_due {
@@ -289,7 +320,7 @@ impl ServiceState {
 
     fn evaluate_at(&mut self, at: u64, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
         for windows in self.latency.values_mut() {
-            windows.advance_to(at.saturating_sub(1));
+            windows.settle(at);
         }
         let evicted = self.operations.end_period(at, settings.operation_idle_nanos);
         if !evicted.is_empty() {
@@ -297,7 +328,7 @@ impl ServiceState {
             self.op_info.retain(|op, _| !evicted.contains(op));
             self.detector.forget_operations(&evicted);
         }
-        self.peers.resolve_pending(self.watermark);
+        self.peers.resolve_pending(at);
         self.outbound.evaluate(&self.name, &self.peers, &self.timeline, at, out);
         if settings.latency.enabled {
             let ServiceState {

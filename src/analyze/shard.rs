@@ -57,12 +57,11 @@ impl ShardAnalysis {
                 continue;
             };
             for fact in run {
-                match service.record(fact, &self.settings) {
+                match service.observe(fact, &self.settings, out) {
                     Recorded::Analysed => outcome.analysed += 1,
                     Recorded::TooLate => outcome.too_late += 1,
                 }
             }
-            service.evaluate_due(&self.settings, out);
         }
         outcome
     }

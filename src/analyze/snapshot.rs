@@ -45,6 +45,12 @@ pub struct FiringSnapshot {
     pub reasons: Vec<crate::detect::outbound::PeerReason>,
     #[serde(default)]
     pub first_seen: u64,
+    /// The frozen baseline of a latency regression: (value, count) buckets.
+    #[serde(default)]
+    pub baseline: Option<Vec<(u64, u64)>>,
+    /// Later revisions that still show the drift.
+    #[serde(default)]
+    pub seen_in: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,7 +112,7 @@ impl ServiceState {
                 let revision = kept.iter().find(|r| r.id == *rev)?;
                 let operation = self.operations.name(*op)?;
                 let mut all = new_histogram();
-                windows.all(&mut all);
+                windows.retained(&mut all);
                 if all.is_empty() {
                     return None;
                 }
@@ -115,7 +121,7 @@ impl ServiceState {
                     revision: revision.revision.to_string(),
                     buckets: histogram_buckets(&all),
                     moments: windows
-                        .moments()
+                        .retained_moments()
                         .filter(|m| m.count > 0)
                         .map(|m| (m.start_unix_nanos, m.count, m.sum_ln, m.sum_ln2))
                         .collect(),
@@ -138,14 +144,16 @@ impl ServiceState {
         let revision_name = |id| kept.iter().find(|r| r.id == id).map(|r| r.revision.to_string());
         let mut firing: Vec<FiringSnapshot> = self
             .latency_firing()
-            .filter_map(|(op, rev, event_id)| {
+            .filter_map(|(op, incident)| {
                 Some(FiringSnapshot {
-                    event_id: event_id.to_owned(),
-                    revision: revision_name(rev)?,
+                    event_id: incident.event_id.clone(),
+                    revision: revision_name(incident.introduced)?,
                     operation: Some(self.operations.name(op)?.to_string()),
                     peer: None,
                     reasons: Vec::new(),
                     first_seen: 0,
+                    baseline: incident.baseline.as_ref().map(histogram_buckets),
+                    seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
                 })
             })
             .chain(
@@ -158,6 +166,8 @@ impl ServiceState {
                             peer: Some(peer.to_string()),
                             reasons: reasons.to_vec(),
                             first_seen,
+                            baseline: None,
+                            seen_in: Vec::new(),
                         })
                     }),
             )
@@ -221,7 +231,9 @@ impl ServiceState {
             };
             if let Some(operation) = &f.operation {
                 let op = state.operations.resolve(&Sym::from(operation.as_str()), snapshot.watermark);
-                state.restore_latency_firing(op, revision, f.event_id.clone());
+                let seen_in = f.seen_in.iter().filter_map(|r| state.timeline.id_of(r)).collect();
+                let baseline = f.baseline.as_deref().map(histogram_from);
+                state.restore_latency_firing(op, revision, f.event_id.clone(), baseline, seen_in);
             }
             if let Some(peer) = &f.peer {
                 state.restore_outbound_firing(

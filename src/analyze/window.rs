@@ -2,7 +2,11 @@
 //! revision).
 //!
 //! Recent traffic lives in a ring of short windows (the "current" sample of
-//! the detector). Windows that age out of the ring fold into two coarse
+//! the detector). An evaluation at event time `at` reads only windows that
+//! end by `at` (they are *settled*): spans already recorded for later
+//! windows, which arrived within the evaluation delay, wait in the ring's
+//! lead windows. So what an evaluation sees depends on the spans' times, not
+//! on how they were batched or paced. Windows that age out of the ring fold into two coarse
 //! blocks that together cover up to `baseline_window` (the trailing
 //! baseline when no deploy happened). Each window also leaves a few numbers
 //! (count, sum of log-latency) in a longer series for change-point
@@ -19,6 +23,9 @@ pub struct WindowLayout {
     pub window_nanos: u64,
     /// Windows in the ring: the current sample spans `ring_len` windows.
     pub ring_len: usize,
+    /// Windows kept beyond the current sample for spans newer than the
+    /// next evaluation (they arrive up to the evaluation delay early).
+    pub lead_len: usize,
     /// Length of each of the two baseline blocks.
     pub block_nanos: u64,
     /// Windows kept in the change-point series.
@@ -39,9 +46,11 @@ struct Block {
 pub struct LatencyWindows {
     layout: WindowLayout,
     ring: VecDeque<Window>,
-    /// Sum of the ring's windows, kept up to date so an evaluation reads
-    /// the current sample without merging.
+    /// Sum of the ring's settled windows, kept up to date so an evaluation
+    /// reads the current sample without merging.
     ring_sum: LatencyHistogram,
+    /// Windows starting before this are settled (in `ring_sum`).
+    settled: u64,
     /// `[previous, current]` baseline blocks.
     blocks: [Option<Block>; 2],
     /// Sum of the blocks: the trailing baseline.
@@ -58,6 +67,7 @@ impl LatencyWindows {
             layout,
             ring: VecDeque::with_capacity(layout.ring_len + 1),
             ring_sum: new_histogram(),
+            settled: 0,
             blocks: [None, None],
             blocks_sum: new_histogram(),
             moments: VecDeque::new(),
@@ -94,25 +104,31 @@ impl LatencyWindows {
     /// Records one span ending at `end_unix_nanos`.
     pub fn record(&mut self, end_unix_nanos: u64, duration_micros: u64) {
         let start = end_unix_nanos - end_unix_nanos % self.layout.window_nanos;
-        self.advance_to(start);
+        self.roll(start, self.layout.ring_len + self.layout.lead_len);
         self.total += 1;
         let ln = (duration_micros.max(1) as f64).ln();
         let ln = if ln.is_finite() { ln } else { 0.0 };
+        let settled = start < self.settled;
         if let Some(window) = self.ring.iter_mut().rev().find(|w| w.start == start) {
             record(&mut window.histogram, duration_micros);
-            record(&mut self.ring_sum, duration_micros);
             window.moments.add(ln);
+            if settled {
+                record(&mut self.ring_sum, duration_micros);
+            }
             return;
         }
         let latest = self.ring.back().map_or(start, |w| w.start);
-        let horizon = latest.saturating_sub(self.layout.window_nanos * (self.layout.ring_len as u64 - 1));
+        let kept = (self.layout.ring_len + self.layout.lead_len) as u64;
+        let horizon = latest.saturating_sub(self.layout.window_nanos * (kept - 1));
         if start >= horizon {
             // A late span for a window the ring has no entry for yet.
             let index = self.ring.iter().position(|w| w.start > start).unwrap_or(self.ring.len());
             let mut window = self.new_window(start);
             record(&mut window.histogram, duration_micros);
-            record(&mut self.ring_sum, duration_micros);
             window.moments.add(ln);
+            if settled {
+                record(&mut self.ring_sum, duration_micros);
+            }
             self.ring.insert(index, window);
             return;
         }
@@ -123,16 +139,29 @@ impl LatencyWindows {
         }
     }
 
-    /// Moves event time forward to `now`: windows older than the ring roll
-    /// into the baseline blocks.
-    pub fn advance_to(&mut self, now: u64) {
+    /// Prepares the series for an evaluation at `at`: windows that end by
+    /// `at` are settled into the current sample, and windows older than the
+    /// current sample roll into the baseline blocks.
+    pub fn settle(&mut self, at: u64) {
+        let window = self.layout.window_nanos;
+        let at = at - at % window;
+        for w in self.ring.iter().filter(|w| w.start >= self.settled && w.start < at) {
+            let _ = self.ring_sum.add(&w.histogram);
+        }
+        self.settled = self.settled.max(at);
+        self.roll(at.saturating_sub(window), self.layout.ring_len);
+    }
+
+    /// Moves the ring forward to `now`, keeping `keep` windows up to it:
+    /// older windows roll into the baseline blocks.
+    fn roll(&mut self, now: u64, keep: usize) {
         let window = self.layout.window_nanos;
         let aligned = now - now % window;
         if self.ring.back().is_none_or(|w| w.start < aligned) {
             let fresh = self.new_window(aligned);
             self.ring.push_back(fresh);
         }
-        let horizon = aligned.saturating_sub(window * (self.layout.ring_len as u64 - 1));
+        let horizon = aligned.saturating_sub(window * (keep as u64 - 1));
         while self.ring.front().is_some_and(|w| w.start < horizon) {
             if let Some(old) = self.ring.pop_front() {
                 self.retire(old);
@@ -154,7 +183,9 @@ impl LatencyWindows {
 
     fn retire(&mut self, mut window: Window) {
         if window.moments.count > 0 {
-            let _ = self.ring_sum.subtract(&window.histogram);
+            if window.start < self.settled {
+                let _ = self.ring_sum.subtract(&window.histogram);
+            }
             let block_nanos = self.layout.block_nanos;
             let needs_new_block = self.blocks[1].as_ref().is_none_or(|b| window.start >= b.start + block_nanos);
             if needs_new_block {
@@ -194,7 +225,7 @@ impl LatencyWindows {
         }
     }
 
-    /// The current sample: the ring's windows.
+    /// The current sample: the ring's settled windows.
     pub fn current(&self) -> &LatencyHistogram {
         &self.ring_sum
     }
@@ -205,30 +236,43 @@ impl LatencyWindows {
         &self.blocks_sum
     }
 
-    /// Everything retained: ring and blocks.
+    /// Everything settled: the ring's settled windows and the blocks.
     pub fn all(&self, into: &mut LatencyHistogram) {
         let _ = into.add(&self.blocks_sum);
         let _ = into.add(&self.ring_sum);
     }
 
-    /// The change-point series: retired windows then the ring, oldest first.
+    /// Everything retained, settled or not (for snapshots).
+    pub fn retained(&self, into: &mut LatencyHistogram) {
+        let _ = into.add(&self.blocks_sum);
+        for w in &self.ring {
+            let _ = into.add(&w.histogram);
+        }
+    }
+
+    /// The change-point series: retired windows then the ring's settled
+    /// windows, oldest first.
     pub fn moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
+        self.moments.iter().copied().chain(self.settled_ring().map(|w| w.moments))
+    }
+
+    /// Every window's moments, settled or not (for snapshots).
+    pub fn retained_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().copied().chain(self.ring.iter().map(|w| w.moments))
     }
 
-    /// The ring's windows, newest first: the current traffic.
+    /// The ring's settled windows, newest first: the current traffic.
     pub fn recent_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
-        self.ring.iter().rev().map(|w| w.moments)
+        self.settled_ring().rev().map(|w| w.moments)
+    }
+
+    fn settled_ring(&self) -> impl DoubleEndedIterator<Item = &Window> + '_ {
+        self.ring.iter().filter(move |w| w.start < self.settled)
     }
 
     /// Retired windows, newest first, at most `limit`.
     pub fn retired_moments(&self, limit: usize) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().rev().take(limit).copied()
-    }
-
-    /// Start of the newest window, if any.
-    pub fn latest_window(&self) -> Option<u64> {
-        self.ring.back().map(|w| w.start)
     }
 }
 
@@ -242,6 +286,7 @@ mod tests {
         WindowLayout {
             window_nanos: 10 * S,
             ring_len: 6,
+            lead_len: 2,
             block_nanos: 300 * S,
             moments_len: 100,
         }
@@ -256,6 +301,8 @@ mod tests {
         for i in 0..600 {
             w.record(t0 + i * S, 1000);
         }
+        assert_eq!(w.current().len(), 0, "nothing is settled before an evaluation");
+        w.settle(t0 + 600 * S);
         assert_eq!(w.current().len(), 60, "six 10s windows");
         assert_eq!(w.trailing().len(), 540);
         let mut all = new_histogram();
@@ -282,13 +329,43 @@ mod tests {
         let t0 = 1_700_000_000 * S;
         w.record(t0 + 100 * S, 1000);
         w.record(t0 + 95 * S, 1000); // same ring, earlier window
-        w.record(t0 + 30 * S, 1000); // before the ring, and no baseline block yet
+        w.record(t0 + 30 * S, 1000); // before the current sample, and no baseline block yet
+        w.settle(t0 + 110 * S);
         assert_eq!(w.current().len(), 2);
-        assert_eq!(w.moments().map(|m| m.count).sum::<u64>(), 2);
+        assert_eq!(w.trailing().len(), 1, "the late span joined the baseline");
+        assert_eq!(w.moments().map(|m| m.count).sum::<u64>(), 3);
         let windows: Vec<u64> = w.moments().map(|m| m.start_unix_nanos).collect();
         let mut sorted = windows.clone();
         sorted.sort_unstable();
         assert_eq!(windows, sorted, "windows stay in event-time order");
+    }
+
+    #[test]
+    fn an_evaluation_reads_only_windows_that_ended_before_it() {
+        let mut early = LatencyWindows::new(layout());
+        let mut late = LatencyWindows::new(layout());
+        let t0 = 1_700_000_000 * S;
+        for i in 0..100 {
+            early.record(t0 + i * S, 1000 + i);
+            late.record(t0 + i * S, 1000 + i);
+        }
+        // Spans of the next window arrive before the evaluation in one
+        // replay and after it in the other.
+        for i in 100..105 {
+            early.record(t0 + i * S, 9000);
+        }
+        early.settle(t0 + 100 * S);
+        late.settle(t0 + 100 * S);
+        assert_eq!(early.current(), late.current());
+        assert_eq!(early.trailing(), late.trailing());
+        assert_eq!(early.recent_moments().count(), late.recent_moments().count());
+        for i in 100..105 {
+            late.record(t0 + i * S, 9000);
+        }
+        early.settle(t0 + 110 * S);
+        late.settle(t0 + 110 * S);
+        assert_eq!(early.current(), late.current());
+        assert_eq!(early.current().len(), 55, "five 10s windows and five spans of the sixth");
     }
 
     #[test]
@@ -302,6 +379,7 @@ mod tests {
         for i in 0..120 {
             w.record(t0 + 3600 * S + i * S, 2000);
         }
+        w.settle(t0 + 3720 * S);
         let trailing = w.trailing();
         assert_eq!(trailing.len(), 60, "only the recent block survives the gap");
         assert!(trailing.value_at_quantile(0.5) >= 1990);

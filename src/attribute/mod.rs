@@ -56,6 +56,12 @@ impl Attributor {
         self.repos.is_empty()
     }
 
+    /// `revision` of `service` as a full SHA, when its repository knows it.
+    /// Blocking: run it off the async threads.
+    pub fn full_revision(&self, service: &str, revision: &str) -> Option<String> {
+        self.repo_for(service)?.resolve(revision).ok().flatten()
+    }
+
     /// Reads git and ranks suspects for `event`. Blocking: run it off the
     /// async threads.
     pub fn attribute(&self, event: &DriftEvent) -> Result<Attribution, RepoError> {
@@ -68,8 +74,17 @@ impl Attributor {
                 ..Default::default()
             });
         };
-        let Some(revision) = repo.resolve(&event.revision)? else {
+        // Each revision resolves on its own: an unknown drifting revision
+        // still reports its baseline as a full SHA, and the reverse.
+        let revision = repo.resolve(&event.revision)?;
+        let baseline = match event.baseline_revision.as_deref() {
+            Some(name) => Some((name, repo.resolve(name)?)),
+            None => None,
+        };
+        let resolved_baseline = baseline.as_ref().and_then(|(_, full)| full.clone());
+        let Some(revision) = revision else {
             return Ok(Attribution {
+                baseline_revision: resolved_baseline,
                 note: Some(format!(
                     "revision {:?} is not in {} (is the checkout up to date?); no suspects",
                     event.revision,
@@ -79,14 +94,14 @@ impl Attributor {
                 ..Default::default()
             });
         };
-        let Some(baseline_name) = event.baseline_revision.as_deref() else {
+        let Some((baseline_name, baseline)) = baseline else {
             return Ok(Attribution {
                 revision: Some(revision),
                 note: Some("no deploy in range: the drift happened within one revision, so no commit is blamed".into()),
                 ..Default::default()
             });
         };
-        let Some(baseline) = repo.resolve(baseline_name)? else {
+        let Some(baseline) = baseline else {
             return Ok(Attribution {
                 revision: Some(revision),
                 note: Some(format!(

@@ -32,6 +32,52 @@ pub enum EventState {
     Resolved,
 }
 
+/// Why a drift ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionReason {
+    /// A revision newer than the one that introduced the drift serves
+    /// without it (or the drifting revision itself recovered).
+    Fixed,
+    /// The serving revision is one that ran before the drift began.
+    RolledBack,
+    /// Nothing serves the drifting traffic any more: the drift is no
+    /// longer observed, which is not the same as fixed.
+    TrafficGone,
+}
+
+impl ResolutionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolutionReason::Fixed => "fixed",
+            ResolutionReason::RolledBack => "rolled_back",
+            ResolutionReason::TrafficGone => "traffic_gone",
+        }
+    }
+}
+
+/// How a resolved drift ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub reason: ResolutionReason,
+    /// The revision serving when it ended (full SHA once resolved), if any.
+    pub revision: Option<String>,
+}
+
+impl Resolution {
+    /// A sentence for people: "fixed in abc123", "rolled back to …".
+    pub fn describe(&self) -> String {
+        let short = |r: &str| r[..r.len().min(12)].to_owned();
+        match (self.reason, self.revision.as_deref()) {
+            (ResolutionReason::Fixed, Some(r)) => format!("fixed in {}", short(r)),
+            (ResolutionReason::Fixed, None) => "fixed".to_owned(),
+            (ResolutionReason::RolledBack, Some(r)) => format!("rolled back to {}", short(r)),
+            (ResolutionReason::RolledBack, None) => "rolled back".to_owned(),
+            (ResolutionReason::TrafficGone, _) => "its traffic is gone (not observed, not known to be fixed)".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -107,11 +153,18 @@ pub struct DriftEvent {
     pub operation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// The revision that introduced the drift.
     pub revision: String,
     pub baseline_revision: Option<String>,
+    /// Later revisions that still show the drift (the same incident).
+    #[serde(default)]
+    pub seen_in: Vec<String>,
     pub onset: String,
     pub detected_at: String,
     pub resolved_at: Option<String>,
+    /// How the drift ended; `None` while it fires.
+    #[serde(default)]
+    pub resolution: Option<Resolution>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<LatencyStats>,
     /// Details of a `new_outbound_peer` event: why, how often, from where.
@@ -147,10 +200,11 @@ pub fn fingerprint(service: &str, kind: EventKind, subject: &str, revision: &str
     format!("{hash:016x}")
 }
 
-/// The event id: fingerprint and onset, so a drift that recurs after
-/// resolving is a new event.
-pub fn event_id(fingerprint: &str, onset_unix_nanos: u64) -> String {
-    format!("{fingerprint}-{}", onset_unix_nanos / 1_000_000_000)
+/// The event id: fingerprint and detection time (event time, ms). A drift
+/// that recurs after resolving is detected at a later evaluation, so it is
+/// a new event, and a replay of the same spans gives the same id.
+pub fn event_id(fingerprint: &str, detected_unix_nanos: u64) -> String {
+    format!("{fingerprint}-{}", detected_unix_nanos / 1_000_000)
 }
 
 /// The fingerprint an event id was made from (see `event_id`).
@@ -167,7 +221,18 @@ pub fn rfc3339(unix_nanos: u64) -> String {
 #[derive(Debug, Clone)]
 pub enum EventUpdate {
     Fired(Box<DriftEvent>),
-    Resolved { id: String, at_unix_nanos: u64 },
+    /// A later revision still shows a firing drift: the same incident goes
+    /// on, and nobody is paged again.
+    SeenIn {
+        id: String,
+        revision: String,
+        at_unix_nanos: u64,
+    },
+    Resolved {
+        id: String,
+        at_unix_nanos: u64,
+        resolution: Resolution,
+    },
 }
 
 /// All events, newest first by detection time; bounded (resolved events are
@@ -204,7 +269,20 @@ impl EventLog {
                 self.reindex();
                 Some(event)
             }
-            EventUpdate::Resolved { id, at_unix_nanos } => {
+            EventUpdate::SeenIn { id, revision, .. } => {
+                let &i = self.index.get(&id)?;
+                let event = &mut self.events[i];
+                if event.state != EventState::Firing || event.revision == revision || event.seen_in.contains(&revision) {
+                    return None;
+                }
+                event.seen_in.push(revision);
+                Some(event.clone())
+            }
+            EventUpdate::Resolved {
+                id,
+                at_unix_nanos,
+                resolution,
+            } => {
                 let &i = self.index.get(&id)?;
                 let event = &mut self.events[i];
                 if event.state != EventState::Firing {
@@ -212,6 +290,7 @@ impl EventLog {
                 }
                 event.state = EventState::Resolved;
                 event.resolved_at = Some(rfc3339(at_unix_nanos));
+                event.resolution = Some(resolution);
                 Some(event.clone())
             }
         }
@@ -323,9 +402,11 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         peer: None,
         revision: "r".into(),
         baseline_revision: None,
+        seen_in: Vec::new(),
         onset: rfc3339(detected),
         detected_at: rfc3339(detected),
         resolved_at: None,
+        resolution: None,
         stats: None,
         outbound: None,
         code: CodeHint::default(),
@@ -371,13 +452,35 @@ mod tests {
             log.list().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             vec!["new", "old"]
         );
+        let seen = log
+            .apply(EventUpdate::SeenIn {
+                id: "old".into(),
+                revision: "r2".into(),
+                at_unix_nanos: 2_500_000_000,
+            })
+            .expect("known");
+        assert_eq!(seen.seen_in, vec!["r2".to_owned()]);
+        assert!(
+            log.apply(EventUpdate::SeenIn {
+                id: "old".into(),
+                revision: "r2".into(),
+                at_unix_nanos: 2_600_000_000,
+            })
+            .is_none(),
+            "a revision is listed once"
+        );
         let resolved = log
             .apply(EventUpdate::Resolved {
                 id: "old".into(),
                 at_unix_nanos: 3_000_000_000,
+                resolution: Resolution {
+                    reason: ResolutionReason::Fixed,
+                    revision: Some("r3".into()),
+                },
             })
             .expect("known");
         assert_eq!(resolved.state, EventState::Resolved);
+        assert_eq!(resolved.resolution.as_ref().map(|r| r.reason), Some(ResolutionReason::Fixed));
         assert_eq!(resolved.resolved_at.as_deref(), Some("1970-01-01T00:00:03.000Z"));
         assert_eq!(log.firing(EventKind::LatencyRegression), 1);
     }
@@ -396,6 +499,10 @@ mod tests {
         log.apply(EventUpdate::Resolved {
             id: "b".into(),
             at_unix_nanos: 3,
+            resolution: Resolution {
+                reason: ResolutionReason::TrafficGone,
+                revision: None,
+            },
         });
         log.apply(EventUpdate::Fired(Box::new(event("c", 4))));
         assert!(log.get("b").is_none());
@@ -413,6 +520,8 @@ mod tests {
             "operation",
             "revision",
             "baseline_revision",
+            "seen_in",
+            "resolution",
             "onset",
             "detected_at",
             "resolved_at",

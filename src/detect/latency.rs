@@ -4,9 +4,8 @@
 //! revision that is serving traffic is compared with its baseline:
 //!
 //! * **deploy mode** — for `deploy_comparison` after a revision first
-//!   appears (and for as long as its regression fires), the baseline is the
-//!   most recent earlier revision that served the operation and was not
-//!   itself regressed: the last good revision;
+//!   appears, the baseline is the most recent earlier revision that served
+//!   the operation and was not itself regressed: the last good revision;
 //! * **trailing mode** — otherwise, or when there is no earlier revision,
 //!   the baseline is the same revision's own older traffic.
 //!
@@ -16,18 +15,38 @@
 //! of operations tested in this evaluation (Bonferroni); and the rise
 //! persists: each of the last `persistence_windows` non-overlapping stretches
 //! of traffic shows it on its own. Overlapping evaluation windows alone would
-//! let one short burst look persistent for a whole window length. An event
-//! fires after `consecutive` bad evaluations and resolves after
-//! `resolve_after` clean ones, or once its revision has stopped serving
-//! traffic as long.
+//! let one short burst look persistent for a whole window length. An
+//! incident fires after `consecutive` bad evaluations.
+//!
+//! **One incident per drift.** A firing incident belongs to the operation,
+//! not to a revision: it keeps the baseline it fired against (frozen, so the
+//! drifting traffic never becomes its own baseline) and judges every
+//! revision that serves the operation against it. A later revision that
+//! still shows the rise joins the incident (`seen_in`) and is never a
+//! baseline; nobody is paged again.
+//!
+//! **Resolution is as strict as firing, with hysteresis.** A serving
+//! revision's traffic is *clean* only when both hold: the quantile is back
+//! below half the margins (relative or absolute) over the baseline, AND the
+//! rank test no longer finds the traffic slower than the baseline shifted
+//! up by half the relative margin. The quantile catches a tail-only shift
+//! that the ranks hardly see; the shifted rank test keeps a noisy quantile
+//! from resolving a broad shift. An incident resolves after `resolve_after`
+//! consecutive evaluations in which every serving revision with
+//! `min_samples` of current traffic is clean (evaluations without enough
+//! samples neither count nor reset); the resolution says whether a newer
+//! revision fixed it or an older one was rolled back to. When no revision
+//! serves the operation for `resolve_after` evaluations, it resolves as
+//! `traffic_gone`: no longer observed, not known to be fixed.
 
 use std::collections::{HashMap, HashSet};
 
 use super::event::{
-    CodeHint, DriftEvent, EventKind, EventState, EventUpdate, LatencyStats, Severity, event_id, fingerprint, rfc3339,
+    CodeHint, DriftEvent, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity, event_id,
+    fingerprint, rfc3339,
 };
 use super::stats::{
-    LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram, persistent_shift,
+    LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram, persistent_shift, scaled,
 };
 use crate::analyze::operations::{OTHER, OpId};
 use crate::analyze::service::ServiceView;
@@ -43,20 +62,43 @@ const PERSISTENCE_Z: f64 = 2.33;
 const DISTRIBUTION_BINS: usize = 40;
 /// Smallest persistence chunk, in spans.
 const MIN_CHUNK_SPANS: u64 = 10;
+/// Resolution hysteresis: traffic is clean only below this share of the
+/// firing margins, so a drift hovering at the threshold does not flap.
+const RESOLVE_MARGIN_SHARE: f64 = 0.5;
 
-#[derive(Debug, Default)]
-struct Track {
-    bad_streak: u32,
-    good_streak: u32,
-    /// The firing event's id.
-    firing: Option<String>,
+/// A firing drift of one operation.
+pub struct Incident {
+    pub event_id: String,
+    /// The revision that introduced it.
+    pub introduced: RevId,
+    introduced_first_seen: u64,
+    /// The traffic it fired against, frozen then. `None` only for an
+    /// incident restored from a snapshot that did not keep it.
+    pub baseline: Option<LatencyHistogram>,
+    /// Later revisions that still show it.
+    pub seen_in: Vec<RevId>,
+    clean_streak: u32,
+    gone_streak: u32,
+}
+
+/// What one serving revision's traffic says about a firing incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Shows the full drift: every firing margin and the rank test.
+    Drifting,
+    /// Neither drifting nor clean: within the hysteresis band.
+    Unsettled,
+    Clean,
 }
 
 pub struct LatencyDetector {
     config: LatencyConfig,
     /// Windows in the baseline span, for the persistence test's baseline.
     baseline_windows: usize,
-    tracks: HashMap<(OpId, RevId), Track>,
+    /// Consecutive bad evaluations of (operation, revision) pairs whose
+    /// operation has no incident.
+    streaks: HashMap<(OpId, RevId), u32>,
+    incidents: HashMap<OpId, Incident>,
     /// (operation, revision) pairs that regressed: never a baseline again.
     regressed: HashSet<(OpId, RevId)>,
 }
@@ -71,171 +113,337 @@ struct Comparison<'a> {
     persistent: bool,
 }
 
+/// A serving revision's current traffic, judged against an incident.
+struct Check<'a> {
+    op: OpId,
+    revision: &'a RevisionEntry,
+    current: LatencyHistogram,
+}
+
 impl LatencyDetector {
     pub fn new(config: LatencyConfig, baseline_windows: usize) -> LatencyDetector {
         LatencyDetector {
             config,
             baseline_windows,
-            tracks: HashMap::new(),
+            streaks: HashMap::new(),
+            incidents: HashMap::new(),
             regressed: HashSet::new(),
         }
     }
 
-    /// Firing drifts: (operation, revision, event id).
-    pub fn firing(&self) -> impl Iterator<Item = (OpId, RevId, &str)> {
-        self.tracks
-            .iter()
-            .filter_map(|((op, rev), t)| t.firing.as_deref().map(|id| (*op, *rev, id)))
+    /// Firing drifts, by operation.
+    pub fn incidents(&self) -> impl Iterator<Item = (OpId, &Incident)> {
+        self.incidents.iter().map(|(op, incident)| (*op, incident))
     }
 
     /// Resumes a drift that was firing before a restart: it resolves like
-    /// any other, and its revision is no baseline.
-    pub fn restore_firing(&mut self, op: OpId, revision: RevId, event_id: String) {
-        self.tracks.insert(
-            (op, revision),
-            Track {
-                bad_streak: 0,
-                good_streak: 0,
-                firing: Some(event_id),
+    /// any other, and its revisions are no baseline.
+    pub fn restore_firing(
+        &mut self,
+        op: OpId,
+        revision: &RevisionEntry,
+        event_id: String,
+        baseline: Option<LatencyHistogram>,
+        seen_in: Vec<RevId>,
+    ) {
+        self.regressed.insert((op, revision.id));
+        for r in &seen_in {
+            self.regressed.insert((op, *r));
+        }
+        self.incidents.insert(
+            op,
+            Incident {
+                event_id,
+                introduced: revision.id,
+                introduced_first_seen: revision.first_seen_unix_nanos,
+                baseline,
+                seen_in,
+                clean_streak: 0,
+                gone_streak: 0,
             },
         );
-        self.regressed.insert((op, revision));
     }
 
     pub fn forget_revision(&mut self, revision: RevId) {
-        self.tracks.retain(|(_, r), _| *r != revision);
+        self.streaks.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);
+        for incident in self.incidents.values_mut() {
+            incident.seen_in.retain(|r| *r != revision);
+        }
     }
 
     pub fn forget_operations(&mut self, ops: &[OpId]) {
-        self.tracks.retain(|(op, _), _| !ops.contains(op));
+        self.streaks.retain(|(op, _), _| !ops.contains(op));
         self.regressed.retain(|(op, _)| !ops.contains(op));
+        self.incidents.retain(|op, _| !ops.contains(op));
     }
 
     pub fn evaluate(&mut self, service: &ServiceView<'_>, at: u64, out: &mut Vec<EventUpdate>) {
         let current_window = nanos(self.config.current_window);
-        let deploy_comparison = nanos(self.config.deploy_comparison);
-        let active: Vec<&RevisionEntry> = service
+        let mut active: Vec<&RevisionEntry> = service
             .timeline
             .entries()
             .iter()
             .filter(|r| r.last_seen_unix_nanos.saturating_add(current_window) >= at)
             .collect();
+        // Oldest first: of two revisions that regress together, the older
+        // one introduced the drift.
+        active.sort_by_key(|r| (r.first_seen_unix_nanos, r.id));
 
         let mut comparisons = Vec::new();
-        for revision in &active {
-            for (op, _) in service.operations.tracked() {
-                if op == OTHER {
-                    continue;
-                }
+        let mut checks: HashMap<OpId, Vec<Check<'_>>> = HashMap::new();
+        for (op, _) in service.operations.tracked() {
+            if op == OTHER {
+                continue;
+            }
+            let incident = self.incidents.contains_key(&op);
+            for revision in &active {
                 let Some(series) = service.latency.get(&(op, revision.id)) else {
                     continue;
                 };
-                let firing = self.tracks.get(&(op, revision.id)).is_some_and(|t| t.firing.is_some());
-                let recent_deploy = revision.first_seen_unix_nanos.saturating_add(deploy_comparison) > at;
-                let earlier = (recent_deploy || firing)
-                    .then(|| {
-                        service.timeline.before(revision.id).find(|b| {
-                            !self.regressed.contains(&(op, b.id))
-                                && service.history(op, b).map(|s| s.total()).sum::<u64>() >= self.config.min_samples
-                        })
-                    })
-                    .flatten();
-                let mut current = new_histogram();
-                let mut baseline = new_histogram();
-                let mut baseline_moments = WindowMoments::default();
-                let persistent;
-                let chunks = self.config.persistence_windows.max(1);
-                let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
-                match earlier {
-                    Some(b) => {
-                        // After a deploy everything this revision served is
-                        // post-deploy, so a quiet endpoint may use all of it.
-                        if series.current().len() >= self.config.min_samples {
-                            let _ = current.add(series.current());
-                        } else {
-                            series.all(&mut current);
-                        }
-                        for base in service.history(op, b) {
-                            base.all(&mut baseline);
-                            for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
-                                baseline_moments.merge(&m);
-                            }
-                        }
-                        let recent = series.recent_moments().chain(series.retired_moments(usize::MAX));
-                        persistent = persistent_shift(recent, &baseline_moments, chunks, min_chunk, PERSISTENCE_Z);
-                    }
-                    None => {
+                if incident {
+                    let mut current = new_histogram();
+                    if series.current().len() >= self.config.min_samples {
                         let _ = current.add(series.current());
-                        let _ = baseline.add(series.trailing());
-                        for m in series.retired_moments(self.baseline_windows) {
-                            baseline_moments.merge(&m);
-                        }
-                        persistent =
-                            persistent_shift(series.recent_moments(), &baseline_moments, chunks, min_chunk, PERSISTENCE_Z);
+                    } else if !self.regressed.contains(&(op, revision.id)) && !series.current().is_empty() {
+                        // A revision new since the drift: all it served is
+                        // after the deploy, so a quiet endpoint may use it.
+                        series.all(&mut current);
+                    } else {
+                        let _ = current.add(series.current());
                     }
-                }
-                if current.len() >= self.config.min_samples && baseline.len() >= self.config.min_samples {
-                    comparisons.push(Comparison {
-                        op,
-                        revision,
-                        baseline_revision: earlier,
-                        baseline,
-                        current,
-                        persistent,
-                    });
+                    checks.entry(op).or_default().push(Check { op, revision, current });
+                } else if let Some(comparison) = self.compare(service, op, revision, at) {
+                    comparisons.push(comparison);
                 }
             }
         }
-
-        let tests = comparisons.len().max(1);
+        let sufficient = |c: &Check<'_>| c.current.len() >= self.config.min_samples;
+        let tests = (comparisons.len() + checks.values().flatten().filter(|c| sufficient(c)).count()).max(1);
         let threshold = self.config.alpha / tests as f64;
+
+        self.judge_incidents(service, &checks, threshold, at, out);
+
         let mut evaluated: HashSet<(OpId, RevId)> = HashSet::new();
         for comparison in &comparisons {
             let key = (comparison.op, comparison.revision.id);
             evaluated.insert(key);
-            let verdict = self.judge(comparison, threshold);
-            let track = self.tracks.entry(key).or_default();
-            match verdict {
-                Some(stats) => {
-                    track.bad_streak += 1;
-                    track.good_streak = 0;
-                    if track.firing.is_none() && track.bad_streak >= self.config.consecutive {
-                        let mut stats = stats;
+            let bad = self.judge(comparison, threshold);
+            if let Some(incident) = self.incidents.get_mut(&comparison.op) {
+                // Fired earlier in this evaluation by an older revision.
+                if bad.is_some() && !incident.seen_in.contains(&key.1) {
+                    incident.seen_in.push(key.1);
+                    self.regressed.insert(key);
+                    out.push(EventUpdate::SeenIn {
+                        id: incident.event_id.clone(),
+                        revision: comparison.revision.revision.to_string(),
+                        at_unix_nanos: at,
+                    });
+                }
+                continue;
+            }
+            match bad {
+                Some(mut stats) => {
+                    let streak = self.streaks.entry(key).or_default();
+                    *streak += 1;
+                    if *streak >= self.config.consecutive {
                         stats.tests = tests as u32;
                         let event = build_event(service, comparison, stats, at);
-                        track.firing = Some(event.id.clone());
+                        self.incidents.insert(
+                            comparison.op,
+                            Incident {
+                                event_id: event.id.clone(),
+                                introduced: key.1,
+                                introduced_first_seen: comparison.revision.first_seen_unix_nanos,
+                                baseline: Some(comparison.baseline.clone()),
+                                seen_in: Vec::new(),
+                                clean_streak: 0,
+                                gone_streak: 0,
+                            },
+                        );
                         self.regressed.insert(key);
                         out.push(EventUpdate::Fired(Box::new(event)));
                     }
                 }
                 None => {
-                    track.bad_streak = 0;
-                    track.good_streak += 1;
-                    if track.good_streak >= self.config.resolve_after
-                        && let Some(id) = track.firing.take()
-                    {
-                        out.push(EventUpdate::Resolved { id, at_unix_nanos: at });
-                    }
+                    self.streaks.remove(&key);
                 }
             }
         }
-        // A firing drift whose revision no longer serves the operation (a
-        // rollback, a newer deploy, the endpoint went quiet) has ended.
-        for (key, track) in self.tracks.iter_mut() {
-            if evaluated.contains(key) || track.firing.is_none() {
+        self.streaks
+            .retain(|key, _| evaluated.contains(key) && !self.incidents.contains_key(&key.0));
+    }
+
+    /// The comparison of `op` under `revision` with its baseline, when both
+    /// have `min_samples`.
+    fn compare<'a>(
+        &self,
+        service: &ServiceView<'a>,
+        op: OpId,
+        revision: &'a RevisionEntry,
+        at: u64,
+    ) -> Option<Comparison<'a>> {
+        let series = service.latency.get(&(op, revision.id))?;
+        let recent_deploy = revision.first_seen_unix_nanos.saturating_add(nanos(self.config.deploy_comparison)) > at;
+        let earlier = recent_deploy
+            .then(|| self.last_good(service, op, revision.id))
+            .flatten();
+        let mut current = new_histogram();
+        let mut baseline = new_histogram();
+        let mut baseline_moments = WindowMoments::default();
+        let chunks = self.config.persistence_windows.max(1);
+        let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
+        let persistent = match earlier {
+            Some(b) => {
+                // After a deploy everything this revision served is
+                // post-deploy, so a quiet endpoint may use all of it.
+                if series.current().len() >= self.config.min_samples {
+                    let _ = current.add(series.current());
+                } else {
+                    series.all(&mut current);
+                }
+                for base in service.history(op, b) {
+                    base.all(&mut baseline);
+                    for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
+                        baseline_moments.merge(&m);
+                    }
+                }
+                let recent = series.recent_moments().chain(series.retired_moments(usize::MAX));
+                persistent_shift(recent, &baseline_moments, chunks, min_chunk, PERSISTENCE_Z)
+            }
+            None => {
+                let _ = current.add(series.current());
+                let _ = baseline.add(series.trailing());
+                for m in series.retired_moments(self.baseline_windows) {
+                    baseline_moments.merge(&m);
+                }
+                persistent_shift(series.recent_moments(), &baseline_moments, chunks, min_chunk, PERSISTENCE_Z)
+            }
+        };
+        (current.len() >= self.config.min_samples && baseline.len() >= self.config.min_samples).then_some(Comparison {
+            op,
+            revision,
+            baseline_revision: earlier,
+            baseline,
+            current,
+            persistent,
+        })
+    }
+
+    /// The most recent revision before `revision` that served `op` with
+    /// enough samples and did not regress it.
+    fn last_good<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: RevId) -> Option<&'a RevisionEntry> {
+        service.timeline.before(revision).find(|b| {
+            !self.regressed.contains(&(op, b.id))
+                && service.history(op, b).map(|s| s.total()).sum::<u64>() >= self.config.min_samples
+        })
+    }
+
+    /// Advances every firing incident: later revisions that still show it
+    /// join it, and it resolves once the serving traffic is clean or gone.
+    fn judge_incidents(
+        &mut self,
+        service: &ServiceView<'_>,
+        checks: &HashMap<OpId, Vec<Check<'_>>>,
+        threshold: f64,
+        at: u64,
+        out: &mut Vec<EventUpdate>,
+    ) {
+        let mut ended = Vec::new();
+        let ops: Vec<OpId> = self.incidents.keys().copied().collect();
+        for op in ops {
+            let serving: Vec<&Check<'_>> = checks
+                .get(&op)
+                .into_iter()
+                .flatten()
+                .filter(|c| !c.current.is_empty())
+                .collect();
+            // A restored incident without its frozen baseline falls back to
+            // the last good revision before it, as when it fired.
+            let fallback = match self.incidents.get(&op) {
+                Some(incident) if incident.baseline.is_none() => self.last_good(service, op, incident.introduced).map(|b| {
+                    let mut h = new_histogram();
+                    for series in service.history(op, b) {
+                        series.all(&mut h);
+                    }
+                    h
+                }),
+                _ => None,
+            };
+            let Some(incident) = self.incidents.get_mut(&op) else { continue };
+            if serving.is_empty() {
+                incident.clean_streak = 0;
+                incident.gone_streak += 1;
+                if incident.gone_streak >= self.config.resolve_after {
+                    ended.push((
+                        op,
+                        Resolution {
+                            reason: ResolutionReason::TrafficGone,
+                            revision: None,
+                        },
+                    ));
+                }
                 continue;
             }
-            track.bad_streak = 0;
-            track.good_streak += 1;
-            if track.good_streak >= self.config.resolve_after
-                && let Some(id) = track.firing.take()
-            {
-                out.push(EventUpdate::Resolved { id, at_unix_nanos: at });
+            incident.gone_streak = 0;
+            let Some(baseline) = incident.baseline.as_ref().or(fallback.as_ref()) else {
+                continue;
+            };
+            let mut judged: Vec<(&Check<'_>, Verdict)> = Vec::new();
+            for check in serving.iter().filter(|c| c.current.len() >= self.config.min_samples) {
+                judged.push((check, verdict(&self.config, baseline, &check.current, threshold)));
+            }
+            for (check, v) in &judged {
+                let rev = check.revision.id;
+                if *v == Verdict::Drifting && rev != incident.introduced && !incident.seen_in.contains(&rev) {
+                    incident.seen_in.push(rev);
+                    self.regressed.insert((check.op, rev));
+                    out.push(EventUpdate::SeenIn {
+                        id: incident.event_id.clone(),
+                        revision: check.revision.revision.to_string(),
+                        at_unix_nanos: at,
+                    });
+                }
+            }
+            if judged.is_empty() {
+                continue;
+            }
+            if judged.iter().all(|(_, v)| *v == Verdict::Clean) {
+                incident.clean_streak += 1;
+            } else {
+                incident.clean_streak = 0;
+            }
+            if incident.clean_streak >= self.config.resolve_after {
+                // The newest revision serving clean traffic ended it.
+                let Some((newest, _)) = judged
+                    .iter()
+                    .max_by_key(|(c, _)| (c.revision.first_seen_unix_nanos, c.revision.id))
+                else {
+                    continue;
+                };
+                let reason = if newest.revision.first_seen_unix_nanos < incident.introduced_first_seen {
+                    ResolutionReason::RolledBack
+                } else {
+                    ResolutionReason::Fixed
+                };
+                ended.push((
+                    op,
+                    Resolution {
+                        reason,
+                        revision: Some(newest.revision.revision.to_string()),
+                    },
+                ));
             }
         }
-        self.tracks
-            .retain(|key, t| t.firing.is_some() || t.bad_streak > 0 || evaluated.contains(key));
+        for (op, resolution) in ended {
+            if let Some(incident) = self.incidents.remove(&op) {
+                out.push(EventUpdate::Resolved {
+                    id: incident.event_id,
+                    at_unix_nanos: at,
+                    resolution,
+                });
+            }
+        }
     }
 
     /// The statistics of a bad comparison, or `None` when it is clean.
@@ -266,6 +474,32 @@ impl LatencyDetector {
     }
 }
 
+/// Judges serving traffic against a firing incident's baseline (see the
+/// module documentation for the rule).
+fn verdict(config: &LatencyConfig, baseline: &LatencyHistogram, current: &LatencyHistogram, threshold: f64) -> Verdict {
+    let q = config.quantile;
+    let base_q = baseline.value_at_quantile(q) as f64;
+    let rise = current.value_at_quantile(q) as f64 - base_q;
+    let relative = if base_q > 0.0 { rise / base_q } else { f64::INFINITY };
+    let absolute = config.absolute_increase.as_micros() as f64;
+    let ranks_slower = mann_whitney_greater(baseline, current).is_some_and(|t| t.p_value < threshold);
+    if relative >= config.relative_increase && rise >= absolute && ranks_slower {
+        return Verdict::Drifting;
+    }
+    let quantile_back = relative < config.relative_increase * RESOLVE_MARGIN_SHARE
+        || rise < absolute * RESOLVE_MARGIN_SHARE;
+    if !quantile_back {
+        return Verdict::Unsettled;
+    }
+    let shifted = scaled(baseline, 1.0 + config.relative_increase * RESOLVE_MARGIN_SHARE);
+    let slower_than_margin = mann_whitney_greater(&shifted, current).is_some_and(|t| t.p_value < threshold);
+    if slower_than_margin {
+        Verdict::Unsettled
+    } else {
+        Verdict::Clean
+    }
+}
+
 fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStats, at: u64) -> DriftEvent {
     let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
     let onset = estimate_onset(service, c).min(at);
@@ -286,7 +520,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         Severity::Warning
     };
     DriftEvent {
-        id: event_id(&fingerprint, onset),
+        id: event_id(&fingerprint, at),
         fingerprint,
         kind: EventKind::LatencyRegression,
         state: EventState::Firing,
@@ -296,9 +530,11 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         peer: None,
         revision: c.revision.revision.to_string(),
         baseline_revision: c.baseline_revision.map(|b| b.revision.to_string()),
+        seen_in: Vec::new(),
         onset: rfc3339(onset),
         detected_at: rfc3339(at),
         resolved_at: None,
+        resolution: None,
         stats: Some(stats),
         outbound: None,
         code,

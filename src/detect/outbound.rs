@@ -4,13 +4,24 @@
 //!
 //! Calls are screened as they are recorded; the decision to fire waits for
 //! the evaluation tick, so the event can name the operations that make the
-//! call (their parent spans usually arrive after the call itself).
+//! call (their parent spans usually arrive after the call itself). Calls
+//! are counted per evaluation interval, so an evaluation at event time `at`
+//! counts exactly the calls that started before `at`, however the spans were
+//! batched.
+//!
+//! One peer is one incident: a later revision that still calls it joins the
+//! firing event (`seen_in`). It resolves once nothing has called the peer
+//! for `resolve_after`: `fixed` when a newer revision serves without the
+//! call, `rolled_back` when an older one does, `traffic_gone` when the
+//! service's traffic (or the calling part of it) stopped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339};
+use super::event::{
+    DriftEvent, EventKind, EventState, EventUpdate, Resolution, ResolutionReason, Severity, event_id, fingerprint, rfc3339,
+};
 use crate::analyze::peers::{JOIN_WINDOW_NANOS, NO_PARENT, Novelty, PeerSets, is_placeholder_caller};
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::OutboundConfig;
@@ -55,17 +66,61 @@ struct Candidate {
     first_seen: u64,
     reasons: Vec<PeerReason>,
     firing: Option<String>,
+    /// Calls not yet evaluated, by evaluation interval: (count, last start).
+    unsettled: BTreeMap<u64, (u64, u64)>,
+    /// Calls that started before the last evaluation.
+    calls: u64,
+    /// The last of those calls' start.
+    last_call: u64,
+    /// Later revisions that call the peer while it fires: (revision, first
+    /// call, reported).
+    seen_in: Vec<(RevId, u64, bool)>,
 }
+
+impl Candidate {
+    fn new(revision: RevId, first_seen: u64, reasons: Vec<PeerReason>, firing: Option<String>) -> Candidate {
+        Candidate {
+            revision,
+            first_seen,
+            reasons,
+            firing,
+            unsettled: BTreeMap::new(),
+            calls: 0,
+            last_call: first_seen,
+            seen_in: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, start: u64, interval: u64) {
+        let slot = self.unsettled.entry(start / interval).or_default();
+        slot.0 += 1;
+        slot.1 = slot.1.max(start);
+    }
+
+    /// Folds the calls that started before `at` into the counts.
+    fn settle(&mut self, at: u64, interval: u64) {
+        let later = self.unsettled.split_off(&(at / interval));
+        for (_, (calls, last)) in std::mem::replace(&mut self.unsettled, later) {
+            self.calls += calls;
+            self.last_call = self.last_call.max(last);
+        }
+    }
+}
+
+/// Later revisions a firing candidate still records, at most.
+const MAX_SEEN_IN: usize = 64;
 
 pub struct OutboundDetector {
     config: OutboundConfig,
     allow: Vec<(glob::Pattern, bool)>,
     candidates: HashMap<Sym, Candidate>,
     service_first_seen: Option<u64>,
+    /// The evaluation interval: calls are counted per interval.
+    interval_nanos: u64,
 }
 
 impl OutboundDetector {
-    pub fn new(config: OutboundConfig) -> OutboundDetector {
+    pub fn new(config: OutboundConfig, interval: std::time::Duration) -> OutboundDetector {
         // Patterns were validated with the configuration.
         let allow = config
             .allow
@@ -77,6 +132,7 @@ impl OutboundDetector {
             allow,
             candidates: HashMap::new(),
             service_first_seen: None,
+            interval_nanos: nanos(interval).max(1),
         }
     }
 
@@ -95,11 +151,15 @@ impl OutboundDetector {
             return;
         }
         let first_seen = *self.service_first_seen.get_or_insert(start);
-        if self
-            .candidates
-            .get(peer)
-            .is_some_and(|c| c.firing.is_some() || c.revision == revision)
-        {
+        if let Some(candidate) = self.candidates.get_mut(peer) {
+            candidate.count(start, self.interval_nanos);
+            let carried = candidate.firing.is_some()
+                && revision != candidate.revision
+                && candidate.seen_in.len() < MAX_SEEN_IN
+                && !candidate.seen_in.iter().any(|(r, _, _)| *r == revision);
+            if carried {
+                candidate.seen_in.push((revision, start, false));
+            }
             return;
         }
         let learning = start < first_seen.saturating_add(nanos(self.config.learning_period));
@@ -114,15 +174,9 @@ impl OutboundDetector {
             reasons.push(PeerReason::MetadataEndpoint);
         }
         if !reasons.is_empty() {
-            self.candidates.insert(
-                peer.clone(),
-                Candidate {
-                    revision,
-                    first_seen: start,
-                    reasons,
-                    firing: None,
-                },
-            );
+            let mut candidate = Candidate::new(revision, start, reasons, None);
+            candidate.count(start, self.interval_nanos);
+            self.candidates.insert(peer.clone(), candidate);
         }
     }
 
@@ -156,15 +210,34 @@ impl OutboundDetector {
         let resolve_after = nanos(self.config.resolve_after);
         let mut done = Vec::new();
         for (peer, candidate) in self.candidates.iter_mut() {
-            let last_call = peers.known(peer).map_or(0, |k| k.last_seen);
+            candidate.settle(at, self.interval_nanos);
+            // Calls before a restart are known only to the peer set.
+            let known_last = peers.known(peer).map_or(0, |k| k.last_seen).min(at);
+            let last_call = candidate.last_call.max(known_last);
             if let Some(id) = &candidate.firing {
+                for (revision, first_call, reported) in candidate.seen_in.iter_mut() {
+                    if !*reported && *first_call < at {
+                        *reported = true;
+                        if let Some(entry) = timeline.get(*revision) {
+                            out.push(EventUpdate::SeenIn {
+                                id: id.clone(),
+                                revision: entry.revision.to_string(),
+                                at_unix_nanos: at,
+                            });
+                        }
+                    }
+                }
                 if last_call.saturating_add(resolve_after) < at {
                     out.push(EventUpdate::Resolved {
                         id: id.clone(),
                         at_unix_nanos: at,
+                        resolution: resolution(candidate, timeline, at, resolve_after),
                     });
                     done.push(peer.clone());
                 }
+                continue;
+            }
+            if candidate.calls == 0 {
                 continue;
             }
             let Some(usage) = peers.usage(candidate.revision, peer) else {
@@ -179,7 +252,7 @@ impl OutboundDetector {
                 .iter()
                 .any(|c| !is_placeholder_caller(&c.operation) || &*c.operation == NO_PARENT);
             let waited = candidate.first_seen.saturating_add(JOIN_WINDOW_NANOS) < at;
-            if usage.calls < min_calls || !(callers_known || waited) {
+            if candidate.calls < min_calls || !(callers_known || waited) {
                 if last_call.saturating_add(resolve_after) < at {
                     done.push(peer.clone());
                 }
@@ -205,19 +278,42 @@ impl OutboundDetector {
 
     /// Resumes a drift that was firing before a restart.
     pub fn restore_firing(&mut self, peer: Sym, revision: RevId, event_id: String, reasons: Vec<PeerReason>, first_seen: u64) {
-        self.candidates.insert(
-            peer,
-            Candidate {
-                revision,
-                first_seen,
-                reasons,
-                firing: Some(event_id),
-            },
-        );
+        self.candidates
+            .insert(peer, Candidate::new(revision, first_seen, reasons, Some(event_id)));
     }
 
     pub fn forget_revision(&mut self, revision: RevId) {
         self.candidates.retain(|_, c| c.firing.is_some() || c.revision != revision);
+    }
+}
+
+/// How a drift that stopped calling its peer ended: judged by the newest
+/// revision that served within `resolve_after`.
+fn resolution(candidate: &Candidate, timeline: &RevisionTimeline, at: u64, resolve_after: u64) -> Resolution {
+    let introduced_first_seen = timeline
+        .get(candidate.revision)
+        .map_or(candidate.first_seen, |r| r.first_seen_unix_nanos);
+    let serving = timeline
+        .entries()
+        .iter()
+        .filter(|r| r.last_seen_unix_nanos.saturating_add(resolve_after) >= at)
+        .max_by_key(|r| (r.first_seen_unix_nanos, r.id));
+    let carrier = |id: RevId| id == candidate.revision || candidate.seen_in.iter().any(|(r, _, _)| *r == id);
+    match serving {
+        Some(r) if r.first_seen_unix_nanos < introduced_first_seen => Resolution {
+            reason: ResolutionReason::RolledBack,
+            revision: Some(r.revision.to_string()),
+        },
+        Some(r) if !carrier(r.id) => Resolution {
+            reason: ResolutionReason::Fixed,
+            revision: Some(r.revision.to_string()),
+        },
+        // The revision that calls the peer still serves, but not the
+        // traffic that called it: no longer observed, not known fixed.
+        _ => Resolution {
+            reason: ResolutionReason::TrafficGone,
+            revision: None,
+        },
     }
 }
 
@@ -245,7 +341,7 @@ fn build_event(
             median_share: c.median_share(),
         })
         .collect();
-    callers.sort_by(|a, b| b.calls.cmp(&a.calls));
+    callers.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.operation.cmp(&b.operation)));
     let operation = callers
         .iter()
         .find(|c| !is_placeholder_caller(&c.operation))
@@ -253,7 +349,7 @@ fn build_event(
     let fingerprint = fingerprint(service, EventKind::NewOutboundPeer, peer, &revision);
     let onset = candidate.first_seen.min(at);
     DriftEvent {
-        id: event_id(&fingerprint, onset),
+        id: event_id(&fingerprint, at),
         fingerprint,
         kind: EventKind::NewOutboundPeer,
         state: EventState::Firing,
@@ -266,13 +362,15 @@ fn build_event(
             .then(|| "first revision seen: no earlier revision to compare with".to_owned()),
         revision,
         baseline_revision,
+        seen_in: Vec::new(),
         onset: rfc3339(onset),
         detected_at: rfc3339(at),
         resolved_at: None,
+        resolution: None,
         stats: None,
         outbound: Some(OutboundStats {
             reasons: candidate.reasons.clone(),
-            calls: usage.calls,
+            calls: candidate.calls,
             callers,
         }),
         code: Default::default(),
@@ -297,10 +395,13 @@ mod tests {
     use super::*;
 
     fn detector(allow: &[&str]) -> OutboundDetector {
-        OutboundDetector::new(OutboundConfig {
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        })
+        OutboundDetector::new(
+            OutboundConfig {
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
+            std::time::Duration::from_secs(10),
+        )
     }
 
     #[test]

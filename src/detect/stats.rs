@@ -26,6 +26,17 @@ pub fn record(histogram: &mut LatencyHistogram, micros: u64) {
     let _ = histogram.record(micros.clamp(1, MAX_TRACKABLE_MICROS));
 }
 
+/// `histogram` with every value multiplied by `factor`: the baseline
+/// shifted by a margin, for tests of "slower by at least the margin".
+pub fn scaled(histogram: &LatencyHistogram, factor: f64) -> LatencyHistogram {
+    let mut out = new_histogram();
+    for v in histogram.iter_recorded() {
+        let value = (v.value_iterated_to() as f64 * factor).round() as u64;
+        let _ = out.record_n(value.clamp(1, MAX_TRACKABLE_MICROS), v.count_at_value());
+    }
+    out
+}
+
 /// Count and the three reported quantiles of a histogram, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Summary {

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub spans_not_analyzed: IntCounterVec,
     pub drifts_firing: IntGaugeVec,
     pub drift_events: IntCounterVec,
+    pub drift_resolutions: IntCounterVec,
+    pub drift_refires: IntCounterVec,
     pub operations_tracked: IntGaugeVec,
     pub operations_folded: IntCounterVec,
     pub outbound_peers: IntGaugeVec,
@@ -118,6 +120,22 @@ impl Metrics {
         let drift_events = IntCounterVec::new(
             Opts::new("driftwatch_drift_events_total", "Drift events fired, by kind and severity."),
             &["kind", "severity"],
+        )
+        .expect("valid metric");
+        let drift_resolutions = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_drift_resolutions_total",
+                "Drift events resolved, by kind and reason (fixed, rolled_back, traffic_gone).",
+            ),
+            &["kind", "reason"],
+        )
+        .expect("valid metric");
+        let drift_refires = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_drift_refires_total",
+                "Drifts that fired again after their earlier event resolved (same service, kind, subject and revision).",
+            ),
+            &["kind"],
         )
         .expect("valid metric");
         let operations_tracked = IntGaugeVec::new(
@@ -237,6 +255,8 @@ impl Metrics {
             Box::new(spans_not_analyzed.clone()),
             Box::new(drifts_firing.clone()),
             Box::new(drift_events.clone()),
+            Box::new(drift_resolutions.clone()),
+            Box::new(drift_refires.clone()),
             Box::new(operations_tracked.clone()),
             Box::new(operations_folded.clone()),
             Box::new(outbound_peers.clone()),
@@ -277,6 +297,8 @@ impl Metrics {
             spans_not_analyzed,
             drifts_firing,
             drift_events,
+            drift_resolutions,
+            drift_refires,
             operations_tracked,
             operations_folded,
             outbound_peers,

@@ -125,7 +125,8 @@ pub fn render_incident(event: &DriftEvent) -> String {
         b,
         "<p><a href=\"/ui\">← all events</a></p><h1>{kind}: {} <code>{}</code></h1>\
          <p class=\"{}\">{:?} · {:?}</p><table>\
-         <tr><th>revision</th><td><code>{}</code></td></tr><tr><th>baseline revision</th><td><code>{}</code></td></tr>\
+         <tr><th>introduced in</th><td><code>{}</code></td></tr><tr><th>still present in</th><td>{}</td></tr>\
+         <tr><th>baseline revision</th><td><code>{}</code></td></tr>\
          <tr><th>onset</th><td>{}</td></tr><tr><th>detected</th><td>{}</td></tr><tr><th>resolved</th><td>{}</td></tr></table>",
         escape(&event.service),
         escape(&subject(event)),
@@ -133,10 +134,24 @@ pub fn render_incident(event: &DriftEvent) -> String {
         event.severity,
         event.state,
         escape(&event.revision),
+        if event.seen_in.is_empty() {
+            "—".to_owned()
+        } else {
+            event
+                .seen_in
+                .iter()
+                .map(|r| format!("<code>{}</code>", escape(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         escape(event.baseline_revision.as_deref().unwrap_or("—")),
         escape(&event.onset),
         escape(&event.detected_at),
-        escape(event.resolved_at.as_deref().unwrap_or("—")),
+        escape(&match (&event.resolved_at, &event.resolution) {
+            (Some(at), Some(resolution)) => format!("{at} — {}", resolution.describe()),
+            (Some(at), None) => at.clone(),
+            (None, _) => "—".to_owned(),
+        }),
     );
     if let Some(stats) = &event.stats {
         let _ = write!(

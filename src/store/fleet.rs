@@ -532,6 +532,11 @@ impl FleetStore {
                 let event = match self.event_from(id.clone(), &body, "resolved") {
                     Ok(mut event) => {
                         event.resolved_at = Some(now_rfc3339.to_owned());
+                        // No live replica observes it any more.
+                        event.resolution.get_or_insert(crate::detect::event::Resolution {
+                            reason: crate::detect::event::ResolutionReason::TrafficGone,
+                            revision: None,
+                        });
                         let body = super::encode_event(&event).map_err(|e| self.query_error(e))?;
                         txn.execute(
                             "UPDATE driftwatch_events SET state = 'resolved', body = $2, updated_at = now() WHERE id = $1",
