@@ -46,6 +46,7 @@ struct Link {
     kind: SpanKind,
     operation: Sym,
     duration_nanos: u64,
+    end: u64,
 }
 
 /// Latency of calls to a peer from one operation.
@@ -170,6 +171,7 @@ impl PeerSets {
                 kind: fact.kind,
                 operation: fact.operation.clone(),
                 duration_nanos: fact.duration_nanos(),
+                end: fact.end_unix_nanos,
             },
         );
         self.join_order.push_back((fact.end_unix_nanos, fact.span_id));
@@ -232,23 +234,37 @@ impl PeerSets {
     }
 
     /// Attributes pending calls whose parents have arrived; gives up on
-    /// those older than the join window; ages out old join entries.
-    pub fn resolve_pending(&mut self, watermark: u64) {
+    /// those older than the join window; ages out old join entries. Only
+    /// spans that ended before `at` (event time) take part, and calls are
+    /// attributed in event-time order, so the callers an evaluation at `at`
+    /// sees do not depend on how the spans were batched.
+    pub fn resolve_pending(&mut self, at: u64) {
+        let mut ready = Vec::new();
         let mut still_pending = VecDeque::with_capacity(self.pending.len());
         while let Some(call) = self.pending.pop_front() {
-            let expired = call.end.saturating_add(JOIN_WINDOW_NANOS) < watermark;
-            if call.parent == 0 {
-                self.attribute(&call, Sym::from(NO_PARENT), 0);
+            if call.end >= at {
+                still_pending.push_back(call);
                 continue;
             }
-            match self.entry_span_of(call.parent) {
-                Some(entry) => self.attribute(&call, entry.0, entry.1),
-                None if expired => self.attribute(&call, Sym::from(UNKNOWN_CALLER), 0),
+            let expired = call.end.saturating_add(JOIN_WINDOW_NANOS) < at;
+            if call.parent == 0 {
+                ready.push((call, Sym::from(NO_PARENT), 0));
+                continue;
+            }
+            match self.entry_span_of(call.parent, at) {
+                Some(entry) => ready.push((call, entry.0, entry.1)),
+                None if expired => ready.push((call, Sym::from(UNKNOWN_CALLER), 0)),
                 None => still_pending.push_back(call),
             }
         }
         self.pending = still_pending;
-        let horizon = watermark.saturating_sub(2 * JOIN_WINDOW_NANOS);
+        ready.sort_by(|(a, a_caller, _), (b, b_caller, _)| {
+            (a.end, a.duration_nanos, a.parent, a_caller).cmp(&(b.end, b.duration_nanos, b.parent, b_caller))
+        });
+        for (call, caller, caller_duration) in ready {
+            self.attribute(&call, caller, caller_duration);
+        }
+        let horizon = at.saturating_sub(2 * JOIN_WINDOW_NANOS);
         while self.join_order.front().is_some_and(|(end, _)| *end < horizon) {
             if let Some((_, id)) = self.join_order.pop_front() {
                 self.join.remove(&id);
@@ -256,10 +272,11 @@ impl PeerSets {
         }
     }
 
-    /// The nearest SERVER/CONSUMER ancestor: its operation and duration.
-    fn entry_span_of(&self, mut span: u64) -> Option<(Sym, u64)> {
+    /// The nearest SERVER/CONSUMER ancestor that ended before `at`: its
+    /// operation and duration.
+    fn entry_span_of(&self, mut span: u64, at: u64) -> Option<(Sym, u64)> {
         for _ in 0..MAX_HOPS {
-            let link = self.join.get(&span)?;
+            let link = self.join.get(&span).filter(|l| l.end < at)?;
             if link.kind.is_entry() {
                 return Some((link.operation.clone(), link.duration_nanos));
             }
@@ -378,7 +395,7 @@ mod tests {
         let client = span(3, 2, SpanKind::Client, "POST", 1_000, 30_000_000);
         peers.remember(&client);
         assert!(peers.record_call(&client, &peer, 0, u64::MAX).unseen);
-        peers.resolve_pending(client.end_unix_nanos);
+        peers.resolve_pending(client.end_unix_nanos + 1);
         assert!(
             peers.usage(0, &peer).expect("usage").callers.is_empty(),
             "waits for its parents"
@@ -387,7 +404,7 @@ mod tests {
         let server = span(1, 0, SpanKind::Server, "POST /checkout", 0, 100_000_000);
         peers.remember(&internal);
         peers.remember(&server);
-        peers.resolve_pending(server.end_unix_nanos);
+        peers.resolve_pending(server.end_unix_nanos + 1);
         let usage = peers.usage(0, &peer).expect("usage");
         assert_eq!(usage.calls, 1);
         assert_eq!(&*usage.callers[0].operation, "POST /checkout");

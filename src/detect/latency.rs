@@ -284,6 +284,10 @@ impl LatencyDetector {
         at: u64,
     ) -> Option<Comparison<'a>> {
         let series = service.latency.get(&(op, revision.id))?;
+        if series.current().is_empty() {
+            // Not serving the operation now: nothing to judge.
+            return None;
+        }
         let recent_deploy = revision.first_seen_unix_nanos.saturating_add(nanos(self.config.deploy_comparison)) > at;
         let earlier = recent_deploy
             .then(|| self.last_good(service, op, revision.id))

@@ -1,7 +1,15 @@
 //! `driftwatch eval DIR`: replays every scenario of a corpus through the
 //! same analysis and detectors the sidecar runs, in event time, and scores
 //! the events against the scenarios' labels: recall, false alerts per
-//! service-week, and detection delay (event time from deploy to alert).
+//! service-week, detection delay (event time from deploy to alert), and the
+//! lifecycle: **false resolves** (a resolution while the labelled drift
+//! still serves) and **coverage** (the share of the drift's serving time
+//! after detection during which its incident fires).
+//!
+//! A labelled drift serves from its deploy until a later deploy that no
+//! longer carries it (a fix or a rollback) has rolled out, until its
+//! operation's traffic stops (a rate change to 0), or until the scenario
+//! ends.
 
 pub mod scenario;
 pub mod traffic;
@@ -15,7 +23,7 @@ use serde::Serialize;
 use crate::analyze::service::AnalysisSettings;
 use crate::analyze::shard::ShardAnalysis;
 use crate::detect::event::{DriftEvent, EventKind, EventLog};
-use scenario::{Scenario, ScenarioError};
+use scenario::{Scenario, ScenarioError, ServiceSpec};
 use traffic::{EPOCH_UNIX_NANOS, TrafficGenerator, expected_p95_increase};
 
 /// Regressions of at least this p95 rise, on operations of at least this
@@ -36,6 +44,15 @@ pub struct LabelResult {
     pub detected: bool,
     /// Event time from the start of the rollout to the alert.
     pub delay_s: Option<f64>,
+    /// Until when (scenario seconds) the drift served.
+    pub serving_until_s: u64,
+    /// Share of the serving time after detection during which an incident
+    /// of the operation fired.
+    pub coverage: Option<f64>,
+    /// Resolutions while the drift still served.
+    pub false_resolves: usize,
+    /// How the incident ended, if it did.
+    pub resolution: Option<String>,
 }
 
 /// One labelled new outbound peer and whether it was reported.
@@ -93,6 +110,12 @@ pub struct Summary {
     pub peer_recall: f64,
     pub peer_false_alerts: usize,
     pub peer_median_delay_s: Option<f64>,
+    /// Resolutions while a labelled drift still served.
+    pub false_resolves: usize,
+    /// Firing time over serving time after detection, all detected drifts.
+    pub coverage: f64,
+    /// The lowest coverage of one drift.
+    pub min_coverage: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,30 +176,63 @@ pub fn run_scenario(scenario: &Scenario, settings: &AnalysisSettings) -> Scenari
     let mut facts = Vec::new();
     let mut updates = Vec::new();
     let mut spans = 0u64;
+    let mut resolved_at = HashMap::new();
     while generator.next_second(&mut facts) {
         spans += facts.len() as u64;
         analysis.observe(&facts, &mut updates);
         facts.clear();
         for update in updates.drain(..) {
+            if let crate::detect::event::EventUpdate::Resolved { id, at_unix_nanos, .. } = &update {
+                resolved_at.insert(id.clone(), *at_unix_nanos);
+            }
             log.apply(update);
         }
     }
-    score(scenario, log.list(), spans)
+    score(scenario, log.list(), &resolved_at, spans)
+}
+
+/// Until when (scenario seconds) the change `(deploy, change)` of
+/// `operation` serves: the end of the rollout of the first later deploy
+/// that does not carry it, the time the operation's traffic stops, or the
+/// scenario's end.
+fn serving_until(scenario: &Scenario, service: &ServiceSpec, deploy: usize, change: usize, operation: &str) -> u64 {
+    let carried = service.carried_changes();
+    let mut until = scenario.duration.as_secs();
+    if let Some((_, d)) = service
+        .deploys
+        .iter()
+        .enumerate()
+        .skip(deploy + 1)
+        .find(|(i, _)| !carried[i + 1].contains(&(deploy, change)))
+    {
+        until = until.min((d.at + d.rollout).as_secs());
+    }
+    let start = service.deploys[deploy].at;
+    if let Some(stop) = service
+        .rate_changes
+        .iter()
+        .filter(|r| r.operation == operation && r.factor <= 0.0 && r.at >= start)
+        .map(|r| r.at.as_secs())
+        .min()
+    {
+        until = until.min(stop);
+    }
+    until
 }
 
 fn seconds(unix_nanos: u64) -> f64 {
     unix_nanos.saturating_sub(EPOCH_UNIX_NANOS) as f64 / 1e9
 }
 
-fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> ScenarioResult {
+fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<String, u64>, spans: u64) -> ScenarioResult {
     let events: Vec<&DriftEvent> = all_events.iter().filter(|e| e.kind == EventKind::LatencyRegression).collect();
     let peer_events: Vec<&DriftEvent> = all_events.iter().filter(|e| e.kind == EventKind::NewOutboundPeer).collect();
     let mut labels = Vec::new();
     // (service, operation) → start of the earliest labelled regression.
     let mut regressed_since: HashMap<(&str, &str), u64> = HashMap::new();
     for service in &scenario.services {
-        for deploy in &service.deploys {
-            for change in &deploy.changes {
+        for (d, deploy) in service.deploys.iter().enumerate() {
+            for (c, change) in deploy.changes.iter().enumerate() {
                 let Some(op) = service.operations.iter().find(|o| o.name == change.operation) else {
                     continue;
                 };
@@ -197,6 +253,19 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> Scenario
                     .map(|e| seconds(e.detected_unix_nanos) - at as f64)
                     .filter(|delay| *delay >= 0.0)
                     .min_by(f64::total_cmp);
+                let until = serving_until(scenario, service, d, c, &op.name);
+                let incidents: Vec<(f64, Option<f64>, Option<String>)> = events
+                    .iter()
+                    .filter(|e| e.service == service.name && e.operation.as_deref() == Some(op.name.as_str()))
+                    .map(|e| {
+                        (
+                            seconds(e.detected_unix_nanos),
+                            resolved_at.get(&e.id).map(|r| seconds(*r)),
+                            e.resolution.as_ref().map(|r| r.reason.as_str().to_owned()),
+                        )
+                    })
+                    .collect();
+                let lifecycle = hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64));
                 labels.push(LabelResult {
                     service: service.name.clone(),
                     operation: op.name.clone(),
@@ -206,6 +275,10 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> Scenario
                     expected_p95_increase: rise,
                     detected: hit.is_some(),
                     delay_s: hit,
+                    serving_until_s: until,
+                    coverage: lifecycle.as_ref().and_then(|l| l.coverage),
+                    false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
+                    resolution: lifecycle.and_then(|l| l.resolution),
                 });
             }
         }
@@ -243,6 +316,41 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], spans: u64) -> Scenario
         labels,
         peer_labels,
         false_alerts,
+    }
+}
+
+struct Lifecycle {
+    coverage: Option<f64>,
+    false_resolves: usize,
+    resolution: Option<String>,
+}
+
+/// Scores the incidents of one operation, (detected, resolved, reason) in
+/// scenario seconds, against a drift detected at `detected` that served
+/// until `until`.
+fn lifecycle(incidents: &[(f64, Option<f64>, Option<String>)], detected: f64, until: f64) -> Lifecycle {
+    let false_resolves = incidents
+        .iter()
+        .filter(|(_, resolved, _)| resolved.is_some_and(|r| r >= detected && r < until))
+        .count();
+    let coverage = (until > detected).then(|| {
+        let firing: f64 = incidents
+            .iter()
+            .map(|(from, to, _)| {
+                let (from, to) = (from.max(detected), to.unwrap_or(f64::INFINITY).min(until));
+                (to - from).max(0.0)
+            })
+            .sum();
+        (firing / (until - detected)).min(1.0)
+    });
+    let resolution = incidents
+        .iter()
+        .filter(|(fired, _, _)| *fired >= detected)
+        .find_map(|(_, _, reason)| reason.clone());
+    Lifecycle {
+        coverage,
+        false_resolves,
+        resolution,
     }
 }
 
@@ -332,6 +440,14 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
     let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.delay_s).collect();
     delays.sort_by(f64::total_cmp);
     let quantile = |q: f64| (!delays.is_empty()).then(|| delays[((delays.len() - 1) as f64 * q).round() as usize]);
+    let (mut covered, mut serving) = (0.0, 0.0);
+    for l in &labels {
+        if let (Some(coverage), Some(delay)) = (l.coverage, l.delay_s) {
+            let time = l.serving_until_s as f64 - (l.deploy_at_s as f64 + delay);
+            covered += coverage * time;
+            serving += time;
+        }
+    }
     let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     Summary {
         scenarios: results.len(),
@@ -353,6 +469,9 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         peer_recall: ratio(peer_detected, peer_labels.len()),
         peer_false_alerts,
         peer_median_delay_s: peer_delays.get(peer_delays.len().saturating_sub(1) / 2).copied(),
+        false_resolves: labels.iter().map(|l| l.false_resolves).sum(),
+        coverage: if serving > 0.0 { covered / serving } else { 1.0 },
+        min_coverage: labels.iter().filter_map(|l| l.coverage).min_by(f64::total_cmp),
     }
 }
 
@@ -420,6 +539,17 @@ impl Report {
         );
         let _ = writeln!(
             out,
+            "false resolves (drift still serving): {}",
+            s.false_resolves
+        );
+        let _ = writeln!(
+            out,
+            "coverage after detection:             {:.2}% of serving time (lowest {})",
+            s.coverage * 100.0,
+            s.min_coverage.map_or("-".to_owned(), |c| format!("{:.2}%", c * 100.0))
+        );
+        let _ = writeln!(
+            out,
             "new outbound peers reported:         {:.1}% of {}, {} false, median delay {}",
             s.peer_recall * 100.0,
             s.peer_labels,
@@ -443,5 +573,77 @@ fn human_count(n: u64) -> String {
         n if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.0}k", n as f64 / 1e3),
         n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays a corpus scenario and returns its events.
+    fn events_of(name: &str) -> Vec<DriftEvent> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(name);
+        let scenario = Scenario::load(&path).expect("scenario");
+        let settings = AnalysisSettings::from_config(&crate::config::Config::default());
+        let mut analysis = ShardAnalysis::new(Arc::new(settings));
+        let mut generator = TrafficGenerator::new(&scenario);
+        let (mut facts, mut updates, mut log) = (Vec::new(), Vec::new(), EventLog::new(usize::MAX));
+        while generator.next_second(&mut facts) {
+            analysis.observe(&facts, &mut updates);
+            facts.clear();
+            for update in updates.drain(..) {
+                log.apply(update);
+            }
+        }
+        log.list().to_vec()
+    }
+
+    fn only(events: &[DriftEvent]) -> &DriftEvent {
+        assert_eq!(events.len(), 1, "one incident: {events:#?}");
+        &events[0]
+    }
+
+    #[test]
+    fn a_tail_only_regression_keeps_firing_while_it_serves() {
+        let events = events_of("lifecycle-tail-regression-20rps.toml");
+        let event = only(&events);
+        assert_eq!(event.state, crate::detect::event::EventState::Firing, "{event:#?}");
+        assert_eq!(event.revision, "cart-v2");
+    }
+
+    #[test]
+    fn a_later_revision_that_still_drifts_joins_the_incident() {
+        let events = events_of("lifecycle-carried-across-deploy.toml");
+        let event = only(&events);
+        assert_eq!(event.state, crate::detect::event::EventState::Firing);
+        assert_eq!(event.revision, "cart-v2", "the revision that introduced it");
+        assert_eq!(event.seen_in, vec!["cart-v3".to_owned()]);
+    }
+
+    #[test]
+    fn resolutions_say_how_the_drift_ended() {
+        use crate::detect::event::{Resolution, ResolutionReason};
+        for (scenario, reason, revision, not_before_s) in [
+            ("lifecycle-fix-deploy.toml", ResolutionReason::Fixed, Some("cart-v3"), 56 * 60),
+            ("lifecycle-rollback.toml", ResolutionReason::RolledBack, Some("rev-1"), 51 * 60),
+            ("lifecycle-traffic-stops.toml", ResolutionReason::TrafficGone, None, 50 * 60),
+        ] {
+            let events = events_of(scenario);
+            let event = only(&events);
+            assert_eq!(
+                event.resolution,
+                Some(Resolution {
+                    reason,
+                    revision: revision.map(str::to_owned)
+                }),
+                "{scenario}: {event:#?}"
+            );
+            let resolved = humantime::parse_rfc3339(event.resolved_at.as_deref().expect("resolved")).expect("time");
+            let resolved_s = resolved
+                .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(EPOCH_UNIX_NANOS))
+                .expect("after the epoch")
+                .as_secs();
+            assert!(resolved_s >= not_before_s, "{scenario}: resolved at {resolved_s}s, while the drift still served");
+        }
     }
 }

@@ -136,6 +136,16 @@ pub struct DeploySpec {
     /// service never called before is expected as a `new_outbound_peer`).
     #[serde(default)]
     pub new_calls: Vec<NewCallSpec>,
+    /// Operations whose earlier regressions this deploy removes (a fix).
+    #[serde(default)]
+    pub fixes: Vec<String>,
+}
+
+impl DeploySpec {
+    /// A deploy of a revision that ran before is a rollback to it.
+    pub fn rolls_back_to(&self, earlier: &[&str]) -> Option<usize> {
+        earlier.iter().position(|r| *r == self.revision)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -192,6 +202,50 @@ pub struct RateChange {
     pub factor: f64,
 }
 
+impl ServiceSpec {
+    /// Revision names by index: the initial one, then one per deploy.
+    pub fn revision_names(&self) -> Vec<&str> {
+        std::iter::once(self.initial_revision.as_str())
+            .chain(self.deploys.iter().map(|d| d.revision.as_str()))
+            .collect()
+    }
+
+    /// The regressions each revision (by index) carries, as (deploy index,
+    /// change index): a deploy keeps its predecessor's, less those on the
+    /// operations it fixes, plus its own; a rollback carries exactly what
+    /// the revision it returns to carried.
+    pub fn carried_changes(&self) -> Vec<Vec<(usize, usize)>> {
+        let names = self.revision_names();
+        let mut carried: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
+        for (i, deploy) in self.deploys.iter().enumerate() {
+            if let Some(earlier) = deploy.rolls_back_to(&names[..=i]) {
+                carried.push(carried[earlier].clone());
+                continue;
+            }
+            let mut next: Vec<(usize, usize)> = carried[i]
+                .iter()
+                .copied()
+                .filter(|(d, c)| !deploy.fixes.contains(&self.deploys[*d].changes[*c].operation))
+                .collect();
+            next.extend((0..deploy.changes.len()).map(|c| (i, c)));
+            carried.push(next);
+        }
+        carried
+    }
+
+    /// For each revision index, the index whose outbound calls it makes
+    /// (itself, or for a rollback the revision it returns to).
+    pub fn call_lineage(&self) -> Vec<usize> {
+        let names = self.revision_names();
+        let mut lineage = vec![0];
+        for (i, deploy) in self.deploys.iter().enumerate() {
+            let own = deploy.rolls_back_to(&names[..=i]).map_or(i + 1, |earlier| lineage[earlier]);
+            lineage.push(own);
+        }
+        lineage
+    }
+}
+
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let display = path.display().to_string();
@@ -224,7 +278,8 @@ impl Scenario {
                     .changes
                     .iter()
                     .map(|c| &c.operation)
-                    .chain(deploy.new_calls.iter().map(|c| &c.operation));
+                    .chain(deploy.new_calls.iter().map(|c| &c.operation))
+                    .chain(deploy.fixes.iter());
                 for operation in operations {
                     if !service.operations.iter().any(|o| &o.name == operation) {
                         return Err(format!(

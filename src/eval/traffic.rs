@@ -31,6 +31,10 @@ struct ServiceTraffic<'a> {
     name: Sym,
     /// Revision names: the initial one, then one per deploy.
     revisions: Vec<Sym>,
+    /// The latency changes each revision carries.
+    carried: Vec<Vec<&'a ChangeSpec>>,
+    /// Whose outbound calls each revision makes (see `call_lineage`).
+    lineage: Vec<usize>,
     ops: Vec<OperationState>,
 }
 
@@ -50,10 +54,13 @@ impl<'a> TrafficGenerator<'a> {
             .map(|spec| ServiceTraffic {
                 spec,
                 name: Sym::from(spec.name.as_str()),
-                revisions: std::iter::once(spec.initial_revision.as_str())
-                    .chain(spec.deploys.iter().map(|d| d.revision.as_str()))
-                    .map(Sym::from)
+                revisions: spec.revision_names().into_iter().map(Sym::from).collect(),
+                carried: spec
+                    .carried_changes()
+                    .into_iter()
+                    .map(|changes| changes.into_iter().map(|(d, c)| &spec.deploys[d].changes[c]).collect())
                     .collect(),
+                lineage: spec.call_lineage(),
                 ops: spec
                     .operations
                     .iter()
@@ -129,7 +136,7 @@ impl<'a> TrafficGenerator<'a> {
                     let start = EPOCH_UNIX_NANOS + t * NANOS + offset;
                     let deploy = revision_index(service.spec, t, offset, rng);
                     let mut ms = latency_ms(spec, rng, in_burst, t, offset);
-                    for change in changes_up_to(service.spec, deploy).filter(|c| c.operation == spec.name) {
+                    for change in service.carried[deploy].iter().filter(|c| c.operation == spec.name) {
                         if rng.uniform() < change.fraction {
                             ms = ms * change.latency_factor + change.extra_ms;
                         }
@@ -137,7 +144,8 @@ impl<'a> TrafficGenerator<'a> {
                     let duration = (ms * 1e6).max(1000.0) as u64;
                     let span_id = rng.next_u64() | 1;
                     let trace_id = u128::from(rng.next_u64());
-                    for call in state.calls.iter_mut().filter(|c| deploy >= c.since) {
+                    let lineage = service.lineage[deploy];
+                    for call in state.calls.iter_mut().filter(|c| lineage >= c.since) {
                         let due = match call.spec.every {
                             Some(every) => t.is_multiple_of(every.as_secs().max(1)) && call.last_second != Some(t),
                             None => rng.uniform() < call.spec.probability,
@@ -227,12 +235,6 @@ fn revision_index(spec: &ServiceSpec, t: u64, offset: u64, rng: &mut Rng) -> usi
         }
     }
     current
-}
-
-/// Changes carried by revision `index` (a regression stays until a deploy
-/// says otherwise).
-fn changes_up_to(spec: &ServiceSpec, index: usize) -> impl Iterator<Item = &ChangeSpec> {
-    spec.deploys.iter().take(index).flat_map(|d| &d.changes)
 }
 
 fn latency_ms(spec: &OperationSpec, rng: &mut Rng, in_burst: bool, t: u64, offset: u64) -> f64 {
