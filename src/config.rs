@@ -376,7 +376,12 @@ pub struct LatencyConfig {
     /// The rise must show in each of this many most recent non-overlapping
     /// stretches of traffic (windows, grouped when sparse).
     pub persistence_windows: usize,
+    /// Bad evaluations in a row before an event fires.
     pub consecutive: u32,
+    /// Clean evaluations in a row (every serving revision back within half
+    /// the margins of the baseline the event fired against, by quantile and
+    /// by the shifted rank test), or evaluations without traffic of the
+    /// operation, before a firing event resolves.
     pub resolve_after: u32,
     /// Evaluations run each time event time crosses a multiple of this.
     #[serde(with = "humantime_serde")]

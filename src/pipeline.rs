@@ -138,7 +138,10 @@ impl EventPipeline {
                             };
                             persist(&downstream, &event);
                             let reason = event.resolution.as_ref().map_or("unknown", |r| r.reason.as_str());
-                            metrics.drift_resolutions.with_label_values(&[event.kind.as_str(), reason]).inc();
+                            metrics
+                                .drift_resolutions
+                                .with_label_values(&[event.kind.as_str(), reason])
+                                .inc();
                             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, reason, "drift resolved");
                             suspect_gauge(&metrics, &event, false);
                             alert(&downstream, &event);

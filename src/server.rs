@@ -18,6 +18,7 @@ use crate::attribute::Attributor;
 use crate::attribute::classify::Classifier;
 use crate::config::Config;
 use crate::detect::SharedEventLog;
+use crate::detect::event::{DriftEvent, EventState};
 use crate::expose::admin::{self, AdminState};
 use crate::expose::metrics::Metrics;
 use crate::fleet::FleetSync;
@@ -92,6 +93,7 @@ impl Server {
             None => None,
         };
         let mut events = store.load_events()?;
+        let local: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
         if let Some(fleet) = &fleet {
             // The fleet's version of an event wins over this replica's copy.
             let shared = fleet.events(crate::detect::MAX_EVENTS as i64).await?;
@@ -99,6 +101,13 @@ impl Server {
             events.retain(|e| !ids.contains(e.id.as_str()));
             events.extend(shared);
         }
+        // Drifts this replica recorded as firing (in a fleet, still firing
+        // by the fleet's account) are the ones its detectors must hold.
+        let held: Vec<DriftEvent> = events
+            .iter()
+            .filter(|e| e.state == EventState::Firing && local.contains(&e.id))
+            .cloned()
+            .collect();
         let log = EventPipeline::log_of(events);
         let attributor = (!config.git.repos.is_empty()).then(|| {
             Arc::new(Attributor::new(
@@ -150,6 +159,9 @@ impl Server {
                     _ => tracing::warn!(%service, "this replica's snapshot in the fleet store is unreadable; starting afresh"),
                 }
             }
+        }
+        crate::analyze::snapshot::reconcile(&mut snapshots, &held.iter().collect::<Vec<_>>());
+        if let Some(fleet) = &fleet {
             // Drifts the restored detectors still see firing stay held.
             let firing: Vec<String> = snapshots
                 .iter()

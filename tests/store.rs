@@ -1,11 +1,13 @@
 //! The embedded store across restarts: a baseline learned by one process
-//! (killed with SIGKILL after a flush) is the baseline of the next.
+//! (killed with SIGKILL after a flush) is the baseline of the next; a drift
+//! that fired just before a SIGKILL, before any snapshot held it, still
+//! resolves and is announced after the restart.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Driftwatch, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
+use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
 use driftwatch::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
@@ -66,4 +68,60 @@ fn a_corrupt_store_stops_startup_with_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("driftwatch.redb"), "{stderr}");
+}
+
+#[test]
+fn a_drift_that_fired_before_a_kill_before_any_flush_resolves_after_the_restart() {
+    let store = tempfile::tempdir().expect("store");
+    let receiver = Receiver::start(&[]);
+    // No snapshot is written while the first process lives.
+    let config = format!(
+        "[store]\npath = {:?}\nflush_interval = \"1h\"\n[alerts]\ngroup_wait = \"200ms\"\n\
+         [[alerts.webhook]]\nurl = \"{}\"\n",
+        store.path().display().to_string(),
+        receiver.url("/hook")
+    );
+    let mut rng = Rng::new(11);
+    let deploy = now_nanos() / S * S - 8 * 60 * S;
+    let url_of = |dw: &Driftwatch| format!("http://{}/api/v1/events", dw.admin);
+    let events = |dw: &Driftwatch| -> Vec<serde_json::Value> {
+        let Ok((200, body)) = http_get(&url_of(dw)) else {
+            return Vec::new();
+        };
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        json["events"].as_array().cloned().unwrap_or_default()
+    };
+    {
+        let mut old = Driftwatch::start(&config);
+        send_traffic(&old, &checkout("rev-1", 1.0), deploy - 10 * 60 * S, 10 * 60, &mut rng);
+        send_traffic(&old, &checkout("rev-2", 1.6), deploy, 3 * 60, &mut rng);
+        eventually(Duration::from_secs(20), "the firing alert delivered", || {
+            receiver.requests().iter().any(|r| r.json()["status"] == "firing")
+        });
+        old.child.kill().expect("kill -9");
+        old.child.wait().expect("wait");
+    }
+    let new = Driftwatch::start(&config);
+    let fired = events(&new);
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0]["state"], "firing");
+    // The fix rolls out after the restart.
+    send_traffic(&new, &checkout("rev-3", 1.0), deploy + 3 * 60 * S, 3 * 60, &mut rng);
+    eventually(Duration::from_secs(30), "the resolution delivered", || {
+        receiver.requests().iter().any(|r| r.json()["status"] == "resolved")
+    });
+    let after = events(&new);
+    assert_eq!(after.len(), 1, "the same incident, not a new one: {after:#?}");
+    assert_eq!(after[0]["id"], fired[0]["id"]);
+    assert_eq!(after[0]["state"], "resolved");
+    assert_eq!(
+        after[0]["resolution"],
+        serde_json::json!({"reason": "fixed", "revision": "rev-3"})
+    );
+    let firing_alerts = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200 && r.json()["status"] == "firing")
+        .count();
+    assert_eq!(firing_alerts, 1, "nobody is paged twice for one drift");
 }

@@ -97,7 +97,10 @@ pub fn lifecycle_note(event: &DriftEvent) -> Option<String> {
         return None;
     }
     let revisions: Vec<&str> = event.seen_in.iter().map(|r| &r[..r.len().min(12)]).collect();
-    Some(sanitize(&format!("still present in {}", revisions.join(", ")), MAX_FIELD_CHARS))
+    Some(sanitize(
+        &format!("still present in {}", revisions.join(", ")),
+        MAX_FIELD_CHARS,
+    ))
 }
 
 fn kind_title(kind: EventKind) -> &'static str {

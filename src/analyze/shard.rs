@@ -256,7 +256,9 @@ mod tests {
     /// Replays a corpus scenario, cutting its spans into batches with
     /// `rebatch`, and returns every event as the API serialises it.
     fn replay_batched(name: &str, rebatch: impl Fn(Vec<SpanFact>) -> Vec<Vec<SpanFact>>) -> Vec<serde_json::Value> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(name);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/scenarios")
+            .join(name);
         let scenario = Scenario::load(&path).expect("scenario");
         let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
         let mut analysis = ShardAnalysis::new(settings);
@@ -283,16 +285,17 @@ mod tests {
 
     #[test]
     fn the_same_spans_give_the_same_events_however_they_are_batched() {
-        for scenario in ["lifecycle-fix-deploy.toml", "outbound-new-peers.toml", "lifecycle-carried-across-deploy.toml"] {
+        for scenario in [
+            "lifecycle-fix-deploy.toml",
+            "outbound-new-peers.toml",
+            "lifecycle-carried-across-deploy.toml",
+        ] {
             let as_generated = replay_batched(scenario, |spans| vec![spans]);
             assert!(!as_generated.is_empty(), "{scenario}: the scenario has events");
             // Small batches, each in reverse order: spans arrive out of
             // order, within the evaluation delay.
             let shuffled = replay_batched(scenario, |spans| {
-                spans
-                    .chunks(37)
-                    .map(|c| c.iter().rev().cloned().collect())
-                    .collect()
+                spans.chunks(37).map(|c| c.iter().rev().cloned().collect()).collect()
             });
             assert_eq!(as_generated, shuffled, "{scenario}: reordered small batches");
             // One span at a time.

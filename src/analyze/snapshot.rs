@@ -10,8 +10,96 @@ use serde::{Deserialize, Serialize};
 
 use super::service::{AnalysisSettings, ServiceState};
 use super::window::LatencyWindows;
+use crate::detect::event::{DriftEvent, EventKind, fingerprint_of};
 use crate::detect::stats::{LatencyHistogram, WindowMoments, new_histogram};
 use crate::extract::Sym;
+
+/// Brings restored detector state in line with the stored events before the
+/// shards start, so every firing event resolves after a crash:
+///
+/// * a drift the snapshot holds whose event is not firing in the store (it
+///   resolved after the snapshot, or it fired and was lost before the
+///   event was written) is dropped: if it still drifts, it is detected and
+///   announced anew;
+/// * a firing event that no snapshot holds (it fired after the last flush,
+///   then the process died) is held again, judged against the last good
+///   revision before it, and resolves like any other.
+pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
+    let held = |s: &ServiceSnapshot, fingerprint: &str| s.firing.iter().any(|f| fingerprint_of(&f.event_id) == fingerprint);
+    for snapshot in snapshots.iter_mut() {
+        snapshot.firing.retain(|f| {
+            firing
+                .iter()
+                .any(|e| e.service == snapshot.service && e.fingerprint == fingerprint_of(&f.event_id))
+        });
+    }
+    for event in firing {
+        if snapshots
+            .iter()
+            .any(|s| s.service == event.service && held(s, &event.fingerprint))
+        {
+            continue;
+        }
+        let index = match snapshots.iter().position(|s| s.service == event.service) {
+            Some(i) => i,
+            None => {
+                snapshots.push(ServiceSnapshot::empty(&event.service, event.detected_unix_nanos));
+                snapshots.len() - 1
+            }
+        };
+        let snapshot = &mut snapshots[index];
+        // Events name full SHAs; spans may name the same commit abbreviated.
+        let known = |full: &str| {
+            snapshot
+                .revisions
+                .iter()
+                .find(|r| full == r.revision || (r.revision.len() >= 7 && full.starts_with(&r.revision)))
+                .map(|r| r.revision.clone())
+        };
+        let revision = known(&event.revision).unwrap_or_else(|| event.revision.clone());
+        let seen_in = event.seen_in.iter().filter_map(|r| known(r)).collect();
+        let (operation, peer, reasons, first_seen) = match event.kind {
+            EventKind::NewOutboundPeer => (
+                None,
+                event.peer.clone(),
+                event.outbound.as_ref().map(|o| o.reasons.clone()).unwrap_or_default(),
+                event.onset_unix_nanos,
+            ),
+            _ => (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos),
+        };
+        let baseline = event.stats.as_ref().and_then(baseline_of);
+        snapshot.firing.push(FiringSnapshot {
+            event_id: event.id.clone(),
+            revision,
+            operation,
+            peer,
+            reasons,
+            first_seen,
+            baseline,
+            seen_in,
+        });
+    }
+}
+
+/// The baseline an event fired against, rebuilt from the distribution it
+/// carries (shares of the baseline's spans over log-spaced bins, each taken
+/// at its bin's geometric middle): close enough to judge whether serving
+/// traffic is back within half the margins.
+fn baseline_of(stats: &crate::detect::event::LatencyStats) -> Option<Vec<(u64, u64)>> {
+    let distribution = stats.distribution.as_ref()?;
+    let count = stats.baseline.count as f64;
+    let buckets: Vec<(u64, u64)> = distribution
+        .baseline
+        .iter()
+        .zip(distribution.edges_ms.windows(2))
+        .filter_map(|(share, edges)| {
+            let spans = (share * count).round() as u64;
+            let micros = ((edges[0] * edges[1]).max(0.0).sqrt() * 1000.0).round() as u64;
+            (spans > 0).then_some((micros.max(1), spans))
+        })
+        .collect();
+    (!buckets.is_empty()).then_some(buckets)
+}
 
 /// The snapshot format version, stored inside each snapshot.
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -29,6 +117,22 @@ pub struct ServiceSnapshot {
     /// restart instead of firing forever.
     #[serde(default)]
     pub firing: Vec<FiringSnapshot>,
+}
+
+impl ServiceSnapshot {
+    /// A service known only from a stored event.
+    fn empty(service: &str, watermark: u64) -> ServiceSnapshot {
+        ServiceSnapshot {
+            version: SNAPSHOT_VERSION,
+            service: service.to_owned(),
+            watermark,
+            first_seen: None,
+            revisions: Vec::new(),
+            series: Vec::new(),
+            peers: Vec::new(),
+            firing: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -226,8 +330,18 @@ impl ServiceState {
                 .restore_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
         }
         for f in &snapshot.firing {
-            let Some(revision) = state.timeline.id_of(&f.revision) else {
-                continue;
+            // A drift held again from its stored event may name a revision
+            // the snapshot never saw.
+            let revision = match state.timeline.id_of(&f.revision) {
+                Some(id) => id,
+                None => {
+                    let at = f.first_seen.max(1);
+                    state.timeline.restore(&Sym::from(f.revision.as_str()), at, at, 0);
+                    let Some(id) = state.timeline.id_of(&f.revision) else {
+                        continue;
+                    };
+                    id
+                }
             };
             if let Some(operation) = &f.operation {
                 let op = state.operations.resolve(&Sym::from(operation.as_str()), snapshot.watermark);
@@ -352,5 +466,46 @@ mod tests {
             !after.iter().any(|u| matches!(u, EventUpdate::Fired(_))),
             "nothing fires twice"
         );
+    }
+
+    #[test]
+    fn reconcile_drops_drifts_without_a_firing_event_and_holds_orphan_events() {
+        use crate::detect::event::example_event;
+        let mut held = ServiceSnapshot::empty("s", 10);
+        held.firing.push(FiringSnapshot {
+            event_id: "aaaa-1".into(),
+            revision: "r2".into(),
+            operation: Some("GET /".into()),
+            peer: None,
+            reasons: Vec::new(),
+            first_seen: 5,
+            baseline: None,
+            seen_in: Vec::new(),
+        });
+        held.revisions.push(RevisionSnapshot {
+            revision: "abc1234".into(),
+            first_seen: 1,
+            last_seen: 9,
+            spans: 3,
+        });
+        let mut orphan = example_event("bbbb-7", 7);
+        orphan.service = "s".into();
+        orphan.fingerprint = "bbbb".into();
+        orphan.revision = "abc1234def5678abc1234def5678abc1234def56".into();
+        orphan.operation = Some("POST /pay".into());
+        let mut other = example_event("cccc-8", 8);
+        other.service = "t".into();
+        other.fingerprint = "cccc".into();
+        let mut snapshots = vec![held];
+        reconcile(&mut snapshots, &[&orphan, &other]);
+        let s = &snapshots[0];
+        assert_eq!(s.firing.len(), 1, "the resolved drift is dropped: {:?}", s.firing);
+        assert_eq!(s.firing[0].event_id, "bbbb-7");
+        assert_eq!(s.firing[0].revision, "abc1234", "the span revision of the full SHA");
+        assert_eq!(s.firing[0].operation.as_deref(), Some("POST /pay"));
+        assert_eq!(snapshots[1].service, "t", "a service known only from its event");
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let restored = ServiceState::restore(&snapshots[1], &settings);
+        assert_eq!(restored.latency_firing().count(), 1, "held again after the restart");
     }
 }

@@ -276,22 +276,17 @@ impl LatencyDetector {
 
     /// The comparison of `op` under `revision` with its baseline, when both
     /// have `min_samples`.
-    fn compare<'a>(
-        &self,
-        service: &ServiceView<'a>,
-        op: OpId,
-        revision: &'a RevisionEntry,
-        at: u64,
-    ) -> Option<Comparison<'a>> {
+    fn compare<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: &'a RevisionEntry, at: u64) -> Option<Comparison<'a>> {
         let series = service.latency.get(&(op, revision.id))?;
         if series.current().is_empty() {
             // Not serving the operation now: nothing to judge.
             return None;
         }
-        let recent_deploy = revision.first_seen_unix_nanos.saturating_add(nanos(self.config.deploy_comparison)) > at;
-        let earlier = recent_deploy
-            .then(|| self.last_good(service, op, revision.id))
-            .flatten();
+        let recent_deploy = revision
+            .first_seen_unix_nanos
+            .saturating_add(nanos(self.config.deploy_comparison))
+            > at;
+        let earlier = recent_deploy.then(|| self.last_good(service, op, revision.id)).flatten();
         let mut current = new_histogram();
         let mut baseline = new_histogram();
         let mut baseline_moments = WindowMoments::default();
@@ -374,7 +369,9 @@ impl LatencyDetector {
                 }),
                 _ => None,
             };
-            let Some(incident) = self.incidents.get_mut(&op) else { continue };
+            let Some(incident) = self.incidents.get_mut(&op) else {
+                continue;
+            };
             if serving.is_empty() {
                 incident.clean_streak = 0;
                 incident.gone_streak += 1;
@@ -490,8 +487,7 @@ fn verdict(config: &LatencyConfig, baseline: &LatencyHistogram, current: &Latenc
     if relative >= config.relative_increase && rise >= absolute && ranks_slower {
         return Verdict::Drifting;
     }
-    let quantile_back = relative < config.relative_increase * RESOLVE_MARGIN_SHARE
-        || rise < absolute * RESOLVE_MARGIN_SHARE;
+    let quantile_back = relative < config.relative_increase * RESOLVE_MARGIN_SHARE || rise < absolute * RESOLVE_MARGIN_SHARE;
     if !quantile_back {
         return Verdict::Unsettled;
     }

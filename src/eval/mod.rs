@@ -537,11 +537,7 @@ impl Report {
             fmt(s.median_delay_s),
             fmt(s.p90_delay_s)
         );
-        let _ = writeln!(
-            out,
-            "false resolves (drift still serving): {}",
-            s.false_resolves
-        );
+        let _ = writeln!(out, "false resolves (drift still serving): {}", s.false_resolves);
         let _ = writeln!(
             out,
             "coverage after detection:             {:.2}% of serving time (lowest {})",
@@ -625,7 +621,12 @@ mod tests {
         use crate::detect::event::{Resolution, ResolutionReason};
         for (scenario, reason, revision, not_before_s) in [
             ("lifecycle-fix-deploy.toml", ResolutionReason::Fixed, Some("cart-v3"), 56 * 60),
-            ("lifecycle-rollback.toml", ResolutionReason::RolledBack, Some("rev-1"), 51 * 60),
+            (
+                "lifecycle-rollback.toml",
+                ResolutionReason::RolledBack,
+                Some("rev-1"),
+                51 * 60,
+            ),
             ("lifecycle-traffic-stops.toml", ResolutionReason::TrafficGone, None, 50 * 60),
         ] {
             let events = events_of(scenario);
@@ -643,7 +644,10 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(EPOCH_UNIX_NANOS))
                 .expect("after the epoch")
                 .as_secs();
-            assert!(resolved_s >= not_before_s, "{scenario}: resolved at {resolved_s}s, while the drift still served");
+            assert!(
+                resolved_s >= not_before_s,
+                "{scenario}: resolved at {resolved_s}s, while the drift still served"
+            );
         }
     }
 }

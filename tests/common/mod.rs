@@ -43,6 +43,20 @@ impl Driftwatch {
     }
 
     pub fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> Driftwatch {
+        // A port picked free can be taken by a parallel test before the
+        // child binds it: start again on other ports.
+        for _ in 0..5 {
+            let running = Self::spawn(extra_toml, env);
+            match running.wait_ready() {
+                Ok(()) => return running,
+                Err(stderr) if stderr.contains("Address already in use") => continue,
+                Err(stderr) => panic!("driftwatch did not become ready; stderr:\n{stderr}"),
+            }
+        }
+        panic!("driftwatch found no free ports in five attempts");
+    }
+
+    fn spawn(extra_toml: &str, env: &[(&str, &str)]) -> Driftwatch {
         let dir = tempfile::tempdir().expect("temp dir");
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let store = dir.path().join("store");
@@ -66,29 +80,32 @@ impl Driftwatch {
             command.env(key, value);
         }
         let child = command.spawn().expect("spawn driftwatch");
-        let running = Driftwatch {
+        Driftwatch {
             child,
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc)),
             http: SocketAddr::from(([127, 0, 0, 1], http)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             dir,
             stderr_path,
-        };
-        running.wait_ready();
-        running
+        }
     }
 
-    fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200; the child's stderr when it exits
+    /// or never gets ready.
+    fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(body) = http_get(&format!("http://{}/readyz", self.admin))
                 && body.0 == 200
             {
-                return;
+                return Ok(());
+            }
+            if self.stderr().contains("cannot listen") {
+                return Err(self.stderr());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("driftwatch did not become ready; stderr:\n{}", self.stderr());
+        Err(self.stderr())
     }
 
     pub fn stderr(&self) -> String {

@@ -3,6 +3,7 @@
 Usage:
   send_spans.py --protocol grpc|http --endpoint URL --service NAME
                 [--revision SHA] [--count N] [--plan FILE]
+                [--batch-size N] [--pace-ms MS]
 
 Without --plan, sends N server spans named "GET /python". With --plan, a JSON
 file lists spans with explicit times, so tests control event time:
@@ -10,11 +11,16 @@ file lists spans with explicit times, so tests control event time:
    "spans": [{"name": "...", "kind": "server|client|internal|producer|consumer",
               "start_ns": 1, "end_ns": 2, "attributes": {...},
               "children": [ ...same shape... ]}]}
+A plan may instead hold "segments": [{"revision": "...", "spans": [...]}],
+sent one after the other from one process, each flushed before the next
+(one deploy after another). --batch-size sets the SDK's export batch size;
+--pace-ms sleeps that long after every batch's worth of spans.
 """
 
 import argparse
 import json
 import sys
+import time
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -64,35 +70,49 @@ def main():
     parser.add_argument("--revision")
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--plan")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--pace-ms", type=int, default=0)
     args = parser.parse_args()
 
-    attributes = {"service.name": args.service}
+    base = {"service.name": args.service}
     plan = None
     if args.plan:
         with open(args.plan) as f:
             plan = json.load(f)
-        attributes.update(plan.get("resource", {}))
+        base.update(plan.get("resource", {}))
     if args.revision:
-        attributes["vcs.ref.head.revision"] = args.revision
-
-    provider = TracerProvider(resource=Resource.create(attributes))
-    provider.add_span_processor(
-        BatchSpanProcessor(exporter(args.protocol, args.endpoint), max_export_batch_size=512, max_queue_size=1 << 20)
-    )
-    tracer = provider.get_tracer("driftwatch-tests")
-
-    if plan is not None:
-        for spec in plan["spans"]:
-            emit(tracer, spec)
+        base["vcs.ref.head.revision"] = args.revision
+    if plan is not None and "segments" in plan:
+        segments = [(dict(base, **{"vcs.ref.head.revision": s["revision"]}), s["spans"]) for s in plan["segments"]]
+    elif plan is not None:
+        segments = [(base, plan["spans"])]
     else:
-        for i in range(args.count):
-            with tracer.start_as_current_span("GET /python", kind=trace.SpanKind.SERVER) as span:
-                span.set_attribute("http.route", "/python")
-    ok = provider.force_flush(30_000)
-    provider.shutdown()
-    if not ok:
-        print("force_flush timed out", file=sys.stderr)
-        sys.exit(1)
+        segments = [(base, None)]
+
+    for attributes, spans in segments:
+        provider = TracerProvider(resource=Resource.create(attributes))
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter(args.protocol, args.endpoint),
+                max_export_batch_size=args.batch_size,
+                max_queue_size=1 << 20,
+            )
+        )
+        tracer = provider.get_tracer("driftwatch-tests")
+        if spans is not None:
+            for i, spec in enumerate(spans):
+                emit(tracer, spec)
+                if args.pace_ms and (i + 1) % args.batch_size == 0:
+                    time.sleep(args.pace_ms / 1000)
+        else:
+            for i in range(args.count):
+                with tracer.start_as_current_span("GET /python", kind=trace.SpanKind.SERVER) as span:
+                    span.set_attribute("http.route", "/python")
+        ok = provider.force_flush(30_000)
+        provider.shutdown()
+        if not ok:
+            print("force_flush timed out", file=sys.stderr)
+            sys.exit(1)
 
 
 if __name__ == "__main__":
