@@ -510,3 +510,70 @@ fn unknown_revision_is_kept_verbatim_and_counted() {
         1.0
     );
 }
+
+#[test]
+fn a_drift_carried_then_fixed_names_every_revision_by_its_full_sha() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("src/pay.py", PAY_V1), ("README.md", "shop\n")], "Initial checkout", HUMAN);
+    let slow = repo.commit(&[("src/pay.py", PAY_V2)], "Retry card charges", HUMAN);
+    let docs = repo.commit(&[("README.md", "shop\n\nDocs.\n")], "Document the API", HUMAN);
+    let fix = repo.commit(&[("src/pay.py", PAY_V1)], "Stop sleeping between charge retries", HUMAN);
+    let dw = Driftwatch::start(&format!(
+        "[[git.repos]]\nservice = \"checkout\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    let mut rng = Rng::new(5);
+    let minute = 60 * 1_000_000_000;
+    let start = now_nanos() / 1_000_000_000 * 1_000_000_000 - 22 * minute;
+    // Deploys name their revision abbreviated, each differently.
+    post(&dw, traffic(&base[..10], start, 12 * 60, 1.0, &[], &mut rng));
+    post(&dw, traffic(&slow[..12], start + 12 * minute, 3 * 60, 1.6, &[], &mut rng));
+    post(&dw, traffic(&docs[..9], start + 15 * minute, 3 * 60, 1.6, &[], &mut rng));
+    post(&dw, traffic(&fix[..8], start + 18 * minute, 3 * 60, 1.0, &[], &mut rng));
+
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    eventually(Duration::from_secs(40), "the incident resolved", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        events = value["events"].as_array().cloned().unwrap_or_default();
+        events.iter().any(|e| e["state"] == "resolved")
+    });
+    assert_eq!(events.len(), 1, "one incident: {events:#?}");
+    let event = &events[0];
+    assert_eq!(event["revision"], slow);
+    assert_eq!(event["baseline_revision"], base);
+    assert_eq!(event["seen_in"], serde_json::json!([docs]));
+    assert_eq!(event["resolution"], serde_json::json!({"reason": "fixed", "revision": fix}));
+    assert_eq!(event["suspects"][0]["commit"], slow, "{event:#}");
+}
+
+#[test]
+fn a_known_baseline_is_reported_in_full_even_when_the_revision_is_unknown() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("a.py", "x\n")], "Initial", HUMAN);
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    let mut rng = Rng::new(6);
+    let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 3 * 60 * 1_000_000_000;
+    post(
+        &dw,
+        traffic(&base[..8], deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng),
+    );
+    post(
+        &dw,
+        traffic("hotfix-unpushed", deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng),
+    );
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut event = serde_json::Value::Null;
+    eventually(Duration::from_secs(40), "attributed event", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        event = value["events"][0].clone();
+        event["attribution"].is_string()
+    });
+    assert_eq!(event["revision"], "hotfix-unpushed", "kept verbatim");
+    assert_eq!(event["baseline_revision"], base, "resolved on its own: {event:#}");
+}

@@ -1,7 +1,8 @@
 //! Latency drift end to end: the Python OpenTelemetry SDK sends a deploy
 //! with a regression through the real gRPC receiver (explicit span times,
 //! so event time is under the test's control), and the event is read back
-//! from the API. Also the scenario corpus against the README's targets.
+//! from the API. Also the scenario corpus against the README's targets,
+//! the incident lifecycle's included (no false resolve, coverage).
 
 mod common;
 
@@ -150,6 +151,9 @@ fn scenario_corpus_meets_the_targets() {
     assert!(summary["peer_labels"].as_u64().expect("count") >= 3, "{summary}");
     assert_eq!(summary["peer_recall"].as_f64(), Some(1.0), "{summary}\n{table}");
     assert_eq!(summary["peer_false_alerts"].as_u64(), Some(0), "{summary}\n{table}");
+    assert_eq!(summary["false_resolves"].as_u64(), Some(0), "{summary}\n{table}");
+    assert!(summary["coverage"].as_f64().expect("coverage") >= 0.99, "{summary}\n{table}");
+    assert!(table.contains("false resolves"), "{table}");
 }
 
 #[test]

@@ -355,4 +355,23 @@ mod tests {
         assert!(svg.contains("class=\"baseline\"") && svg.contains("class=\"current\""));
         assert!(svg.contains("current p95 6 ms"));
     }
+
+    #[test]
+    fn the_page_says_where_the_drift_is_still_present_and_how_it_ended() {
+        let mut event = crate::detect::event::example_event("e-1", 1_700_000_000_000_000_000);
+        event.seen_in = vec!["<b>r2</b>".into()];
+        let page = render_incident(&event);
+        assert!(
+            page.contains("still present in</th><td><code>&lt;b&gt;r2&lt;/b&gt;</code>"),
+            "{page}"
+        );
+        event.state = crate::detect::event::EventState::Resolved;
+        event.resolved_at = Some("2023-11-14T22:20:00.000Z".into());
+        event.resolution = Some(crate::detect::event::Resolution {
+            reason: crate::detect::event::ResolutionReason::RolledBack,
+            revision: Some("r0".into()),
+        });
+        let page = render_incident(&event);
+        assert!(page.contains("2023-11-14T22:20:00.000Z — rolled back to r0"), "{page}");
+    }
 }
