@@ -159,9 +159,15 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{key} = {url:?} is not an http(s) URL")));
             }
         }
-        if self.alerts.max_attempts == 0 || self.alerts.concurrency == 0 {
+        if self.alerts.max_attempts == Some(0) || self.alerts.concurrency == 0 {
             return Err(ConfigError::Invalid(
-                "alerts.max_attempts and alerts.concurrency must be above 0".into(),
+                "alerts.max_attempts (when set) and alerts.concurrency must be above 0".into(),
+            ));
+        }
+        if self.alerts.repeat_interval < Duration::from_secs(1) || self.alerts.max_backoff.is_zero() {
+            return Err(ConfigError::Invalid(
+                "alerts.repeat_interval must be at least 1s (Alertmanager asks for 30s to 3m) and alerts.max_backoff above 0"
+                    .into(),
             ));
         }
         for pattern in &self.detect.outbound.allow {
@@ -578,9 +584,12 @@ pub struct AlertsConfig {
     /// wait go out as one notification per sink.
     #[serde(with = "humantime_serde")]
     pub group_wait: Duration,
-    /// Delivery attempts before an alert is given up (counted as dead).
-    pub max_attempts: u32,
-    /// ...or this age, whichever comes first.
+    /// Delivery attempts before an alert is given up (counted as dead). Unset
+    /// by default: an alert is retried, with backoff capped at
+    /// `max_backoff`, until `max_age`, so a sink outage shorter than that
+    /// loses nothing.
+    pub max_attempts: Option<u32>,
+    /// Age at which an undelivered alert is given up.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     #[serde(with = "humantime_serde")]
@@ -592,7 +601,8 @@ pub struct AlertsConfig {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Firing alerts are re-sent to Alertmanager this often, so they do not
-    /// expire there while the drift lasts.
+    /// expire there while the drift lasts (its clients should re-send every
+    /// 30 s to 3 min).
     #[serde(with = "humantime_serde")]
     pub repeat_interval: Duration,
     /// Base URL of the incident pages in alerts (defaults to the admin
@@ -608,13 +618,13 @@ impl Default for AlertsConfig {
             slack: Vec::new(),
             pagerduty: Vec::new(),
             group_wait: Duration::from_secs(10),
-            max_attempts: 12,
+            max_attempts: None,
             max_age: Duration::from_secs(24 * 3600),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             concurrency: 2,
             request_timeout: Duration::from_secs(10),
-            repeat_interval: Duration::from_secs(900),
+            repeat_interval: Duration::from_secs(60),
             external_url: None,
         }
     }

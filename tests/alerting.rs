@@ -111,6 +111,48 @@ fn an_unreachable_sink_gives_up_after_max_attempts_and_counts_dead() {
 }
 
 #[test]
+fn a_sink_outage_longer_than_a_dozen_attempts_loses_nothing_before_max_age() {
+    // Thirty failures in a row: far past the dozen attempts that used to
+    // give up after about twenty minutes.
+    let receiver = Receiver::start(&[503; 30]);
+    let dw = Driftwatch::start(&format!(
+        "[alerts]\ngroup_wait = \"100ms\"\ninitial_backoff = \"20ms\"\nmax_backoff = \"60ms\"\nmax_age = \"1h\"\n\
+         [[alerts.webhook]]\nurl = \"{}\"\n",
+        receiver.url("/hook")
+    ));
+    metadata_call(&dw, "pay");
+    eventually(Duration::from_secs(40), "delivery once the sink is back", || {
+        receiver.requests().iter().any(|r| r.status == 200)
+    });
+    let metrics = dw.metrics();
+    let outcome = |o: &str| metrics.value("driftwatch_alert_deliveries_total", &[("sink", "webhook"), ("outcome", o)]);
+    assert_eq!(outcome("dead"), 0.0);
+    assert_eq!(outcome("retrying"), 30.0);
+    assert_eq!(outcome("delivered"), 1.0);
+}
+
+#[test]
+fn delivery_errors_never_log_a_sinks_secret_url_or_key() {
+    let port = free_port();
+    let dw = Driftwatch::start(&format!(
+        "{FAST}max_attempts = 2\n[[alerts.slack]]\nwebhook_url = \"http://127.0.0.1:{port}/services/T0/B0/slacksecrettoken\"\n\
+         [[alerts.pagerduty]]\nrouting_key = \"pdroutingsecret\"\nurl = \"http://user:pdpassword@127.0.0.1:{port}/enqueue\"\n"
+    ));
+    metadata_call(&dw, "pay");
+    eventually(Duration::from_secs(40), "both sinks given up", || {
+        let metrics = dw.metrics();
+        ["slack", "pagerduty"]
+            .iter()
+            .all(|sink| metrics.value("driftwatch_alert_deliveries_total", &[("sink", sink), ("outcome", "dead")]) >= 1.0)
+    });
+    let log = dw.stderr();
+    assert!(log.contains("slack[0] unreachable"), "the log names the sink: {log}");
+    for secret in ["slacksecrettoken", "pdroutingsecret", "pdpassword"] {
+        assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
+    }
+}
+
+#[test]
 fn kill_9_between_outbox_write_and_delivery_still_delivers_after_restart() {
     let port = free_port();
     let store = tempfile::tempdir().expect("store dir");

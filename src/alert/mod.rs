@@ -3,7 +3,8 @@
 //! before any delivery is tried. A dispatcher delivers due entries in
 //! groups (one notification per deploy and sink, not one per operation),
 //! retries with exponential backoff and jitter, honours `Retry-After`, and
-//! gives up — counted as `dead` — after `max_attempts` or `max_age`.
+//! gives up — counted as `dead` — at `max_age` (or after `max_attempts`
+//! when set), so a sink outage shorter than `max_age` loses nothing.
 //! Delivery is at least once; receivers deduplicate on the fingerprint
 //! (Alertmanager labels, PagerDuty `dedup_key`, the webhook's event id and
 //! `X-Driftwatch-Delivery`).
@@ -27,12 +28,37 @@ use crate::store::fleet::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
 
 /// How a sink is reached.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SinkKind {
     Webhook { url: String, secret: Option<String> },
     Alertmanager { url: String },
     Slack { webhook_url: String },
     PagerDuty { routing_key: String, url: String },
+}
+
+/// Addresses and keys stay out of debug output: a Slack webhook URL and a
+/// PagerDuty routing key are secrets, and any URL may carry credentials.
+impl std::fmt::Debug for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SinkKind::Webhook { .. } => "Webhook { .. }",
+            SinkKind::Alertmanager { .. } => "Alertmanager { .. }",
+            SinkKind::Slack { .. } => "Slack { .. }",
+            SinkKind::PagerDuty { .. } => "PagerDuty { .. }",
+        })
+    }
+}
+
+/// An error and its causes, one after the other.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// One configured destination.
@@ -483,8 +509,10 @@ impl Dispatcher {
                     Delivery::Rejected { error }
                 }
             }
+            // The URL is a secret for Slack (and may carry credentials for
+            // any sink): the error names the sink, never its address.
             Err(error) => Delivery::Retry {
-                error: format!("{} unreachable: {error}", sink.name),
+                error: format!("{} unreachable: {}", sink.name, error_chain(&error.without_url())),
                 retry_after: None,
             },
         }
@@ -515,9 +543,10 @@ impl Dispatcher {
             }
             Delivery::Retry { error, retry_after } => {
                 let max_age = self.config.max_age.as_millis() as u64;
-                let (dead, retry): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries
-                    .drain(..)
-                    .partition(|e| e.attempts + 1 >= self.config.max_attempts || now.saturating_sub(e.created_at_ms) > max_age);
+                let (dead, retry): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries.drain(..).partition(|e| {
+                    self.config.max_attempts.is_some_and(|max| e.attempts + 1 >= max)
+                        || now.saturating_sub(e.created_at_ms) > max_age
+                });
                 if !dead.is_empty() {
                     tracing::error!(sink = %sink.name, %error, alerts = dead.len(), "alerts undeliverable after retries; giving up");
                     self.finish(&dead, "dead");
