@@ -206,3 +206,54 @@ fn high_cardinality_span_names_stay_bounded() {
         9_980.0
     );
 }
+
+#[test]
+fn label_values_are_capped_in_bytes_and_expire_with_their_revisions() {
+    use driftwatch::simulate::SyntheticSpan;
+    let dw = Driftwatch::start("");
+    let now = now_nanos();
+    let huge = "s".repeat(300_000);
+    let span = |service: &str, revision: &str, name: &str, i: u64| SyntheticSpan {
+        service: service.into(),
+        revision: revision.into(),
+        name: name.into(),
+        kind: 2,
+        trace_id: 1,
+        span_id: i + 1,
+        parent_span_id: 0,
+        start_unix_nanos: now - 120 * S + i * 10_000_000,
+        duration_nanos: 1_000_000,
+        error: false,
+        attributes: vec![],
+    };
+    common::post_spans(&dw, &[span(&huge, &huge, &huge, 0)]);
+    // Forty deploys of one service: the timeline keeps eight revisions.
+    for r in 0..40u64 {
+        let spans: Vec<SyntheticSpan> = (0..5)
+            .map(|i| span("deployer", &format!("rev-{r}"), "GET /", r * 5 + i))
+            .collect();
+        common::post_spans(&dw, &spans);
+    }
+    eventually(Duration::from_secs(10), "all analysed", || {
+        dw.metrics()
+            .value("driftwatch_spans_analyzed_total", &[("service", "deployer")])
+            == 200.0
+    });
+    let text = dw.metrics().0;
+    assert!(text.len() < 1_000_000, "/metrics is {} bytes", text.len());
+    assert!(!text.contains(&huge[..200]), "a 300 kB name is exported whole");
+    assert!(
+        text.contains(&format!("service=\"{}\"", &huge[..128])),
+        "the name is exported cut to 128 bytes"
+    );
+    let revisions = text
+        .lines()
+        .filter(|l| l.starts_with("driftwatch_revision_first_seen_timestamp_seconds{") && l.contains("service=\"deployer\""))
+        .count();
+    assert_eq!(revisions, 8, "only the revisions the timeline keeps:\n{text}");
+    let durations = text
+        .lines()
+        .filter(|l| l.starts_with("driftwatch_span_duration_seconds_count{") && l.contains("service=\"deployer\""))
+        .count();
+    assert_eq!(durations, 8, "duration series go with their revisions");
+}

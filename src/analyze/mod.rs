@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::AnalyzeConfig;
 use crate::detect::event::EventUpdate;
-use crate::expose::metrics::Metrics;
+use crate::expose::metrics::{Metrics, label_value};
 use crate::extract::SpanFact;
 use service::AnalysisSettings;
 use shard::ShardAnalysis;
@@ -65,7 +65,12 @@ pub struct LiveShard {
     /// Histogram handles by (service, operation, revision), so observing a
     /// span does not look labels up.
     durations: std::collections::HashMap<(crate::extract::Sym, crate::extract::Sym, crate::extract::Sym), prometheus::Histogram>,
+    /// Series exported per service and revision (with the operations of its
+    /// duration histograms), so they can be removed with the revision.
+    exported: std::collections::HashMap<crate::extract::Sym, RevisionSeries>,
 }
+
+type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collections::HashSet<crate::extract::Sym>>;
 
 /// Duration histogram handles cached per shard; the cache is rebuilt past this.
 const MAX_DURATION_SERIES: usize = 20_000;
@@ -80,6 +85,7 @@ impl LiveShard {
             persistence: None,
             folded_exported: Default::default(),
             durations: Default::default(),
+            exported: Default::default(),
         }
     }
 
@@ -96,6 +102,33 @@ impl LiveShard {
         }
         self.persistence = Some(persistence);
         self
+    }
+
+    /// Removes the series of revisions the service's timeline dropped, so
+    /// label values do not outlive the revisions they name.
+    fn expire_revisions(&mut self, name: &crate::extract::Sym, service: &str) {
+        let Some(state) = self.analysis.service(name) else { return };
+        let Some(exported) = self.exported.get_mut(name) else { return };
+        let gone: Vec<crate::extract::Sym> = exported
+            .keys()
+            .filter(|r| state.timeline.id_of(r).is_none())
+            .cloned()
+            .collect();
+        for revision in gone {
+            let Some(operations) = exported.remove(&revision) else {
+                continue;
+            };
+            let labels = [service, label_value(&revision)];
+            let _ = self.metrics.revision_first_seen.remove_label_values(&labels);
+            let _ = self.metrics.revision_last_seen.remove_label_values(&labels);
+            for operation in operations {
+                let _ =
+                    self.metrics
+                        .span_duration
+                        .remove_label_values(&[service, label_value(&operation), label_value(&revision)]);
+                self.durations.remove(&(name.clone(), operation, revision.clone()));
+            }
+        }
     }
 
     fn flush(&mut self) {
@@ -141,14 +174,31 @@ impl ShardObserver for LiveShard {
                     };
                     let key = (fact.service.clone(), operation.clone(), fact.revision.clone());
                     let histogram = self.durations.entry(key).or_insert_with(|| {
-                        self.metrics
-                            .span_duration
-                            .with_label_values(&[service, operation, &fact.revision])
+                        self.exported
+                            .entry(fact.service.clone())
+                            .or_default()
+                            .entry(fact.revision.clone())
+                            .or_default()
+                            .insert(operation.clone());
+                        self.metrics.span_duration.with_label_values(&[
+                            service,
+                            label_value(operation),
+                            label_value(&fact.revision),
+                        ])
                     });
                     histogram.observe(fact.duration_nanos() as f64 / 1e9);
                 }
+                self.expire_revisions(&run[0].service, service);
+                let Some(state) = self.analysis.service(&run[0].service) else {
+                    continue;
+                };
                 for revision in state.timeline.entries() {
-                    let labels = [service, &*revision.revision];
+                    self.exported
+                        .entry(run[0].service.clone())
+                        .or_default()
+                        .entry(revision.revision.clone())
+                        .or_default();
+                    let labels = [service, label_value(&revision.revision)];
                     self.metrics
                         .revision_first_seen
                         .with_label_values(&labels)

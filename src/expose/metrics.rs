@@ -13,6 +13,21 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, 
 /// Distinct `service` label values before folding into `__other__`.
 pub const MAX_SERVICE_LABELS: usize = 256;
 pub const OTHER_LABEL: &str = "__other__";
+/// Longest label value exported, in bytes: client-supplied names (services,
+/// operations, revisions) are cut to this, at a character boundary.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// `value` cut to [`MAX_LABEL_BYTES`] at a character boundary.
+pub fn label_value(value: &str) -> &str {
+    if value.len() <= MAX_LABEL_BYTES {
+        return value;
+    }
+    let mut end = MAX_LABEL_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
 
 /// Every `reason` of `driftwatch_spans_rejected_total`.
 pub const REJECTION_REASONS: &[&str] = &[
@@ -322,8 +337,11 @@ impl Metrics {
         &self.registry
     }
 
-    /// A client-supplied service name as a bounded label value.
+    /// A client-supplied service name as a bounded label value: cut to
+    /// [`MAX_LABEL_BYTES`], and past [`MAX_SERVICE_LABELS`] distinct names
+    /// folded into [`OTHER_LABEL`].
     pub fn service_label<'a>(&self, service: &'a str) -> &'a str {
+        let service = label_value(service);
         let mut seen = self.services_seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.contains(service) {
             return service;
@@ -362,6 +380,20 @@ mod tests {
         }
         assert_eq!(metrics.service_label("one-too-many"), OTHER_LABEL);
         assert_eq!(metrics.service_label("s0"), "s0");
+    }
+
+    #[test]
+    fn label_values_are_cut_in_bytes_at_a_character_boundary() {
+        let long = "é".repeat(1 << 19);
+        let cut = label_value(&long);
+        assert!(
+            cut.len() <= MAX_LABEL_BYTES && cut.len() >= MAX_LABEL_BYTES - 1,
+            "{}",
+            cut.len()
+        );
+        assert!(long.starts_with(cut));
+        assert_eq!(Metrics::new().service_label(&long).len(), cut.len());
+        assert_eq!(label_value("checkout"), "checkout");
     }
 
     #[test]
