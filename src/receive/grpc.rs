@@ -4,7 +4,10 @@
 //! than a generated prost codec: the handler receives the request's bytes
 //! (decompressed by tonic, within `max_decompressed_bytes`), so the same
 //! lenient decoder serves gRPC and HTTP, and forwarding can send upstream
-//! exactly what arrived.
+//! exactly what arrived. The request body as received (compressed or not)
+//! is held to `max_request_bytes` before tonic reads it, and a request over
+//! either size limit is answered `RESOURCE_EXHAUSTED` without `RetryInfo`
+//! (not retryable), naming the limit.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
@@ -62,6 +66,18 @@ where
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             let limit = ingest.config().max_decompressed_bytes;
+            // The body as sent: the message plus gRPC's 5-byte frame header.
+            let wire_limit = ingest.config().max_request_bytes.saturating_add(5);
+            let over_wire_limit = Arc::new(AtomicBool::new(false));
+            let flag = over_wire_limit.clone();
+            let request = request.map(move |body| {
+                Limited::new(body, wire_limit).map_err(move |error| {
+                    if error.is::<LengthLimitError>() {
+                        flag.store(true, Ordering::Release);
+                    }
+                    error
+                })
+            });
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(limit), None);
@@ -71,12 +87,25 @@ where
                 reached: reached_handler.clone(),
             };
             let response = grpc.unary(handler, request).await;
-            if !reached_handler.load(Ordering::Acquire) {
-                // tonic refused the request before the handler: framing,
-                // decompression, or the size limit.
-                ingest.record_refused(Transport::Grpc, &refusal_of(&response, limit));
+            if reached_handler.load(Ordering::Acquire) {
+                return Ok(response);
             }
-            Ok(response)
+            // tonic refused the request before the handler: framing,
+            // decompression, or a size limit.
+            let refusal = if over_wire_limit.load(Ordering::Acquire) {
+                IngestError::TooLarge {
+                    limit: ingest.config().max_request_bytes,
+                    what: "as received",
+                    key: "max_request_bytes",
+                }
+            } else {
+                refusal_of(&response, limit)
+            };
+            ingest.record_refused(Transport::Grpc, &refusal);
+            match refusal {
+                IngestError::TooLarge { .. } => Ok(status_of(&refusal).into_http()),
+                _ => Ok(response),
+            }
         })
     }
 }
@@ -122,7 +151,10 @@ impl UnaryService<Bytes> for ExportHandler {
 pub fn status_of(error: &IngestError) -> Status {
     let code = match error {
         IngestError::Backpressure { .. } | IngestError::Overloaded { .. } => Code::Unavailable,
-        IngestError::TooLarge { .. } | IngestError::TooManySpans { .. } | IngestError::Malformed(_) => Code::InvalidArgument,
+        // Without RetryInfo, RESOURCE_EXHAUSTED is not retried: the
+        // exporter must send smaller batches.
+        IngestError::TooLarge { .. } | IngestError::TooManySpans { .. } => Code::ResourceExhausted,
+        IngestError::Malformed(_) => Code::InvalidArgument,
         IngestError::Unsupported(_) => Code::Unimplemented,
     };
     let message = error.to_string();
