@@ -29,6 +29,11 @@ enum Command {
         /// TOML configuration file; environment variables DRIFTWATCH_SECTION__KEY override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// If the store file is damaged, move it aside (keeping it, renamed)
+        /// and start with an empty store. Without it, a damaged store stops
+        /// startup; a healthy store is kept either way.
+        #[arg(long)]
+        reset_store: bool,
     },
     /// Run a self-contained demonstration on free loopback ports.
     Demo {
@@ -115,8 +120,11 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
+        Command::Run { config, reset_store } => {
             let config = Config::load(config.as_deref())?;
+            if reset_store {
+                reset_damaged_store(&config.store.path)?;
+            }
             runtime()?.block_on(async {
                 let server = Server::start(config).await?;
                 server.run_until(termination_signal()).await?;
@@ -272,4 +280,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// `run --reset-store`: a store that cannot be opened as damaged is moved
+/// aside; a healthy one is left alone.
+fn reset_damaged_store(dir: &Path) -> anyhow::Result<()> {
+    use driftwatch::store::{EmbeddedStore, StoreError};
+    match EmbeddedStore::open(dir) {
+        Ok(_) => Ok(()),
+        Err(error @ StoreError::Open { .. }) => {
+            let aside = EmbeddedStore::move_aside(dir)?;
+            if let Some(aside) = aside {
+                eprintln!(
+                    "driftwatch: {error}\ndriftwatch: moved the damaged store aside to {}; starting with an empty store",
+                    aside.display()
+                );
+            }
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
 }

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
+use common::{
+    Driftwatch, Receiver, checkout_traffic as checkout, client_call, eventually, free_port, http_get, now_nanos, post_spans,
+    send_traffic,
+};
 use driftwatch::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
@@ -66,6 +69,106 @@ fn a_corrupt_store_stops_startup_with_a_clear_error() {
         .output()
         .expect("run");
     assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("driftwatch.redb"), "{stderr}");
+}
+
+/// How a `driftwatch run` started by `run_on` stands.
+enum Run {
+    Exited(std::process::Output),
+    Running(std::process::Child),
+}
+
+/// `driftwatch run` on `store` with extra arguments, watched for `wait`.
+fn run_on(store: &std::path::Path, args: &[&str], admin: u16, wait: Duration) -> Run {
+    let mut child = std::process::Command::new(common::driftwatch_bin())
+        .arg("run")
+        .args(args)
+        .env("DRIFTWATCH_STORE__PATH", store)
+        .env("DRIFTWATCH_RECEIVER__GRPC_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_RECEIVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return Run::Exited(child.wait_with_output().expect("output"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Run::Running(child)
+}
+
+fn exited(run: Run) -> std::process::Output {
+    match run {
+        Run::Exited(output) => output,
+        Run::Running(mut child) => {
+            let _ = child.kill();
+            panic!("still running; expected it to refuse to start");
+        }
+    }
+}
+
+#[test]
+fn an_empty_store_file_is_refused_and_reset_store_moves_it_aside() {
+    let store = tempfile::tempdir().expect("store");
+    let file = store.path().join("driftwatch.redb");
+    std::fs::write(&file, b"").expect("truncate");
+    let output = exited(run_on(store.path(), &[], free_port(), Duration::from_secs(20)));
+    assert_eq!(output.status.code(), Some(1), "an error, not a crash");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("driftwatch.redb") && stderr.contains("empty"), "{stderr}");
+    assert!(stderr.contains("--reset-store"), "the error says what to do: {stderr}");
+
+    let admin = free_port();
+    let mut child = match run_on(store.path(), &["--reset-store"], admin, Duration::from_secs(2)) {
+        Run::Running(child) => child,
+        Run::Exited(output) => panic!("starts with an empty store: {output:?}"),
+    };
+    eventually(Duration::from_secs(20), "ready", || {
+        http_get(&format!("http://127.0.0.1:{admin}/readyz")).is_ok_and(|(status, _)| status == 200)
+    });
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let aside: Vec<String> = std::fs::read_dir(store.path())
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("driftwatch.redb.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept, renamed");
+}
+
+#[test]
+fn a_store_with_damaged_pages_stops_startup_with_an_error_not_a_crash() {
+    let store = tempfile::tempdir().expect("store");
+    let config = format!("[store]\npath = {:?}\n", store.path().display().to_string());
+    {
+        let mut dw = Driftwatch::start(&config);
+        // An event, so the store holds records.
+        post_spans(
+            &dw,
+            &[client_call("pay", "r1", "http://169.254.169.254/latest/meta-data/", 2_000, 1)],
+        );
+        eventually(Duration::from_secs(20), "an event", || {
+            http_get(&format!("http://{}/api/v1/events", dw.admin)).is_ok_and(|(_, body)| body.contains("169.254.169.254"))
+        });
+        dw.terminate();
+    }
+    let file = store.path().join("driftwatch.redb");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let len = bytes.len();
+    assert!(len > 8192, "{len}");
+    // Garbage over every page past the header.
+    let mut rng = Rng::new(13);
+    for b in bytes[4096..].iter_mut() {
+        *b = rng.next_u64() as u8;
+    }
+    std::fs::write(&file, bytes).expect("corrupt");
+    let output = exited(run_on(store.path(), &[], free_port(), Duration::from_secs(20)));
+    assert_eq!(output.status.code(), Some(1), "an error, not a crash: {output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("driftwatch.redb"), "{stderr}");
 }

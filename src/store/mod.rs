@@ -31,7 +31,7 @@ pub enum StoreError {
     )]
     Directory { path: PathBuf, source: std::io::Error },
     #[error(
-        "cannot open the store {path}: {message}; if the file is damaged, move it away to start afresh (its events and pending alerts are in it)"
+        "cannot open the store {path}: {message}; if the file is damaged, start with `driftwatch run --reset-store` to move it aside and start afresh (its events and pending alerts stay in the moved file)"
     )]
     Open { path: PathBuf, message: String },
     #[error(
@@ -83,13 +83,56 @@ impl EmbeddedStore {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StoreError::Open {
+        // redb would lay out a fresh database in an empty file: an empty
+        // store file was truncated, and starting afresh would hide that.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Open {
+                path: path.clone(),
+                message: "the file is empty (truncated?)".into(),
+            });
+        }
+        let damaged = |message: String| StoreError::Open {
             path: path.clone(),
-            message: e.to_string(),
+            message,
+        };
+        // A damaged page can make redb panic rather than fail: whatever
+        // happens while opening and checking, the answer is an error that
+        // names the file.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut db = Database::create(&path).map_err(|e| damaged(e.to_string()))?;
+            match db.check_integrity() {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(path = %path.display(), "the store failed its integrity check and was repaired"),
+                Err(e) => return Err(damaged(format!("integrity check failed: {e}"))),
+            }
+            let store = EmbeddedStore { db, path: path.clone() };
+            store.check_schema()?;
+            // Every record must read back now, not fail later.
+            store.load_events()?;
+            store.outbox()?;
+            store.snapshots()?;
+            Ok(store)
+        }));
+        opened.unwrap_or_else(|_| Err(damaged("the file is damaged (reading it failed)".into())))
+    }
+
+    /// Moves a damaged store file aside (to `driftwatch.redb.damaged-<unix
+    /// seconds>`) so the next open starts afresh; returns where it went, or
+    /// `None` when there was no file.
+    pub fn move_aside(dir: &Path) -> Result<Option<PathBuf>, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let aside = dir.join(format!("{FILE_NAME}.damaged-{stamp}"));
+        std::fs::rename(&path, &aside).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            message: format!("cannot move it aside to {}: {e}", aside.display()),
         })?;
-        let store = EmbeddedStore { db, path };
-        store.check_schema()?;
-        Ok(store)
+        Ok(Some(aside))
     }
 
     pub fn path(&self) -> &Path {
