@@ -129,6 +129,7 @@ impl Server {
         let (stop_alerts, alerts_stopped) = watch::channel(false);
         let alerts = tokio::spawn(dispatcher.clone().run(alerts_stopped));
         // Ends with the alert dispatcher, at shutdown.
+        tokio::spawn(keep_store_writing(store.clone(), stop_alerts.subscribe()));
         tokio::spawn(retire_events(
             log.clone(),
             store.clone(),
@@ -240,6 +241,7 @@ impl Server {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
                 events: events.log.clone(),
+                store: Some(store.clone()),
             }),
             "admin",
             admin_stopped,
@@ -346,6 +348,22 @@ fn load_snapshots(store: &EmbeddedStore) -> Result<Vec<ServiceSnapshot>, StoreEr
         out.push(snapshot);
     }
     Ok(out)
+}
+
+/// Every second while the store is degraded (a full disk), reopens it and
+/// writes what was kept in memory, until `stop`.
+async fn keep_store_writing(store: Arc<EmbeddedStore>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        let health = store.health();
+        if health.error.is_some() || health.pending > 0 {
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.recover()).await;
+        }
+    }
 }
 
 /// Deletes resolved events older than `retention`, hourly, until `stop`.

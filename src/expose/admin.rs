@@ -1,8 +1,9 @@
 //! The admin HTTP server on `admin.listen`.
 //!
 //! `/healthz` answers while the process runs; `/readyz` answers 200 only
-//! while every receiver is listening and shutdown has not begun, so a
-//! Kubernetes readiness probe takes the pod out of rotation before it stops.
+//! while every receiver is listening, shutdown has not begun and the store
+//! writes, so a Kubernetes readiness probe takes the pod out of rotation
+//! before it stops, and says why when the store is degraded (a full disk).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub events: SharedEventLog,
+    /// The embedded store, whose health `/readyz` and `/metrics` report.
+    pub store: Option<Arc<crate::store::EmbeddedStore>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -37,14 +40,30 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting or shutting down\n")
+    if !state.ready.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting or shutting down\n".to_owned(),
+        );
     }
+    let health = state.store.as_ref().map(|s| s.health());
+    if let Some(health) = health.filter(|h| h.error.is_some()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: the store cannot be written ({}); {} events and alerts kept in memory\n",
+                health.error.unwrap_or_default(),
+                health.pending
+            ),
+        );
+    }
+    (StatusCode::OK, "ready\n".to_owned())
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    if let Some(store) = &state.store {
+        state.metrics.observe_store(&store.health());
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),

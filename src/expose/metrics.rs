@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Distinct `service` label values before folding into `__other__`.
 pub const MAX_SERVICE_LABELS: usize = 256;
@@ -60,6 +62,10 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     pub outbox_pending: IntGauge,
     pub fleet_errors: IntCounterVec,
+    pub store_degraded: IntGauge,
+    pub store_pending: IntGauge,
+    pub store_errors: IntCounter,
+    pub store_dropped: IntCounter,
     pub span_duration: HistogramVec,
     pub revision_first_seen: prometheus::GaugeVec,
     pub revision_last_seen: prometheus::GaugeVec,
@@ -214,6 +220,23 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let store_degraded = IntGauge::new(
+            "driftwatch_store_degraded",
+            "1 while the embedded store cannot be written (a full disk): events and alerts wait in memory.",
+        )
+        .expect("valid metric");
+        let store_pending = IntGauge::new(
+            "driftwatch_store_pending_writes",
+            "Events and alert deliveries kept in memory until the embedded store can be written.",
+        )
+        .expect("valid metric");
+        let store_errors =
+            IntCounter::new("driftwatch_store_errors_total", "Failed operations on the embedded store.").expect("valid metric");
+        let store_dropped = IntCounter::new(
+            "driftwatch_store_dropped_total",
+            "Events and alert deliveries given up because the store stayed unwritable past the in-memory bound.",
+        )
+        .expect("valid metric");
         let span_duration = HistogramVec::new(
             HistogramOpts::new(
                 "driftwatch_span_duration_seconds",
@@ -280,6 +303,10 @@ impl Metrics {
             Box::new(alert_deliveries.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(fleet_errors.clone()),
+            Box::new(store_degraded.clone()),
+            Box::new(store_pending.clone()),
+            Box::new(store_errors.clone()),
+            Box::new(store_dropped.clone()),
             Box::new(span_duration.clone()),
             Box::new(revision_first_seen.clone()),
             Box::new(revision_last_seen.clone()),
@@ -322,6 +349,10 @@ impl Metrics {
             alert_deliveries,
             outbox_pending,
             fleet_errors,
+            store_degraded,
+            store_pending,
+            store_errors,
+            store_dropped,
             span_duration,
             revision_first_seen,
             revision_last_seen,
@@ -351,6 +382,16 @@ impl Metrics {
             return service;
         }
         OTHER_LABEL
+    }
+
+    /// Brings the store's gauges and counters up to `health`.
+    pub fn observe_store(&self, health: &crate::store::StoreHealth) {
+        self.store_degraded.set(i64::from(health.error.is_some()));
+        self.store_pending.set(health.pending as i64);
+        self.store_errors
+            .inc_by(health.errors.saturating_sub(self.store_errors.get()));
+        self.store_dropped
+            .inc_by(health.dropped.saturating_sub(self.store_dropped.get()));
     }
 
     /// The text exposition of every registered metric.

@@ -6,10 +6,20 @@
 //! acknowledged is never lost, even to kill -9. The file carries a schema
 //! version: a newer or corrupt file is an error that names it, never a
 //! silent reset.
+//!
+//! A write that fails (a full disk) leaves the store *degraded*, never
+//! silently broken: the events and alerts it could not write are kept in
+//! memory (bounded), [`EmbeddedStore::health`] says why for `/readyz` and
+//! the metrics, and [`EmbeddedStore::recover`] — run every second —
+//! reopens the database (redb refuses every write after an I/O error) and
+//! writes what was kept once space returns.
 
 pub mod fleet;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -40,6 +50,8 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, found: u64 },
     #[error("store {path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[error("store {path} cannot be written ({message}); what it could not write is kept in memory and written once it recovers")]
+    Deferred { path: PathBuf, message: String },
     #[error("store {path}: a stored record is unreadable ({message})")]
     Decode { path: PathBuf, message: String },
 }
@@ -69,10 +81,40 @@ pub struct OutboxEntry {
     pub round: u64,
 }
 
+/// Events kept in memory while the store cannot be written, at most.
+const MAX_PENDING_EVENTS: usize = 10_000;
+/// Alert deliveries kept in memory while the store cannot be written.
+const MAX_PENDING_OUTBOX: usize = 50_000;
+
 /// The embedded store.
 pub struct EmbeddedStore {
-    db: Database,
+    /// `None` only between closing a failed database and reopening it.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// Set by a failed operation: the database is reopened by `recover`.
+    broken: AtomicBool,
+    /// Why the store is degraded, while it is.
+    last_error: Mutex<Option<String>>,
+    /// Failed operations since start.
+    errors: AtomicU64,
+    /// Events and deliveries not written yet, by id / in order.
+    pending_events: Mutex<BTreeMap<String, DriftEvent>>,
+    pending_outbox: Mutex<Vec<OutboxEntry>>,
+    /// Kept items dropped because the memory bound was reached.
+    dropped: AtomicU64,
+}
+
+/// What `health` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Why writes fail, while they do.
+    pub error: Option<String>,
+    /// Events and alert deliveries waiting in memory to be written.
+    pub pending: usize,
+    /// Failed operations since start.
+    pub errors: u64,
+    /// Kept items given up because the memory bound was reached.
+    pub dropped: u64,
 }
 
 impl EmbeddedStore {
@@ -105,7 +147,16 @@ impl EmbeddedStore {
                 Ok(false) => tracing::warn!(path = %path.display(), "the store failed its integrity check and was repaired"),
                 Err(e) => return Err(damaged(format!("integrity check failed: {e}"))),
             }
-            let store = EmbeddedStore { db, path: path.clone() };
+            let store = EmbeddedStore {
+                db: RwLock::new(Some(db)),
+                path: path.clone(),
+                broken: AtomicBool::new(false),
+                last_error: Mutex::new(None),
+                errors: AtomicU64::new(0),
+                pending_events: Mutex::new(BTreeMap::new()),
+                pending_outbox: Mutex::new(Vec::new()),
+                dropped: AtomicU64::new(0),
+            };
             store.check_schema()?;
             // Every record must read back now, not fail later.
             store.load_events()?;
@@ -139,6 +190,95 @@ impl EmbeddedStore {
         &self.path
     }
 
+    /// Runs `f` on the open database; a failure marks the store degraded.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = {
+            let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(db) => f(db),
+                None => Err(self.io("the database is closed after a failure and not reopened yet")),
+            }
+        };
+        if let Err(error @ StoreError::Io { .. }) = &result {
+            self.failed(error);
+        }
+        result
+    }
+
+    fn failed(&self, error: &StoreError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.broken.store(true, Ordering::Release);
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none() {
+            // Logged once per outage; `health` reports it until recovery.
+            tracing::error!(%error, "the store cannot be written: events and alerts are kept in memory until it recovers");
+        }
+        *last = Some(error.to_string());
+    }
+
+    /// Whether the store writes, and what waits in memory.
+    pub fn health(&self) -> StoreHealth {
+        let pending = self.pending_events.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self.pending_outbox.lock().unwrap_or_else(|e| e.into_inner()).len();
+        StoreHealth {
+            error: self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            pending,
+            errors: self.errors.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// After a failure: reopens the database (redb refuses all writes after
+    /// an I/O error) and writes the events and deliveries kept in memory.
+    /// Blocking: run it off the async threads.
+    pub fn recover(&self) {
+        if !self.broken.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
+            // The old handle must close before the file can open again.
+            guard.take();
+            match Database::create(&self.path) {
+                Ok(db) => *guard = Some(db),
+                Err(error) => {
+                    *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("cannot reopen {}: {error}", self.path.display()));
+                    return;
+                }
+            }
+        }
+        self.broken.store(false, Ordering::Release);
+        let events: Vec<DriftEvent> = self
+            .pending_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        if !events.is_empty() && self.put_events(&events).is_err() {
+            return;
+        }
+        let mut entries = std::mem::take(&mut *self.pending_outbox.lock().unwrap_or_else(|e| e.into_inner()));
+        if !entries.is_empty() && self.enqueue(&mut entries).is_err() {
+            return;
+        }
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last.take().is_some() {
+            tracing::warn!(
+                events = events.len(),
+                "the store recovered; what was kept in memory is written"
+            );
+        }
+    }
+
+    fn deferred(&self, error: StoreError) -> StoreError {
+        match error {
+            StoreError::Io { path, message } => StoreError::Deferred { path, message },
+            other => other,
+        }
+    }
+
     fn io(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
@@ -154,7 +294,11 @@ impl EmbeddedStore {
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        self.with_db(|db| self.check_schema_in(db))
+    }
+
+    fn check_schema_in(&self, db: &Database) -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
             let found = meta.get("schema_version").map_err(|e| self.io(e))?.map(|v| v.value());
@@ -177,46 +321,90 @@ impl EmbeddedStore {
         txn.commit().map_err(|e| self.io(e))
     }
 
-    /// Stores (or replaces) events.
+    /// Stores (or replaces) events. When the store cannot be written, they
+    /// are kept in memory (`Deferred`) and written by `recover`.
     pub fn put_events(&self, events: &[DriftEvent]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
-            for event in events {
-                let bytes = serde_json::to_vec(&StoredEvent::from(event)).map_err(|e| self.io(e))?;
-                table.insert(event.id.as_str(), bytes.as_slice()).map_err(|e| self.io(e))?;
+        let result = self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+                for event in events {
+                    let bytes = serde_json::to_vec(&StoredEvent::from(event)).map_err(|e| self.io(e))?;
+                    table.insert(event.id.as_str(), bytes.as_slice()).map_err(|e| self.io(e))?;
+                }
+            }
+            txn.commit().map_err(|e| self.io(e))
+        });
+        let mut pending = self.pending_events.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                for event in events {
+                    pending.remove(&event.id);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                for event in events {
+                    if pending.len() >= MAX_PENDING_EVENTS && !pending.contains_key(&event.id) {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    pending.insert(event.id.clone(), event.clone());
+                }
+                Err(self.deferred(error))
             }
         }
-        txn.commit().map_err(|e| self.io(e))
     }
 
     pub fn load_events(&self) -> Result<Vec<DriftEvent>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
-        let mut events = Vec::new();
-        for row in table.iter().map_err(|e| self.io(e))? {
-            let (_, value) = row.map_err(|e| self.io(e))?;
-            let stored: StoredEvent = serde_json::from_slice(value.value()).map_err(|e| self.decode(e))?;
-            events.push(stored.into());
-        }
-        Ok(events)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+            let mut events = Vec::new();
+            for row in table.iter().map_err(|e| self.io(e))? {
+                let (_, value) = row.map_err(|e| self.io(e))?;
+                let stored: StoredEvent = serde_json::from_slice(value.value()).map_err(|e| self.decode(e))?;
+                events.push(stored.into());
+            }
+            Ok(events)
+        })
     }
 
     /// Removes events by id (retention).
     pub fn delete_events(&self, ids: &[String]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
-            for id in ids {
-                table.remove(id.as_str()).map_err(|e| self.io(e))?;
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
+                for id in ids {
+                    table.remove(id.as_str()).map_err(|e| self.io(e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.io(e))
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     /// Appends entries, assigning their ids, in one durable transaction.
+    /// When the store cannot be written, they are kept in memory
+    /// (`Deferred`) and enqueued by `recover`.
     pub fn enqueue(&self, entries: &mut [OutboxEntry]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let result = self.with_db(|db| self.enqueue_in(db, entries));
+        if let Err(error) = result {
+            let mut pending = self.pending_outbox.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in entries.iter() {
+                if pending.len() >= MAX_PENDING_OUTBOX {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                pending.push(entry.clone());
+            }
+            return Err(self.deferred(error));
+        }
+        Ok(())
+    }
+
+    fn enqueue_in(&self, db: &Database, entries: &mut [OutboxEntry]) -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(|e| self.io(e))?;
         {
             // Ids never repeat, even after the outbox empties: receivers
             // deduplicate on them.
@@ -236,67 +424,79 @@ impl EmbeddedStore {
 
     /// Every pending entry, oldest first.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
-        let mut entries = Vec::new();
-        for row in table.iter().map_err(|e| self.io(e))? {
-            let (_, value) = row.map_err(|e| self.io(e))?;
-            let stored: StoredOutboxEntry = serde_json::from_slice(value.value()).map_err(|e| self.decode(e))?;
-            entries.push(stored.into());
-        }
-        Ok(entries)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+            let mut entries = Vec::new();
+            for row in table.iter().map_err(|e| self.io(e))? {
+                let (_, value) = row.map_err(|e| self.io(e))?;
+                let stored: StoredOutboxEntry = serde_json::from_slice(value.value()).map_err(|e| self.decode(e))?;
+                entries.push(stored.into());
+            }
+            Ok(entries)
+        })
     }
 
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
-        table.len().map_err(|e| self.io(e))
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+            table.len().map_err(|e| self.io(e))
+        })
     }
 
     /// Records a failed attempt (or any other change) of existing entries.
     pub fn update_outbox(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
-            for entry in entries {
-                let bytes = serde_json::to_vec(&StoredOutboxEntry::from(entry)).map_err(|e| self.io(e))?;
-                table.insert(entry.id, bytes.as_slice()).map_err(|e| self.io(e))?;
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+                for entry in entries {
+                    let bytes = serde_json::to_vec(&StoredOutboxEntry::from(entry)).map_err(|e| self.io(e))?;
+                    table.insert(entry.id, bytes.as_slice()).map_err(|e| self.io(e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.io(e))
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     /// Removes delivered (or dead) entries.
     pub fn remove_outbox(&self, ids: &[u64]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
-            for id in ids {
-                table.remove(*id).map_err(|e| self.io(e))?;
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+                for id in ids {
+                    table.remove(*id).map_err(|e| self.io(e))?;
+                }
             }
-        }
-        txn.commit().map_err(|e| self.io(e))
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     /// Replaces the analysis snapshot stored under `key`.
     pub fn put_snapshot(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
-            table.insert(key, bytes).map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.io(e))?;
+            {
+                let mut table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
+                table.insert(key, bytes).map_err(|e| self.io(e))?;
+            }
+            txn.commit().map_err(|e| self.io(e))
+        })
     }
 
     pub fn snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
-        let table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.io(e))? {
-            let (key, value) = row.map_err(|e| self.io(e))?;
-            out.push((key.value().to_owned(), value.value().to_vec()));
-        }
-        Ok(out)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(|e| self.io(e))?;
+            let table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(|e| self.io(e))? {
+                let (key, value) = row.map_err(|e| self.io(e))?;
+                out.push((key.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 }
 
