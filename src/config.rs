@@ -95,6 +95,18 @@ impl Config {
     /// Checks relations between keys that serde alone cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.receiver;
+        if r.max_connections == 0
+            || self.admin.max_connections == 0
+            || r.max_concurrent_streams == 0
+            || r.header_read_timeout.is_zero()
+            || self.admin.header_read_timeout.is_zero()
+            || r.request_timeout.is_zero()
+            || r.keepalive_interval.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "receiver.max_connections, receiver.max_concurrent_streams, admin.max_connections and every receiver/admin timeout must be above 0".into(),
+            ));
+        }
         if r.max_request_bytes == 0 || r.max_decompressed_bytes < r.max_request_bytes {
             return Err(ConfigError::Invalid(
                 "receiver.max_decompressed_bytes must be at least receiver.max_request_bytes, and both above 0".into(),
@@ -243,6 +255,22 @@ pub struct ReceiverConfig {
     /// Delay suggested to clients when analysis is saturated.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Connections held open at once, per listener (gRPC and HTTP each);
+    /// more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this (slowloris), and
+    /// an idle keep-alive connection is closed after it (OTLP/HTTP).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Concurrent HTTP/2 streams per gRPC connection.
+    pub max_concurrent_streams: u32,
+    /// A gRPC export that takes longer than this is cancelled.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// HTTP/2 keepalive pings on idle gRPC connections; a peer that does
+    /// not answer within the same time again is dropped.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -256,6 +284,11 @@ impl Default for ReceiverConfig {
             max_concurrent_requests: 256,
             max_future_skew: Duration::from_secs(600),
             retry_after: Duration::from_secs(1),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 64,
+            request_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
         }
     }
 }
@@ -265,12 +298,21 @@ impl Default for ReceiverConfig {
 pub struct AdminConfig {
     /// `/metrics`, `/api/v1`, `/ui`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
+    /// Connections held open at once: its own bound, so idle admin clients
+    /// can never use up the descriptors ingestion needs.
+    pub max_connections: usize,
+    /// Headers must arrive within this; idle keep-alive connections close
+    /// after it.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

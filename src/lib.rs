@@ -19,6 +19,7 @@ pub mod forward;
 pub mod loadgen;
 pub mod pipeline;
 pub mod receive;
+pub mod serve;
 pub mod server;
 pub mod simulate;
 pub mod store;

@@ -213,15 +213,20 @@ impl Server {
         let grpc = {
             let service = receive::grpc::TraceExportService::new(ingest.clone());
             let stopped = wait_for(receivers_stopped.clone());
+            let r = &config.receiver;
+            let mut builder = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(r.max_concurrent_streams))
+                .timeout(r.request_timeout)
+                .http2_keepalive_interval(Some(r.keepalive_interval))
+                .http2_keepalive_timeout(Some(r.keepalive_interval));
+            // Without TCP_NODELAY (set on accept) a small response can wait
+            // out the client's delayed ACK: 40 ms at moderate load.
+            // A peer silent through two keepalive pings is gone.
+            let incoming = crate::serve::capped_incoming(grpc_listener, r.max_connections, 2 * r.keepalive_interval);
             tokio::spawn(async move {
-                tonic::transport::Server::builder()
+                builder
                     .add_service(service)
-                    .serve_with_incoming_shutdown(
-                        // Without TCP_NODELAY a small response can wait out
-                        // the client's delayed ACK: 40 ms at moderate load.
-                        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                        stopped,
-                    )
+                    .serve_with_incoming_shutdown(incoming, stopped)
                     .await
                     .map_err(|e| ServeError {
                         listener: "OTLP/gRPC",
@@ -229,13 +234,16 @@ impl Server {
                     })
             })
         };
-        let http = serve_axum(
+        let http = serve_http(
             http_listener,
             receive::http::router(ingest.clone()),
-            "OTLP/HTTP",
+            crate::serve::ConnectionLimits {
+                max_connections: config.receiver.max_connections,
+                header_read_timeout: config.receiver.header_read_timeout,
+            },
             receivers_stopped,
         );
-        let admin = serve_axum(
+        let admin = serve_http(
             admin_listener,
             admin::router(AdminState {
                 metrics: metrics.clone(),
@@ -243,7 +251,10 @@ impl Server {
                 events: events.log.clone(),
                 store: Some(store.clone()),
             }),
-            "admin",
+            crate::serve::ConnectionLimits {
+                max_connections: config.admin.max_connections,
+                header_read_timeout: config.admin.header_read_timeout,
+            },
             admin_stopped,
         );
         ready.store(true, Ordering::Release);
@@ -402,27 +413,15 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-fn serve_axum(
+fn serve_http(
     listener: TcpListener,
     router: axum::Router,
-    name: &'static str,
+    limits: crate::serve::ConnectionLimits,
     stopped: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), ServeError>> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
-        // As for gRPC: no Nagle delay on responses.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(wait_for(stopped))
-            .await
-            .map_err(|e| ServeError {
-                listener: name,
-                message: e.to_string(),
-            })
+        crate::serve::http(listener, router, limits, stopped).await;
+        Ok(())
     })
 }
 

@@ -92,14 +92,14 @@ fn a_full_disk_degrades_the_store_loudly_and_loses_nothing_once_space_returns() 
         metadata_call(&dw, service);
     }
     let readyz = |dw: &Driftwatch| http_get(&format!("http://{}/readyz", dw.admin)).expect("readyz");
-    eventually(Duration::from_secs(20), "the degraded store reported", || {
+    eventually(Duration::from_secs(40), "the degraded store reported", || {
         let (status, body) = readyz(&dw);
         status == 503 && body.contains("store cannot be written")
     });
     let metrics = dw.metrics();
     assert_eq!(metrics.value("driftwatch_store_degraded", &[]), 1.0);
     assert!(metrics.value("driftwatch_store_errors_total", &[]) >= 1.0);
-    eventually(Duration::from_secs(20), "every drift in the API", || {
+    eventually(Duration::from_secs(40), "every drift in the API", || {
         http_get(&format!("http://{}/api/v1/events", dw.admin))
             .is_ok_and(|(_, body)| services.iter().all(|s| body.contains(&format!("\"service\":\"{s}\""))))
     });
@@ -122,4 +122,107 @@ fn a_full_disk_degrades_the_store_loudly_and_loses_nothing_once_space_returns() 
     let (_, body) = http_get(&format!("http://{}/api/v1/events", restarted.admin)).expect("events");
     let events: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(events["events"].as_array().map(Vec::len), Some(services.len()), "{events:#}");
+}
+
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn a_slowloris_is_cut_off_and_idle_floods_cannot_starve_ingestion() {
+    use std::io::{Read, Write};
+    let dw = Driftwatch::start(
+        "[receiver]\nheader_read_timeout = \"1s\"\nmax_connections = 32\n[admin]\nmax_connections = 8\nheader_read_timeout = \"1s\"\n",
+    );
+    // Slowloris: headers one byte at a time.
+    let mut slow = std::net::TcpStream::connect(dw.http).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let started = std::time::Instant::now();
+    for byte in b"POST /v1/traces HTTP/1.1\r\nHost: driftwatch\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".iter() {
+        if slow.write_all(&[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut buf = [0u8; 512];
+    let served = slow.read(&mut buf).is_ok_and(|n| n > 0 && buf.starts_with(b"HTTP/1.1 2"));
+    assert!(!served, "the slow client was served");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "cut off late: {:?}",
+        started.elapsed()
+    );
+
+    // A connection that sends nothing is closed.
+    let mut silent = std::net::TcpStream::connect(dw.http).expect("connect");
+    silent.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let started = std::time::Instant::now();
+    assert!(matches!(silent.read(&mut buf), Ok(0) | Err(_)));
+    assert!(started.elapsed() < Duration::from_secs(5), "idle for {:?}", started.elapsed());
+
+    // Hundreds of idle connections on the admin and gRPC listeners; past
+    // their caps and the kernel's accept queue, connecting times out.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .flat_map(|_| [dw.admin, dw.grpc])
+        .filter_map(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok())
+        .collect();
+    assert!(idle.len() >= 150, "connections made: {}", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = open_fds(dw.child.id());
+    assert!(fds < 150, "{fds} descriptors held for {} idle connections", idle.len());
+    // Ingestion is served at once.
+    let started = std::time::Instant::now();
+    metadata_call(&dw, "still-served");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "ingestion waited {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    eventually(Duration::from_secs(30), "the admin listener drained its idle clients", || {
+        http_get(&format!("http://{}/metrics", dw.admin))
+            .is_ok_and(|(_, body)| body.contains("driftwatch_spans_received_total{service=\"still-served\""))
+    });
+}
+
+/// Resident memory of a process, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn distinct_huge_names_cost_bounded_memory() {
+    use driftwatch::simulate::{AttrValue, SyntheticSpan};
+    let dw = Driftwatch::start("");
+    let now = common::now_nanos();
+    // 100 requests, each a span with its own 1 MiB route and name.
+    for i in 0..100u64 {
+        let huge = format!("/{i}/{}", "r".repeat(1 << 20));
+        let span = SyntheticSpan {
+            service: "flood".into(),
+            revision: "r1".into(),
+            name: huge.clone(),
+            kind: 2,
+            trace_id: u128::from(i) + 1,
+            span_id: i + 1,
+            parent_span_id: 0,
+            start_unix_nanos: now - 60_000_000_000 + i * 1_000_000,
+            duration_nanos: 1_000_000,
+            error: false,
+            attributes: vec![("http.route".into(), AttrValue::Str(huge))],
+        };
+        post_spans(&dw, &[span]);
+    }
+    eventually(Duration::from_secs(20), "all analysed", || {
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "flood")]) == 100.0
+    });
+    let rss = rss_bytes(dw.child.id());
+    // 100 MiB of names were sent; what is kept of them is cut to 256 bytes.
+    assert!(rss < 64 << 20, "RSS {} MiB after 100 MiB of distinct names", rss >> 20);
 }

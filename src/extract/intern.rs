@@ -4,45 +4,83 @@
 //! turns them into shared `Arc<str>`s that compare and hash cheaply. Lookups
 //! take a read lock only, and hash with foldhash (seeded per process, so
 //! client-chosen names cannot be crafted to collide), several times faster
-//! than the standard SipHash on short names. The table is bounded: once full, new strings are
-//! handed out uninterned, so a client that sends a million distinct span
-//! names costs memory in the analysis's own bounded tables, not here.
+//! than the standard SipHash on short names.
+//!
+//! Memory is bounded in bytes, whatever clients send: every name is cut to
+//! [`MAX_NAME_BYTES`] (at a character boundary) before it is used, so one
+//! 1 MiB `http.route` costs 256 bytes wherever the analysis keeps it; and
+//! the table holds at most `max_entries` names and [`MAX_TABLE_BYTES`] in
+//! all. Once full, new names are handed out uninterned, so a client that
+//! sends a million distinct span names costs memory in the analysis's own
+//! bounded tables, not here.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use foldhash::fast::RandomState;
 
+/// Longest name kept, in bytes: longer service, operation, route, peer and
+/// code names are cut to this.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Bytes of names the table retains at most.
+pub const MAX_TABLE_BYTES: usize = 16 << 20;
+
+/// `name` cut to [`MAX_NAME_BYTES`] at a character boundary.
+pub fn bounded_name(name: &str) -> &str {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 pub struct Interner {
-    table: RwLock<HashSet<Arc<str>, RandomState>>,
+    table: RwLock<Table>,
     max_entries: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    names: HashSet<Arc<str>, RandomState>,
+    bytes: usize,
 }
 
 impl Interner {
     pub fn new(max_entries: usize) -> Interner {
         Interner {
-            table: RwLock::new(HashSet::default()),
+            table: RwLock::new(Table::default()),
             max_entries,
         }
     }
 
+    /// The shared copy of `s`, cut to [`MAX_NAME_BYTES`].
     pub fn intern(&self, s: &str) -> Arc<str> {
-        if let Some(found) = self.table.read().unwrap_or_else(|e| e.into_inner()).get(s) {
+        let s = bounded_name(s);
+        if let Some(found) = self.table.read().unwrap_or_else(|e| e.into_inner()).names.get(s) {
             return found.clone();
         }
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = table.get(s) {
+        if let Some(found) = table.names.get(s) {
             return found.clone();
         }
         let sym: Arc<str> = Arc::from(s);
-        if table.len() < self.max_entries {
-            table.insert(sym.clone());
+        if table.names.len() < self.max_entries && table.bytes + s.len() <= MAX_TABLE_BYTES {
+            table.bytes += s.len();
+            table.names.insert(sym.clone());
         }
         sym
     }
 
     pub fn len(&self) -> usize {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.table.read().unwrap_or_else(|e| e.into_inner()).names.len()
+    }
+
+    /// Bytes of names retained.
+    pub fn bytes(&self) -> usize {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -66,5 +104,19 @@ mod tests {
         assert_eq!(c1, c2);
         assert!(!Arc::ptr_eq(&c1, &c2), "past the bound, strings are not retained");
         assert_eq!(interner.len(), 2);
+    }
+
+    #[test]
+    fn names_are_cut_and_the_table_is_bounded_in_bytes() {
+        let interner = Interner::new(usize::MAX);
+        let route = "/x".repeat(1 << 19);
+        let sym = interner.intern(&route);
+        assert_eq!(sym.len(), MAX_NAME_BYTES);
+        assert!(route.starts_with(&*sym));
+        assert_eq!(bounded_name("é".repeat(200).as_str()).len(), MAX_NAME_BYTES);
+        for i in 0..200_000 {
+            interner.intern(&format!("{i:0>250}"));
+        }
+        assert!(interner.bytes() <= MAX_TABLE_BYTES, "{}", interner.bytes());
     }
 }

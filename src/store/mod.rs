@@ -631,12 +631,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         {
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            let txn = store.db.begin_write().expect("txn");
-            txn.open_table(META)
-                .expect("meta")
-                .insert("schema_version", SCHEMA_VERSION + 1)
-                .expect("insert");
-            txn.commit().expect("commit");
+            store
+                .with_db(|db| {
+                    let txn = db.begin_write().expect("txn");
+                    txn.open_table(META)
+                        .expect("meta")
+                        .insert("schema_version", SCHEMA_VERSION + 1)
+                        .expect("insert");
+                    txn.commit().expect("commit");
+                    Ok(())
+                })
+                .expect("write");
         }
         let err = EmbeddedStore::open(dir.path()).err().expect("refused").to_string();
         assert!(err.contains("newer") && err.contains(FILE_NAME), "{err}");

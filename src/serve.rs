@@ -1,0 +1,232 @@
+//! Listeners with bounds, whatever clients do.
+//!
+//! Every accepted connection holds a permit of its listener's own
+//! semaphore: past `max_connections`, new connections wait in the kernel's
+//! accept queue, and the admin listener's cap is separate from the
+//! receivers', so idle admin clients can never use up the descriptors that
+//! ingestion needs. An HTTP/1 connection must send a request's headers
+//! within `header_read_timeout` once it starts them (slowloris), and is
+//! closed when it neither sends nor receives anything for as long (idle
+//! floods, idle keep-alive connections, stalled uploads). A gRPC connection
+//! is closed after `idle_timeout` without traffic either way (the server's
+//! HTTP/2 keepalive pings count, so only a peer that stopped answering, or
+//! never spoke HTTP/2, is cut); its stream cap, request timeout and
+//! keepalive come from the tonic server that `server.rs` builds.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+/// How many connections a listener holds, and how long headers may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `router` over HTTP/1 on `listener` until `stopped` turns true;
+/// then stops accepting and lets requests in flight finish.
+pub async fn http(listener: TcpListener, router: axum::Router, limits: ConnectionLimits, mut stopped: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing, _) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.ok(),
+            _ = until_true(&mut stopped) => None,
+        };
+        let Some(permit) = permit else { break };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of descriptors or a connection reset before it
+                    // was accepted: keep serving the others.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = until_true(&mut stopped) => break,
+        };
+        // No Nagle delay on small responses.
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut close = closing.subscribe();
+        let timeout = limits.header_read_timeout;
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+            let stream = Idle::new(stream, timeout);
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = close.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn until_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stopped| *stopped).await;
+}
+
+/// Accepted connections for tonic, each holding a permit of a semaphore of
+/// `max_connections`, with TCP_NODELAY set, closed after `idle_timeout`
+/// without traffic.
+pub fn capped_incoming(listener: TcpListener, max_connections: usize, idle_timeout: Duration) -> Incoming {
+    let (tx, rx) = mpsc::channel(1);
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tx.closed() => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = Capped {
+                stream: Idle::new(stream, idle_timeout),
+                _permit: permit,
+            };
+            if tx.send(Ok(connection)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Incoming { rx }
+}
+
+/// The stream of connections `capped_incoming` accepts.
+pub struct Incoming {
+    rx: mpsc::Receiver<std::io::Result<Capped>>,
+}
+
+impl futures_core::Stream for Incoming {
+    type Item = std::io::Result<Capped>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A connection that gives its permit back when it closes.
+pub struct Capped {
+    stream: Idle,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Capped {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Capped {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A connection that fails once nothing moved either way for `timeout`.
+struct Idle {
+    stream: TcpStream,
+    timeout: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(stream: TcpStream, timeout: Duration) -> Idle {
+        Idle {
+            stream,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn moved(&mut self) {
+        let next = tokio::time::Instant::now() + self.timeout;
+        self.deadline.as_mut().reset(next);
+    }
+}
+
+impl AsyncRead for Idle {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection idle for longer than the header read timeout",
+            ))),
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Idle {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
