@@ -271,6 +271,9 @@ pub struct ReceiverConfig {
     /// not answer within the same time again is dropped.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
+    /// A file holding the bearer token OTLP exporters must send
+    /// (`Authorization: Bearer …`); unset, the receivers are open.
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 impl Default for ReceiverConfig {
@@ -289,6 +292,7 @@ impl Default for ReceiverConfig {
             max_concurrent_streams: 64,
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(30),
+            bearer_token_file: None,
         }
     }
 }
@@ -305,6 +309,10 @@ pub struct AdminConfig {
     /// after it.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A file holding the bearer token `/api` and `/ui` require.
+    pub api_token_file: Option<PathBuf>,
+    /// A file holding the bearer token `/metrics` requires.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -313,6 +321,8 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_connections: 64,
             header_read_timeout: Duration::from_secs(10),
+            api_token_file: None,
+            metrics_token_file: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod analyze;
 pub mod attribute;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod detect;

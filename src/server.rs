@@ -42,6 +42,8 @@ pub enum StartError {
     Fleet(#[from] crate::store::fleet::FleetError),
     #[error("cannot set up alert delivery: {0}")]
     Alerts(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,8 +212,16 @@ impl Server {
         let (stop_receivers, receivers_stopped) = watch::channel(false);
         let (stop_admin, admin_stopped) = watch::channel(false);
 
+        let token = |path: &Option<std::path::PathBuf>, key| {
+            path.as_deref()
+                .map(|p| crate::auth::BearerToken::from_file(p, key).map(Arc::new))
+                .transpose()
+        };
+        let otlp_token = token(&config.receiver.bearer_token_file, "receiver.bearer_token_file")?;
+        let api_token = token(&config.admin.api_token_file, "admin.api_token_file")?;
+        let metrics_token = token(&config.admin.metrics_token_file, "admin.metrics_token_file")?;
         let grpc = {
-            let service = receive::grpc::TraceExportService::new(ingest.clone());
+            let service = receive::grpc::TraceExportService::new(ingest.clone()).with_token(otlp_token.clone());
             let stopped = wait_for(receivers_stopped.clone());
             let r = &config.receiver;
             let mut builder = tonic::transport::Server::builder()
@@ -236,7 +246,7 @@ impl Server {
         };
         let http = serve_http(
             http_listener,
-            receive::http::router(ingest.clone()),
+            crate::auth::require(receive::http::router(ingest.clone()), otlp_token),
             crate::serve::ConnectionLimits {
                 max_connections: config.receiver.max_connections,
                 header_read_timeout: config.receiver.header_read_timeout,
@@ -245,12 +255,18 @@ impl Server {
         );
         let admin = serve_http(
             admin_listener,
-            admin::router(AdminState {
-                metrics: metrics.clone(),
-                ready: ready.clone(),
-                events: events.log.clone(),
-                store: Some(store.clone()),
-            }),
+            admin::router(
+                AdminState {
+                    metrics: metrics.clone(),
+                    ready: ready.clone(),
+                    events: events.log.clone(),
+                    store: Some(store.clone()),
+                },
+                admin::Tokens {
+                    api: api_token,
+                    metrics: metrics_token,
+                },
+            ),
             crate::serve::ConnectionLimits {
                 max_connections: config.admin.max_connections,
                 header_read_timeout: config.admin.header_read_timeout,

@@ -601,3 +601,115 @@ fn busy_port_is_a_clear_start_error() {
         "{stderr}"
     );
 }
+
+/// GET `url` with an optional bearer token: the status.
+fn get_with(url: &str, token: Option<&str>) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut request = driftwatch::tls::http_client().build().expect("client").get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("send").status().as_u16()
+    })
+}
+
+#[test]
+fn bearer_tokens_guard_the_receivers_the_api_and_the_metrics() {
+    let secrets = tempfile::tempdir().expect("dir");
+    let file = |name: &str, token: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).expect("write token");
+        path.display().to_string()
+    };
+    let dw = Driftwatch::start(&format!(
+        "[receiver]\nbearer_token_file = {:?}\n[admin]\napi_token_file = {:?}\nmetrics_token_file = {:?}\n",
+        file("otlp", "otlp-token"),
+        file("api", "api-token"),
+        file("metrics", "metrics-token"),
+    ));
+    // The Python SDK, with and without the header its users configure.
+    for (service, headers, protocol, endpoint) in [
+        ("anon-grpc", None, "grpc", format!("http://{}", dw.grpc)),
+        ("anon-http", None, "http", format!("http://{}", dw.http)),
+        (
+            "auth-grpc",
+            Some("authorization=Bearer otlp-token"),
+            "grpc",
+            format!("http://{}", dw.grpc),
+        ),
+        (
+            "auth-http",
+            Some("authorization=Bearer otlp-token"),
+            "http",
+            format!("http://{}", dw.http),
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = headers.map(|h| ("OTEL_EXPORTER_OTLP_HEADERS", h)).into_iter().collect();
+        let output = std::process::Command::new(common::python())
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_spans.py"))
+            .args([
+                "--protocol",
+                protocol,
+                "--endpoint",
+                &endpoint,
+                "--service",
+                service,
+                "--count",
+                "3",
+            ])
+            .envs(env)
+            .output()
+            .expect("run the SDK");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if headers.is_none() {
+            assert!(
+                stderr.contains("401") || stderr.contains("UNAUTHENTICATED") || stderr.contains("Unauthorized"),
+                "{service}: {stderr}"
+            );
+        }
+    }
+    let admin = |path: &str| format!("http://{}{path}", dw.admin);
+    assert_eq!(get_with(&admin("/healthz"), None), 200, "probes stay open");
+    assert_eq!(get_with(&admin("/readyz"), None), 200, "probes stay open");
+    assert_eq!(get_with(&admin("/api/v1/events"), None), 401);
+    assert_eq!(get_with(&admin("/ui"), Some("metrics-token")), 401);
+    assert_eq!(get_with(&admin("/api/v1/events"), Some("api-token")), 200);
+    assert_eq!(get_with(&admin("/metrics"), None), 401);
+    assert_eq!(get_with(&admin("/metrics"), Some("metrics-token")), 200);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let text = runtime.block_on(async {
+        driftwatch::tls::http_client()
+            .build()
+            .expect("client")
+            .get(admin("/metrics"))
+            .bearer_auth("metrics-token")
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+    });
+    let metrics = common::Metrics(text);
+    for service in ["auth-grpc", "auth-http"] {
+        assert_eq!(
+            metrics.value("driftwatch_spans_received_total", &[("service", service)]),
+            3.0,
+            "{service}"
+        );
+    }
+    for service in ["anon-grpc", "anon-http"] {
+        assert_eq!(
+            metrics.value("driftwatch_spans_received_total", &[("service", service)]),
+            0.0,
+            "{service}"
+        );
+    }
+}

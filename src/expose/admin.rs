@@ -27,16 +27,24 @@ pub struct AdminState {
     pub store: Option<Arc<crate::store::EmbeddedStore>>,
 }
 
-pub fn router(state: AdminState) -> Router {
-    let api = super::api::router(state.events.clone());
-    let ui = super::ui::router(state.events.clone());
+/// Bearer tokens guarding the admin routes; `/healthz` and `/readyz` stay
+/// open for the kubelet's probes.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    /// `/api` and `/ui` (they show commit authors' names and e-mails).
+    pub api: Option<Arc<crate::auth::BearerToken>>,
+    pub metrics: Option<Arc<crate::auth::BearerToken>>,
+}
+
+pub fn router(state: AdminState, tokens: Tokens) -> Router {
+    let api = super::api::router(state.events.clone()).merge(super::ui::router(state.events.clone()));
+    let metrics_route = Router::new().route("/metrics", get(metrics)).with_state(state.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
-        .merge(api)
-        .merge(ui)
+        .merge(crate::auth::require(metrics_route, tokens.metrics))
+        .merge(crate::auth::require(api, tokens.api))
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {

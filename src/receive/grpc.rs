@@ -30,11 +30,18 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 #[derive(Clone)]
 pub struct TraceExportService {
     ingest: Arc<Ingest>,
+    token: Option<Arc<crate::auth::BearerToken>>,
 }
 
 impl TraceExportService {
     pub fn new(ingest: Arc<Ingest>) -> TraceExportService {
-        TraceExportService { ingest }
+        TraceExportService { ingest, token: None }
+    }
+
+    /// Requires exports to carry `token` (`authorization: Bearer …`).
+    pub fn with_token(mut self, token: Option<Arc<crate::auth::BearerToken>>) -> TraceExportService {
+        self.token = token;
+        self
     }
 }
 
@@ -61,6 +68,17 @@ where
         let ingest = self.ingest.clone();
         if request.uri().path() != EXPORT_PATH {
             return Box::pin(async move { Ok(Status::unimplemented("only TraceService/Export is served here").into_http()) });
+        }
+        if let Some(token) = &self.token {
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if !token.accepts(authorization) {
+                return Box::pin(async move {
+                    Ok(Status::unauthenticated("a bearer token is required (authorization: Bearer …)").into_http())
+                });
+            }
         }
         Box::pin(async move {
             let mut accept = EnabledCompressionEncodings::default();
