@@ -290,7 +290,9 @@ async fn full_resolution(downstream: &Downstream, log: &SharedEventLog, id: &str
         let log = log.read().unwrap_or_else(|e| e.into_inner());
         log.get(&id).map(|e| e.service.clone())
     });
-    if let (Some(service), Some(revision)) = (service, resolution.revision.take()) {
+    if let Some(service) = service
+        && let Some(revision) = resolution.revision.take()
+    {
         resolution.revision = Some(full_sha(downstream, &service, revision).await);
     }
     resolution
