@@ -25,4 +25,5 @@ pub mod server;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod tls;

@@ -7,24 +7,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Driftwatch, Receiver, client_call, eventually, free_port, http_get, post_spans};
+use common::{Driftwatch, Receiver, client_call, eventually, free_port, http_get, metadata_call, post_spans};
 
 const FAST: &str = "[alerts]\ngroup_wait = \"500ms\"\ninitial_backoff = \"200ms\"\nmax_backoff = \"2s\"\n";
-
-/// A metadata-endpoint call: a critical event that fires at the first
-/// evaluation, without learning or minimum counts.
-fn metadata_call(dw: &Driftwatch, service: &str) {
-    post_spans(
-        dw,
-        &[client_call(
-            service,
-            "r1",
-            "http://169.254.169.254/latest/meta-data/",
-            2_000,
-            1,
-        )],
-    );
-}
 
 #[test]
 fn webhook_retries_through_failures_and_rate_limits_then_delivers_signed() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Driftwatch, Receiver, client_call, eventually, http_get, post_spans};
+use common::{Driftwatch, Receiver, eventually, http_get, metadata_call, post_spans};
 
 /// A small tmpfs, unmounted on drop.
 struct SmallDisk {
@@ -48,20 +48,6 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
-}
-
-/// A metadata-endpoint call from `service`: a critical drift at once.
-fn metadata_call(dw: &Driftwatch, service: &str) {
-    post_spans(
-        dw,
-        &[client_call(
-            service,
-            "r1",
-            "http://169.254.169.254/latest/meta-data/",
-            2_000,
-            1,
-        )],
-    );
 }
 
 fn firing_alerts(receiver: &Receiver) -> std::collections::HashSet<String> {

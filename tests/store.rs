@@ -8,8 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Driftwatch, Receiver, checkout_traffic as checkout, client_call, eventually, free_port, http_get, now_nanos, post_spans,
-    send_traffic,
+    Driftwatch, Receiver, checkout_traffic as checkout, eventually, free_port, http_get, metadata_call, now_nanos, send_traffic,
 };
 use driftwatch::simulate::Rng;
 
@@ -148,10 +147,7 @@ fn a_store_with_damaged_pages_stops_startup_with_an_error_not_a_crash() {
     {
         let mut dw = Driftwatch::start(&config);
         // An event, so the store holds records.
-        post_spans(
-            &dw,
-            &[client_call("pay", "r1", "http://169.254.169.254/latest/meta-data/", 2_000, 1)],
-        );
+        metadata_call(&dw, "pay");
         // A lone call fires once event time moves on with the wall clock.
         eventually(Duration::from_secs(40), "an event", || {
             http_get(&format!("http://{}/api/v1/events", dw.admin)).is_ok_and(|(_, body)| body.contains("169.254.169.254"))

@@ -21,14 +21,7 @@ pub const MAX_LABEL_BYTES: usize = 128;
 
 /// `value` cut to [`MAX_LABEL_BYTES`] at a character boundary.
 pub fn label_value(value: &str) -> &str {
-    if value.len() <= MAX_LABEL_BYTES {
-        return value;
-    }
-    let mut end = MAX_LABEL_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    &value[..end]
+    crate::text::truncate(value, MAX_LABEL_BYTES)
 }
 
 /// Every `reason` of `driftwatch_spans_rejected_total`.

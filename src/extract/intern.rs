@@ -27,14 +27,7 @@ pub const MAX_TABLE_BYTES: usize = 16 << 20;
 
 /// `name` cut to [`MAX_NAME_BYTES`] at a character boundary.
 pub fn bounded_name(name: &str) -> &str {
-    if name.len() <= MAX_NAME_BYTES {
-        return name;
-    }
-    let mut end = MAX_NAME_BYTES;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
+    crate::text::truncate(name, MAX_NAME_BYTES)
 }
 
 pub struct Interner {

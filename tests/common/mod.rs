@@ -448,3 +448,18 @@ pub fn client_call(service: &str, revision: &str, url: &str, ago_ms: u64, id: u6
         attributes: vec![("http.url".into(), url.into())],
     }
 }
+
+/// A metadata-endpoint call from `service`: a critical event that fires at
+/// the first evaluation, without learning or minimum counts.
+pub fn metadata_call(dw: &Driftwatch, service: &str) {
+    post_spans(
+        dw,
+        &[client_call(
+            service,
+            "r1",
+            "http://169.254.169.254/latest/meta-data/",
+            2_000,
+            1,
+        )],
+    );
+}
