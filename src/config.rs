@@ -271,6 +271,10 @@ pub struct ReceiverConfig {
     /// not answer within the same time again is dropped.
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
+    /// Above this resident memory (MiB), new data is refused with a
+    /// retryable status (gRPC UNAVAILABLE with RetryInfo, HTTP 503 with
+    /// Retry-After) until memory falls back; 0 turns the limit off.
+    pub memory_limit_mib: u64,
     /// A file holding the bearer token OTLP exporters must send
     /// (`Authorization: Bearer …`); unset, the receivers are open.
     pub bearer_token_file: Option<PathBuf>,
@@ -292,6 +296,7 @@ impl Default for ReceiverConfig {
             max_concurrent_streams: 64,
             request_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(30),
+            memory_limit_mib: 256,
             bearer_token_file: None,
         }
     }

@@ -18,6 +18,7 @@ pub mod extract;
 pub mod fleet;
 pub mod forward;
 pub mod loadgen;
+pub mod memory;
 pub mod pipeline;
 pub mod receive;
 pub mod serve;

@@ -207,7 +207,11 @@ impl Server {
         });
         drop(updates);
         let forwarder = Forwarder::start(&config.forward, metrics.clone()).map(|(forwarder, _senders)| forwarder);
-        let ingest = Arc::new(Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder));
+        let mut ingest = Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder);
+        if config.receiver.memory_limit_mib > 0 {
+            ingest = ingest.with_memory_limit(crate::memory::Resident::sampled());
+        }
+        let ingest = Arc::new(ingest);
         let ready = Arc::new(AtomicBool::new(false));
         let (stop_receivers, receivers_stopped) = watch::channel(false);
         let (stop_admin, admin_stopped) = watch::channel(false);

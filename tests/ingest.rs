@@ -713,3 +713,34 @@ fn bearer_tokens_guard_the_receivers_the_api_and_the_metrics() {
         );
     }
 }
+
+#[test]
+fn above_the_memory_limit_new_data_is_refused_with_a_retryable_status() {
+    // Any process is above 1 MiB: every export is refused, and says why.
+    let dw = Driftwatch::start("[receiver]\nmemory_limit_mib = 1\n");
+    let now = now_nanos();
+    let request = encode_request(&[span("heavy", "GET /", now - 1_000_000_000, 1_000_000)]);
+    let (status, headers, _) = post_protobuf(&dw, request.clone());
+    assert_eq!(status, 503);
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let status = runtime.block_on(grpc_export(dw.grpc, request, false)).expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("memory_limit_mib"), "{status:?}");
+    let metrics = dw.metrics();
+    for transport in ["grpc", "http_protobuf"] {
+        assert_eq!(
+            metrics.value(
+                "driftwatch_export_requests_total",
+                &[("transport", transport), ("outcome", "memory_limit")]
+            ),
+            1.0,
+            "{transport}"
+        );
+    }
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "heavy")]), 0.0);
+}

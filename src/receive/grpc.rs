@@ -168,7 +168,7 @@ impl UnaryService<Bytes> for ExportHandler {
 /// RetryInfo for transient overload, non-retryable codes for bad requests.
 pub fn status_of(error: &IngestError) -> Status {
     let code = match error {
-        IngestError::Backpressure { .. } | IngestError::Overloaded { .. } => Code::Unavailable,
+        IngestError::Backpressure { .. } | IngestError::Overloaded { .. } | IngestError::MemoryLimit { .. } => Code::Unavailable,
         // Without RetryInfo, RESOURCE_EXHAUSTED is not retried: the
         // exporter must send smaller batches.
         IngestError::TooLarge { .. } | IngestError::TooManySpans { .. } => Code::ResourceExhausted,

@@ -140,7 +140,7 @@ fn http_status(error: &IngestError) -> StatusCode {
     match error {
         IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
         IngestError::TooLarge { .. } | IngestError::TooManySpans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        IngestError::Backpressure { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        IngestError::Backpressure { .. } | IngestError::MemoryLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
         IngestError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
         IngestError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
     }

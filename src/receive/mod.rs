@@ -60,6 +60,12 @@ pub enum IngestError {
     Backpressure { queued: usize, retry_after: Duration },
     #[error("too many export requests in flight (receiver.max_concurrent_requests = {max}); retry after {retry_after:?}")]
     Overloaded { max: usize, retry_after: Duration },
+    #[error("memory in use ({rss_mib} MiB) is above receiver.memory_limit_mib = {limit_mib}; retry after {retry_after:?}")]
+    MemoryLimit {
+        rss_mib: u64,
+        limit_mib: u64,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     Unsupported(String),
 }
@@ -73,6 +79,7 @@ impl IngestError {
             IngestError::TooManySpans { .. } => "too_many_spans",
             IngestError::Backpressure { .. } => "backpressure",
             IngestError::Overloaded { .. } => "overloaded",
+            IngestError::MemoryLimit { .. } => "memory_limit",
             IngestError::Unsupported(_) => "unsupported",
         }
     }
@@ -80,7 +87,9 @@ impl IngestError {
     /// Whether the client should retry the same request later.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Backpressure { retry_after, .. } | IngestError::Overloaded { retry_after, .. } => Some(*retry_after),
+            IngestError::Backpressure { retry_after, .. }
+            | IngestError::Overloaded { retry_after, .. }
+            | IngestError::MemoryLimit { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -114,6 +123,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     in_flight: Semaphore,
     forwarder: Option<Arc<Forwarder>>,
+    /// Resident memory, for `receiver.memory_limit_mib`.
+    resident: Option<Arc<crate::memory::Resident>>,
 }
 
 impl Ingest {
@@ -130,7 +141,15 @@ impl Ingest {
             analysis,
             metrics,
             forwarder,
+            resident: None,
         }
+    }
+
+    /// Refuses new data while `resident` memory is above
+    /// `receiver.memory_limit_mib`.
+    pub fn with_memory_limit(mut self, resident: Arc<crate::memory::Resident>) -> Ingest {
+        self.resident = Some(resident);
+        self
     }
 
     pub fn config(&self) -> &ReceiverConfig {
@@ -163,6 +182,17 @@ impl Ingest {
     }
 
     fn export_inner(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
+        if let Some(resident) = &self.resident {
+            let limit = self.config.memory_limit_mib.saturating_mul(1 << 20);
+            let rss = resident.bytes();
+            if limit > 0 && rss > limit {
+                return Err(IngestError::MemoryLimit {
+                    rss_mib: rss >> 20,
+                    limit_mib: self.config.memory_limit_mib,
+                    retry_after: self.config.retry_after,
+                });
+            }
+        }
         let _permit = self.in_flight.try_acquire().map_err(|_| IngestError::Overloaded {
             max: self.config.max_concurrent_requests,
             retry_after: self.config.retry_after,
