@@ -251,13 +251,13 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
         EventKind::LatencyRegression => {
             let stats = event.stats.as_ref();
             format!(
-                "latency regression: {} {} p95 {:.0} ms -> {:.0} ms (+{:.0}%, p = {:.1e})",
+                "latency regression: {} {} p95 {:.0} ms -> {:.0} ms (+{:.0}%, {})",
                 event.service,
                 event.operation.as_deref().unwrap_or(""),
                 stats.map_or(0.0, |s| s.baseline.p95_ms),
                 stats.map_or(0.0, |s| s.current.p95_ms),
                 stats.map_or(0.0, |s| s.relative_increase * 100.0),
-                stats.map_or(1.0, |s| s.p_value)
+                crate::detect::stats::describe_p_value(stats.map_or(1.0, |s| s.p_value))
             )
         }
         EventKind::NewOutboundPeer => format!(

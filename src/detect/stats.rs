@@ -171,6 +171,16 @@ pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistog
     })
 }
 
+/// A p-value for people: "p = 5.4e-23", or "p < 1e-300" where the normal
+/// tail underflows (an exact 0 would overstate what the test knows).
+pub fn describe_p_value(p: f64) -> String {
+    if p < 1e-300 {
+        "p < 1e-300".to_owned()
+    } else {
+        format!("p = {p:.1e}")
+    }
+}
+
 /// P(Z > z) for a standard normal Z.
 pub fn upper_tail(z: f64) -> f64 {
     0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
@@ -473,5 +483,11 @@ mod tests {
         assert!((s.p50_ms - 500.0).abs() / 500.0 < 0.01, "{s:?}");
         assert!((s.p95_ms - 950.0).abs() / 950.0 < 0.01, "{s:?}");
         assert!((s.p99_ms - 990.0).abs() / 990.0 < 0.01, "{s:?}");
+    }
+
+    #[test]
+    fn p_values_that_underflow_are_bounded_not_zero() {
+        assert_eq!(describe_p_value(0.0), "p < 1e-300");
+        assert_eq!(describe_p_value(5.4e-23), "p = 5.4e-23");
     }
 }

@@ -159,7 +159,7 @@ pub fn render_incident(event: &DriftEvent) -> String {
             "<h2>Latency before and after</h2><table><tr><th></th><th>spans</th><th>p50</th><th>p95</th><th>p99</th></tr>\
              <tr><td>baseline</td><td>{}</td><td>{:.1} ms</td><td>{:.1} ms</td><td>{:.1} ms</td></tr>\
              <tr><td>current</td><td>{}</td><td>{:.1} ms</td><td>{:.1} ms</td><td>{:.1} ms</td></tr></table>\
-             <p>p95 +{:.0}% · Mann-Whitney p = {:.2e} over {} test(s) · P(current &gt; baseline) = {:.2}</p>",
+             <p>p95 +{:.0}% · Mann-Whitney {} over {} test(s) · P(current &gt; baseline) = {:.2}</p>",
             stats.baseline.count,
             stats.baseline.p50_ms,
             stats.baseline.p95_ms,
@@ -169,7 +169,7 @@ pub fn render_incident(event: &DriftEvent) -> String {
             stats.current.p95_ms,
             stats.current.p99_ms,
             stats.relative_increase * 100.0,
-            stats.p_value,
+            escape(&crate::detect::stats::describe_p_value(stats.p_value)),
             stats.tests,
             stats.effect_size
         );
