@@ -471,24 +471,16 @@ fn events_name_the_commits_that_caused_them() {
     );
 }
 
-#[test]
-fn unknown_revision_is_kept_verbatim_and_counted() {
-    let mut repo = GitRepo::new();
-    repo.commit(&[("a.py", "x\n")], "Initial", HUMAN);
-    let dw = Driftwatch::start(&format!(
-        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
-        repo.path().display().to_string()
-    ));
-    let mut rng = Rng::new(4);
+/// Five minutes of `before`, then two of `after` calling a new peer; the
+/// first event once attributed.
+fn new_peer_after_deploy(dw: &Driftwatch, before: &str, after: &str, seed: u64) -> serde_json::Value {
+    let mut rng = Rng::new(seed);
     let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 3 * 60 * 1_000_000_000;
     post(
-        &dw,
-        traffic("release-2025-01", deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng),
+        dw,
+        traffic(before, deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng),
     );
-    post(
-        &dw,
-        traffic("release-2025-02", deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng),
-    );
+    post(dw, traffic(after, deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng));
     let url = format!("http://{}/api/v1/events", dw.admin);
     let mut event = serde_json::Value::Null;
     eventually(Duration::from_secs(40), "attributed event", || {
@@ -497,6 +489,18 @@ fn unknown_revision_is_kept_verbatim_and_counted() {
         event = value["events"][0].clone();
         event["attribution"].is_string()
     });
+    event
+}
+
+#[test]
+fn unknown_revision_is_kept_verbatim_and_counted() {
+    let mut repo = GitRepo::new();
+    repo.commit(&[("a.py", "x\n")], "Initial", HUMAN);
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    let event = new_peer_after_deploy(&dw, "release-2025-01", "release-2025-02", 4);
     assert_eq!(event["revision"], "release-2025-02");
     assert_eq!(event["suspects"], serde_json::json!([]));
     assert!(event["attribution"].as_str().expect("note").contains("not in"), "{event:#}");
@@ -556,24 +560,7 @@ fn a_known_baseline_is_reported_in_full_even_when_the_revision_is_unknown() {
         "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
         repo.path().display().to_string()
     ));
-    let mut rng = Rng::new(6);
-    let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 3 * 60 * 1_000_000_000;
-    post(
-        &dw,
-        traffic(&base[..8], deploy - 5 * 60 * 1_000_000_000, 5 * 60, 1.0, &[], &mut rng),
-    );
-    post(
-        &dw,
-        traffic("hotfix-unpushed", deploy, 2 * 60, 1.0, &["api.new-vendor.io"], &mut rng),
-    );
-    let url = format!("http://{}/api/v1/events", dw.admin);
-    let mut event = serde_json::Value::Null;
-    eventually(Duration::from_secs(40), "attributed event", || {
-        let Ok((200, body)) = http_get(&url) else { return false };
-        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        event = value["events"][0].clone();
-        event["attribution"].is_string()
-    });
+    let event = new_peer_after_deploy(&dw, &base[..8], "hotfix-unpushed", 6);
     assert_eq!(event["revision"], "hotfix-unpushed", "kept verbatim");
     assert_eq!(event["baseline_revision"], base, "resolved on its own: {event:#}");
 }
