@@ -196,16 +196,18 @@ impl LatencyDetector {
             if op == OTHER {
                 continue;
             }
-            let incident = self.incidents.contains_key(&op);
+            let introduced = self.incidents.get(&op).map(|i| i.introduced_first_seen);
             for revision in &active {
                 let Some(series) = service.latency.get(&(op, revision.id)) else {
                     continue;
                 };
-                if incident {
+                if let Some(introduced) = introduced {
                     let mut current = new_histogram();
+                    let new_since_drift =
+                        revision.first_seen_unix_nanos > introduced && !self.regressed.contains(&(op, revision.id));
                     if series.current().len() >= self.config.min_samples {
                         let _ = current.add(series.current());
-                    } else if !self.regressed.contains(&(op, revision.id)) && !series.current().is_empty() {
+                    } else if new_since_drift && !series.current().is_empty() {
                         // A revision new since the drift: all it served is
                         // after the deploy, so a quiet endpoint may use it.
                         series.all(&mut current);
