@@ -300,8 +300,9 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// A receiver on a port the kernel picks (no race with other tests).
     pub fn start(script: &[u16]) -> Receiver {
-        Self::start_on(free_port(), script)
+        Self::start_on(0, script)
     }
 
     pub fn start_on(port: u16, script: &[u16]) -> Receiver {
@@ -345,7 +346,8 @@ impl Receiver {
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
                     .expect("bind receiver");
-                ready_tx.send(()).expect("ready");
+                let bound = listener.local_addr().expect("bound address");
+                ready_tx.send(bound).expect("ready");
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;
@@ -353,9 +355,9 @@ impl Receiver {
                     .await;
             });
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("receiver started");
+        let addr = ready_rx.recv_timeout(Duration::from_secs(10)).expect("receiver started");
         Receiver {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             received,
             stop: Some(stop),
             thread: Some(thread),
