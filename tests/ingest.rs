@@ -602,8 +602,8 @@ fn busy_port_is_a_clear_start_error() {
     );
 }
 
-/// GET `url` with an optional bearer token: the status.
-fn get_with(url: &str, token: Option<&str>) -> u16 {
+/// GET `url` with an optional bearer token: the status and the body.
+fn get_with(url: &str, token: Option<&str>) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -613,7 +613,9 @@ fn get_with(url: &str, token: Option<&str>) -> u16 {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        request.send().await.expect("send").status().as_u16()
+        let response = request.send().await.expect("send");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
     })
 }
 
@@ -673,30 +675,15 @@ fn bearer_tokens_guard_the_receivers_the_api_and_the_metrics() {
         }
     }
     let admin = |path: &str| format!("http://{}{path}", dw.admin);
-    assert_eq!(get_with(&admin("/healthz"), None), 200, "probes stay open");
-    assert_eq!(get_with(&admin("/readyz"), None), 200, "probes stay open");
-    assert_eq!(get_with(&admin("/api/v1/events"), None), 401);
-    assert_eq!(get_with(&admin("/ui"), Some("metrics-token")), 401);
-    assert_eq!(get_with(&admin("/api/v1/events"), Some("api-token")), 200);
-    assert_eq!(get_with(&admin("/metrics"), None), 401);
-    assert_eq!(get_with(&admin("/metrics"), Some("metrics-token")), 200);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let text = runtime.block_on(async {
-        driftwatch::tls::http_client()
-            .build()
-            .expect("client")
-            .get(admin("/metrics"))
-            .bearer_auth("metrics-token")
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body")
-    });
+    let status = |path: &str, token| get_with(&admin(path), token).0;
+    assert_eq!(status("/healthz", None), 200, "probes stay open");
+    assert_eq!(status("/readyz", None), 200, "probes stay open");
+    assert_eq!(status("/api/v1/events", None), 401);
+    assert_eq!(status("/ui", Some("metrics-token")), 401);
+    assert_eq!(status("/api/v1/events", Some("api-token")), 200);
+    assert_eq!(status("/metrics", None), 401);
+    let (code, text) = get_with(&admin("/metrics"), Some("metrics-token"));
+    assert_eq!(code, 200);
     let metrics = common::Metrics(text);
     for service in ["auth-grpc", "auth-http"] {
         assert_eq!(
