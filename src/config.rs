@@ -120,6 +120,12 @@ impl Config {
                 "analyze.max_queued_spans must be at least receiver.max_spans_per_request, or no full request could ever be admitted".into(),
             ));
         }
+        if self.analyze.max_queued_bytes < r.max_spans_per_request * QUEUED_SPAN_BYTES_BOUND {
+            return Err(ConfigError::Invalid(format!(
+                "analyze.max_queued_bytes must be at least {} (receiver.max_spans_per_request × {QUEUED_SPAN_BYTES_BOUND} bytes), or a full request might never be admitted",
+                r.max_spans_per_request * QUEUED_SPAN_BYTES_BOUND
+            )));
+        }
         if let Some(url) = &self.store.postgres_url
             && let Err(e) = url.parse::<tokio_postgres::Config>()
         {
@@ -332,6 +338,10 @@ impl Default for AdminConfig {
     }
 }
 
+/// The most bytes one queued span holds, its interned strings aside; the
+/// analysis queue checks its span type against it when it compiles.
+pub const QUEUED_SPAN_BYTES_BOUND: usize = 256;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyzeConfig {
@@ -340,6 +350,9 @@ pub struct AnalyzeConfig {
     /// Spans accepted but not yet analysed, across all shards. When full,
     /// clients get a retryable status instead of memory growing.
     pub max_queued_spans: usize,
+    /// Bytes those queued spans may hold (the strings they name are
+    /// interned and budgeted apart).
+    pub max_queued_bytes: usize,
     /// Holds the analysis workers still; only for exercising backpressure.
     pub pause: bool,
     /// Length of one event-time latency window.
@@ -367,6 +380,7 @@ impl Default for AnalyzeConfig {
         AnalyzeConfig {
             shards: 2,
             max_queued_spans: 262_144,
+            max_queued_bytes: 64 << 20,
             pause: false,
             window: Duration::from_secs(10),
             max_operations: 50,

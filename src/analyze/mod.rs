@@ -3,8 +3,10 @@
 //!
 //! Services are sharded by a hash of their name, so one shard owns all the
 //! state of a service and needs no lock. Admission is bounded by the number
-//! of queued spans: when analysis falls behind, receivers are told to push
-//! back on clients rather than buffer without limit.
+//! of queued spans and by the bytes they hold: when analysis falls behind,
+//! receivers are told to push back on clients rather than buffer without
+//! limit. (The strings a fact names live in the interner, which has a byte
+//! budget of its own.)
 
 pub mod fleet;
 pub mod operations;
@@ -35,10 +37,26 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The queue refused a batch because admitting it would exceed the bound.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("analysis queue full: {queued} spans queued, limit {limit}")]
+#[error("analysis queue full: {queued} spans ({queued_bytes} bytes) queued, limits {limit} spans and {limit_bytes} bytes")]
 pub struct QueueFull {
     pub queued: usize,
+    pub queued_bytes: usize,
     pub limit: usize,
+    pub limit_bytes: usize,
+}
+
+/// The bytes a queued fact holds, its interned strings aside.
+pub fn fact_bytes(fact: &SpanFact) -> usize {
+    std::mem::size_of::<SpanFact>() + fact.code.as_ref().map_or(0, |_| std::mem::size_of::<crate::extract::CodeLocation>())
+}
+
+const _: () = assert!(
+    std::mem::size_of::<SpanFact>() + std::mem::size_of::<crate::extract::CodeLocation>()
+        <= crate::config::QUEUED_SPAN_BYTES_BOUND
+);
+
+fn batch_bytes(facts: &[SpanFact]) -> usize {
+    facts.iter().map(fact_bytes).sum::<usize>() + std::mem::size_of::<Vec<SpanFact>>()
 }
 
 /// What a shard does with each batch.
@@ -309,7 +327,9 @@ impl LiveShard {
 pub struct AnalysisQueue {
     shards: Arc<[mpsc::UnboundedSender<Vec<SpanFact>>]>,
     queued: Arc<AtomicUsize>,
+    queued_bytes: Arc<AtomicUsize>,
     limit: usize,
+    limit_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -343,6 +363,7 @@ pub fn start<O: ShardObserver>(
     mut observer: impl FnMut(usize) -> O,
 ) -> (AnalysisQueue, AnalysisWorkers) {
     let queued = Arc::new(AtomicUsize::new(0));
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
     for index in 0..config.shards.max(1) {
@@ -352,6 +373,7 @@ pub fn start<O: ShardObserver>(
             rx,
             observer(index),
             queued.clone(),
+            queued_bytes.clone(),
             metrics.clone(),
             config.pause,
         )));
@@ -359,7 +381,9 @@ pub fn start<O: ShardObserver>(
     let queue = AnalysisQueue {
         shards: senders.into(),
         queued,
+        queued_bytes,
         limit: config.max_queued_spans,
+        limit_bytes: config.max_queued_bytes,
         metrics,
     };
     (queue, AnalysisWorkers { tasks })
@@ -372,16 +396,28 @@ impl AnalysisQueue {
         if n == 0 {
             return Ok(());
         }
+        let bytes = batch_bytes(&facts);
+        let full = |queued: usize| QueueFull {
+            queued,
+            queued_bytes: self.queued_bytes.load(Ordering::Acquire),
+            limit: self.limit,
+            limit_bytes: self.limit_bytes,
+        };
         let admitted = self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
             (queued + n <= self.limit).then_some(queued + n)
         });
         if let Err(queued) = admitted {
-            return Err(QueueFull {
-                queued,
-                limit: self.limit,
-            });
+            return Err(full(queued));
+        }
+        let admitted = self.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            (queued + bytes <= self.limit_bytes).then_some(queued + bytes)
+        });
+        if admitted.is_err() {
+            let queued = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
+            return Err(full(queued));
         }
         self.metrics.analysis_queue_spans.add(n as i64);
+        self.metrics.analysis_queue_bytes.add(bytes as i64);
         if self.shards.len() == 1 {
             self.send(0, facts);
             return Ok(());
@@ -397,18 +433,34 @@ impl AnalysisQueue {
         for fact in facts {
             split[self.shard_of(&fact.service)].push(fact);
         }
+        // The split batches account for their own bytes from here on.
+        let split_bytes: usize = split.iter().filter(|b| !b.is_empty()).map(|b| batch_bytes(b)).sum();
+        self.adjust_bytes(bytes, split_bytes);
         for (index, batch) in split.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
             self.send(index, batch);
         }
         Ok(())
     }
 
+    fn adjust_bytes(&self, admitted: usize, actual: usize) {
+        if actual >= admitted {
+            self.queued_bytes.fetch_add(actual - admitted, Ordering::AcqRel);
+            self.metrics.analysis_queue_bytes.add((actual - admitted) as i64);
+        } else {
+            self.queued_bytes.fetch_sub(admitted - actual, Ordering::AcqRel);
+            self.metrics.analysis_queue_bytes.sub((admitted - actual) as i64);
+        }
+    }
+
     fn send(&self, shard: usize, facts: Vec<SpanFact>) {
         let n = facts.len();
+        let bytes = batch_bytes(&facts);
         if self.shards[shard].send(facts).is_err() {
             // The worker is gone (shutdown): release the admission.
             self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.metrics.analysis_queue_spans.sub(n as i64);
+            self.metrics.analysis_queue_bytes.sub(bytes as i64);
         }
     }
 
@@ -426,6 +478,7 @@ async fn run_shard<O: ShardObserver>(
     mut rx: mpsc::UnboundedReceiver<Vec<SpanFact>>,
     mut observer: O,
     queued: Arc<AtomicUsize>,
+    queued_bytes: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     pause: bool,
 ) {
@@ -446,8 +499,11 @@ async fn run_shard<O: ShardObserver>(
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 observer.observe(&batch);
+                let bytes = batch_bytes(&batch);
                 queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 metrics.analysis_queue_spans.sub(batch.len() as i64);
+                metrics.analysis_queue_bytes.sub(bytes as i64);
             }
             now = ticker.tick() => {
                 observer.tick(now - last_tick);
@@ -456,4 +512,63 @@ async fn run_shard<O: ShardObserver>(
         }
     }
     observer.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::{CodeLocation, SpanKind, SpanStatus, Sym};
+
+    struct Idle;
+    impl ShardObserver for Idle {
+        fn observe(&mut self, _facts: &[SpanFact]) {}
+    }
+
+    fn fact(service: &str, with_code: bool) -> SpanFact {
+        SpanFact {
+            service: Sym::from(service),
+            revision: Sym::from("r"),
+            operation: Sym::from("op"),
+            kind: SpanKind::Server,
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            status: SpanStatus::Unset,
+            trace_id: 1,
+            span_id: 1,
+            parent_span_id: 0,
+            peer: None,
+            code: with_code.then(|| {
+                Box::new(CodeLocation {
+                    function: None,
+                    filepath: None,
+                    lineno: Some(1),
+                })
+            }),
+            route: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn admission_is_bounded_in_bytes_as_well_as_in_spans() {
+        let config = AnalyzeConfig {
+            shards: 2,
+            pause: true,
+            max_queued_spans: 1_000_000,
+            max_queued_bytes: 100 * fact_bytes(&fact("s", true)),
+            ..AnalyzeConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let (queue, _workers) = start(&config, metrics.clone(), |_| Idle);
+        let batch = |n: usize| (0..n).map(|i| fact(&format!("s{i}"), true)).collect::<Vec<_>>();
+        queue.try_submit(batch(60)).expect("60 spans fit");
+        let refused = queue.try_submit(batch(60)).expect_err("120 spans' bytes exceed the bound");
+        assert_eq!(refused.queued, 60, "a refused batch leaves no admission behind");
+        assert!(refused.queued_bytes <= config.max_queued_bytes);
+        assert_eq!(queue.queued(), 60);
+        assert_eq!(metrics.analysis_queue_bytes.get() as usize, refused.queued_bytes);
+        // Facts without code locations are smaller, so more of them fit.
+        queue
+            .try_submit((0..30).map(|i| fact(&format!("s{i}"), false)).collect())
+            .expect("small facts fit in what is left");
+    }
 }

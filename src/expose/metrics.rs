@@ -41,6 +41,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub analysis_queue_spans: IntGauge,
+    pub analysis_queue_bytes: IntGauge,
     pub spans_analyzed: IntCounterVec,
     pub spans_not_analyzed: IntCounterVec,
     pub drifts_firing: IntGaugeVec,
@@ -109,6 +110,11 @@ impl Metrics {
         .expect("valid metric");
         let analysis_queue_spans =
             IntGauge::new("driftwatch_analysis_queue_spans", "Spans accepted and waiting for analysis.").expect("valid metric");
+        let analysis_queue_bytes = IntGauge::new(
+            "driftwatch_analysis_queue_bytes",
+            "Bytes held by spans waiting for analysis, their interned strings aside.",
+        )
+        .expect("valid metric");
         let spans_analyzed = IntCounterVec::new(
             Opts::new(
                 "driftwatch_spans_analyzed_total",
@@ -282,6 +288,7 @@ impl Metrics {
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(analysis_queue_spans.clone()),
+            Box::new(analysis_queue_bytes.clone()),
             Box::new(spans_analyzed.clone()),
             Box::new(spans_not_analyzed.clone()),
             Box::new(drifts_firing.clone()),
@@ -328,6 +335,7 @@ impl Metrics {
             requests,
             request_duration,
             analysis_queue_spans,
+            analysis_queue_bytes,
             spans_analyzed,
             spans_not_analyzed,
             drifts_firing,
