@@ -284,6 +284,8 @@ pub struct ReceiverConfig {
     /// A file holding the bearer token OTLP exporters must send
     /// (`Authorization: Bearer …`); unset, the receivers are open.
     pub bearer_token_file: Option<PathBuf>,
+    /// Serve both receivers over TLS with this certificate.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ReceiverConfig {
@@ -304,6 +306,7 @@ impl Default for ReceiverConfig {
             keepalive_interval: Duration::from_secs(30),
             memory_limit_mib: 256,
             bearer_token_file: None,
+            tls: None,
         }
     }
 }
@@ -324,6 +327,26 @@ pub struct AdminConfig {
     pub api_token_file: Option<PathBuf>,
     /// A file holding the bearer token `/metrics` requires.
     pub metrics_token_file: Option<PathBuf>,
+    /// Serve the admin listener over TLS with this certificate.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's certificate: PEM files, as a Kubernetes TLS Secret mounts
+/// them, read again whenever either file changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for a renewed certificate.
+    #[serde(with = "humantime_serde", default = "default_tls_reload")]
+    pub reload_interval: Duration,
+}
+
+fn default_tls_reload() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for AdminConfig {
@@ -334,6 +357,7 @@ impl Default for AdminConfig {
             header_read_timeout: Duration::from_secs(10),
             api_token_file: None,
             metrics_token_file: None,
+            tls: None,
         }
     }
 }

@@ -12,6 +12,10 @@
 //! HTTP/2 keepalive pings count, so only a peer that stopped answering, or
 //! never spoke HTTP/2, is cut); its stream cap, request timeout and
 //! keepalive come from the tonic server that `server.rs` builds.
+//!
+//! With TLS, the handshake runs in the connection's own task and must end
+//! within the header-read timeout (or the gRPC idle cut), so a client that
+//! opens connections and never finishes a handshake holds only its permit.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,7 +36,13 @@ pub struct ConnectionLimits {
 
 /// Serves `router` over HTTP/1 on `listener` until `stopped` turns true;
 /// then stops accepting and lets requests in flight finish.
-pub async fn http(listener: TcpListener, router: axum::Router, limits: ConnectionLimits, mut stopped: watch::Receiver<bool>) {
+pub async fn http(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    tls: Option<crate::tls::Listener>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (closing, _) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -58,20 +68,18 @@ pub async fn http(listener: TcpListener, router: axum::Router, limits: Connectio
         // No Nagle delay on small responses.
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let mut close = closing.subscribe();
+        let close = closing.subscribe();
         let timeout = limits.header_read_timeout;
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
             let stream = Idle::new(stream, timeout);
-            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = close.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match tls {
+                None => serve_http1(stream, service, timeout, close).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(&tls, stream, timeout).await {
+                        serve_http1(stream, service, timeout, close).await;
+                    }
                 }
             }
         });
@@ -81,14 +89,60 @@ pub async fn http(listener: TcpListener, router: axum::Router, limits: Connectio
     while connections.join_next().await.is_some() {}
 }
 
+async fn serve_http1<S>(
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<axum::Router>,
+    timeout: Duration,
+    mut close: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = close.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The TLS handshake, bounded by `timeout`; a failed one is logged at debug
+/// (scanners and plain-text clients are routine, not news).
+async fn handshake(
+    tls: &crate::tls::Listener,
+    stream: Idle,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<Idle>> {
+    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake not finished in time");
+            None
+        }
+    }
+}
+
 async fn until_true(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|stopped| *stopped).await;
 }
 
 /// Accepted connections for tonic, each holding a permit of a semaphore of
 /// `max_connections`, with TCP_NODELAY set, closed after `idle_timeout`
-/// without traffic.
-pub fn capped_incoming(listener: TcpListener, max_connections: usize, idle_timeout: Duration) -> Incoming {
+/// without traffic, and wrapped in TLS when `tls` is set.
+pub fn capped_incoming(
+    listener: TcpListener,
+    max_connections: usize,
+    idle_timeout: Duration,
+    tls: Option<crate::tls::Listener>,
+) -> Incoming {
     let (tx, rx) = mpsc::channel(1);
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::spawn(async move {
@@ -113,12 +167,31 @@ pub fn capped_incoming(listener: TcpListener, max_connections: usize, idle_timeo
                 }
             };
             let _ = stream.set_nodelay(true);
-            let connection = Capped {
-                stream: Idle::new(stream, idle_timeout),
-                _permit: permit,
-            };
-            if tx.send(Ok(connection)).await.is_err() {
-                return;
+            let stream = Idle::new(stream, idle_timeout);
+            match &tls {
+                None => {
+                    let connection = Capped {
+                        stream: Stream::Plain(stream),
+                        _permit: permit,
+                    };
+                    if tx.send(Ok(connection)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    // Handshakes run beside the accept loop: a slow one
+                    // holds its own permit, not the listener.
+                    let (tls, tx) = (tls.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        if let Some(stream) = handshake(&tls, stream, idle_timeout).await {
+                            let connection = Capped {
+                                stream: Stream::Tls(Box::new(stream)),
+                                _permit: permit,
+                            };
+                            let _ = tx.send(Ok(connection)).await;
+                        }
+                    });
+                }
             }
         }
     });
@@ -140,15 +213,55 @@ impl futures_core::Stream for Incoming {
 
 /// A connection that gives its permit back when it closes.
 pub struct Capped {
-    stream: Idle,
+    stream: Stream,
     _permit: OwnedSemaphorePermit,
+}
+
+enum Stream {
+    Plain(Idle),
+    Tls(Box<tokio_rustls::server::TlsStream<Idle>>),
 }
 
 impl tonic::transport::server::Connected for Capped {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.stream.connect_info()
+        match &self.stream {
+            Stream::Plain(idle) => idle.stream.connect_info(),
+            Stream::Tls(tls) => tls.get_ref().0.stream.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

@@ -44,6 +44,11 @@ pub enum StartError {
     Alerts(String),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error("{key}: {source}")]
+    Tls {
+        key: &'static str,
+        source: crate::tls::TlsError,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,10 @@ impl Server {
         let grpc_addr = local(&grpc_listener, config.receiver.grpc_listen);
         let http_addr = local(&http_listener, config.receiver.http_listen);
         let admin_addr = local(&admin_listener, config.admin.listen);
+
+        let grpc_tls = tls(config.receiver.tls.as_ref(), crate::tls::Alpn::H2, "receiver.tls").await?;
+        let http_tls = tls(config.receiver.tls.as_ref(), crate::tls::Alpn::Http1, "receiver.tls").await?;
+        let admin_tls = tls(config.admin.tls.as_ref(), crate::tls::Alpn::Http1, "admin.tls").await?;
 
         let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
         let settings = Arc::new(AnalysisSettings::from_config(&config));
@@ -236,7 +245,7 @@ impl Server {
             // Without TCP_NODELAY (set on accept) a small response can wait
             // out the client's delayed ACK: 40 ms at moderate load.
             // A peer silent through two keepalive pings is gone.
-            let incoming = crate::serve::capped_incoming(grpc_listener, r.max_connections, 2 * r.keepalive_interval);
+            let incoming = crate::serve::capped_incoming(grpc_listener, r.max_connections, 2 * r.keepalive_interval, grpc_tls);
             tokio::spawn(async move {
                 builder
                     .add_service(service)
@@ -255,6 +264,7 @@ impl Server {
                 max_connections: config.receiver.max_connections,
                 header_read_timeout: config.receiver.header_read_timeout,
             },
+            http_tls,
             receivers_stopped,
         );
         let admin = serve_http(
@@ -275,6 +285,7 @@ impl Server {
                 max_connections: config.admin.max_connections,
                 header_read_timeout: config.admin.header_read_timeout,
             },
+            admin_tls,
             admin_stopped,
         );
         ready.store(true, Ordering::Release);
@@ -423,6 +434,21 @@ async fn retire_events(
     }
 }
 
+/// A listener's TLS, when configured.
+async fn tls(
+    config: Option<&crate::config::TlsConfig>,
+    alpn: crate::tls::Alpn,
+    key: &'static str,
+) -> Result<Option<crate::tls::Listener>, StartError> {
+    match config {
+        None => Ok(None),
+        Some(config) => crate::tls::Listener::start(config, alpn, key)
+            .await
+            .map(Some)
+            .map_err(|source| StartError::Tls { key, source }),
+    }
+}
+
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -437,10 +463,11 @@ fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     limits: crate::serve::ConnectionLimits,
+    tls: Option<crate::tls::Listener>,
     stopped: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), ServeError>> {
     tokio::spawn(async move {
-        crate::serve::http(listener, router, limits, stopped).await;
+        crate::serve::http(listener, router, limits, tls, stopped).await;
         Ok(())
     })
 }

@@ -731,3 +731,141 @@ fn above_the_memory_limit_new_data_is_refused_with_a_retryable_status() {
     }
     assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "heavy")]), 0.0);
 }
+
+/// A CA and a certificate it signs for localhost and 127.0.0.1, made with
+/// `openssl`; returns the CA's PEM path.
+fn issue_certificate(dir: &std::path::Path, name: &str, cert: &std::path::Path, key: &std::path::Path) -> std::path::PathBuf {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let ca_key = format!("{name}-ca.key");
+    let ca = format!("{name}-ca.pem");
+    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &format!("/CN={name} test CA")]);
+    let csr = format!("{name}.csr");
+    let leaf_key = format!("{name}.key");
+    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &leaf_key, "-out", &csr, "-subj", "/CN=localhost"]);
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write ext");
+    let leaf = format!("{name}.pem");
+    openssl(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &leaf, "-days", "2", "-extfile", &ext]);
+    // Replace the served files the way a Secret update does: whole files
+    // moved into place.
+    for (from, to) in [(leaf, cert), (leaf_key, key)] {
+        let staged = dir.join(format!("{from}.staged"));
+        std::fs::copy(dir.join(&from), &staged).expect("stage");
+        std::fs::rename(&staged, to).expect("move into place");
+    }
+    dir.join(ca)
+}
+
+/// `curl` over TLS trusting only `ca`: the HTTP status, or None when the
+/// connection or the handshake failed.
+fn curl_status(url: &str, ca: &std::path::Path, body: Option<&[u8]>) -> Option<u16> {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert"]).arg(ca);
+    if let Some(body) = body {
+        let file = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(file.path(), body).expect("write body");
+        command
+            .args(["-H", "content-type: application/x-protobuf", "--data-binary"])
+            .arg(format!("@{}", file.path().display()));
+        let output = command.arg(url).output().expect("run curl");
+        return output.status.success().then(|| String::from_utf8_lossy(&output.stdout).parse().ok()).flatten();
+    }
+    let output = command.arg(url).output().expect("run curl");
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).parse().ok()).flatten()
+}
+
+/// The environment that makes the SDK trust `ca` alone. requests prefers a
+/// CA bundle named in the environment over the exporter's certificate, so
+/// those are cleared.
+fn sdk_trusting(ca: &str) -> [(&str, &str); 3] {
+    [("OTEL_EXPORTER_OTLP_CERTIFICATE", ca), ("REQUESTS_CA_BUNDLE", ""), ("CURL_CA_BUNDLE", "")]
+}
+
+#[test]
+fn tls_listeners_serve_real_sdks_and_pick_up_a_renewed_certificate() {
+    let pki = tempfile::tempdir().expect("dir");
+    let (cert, key) = (pki.path().join("tls.crt"), pki.path().join("tls.key"));
+    let first_ca = issue_certificate(pki.path(), "first", &cert, &key);
+    let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nreload_interval = \"200ms\"\n");
+    let dw = Driftwatch::start(&format!("[receiver.tls]\n{tls}[admin.tls]\n{tls}"));
+
+    // The Python SDK over both transports, verifying the server.
+    let ca_env = first_ca.display().to_string();
+    for (protocol, service, addr) in [("grpc", "tls-grpc", dw.grpc), ("http", "tls-http", dw.http)] {
+        run_python(
+            "send_spans.py",
+            &["--protocol", protocol, "--endpoint", &format!("https://localhost:{}", addr.port()), "--service", service, "--count", "4"],
+            &sdk_trusting(&ca_env),
+        );
+    }
+    let admin = |path: &str| format!("https://localhost:{}{path}", dw.admin.port());
+    eventually(Duration::from_secs(10), "spans over TLS counted", || {
+        let (status, body) = {
+            let output = std::process::Command::new("curl")
+                .args(["-s", "--max-time", "5", "--cacert"])
+                .arg(&first_ca)
+                .arg(admin("/metrics"))
+                .output()
+                .expect("curl");
+            (output.status.success(), String::from_utf8_lossy(&output.stdout).to_string())
+        };
+        let metrics = common::Metrics(body);
+        status
+            && metrics.value("driftwatch_spans_received_total", &[("service", "tls-grpc")]) == 4.0
+            && metrics.value("driftwatch_spans_received_total", &[("service", "tls-http")]) == 4.0
+    });
+    // Plain text is refused on every listener.
+    assert!(common::http_get(&format!("http://{}/readyz", dw.admin)).map_or(true, |(status, _)| status != 200));
+    assert_eq!(curl_status(&admin("/readyz"), &first_ca, None), Some(200));
+
+    // A renewed certificate from another CA is served without a restart.
+    let second_ca = issue_certificate(pki.path(), "second", &cert, &key);
+    eventually(Duration::from_secs(10), "the renewed certificate is served", || {
+        curl_status(&admin("/readyz"), &second_ca, None) == Some(200)
+    });
+    assert_eq!(curl_status(&admin("/readyz"), &first_ca, None), None, "the old certificate is gone");
+    let body = encode_request(&[span("tls-renewed", "GET /", now_nanos() - 1_000_000, 1_000_000)]);
+    let receiver = format!("https://localhost:{}/v1/traces", dw.http.port());
+    assert_eq!(curl_status(&receiver, &second_ca, Some(&body)), Some(200));
+    run_python(
+        "send_spans.py",
+        &["--protocol", "grpc", "--endpoint", &format!("https://localhost:{}", dw.grpc.port()), "--service", "tls-renewed", "--count", "2"],
+        &sdk_trusting(&second_ca.display().to_string()),
+    );
+
+    // A broken renewal is reported and the certificate in use stays.
+    std::fs::write(&key, "not a key").expect("break the key");
+    eventually(Duration::from_secs(10), "the broken renewal is logged", || {
+        dw.stderr().contains("TLS certificate not reloaded")
+    });
+    assert_eq!(curl_status(&admin("/readyz"), &second_ca, None), Some(200));
+}
+
+#[test]
+fn an_unreadable_certificate_stops_startup_with_the_path() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("driftwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = {:?}\n[receiver.tls]\ncert_file = \"/nonexistent/tls.crt\"\nkey_file = \"/nonexistent/tls.key\"\n",
+            dir.path().join("store")
+        ),
+    )
+    .expect("write config");
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("receiver.tls") && stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+}

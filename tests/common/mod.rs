@@ -100,6 +100,10 @@ impl Driftwatch {
             {
                 return Ok(());
             }
+            // An admin listener on TLS cannot be probed in plain text.
+            if self.stderr().contains("driftwatch listening") {
+                return Ok(());
+            }
             if self.stderr().contains("cannot listen") {
                 return Err(self.stderr());
             }

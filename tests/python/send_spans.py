@@ -40,7 +40,8 @@ def exporter(protocol, endpoint):
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=endpoint, insecure=True)
+        # https:// verifies the server against OTEL_EXPORTER_OTLP_CERTIFICATE.
+        return OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
