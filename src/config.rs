@@ -126,12 +126,15 @@ impl Config {
                 r.max_spans_per_request * QUEUED_SPAN_BYTES_BOUND
             )));
         }
-        if let Some(url) = &self.store.postgres_url
-            && let Err(e) = url.parse::<tokio_postgres::Config>()
-        {
-            return Err(ConfigError::Invalid(format!(
-                "store.postgres_url is not a PostgreSQL connection string ({e}); use postgres://user:password@host:5432/database"
-            )));
+        if let Some(url) = &self.store.postgres_url {
+            let parsed = crate::store::pg_tls::settings(url)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.url.parse::<tokio_postgres::Config>().map_err(|e| e.to_string()));
+            if let Err(e) = parsed {
+                return Err(ConfigError::Invalid(format!(
+                    "store.postgres_url is not a PostgreSQL connection string ({e}); use postgres://user:password@host:5432/database"
+                )));
+            }
         }
         if self.store.fleet_lease < Duration::from_secs(2) {
             return Err(ConfigError::Invalid("store.fleet_lease must be at least 2s".into()));

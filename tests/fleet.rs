@@ -424,3 +424,39 @@ fn a_replica_on_a_new_volume_resumes_from_what_it_published() {
     );
     assert_eq!(found[0]["baseline_revision"], "rev-1", "{}", found[0]);
 }
+
+#[test]
+fn tls_to_postgresql_follows_sslmode_and_verifies_the_server_when_asked() {
+    let server = common::postgres::TlsServer::start();
+    let url = |host: &str, query: &str| format!("postgres://postgres:s3cret-pw@{host}:{}/postgres?{query}", server.port);
+    let ca = server.ca.display().to_string();
+    let other = server.other_ca.display().to_string();
+    let connect = |url: String| {
+        runtime().block_on(async {
+            FleetStore::connect(&url, "tls-replica".into(), Duration::from_secs(10))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
+    // Encrypted and verified: the chain and the name.
+    connect(url("localhost", &format!("sslmode=verify-full&sslrootcert={ca}"))).expect("verify-full with the right CA");
+    // Encrypted without verification, as libpq's require.
+    connect(url("localhost", "sslmode=require")).expect("require");
+    // The default tries TLS first.
+    connect(url("localhost", "")).expect("prefer upgrades to TLS");
+    // verify-ca checks the chain but not the name (the certificate names
+    // localhost, not 127.0.0.1).
+    connect(url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}"))).expect("verify-ca by address");
+    let refused = [
+        (url("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={ca}")), "certificate"),
+        (url("localhost", &format!("sslmode=verify-full&sslrootcert={other}")), "certificate"),
+        (url("localhost", &format!("sslmode=require&sslrootcert={other}")), "certificate"),
+        (url("localhost", "sslmode=disable"), "pg_hba.conf"),
+    ];
+    for (url, why) in refused {
+        let error = connect(url.clone()).expect_err(&url);
+        assert!(error.contains("store.postgres_url") && error.contains(why), "{url}: {error}");
+        assert!(!error.contains("s3cret-pw"), "the password stays out of messages: {error}");
+    }
+}

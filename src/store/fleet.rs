@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::detect::event::{DriftEvent, EventState};
 
@@ -128,6 +128,7 @@ pub enum Leave {
 
 pub struct FleetStore {
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// `host:port/database`, for messages (never the password).
     target: String,
     replica: String,
@@ -143,7 +144,13 @@ impl FleetStore {
     /// Connects and migrates the schema.
     pub async fn connect(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
         let target = describe(url);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| FleetError::Connect {
+        let tls_error = |e: super::pg_tls::PgTlsError| FleetError::Connect {
+            target: target.clone(),
+            message: e.to_string(),
+        };
+        let settings = super::pg_tls::settings(url).map_err(tls_error)?;
+        let tls = super::pg_tls::connector(&settings).map_err(tls_error)?;
+        let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e: tokio_postgres::Error| FleetError::Connect {
             target: target.clone(),
             message: error_text(&e),
         })?;
@@ -155,6 +162,7 @@ impl FleetStore {
             .keepalives_idle(Duration::from_secs(30));
         let store = FleetStore {
             config,
+            tls,
             target,
             replica,
             lease,
@@ -191,7 +199,7 @@ impl FleetStore {
         let deadline = (self.lease / 3).max(Duration::from_secs(1));
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = self.config.connect(NoTls).await.map_err(|e| FleetError::Connect {
+            let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| FleetError::Connect {
                 target: self.target.clone(),
                 message: error_text(&e),
             })?;

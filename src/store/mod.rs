@@ -15,6 +15,7 @@
 //! writes what was kept once space returns.
 
 pub mod fleet;
+pub mod pg_tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

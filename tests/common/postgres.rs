@@ -73,3 +73,85 @@ fn execute_at(url: &str, sql: &str) {
         client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     });
 }
+
+/// A private PostgreSQL server that accepts only TLS connections, with a
+/// certificate for `localhost` signed by its own CA; stopped on drop.
+/// Started with `initdb` and `pg_ctl` as the `postgres` user, so the test
+/// must run as root (as `scripts/test` does here).
+pub struct TlsServer {
+    pub port: u16,
+    pub ca: std::path::PathBuf,
+    /// A CA that signed nothing the server presents.
+    pub other_ca: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+}
+
+impl TlsServer {
+    pub fn start() -> TlsServer {
+        use std::process::Command;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries in /usr/lib/postgresql (scripts/test installs them)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().expect("dir");
+        let sh = |program: &str, args: &[&str]| {
+            let output = Command::new(program).args(args).current_dir(dir.path()).output().expect(program);
+            assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        let as_postgres = |program: &std::path::Path, args: &[&str]| {
+            let output = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(program)
+                .args(args)
+                .current_dir("/")
+                .output()
+                .expect("runuser (the TLS PostgreSQL test runs as root)");
+            assert!(output.status.success(), "{program:?} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        };
+        for name in ["ca", "other"] {
+            sh("openssl", &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.pem"), "-days", "2", "-subj", &format!("/CN={name}")]);
+        }
+        sh("openssl", &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+        std::fs::write(dir.path().join("ext"), "subjectAltName=DNS:localhost\n").expect("ext");
+        sh("openssl", &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext"]);
+        let data = dir.path().join("data");
+        sh("chown", &["-R", "postgres", "."]);
+        sh("chmod", &["755", "."]);
+        let data_text = data.display().to_string();
+        as_postgres(&bin.join("initdb"), &["-D", &data_text, "-A", "trust", "-U", "postgres", "--no-sync"]);
+        // TLS only: a plaintext connection finds no pg_hba.conf entry.
+        std::fs::write(data.join("pg_hba.conf"), "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n").expect("hba");
+        for file in ["server.crt", "server.key"] {
+            std::fs::copy(dir.path().join(file), data.join(file)).expect("copy");
+        }
+        sh("chown", &["postgres", &format!("{data_text}/server.key"), &format!("{data_text}/server.crt"), &format!("{data_text}/pg_hba.conf")]);
+        sh("chmod", &["600", &format!("{data_text}/server.key")]);
+        let port = super::free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c fsync=off",
+            dir.path().display()
+        );
+        as_postgres(&bin.join("pg_ctl"), &["-D", &data_text, "-o", &options, "-l", &format!("{}/log", dir.path().display()), "-w", "start"]);
+        TlsServer {
+            port,
+            ca: dir.path().join("ca.pem"),
+            other_ca: dir.path().join("other.pem"),
+            dir,
+            bin,
+        }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.dir.path().join("data").display().to_string(), "-m", "immediate", "stop"])
+            .current_dir("/")
+            .output();
+    }
+}
