@@ -383,7 +383,10 @@ fn name_and_email(value: &str) -> Option<(&str, &str)> {
 pub fn github_noreply(email: &str) -> Option<(u64, &str)> {
     let local = email.strip_suffix("@users.noreply.github.com").or_else(|| {
         let lower_at = email.len().checked_sub("@users.noreply.github.com".len())?;
-        email[lower_at..]
+        // Anyone with push access writes these: the cut may fall inside a
+        // multi-byte character.
+        let suffix = email.get(lower_at..)?;
+        suffix
             .eq_ignore_ascii_case("@users.noreply.github.com")
             .then(|| &email[..lower_at])
     })?;
@@ -413,6 +416,17 @@ mod tests {
     }
 
     const HUMAN: (&str, &str) = ("Dana Smith", "dana@example.com");
+
+    #[test]
+    fn an_address_with_multibyte_characters_where_the_suffix_would_start_is_not_a_crash() {
+        // Found by fuzzing: the suffix cut fell inside a character.
+        // 26 bytes: the 25-byte suffix would start inside the `é`.
+        let email = format!("é{}", "x".repeat(24));
+        assert_eq!(github_noreply(&email), None);
+        assert_eq!(github_noreply("é1+Bob@USERS.NOREPLY.GITHUB.COM").map(|(id, _)| id), None);
+        assert_eq!(github_noreply("1+Bob@USERS.NOREPLY.GITHUB.COM"), Some((1, "Bob")));
+        let _ = Classifier::with_rules(Vec::new()).classify(&commit("Fix\n\nCo-authored-by: x <é€@users.noreply.github.co>", ("é", &email)));
+    }
 
     fn ai(message: &str, author: (&str, &str)) -> Option<AiAuthorship> {
         Classifier::default().classify(&commit(message, author)).ai().cloned()
