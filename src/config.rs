@@ -76,6 +76,16 @@ impl Config {
         Self::load_with_env(file, Env::prefixed(ENV_PREFIX))
     }
 
+    /// Parses and checks a configuration given as TOML text, without the
+    /// environment.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn load_with_env(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
