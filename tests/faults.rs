@@ -303,3 +303,81 @@ fn kill_9_at_random_moments_of_delivery_to_a_flapping_sink_loses_no_alert_or_res
     assert_eq!(delivered(&all(), "svc-d", "resolved"), 0, "the last drift still serves");
     eprintln!("killed after {kill_delays:?} ms");
 }
+
+#[test]
+fn hanging_grpc_streams_are_capped_per_connection_and_cut_at_the_request_timeout() {
+    let dw = Driftwatch::start("[receiver]\nmax_concurrent_streams = 16\nrequest_timeout = \"2s\"\n");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = dw.grpc;
+    let (opened, limits, started, pending) = runtime.block_on(async move {
+        let mut limits = Vec::new();
+        let mut pending = Vec::new();
+        let mut opened = Vec::new();
+        let mut senders = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+            tokio::spawn(connection);
+            clients.push(client);
+        }
+        // The server's SETTINGS, with its stream limit, arrive meanwhile.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for mut client in clients {
+            let mut streams = 0;
+            // The server announces its limit; the client holds back streams
+            // beyond it until earlier ones end.
+            limits.push(client.current_max_send_streams());
+            for _ in 0..40 {
+                match tokio::time::timeout(Duration::from_millis(300), client.clone().ready()).await {
+                    Ok(Ok(ready)) => client = ready,
+                    _ => break,
+                }
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri(format!("http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .expect("request");
+                let Ok((response, mut body)) = client.send_request(request, false) else { break };
+                // A frame header promising 1 MiB, and then nothing.
+                let _ = body.send_data(bytes::Bytes::from_static(&[0, 0, 16, 0, 0]), false);
+                senders.push(body);
+                pending.push(response);
+                streams += 1;
+            }
+            opened.push(streams);
+        }
+        (opened, limits, std::time::Instant::now(), (pending, senders))
+    });
+    assert!(limits.iter().all(|&n| n == 16), "announced stream limits: {limits:?}");
+    assert_eq!(opened.iter().sum::<usize>(), 800, "streams opened: {opened:?}");
+    // Ingestion is served while they hang.
+    metadata_call(&dw, "beside-hanging-streams");
+    // Every hanging stream gets an answer once the request timeout passes:
+    // 40 streams through 16 slots take three rounds of two seconds.
+    let (responses, senders) = pending;
+    let answered = runtime.block_on(async move {
+        let mut answered = 0;
+        for response in responses {
+            if tokio::time::timeout(Duration::from_secs(20), response).await.is_ok() {
+                answered += 1;
+            }
+        }
+        drop(senders);
+        answered
+    });
+    assert_eq!(answered, 800, "hanging streams left unanswered");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "three rounds of the 2 s timeout took {took:?}"
+    );
+    let rss = rss_bytes(dw.child.id());
+    assert!(rss < 128 << 20, "RSS {} MiB with hundreds of hanging streams", rss >> 20);
+}
