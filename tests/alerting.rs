@@ -330,3 +330,86 @@ fn real_alertmanager_receives_the_alert_and_its_resolution() {
     let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
     assert_eq!(events["events"][0]["state"], "resolved");
 }
+
+#[test]
+fn no_secret_reaches_the_log_even_at_debug_level() {
+    let port = free_port();
+    let secrets = tempfile::tempdir().expect("dir");
+    let token_file = |name: &str, token: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, token).expect("token");
+        path.display().to_string()
+    };
+    let failing = Receiver::start(&[500; 64]);
+    let dw = Driftwatch::start_with_env(
+        &format!(
+            "{FAST}max_attempts = 2\n[receiver]\nbearer_token_file = {:?}\n[admin]\napi_token_file = {:?}\nmetrics_token_file = {:?}\n\
+             [[alerts.webhook]]\nurl = \"{}\"\nsecret = \"hmacsecretvalue\"\n\
+             [[alerts.alertmanager]]\nurl = \"http://amuser:ampassword@127.0.0.1:{port}/\"\n\
+             [[alerts.slack]]\nwebhook_url = \"{}\"\n\
+             [[alerts.pagerduty]]\nrouting_key = \"pdroutingsecret\"\nurl = \"http://127.0.0.1:{port}/enqueue?token=pdquerysecret\"\n",
+            token_file("otlp", "otlptokensecret"),
+            token_file("api", "apitokensecret"),
+            token_file("metrics", "metricstokensecret"),
+            failing.url("/hook?sig=webhookquerysecret"),
+            failing.url("/services/T0/B0/slackpathsecret"),
+        ),
+        &[("DRIFTWATCH_LOG", "debug")],
+    );
+    // Wrong tokens at every guarded door.
+    for (url, token) in [
+        (format!("http://{}/v1/traces", dw.http), "otlptokensecreX"),
+        (format!("http://{}/api/v1/events", dw.admin), "apitokensecreX"),
+        (format!("http://{}/metrics", dw.admin), "metricstokensecreX"),
+    ] {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("authorization: Bearer {token}")])
+            .arg(&url)
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), "401", "{url}");
+    }
+    // A drift, so every sink is tried and fails.
+    let span = common::client_call("pay", "r1", "http://169.254.169.254/latest/meta-data/", 1_000, 1);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let response = driftwatch::tls::http_client()
+            .build()
+            .expect("client")
+            .post(dw.http_url("/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .header("authorization", "Bearer otlptokensecret")
+            .body(driftwatch::simulate::encode_request(&[span]))
+            .send()
+            .await
+            .expect("send");
+        assert!(response.status().is_success());
+    });
+    let metrics_url = format!("http://{}/metrics", dw.admin);
+    eventually(Duration::from_secs(40), "every sink tried and given up", || {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "-H", "authorization: Bearer metricstokensecret"])
+            .arg(&metrics_url)
+            .output()
+            .expect("curl");
+        let metrics = common::Metrics(String::from_utf8_lossy(&output.stdout).into_owned());
+        ["webhook", "alertmanager", "slack", "pagerduty"]
+            .iter()
+            .all(|sink| metrics.value("driftwatch_alert_deliveries_total", &[("sink", sink), ("outcome", "dead")]) >= 1.0)
+    });
+    let log = dw.stderr();
+    assert!(log.contains("DEBUG"), "the log is at debug level");
+    for secret in [
+        "otlptokensecret",
+        "apitokensecret",
+        "metricstokensecret",
+        "hmacsecretvalue",
+        "ampassword",
+        "slackpathsecret",
+        "pdroutingsecret",
+        "pdquerysecret",
+        "webhookquerysecret",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
+    }
+}
