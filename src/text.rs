@@ -12,6 +12,18 @@ pub fn truncate(text: &str, max_bytes: usize) -> &str {
     &text[..end]
 }
 
+/// An error and its causes, one after the other.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,12 +76,7 @@ impl Listener {
             Alpn::H2 => vec![b"h2".to_vec()],
             Alpn::Http1 => vec![b"http/1.1".to_vec()],
         };
-        tokio::spawn(watch(
-            Arc::downgrade(&resolver),
-            config.clone(),
-            stamp,
-            name,
-        ));
+        tokio::spawn(watch(Arc::downgrade(&resolver), config.clone(), stamp, name));
         Ok(Listener {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         })
@@ -156,17 +151,11 @@ async fn load(cert_file: &Path, key_file: &Path) -> Result<(CertifiedKey, Stamp)
     let stamp = stamp(cert_file, key_file).await;
     let read = |path: &Path| {
         let path = path.to_path_buf();
-        async move {
-            tokio::fs::read(&path)
-                .await
-                .map_err(|source| TlsError::Read { path, source })
-        }
+        async move { tokio::fs::read(&path).await.map_err(|source| TlsError::Read { path, source }) }
     };
     let cert_pem = read(cert_file).await?;
     let key_pem = read(key_file).await?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
         return Err(TlsError::NoCertificate {
             path: cert_file.to_path_buf(),

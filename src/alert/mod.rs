@@ -19,6 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::text::error_chain;
 use crate::config::{AlertsConfig, Route};
 use crate::detect::SharedEventLog;
 use crate::detect::event::{DriftEvent, EventKind, EventState, fingerprint};
@@ -47,18 +48,6 @@ impl std::fmt::Debug for SinkKind {
             SinkKind::PagerDuty { .. } => "PagerDuty { .. }",
         })
     }
-}
-
-/// An error and its causes, one after the other.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// One configured destination.

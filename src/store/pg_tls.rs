@@ -115,7 +115,11 @@ pub fn settings(url: &str) -> Result<TlsSettings, PgTlsError> {
         let joined = if kept.is_empty() { String::new() } else { format!("{kept}&") };
         format!("{base}?{joined}sslmode={known}")
     } else {
-        let joined = if kept.is_empty() { String::new() } else { format!("{kept}{separator}") };
+        let joined = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("{kept}{separator}")
+        };
         format!("{joined}sslmode={known}")
     };
     Ok(TlsSettings { url, mode, root_cert })
@@ -293,7 +297,10 @@ mod tests {
         s.url.parse::<tokio_postgres::Config>().expect("tokio-postgres parses it");
 
         let s = settings("postgres://u@db/x").unwrap();
-        assert_eq!((s.mode, s.url.as_str()), (SslMode::Prefer, "postgres://u@db/x?sslmode=prefer"));
+        assert_eq!(
+            (s.mode, s.url.as_str()),
+            (SslMode::Prefer, "postgres://u@db/x?sslmode=prefer")
+        );
 
         let s = settings("host=db user=u sslmode=verify-ca sslrootcert=/ca.pem").unwrap();
         assert_eq!(s.mode, SslMode::VerifyCa);
