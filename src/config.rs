@@ -67,7 +67,30 @@ pub struct Config {
     pub ai: AiConfig,
     pub store: StoreConfig,
     pub forward: ForwardConfig,
+    pub record: RecordConfig,
     pub alerts: AlertsConfig,
+}
+
+/// Recording accepted requests for `driftwatch compare`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// Append every accepted export request to this file as OTLP/JSON
+    /// lines (the Collector file exporter's format); unset, nothing is
+    /// recorded.
+    pub path: Option<PathBuf>,
+    /// Bytes of requests waiting to be written, at most; past it requests
+    /// are left out of the recording and counted.
+    pub max_queue_bytes: usize,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            path: None,
+            max_queue_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Config {

@@ -93,6 +93,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Wait for the rollout verdict of a revision: exit 0 pass, 1 fail, 2
+    /// still inconclusive at the timeout, 3 when driftwatch refuses the
+    /// question (a bad parameter or token).
+    Gate(GateArgs),
+    /// Pre-merge check: compare two recordings of the same load test (OTLP/JSON
+    /// lines, as the Collector's file exporter writes them, optionally gzip).
+    /// Exits 0 without drift, 1 when the head drifted, 3 on an error.
+    Compare(CompareArgs),
     /// Validate the configuration and exit non-zero naming any bad key.
     CheckConfig {
         #[arg(long)]
@@ -100,8 +108,74 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct GateArgs {
+    /// driftwatch's admin listener, e.g. http://driftwatch:9464.
+    #[arg(long)]
+    admin: String,
+    /// The service, as its spans name it (service.name).
+    #[arg(long)]
+    service: String,
+    /// The revision being rolled out: full or abbreviated SHA, or the
+    /// name its spans carry.
+    #[arg(long)]
+    revision: String,
+    /// How long to wait for enough traffic, e.g. 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+    /// Samples per operation required, when above the detector's min_samples.
+    #[arg(long)]
+    min_samples: Option<u64>,
+    /// How often to ask.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
+    /// The least severity that fails the revision: warning (any drift) or critical.
+    #[arg(long)]
+    severity: Option<String>,
+    /// Comma-separated event kinds that fail the revision (default: all).
+    #[arg(long)]
+    kind: Option<String>,
+    /// A file holding the bearer token of /api (admin.api_token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// The base's recording.
+    base: PathBuf,
+    /// The head's recording.
+    head: PathBuf,
+    /// The repository, for suspects among the pull request's commits.
+    #[arg(long, requires = "range")]
+    repo: Option<PathBuf>,
+    /// `BASE..HEAD` of the pull request; the recordings are labelled with its ends.
+    #[arg(long)]
+    range: Option<String>,
+    /// Only commits touching this directory (monorepos).
+    #[arg(long)]
+    subdir: Option<String>,
+    /// Configuration whose [detect] settings and [ai] rules to use.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// Print the report as Markdown, for a pull-request comment.
+    #[arg(long)]
+    markdown: bool,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 64 (EX_USAGE), not clap's 2: `gate` answers
+    // "inconclusive" with 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+        }
+    };
     // The demo speaks for itself on stdout; keep its logs to errors.
     let default_filter = if matches!(cli.command, Command::Demo { .. }) {
         "error"
@@ -109,7 +183,12 @@ fn main() -> ExitCode {
         "info"
     };
     driftwatch::telemetry::init_logging(default_filter);
-    match dispatch(cli.command) {
+    let command = match cli.command {
+        Command::Gate(args) => return gate(args),
+        Command::Compare(args) => return compare(args),
+        command => command,
+    };
+    match dispatch(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("driftwatch: {error:#}");
@@ -163,6 +242,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Command::Gate(_) | Command::Compare(_) => anyhow::bail!("answered with an exit code of its own"),
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             println!(
@@ -170,6 +250,98 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 config.receiver.grpc_listen, config.receiver.http_listen, config.admin.listen
             );
             Ok(())
+        }
+    }
+}
+
+fn gate(args: GateArgs) -> ExitCode {
+    let GateArgs {
+        admin,
+        service,
+        revision,
+        timeout,
+        min_samples,
+        interval,
+        severity,
+        kind,
+        token_file,
+    } = args;
+    let token = match token_file.map(|path| {
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_owned())
+            .with_context(|| format!("cannot read the token file {}", path.display()))
+    }) {
+        Some(Err(error)) => {
+            eprintln!("driftwatch: {error:#}");
+            return ExitCode::from(3);
+        }
+        Some(Ok(token)) => Some(token),
+        None => None,
+    };
+    let options = driftwatch::gate::GateOptions {
+        admin,
+        service,
+        revision,
+        timeout,
+        interval,
+        min_samples,
+        severity,
+        kinds: kind,
+        token,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("driftwatch: {error:#}");
+            return ExitCode::from(3);
+        }
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(driftwatch::gate::run(&options, &mut out)) {
+        Ok((driftwatch::verdict::Outcome::Pass, _)) => ExitCode::SUCCESS,
+        Ok((driftwatch::verdict::Outcome::Fail, _)) => ExitCode::from(1),
+        Ok((driftwatch::verdict::Outcome::Inconclusive, _)) => ExitCode::from(2),
+        Err(error) => {
+            eprintln!("driftwatch: {error}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn compare(args: CompareArgs) -> ExitCode {
+    let run = || -> anyhow::Result<driftwatch::compare::Report> {
+        let config = Config::load(args.config.as_deref())?;
+        let report = driftwatch::compare::run(driftwatch::compare::CompareOptions {
+            base: args.base.clone(),
+            head: args.head.clone(),
+            repo: args.repo.clone(),
+            range: args.range.clone(),
+            subdir: args.subdir.clone(),
+            settings: AnalysisSettings::from_config(&config),
+            classifier: Classifier::with_rules(config.ai.rules),
+        })?;
+        Ok(report)
+    };
+    match run() {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => {
+                        eprintln!("driftwatch: {error}");
+                        return ExitCode::from(3);
+                    }
+                }
+            } else if args.markdown {
+                print!("{}", report.markdown());
+            } else {
+                print!("{}", report.text());
+            }
+            if report.drifted { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Err(error) => {
+            eprintln!("driftwatch: {error:#}");
+            ExitCode::from(3)
         }
     }
 }

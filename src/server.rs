@@ -44,6 +44,8 @@ pub enum StartError {
     Alerts(String),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
     #[error("{key}: {source}")]
     Tls {
         key: &'static str,
@@ -74,6 +76,7 @@ pub struct Server {
     stop_alerts: watch::Sender<bool>,
     alerts: JoinHandle<()>,
     fleet_sync: Option<JoinHandle<()>>,
+    record_writer: Option<crate::record::Writer>,
 }
 
 impl Server {
@@ -202,7 +205,7 @@ impl Server {
         } else {
             drop(notices);
         }
-        let (queue, workers) = analyze::start(&config.analyze, metrics.clone(), |index| {
+        let (queue, workers, coverage) = analyze::start(&config.analyze, metrics.clone(), |index| {
             let mine: Vec<ServiceSnapshot> = snapshots
                 .iter()
                 .filter(|s| analyze::shard_index(&s.service, shards) == index)
@@ -219,6 +222,13 @@ impl Server {
         let mut ingest = Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder);
         if config.receiver.memory_limit_mib > 0 {
             ingest = ingest.with_memory_limit(crate::memory::Resident::sampled());
+        }
+        let mut record_writer = None;
+        if let Some(path) = &config.record.path {
+            let (recorder, writer) = crate::record::start(path, config.record.max_queue_bytes, metrics.clone())?;
+            tracing::info!(path = %path.display(), "recording accepted requests as OTLP/JSON lines");
+            ingest = ingest.with_recorder(recorder);
+            record_writer = Some(writer);
         }
         let ingest = Arc::new(ingest);
         let ready = Arc::new(AtomicBool::new(false));
@@ -275,6 +285,8 @@ impl Server {
                     ready: ready.clone(),
                     events: events.log.clone(),
                     store: Some(store.clone()),
+                    coverage,
+                    verdict: crate::verdict::Rules::from_config(&config),
                 },
                 admin::Tokens {
                     api: api_token,
@@ -305,6 +317,7 @@ impl Server {
             stop_alerts,
             alerts,
             fleet_sync,
+            record_writer,
         })
     }
 
@@ -350,8 +363,12 @@ impl Server {
                 })
             }));
         }
-        // Receivers are gone; the last queue handle goes with the ingest.
+        // Receivers are gone; the last queue handle goes with the ingest,
+        // and with it the recorder, whose writer then finishes the file.
         drop(self.ingest);
+        if let Some(writer) = self.record_writer {
+            let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        }
         self.workers.drain().await;
         if let Some(sync) = self.fleet_sync {
             // Ends once the shards' final snapshots are published.

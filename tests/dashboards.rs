@@ -229,3 +229,65 @@ fn kubernetes_manifests_validate_offline_and_carry_a_valid_configuration() {
         .expect("run");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+/// The documents of a YAML file, as JSON.
+fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let output = Command::new(python())
+        .args(["-c", "import sys, yaml, json; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
+        .arg(path)
+        .output()
+        .expect("python");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+#[test]
+fn the_gate_examples_match_their_schemas_and_ask_driftwatch_valid_questions() {
+    // Argo Rollouts: against the CRD schemas, offline.
+    let argo = root().join("deploy/gates/argo-analysistemplate.yaml");
+    let documents = yaml_documents(&argo);
+    let mut node = Command::new("node")
+        .arg(root().join("tests/node/validate-argo.mjs"))
+        .current_dir(root().join("tests/node"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (scripts/test installs it, and the schemas with npm)");
+    std::io::Write::write_all(&mut node.stdin.take().expect("stdin"), serde_json::to_string(&documents).expect("JSON").as_bytes())
+        .expect("write");
+    let output = node.wait_with_output().expect("node");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("AnalysisTemplate/driftwatch-verdict: valid") && report.contains("Rollout/checkout: valid"), "{report}");
+
+    // Flagger publishes no schema package: its required fields, checked here.
+    let flagger = yaml_documents(&root().join("deploy/gates/flagger-canary.yaml"));
+    let canary = &flagger[0];
+    assert_eq!(canary["apiVersion"], "flagger.app/v1beta1");
+    assert_eq!(canary["kind"], "Canary");
+    assert!(canary["spec"]["targetRef"]["name"].is_string() && canary["spec"]["service"]["port"].is_number());
+    let webhook = &canary["spec"]["analysis"]["webhooks"][0];
+    assert_eq!(webhook["type"], "rollout");
+    assert!(canary["spec"]["analysis"]["interval"].is_string() && canary["spec"]["analysis"]["threshold"].is_number());
+
+    // Both ask questions a running driftwatch answers (not 400).
+    let dw = Driftwatch::start("");
+    let path_of = |url: &str| url.split_once("/api/").map(|(_, rest)| format!("/api/{rest}")).expect("an API URL");
+    let metric = &documents[0]["spec"]["metrics"][0];
+    let argo_path = path_of(metric["provider"]["web"]["url"].as_str().expect("url"))
+        .replace("{{args.service}}", "checkout")
+        .replace("{{args.revision}}", "4f2a9c1");
+    let (status, body) = http_get(&format!("http://{}{argo_path}", dw.admin)).expect("verdict");
+    assert_eq!(status, 200, "{body}");
+    let verdict: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(verdict["verdict"], "inconclusive", "the jsonPath {{$.verdict}} reads it: {body}");
+    let flagger_path = path_of(webhook["url"].as_str().expect("url"));
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "content-type: application/json"])
+        .args(["-d", r#"{"name":"checkout","namespace":"shop","phase":"Progressing"}"#])
+        .arg(format!("http://{}{flagger_path}", dw.admin))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "503", "inconclusive before any traffic");
+}

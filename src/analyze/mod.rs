@@ -28,7 +28,7 @@ use crate::config::AnalyzeConfig;
 use crate::detect::event::EventUpdate;
 use crate::expose::metrics::{Metrics, label_value};
 use crate::extract::SpanFact;
-use service::AnalysisSettings;
+use service::{AnalysisSettings, ServiceState};
 use shard::ShardAnalysis;
 use snapshot::ServiceSnapshot;
 
@@ -68,6 +68,11 @@ pub trait ShardObserver: Send + 'static {
 
     /// Called once the queue has closed and every batch was observed.
     fn finish(&mut self) {}
+
+    /// What the shard saw of `service`'s revisions, when asked.
+    fn coverage(&self, _service: &str) -> Option<crate::coverage::ServiceCoverage> {
+        None
+    }
 }
 
 /// The live shard: analyses each batch, counts it, and hands drift updates
@@ -278,6 +283,10 @@ impl ShardObserver for LiveShard {
     fn finish(&mut self) {
         self.flush();
     }
+
+    fn coverage(&self, service: &str) -> Option<crate::coverage::ServiceCoverage> {
+        self.analysis.service(service).map(ServiceState::coverage)
+    }
 }
 
 /// Where and how often a live shard writes its state.
@@ -361,16 +370,21 @@ pub fn start<O: ShardObserver>(
     config: &AnalyzeConfig,
     metrics: Arc<Metrics>,
     mut observer: impl FnMut(usize) -> O,
-) -> (AnalysisQueue, AnalysisWorkers) {
+) -> (AnalysisQueue, AnalysisWorkers, crate::coverage::CoverageBoard) {
     let queued = Arc::new(AtomicUsize::new(0));
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
+    let mut askers = Vec::new();
     let mut tasks = Vec::new();
     for index in 0..config.shards.max(1) {
         let (tx, rx) = mpsc::unbounded_channel();
         senders.push(tx);
+        // Questions wait in a small queue; askers time out, never pile up.
+        let (ask, questions) = mpsc::channel(16);
+        askers.push(ask);
         tasks.push(tokio::spawn(run_shard(
             rx,
+            questions,
             observer(index),
             queued.clone(),
             queued_bytes.clone(),
@@ -386,7 +400,8 @@ pub fn start<O: ShardObserver>(
         limit_bytes: config.max_queued_bytes,
         metrics,
     };
-    (queue, AnalysisWorkers { tasks })
+    let board = crate::coverage::CoverageBoard::new(askers, shard_index);
+    (queue, AnalysisWorkers { tasks }, board)
 }
 
 impl AnalysisQueue {
@@ -476,6 +491,7 @@ impl AnalysisQueue {
 
 async fn run_shard<O: ShardObserver>(
     mut rx: mpsc::UnboundedReceiver<Vec<SpanFact>>,
+    mut questions: mpsc::Receiver<crate::coverage::CoverageQuery>,
     mut observer: O,
     queued: Arc<AtomicUsize>,
     queued_bytes: Arc<AtomicUsize>,
@@ -508,6 +524,9 @@ async fn run_shard<O: ShardObserver>(
             now = ticker.tick() => {
                 observer.tick(now - last_tick);
                 last_tick = now;
+            }
+            Some(query) = questions.recv() => {
+                let _ = query.reply.send(observer.coverage(&query.service));
             }
         }
     }
@@ -558,7 +577,7 @@ mod tests {
             ..AnalyzeConfig::default()
         };
         let metrics = Arc::new(Metrics::new());
-        let (queue, _workers) = start(&config, metrics.clone(), |_| Idle);
+        let (queue, _workers, _coverage) = start(&config, metrics.clone(), |_| Idle);
         let batch = |n: usize| (0..n).map(|i| fact(&format!("s{i}"), true)).collect::<Vec<_>>();
         queue.try_submit(batch(60)).expect("60 spans fit");
         let refused = queue.try_submit(batch(60)).expect_err("120 spans' bytes exceed the bound");

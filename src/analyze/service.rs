@@ -264,6 +264,57 @@ impl ServiceState {
     }
 
     /// When the service's first span was seen (event time).
+    /// What this service's revisions served, per operation, with the
+    /// detector's clean evaluations: the facts of a rollout verdict.
+    pub fn coverage(&self) -> crate::coverage::ServiceCoverage {
+        use crate::coverage::{OperationCoverage, RevisionCoverage, ServiceCoverage};
+        let samples = |op: OpId, revision: &super::timeline::RevisionEntry| -> u64 {
+            let local = self.latency.get(&(op, revision.id)).map_or(0, LatencyWindows::total);
+            let fleet = self
+                .fleet
+                .as_deref()
+                .zip(self.operations.name(op))
+                .and_then(|(fleet, name)| fleet.series(name, &revision.revision))
+                .map_or(0, LatencyWindows::total);
+            local + fleet
+        };
+        let revisions = self
+            .timeline
+            .entries()
+            .iter()
+            .map(|revision| {
+                let operations = self
+                    .operations
+                    .tracked()
+                    .filter_map(|(op, name)| {
+                        let count = samples(op, revision);
+                        if count == 0 {
+                            return None;
+                        }
+                        let baseline = self.timeline.before(revision.id).find(|b| samples(op, b) > 0);
+                        Some(OperationCoverage {
+                            operation: name.to_string(),
+                            samples: count,
+                            baseline_revision: baseline.map(|b| b.revision.to_string()),
+                            baseline_samples: baseline.map_or(0, |b| samples(op, b)),
+                            clean_evaluations: self.detector.clean_evaluations(op, revision.id),
+                        })
+                    })
+                    .collect();
+                RevisionCoverage {
+                    revision: revision.revision.to_string(),
+                    first_seen_unix_nanos: revision.first_seen_unix_nanos,
+                    last_seen_unix_nanos: revision.last_seen_unix_nanos,
+                    operations,
+                }
+            })
+            .collect();
+        ServiceCoverage {
+            service: self.name.to_string(),
+            revisions,
+        }
+    }
+
     pub fn first_seen(&self) -> Option<u64> {
         self.outbound.first_seen()
     }

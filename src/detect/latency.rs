@@ -98,6 +98,10 @@ pub struct LatencyDetector {
     /// Consecutive bad evaluations of (operation, revision) pairs whose
     /// operation has no incident.
     streaks: HashMap<(OpId, RevId), u32>,
+    /// Clean comparisons in a row of (operation, revision) pairs, for the
+    /// rollout verdict: the evaluations that would have fired had the
+    /// revision regressed.
+    clean: HashMap<(OpId, RevId), u32>,
     incidents: HashMap<OpId, Incident>,
     /// (operation, revision) pairs that regressed: never a baseline again.
     regressed: HashSet<(OpId, RevId)>,
@@ -126,9 +130,15 @@ impl LatencyDetector {
             config,
             baseline_windows,
             streaks: HashMap::new(),
+            clean: HashMap::new(),
             incidents: HashMap::new(),
             regressed: HashSet::new(),
         }
+    }
+
+    /// Clean comparisons in a row of `op` in `revision` with its baseline.
+    pub fn clean_evaluations(&self, op: OpId, revision: RevId) -> u32 {
+        self.clean.get(&(op, revision)).copied().unwrap_or(0)
     }
 
     /// Firing drifts, by operation.
@@ -166,6 +176,7 @@ impl LatencyDetector {
 
     pub fn forget_revision(&mut self, revision: RevId) {
         self.streaks.retain(|(_, r), _| *r != revision);
+        self.clean.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);
         for incident in self.incidents.values_mut() {
             incident.seen_in.retain(|r| *r != revision);
@@ -174,6 +185,7 @@ impl LatencyDetector {
 
     pub fn forget_operations(&mut self, ops: &[OpId]) {
         self.streaks.retain(|(op, _), _| !ops.contains(op));
+        self.clean.retain(|(op, _), _| !ops.contains(op));
         self.regressed.retain(|(op, _)| !ops.contains(op));
         self.incidents.retain(|op, _| !ops.contains(op));
     }
@@ -246,6 +258,7 @@ impl LatencyDetector {
             }
             match bad {
                 Some(mut stats) => {
+                    self.clean.remove(&key);
                     let streak = self.streaks.entry(key).or_default();
                     *streak += 1;
                     if *streak >= self.config.consecutive {
@@ -269,6 +282,7 @@ impl LatencyDetector {
                 }
                 None => {
                     self.streaks.remove(&key);
+                    *self.clean.entry(key).or_default() += 1;
                 }
             }
         }

@@ -25,6 +25,9 @@ pub struct AdminState {
     pub events: SharedEventLog,
     /// The embedded store, whose health `/readyz` and `/metrics` report.
     pub store: Option<Arc<crate::store::EmbeddedStore>>,
+    /// What the shards saw of each revision, for the verdict.
+    pub coverage: crate::coverage::CoverageBoard,
+    pub verdict: crate::verdict::Rules,
 }
 
 /// Bearer tokens guarding the admin routes; `/healthz` and `/readyz` stay
@@ -37,7 +40,12 @@ pub struct Tokens {
 }
 
 pub fn router(state: AdminState, tokens: Tokens) -> Router {
-    let api = super::api::router(state.events.clone()).merge(super::ui::router(state.events.clone()));
+    let api = super::api::router(super::api::ApiState {
+        events: state.events.clone(),
+        coverage: state.coverage.clone(),
+        rules: state.verdict.clone(),
+    })
+    .merge(super::ui::router(state.events.clone()));
     let metrics_route = Router::new().route("/metrics", get(metrics)).with_state(state.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

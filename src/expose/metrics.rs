@@ -66,6 +66,7 @@ pub struct Metrics {
     pub suspect_info: IntGaugeVec,
     pub forward_requests: IntCounterVec,
     pub forward_queue_bytes: IntGauge,
+    pub recorded: IntCounterVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -87,6 +88,14 @@ impl Metrics {
                  malformed_request, too_large, too_many_spans, backpressure, ...) and transport.",
             ),
             &["reason", "transport"],
+        )
+        .expect("valid metric");
+        let recorded = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_record_requests_total",
+                "Export requests for the recording (record.path): written, dropped (queue full) or failed (write error).",
+            ),
+            &["outcome"],
         )
         .expect("valid metric");
         let requests = IntCounterVec::new(
@@ -286,6 +295,7 @@ impl Metrics {
             Box::new(spans_received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spans_rejected.clone()),
             Box::new(requests.clone()),
+            Box::new(recorded.clone()),
             Box::new(request_duration.clone()),
             Box::new(analysis_queue_spans.clone()),
             Box::new(analysis_queue_bytes.clone()),
@@ -333,6 +343,7 @@ impl Metrics {
             spans_received,
             spans_rejected,
             requests,
+            recorded,
             request_duration,
             analysis_queue_spans,
             analysis_queue_bytes,

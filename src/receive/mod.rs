@@ -125,6 +125,8 @@ pub struct Ingest {
     forwarder: Option<Arc<Forwarder>>,
     /// Resident memory, for `receiver.memory_limit_mib`.
     resident: Option<Arc<crate::memory::Resident>>,
+    /// Where accepted requests are recorded (`record.path`).
+    recorder: Option<crate::record::Recorder>,
 }
 
 impl Ingest {
@@ -142,7 +144,14 @@ impl Ingest {
             metrics,
             forwarder,
             resident: None,
+            recorder: None,
         }
+    }
+
+    /// Records every accepted request through `recorder`.
+    pub fn with_recorder(mut self, recorder: crate::record::Recorder) -> Ingest {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Refuses new data while `resident` memory is above
@@ -247,6 +256,9 @@ impl Ingest {
             });
         }
         self.count_received(transport, &received);
+        if let Some(recorder) = &self.recorder {
+            recorder.record(&body);
+        }
         if let (Some(forwarder), Some(body), Some(reservation)) = (&self.forwarder, forward_body, reservation) {
             forwarder.send(body, reservation);
         }
