@@ -460,3 +460,30 @@ fn tls_to_postgresql_follows_sslmode_and_verifies_the_server_when_asked() {
         assert!(!error.contains("s3cret-pw"), "the password stays out of messages: {error}");
     }
 }
+
+#[test]
+fn any_replicas_verdict_reflects_the_traffic_and_the_drifts_of_the_whole_fleet() {
+    let db = TestDatabase::create();
+    let a = Driftwatch::start(&replica_config(&db, "checkout-a", ""));
+    let b = Driftwatch::start(&replica_config(&db, "checkout-b", ""));
+    let verdict = |dw: &Driftwatch, revision: &str| -> serde_json::Value {
+        let (_, body) = http_get(&format!("http://{}/api/v1/verdict?service=checkout&revision={revision}", dw.admin)).expect("verdict");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let now = now_nanos() / S * S;
+    // Every request of the service lands on replica a; b served none.
+    send(&a, &checkout("rev-1", 1.0), now - 30 * 60 * S, 15 * 60, 1);
+    send(&a, &checkout("rev-2", 1.0), now - 15 * 60 * S, 5 * 60, 2);
+    eventually(Duration::from_secs(20), "replica a passes rev-2", || verdict(&a, "rev-2")["verdict"] == "pass");
+    eventually(Duration::from_secs(20), "replica b passes rev-2 on a's traffic", || {
+        verdict(&b, "rev-2")["verdict"] == "pass"
+    });
+    let from_b = verdict(&b, "rev-2");
+    assert!(from_b["operations"][0]["samples"].as_u64().unwrap_or(0) >= 5000, "{from_b:#}");
+    assert_eq!(from_b["operations"][0]["baseline_revision"], "rev-1", "{from_b:#}");
+
+    // rev-3 regresses, seen by a alone: b's verdict fails it too.
+    send(&a, &checkout("rev-3", 1.6), now - 10 * 60 * S, 5 * 60, 3);
+    eventually(Duration::from_secs(30), "replica b fails rev-3", || verdict(&b, "rev-3")["verdict"] == "fail");
+    assert_eq!(verdict(&b, "rev-3")["events"][0]["kind"], "latency_regression");
+}

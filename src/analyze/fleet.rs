@@ -27,6 +27,9 @@ pub struct FleetBaseline {
     pub peers: Vec<PeerSnapshot>,
     /// Merged latency history by (operation, revision) name.
     series: HashMap<(Sym, Sym), LatencyWindows>,
+    /// The most clean comparisons in a row any replica made, by
+    /// (operation, revision) name.
+    clean: HashMap<(Sym, Sym), u32>,
     pub replicas: usize,
 }
 
@@ -36,6 +39,7 @@ impl FleetBaseline {
         let mut revisions: HashMap<&str, RevisionSnapshot> = HashMap::new();
         let mut peers: HashMap<&str, PeerSnapshot> = HashMap::new();
         let mut histograms: HashMap<(&str, &str), MergedSeries> = HashMap::new();
+        let mut clean: HashMap<(Sym, Sym), u32> = HashMap::new();
         let mut first_seen: Option<u64> = None;
         let mut watermark = 0;
         for snapshot in snapshots.iter().filter(|s| s.service == service) {
@@ -64,6 +68,10 @@ impl FleetBaseline {
                     .or_insert_with(|| p.clone());
             }
             for s in &snapshot.series {
+                if s.clean_evaluations > 0 {
+                    let most = clean.entry((Sym::from(s.operation.as_str()), Sym::from(s.revision.as_str()))).or_default();
+                    *most = (*most).max(s.clean_evaluations);
+                }
                 let (histogram, moments) = histograms
                     .entry((&s.operation, &s.revision))
                     .or_insert_with(|| (new_histogram(), HashMap::new()));
@@ -96,7 +104,55 @@ impl FleetBaseline {
             revisions,
             peers: peers.into_values().collect(),
             series,
+            clean,
             replicas: snapshots.iter().filter(|s| s.service == service).count(),
+        }
+    }
+
+    /// The most clean comparisons in a row another replica made of
+    /// `operation` under `revision`.
+    pub fn clean_evaluations(&self, operation: &Sym, revision: &Sym) -> u32 {
+        self.clean.get(&(operation.clone(), revision.clone())).copied().unwrap_or(0)
+    }
+
+    /// What the other replicas saw of each revision, per operation.
+    pub fn coverage(&self) -> crate::coverage::ServiceCoverage {
+        use crate::coverage::{OperationCoverage, RevisionCoverage, ServiceCoverage};
+        let samples = |op: &Sym, revision: &str| {
+            self.series
+                .get(&(op.clone(), Sym::from(revision)))
+                .map_or(0, LatencyWindows::total)
+        };
+        let mut operations: Vec<&Sym> = self.series.keys().map(|(op, _)| op).collect();
+        operations.sort();
+        operations.dedup();
+        let revisions = self
+            .revisions
+            .iter()
+            .enumerate()
+            .map(|(i, revision)| RevisionCoverage {
+                revision: revision.revision.clone(),
+                first_seen_unix_nanos: revision.first_seen,
+                last_seen_unix_nanos: revision.last_seen,
+                operations: operations
+                    .iter()
+                    .filter(|op| samples(op, &revision.revision) > 0)
+                    .map(|op| {
+                        let baseline = self.revisions[..i].iter().rev().find(|b| samples(op, &b.revision) > 0);
+                        OperationCoverage {
+                            operation: op.to_string(),
+                            samples: samples(op, &revision.revision),
+                            baseline_revision: baseline.map(|b| b.revision.clone()),
+                            baseline_samples: baseline.map_or(0, |b| samples(op, &b.revision)),
+                            clean_evaluations: self.clean_evaluations(op, &Sym::from(revision.revision.as_str())),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        ServiceCoverage {
+            service: self.service.to_string(),
+            revisions,
         }
     }
 
@@ -132,6 +188,7 @@ mod tests {
                 revision: revision.into(),
                 buckets: buckets.clone(),
                 moments: vec![(first, buckets.iter().map(|b| b.1).sum(), 1.0, 2.0)],
+                clean_evaluations: 0,
             }],
             peers: vec![PeerSnapshot {
                 peer: "db:5432".into(),

@@ -28,7 +28,7 @@ use crate::config::AnalyzeConfig;
 use crate::detect::event::EventUpdate;
 use crate::expose::metrics::{Metrics, label_value};
 use crate::extract::SpanFact;
-use service::{AnalysisSettings, ServiceState};
+use service::AnalysisSettings;
 use shard::ShardAnalysis;
 use snapshot::ServiceSnapshot;
 
@@ -285,7 +285,7 @@ impl ShardObserver for LiveShard {
     }
 
     fn coverage(&self, service: &str) -> Option<crate::coverage::ServiceCoverage> {
-        self.analysis.service(service).map(ServiceState::coverage)
+        self.analysis.coverage(service)
     }
 }
 

@@ -264,6 +264,11 @@ impl ServiceState {
     }
 
     /// When the service's first span was seen (event time).
+    /// This replica's clean comparisons in a row of `op` in `revision`.
+    pub fn clean_evaluations(&self, op: OpId, revision: RevId) -> u32 {
+        self.detector.clean_evaluations(op, revision)
+    }
+
     /// What this service's revisions served, per operation, with the
     /// detector's clean evaluations: the facts of a rollout verdict.
     pub fn coverage(&self) -> crate::coverage::ServiceCoverage {
@@ -297,7 +302,11 @@ impl ServiceState {
                             samples: count,
                             baseline_revision: baseline.map(|b| b.revision.to_string()),
                             baseline_samples: baseline.map_or(0, |b| samples(op, b)),
-                            clean_evaluations: self.detector.clean_evaluations(op, revision.id),
+                            clean_evaluations: self.clean_evaluations(op, revision.id).max(
+                                self.fleet
+                                    .as_deref()
+                                    .map_or(0, |fleet| fleet.clean_evaluations(name, &revision.revision)),
+                            ),
                         })
                     })
                     .collect();

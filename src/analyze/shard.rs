@@ -102,6 +102,26 @@ impl ShardAnalysis {
         }
     }
 
+    /// What this replica and, in fleet mode, the others saw of `service`'s
+    /// revisions: this replica's revisions (with the others' samples
+    /// added), then revisions only other replicas served.
+    pub fn coverage(&self, service: &str) -> Option<crate::coverage::ServiceCoverage> {
+        let local = self.services.get(service).map(ServiceState::coverage);
+        let fleet = self.fleet.get(service).map(|f| f.coverage());
+        match (local, fleet) {
+            (Some(mut local), Some(fleet)) => {
+                for revision in fleet.revisions {
+                    if !local.revisions.iter().any(|r| r.revision == revision.revision) {
+                        local.revisions.push(revision);
+                    }
+                }
+                local.revisions.sort_by_key(|r| r.first_seen_unix_nanos);
+                Some(local)
+            }
+            (local, fleet) => local.or(fleet),
+        }
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
         self.services.values()
     }

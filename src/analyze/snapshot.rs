@@ -173,6 +173,10 @@ pub struct SeriesSnapshot {
     pub buckets: Vec<(u64, u64)>,
     /// (window start, count, Σ ln, Σ ln²), oldest first.
     pub moments: Vec<(u64, u64, f64, f64)>,
+    /// The latency detector's clean comparisons in a row of this revision
+    /// with its baseline, so any replica's verdict can count them.
+    #[serde(default)]
+    pub clean_evaluations: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -229,6 +233,7 @@ impl ServiceState {
                         .filter(|m| m.count > 0)
                         .map(|m| (m.start_unix_nanos, m.count, m.sum_ln, m.sum_ln2))
                         .collect(),
+                    clean_evaluations: self.clean_evaluations(*op, *rev),
                 })
             })
             .collect();
