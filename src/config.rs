@@ -45,11 +45,15 @@ fn describe(err: &figment::Error) -> String {
         .unwrap_or_default();
     match &err.kind {
         figment::error::Kind::UnknownField(field, expected) => {
-            let section = if key.is_empty() { String::new() } else { format!("{key}.") };
-            format!(
-                "unknown key `{section}{field}`{origin}; valid keys here are: {}",
-                expected.join(", ")
-            )
+            // figment's path may or may not end with the unknown key itself.
+            let full = if err.path.last() == Some(field) {
+                key
+            } else if key.is_empty() {
+                field.clone()
+            } else {
+                format!("{key}.{field}")
+            };
+            format!("unknown key `{full}`{origin}; valid keys here are: {}", expected.join(", "))
         }
         kind if key.is_empty() => format!("{kind}{origin}"),
         kind => format!("bad value for key `{key}`{origin}: {kind}"),
@@ -125,6 +129,35 @@ impl Config {
         Ok(config)
     }
 
+    /// What `check-config` adds to loading: the files the configuration
+    /// names exist (a running sidecar tolerates a repository that git-sync
+    /// has not cloned yet; a check before deploying should not).
+    pub fn missing_files(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (i, repo) in self.git.repos.iter().enumerate() {
+            if !repo.path.exists() {
+                problems.push(format!("git.repos[{i}].path {} does not exist", repo.path.display()));
+            } else if !repo.path.join(".git").exists() && !repo.path.join("HEAD").exists() {
+                problems.push(format!("git.repos[{i}].path {} is not a git repository", repo.path.display()));
+            }
+        }
+        let files = [
+            ("receiver.bearer_token_file", self.receiver.bearer_token_file.as_ref()),
+            ("admin.api_token_file", self.admin.api_token_file.as_ref()),
+            ("admin.metrics_token_file", self.admin.metrics_token_file.as_ref()),
+            ("receiver.tls.cert_file", self.receiver.tls.as_ref().map(|t| &t.cert_file)),
+            ("receiver.tls.key_file", self.receiver.tls.as_ref().map(|t| &t.key_file)),
+            ("admin.tls.cert_file", self.admin.tls.as_ref().map(|t| &t.cert_file)),
+            ("admin.tls.key_file", self.admin.tls.as_ref().map(|t| &t.key_file)),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path.filter(|p| !p.exists()) {
+                problems.push(format!("{key} {} does not exist", path.display()));
+            }
+        }
+        problems
+    }
+
     /// Checks relations between keys that serde alone cannot express.
     fn validate(&self) -> Result<(), ConfigError> {
         let r = &self.receiver;
@@ -166,6 +199,16 @@ impl Config {
             if let Err(e) = parsed {
                 return Err(ConfigError::Invalid(format!(
                     "store.postgres_url is not a PostgreSQL connection string ({e}); use postgres://user:password@host:5432/database"
+                )));
+            }
+        }
+        if let Some(url) = &self.alerts.external_url {
+            let valid = reqwest::Url::parse(url)
+                .ok()
+                .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "alerts.external_url {url:?} is not an http(s) URL; write the address people open, e.g. https://driftwatch.example.com"
                 )));
             }
         }
@@ -846,7 +889,7 @@ mod tests {
         let err = load_toml("[receiver]\ngrpc_lisen = \"127.0.0.1:1\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("receiver.grpc_lisen"), "{err}");
+        assert!(err.contains("`receiver.grpc_lisen`") && !err.contains("grpc_lisen.grpc_lisen"), "{err}");
         assert!(err.contains("grpc_listen"), "lists valid keys: {err}");
     }
 
@@ -926,7 +969,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("DWTEST_RECEIVER__GRPC_LISEN", "127.0.0.1:2222");
             let err = Config::load_with_env(None, Env::prefixed("DWTEST_")).unwrap_err().to_string();
-            assert!(err.contains("receiver.grpc_lisen"), "{err}");
+            assert!(err.contains("`receiver.grpc_lisen`") && !err.contains("grpc_lisen.grpc_lisen"), "{err}");
             Ok(())
         });
     }

@@ -58,7 +58,7 @@ enum Command {
         /// A git checkout.
         #[arg(long)]
         repo: PathBuf,
-        /// `A..B`: commits reachable from B and not from A. Default: everything reachable from HEAD.
+        /// `A..B`: commits reachable from B and not from A; `B` alone: everything reachable from B. Default: HEAD.
         #[arg(long)]
         range: Option<String>,
         /// Only commits touching this directory (monorepos).
@@ -105,6 +105,10 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Do not check that the repositories, token and certificate files
+        /// it names exist (for a configuration meant for another machine).
+        #[arg(long)]
+        skip_file_checks: bool,
     },
 }
 
@@ -182,7 +186,16 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    driftwatch::telemetry::init_logging(default_filter);
+    if let Err(error) = driftwatch::telemetry::init_logging(default_filter) {
+        eprintln!("driftwatch: {error}");
+        return ExitCode::from(64);
+    }
+    if matches!(
+        cli.command,
+        Command::Commits { .. } | Command::Eval { .. } | Command::Compare(_) | Command::CheckConfig { .. }
+    ) {
+        die_quietly_on_closed_stdout();
+    }
     let command = match cli.command {
         Command::Gate(args) => return gate(args),
         Command::Compare(args) => return compare(args),
@@ -243,14 +256,32 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Gate(_) | Command::Compare(_) => anyhow::bail!("answered with an exit code of its own"),
-        Command::CheckConfig { config } => {
+        Command::CheckConfig {
+            config,
+            skip_file_checks,
+        } => {
             let config = Config::load(config.as_deref())?;
+            let missing = if skip_file_checks { Vec::new() } else { config.missing_files() };
+            anyhow::ensure!(missing.is_empty(), "invalid configuration: {}", missing.join("; "));
             println!(
                 "configuration is valid: OTLP/gRPC on {}, OTLP/HTTP on {}, admin on {}",
                 config.receiver.grpc_listen, config.receiver.http_listen, config.admin.listen
             );
             Ok(())
         }
+    }
+}
+
+/// `driftwatch commits | head -1`: a reader that stops early ends the
+/// command the way it ends `git log`, by SIGPIPE, instead of a panic on
+/// the next print. Only for the commands that print and do no network I/O
+/// of their own; a server must survive a peer that closes its socket.
+fn die_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any
+    // thread is started; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -377,7 +408,8 @@ fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Opt
                 Some(base).filter(|b| !b.is_empty()),
                 if head.is_empty() { "HEAD" } else { head },
             ),
-            None => anyhow::bail!("--range {range:?} is not of the form A..B"),
+            // One revision: everything reachable from it.
+            None => (None, range),
         },
         None => (None, "HEAD"),
     };

@@ -553,6 +553,38 @@ fn json_logs_on_request() {
 }
 
 #[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    let dw = Driftwatch::start("");
+    let log = dw.stderr();
+    assert!(log.contains("driftwatch listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a log file: {log:?}");
+}
+
+#[test]
+fn commits_reads_a_single_revision_and_stops_quietly_when_the_reader_does() {
+    let mut repo = common::git::GitRepo::new();
+    for i in 0..50 {
+        repo.commit(&[("f.txt", &format!("{i}\n"))], &format!("change {i}"), common::git::HUMAN);
+    }
+    let repo_path = repo.path().display().to_string();
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["commits", "--repo", &repo_path, "--range", "HEAD~3", "--json"])
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(listing["commits"].as_array().map(Vec::len), Some(47), "everything reachable from HEAD~3");
+    // `| head -1`: the reader is gone before the first line is written.
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("(sleep 0.3; exec {} commits --repo {repo_path:?}) | true", common::driftwatch_bin()))
+        .output()
+        .expect("sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
 fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("bad.toml");
@@ -564,7 +596,47 @@ fn check_config_names_the_bad_key() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("receiver.grpc_lisen"), "{stderr}");
+    assert!(stderr.contains("`receiver.grpc_lisen`") && !stderr.contains("grpc_lisen.grpc_lisen"), "{stderr}");
+
+    // Files it names must exist, and the external URL must be one.
+    std::fs::write(
+        &path,
+        "[[git.repos]]
+service = \"checkout\"
+path = \"/nonexistent/shop\"
+[receiver]
+bearer_token_file = \"/nonexistent/token\"
+",
+    )
+    .expect("write");
+    let check = |extra: &[&str]| {
+        std::process::Command::new(common::driftwatch_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let output = check(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("git.repos[0].path /nonexistent/shop does not exist"), "{stderr}");
+    assert!(stderr.contains("receiver.bearer_token_file /nonexistent/token does not exist"), "{stderr}");
+    assert!(check(&["--skip-file-checks"]).status.success(), "a configuration for another machine");
+    std::fs::write(&path, "[alerts]\nexternal_url = \"driftwatch dashboard\"\n").expect("write");
+    let output = check(&[]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("alerts.external_url"), "{output:?}");
+
+    // A log filter that does not parse is named, not ignored; usage errors exit 64.
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["check-config"])
+        .env("DRIFTWATCH_LOG", "driftwatch=[")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DRIFTWATCH_LOG"), "{output:?}");
+    let output = std::process::Command::new(common::driftwatch_bin()).args(["check-config", "--bogus"]).output().expect("run");
+    assert_eq!(output.status.code(), Some(64));
 
     let output = std::process::Command::new(common::driftwatch_bin())
         .args(["check-config"])
