@@ -234,14 +234,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     for event in events.iter().rev() {
         print_event(event, admin);
     }
-    if events.is_empty() {
-        println!("  (none: this is unexpected; see the logs above)");
-    }
+    let expected = events.iter().any(|e| e.kind == EventKind::NewOutboundPeer)
+        && events.iter().any(|e| e.kind == EventKind::LatencyRegression);
     if options.serve {
         println!("serving the API and incident pages at http://{admin}/ui — press Ctrl-C to stop");
         crate::server::termination_signal().await;
+    } else if !events.is_empty() {
+        println!();
+        println!("the demo's server stops now; run `driftwatch demo --serve` to keep the incident pages open");
     }
     server.shutdown().await?;
+    if !expected {
+        bail!(
+            "the demo expected a latency regression and a new outbound peer, and {} event(s) were detected; see the logs above",
+            events.len()
+        );
+    }
     Ok(())
 }
 

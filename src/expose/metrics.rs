@@ -326,6 +326,21 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric names");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds and the rest of the Prometheus conventions.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric names");
+        {
+            let build_info = IntGaugeVec::new(
+                Opts::new("driftwatch_build_info", "Always 1; the labels name the build."),
+                &["version"],
+            )
+            .expect("valid metric");
+            build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+            registry.register(Box::new(build_info)).expect("unique metric names");
+        }
         // Start the per-reason series at zero, so dashboards and alert rules
         // see 0 rather than no data until the first rejection.
         for transport in ["grpc", "http_protobuf", "http_json"] {
@@ -465,5 +480,10 @@ mod tests {
             text.contains("driftwatch_spans_received_total{service=\"checkout\",transport=\"grpc\"} 3"),
             "{text}"
         );
+        let build = format!("driftwatch_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        assert!(text.contains(&build), "{text}");
+        for process in ["process_resident_memory_bytes ", "process_cpu_seconds_total ", "process_open_fds "] {
+            assert!(text.contains(process), "{process}: {text}");
+        }
     }
 }
