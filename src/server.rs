@@ -257,8 +257,11 @@ impl Server {
             // A peer silent through two keepalive pings is gone.
             let incoming = crate::serve::capped_incoming(grpc_listener, r.max_connections, 2 * r.keepalive_interval, grpc_tls);
             tokio::spawn(async move {
+                let (metrics_service, logs_service) = (service.metrics(), service.logs());
                 builder
                     .add_service(service)
+                    .add_service(metrics_service)
+                    .add_service(logs_service)
                     .serve_with_incoming_shutdown(incoming, stopped)
                     .await
                     .map_err(|e| ServeError {

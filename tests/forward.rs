@@ -164,3 +164,47 @@ fn loadgen_reports_throughput_latency_and_the_collectors_resources() {
         "every accepted span was counted by the collector"
     );
 }
+
+#[test]
+fn metrics_and_logs_from_the_sdk_are_acknowledged_and_forwarded_not_refused() {
+    let upstream = Driftwatch::start("");
+    let grpc = Driftwatch::start(&format!("[forward]\nendpoint = \"http://{}\"\n", upstream.grpc));
+    let http = Driftwatch::start(&format!(
+        "[forward]\nendpoint = \"http://{}\"\nprotocol = \"http\"\n",
+        upstream.http
+    ));
+    // An SDK that sends every signal to the sidecar, over both transports.
+    for (dw, protocol, endpoint) in [
+        (&grpc, "grpc", format!("http://{}", grpc.grpc)),
+        (&http, "http", format!("http://{}", http.http)),
+        (&upstream, "grpc", format!("http://{}", upstream.grpc)),
+    ] {
+        let output = common::run_python("send_signals.py", &["--protocol", protocol, "--endpoint", &endpoint, "--service", "shop"], &[]);
+        assert!(String::from_utf8_lossy(&output.stdout).contains("exported"));
+        let m = dw.metrics();
+        let transport = if protocol == "grpc" { "grpc" } else { "http_protobuf" };
+        for signal in ["metrics", "logs"] {
+            assert!(
+                m.value("driftwatch_other_signal_requests_total", &[("signal", signal), ("transport", transport)]) >= 1.0,
+                "{signal} over {protocol}"
+            );
+        }
+    }
+    // What the sidecars forwarded reached the upstream, each signal on its path.
+    eventually(Duration::from_secs(20), "metrics and logs upstream", || {
+        let m = upstream.metrics();
+        ["metrics", "logs"].iter().all(|signal| {
+            m.value("driftwatch_other_signal_requests_total", &[("signal", signal), ("outcome", "acknowledged"), ("transport", "grpc")]) == 2.0
+                && m.value("driftwatch_other_signal_requests_total", &[("signal", signal), ("outcome", "acknowledged"), ("transport", "http_protobuf")]) == 1.0
+        })
+    });
+    assert_eq!(grpc.metrics().value("driftwatch_other_signal_requests_total", &[("outcome", "forwarded")]), 2.0);
+    // OTLP/JSON metrics cannot be forwarded as protobuf: refused, not lost.
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-H", "content-type: application/json", "-d", r#"{"resourceMetrics":[]}"#])
+        .arg(http.http_url("/v1/metrics"))
+        .output()
+        .expect("curl");
+    let answer = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(answer.ends_with("415") && answer.contains("http/protobuf"), "{answer}");
+}

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub forward_requests: IntCounterVec,
     pub forward_queue_bytes: IntGauge,
     pub recorded: IntCounterVec,
+    pub other_signals: IntCounterVec,
     services_seen: Mutex<HashSet<String>>,
 }
 
@@ -96,6 +97,14 @@ impl Metrics {
                 "Export requests for the recording (record.path): written, dropped (queue full) or failed (write error).",
             ),
             &["outcome"],
+        )
+        .expect("valid metric");
+        let other_signals = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_other_signal_requests_total",
+                "Metrics and logs export requests: forwarded, acknowledged (no forwarding), dropped_queue_full, backpressure, unsupported, too_large.",
+            ),
+            &["signal", "transport", "outcome"],
         )
         .expect("valid metric");
         let requests = IntCounterVec::new(
@@ -296,6 +305,7 @@ impl Metrics {
             Box::new(spans_rejected.clone()),
             Box::new(requests.clone()),
             Box::new(recorded.clone()),
+            Box::new(other_signals.clone()),
             Box::new(request_duration.clone()),
             Box::new(analysis_queue_spans.clone()),
             Box::new(analysis_queue_bytes.clone()),
@@ -359,6 +369,7 @@ impl Metrics {
             spans_rejected,
             requests,
             recorded,
+            other_signals,
             request_duration,
             analysis_queue_spans,
             analysis_queue_bytes,

@@ -20,7 +20,43 @@ use crate::config::{ForwardConfig, ForwardProtocol};
 use crate::expose::metrics::Metrics;
 use crate::receive::grpc::RawCodec;
 
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The OTLP signal of a request: traces are analysed; metrics and logs are
+/// only acknowledged and forwarded, so SDKs that export every signal to
+/// driftwatch work unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// The gRPC method of its export.
+    pub fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+
+    /// The OTLP/HTTP path of its export.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+}
 
 /// A place in the forwarding budget, taken before the request is accepted.
 pub struct Reservation {
@@ -46,6 +82,7 @@ pub enum Refusal {
 
 struct Item {
     body: Bytes,
+    signal: Signal,
     reservation: Reservation,
 }
 
@@ -80,7 +117,7 @@ impl Forwarder {
                     loop {
                         let item = rx.lock().await.recv().await;
                         let Some(mut item) = item else { break };
-                        let outcome = upstream.send_with_retries(&item.body, retries, backoff).await;
+                        let outcome = upstream.send_with_retries(&item.body, item.signal, retries, backoff).await;
                         metrics.forward_requests.with_label_values(&[outcome]).inc();
                         item.reservation.sent = true;
                         forwarder.queued_bytes.fetch_sub(item.reservation.bytes, Ordering::AcqRel);
@@ -118,19 +155,24 @@ impl Forwarder {
     }
 
     /// Queues an accepted request.
-    pub fn send(&self, body: Bytes, reservation: Reservation) {
+    pub fn send(&self, body: Bytes, signal: Signal, reservation: Reservation) {
         self.metrics
             .forward_queue_bytes
             .set(self.queued_bytes.load(Ordering::Acquire) as i64);
         // The senders live as long as the process.
-        let _ = self.queue.send(Item { body, reservation });
+        let _ = self.queue.send(Item {
+            body,
+            signal,
+            reservation,
+        });
     }
 }
 
 #[derive(Clone)]
 enum Upstream {
     Grpc { endpoint: String, timeout: Duration },
-    Http { url: String, client: reqwest::Client },
+    /// The collector's base URL; each signal's path is added to it.
+    Http { base: String, client: reqwest::Client },
 }
 
 impl Upstream {
@@ -141,7 +183,7 @@ impl Upstream {
                 timeout,
             },
             ForwardProtocol::Http => Upstream::Http {
-                url: format!("{}/v1/traces", endpoint.trim_end_matches('/').trim_end_matches("/v1/traces")),
+                base: endpoint.trim_end_matches('/').trim_end_matches("/v1/traces").to_owned(),
                 client: crate::tls::http_client().timeout(timeout).build().unwrap_or_default(),
             },
         }
@@ -149,10 +191,10 @@ impl Upstream {
 
     /// Returns the outcome label: `sent`, `dropped_rejected` or
     /// `dropped_retries_exhausted`.
-    async fn send_with_retries(&self, body: &Bytes, retries: u32, backoff: Duration) -> &'static str {
+    async fn send_with_retries(&self, body: &Bytes, signal: Signal, retries: u32, backoff: Duration) -> &'static str {
         let mut delay = backoff;
         for attempt in 0..=retries {
-            match self.send(body.clone()).await {
+            match self.send(body.clone(), signal).await {
                 Ok(()) => return "sent",
                 Err(Failure::Permanent(error)) => {
                     tracing::warn!(%error, "upstream collector rejected a forwarded request; dropping it");
@@ -171,7 +213,7 @@ impl Upstream {
         "dropped_retries_exhausted"
     }
 
-    async fn send(&self, body: Bytes) -> Result<(), Failure> {
+    async fn send(&self, body: Bytes, signal: Signal) -> Result<(), Failure> {
         match self {
             Upstream::Grpc { endpoint, timeout } => {
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
@@ -183,7 +225,7 @@ impl Upstream {
                     .map_err(|e| Failure::Transient(e.to_string()))?;
                 let mut client = tonic::client::Grpc::new(channel);
                 client.ready().await.map_err(|e| Failure::Transient(e.to_string()))?;
-                let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
                 match client.unary(tonic::Request::new(body), path, RawCodec).await {
                     Ok(_) => Ok(()),
                     Err(status) => match status.code() {
@@ -195,9 +237,9 @@ impl Upstream {
                     },
                 }
             }
-            Upstream::Http { url, client } => {
+            Upstream::Http { base, client } => {
                 let response = client
-                    .post(url)
+                    .post(format!("{base}{}", signal.http_path()))
                     .header("content-type", "application/x-protobuf")
                     .body(body)
                     .send()

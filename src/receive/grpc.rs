@@ -1,4 +1,6 @@
-//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`,
+//! and the metrics and logs services, which are acknowledged and forwarded
+//! but not analysed (see [`Ingest::export_other`]).
 //!
 //! The service is served through tonic with a pass-through codec rather
 //! than a generated prost codec: the handler receives the request's bytes
@@ -22,20 +24,41 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Status};
 
 use super::{Ingest, IngestError, Transport, rpc_status};
+use crate::forward::Signal;
 
 pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// The gRPC trace service, to be added to a `tonic` router.
 #[derive(Clone)]
 pub struct TraceExportService {
     ingest: Arc<Ingest>,
     token: Option<Arc<crate::auth::BearerToken>>,
+    signal: Signal,
 }
 
 impl TraceExportService {
     pub fn new(ingest: Arc<Ingest>) -> TraceExportService {
-        TraceExportService { ingest, token: None }
+        TraceExportService {
+            ingest,
+            token: None,
+            signal: Signal::Traces,
+        }
+    }
+
+    /// The metrics service, served by the same limits and token.
+    pub fn metrics(&self) -> MetricsExportService {
+        MetricsExportService(TraceExportService {
+            signal: Signal::Metrics,
+            ..self.clone()
+        })
+    }
+
+    /// The logs service, served by the same limits and token.
+    pub fn logs(&self) -> LogsExportService {
+        LogsExportService(TraceExportService {
+            signal: Signal::Logs,
+            ..self.clone()
+        })
     }
 
     /// Requires exports to carry `token` (`authorization: Bearer …`).
@@ -48,6 +71,47 @@ impl TraceExportService {
 impl NamedService for TraceExportService {
     const NAME: &'static str = SERVICE_NAME;
 }
+
+/// `MetricsService/Export`: acknowledged and forwarded.
+#[derive(Clone)]
+pub struct MetricsExportService(TraceExportService);
+
+impl NamedService for MetricsExportService {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+/// `LogsService/Export`: acknowledged and forwarded.
+#[derive(Clone)]
+pub struct LogsExportService(TraceExportService);
+
+impl NamedService for LogsExportService {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+macro_rules! delegate_service {
+    ($service:ty) => {
+        impl<B> tower::Service<http::Request<B>> for $service
+        where
+            B: http_body::Body<Data = Bytes> + Send + 'static,
+            B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+        {
+            type Response = http::Response<tonic::body::Body>;
+            type Error = Infallible;
+            type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                self.0.call(request)
+            }
+        }
+    };
+}
+
+delegate_service!(MetricsExportService);
+delegate_service!(LogsExportService);
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
@@ -66,8 +130,9 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let ingest = self.ingest.clone();
-        if request.uri().path() != EXPORT_PATH {
-            return Box::pin(async move { Ok(Status::unimplemented("only TraceService/Export is served here").into_http()) });
+        let signal = self.signal;
+        if request.uri().path() != signal.grpc_path() {
+            return Box::pin(async move { Ok(Status::unimplemented(format!("only {} is served here", signal.grpc_path())).into_http()) });
         }
         if let Some(token) = &self.token {
             let authorization = request
@@ -103,6 +168,7 @@ where
             let handler = ExportHandler {
                 ingest: ingest.clone(),
                 reached: reached_handler.clone(),
+                signal,
             };
             let response = grpc.unary(handler, request).await;
             if reached_handler.load(Ordering::Acquire) {
@@ -146,6 +212,7 @@ fn refusal_of(response: &http::Response<tonic::body::Body>, limit: usize) -> Ing
 struct ExportHandler {
     ingest: Arc<Ingest>,
     reached: Arc<AtomicBool>,
+    signal: Signal,
 }
 
 impl UnaryService<Bytes> for ExportHandler {
@@ -155,7 +222,15 @@ impl UnaryService<Bytes> for ExportHandler {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.reached.store(true, Ordering::Release);
         let ingest = self.ingest.clone();
+        let signal = self.signal;
         Box::pin(async move {
+            if signal != Signal::Traces {
+                // An empty Export…ServiceResponse: nothing was rejected.
+                return match ingest.export_other(signal, Transport::Grpc, request.into_inner()) {
+                    Ok(()) => Ok(tonic::Response::new(Bytes::new())),
+                    Err(error) => Err(status_of(&error)),
+                };
+            }
             match ingest.export(Transport::Grpc, request.into_inner()) {
                 Ok(accepted) => Ok(tonic::Response::new(accepted.response().encode_to_vec().into())),
                 Err(error) => Err(status_of(&error)),

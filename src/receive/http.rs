@@ -19,13 +19,69 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{Accepted, Ingest, IngestError, Transport, rpc_status};
+use crate::forward::Signal;
 
 const PROTOBUF: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
-/// The OTLP/HTTP routes.
+/// The OTLP/HTTP routes: traces are analysed; metrics and logs are
+/// acknowledged and forwarded when forwarding is on.
 pub fn router(ingest: Arc<Ingest>) -> Router {
-    Router::new().route("/v1/traces", post(export)).with_state(ingest)
+    Router::new()
+        .route("/v1/traces", post(export))
+        .route(
+            "/v1/metrics",
+            post(|state, headers, body| export_other(Signal::Metrics, state, headers, body)),
+        )
+        .route(
+            "/v1/logs",
+            post(|state, headers, body| export_other(Signal::Logs, state, headers, body)),
+        )
+        .with_state(ingest)
+}
+
+/// A metrics or logs export: read within the same limits, then handed on.
+async fn export_other(signal: Signal, State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let Some(format) = content_type(&headers) else {
+        let error = IngestError::Unsupported(format!("unsupported Content-Type; send {PROTOBUF} or {JSON}"));
+        return error_response(&error, Format::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    };
+    let transport = if format == Format::Json {
+        Transport::HttpJson
+    } else {
+        Transport::HttpProtobuf
+    };
+    let config = ingest.config();
+    let body = match axum::body::to_bytes(body, config.max_request_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            let error = IngestError::TooLarge {
+                limit: config.max_request_bytes,
+                what: "on the wire",
+                key: "max_request_bytes",
+            };
+            return error_response(&error, format, http_status(&error));
+        }
+    };
+    let body = match decompress(&headers, body, config.max_decompressed_bytes) {
+        Ok(body) => body,
+        Err(error) => return error_response(&error, format, http_status(&error)),
+    };
+    match ingest.export_other(signal, transport, body) {
+        // The export responses of metrics and logs are empty messages
+        // when nothing was rejected.
+        Ok(()) => match format {
+            Format::Protobuf => ([(header::CONTENT_TYPE, PROTOBUF)], Bytes::new()).into_response(),
+            Format::Json => ([(header::CONTENT_TYPE, JSON)], "{}").into_response(),
+        },
+        Err(error) => {
+            let status = match error {
+                IngestError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                _ => http_status(&error),
+            };
+            error_response(&error, format, status)
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -181,6 +181,58 @@ impl Ingest {
         result
     }
 
+    /// A metrics or logs export (protobuf, or OTLP/JSON over HTTP): not
+    /// analysed; forwarded as it arrived when forwarding is on, otherwise
+    /// acknowledged. Either way it is counted, so nothing disappears
+    /// unseen.
+    pub fn export_other(&self, signal: crate::forward::Signal, transport: Transport, body: Bytes) -> Result<(), IngestError> {
+        let count = |outcome: &str| {
+            self.metrics
+                .other_signals
+                .with_label_values(&[signal.as_label(), transport.as_label(), outcome])
+                .inc();
+        };
+        if body.len() > self.config.max_decompressed_bytes {
+            count("too_large");
+            return Err(IngestError::TooLarge {
+                limit: self.config.max_decompressed_bytes,
+                what: "decompressed",
+                key: "max_decompressed_bytes",
+            });
+        }
+        let Some(forwarder) = &self.forwarder else {
+            count("acknowledged");
+            return Ok(());
+        };
+        if transport == Transport::HttpJson {
+            // The upstream is spoken to in protobuf, and metrics and logs
+            // are not decoded here: refused rather than lost.
+            count("unsupported");
+            return Err(IngestError::Unsupported(format!(
+                "OTLP/JSON {} cannot be forwarded; export them as http/protobuf or grpc",
+                signal.as_label()
+            )));
+        }
+        match forwarder.reserve(body.len()) {
+            Ok(reservation) => {
+                forwarder.send(body, signal, reservation);
+                count("forwarded");
+                Ok(())
+            }
+            Err(Refusal::Full { backpressure: true }) => {
+                count("backpressure");
+                Err(IngestError::Backpressure {
+                    queued: self.analysis.queued(),
+                    retry_after: self.config.retry_after,
+                })
+            }
+            Err(Refusal::Full { backpressure: false }) => {
+                count("dropped_queue_full");
+                Ok(())
+            }
+        }
+    }
+
     /// Counts a request refused before it reached [`Ingest::export`] (bad
     /// framing, decompression limits), where the transport detected it.
     pub fn record_refused(&self, transport: Transport, error: &IngestError) {
@@ -260,7 +312,7 @@ impl Ingest {
             recorder.record(&body);
         }
         if let (Some(forwarder), Some(body), Some(reservation)) = (&self.forwarder, forward_body, reservation) {
-            forwarder.send(body, reservation);
+            forwarder.send(body, crate::forward::Signal::Traces, reservation);
         }
         Ok(Accepted { accepted, rejected })
     }
