@@ -506,7 +506,7 @@ fn unknown_revision_is_kept_verbatim_and_counted() {
     assert!(event["attribution"].as_str().expect("note").contains("not in"), "{event:#}");
     let metrics = dw.metrics();
     assert_eq!(
-        metrics.value("driftwatch_revisions_unresolved_total", &[("service", "checkout")]),
+        metrics.value("driftwatch_revisions_unresolved_total", &[("service_name", "checkout")]),
         1.0
     );
     assert_eq!(

@@ -169,7 +169,7 @@ fn a_slowloris_is_cut_off_and_idle_floods_cannot_starve_ingestion() {
     drop(idle);
     eventually(Duration::from_secs(30), "the admin listener drained its idle clients", || {
         http_get(&format!("http://{}/metrics", dw.admin))
-            .is_ok_and(|(_, body)| body.contains("driftwatch_spans_received_total{service=\"still-served\""))
+            .is_ok_and(|(_, body)| body.contains("driftwatch_spans_received_total{service_name=\"still-served\""))
     });
 }
 
@@ -207,7 +207,7 @@ fn distinct_huge_names_cost_bounded_memory() {
         post_spans(&dw, &[span]);
     }
     eventually(Duration::from_secs(20), "all analysed", || {
-        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "flood")]) == 100.0
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service_name", "flood")]) == 100.0
     });
     let rss = rss_bytes(dw.child.id());
     // 100 MiB of names were sent; what is kept of them is cut to 256 bytes.

@@ -44,7 +44,7 @@ fn a_new_pod_detects_a_regression_against_the_baseline_an_old_pod_learned() {
         send(&old, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, 1);
         eventually(Duration::from_secs(10), "rev-1 analysed", || {
             old.metrics()
-                .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
+                .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
                 == 14_400.0
         });
         // The pod goes away as in a rollout: SIGTERM, final flush.
@@ -405,7 +405,7 @@ fn a_replica_on_a_new_volume_resumes_from_what_it_published() {
         eventually(Duration::from_secs(10), "rev-1 analysed", || {
             first
                 .metrics()
-                .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
+                .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
                 == 14_400.0
         });
         assert!(first.terminate().success(), "{}", first.stderr());

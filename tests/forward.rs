@@ -74,11 +74,11 @@ fn everything_arrives_upstream_over_grpc_and_http() {
         let m = upstream.metrics();
         m.value(
             "driftwatch_spans_received_total",
-            &[("service", "via-grpc"), ("transport", "grpc")],
+            &[("service_name", "via-grpc"), ("transport", "grpc")],
         ) == 2000.0
             && m.value(
                 "driftwatch_spans_received_total",
-                &[("service", "via-http"), ("transport", "http_protobuf")],
+                &[("service_name", "via-http"), ("transport", "http_protobuf")],
             ) == 1.0
     });
     eventually(Duration::from_secs(5), "every forward counted", || {
@@ -89,7 +89,7 @@ fn everything_arrives_upstream_over_grpc_and_http() {
     // Forwarding does not take anything from the local analysis.
     assert_eq!(
         grpc.metrics()
-            .value("driftwatch_spans_received_total", &[("service", "via-grpc")]),
+            .value("driftwatch_spans_received_total", &[("service_name", "via-grpc")]),
         2000.0
     );
 }
@@ -111,7 +111,7 @@ fn a_dead_upstream_costs_bounded_memory_and_counted_drops() {
     assert!(metrics.value("driftwatch_forward_queue_bytes", &[]) <= 200_000.0);
     assert!(metrics.value("driftwatch_forward_requests_total", &[("outcome", "dropped_queue_full")]) > 0.0);
     eventually(Duration::from_secs(10), "all analysed", || {
-        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "busy")]) == 12_000.0
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service_name", "busy")]) == 12_000.0
     });
 }
 

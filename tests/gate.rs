@@ -152,7 +152,7 @@ fn record(dir: &std::path::Path, name: &str, factor: f64, seed: u64) -> std::pat
         &[],
     );
     eventually(Duration::from_secs(20), "every span accepted", || {
-        dw.metrics().value("driftwatch_spans_received_total", &[("service", "checkout")]) == 3600.0
+        dw.metrics().value("driftwatch_spans_received_total", &[("service_name", "checkout")]) == 3600.0
     });
     assert!(dw.terminate().success(), "a clean shutdown finishes the recording");
     recording

@@ -104,14 +104,14 @@ fn python_sdk_over_grpc_and_http_is_counted_per_service() {
     assert_eq!(
         metrics.value(
             "driftwatch_spans_received_total",
-            &[("service", "py-grpc"), ("transport", "grpc")]
+            &[("service_name", "py-grpc"), ("transport", "grpc")]
         ),
         37.0
     );
     assert_eq!(
         metrics.value(
             "driftwatch_spans_received_total",
-            &[("service", "py-http"), ("transport", "http_protobuf")]
+            &[("service_name", "py-http"), ("transport", "http_protobuf")]
         ),
         23.0
     );
@@ -123,7 +123,7 @@ fn python_sdk_over_grpc_and_http_is_counted_per_service() {
     );
     eventually(Duration::from_secs(5), "spans analysed", || {
         dw.metrics()
-            .value("driftwatch_spans_analyzed_total", &[("service", "py-grpc")])
+            .value("driftwatch_spans_analyzed_total", &[("service_name", "py-grpc")])
             == 37.0
     });
 }
@@ -147,7 +147,7 @@ fn python_sdk_gzip_over_grpc() {
     );
     assert_eq!(
         dw.metrics()
-            .value("driftwatch_spans_received_total", &[("service", "py-gzip")]),
+            .value("driftwatch_spans_received_total", &[("service_name", "py-gzip")]),
         5.0
     );
 }
@@ -197,7 +197,7 @@ fn rust_opentelemetry_otlp_over_grpc_is_counted() {
     assert_eq!(
         metrics.value(
             "driftwatch_spans_received_total",
-            &[("service", "rust-svc"), ("transport", "grpc")]
+            &[("service_name", "rust-svc"), ("transport", "grpc")]
         ),
         41.0
     );
@@ -240,7 +240,7 @@ fn otlp_json_post_is_accepted() {
     assert_eq!(
         metrics.value(
             "driftwatch_spans_received_total",
-            &[("service", "json-svc"), ("transport", "http_json")]
+            &[("service_name", "json-svc"), ("transport", "http_json")]
         ),
         1.0
     );
@@ -358,7 +358,7 @@ fn hostile_http_input_gets_specific_errors_and_counters() {
         101.0
     );
     assert_eq!(
-        metrics.value("driftwatch_spans_received_total", &[("service", "victim")]),
+        metrics.value("driftwatch_spans_received_total", &[("service_name", "victim")]),
         2.0
     );
 }
@@ -456,7 +456,7 @@ fn hostile_grpc_input_gets_specific_status_and_counters() {
     assert_eq!(requests("too_large"), 2.0);
     assert_eq!(requests("partial"), 1.0);
     assert_eq!(
-        metrics.value("driftwatch_spans_received_total", &[("service", "grpc-victim")]),
+        metrics.value("driftwatch_spans_received_total", &[("service_name", "grpc-victim")]),
         1.0
     );
 }
@@ -759,14 +759,14 @@ fn bearer_tokens_guard_the_receivers_the_api_and_the_metrics() {
     let metrics = common::Metrics(text);
     for service in ["auth-grpc", "auth-http"] {
         assert_eq!(
-            metrics.value("driftwatch_spans_received_total", &[("service", service)]),
+            metrics.value("driftwatch_spans_received_total", &[("service_name", service)]),
             3.0,
             "{service}"
         );
     }
     for service in ["anon-grpc", "anon-http"] {
         assert_eq!(
-            metrics.value("driftwatch_spans_received_total", &[("service", service)]),
+            metrics.value("driftwatch_spans_received_total", &[("service_name", service)]),
             0.0,
             "{service}"
         );
@@ -801,7 +801,7 @@ fn above_the_memory_limit_new_data_is_refused_with_a_retryable_status() {
             "{transport}"
         );
     }
-    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service", "heavy")]), 0.0);
+    assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service_name", "heavy")]), 0.0);
 }
 
 /// A CA and a certificate it signs for localhost and 127.0.0.1, made with
@@ -890,8 +890,8 @@ fn tls_listeners_serve_real_sdks_and_pick_up_a_renewed_certificate() {
         };
         let metrics = common::Metrics(body);
         status
-            && metrics.value("driftwatch_spans_received_total", &[("service", "tls-grpc")]) == 4.0
-            && metrics.value("driftwatch_spans_received_total", &[("service", "tls-http")]) == 4.0
+            && metrics.value("driftwatch_spans_received_total", &[("service_name", "tls-grpc")]) == 4.0
+            && metrics.value("driftwatch_spans_received_total", &[("service_name", "tls-http")]) == 4.0
     });
     // Plain text is refused on every listener.
     assert!(common::http_get(&format!("http://{}/readyz", dw.admin)).map_or(true, |(status, _)| status != 200));

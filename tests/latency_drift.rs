@@ -197,12 +197,12 @@ fn high_cardinality_span_names_stay_bounded() {
         assert!(status.is_success());
     }
     eventually(Duration::from_secs(10), "all analysed", || {
-        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service", "flood")]) == 10_000.0
+        dw.metrics().value("driftwatch_spans_analyzed_total", &[("service_name", "flood")]) == 10_000.0
     });
     let metrics = dw.metrics();
-    assert_eq!(metrics.value("driftwatch_operations_tracked", &[("service", "flood")]), 20.0);
+    assert_eq!(metrics.value("driftwatch_operations_tracked", &[("service_name", "flood")]), 20.0);
     assert_eq!(
-        metrics.value("driftwatch_operations_folded_spans_total", &[("service", "flood")]),
+        metrics.value("driftwatch_operations_folded_spans_total", &[("service_name", "flood")]),
         9_980.0
     );
 }
@@ -236,24 +236,24 @@ fn label_values_are_capped_in_bytes_and_expire_with_their_revisions() {
     }
     eventually(Duration::from_secs(10), "all analysed", || {
         dw.metrics()
-            .value("driftwatch_spans_analyzed_total", &[("service", "deployer")])
+            .value("driftwatch_spans_analyzed_total", &[("service_name", "deployer")])
             == 200.0
     });
     let text = dw.metrics().0;
     assert!(text.len() < 1_000_000, "/metrics is {} bytes", text.len());
     assert!(!text.contains(&huge[..200]), "a 300 kB name is exported whole");
     assert!(
-        text.contains(&format!("service=\"{}\"", &huge[..128])),
+        text.contains(&format!("service_name=\"{}\"", &huge[..128])),
         "the name is exported cut to 128 bytes"
     );
     let revisions = text
         .lines()
-        .filter(|l| l.starts_with("driftwatch_revision_first_seen_timestamp_seconds{") && l.contains("service=\"deployer\""))
+        .filter(|l| l.starts_with("driftwatch_revision_first_seen_timestamp_seconds{") && l.contains("service_name=\"deployer\""))
         .count();
     assert_eq!(revisions, 8, "only the revisions the timeline keeps:\n{text}");
     let durations = text
         .lines()
-        .filter(|l| l.starts_with("driftwatch_span_duration_seconds_count{") && l.contains("service=\"deployer\""))
+        .filter(|l| l.starts_with("driftwatch_span_duration_seconds_count{") && l.contains("service_name=\"deployer\""))
         .count();
     assert_eq!(durations, 8, "duration series go with their revisions");
 }

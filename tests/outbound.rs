@@ -117,7 +117,7 @@ fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
         metrics.value("driftwatch_drifts_firing", &[("kind", "new_outbound_peer")]),
         1.0
     );
-    assert_eq!(metrics.value("driftwatch_outbound_peers", &[("service", "checkout")]), 2.0);
+    assert_eq!(metrics.value("driftwatch_outbound_peers", &[("service_name", "checkout")]), 2.0);
 }
 
 #[test]

@@ -28,7 +28,7 @@ fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
         send_traffic(&old, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, &mut rng);
         eventually(Duration::from_secs(10), "rev-1 analysed", || {
             old.metrics()
-                .value("driftwatch_spans_analyzed_total", &[("service", "checkout")])
+                .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
                 == 14_400.0
         });
         // At least one flush after the traffic, then no goodbye.

@@ -79,7 +79,7 @@ impl Metrics {
                 "driftwatch_spans_received_total",
                 "Spans accepted by a receiver, by service and transport.",
             ),
-            &["service", "transport"],
+            &["service_name", "transport"],
         )
         .expect("valid metric");
         let spans_rejected = IntCounterVec::new(
@@ -138,7 +138,7 @@ impl Metrics {
                 "driftwatch_spans_analyzed_total",
                 "Spans processed by the analysis, by service.",
             ),
-            &["service"],
+            &["service_name"],
         )
         .expect("valid metric");
         let spans_not_analyzed = IntCounterVec::new(
@@ -181,7 +181,7 @@ impl Metrics {
                 "driftwatch_operations_tracked",
                 "Operations tracked exactly per service (bounded by analyze.max_operations).",
             ),
-            &["service"],
+            &["service_name"],
         )
         .expect("valid metric");
         let operations_folded = IntCounterVec::new(
@@ -189,7 +189,7 @@ impl Metrics {
                 "driftwatch_operations_folded_spans_total",
                 "Spans whose operation was not tracked and was folded into __other__, by service.",
             ),
-            &["service"],
+            &["service_name"],
         )
         .expect("valid metric");
         let outbound_peers = IntGaugeVec::new(
@@ -197,7 +197,7 @@ impl Metrics {
                 "driftwatch_outbound_peers",
                 "Distinct outbound peers a service called within the lookback.",
             ),
-            &["service"],
+            &["service_name"],
         )
         .expect("valid metric");
         let attributions = IntCounterVec::new(
@@ -213,7 +213,7 @@ impl Metrics {
                 "driftwatch_revisions_unresolved_total",
                 "Event revisions the service's repository does not know.",
             ),
-            &["service"],
+            &["service_name"],
         )
         .expect("valid metric");
         let alert_deliveries = IntCounterVec::new(
@@ -260,7 +260,7 @@ impl Metrics {
                 "Duration of entry and internal spans by service, operation (tracked operations; the rest are __other__) and revision.",
             )
             .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["service", "operation", "revision"],
+            &["service_name", "operation", "revision"],
         )
         .expect("valid metric");
         let revision_first_seen = prometheus::GaugeVec::new(
@@ -268,7 +268,7 @@ impl Metrics {
                 "driftwatch_revision_first_seen_timestamp_seconds",
                 "Event time of a revision's first span: its deploy.",
             ),
-            &["service", "revision"],
+            &["service_name", "revision"],
         )
         .expect("valid metric");
         let revision_last_seen = prometheus::GaugeVec::new(
@@ -276,7 +276,7 @@ impl Metrics {
                 "driftwatch_revision_last_seen_timestamp_seconds",
                 "Event time of a revision's latest span.",
             ),
-            &["service", "revision"],
+            &["service_name", "revision"],
         )
         .expect("valid metric");
         let suspect_info = IntGaugeVec::new(
@@ -284,7 +284,7 @@ impl Metrics {
                 "driftwatch_suspect_info",
                 "The top suspect commit of each firing drift (1 while it fires), with the AI tool that wrote it or \"none\".",
             ),
-            &["service", "kind", "event_id", "commit", "ai_tool"],
+            &["service_name", "kind", "event_id", "commit", "ai_tool"],
         )
         .expect("valid metric");
         let forward_requests = IntCounterVec::new(
@@ -488,7 +488,7 @@ mod tests {
         metrics.spans_received.with_label_values(&["checkout", "grpc"]).inc_by(3);
         let text = metrics.render();
         assert!(
-            text.contains("driftwatch_spans_received_total{service=\"checkout\",transport=\"grpc\"} 3"),
+            text.contains("driftwatch_spans_received_total{service_name=\"checkout\",transport=\"grpc\"} 3"),
             "{text}"
         );
         let build = format!("driftwatch_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
