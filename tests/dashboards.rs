@@ -291,3 +291,67 @@ fn the_gate_examples_match_their_schemas_and_ask_driftwatch_valid_questions() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "503", "inconclusive before any traffic");
 }
+
+#[test]
+fn the_shipped_pod_meets_pod_security_restricted_with_native_sidecars_and_one_alert_path() {
+    let deployment = &yaml_documents(&root().join("deploy/deployment.yaml"))[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{pod:#}");
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(pod["securityContext"]["runAsUser"].is_null(), "the pod leaves the application's UID alone");
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(pod[host].is_null() || pod[host] == false, "{host}");
+    }
+    let allowed_volumes = ["configMap", "emptyDir", "secret", "projected", "persistentVolumeClaim", "downwardAPI", "csi", "ephemeral"];
+    for volume in pod["volumes"].as_array().expect("volumes") {
+        let kind = volume.as_object().expect("volume").keys().find(|k| *k != "name").expect("a volume type");
+        assert!(allowed_volumes.contains(&kind.as_str()), "volume type {kind} is not allowed under restricted");
+    }
+    let containers: Vec<&serde_json::Value> = pod["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(pod["containers"].as_array().into_iter().flatten())
+        .collect();
+    assert!(containers.len() >= 3);
+    for container in &containers {
+        let name = container["name"].as_str().unwrap_or("?");
+        let context = &container["securityContext"];
+        assert_eq!(context["allowPrivilegeEscalation"], false, "{name}");
+        assert!(
+            context["capabilities"]["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL")),
+            "{name} drops every capability"
+        );
+        assert!(context["capabilities"]["add"].is_null(), "{name}");
+        assert!(context["privileged"].is_null() || context["privileged"] == false, "{name}");
+        assert!(context["runAsUser"].is_null() || context["runAsUser"].as_u64() != Some(0), "{name}");
+    }
+    // driftwatch is a native sidecar: an init container that keeps running.
+    let driftwatch = pod["initContainers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "driftwatch"))
+        .expect("driftwatch among the init containers");
+    assert_eq!(driftwatch["restartPolicy"], "Always");
+    assert_eq!(driftwatch["securityContext"]["runAsUser"], 65532);
+    let env = driftwatch["env"].as_array().expect("env");
+    let listen = env.iter().find(|e| e["name"] == "DRIFTWATCH_ADMIN__LISTEN").expect("admin listen");
+    assert_eq!(listen["value"], "$(POD_IP):9464", "admin on the pod IP, not 0.0.0.0");
+    let app = &pod["containers"][0];
+    let app_env = app["env"].as_array().expect("env");
+    assert!(app_env.iter().any(|e| e["name"] == "OTEL_EXPORTER_OTLP_PROTOCOL" && e["value"] == "grpc"));
+
+    // kube-prometheus-stack selects on `release`; drifts alert through the
+    // sinks only, and the rules cover driftwatch's own health.
+    for file in ["deploy/servicemonitor.yaml", "deploy/prometheusrule.yaml"] {
+        let object = &yaml_documents(&root().join(file))[0];
+        assert!(object["metadata"]["labels"]["release"].is_string(), "{file}");
+    }
+    let rules = &yaml_documents(&root().join("deploy/prometheusrule.yaml"))[0];
+    for group in rules["spec"]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            if rule["alert"].is_string() {
+                assert!(!rule["expr"].as_str().unwrap_or("").contains("driftwatch_drifts_firing"), "{rule}: a second page per drift");
+            }
+        }
+    }
+}
