@@ -355,3 +355,85 @@ fn the_shipped_pod_meets_pod_security_restricted_with_native_sidecars_and_one_al
         }
     }
 }
+
+#[test]
+fn the_image_starts_as_built_as_its_non_root_user() {
+    // The image's layout, read from the Dockerfile, rebuilt under a temp
+    // root: the config its CMD names, copied from where the Dockerfile
+    // copies it, and the store directory it makes for its user.
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).expect("Dockerfile");
+    let line = |prefix: &str| {
+        dockerfile
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line"))
+            .to_owned()
+    };
+    assert_eq!(line("USER "), "USER 65532:65532");
+    let cmd: Vec<String> = serde_json::from_str(line("CMD ").trim_start_matches("CMD ")).expect("CMD as JSON");
+    assert_eq!(cmd[..3], ["run", "--config", "/etc/driftwatch/driftwatch.toml"]);
+    let copy = line("COPY config/");
+    let mut parts = copy.split_whitespace().skip(1);
+    let (source, target) = (parts.next().expect("source"), parts.next().expect("target"));
+    assert_eq!(target, cmd[2], "the CMD's config is in the image");
+    assert!(
+        dockerfile.contains("chown 65532:65532 /var/lib/driftwatch"),
+        "the store directory belongs to the image's user"
+    );
+
+    let image = tempfile::tempdir().expect("root");
+    let image_root = image.path();
+    let config = image_root.join(target.trim_start_matches('/'));
+    std::fs::create_dir_all(config.parent().expect("dir")).expect("etc");
+    std::fs::copy(root().join(source), &config).expect("copy config");
+    let store = image_root.join("var/lib/driftwatch");
+    std::fs::create_dir_all(&store).expect("store dir");
+    let run = |program: &str, args: &[&str]| {
+        let status = Command::new(program).args(args).status().expect(program);
+        assert!(status.success(), "{program} {args:?}");
+    };
+    run("chmod", &["-R", "a+rX", &image_root.display().to_string()]);
+    run("chown", &["65532:65532", &store.display().to_string()]);
+
+    let store_path = store.display().to_string();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", "65532", "--regid", "65532", "--clear-groups", "--"])
+        .arg(common::driftwatch_bin())
+        .args(&cmd[..2])
+        .arg(&config)
+        .env("DRIFTWATCH_STORE__PATH", &store_path)
+        .env("DRIFTWATCH_RECEIVER__GRPC_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_RECEIVER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("DRIFTWATCH_ADMIN__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if text.contains("driftwatch listening") {
+                break;
+            }
+        }
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = reader.join().unwrap_or_default();
+    assert!(alive && log.contains("driftwatch listening"), "it did not start: {log}");
+    let written = std::fs::read_dir(&store).expect("store").count();
+    assert!(written > 0, "the store was written by uid 65532");
+}
