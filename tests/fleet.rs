@@ -277,24 +277,10 @@ fn a_database_migrated_by_a_newer_driftwatch_is_refused() {
 #[test]
 fn an_unreachable_database_stops_startup_with_a_clear_error() {
     let port = common::free_port();
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("driftwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [store]\npath = {:?}\npostgres_url = \"postgres://dw:secret@127.0.0.1:{port}/fleet\"\n",
-            dir.path().join("store")
-        ),
-    )
-    .expect("config");
-    let output = std::process::Command::new(common::driftwatch_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (code, stderr) = common::run_until_exit(&format!(
+        "[store]\npostgres_url = \"postgres://dw:secret@127.0.0.1:{port}/fleet\"\n"
+    ));
+    assert_ne!(code, Some(0));
     assert!(
         stderr.contains("store.postgres_url") && stderr.contains(&format!("127.0.0.1:{port}/fleet")),
         "{stderr}"

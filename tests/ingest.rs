@@ -922,22 +922,8 @@ fn tls_listeners_serve_real_sdks_and_pick_up_a_renewed_certificate() {
 
 #[test]
 fn an_unreadable_certificate_stops_startup_with_the_path() {
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("driftwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = {:?}\n[receiver.tls]\ncert_file = \"/nonexistent/tls.crt\"\nkey_file = \"/nonexistent/tls.key\"\n",
-            dir.path().join("store")
-        ),
-    )
-    .expect("write config");
-    let output = std::process::Command::new(common::driftwatch_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) =
+        common::run_until_exit("[receiver.tls]\ncert_file = \"/nonexistent/tls.crt\"\nkey_file = \"/nonexistent/tls.key\"\n");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("receiver.tls") && stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }

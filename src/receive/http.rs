@@ -40,32 +40,59 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
         .with_state(ingest)
 }
 
-/// A metrics or logs export: read within the same limits, then handed on.
-async fn export_other(signal: Signal, State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    let Some(format) = content_type(&headers) else {
-        let error = IngestError::Unsupported(format!("unsupported Content-Type; send {PROTOBUF} or {JSON}"));
-        return error_response(&error, Format::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+/// An export body refused before it was read through: what to answer.
+struct Refused {
+    format: Format,
+    transport: Transport,
+    error: IngestError,
+    status: StatusCode,
+}
+
+/// Reads an export request's body: its format from `Content-Type`, at most
+/// `max_request_bytes` as sent and `max_decompressed_bytes` inflated.
+async fn read_export(ingest: &Ingest, headers: &HeaderMap, body: Body) -> Result<(Format, Transport, Bytes), Refused> {
+    let Some(format) = content_type(headers) else {
+        return Err(Refused {
+            format: Format::Protobuf,
+            transport: Transport::HttpProtobuf,
+            error: IngestError::Unsupported(format!(
+                "unsupported Content-Type {:?}; send {PROTOBUF} or {JSON}",
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(none)")
+            )),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        });
     };
     let transport = if format == Format::Json {
         Transport::HttpJson
     } else {
         Transport::HttpProtobuf
     };
-    let config = ingest.config();
-    let body = match axum::body::to_bytes(body, config.max_request_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
-            let error = IngestError::TooLarge {
-                limit: config.max_request_bytes,
-                what: "on the wire",
-                key: "max_request_bytes",
-            };
-            return error_response(&error, format, http_status(&error));
-        }
+    let refused = |error: IngestError| Refused {
+        format,
+        transport,
+        status: http_status(&error),
+        error,
     };
-    let body = match decompress(&headers, body, config.max_decompressed_bytes) {
-        Ok(body) => body,
-        Err(error) => return error_response(&error, format, http_status(&error)),
+    let config = ingest.config();
+    let body = axum::body::to_bytes(body, config.max_request_bytes).await.map_err(|_| {
+        refused(IngestError::TooLarge {
+            limit: config.max_request_bytes,
+            what: "on the wire",
+            key: "max_request_bytes",
+        })
+    })?;
+    let body = decompress(headers, body, config.max_decompressed_bytes).map_err(refused)?;
+    Ok((format, transport, body))
+}
+
+/// A metrics or logs export: read within the same limits, then handed on.
+async fn export_other(signal: Signal, State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
+    let (format, transport, body) = match read_export(&ingest, &headers, body).await {
+        Ok(read) => read,
+        Err(refused) => return error_response(&refused.error, refused.format, refused.status),
     };
     match ingest.export_other(signal, transport, body) {
         // The export responses of metrics and logs are empty messages
@@ -74,13 +101,7 @@ async fn export_other(signal: Signal, State(ingest): State<Arc<Ingest>>, headers
             Format::Protobuf => ([(header::CONTENT_TYPE, PROTOBUF)], Bytes::new()).into_response(),
             Format::Json => ([(header::CONTENT_TYPE, JSON)], "{}").into_response(),
         },
-        Err(error) => {
-            let status = match error {
-                IngestError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                _ => http_status(&error),
-            };
-            error_response(&error, format, status)
-        }
+        Err(error) => error_response(&error, format, http_status(&error)),
     }
 }
 
@@ -91,49 +112,21 @@ enum Format {
 }
 
 async fn export(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    let format = match content_type(&headers) {
-        Some(format) => format,
-        None => {
-            let error = IngestError::Unsupported(format!(
-                "unsupported Content-Type {:?}; send {PROTOBUF} or {JSON}",
-                headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("(none)")
-            ));
-            ingest.record_refused(Transport::HttpProtobuf, &error);
-            return error_response(&error, Format::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (format, transport, body) = match read_export(&ingest, &headers, body).await {
+        Ok(read) => read,
+        Err(refused) => {
+            ingest.record_refused(refused.transport, &refused.error);
+            return error_response(&refused.error, refused.format, refused.status);
         }
-    };
-    let transport = if format == Format::Json {
-        Transport::HttpJson
-    } else {
-        Transport::HttpProtobuf
-    };
-    let config = ingest.config();
-    let refuse = |error: IngestError| {
-        ingest.record_refused(transport, &error);
-        error_response(&error, format, http_status(&error))
-    };
-    let body = match axum::body::to_bytes(body, config.max_request_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
-            return refuse(IngestError::TooLarge {
-                limit: config.max_request_bytes,
-                what: "on the wire",
-                key: "max_request_bytes",
-            });
-        }
-    };
-    let body = match decompress(&headers, body, config.max_decompressed_bytes) {
-        Ok(body) => body,
-        Err(error) => return refuse(error),
     };
     let body = match format {
         Format::Protobuf => body,
         Format::Json => match json_to_protobuf(&body) {
             Ok(body) => body,
-            Err(error) => return refuse(error),
+            Err(error) => {
+                ingest.record_refused(transport, &error);
+                return error_response(&error, format, http_status(&error));
+            }
         },
     };
     match ingest.export(transport, body) {

@@ -188,6 +188,26 @@ fn merge_sections(toml_text: &str) -> String {
 }
 
 /// A blocking HTTP GET returning status and body.
+/// Runs `driftwatch run` on `extra_toml` (over listeners on ports the
+/// kernel picks and a fresh store) until it exits: for startups that must
+/// fail. Returns the exit code and stderr.
+pub fn run_until_exit(extra_toml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("driftwatch.toml");
+    let text = format!(
+        "[receiver]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [store]\npath = {:?}\n{extra_toml}",
+        dir.path().join("store")
+    );
+    std::fs::write(&config, merge_sections(&text)).expect("write config");
+    let output = Command::new(driftwatch_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run driftwatch");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
