@@ -437,3 +437,38 @@ fn the_image_starts_as_built_as_its_non_root_user() {
     let written = std::fs::read_dir(&store).expect("store").count();
     assert!(written > 0, "the store was written by uid 65532");
 }
+
+#[test]
+fn the_mixin_renders_the_shipped_dashboards_alerts_and_rules() {
+    let render = Command::new(python())
+        .args([
+            "-c",
+            "import _jsonnet, sys; sys.stdout.write(_jsonnet.evaluate_snippet('render', \
+             'local m = import \"mixin/mixin.libsonnet\"; \
+             {dashboards: m.grafanaDashboards, alerts: m.prometheusAlerts, rules: m.prometheusRules}', jpathdir=['.']))",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("python with jsonnet (scripts/test installs it)");
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let mixin: serde_json::Value = serde_json::from_slice(&render.stdout).expect("JSON");
+    for (name, file) in [
+        ("driftwatch-fleet-overview.json", "fleet-overview.json"),
+        ("driftwatch-service.json", "service.json"),
+    ] {
+        let shipped: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root().join("dashboards").join(file)).expect("dashboard")).expect("JSON");
+        assert_eq!(mixin["dashboards"][name], shipped, "{name}");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    for part in ["alerts", "rules"] {
+        let groups = &mixin[part]["groups"];
+        assert!(groups.as_array().is_some_and(|g| !g.is_empty()), "{part}: {mixin:#}");
+        let path = dir.path().join(format!("{part}.json"));
+        std::fs::write(&path, mixin[part].to_string()).expect("write");
+        let check = Command::new("promtool").args(["check", "rules"]).arg(&path).output().expect("promtool");
+        assert!(check.status.success(), "{part}: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    let alerts = mixin["alerts"].to_string();
+    assert!(alerts.contains("DriftwatchStoreDegraded") && !alerts.contains("\"record\""), "{alerts}");
+}
