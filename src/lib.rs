@@ -25,6 +25,7 @@ pub mod memory;
 pub mod pipeline;
 pub mod receive;
 pub mod record;
+pub mod rng;
 pub mod serve;
 pub mod server;
 pub mod simulate;

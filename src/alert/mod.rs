@@ -24,7 +24,7 @@ use crate::config::{AlertsConfig, Route};
 use crate::detect::SharedEventLog;
 use crate::detect::event::{DriftEvent, EventKind, EventState, fingerprint};
 use crate::expose::metrics::Metrics;
-use crate::simulate::Rng;
+use crate::rng::Rng;
 use crate::store::fleet::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
 

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::timeline::RevId;
 use crate::extract::{SpanFact, SpanKind, Sym};
-use crate::simulate::Rng;
+use crate::rng::Rng;
 
 /// Peers remembered per service; the least recently called is forgotten.
 pub const MAX_PEERS: usize = 512;

@@ -295,7 +295,7 @@ pub fn change_point(windows: &[WindowMoments]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::Rng;
+    use crate::rng::Rng;
 
     fn histogram_of(values: &[u64]) -> LatencyHistogram {
         let mut h = new_histogram();

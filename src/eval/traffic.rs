@@ -3,7 +3,7 @@
 
 use super::scenario::{CallSpec, ChangeSpec, OperationSpec, Scenario, ServiceSpec};
 use crate::extract::{SpanFact, SpanKind, SpanStatus, Sym};
-use crate::simulate::Rng;
+use crate::rng::Rng;
 
 /// Scenario time zero: Monday 2026-01-05 00:00:00 UTC.
 pub const EPOCH_UNIX_NANOS: u64 = 1_767_571_200 * NANOS;
