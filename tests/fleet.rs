@@ -171,7 +171,7 @@ fn a_delivery_claim_has_one_winner_and_passes_on_when_its_lease_lapses() {
             .expect("b: migrations are idempotent");
         let key = DeliveryKey {
             event_id: "e1".into(),
-            status: "firing".into(),
+            status: EventState::Firing,
             sink: "webhook[0]".into(),
             round: 0,
         };

@@ -137,12 +137,13 @@ fn now_ms() -> u64 {
 }
 
 /// Alerts of one deploy, kind and status travel together.
-fn group_key(entry: &OutboxEntry) -> (String, String, EventKind, String) {
+fn group_key(entry: &OutboxEntry) -> (String, String, EventKind, EventState, String) {
     (
         entry.sink.clone(),
         entry.event.service.clone(),
         entry.event.kind,
-        entry.status.clone() + "|" + &entry.event.revision,
+        entry.status,
+        entry.event.revision.clone(),
     )
 }
 
@@ -227,10 +228,6 @@ impl Dispatcher {
     }
 
     fn notify_sinks(&self, event: &DriftEvent, round: u64, filter: impl Fn(&Sink) -> bool) -> Result<usize, StoreError> {
-        let status = match event.state {
-            EventState::Firing => "firing",
-            EventState::Resolved => "resolved",
-        };
         let now = now_ms();
         let mut entries: Vec<OutboxEntry> = self
             .sinks
@@ -240,7 +237,7 @@ impl Dispatcher {
                 id: 0,
                 sink: s.name.clone(),
                 fingerprint: event.fingerprint.clone(),
-                status: status.to_owned(),
+                status: event.state,
                 event: event.clone(),
                 attempts: 0,
                 created_at_ms: now,
@@ -306,7 +303,7 @@ impl Dispatcher {
     fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) {
         let now = now_ms();
         let group_wait = self.config.group_wait.as_millis() as u64;
-        let mut groups: HashMap<(String, String, EventKind, String), Vec<OutboxEntry>> = HashMap::new();
+        let mut groups: HashMap<(String, String, EventKind, EventState, String), Vec<OutboxEntry>> = HashMap::new();
         {
             let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries.into_iter().filter(|e| !in_flight.contains(&e.id)) {
@@ -365,7 +362,7 @@ impl Dispatcher {
             .iter()
             .map(|e| DeliveryKey {
                 event_id: e.event.id.clone(),
-                status: e.status.clone(),
+                status: e.status,
                 sink: e.sink.clone(),
                 round: i64::try_from(e.round).unwrap_or(i64::MAX),
             })
@@ -444,7 +441,7 @@ impl Dispatcher {
 
     async fn deliver(&self, sink: &Sink, entries: &[OutboxEntry]) -> Delivery {
         let events: Vec<&DriftEvent> = entries.iter().map(|e| &e.event).collect();
-        let status = entries[0].status.as_str();
+        let status = entries[0].status;
         let delivery_id = entries.iter().map(|e| e.id.to_string()).collect::<Vec<_>>().join(",");
         let (url, body, signature) = match &sink.kind {
             SinkKind::Webhook { url, secret } => {
@@ -463,7 +460,7 @@ impl Dispatcher {
             SinkKind::PagerDuty { routing_key, url } => {
                 let first = events[0];
                 let dedup_key = fingerprint(&first.service, first.kind, "deploy", &first.revision);
-                if status == "resolved" && self.group_still_firing(first) {
+                if status == EventState::Resolved && self.group_still_firing(first) {
                     // Other drifts of this deploy still fire: the incident stays open.
                     return Delivery::Delivered;
                 }
@@ -523,7 +520,7 @@ impl Dispatcher {
         let now = now_ms();
         match outcome {
             Delivery::Delivered => {
-                tracing::info!(sink = %sink.name, alerts = entries.len(), status = %entries[0].status, "alerts delivered");
+                tracing::info!(sink = %sink.name, alerts = entries.len(), status = entries[0].status.as_str(), "alerts delivered");
                 self.finish(&entries, "delivered");
             }
             Delivery::Rejected { error } => {

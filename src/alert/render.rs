@@ -196,7 +196,7 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
 
 /// The generic webhook body: `{"status", "event"}` per the contract, plus
 /// `events` holding the whole group.
-pub fn webhook(status: &str, events: &[&DriftEvent]) -> Value {
+pub fn webhook(status: EventState, events: &[&DriftEvent]) -> Value {
     json!({
         "status": status,
         "event": events.first(),
@@ -205,9 +205,9 @@ pub fn webhook(status: &str, events: &[&DriftEvent]) -> Value {
 }
 
 /// A Slack Block Kit message.
-pub fn slack(status: &str, events: &[&DriftEvent], base_url: &str) -> Value {
+pub fn slack(status: EventState, events: &[&DriftEvent], base_url: &str) -> Value {
     let first = events[0];
-    let resolved = status == "resolved";
+    let resolved = status == EventState::Resolved;
     let title = |service: String| {
         format!(
             "{} {}: {} in {service} ({})",
@@ -266,9 +266,9 @@ pub fn slack(status: &str, events: &[&DriftEvent], base_url: &str) -> Value {
 
 /// A PagerDuty Events API v2 body for a group. `dedup_key` ties trigger
 /// and resolve together.
-pub fn pagerduty(routing_key: &str, status: &str, dedup_key: &str, events: &[&DriftEvent], base_url: &str) -> Value {
+pub fn pagerduty(routing_key: &str, status: EventState, dedup_key: &str, events: &[&DriftEvent], base_url: &str) -> Value {
     let first = events[0];
-    if status == "resolved" {
+    if status == EventState::Resolved {
         return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key});
     }
     let summary = if events.len() == 1 {

@@ -25,11 +25,21 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventState {
     Firing,
     Resolved,
+}
+
+impl EventState {
+    /// As the API, the webhook body and the stores spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Firing => "firing",
+            EventState::Resolved => "resolved",
+        }
+    }
 }
 
 /// Why a drift ended.

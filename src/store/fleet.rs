@@ -93,7 +93,7 @@ pub enum FleetError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeliveryKey {
     pub event_id: String,
-    pub status: String,
+    pub status: EventState,
     pub sink: String,
     /// 0 for the notification itself; repeats (Alertmanager refreshes) use
     /// later rounds.
@@ -615,7 +615,7 @@ impl FleetStore {
                             WHERE driftwatch_deliveries.delivered_at IS NULL
                               AND (driftwatch_deliveries.owner = excluded.owner OR driftwatch_deliveries.lease_until < now())
                          RETURNING owner",
-                        &[&key.event_id, &key.status, &key.sink, &key.round, &self.replica, &lease],
+                        &[&key.event_id, &state_name(key.status), &key.sink, &key.round, &self.replica, &lease],
                     )
                     .await
                     .map_err(&q)?;
@@ -626,7 +626,7 @@ impl FleetStore {
                         .query_opt(
                             "SELECT delivered_at IS NOT NULL FROM driftwatch_deliveries
                              WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
-                            &[&key.event_id, &key.status, &key.sink, &key.round],
+                            &[&key.event_id, &state_name(key.status), &key.sink, &key.round],
                         )
                         .await
                         .map_err(&q)?
@@ -652,7 +652,7 @@ impl FleetStore {
                     .execute(
                         "UPDATE driftwatch_deliveries SET delivered_at = now()
                          WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
-                        &[&key.event_id, &key.status, &key.sink, &key.round],
+                        &[&key.event_id, &state_name(key.status), &key.sink, &key.round],
                     )
                     .await
                     .map_err(self.q())?;

@@ -24,7 +24,7 @@ use std::sync::{Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::detect::event::DriftEvent;
+use crate::detect::event::{DriftEvent, EventState};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -66,8 +66,8 @@ pub struct OutboxEntry {
     /// when the configuration changes between runs.
     pub sink: String,
     pub fingerprint: String,
-    /// `firing` or `resolved`.
-    pub status: String,
+    /// The notification: the drift fired, or it resolved.
+    pub status: EventState,
     pub event: DriftEvent,
     pub attempts: u32,
     /// Unix milliseconds.
@@ -587,7 +587,7 @@ mod tests {
                 id: 0,
                 sink: "webhook[0]".into(),
                 fingerprint: "fp".into(),
-                status: "firing".into(),
+                status: EventState::Firing,
                 event: event("a"),
                 attempts: 0,
                 created_at_ms: 1,
