@@ -248,11 +248,7 @@ pub fn run(options: CompareOptions) -> Result<Report, CompareError> {
 
 fn ai_of(suspect: &crate::detect::event::Suspect) -> String {
     suspect.ai.as_ref().map_or("no AI marker".to_owned(), |ai| {
-        format!(
-            "AI: {} ({} confidence)",
-            ai["tool"].as_str().unwrap_or("?"),
-            ai["confidence"].as_str().unwrap_or("?")
-        )
+        format!("AI: {} ({} confidence)", ai.tool, ai.confidence.as_str())
     })
 }
 

@@ -297,8 +297,7 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             .map(|ai| {
                 format!(
                     " [AI: {} — {}]",
-                    ai["tool"].as_str().unwrap_or("?"),
-                    ai["marker"].as_str().unwrap_or("")
+                    ai.tool, ai.marker
                 )
             })
             .unwrap_or_default();

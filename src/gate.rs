@@ -146,11 +146,7 @@ fn report(verdict: &Verdict, out: &mut impl Write) {
                 for suspect in event.suspects.iter().take(5) {
                     let commit: String = suspect.commit.chars().take(12).collect();
                     let ai = suspect.ai.as_ref().map_or("no AI marker".to_owned(), |ai| {
-                        format!(
-                            "AI: {} ({})",
-                            ai["tool"].as_str().unwrap_or("?"),
-                            ai["confidence"].as_str().unwrap_or("?")
-                        )
+                        format!("AI: {} ({})", ai.tool, ai.confidence.as_str())
                     });
                     let _ = writeln!(
                         out,

@@ -9,6 +9,7 @@ pub mod alert;
 pub mod analyze;
 pub mod attribute;
 pub mod auth;
+pub mod authorship;
 pub mod compare;
 pub mod config;
 pub mod coverage;

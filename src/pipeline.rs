@@ -422,7 +422,7 @@ fn attribute_and_alert(downstream: &Downstream, event: DriftEvent, log: &SharedE
 /// drift fires, removed when it resolves.
 fn suspect_gauge(metrics: &Metrics, event: &DriftEvent, firing: bool) {
     let Some(top) = event.suspects.first() else { return };
-    let tool = top.ai.as_ref().and_then(|a| a["tool"].as_str()).unwrap_or("none");
+    let tool = top.ai.as_ref().map_or("none", |a| a.tool.as_str());
     let commit = &top.commit[..top.commit.len().min(12)];
     let labels = [
         metrics.service_label(&event.service),

@@ -317,7 +317,7 @@ fn git_ai_notes_mark_lines_and_agents() {
             .contains(&"src/pay.py:4 was written by claude-code (claude-opus-4) per git-ai notes".to_owned()),
         "{suspect:#?}"
     );
-    assert_eq!(suspect.ai.as_ref().and_then(|a| a["tool"].as_str()), Some("claude-code"));
+    assert_eq!(suspect.ai.as_ref().map(|a| a.tool.as_str()), Some("claude-code"));
 }
 
 /// Spans of one revision of `checkout`: `POST /checkout` server spans

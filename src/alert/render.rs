@@ -122,8 +122,7 @@ fn top_suspect(event: &DriftEvent) -> Option<String> {
     let s = event.suspects.first()?;
     let ai =
         s.ai.as_ref()
-            .and_then(|a| a["tool"].as_str())
-            .map(|t| format!(" [AI: {}]", sanitize(t, 40)))
+            .map(|a| format!(" [AI: {}]", sanitize(&a.tool, 40)))
             .unwrap_or_default();
     Some(format!(
         "{} {}{ai} by {}",
@@ -239,8 +238,7 @@ pub fn slack(status: EventState, events: &[&DriftEvent], base_url: &str) -> Valu
         if let Some(s) = event.suspects.first() {
             let ai =
                 s.ai.as_ref()
-                    .and_then(|a| a["tool"].as_str())
-                    .map(|t| format!(" — AI: `{}`", slack_text(t)))
+                    .map(|a| format!(" — AI: `{}`", slack_text(&a.tool)))
                     .unwrap_or_default();
             text.push_str(&format!(
                 "\nTop suspect: `{}` {} by {}{ai}",

@@ -5,7 +5,7 @@
 //! evidence always ranks higher. The evidence is kept as sentences a person
 //! can check in the diff.
 
-use super::classify::Confidence;
+use super::classify::{AiAuthorship, Confidence};
 use super::repo::{CommitRecord, FileChange};
 use crate::detect::event::{DriftEvent, EventKind, Suspect};
 use crate::extract::peer::peer_host;
@@ -210,7 +210,7 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
                 ai.marker
             ),
         );
-        serde_json::json!({"tool": ai.tool, "confidence": ai.confidence.as_str(), "marker": ai.marker})
+        ai.clone()
     });
     let ai = ai.or_else(|| {
         // No marker in the message, but git-ai notes say an agent wrote lines.
@@ -218,7 +218,11 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
         let agent = note.agents.values().next().cloned().unwrap_or_default();
         let tool = if agent.tool.is_empty() { "unknown-agent".to_owned() } else { agent.tool };
         s.add(ai_weight(Confidence::High), format!("git-ai notes attribute lines to {tool}"));
-        Some(serde_json::json!({"tool": tool, "confidence": "high", "marker": format!("git-ai note ({})", super::repo::AI_NOTES_REF)}))
+        Some(AiAuthorship {
+            tool,
+            confidence: Confidence::High,
+            marker: format!("git-ai note ({})", super::repo::AI_NOTES_REF),
+        })
     });
     if s.evidence.is_empty() {
         s.evidence

@@ -144,7 +144,7 @@ pub struct Suspect {
     pub summary: String,
     pub author: String,
     pub committed_at: String,
-    pub ai: Option<serde_json::Value>,
+    pub ai: Option<crate::authorship::AiAuthorship>,
     pub score: f64,
     pub evidence: Vec<String>,
 }

@@ -212,9 +212,9 @@ pub fn render_incident(event: &DriftEvent) -> String {
             let ai = match &s.ai {
                 Some(ai) => format!(
                     "<span class=\"ai\">{}</span> ({})<div class=\"evidence\"><code>{}</code></div>",
-                    escape(ai["tool"].as_str().unwrap_or("?")),
-                    escape(ai["confidence"].as_str().unwrap_or("?")),
-                    escape(ai["marker"].as_str().unwrap_or(""))
+                    escape(&ai.tool),
+                    escape(ai.confidence.as_str()),
+                    escape(&ai.marker)
                 ),
                 None => "<span class=\"muted\">no marker</span>".to_owned(),
             };
