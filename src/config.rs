@@ -698,9 +698,9 @@ pub struct Route {
     /// Glob patterns over service names; empty means every service.
     pub services: Vec<String>,
     /// Event kinds; empty means every kind.
-    pub kinds: Vec<crate::detect::event::EventKind>,
+    pub kinds: Vec<crate::detect::kind::EventKind>,
     /// Only events at least this severe.
-    pub min_severity: Option<crate::detect::event::Severity>,
+    pub min_severity: Option<crate::detect::kind::Severity>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,23 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::kind::{EventKind, Severity};
 use super::stats::Summary;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    LatencyRegression,
-    NewOutboundPeer,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::LatencyRegression => "latency_regression",
-            EventKind::NewOutboundPeer => "new_outbound_peer",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,13 +71,6 @@ impl Resolution {
             (ResolutionReason::TrafficGone, _) => "its traffic is gone (not observed, not known to be fixed)".to_owned(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Warning,
-    Critical,
 }
 
 /// Before/after numbers of a latency regression.

@@ -5,6 +5,7 @@
 //! the API, the metrics and the alerting read.
 
 pub mod event;
+pub mod kind;
 pub mod latency;
 pub mod outbound;
 pub mod stats;
