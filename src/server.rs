@@ -462,7 +462,15 @@ async fn tls(
 ) -> Result<Option<crate::tls::Listener>, StartError> {
     match config {
         None => Ok(None),
-        Some(config) => crate::tls::Listener::start(config, alpn, key)
+        Some(config) => crate::tls::Listener::start(
+            &crate::tls::CertificateFiles {
+                cert_file: config.cert_file.clone(),
+                key_file: config.key_file.clone(),
+                reload_interval: config.reload_interval,
+            },
+            alpn,
+            key,
+        )
             .await
             .map(Some)
             .map_err(|source| StartError::Tls { key, source }),

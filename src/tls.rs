@@ -18,7 +18,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::TlsConfig;
 
 /// Installs ring as the process's rustls provider (idempotent).
 pub fn install_crypto_provider() {
@@ -54,6 +53,14 @@ pub enum Alpn {
     Http1,
 }
 
+/// Where a listener's certificate lives and how often to look again.
+#[derive(Debug, Clone)]
+pub struct CertificateFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub reload_interval: Duration,
+}
+
 /// A listener's TLS: the acceptor to wrap accepted connections with.
 #[derive(Clone)]
 pub struct Listener {
@@ -63,7 +70,7 @@ pub struct Listener {
 impl Listener {
     /// Loads the certificate and starts watching its files. `name` says
     /// which listener in logs.
-    pub async fn start(config: &TlsConfig, alpn: Alpn, name: &'static str) -> Result<Listener, TlsError> {
+    pub async fn start(config: &CertificateFiles, alpn: Alpn, name: &'static str) -> Result<Listener, TlsError> {
         install_crypto_provider();
         let (key, stamp) = load(&config.cert_file, &config.key_file).await?;
         let resolver = Arc::new(Reloading {
@@ -117,7 +124,7 @@ async fn stamp(cert: &Path, key: &Path) -> Stamp {
 }
 
 /// Checks the files every `reload_interval` until the listener is gone.
-async fn watch(resolver: Weak<Reloading>, config: TlsConfig, mut seen: Stamp, name: &'static str) {
+async fn watch(resolver: Weak<Reloading>, config: CertificateFiles, mut seen: Stamp, name: &'static str) {
     let mut ticker = tokio::time::interval(config.reload_interval.max(Duration::from_millis(50)));
     ticker.tick().await;
     loop {
