@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::analyze::ShardLink;
 use crate::analyze::fleet::FleetBaseline;
 use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
 use crate::analyze::window::WindowLayout;
@@ -22,14 +23,6 @@ use crate::detect::MAX_EVENTS;
 use crate::expose::metrics::Metrics;
 use crate::pipeline::FleetNotice;
 use crate::store::fleet::{FleetError, FleetStore};
-
-/// A shard's end of the link.
-pub struct ShardLink {
-    /// (service, snapshot JSON) after each flush.
-    pub publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
-    /// Fresh fleet baselines of the shard's services.
-    pub adopt: std::sync::mpsc::Receiver<Vec<Arc<FleetBaseline>>>,
-}
 
 pub struct FleetSync {
     store: Arc<FleetStore>,

@@ -186,7 +186,7 @@ impl Server {
             fleet.rejoin(&firing).await?;
         }
         let shards = config.analyze.shards.max(1);
-        let mut links: Vec<Option<crate::fleet::ShardLink>> = Vec::new();
+        let mut links: Vec<Option<crate::analyze::ShardLink>> = Vec::new();
         let mut fleet_sync = None;
         if let Some(fleet) = &fleet {
             let (sync, shard_links) = FleetSync::new(

@@ -289,6 +289,15 @@ impl ShardObserver for LiveShard {
     }
 }
 
+/// A shard's end of its link to the fleet (`crate::fleet` holds the other
+/// end): where its snapshots go, and where fresh fleet baselines come from.
+pub struct ShardLink {
+    /// (service, snapshot JSON) after each flush.
+    pub publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    /// Fresh fleet baselines of the shard's services.
+    pub adopt: std::sync::mpsc::Receiver<Vec<Arc<fleet::FleetBaseline>>>,
+}
+
 /// Where and how often a live shard writes its state.
 pub struct Persistence {
     pub store: Arc<crate::store::EmbeddedStore>,
@@ -296,7 +305,7 @@ pub struct Persistence {
     pub retention_nanos: u64,
     since_flush: std::time::Duration,
     /// Fleet mode: where snapshots are published and fleet baselines come from.
-    fleet: Option<crate::fleet::ShardLink>,
+    fleet: Option<ShardLink>,
 }
 
 impl Persistence {
@@ -315,7 +324,7 @@ impl Persistence {
     }
 
     /// Shares snapshots with the fleet through `link`.
-    pub fn with_fleet(mut self, link: crate::fleet::ShardLink) -> Persistence {
+    pub fn with_fleet(mut self, link: ShardLink) -> Persistence {
         self.fleet = Some(link);
         self
     }
