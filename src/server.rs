@@ -14,6 +14,7 @@ use crate::alert::Dispatcher;
 use crate::analyze::service::AnalysisSettings;
 use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
 use crate::analyze::{self, AnalysisWorkers, LiveShard, Persistence};
+use crate::tls::{Alpn, Listener};
 use crate::attribute::Attributor;
 use crate::attribute::classify::Classifier;
 use crate::config::Config;
@@ -91,9 +92,13 @@ impl Server {
         let http_addr = local(&http_listener, config.receiver.http_listen);
         let admin_addr = local(&admin_listener, config.admin.listen);
 
-        let grpc_tls = tls(config.receiver.tls.as_ref(), crate::tls::Alpn::H2, "receiver.tls").await?;
-        let http_tls = tls(config.receiver.tls.as_ref(), crate::tls::Alpn::Http1, "receiver.tls").await?;
-        let admin_tls = tls(config.admin.tls.as_ref(), crate::tls::Alpn::Http1, "admin.tls").await?;
+        // Both receivers serve one certificate, read and watched once.
+        let receiver_certificate = certificate(config.receiver.tls.as_ref(), "receiver.tls").await?;
+        let grpc_tls = receiver_certificate.as_ref().map(|c| Listener::new(c, Alpn::H2));
+        let http_tls = receiver_certificate.as_ref().map(|c| Listener::new(c, Alpn::Http1));
+        let admin_tls = certificate(config.admin.tls.as_ref(), "admin.tls")
+            .await?
+            .map(|c| Listener::new(&c, Alpn::Http1));
 
         let store = Arc::new(EmbeddedStore::open(&config.store.path)?);
         let settings = Arc::new(AnalysisSettings::from_config(&config));
@@ -454,27 +459,21 @@ async fn retire_events(
     }
 }
 
-/// A listener's TLS, when configured.
-async fn tls(
+/// A listener's certificate, when TLS is configured.
+async fn certificate(
     config: Option<&crate::config::TlsConfig>,
-    alpn: crate::tls::Alpn,
     key: &'static str,
-) -> Result<Option<crate::tls::Listener>, StartError> {
-    match config {
-        None => Ok(None),
-        Some(config) => crate::tls::Listener::start(
-            &crate::tls::CertificateFiles {
-                cert_file: config.cert_file.clone(),
-                key_file: config.key_file.clone(),
-                reload_interval: config.reload_interval,
-            },
-            alpn,
-            key,
-        )
-            .await
-            .map(Some)
-            .map_err(|source| StartError::Tls { key, source }),
-    }
+) -> Result<Option<crate::tls::Certificate>, StartError> {
+    let Some(config) = config else { return Ok(None) };
+    let files = crate::tls::CertificateFiles {
+        cert_file: config.cert_file.clone(),
+        key_file: config.key_file.clone(),
+        reload_interval: config.reload_interval,
+    };
+    crate::tls::Certificate::watch(&files, key)
+        .await
+        .map(Some)
+        .map_err(|source| StartError::Tls { key, source })
 }
 
 async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {

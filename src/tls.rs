@@ -61,6 +61,26 @@ pub struct CertificateFiles {
     pub reload_interval: Duration,
 }
 
+/// A certificate read from its files and watched for renewals; every
+/// listener made from it serves the same, current certificate.
+pub struct Certificate {
+    resolver: Arc<Reloading>,
+}
+
+impl Certificate {
+    /// Loads the certificate and starts watching its files, until the last
+    /// listener made from it is gone. `name` says which in logs.
+    pub async fn watch(files: &CertificateFiles, name: &'static str) -> Result<Certificate, TlsError> {
+        install_crypto_provider();
+        let (key, stamp) = load(&files.cert_file, &files.key_file).await?;
+        let resolver = Arc::new(Reloading {
+            current: RwLock::new(Arc::new(key)),
+        });
+        tokio::spawn(watch(Arc::downgrade(&resolver), files.clone(), stamp, name));
+        Ok(Certificate { resolver })
+    }
+}
+
 /// A listener's TLS: the acceptor to wrap accepted connections with.
 #[derive(Clone)]
 pub struct Listener {
@@ -68,25 +88,18 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Loads the certificate and starts watching its files. `name` says
-    /// which listener in logs.
-    pub async fn start(config: &CertificateFiles, alpn: Alpn, name: &'static str) -> Result<Listener, TlsError> {
-        install_crypto_provider();
-        let (key, stamp) = load(&config.cert_file, &config.key_file).await?;
-        let resolver = Arc::new(Reloading {
-            current: RwLock::new(Arc::new(key)),
-        });
+    /// Serves `certificate`, offering `alpn`.
+    pub fn new(certificate: &Certificate, alpn: Alpn) -> Listener {
         let mut server = rustls::ServerConfig::builder()
             .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+            .with_cert_resolver(certificate.resolver.clone());
         server.alpn_protocols = match alpn {
             Alpn::H2 => vec![b"h2".to_vec()],
             Alpn::Http1 => vec![b"http/1.1".to_vec()],
         };
-        tokio::spawn(watch(Arc::downgrade(&resolver), config.clone(), stamp, name));
-        Ok(Listener {
+        Listener {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-        })
+        }
     }
 }
 
