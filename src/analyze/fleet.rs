@@ -138,12 +138,15 @@ impl FleetBaseline {
                     .iter()
                     .filter(|op| samples(op, &revision.revision) > 0)
                     .map(|op| {
-                        let baseline = self.revisions[..i].iter().rev().find(|b| samples(op, &b.revision) > 0);
+                        let baseline = self.revisions[..i].iter().rev().find_map(|b| {
+                            let n = samples(op, &b.revision);
+                            (n > 0).then_some((b, n))
+                        });
                         OperationCoverage {
                             operation: op.to_string(),
                             samples: samples(op, &revision.revision),
-                            baseline_revision: baseline.map(|b| b.revision.clone()),
-                            baseline_samples: baseline.map_or(0, |b| samples(op, &b.revision)),
+                            baseline_revision: baseline.map(|(b, _)| b.revision.clone()),
+                            baseline_samples: baseline.map_or(0, |(_, n)| n),
                             clean_evaluations: self.clean_evaluations(op, &Sym::from(revision.revision.as_str())),
                         }
                     })

@@ -296,12 +296,15 @@ impl ServiceState {
                         if count == 0 {
                             return None;
                         }
-                        let baseline = self.timeline.before(revision.id).find(|b| samples(op, b) > 0);
+                        let baseline = self.timeline.before(revision.id).find_map(|b| {
+                            let n = samples(op, b);
+                            (n > 0).then_some((b, n))
+                        });
                         Some(OperationCoverage {
                             operation: name.to_string(),
                             samples: count,
-                            baseline_revision: baseline.map(|b| b.revision.to_string()),
-                            baseline_samples: baseline.map_or(0, |b| samples(op, b)),
+                            baseline_revision: baseline.map(|(b, _)| b.revision.to_string()),
+                            baseline_samples: baseline.map_or(0, |(_, n)| n),
                             clean_evaluations: self.clean_evaluations(op, revision.id).max(
                                 self.fleet
                                     .as_deref()
