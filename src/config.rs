@@ -291,6 +291,24 @@ impl Config {
                 "analyze.window and analyze.max_operations must be above 0".into(),
             ));
         }
+        let e = &self.detect.error_rate;
+        if !(e.alpha > 0.0 && e.alpha < 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "detect.error_rate.alpha = {} must lie strictly between 0 and 1",
+                e.alpha
+            )));
+        }
+        let rate = |r: f64| (0.0..1.0).contains(&r);
+        if !(e.relative_increase >= 0.0 && rate(e.absolute_increase) && rate(e.critical_increase)) {
+            return Err(ConfigError::Invalid(
+                "detect.error_rate: relative_increase must be >= 0, absolute_increase and critical_increase between 0 and 1".into(),
+            ));
+        }
+        if e.consecutive == 0 || e.resolve_after == 0 || e.min_samples < 2 || e.persistence_windows == 0 {
+            return Err(ConfigError::Invalid(
+                "detect.error_rate: consecutive, resolve_after and persistence_windows must be >= 1, min_samples >= 2".into(),
+            ));
+        }
         let l = &self.detect.latency;
         if !(0.0 < l.quantile && l.quantile < 1.0) {
             return Err(ConfigError::Invalid(format!(
@@ -499,7 +517,57 @@ impl Default for AnalyzeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
     pub latency: LatencyConfig,
+    pub error_rate: ErrorRateConfig,
     pub outbound: OutboundConfig,
+}
+
+/// Thresholds of the error-rate detector. It reads the same windows as the
+/// latency detector (its `current_window`, `evaluation_interval` and
+/// `deploy_comparison` apply), with the same choice of baseline. An event
+/// fires only when all hold for `consecutive` evaluations: both samples
+/// have at least `min_samples` spans and the current one `min_errors`
+/// errors; the error rate rose by `relative_increase` AND by
+/// `absolute_increase`; the one-sided Fisher exact p-value is below `alpha`
+/// divided by the number of operations tested; and each of the last
+/// `persistence_windows` stretches of traffic has more errors than the
+/// baseline rate predicts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorRateConfig {
+    pub enabled: bool,
+    pub min_samples: u64,
+    pub min_errors: u64,
+    /// Relative rise of the rate (1.0 = doubled).
+    pub relative_increase: f64,
+    /// Absolute rise of the rate (0.01 = one percentage point).
+    pub absolute_increase: f64,
+    pub alpha: f64,
+    pub persistence_windows: usize,
+    pub consecutive: u32,
+    /// Clean evaluations in a row (every serving revision back below half
+    /// a margin over the baseline, and not significantly above it raised by
+    /// half the relative margin), or evaluations without traffic of the
+    /// operation, before a firing event resolves.
+    pub resolve_after: u32,
+    /// A rise of the rate by this much (absolute) marks the event critical.
+    pub critical_increase: f64,
+}
+
+impl Default for ErrorRateConfig {
+    fn default() -> Self {
+        ErrorRateConfig {
+            enabled: true,
+            min_samples: 200,
+            min_errors: 5,
+            relative_increase: 1.0,
+            absolute_increase: 0.01,
+            alpha: 0.01,
+            persistence_windows: 3,
+            consecutive: 2,
+            resolve_after: 3,
+            critical_increase: 0.05,
+        }
+    }
 }
 
 /// Unexpected outbound calls. A `new_outbound_peer` event fires when a

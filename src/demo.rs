@@ -268,6 +268,17 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
                 crate::detect::stats::describe_p_value(stats.map_or(1.0, |s| s.p_value))
             )
         }
+        EventKind::ErrorRateRegression => {
+            let rates = event.stats.as_ref().and_then(|s| s.error_rate);
+            format!(
+                "error-rate regression: {} {} errors {} -> {} ({})",
+                event.service,
+                event.operation.as_deref().unwrap_or(""),
+                crate::text::percent(rates.map_or(0.0, |r| r.baseline)),
+                crate::text::percent(rates.map_or(0.0, |r| r.current)),
+                crate::detect::stats::describe_p_value(event.stats.as_ref().map_or(1.0, |s| s.p_value))
+            )
+        }
         EventKind::NewOutboundPeer => format!(
             "new outbound peer: {} now calls {} from {}",
             event.service,

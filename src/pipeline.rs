@@ -362,7 +362,7 @@ async fn close(
 
 fn update_gauges(log: &SharedEventLog, metrics: &Metrics) {
     let log = log.read().unwrap_or_else(|e| e.into_inner());
-    for kind in [EventKind::LatencyRegression, EventKind::NewOutboundPeer] {
+    for kind in EventKind::ALL {
         metrics
             .drifts_firing
             .with_label_values(&[kind.as_str()])

@@ -24,6 +24,19 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A proportion as a percentage with the precision rare errors need:
+/// "0.45%", "2.1%", "37%".
+pub fn percent(rate: f64) -> String {
+    let p = rate * 100.0;
+    if p < 1.0 {
+        format!("{p:.2}%")
+    } else if p < 10.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

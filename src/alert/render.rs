@@ -75,6 +75,17 @@ pub fn headline(event: &DriftEvent) -> String {
                 None => format!("{service} {operation}: latency regression"),
             }
         }
+        EventKind::ErrorRateRegression => {
+            let operation = sanitize(event.operation.as_deref().unwrap_or(""), MAX_FIELD_CHARS);
+            match event.stats.as_ref().and_then(|s| s.error_rate) {
+                Some(rates) => format!(
+                    "{service} {operation}: errors {} -> {}",
+                    crate::text::percent(rates.baseline),
+                    crate::text::percent(rates.current)
+                ),
+                None => format!("{service} {operation}: error-rate regression"),
+            }
+        }
         EventKind::NewOutboundPeer => format!(
             "{service} calls {}{}",
             sanitize(event.peer.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
@@ -101,13 +112,6 @@ pub fn lifecycle_note(event: &DriftEvent) -> Option<String> {
         &format!("still present in {}", revisions.join(", ")),
         MAX_FIELD_CHARS,
     ))
-}
-
-fn kind_title(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::LatencyRegression => "Latency regression",
-        EventKind::NewOutboundPeer => "New outbound peer",
-    }
 }
 
 fn severity(event: &DriftEvent) -> &'static str {
@@ -145,6 +149,7 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
                 "alertname": match event.kind {
                     EventKind::LatencyRegression => "DriftwatchLatencyRegression",
                     EventKind::NewOutboundPeer => "DriftwatchNewOutboundPeer",
+                    EventKind::ErrorRateRegression => "DriftwatchErrorRateRegression",
                 },
                 "service": sanitize(&event.service, MAX_FIELD_CHARS),
                 "revision": sanitize(&event.revision, 64),
@@ -217,7 +222,7 @@ pub fn slack(status: EventState, events: &[&DriftEvent], base_url: &str) -> Valu
             } else {
                 "⚠️"
             },
-            kind_title(first.kind),
+            first.kind.title(),
             if events.len() > 1 {
                 format!("{} drifts", events.len())
             } else {
@@ -270,11 +275,11 @@ pub fn pagerduty(routing_key: &str, status: EventState, dedup_key: &str, events:
         return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key});
     }
     let summary = if events.len() == 1 {
-        format!("{}: {}", kind_title(first.kind), headline(first))
+        format!("{}: {}", first.kind.title(), headline(first))
     } else {
         format!(
             "{}: {} drifts in {} after deploy {}",
-            kind_title(first.kind),
+            first.kind.title(),
             events.len(),
             sanitize(&first.service, 80),
             &first.revision[..first.revision.len().min(12)]

@@ -84,6 +84,7 @@ impl FleetBaseline {
                     m.count += count;
                     m.sum_ln += sum_ln;
                     m.sum_ln2 += sum_ln2;
+                    m.errors += super::snapshot::errors_at(&s.errors, start).min(count);
                 }
             }
         }
@@ -192,6 +193,7 @@ mod tests {
                 buckets: buckets.clone(),
                 moments: vec![(first, buckets.iter().map(|b| b.1).sum(), 1.0, 2.0)],
                 clean_evaluations: 0,
+                errors: Vec::new(),
             }],
             peers: vec![PeerSnapshot {
                 peer: "db:5432".into(),

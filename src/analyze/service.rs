@@ -10,7 +10,8 @@ use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
 use super::window::{LatencyWindows, WindowLayout};
-use crate::config::{AnalyzeConfig, LatencyConfig, OutboundConfig};
+use crate::config::{AnalyzeConfig, ErrorRateConfig, LatencyConfig, OutboundConfig};
+use crate::detect::errors::{ErrorCount, ErrorRateDetector};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
 use crate::detect::outbound::OutboundDetector;
@@ -26,11 +27,13 @@ pub struct AnalysisSettings {
     pub max_lateness_nanos: u64,
     pub operation_idle_nanos: u64,
     pub latency: LatencyConfig,
+    pub error_rate: ErrorRateConfig,
     pub outbound: OutboundConfig,
 }
 
 impl AnalysisSettings {
-    pub fn new(analyze: &AnalyzeConfig, latency: &LatencyConfig, outbound: &OutboundConfig) -> AnalysisSettings {
+    pub fn new(analyze: &AnalyzeConfig, detect: &crate::config::DetectConfig) -> AnalysisSettings {
+        let latency = &detect.latency;
         let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let window = nanos(analyze.window).max(1);
         let windows_in = |d: std::time::Duration| nanos(d).div_ceil(window) as usize;
@@ -50,13 +53,14 @@ impl AnalysisSettings {
             max_lateness_nanos: nanos(analyze.max_lateness),
             operation_idle_nanos: nanos(analyze.operation_idle),
             latency: latency.clone(),
-            outbound: outbound.clone(),
+            error_rate: detect.error_rate.clone(),
+            outbound: detect.outbound.clone(),
         }
     }
 
     /// The settings of a configuration.
     pub fn from_config(config: &crate::config::Config) -> AnalysisSettings {
-        AnalysisSettings::new(&config.analyze, &config.detect.latency, &config.detect.outbound)
+        AnalysisSettings::new(&config.analyze, &config.detect)
     }
 
     fn interval_nanos(&self) -> u64 {
@@ -102,6 +106,7 @@ pub struct ServiceState {
     /// Wall-clock time since the last span, while idle.
     idle_nanos: u64,
     detector: LatencyDetector,
+    errors: ErrorRateDetector,
     outbound: OutboundDetector,
     /// What the other replicas saw (fleet mode).
     fleet: Option<Arc<FleetBaseline>>,
@@ -129,6 +134,11 @@ impl ServiceState {
             next_evaluation: None,
             idle_nanos: 0,
             detector: LatencyDetector::new(settings.latency.clone(), settings.layout.moments_len / 2),
+            errors: ErrorRateDetector::new(
+                settings.error_rate.clone(),
+                settings.latency.clone(),
+                settings.layout.moments_len / 2,
+            ),
             outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
             fleet: None,
         }
@@ -178,7 +188,7 @@ impl ServiceState {
         self.latency
             .entry((op, revision))
             .or_insert_with(|| LatencyWindows::new(settings.layout))
-            .record(end, micros);
+            .record(end, micros, fact.status.is_error());
         if op != OTHER && (fact.code.is_some() || fact.route.is_some()) {
             let info = self.op_info.entry(op).or_default();
             if let Some(code) = &fact.code {
@@ -194,6 +204,7 @@ impl ServiceState {
     fn forget_revision(&mut self, dropped: RevId) {
         self.latency.retain(|(_, r), _| *r != dropped);
         self.detector.forget_revision(dropped);
+        self.errors.forget_revision(dropped);
         self.peers.forget_revision(dropped);
         self.outbound.forget_revision(dropped);
     }
@@ -234,6 +245,11 @@ impl ServiceState {
         self.detector.incidents()
     }
 
+    /// Error-rate drifts firing now, by operation.
+    pub fn error_rate_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::errors::Incident)> {
+        self.errors.incidents()
+    }
+
     /// Outbound drifts firing now.
     pub fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::outbound::PeerReason], u64)> {
         self.outbound.firing()
@@ -249,6 +265,19 @@ impl ServiceState {
     ) {
         if let Some(entry) = self.timeline.get(revision) {
             self.detector.restore_firing(op, entry, event_id, baseline, seen_in);
+        }
+    }
+
+    pub(super) fn restore_error_rate_firing(
+        &mut self,
+        op: OpId,
+        revision: RevId,
+        event_id: String,
+        baseline: ErrorCount,
+        seen_in: Vec<RevId>,
+    ) {
+        if let Some(entry) = self.timeline.get(revision) {
+            self.errors.restore_firing(op, entry, event_id, baseline, seen_in);
         }
     }
 
@@ -390,32 +419,34 @@ impl ServiceState {
             self.latency.retain(|(op, _), _| !evicted.contains(op));
             self.op_info.retain(|op, _| !evicted.contains(op));
             self.detector.forget_operations(&evicted);
+            self.errors.forget_operations(&evicted);
         }
         self.peers.resolve_pending(at);
         self.outbound.evaluate(&self.name, &self.peers, &self.timeline, at, out);
+        let ServiceState {
+            name,
+            operations,
+            timeline,
+            latency,
+            op_info,
+            detector,
+            errors,
+            fleet,
+            ..
+        } = self;
+        let view = ServiceView {
+            name,
+            operations,
+            timeline,
+            latency,
+            op_info,
+            fleet: fleet.as_deref(),
+        };
         if settings.latency.enabled {
-            let ServiceState {
-                name,
-                operations,
-                timeline,
-                latency,
-                op_info,
-                detector,
-                fleet,
-                ..
-            } = self;
-            detector.evaluate(
-                &ServiceView {
-                    name,
-                    operations,
-                    timeline,
-                    latency,
-                    op_info,
-                    fleet: fleet.as_deref(),
-                },
-                at,
-                out,
-            );
+            detector.evaluate(&view, at, out);
+        }
+        if errors.enabled() {
+            errors.evaluate(&view, at, out);
         }
     }
 }

@@ -68,8 +68,14 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
             _ => (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos),
         };
         let baseline = event.stats.as_ref().and_then(baseline_of);
+        let error_baseline = event
+            .stats
+            .as_ref()
+            .and_then(|s| Some((s.error_rate?.baseline_errors, s.baseline.count)));
         snapshot.firing.push(FiringSnapshot {
             event_id: event.id.clone(),
+            kind: Some(event.kind),
+            error_baseline,
             revision,
             operation,
             peer,
@@ -138,6 +144,10 @@ impl ServiceSnapshot {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FiringSnapshot {
     pub event_id: String,
+    /// Absent in older snapshots: a drift with an operation was then a
+    /// latency regression, one with a peer a new outbound peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<EventKind>,
     pub revision: String,
     /// The operation of a latency regression.
     #[serde(default)]
@@ -155,6 +165,9 @@ pub struct FiringSnapshot {
     /// Later revisions that still show the drift.
     #[serde(default)]
     pub seen_in: Vec<String>,
+    /// The frozen baseline of an error-rate regression: (errors, spans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_baseline: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -177,6 +190,9 @@ pub struct SeriesSnapshot {
     /// with its baseline, so any replica's verdict can count them.
     #[serde(default)]
     pub clean_evaluations: u32,
+    /// (window start, errors) of the windows that had errors, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,6 +201,11 @@ pub struct PeerSnapshot {
     pub first_seen: u64,
     pub last_seen: u64,
     pub calls: u64,
+}
+
+/// The errors a snapshot's series recorded in the window starting at `start`.
+pub fn errors_at(errors: &[(u64, u64)], start: u64) -> u64 {
+    errors.iter().filter(|(s, _)| *s == start).map(|(_, e)| e).sum()
 }
 
 pub fn histogram_buckets(histogram: &LatencyHistogram) -> Vec<(u64, u64)> {
@@ -234,6 +255,11 @@ impl ServiceState {
                         .map(|m| (m.start_unix_nanos, m.count, m.sum_ln, m.sum_ln2))
                         .collect(),
                     clean_evaluations: self.clean_evaluations(*op, *rev),
+                    errors: windows
+                        .retained_moments()
+                        .filter(|m| m.errors > 0)
+                        .map(|m| (m.start_unix_nanos, m.errors))
+                        .collect(),
                 })
             })
             .collect();
@@ -256,6 +282,7 @@ impl ServiceState {
             .filter_map(|(op, incident)| {
                 Some(FiringSnapshot {
                     event_id: incident.event_id.clone(),
+                    kind: Some(EventKind::LatencyRegression),
                     revision: revision_name(incident.introduced)?,
                     operation: Some(self.operations.name(op)?.to_string()),
                     peer: None,
@@ -263,13 +290,30 @@ impl ServiceState {
                     first_seen: 0,
                     baseline: incident.baseline.as_ref().map(histogram_buckets),
                     seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
+                    error_baseline: None,
                 })
             })
+            .chain(self.error_rate_firing().filter_map(|(op, incident)| {
+                Some(FiringSnapshot {
+                    event_id: incident.event_id.clone(),
+                    kind: Some(EventKind::ErrorRateRegression),
+                    revision: revision_name(incident.introduced)?,
+                    operation: Some(self.operations.name(op)?.to_string()),
+                    peer: None,
+                    reasons: Vec::new(),
+                    first_seen: 0,
+                    baseline: None,
+                    seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
+                    error_baseline: Some((incident.baseline.errors, incident.baseline.spans)),
+                })
+            }))
             .chain(
                 self.outbound_firing()
                     .filter_map(|(peer, rev, event_id, reasons, first_seen)| {
                         Some(FiringSnapshot {
                             event_id: event_id.to_owned(),
+                            kind: Some(EventKind::NewOutboundPeer),
+                            error_baseline: None,
                             revision: revision_name(rev)?,
                             operation: None,
                             peer: Some(peer.to_string()),
@@ -319,11 +363,12 @@ impl ServiceState {
             let moments: Vec<WindowMoments> = s
                 .moments
                 .iter()
-                .map(|(start, count, sum_ln, sum_ln2)| WindowMoments {
-                    start_unix_nanos: *start,
-                    count: *count,
-                    sum_ln: *sum_ln,
-                    sum_ln2: *sum_ln2,
+                .map(|&(start, count, sum_ln, sum_ln2)| WindowMoments {
+                    start_unix_nanos: start,
+                    count,
+                    sum_ln,
+                    sum_ln2,
+                    errors: errors_at(&s.errors, start).min(count),
                 })
                 .collect();
             let windows = LatencyWindows::restored(settings.layout, histogram_from(&s.buckets), moments, snapshot.watermark);
@@ -351,8 +396,17 @@ impl ServiceState {
             if let Some(operation) = &f.operation {
                 let op = state.operations.resolve(&Sym::from(operation.as_str()), snapshot.watermark);
                 let seen_in = f.seen_in.iter().filter_map(|r| state.timeline.id_of(r)).collect();
-                let baseline = f.baseline.as_deref().map(histogram_from);
-                state.restore_latency_firing(op, revision, f.event_id.clone(), baseline, seen_in);
+                if f.kind == Some(EventKind::ErrorRateRegression) {
+                    // Without its baseline (an event that fired and was
+                    // stored but never snapshotted, from an older store), a
+                    // baseline without errors: it resolves once errors stop.
+                    let (errors, spans) = f.error_baseline.unwrap_or((0, 1));
+                    let baseline = crate::detect::errors::ErrorCount { errors, spans };
+                    state.restore_error_rate_firing(op, revision, f.event_id.clone(), baseline, seen_in);
+                } else {
+                    let baseline = f.baseline.as_deref().map(histogram_from);
+                    state.restore_latency_firing(op, revision, f.event_id.clone(), baseline, seen_in);
+                }
             }
             if let Some(peer) = &f.peer {
                 state.restore_outbound_firing(
@@ -424,6 +478,64 @@ mod tests {
     }
 
     #[test]
+    fn an_error_rate_drift_survives_a_restart_and_resolves_once_fixed() {
+        use crate::detect::event::EventUpdate;
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(Sym::from("s"), &settings);
+        let tick = 50_000_000u64;
+        let t0 = 1_700_000_000_000_000_000u64;
+        let mut updates = Vec::new();
+        // 20 requests/s: ten minutes of r1 failing one in 200, then r2
+        // failing one in 20.
+        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every| {
+            for i in from..to {
+                let mut span = fact("POST /pay", revision, t0 + i * tick, 20, SpanKind::Server, None);
+                if i % every == 0 {
+                    span.status = SpanStatus::Error;
+                }
+                state.record(&span, &settings);
+                state.evaluate_due(&settings, updates);
+            }
+        };
+        send(&mut state, &mut updates, 0, 12_000, "r1", 200);
+        send(&mut state, &mut updates, 12_000, 16_000, "r2", 20);
+        let fired = updates
+            .iter()
+            .find_map(|u| match u {
+                EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(event.clone()),
+                _ => None,
+            })
+            .expect("the error rate fires");
+        assert_eq!(fired.baseline_revision.as_deref(), Some("r1"));
+        let rates = fired.stats.as_ref().and_then(|s| s.error_rate).expect("rates");
+        assert!((rates.baseline - 0.005).abs() < 0.001 && (rates.current - 0.05).abs() < 0.01, "{rates:?}");
+        let snapshot = state.snapshot(u64::MAX);
+        let held = snapshot.firing.iter().find(|f| f.event_id == fired.id).expect("held");
+        assert_eq!(held.kind, Some(EventKind::ErrorRateRegression));
+        assert!(held.error_baseline.is_some_and(|(errors, spans)| errors > 0 && spans >= 200));
+        assert!(snapshot.series.iter().any(|s| !s.errors.is_empty()), "window errors are kept");
+
+        let back: ServiceSnapshot = serde_json::from_slice(&serde_json::to_vec(&snapshot).expect("json")).expect("parse");
+        let mut restored = ServiceState::restore(&back, &settings);
+        let mut after = Vec::new();
+        // r2 goes on failing: still the same incident, nothing new fires.
+        send(&mut restored, &mut after, 16_000, 18_000, "r2", 20);
+        assert!(!after.iter().any(|u| matches!(u, EventUpdate::Resolved { .. } | EventUpdate::Fired(_))), "{after:?}");
+        // r3 fixes it.
+        send(&mut restored, &mut after, 18_000, 22_000, "r3", 200);
+        let resolution = after.iter().find_map(|u| match u {
+            EventUpdate::Resolved { id, resolution, .. } if *id == fired.id => Some(resolution.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            resolution.map(|r| (r.reason, r.revision)),
+            Some((crate::detect::event::ResolutionReason::Fixed, Some("r3".to_owned()))),
+            "{after:?}"
+        );
+        assert!(!after.iter().any(|u| matches!(u, EventUpdate::Fired(_))), "nothing fires twice");
+    }
+
+    #[test]
     fn a_drift_firing_at_snapshot_time_resolves_after_restore() {
         use crate::detect::event::EventUpdate;
         let settings = AnalysisSettings::from_config(&Config::default());
@@ -479,6 +591,8 @@ mod tests {
         let mut held = ServiceSnapshot::empty("s", 10);
         held.firing.push(FiringSnapshot {
             event_id: "aaaa-1".into(),
+            kind: None,
+            error_baseline: None,
             revision: "r2".into(),
             operation: Some("GET /".into()),
             peer: None,

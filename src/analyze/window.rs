@@ -10,7 +10,7 @@
 //! blocks that together cover up to `baseline_window` (the trailing
 //! baseline when no deploy happened). Each window also leaves a few numbers
 //! (count, sum of log-latency) in a longer series for change-point
-//! estimation. Memory per series is therefore fixed: ring + 2 blocks +
+//! estimation, and its error count for the error-rate detector. Memory per series is therefore fixed: ring + 2 blocks +
 //! the moments series, whatever the traffic.
 
 use std::collections::VecDeque;
@@ -101,8 +101,8 @@ impl LatencyWindows {
         self.total
     }
 
-    /// Records one span ending at `end_unix_nanos`.
-    pub fn record(&mut self, end_unix_nanos: u64, duration_micros: u64) {
+    /// Records one span ending at `end_unix_nanos`; `error` when it failed.
+    pub fn record(&mut self, end_unix_nanos: u64, duration_micros: u64, error: bool) {
         let start = end_unix_nanos - end_unix_nanos % self.layout.window_nanos;
         self.roll(start, self.layout.ring_len + self.layout.lead_len);
         self.total += 1;
@@ -111,7 +111,7 @@ impl LatencyWindows {
         let settled = start < self.settled;
         if let Some(window) = self.ring.iter_mut().rev().find(|w| w.start == start) {
             record(&mut window.histogram, duration_micros);
-            window.moments.add(ln);
+            window.moments.add(ln, error);
             if settled {
                 record(&mut self.ring_sum, duration_micros);
             }
@@ -125,7 +125,7 @@ impl LatencyWindows {
             let index = self.ring.iter().position(|w| w.start > start).unwrap_or(self.ring.len());
             let mut window = self.new_window(start);
             record(&mut window.histogram, duration_micros);
-            window.moments.add(ln);
+            window.moments.add(ln, error);
             if settled {
                 record(&mut self.ring_sum, duration_micros);
             }
@@ -299,7 +299,7 @@ mod tests {
         let t0 = 1_700_000_100 * S;
         // 10 minutes at one span per second, 1 ms each.
         for i in 0..600 {
-            w.record(t0 + i * S, 1000);
+            w.record(t0 + i * S, 1000, false);
         }
         assert_eq!(w.current().len(), 0, "nothing is settled before an evaluation");
         w.settle(t0 + 600 * S);
@@ -316,7 +316,7 @@ mod tests {
         let mut w = LatencyWindows::new(layout());
         let t0 = 1_700_000_000 * S;
         for i in 0..3600 {
-            w.record(t0 + i * S, 1000);
+            w.record(t0 + i * S, 1000, false);
         }
         let trailing = w.trailing();
         assert!(trailing.len() <= 600, "at most two 5-minute blocks: {}", trailing.len());
@@ -327,9 +327,9 @@ mod tests {
     fn late_spans_land_in_their_window_or_the_baseline() {
         let mut w = LatencyWindows::new(layout());
         let t0 = 1_700_000_000 * S;
-        w.record(t0 + 100 * S, 1000);
-        w.record(t0 + 95 * S, 1000); // same ring, earlier window
-        w.record(t0 + 30 * S, 1000); // before the current sample, and no baseline block yet
+        w.record(t0 + 100 * S, 1000, false);
+        w.record(t0 + 95 * S, 1000, false); // same ring, earlier window
+        w.record(t0 + 30 * S, 1000, false); // before the current sample, and no baseline block yet
         w.settle(t0 + 110 * S);
         assert_eq!(w.current().len(), 2);
         assert_eq!(w.trailing().len(), 1, "the late span joined the baseline");
@@ -346,13 +346,13 @@ mod tests {
         let mut late = LatencyWindows::new(layout());
         let t0 = 1_700_000_000 * S;
         for i in 0..100 {
-            early.record(t0 + i * S, 1000 + i);
-            late.record(t0 + i * S, 1000 + i);
+            early.record(t0 + i * S, 1000 + i, false);
+            late.record(t0 + i * S, 1000 + i, false);
         }
         // Spans of the next window arrive before the evaluation in one
         // replay and after it in the other.
         for i in 100..105 {
-            early.record(t0 + i * S, 9000);
+            early.record(t0 + i * S, 9000, false);
         }
         early.settle(t0 + 100 * S);
         late.settle(t0 + 100 * S);
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(early.trailing(), late.trailing());
         assert_eq!(early.recent_moments().count(), late.recent_moments().count());
         for i in 100..105 {
-            late.record(t0 + i * S, 9000);
+            late.record(t0 + i * S, 9000, false);
         }
         early.settle(t0 + 110 * S);
         late.settle(t0 + 110 * S);
@@ -373,11 +373,11 @@ mod tests {
         let mut w = LatencyWindows::new(layout());
         let t0 = 1_700_000_000 * S;
         for i in 0..120 {
-            w.record(t0 + i * S, 1000);
+            w.record(t0 + i * S, 1000, false);
         }
         // An hour of silence, then traffic again.
         for i in 0..120 {
-            w.record(t0 + 3600 * S + i * S, 2000);
+            w.record(t0 + 3600 * S + i * S, 2000, false);
         }
         w.settle(t0 + 3720 * S);
         let trailing = w.trailing();

@@ -73,24 +73,41 @@ impl Resolution {
     }
 }
 
-/// Before/after numbers of a latency regression.
+/// Before/after numbers of a latency or error-rate regression.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
     pub baseline: Summary,
     pub current: Summary,
-    /// Relative rise of the detector's quantile (0.3 = +30%).
+    /// Relative rise of the compared figure (0.3 = +30%): the latency
+    /// detector's quantile, or the error rate.
     pub relative_increase: f64,
-    /// One-sided Mann-Whitney p-value, before multiple-testing correction.
+    /// One-sided p-value before multiple-testing correction: Mann-Whitney
+    /// (latency) or Fisher's exact test (error rate).
     pub p_value: f64,
-    /// The quantile the detector compares (0.95 = p95).
-    pub quantile: f64,
-    /// P(current > baseline) for random draws: the rank effect size.
-    pub effect_size: f64,
+    /// The quantile the latency detector compares (0.95 = p95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
+    /// P(current > baseline) for random draws: the rank effect size of a
+    /// latency regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_size: Option<f64>,
+    /// The error rates of an error-rate regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRates>,
     /// Operations tested in the same evaluation (the Bonferroni factor).
     pub tests: u32,
     /// Both distributions over shared log-spaced bins, for pictures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<Distribution>,
+}
+
+/// Error proportions before and after, with the counts behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRates {
+    pub baseline: f64,
+    pub current: f64,
+    pub baseline_errors: u64,
+    pub current_errors: u64,
 }
 
 /// Latency distributions as shares of spans per bin.

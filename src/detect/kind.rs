@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub enum EventKind {
     LatencyRegression,
     NewOutboundPeer,
+    ErrorRateRegression,
 }
 
 impl EventKind {
@@ -16,7 +17,29 @@ impl EventKind {
         match self {
             EventKind::LatencyRegression => "latency_regression",
             EventKind::NewOutboundPeer => "new_outbound_peer",
+            EventKind::ErrorRateRegression => "error_rate_regression",
         }
+    }
+
+    /// As people read it, in titles.
+    pub fn title(self) -> &'static str {
+        match self {
+            EventKind::LatencyRegression => "Latency regression",
+            EventKind::NewOutboundPeer => "New outbound peer",
+            EventKind::ErrorRateRegression => "Error-rate regression",
+        }
+    }
+
+    /// Every kind, in a fixed order (for metrics that list them all).
+    pub const ALL: [EventKind; 3] = [
+        EventKind::LatencyRegression,
+        EventKind::NewOutboundPeer,
+        EventKind::ErrorRateRegression,
+    ];
+
+    /// Whether events of this kind belong to one operation.
+    pub fn is_per_operation(self) -> bool {
+        matches!(self, EventKind::LatencyRegression | EventKind::ErrorRateRegression)
     }
 }
 

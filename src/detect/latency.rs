@@ -483,8 +483,9 @@ impl LatencyDetector {
             current: Summary::of(&c.current),
             relative_increase: relative,
             p_value: test.p_value,
-            quantile: q,
-            effect_size: test.effect_size,
+            quantile: Some(q),
+            effect_size: Some(test.effect_size),
+            error_rate: None,
             tests: 0,
             distribution: super::stats::distribution(&c.baseline, &c.current, DISTRIBUTION_BINS),
         })

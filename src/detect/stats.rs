@@ -1,5 +1,6 @@
 //! Statistics on latency histograms: quantiles, the one-sided Mann-Whitney U
-//! test computed from histogram buckets, and change-point estimation.
+//! test computed from histogram buckets, and change-point estimation; and
+//! Fisher's exact test for error proportions.
 //!
 //! Mann-Whitney U is rank-based, so it is robust to the heavy tails of
 //! latency distributions, and it can be computed exactly from two histograms
@@ -188,26 +189,30 @@ pub fn upper_tail(z: f64) -> f64 {
 
 /// A window's contribution to change-point estimation: count and the sum of
 /// log-latencies, so segment means are of log-latency (latency is
-/// multiplicative, and logs tame the tail).
+/// multiplicative, and logs tame the tail); and how many of its spans were
+/// errors, for the error-rate detector.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WindowMoments {
     pub start_unix_nanos: u64,
     pub count: u64,
     pub sum_ln: f64,
     pub sum_ln2: f64,
+    pub errors: u64,
 }
 
 impl WindowMoments {
-    pub fn add(&mut self, ln: f64) {
+    pub fn add(&mut self, ln: f64, error: bool) {
         self.count += 1;
         self.sum_ln += ln;
         self.sum_ln2 += ln * ln;
+        self.errors += u64::from(error);
     }
 
     pub fn merge(&mut self, other: &WindowMoments) {
         self.count += other.count;
         self.sum_ln += other.sum_ln;
         self.sum_ln2 += other.sum_ln2;
+        self.errors += other.errors;
     }
 
     pub fn mean(&self) -> f64 {
@@ -226,6 +231,92 @@ impl WindowMoments {
         let n = self.count as f64;
         ((self.sum_ln2 - self.sum_ln * self.sum_ln / n) / (n - 1.0)).max(0.0).sqrt()
     }
+}
+
+/// One-sided Fisher's exact test that `current_errors` of `current` spans
+/// is a higher error proportion than `baseline_errors` of `baseline` spans:
+/// P(X ≥ current_errors) for X hypergeometric with the table's margins. It
+/// stays exact for the small counts of rare errors, where a normal
+/// approximation would be far off.
+pub fn fisher_greater(current_errors: u64, current: u64, baseline_errors: u64, baseline: u64) -> f64 {
+    let (x, n1) = (current_errors.min(current), current);
+    let n2 = baseline;
+    let y = baseline_errors.min(baseline);
+    let total = n1 + n2;
+    let errors = x + y;
+    if n1 == 0 || total == 0 || errors == 0 {
+        return 1.0;
+    }
+    let ln_choose = |n: u64, k: u64| ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k);
+    let ln_pmf = |k: u64| ln_choose(errors, k) + ln_choose(total - errors, n1 - k) - ln_choose(total, n1);
+    let (ef, n1f, tf) = (errors as f64, n1 as f64, total as f64);
+    // Terms are summed from the mode outward, by the ratio of neighbours,
+    // until they no longer change the sum: from the observed count up when
+    // it lies above the expected count, else the complementary lower tail
+    // down from below it. Either way the first term is near the mode, so
+    // nothing underflows that matters.
+    if x as f64 > ef * n1f / tf {
+        let highest = errors.min(n1);
+        let mut term = ln_pmf(x).exp();
+        let mut sum = term;
+        let mut k = x;
+        while k < highest {
+            let kf = k as f64;
+            term *= (ef - kf) * (n1f - kf) / ((kf + 1.0) * (tf - ef - n1f + kf + 1.0));
+            k += 1;
+            sum += term;
+            if term <= sum * 1e-17 {
+                break;
+            }
+        }
+        return sum.clamp(0.0, 1.0);
+    }
+    let lowest = n1.saturating_sub(total - errors);
+    if x <= lowest {
+        return 1.0;
+    }
+    let mut k = x - 1;
+    let mut term = ln_pmf(k).exp();
+    let mut below = term;
+    while k > lowest {
+        let kf = k as f64;
+        term *= kf * (tf - ef - n1f + kf) / ((ef - kf + 1.0) * (n1f - kf + 1.0));
+        k -= 1;
+        below += term;
+        if term <= below * 1e-17 {
+            break;
+        }
+    }
+    (1.0 - below).clamp(0.0, 1.0)
+}
+
+fn ln_factorial(n: u64) -> f64 {
+    libm::lgamma(n as f64 + 1.0)
+}
+
+/// Whether each of the `chunks` most recent non-overlapping stretches of
+/// traffic (newest first in `recent`, grouped so each holds at least
+/// `min_chunk` spans) has more errors than the baseline's proportion
+/// predicts. The persistence test of error rates: one bad minute passes it
+/// in one stretch at most.
+pub fn persistent_errors(recent: impl Iterator<Item = WindowMoments>, baseline_rate: f64, chunks: usize, min_chunk: u64) -> bool {
+    let mut raised = 0;
+    let mut chunk = WindowMoments::default();
+    for window in recent {
+        chunk.merge(&window);
+        if chunk.count < min_chunk {
+            continue;
+        }
+        if chunk.errors as f64 <= baseline_rate * chunk.count as f64 {
+            return false;
+        }
+        raised += 1;
+        if raised == chunks {
+            return true;
+        }
+        chunk = WindowMoments::default();
+    }
+    false
 }
 
 /// Whether each of the `chunks` most recent non-overlapping stretches of
@@ -404,6 +495,7 @@ mod tests {
                     count: 100,
                     sum_ln: 100.0 * level.ln(),
                     sum_ln2: 0.0,
+                    errors: 0,
                 }
             })
             .collect();
@@ -414,9 +506,44 @@ mod tests {
                 count: 10,
                 sum_ln: 10.0,
                 sum_ln2: 10.0,
+                errors: 0,
             })
             .collect();
         assert_eq!(change_point(&flat), None);
+    }
+
+    #[test]
+    fn fisher_matches_the_exact_hypergeometric_tail() {
+        // Reference values from exact rational arithmetic (Python's math.comb).
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 1e-9;
+        assert!(close(fisher_greater(10, 100, 2, 100), 0.016520054662092488));
+        assert!(close(fisher_greater(3, 1000, 1, 1000), 0.31231226529639383));
+        assert!(close(fisher_greater(40, 2000, 10, 2000), 1.0663832277579919e-05));
+        assert_eq!(fisher_greater(0, 10, 5, 10), 1.0, "fewer errors is no rise");
+        assert!(close(fisher_greater(2, 100, 10, 100), 0.9975091413663075));
+        assert!(close(fisher_greater(500, 100_000, 500, 100_000), 0.5126441590195943));
+        assert_eq!(fisher_greater(0, 0, 0, 0), 1.0);
+        // Large samples stay finite and tiny.
+        let p = fisher_greater(20_000, 1_000_000, 5_000, 1_000_000);
+        assert!(p.is_finite() && p < 1e-100, "{p}");
+    }
+
+    #[test]
+    fn error_persistence_needs_every_stretch_raised() {
+        let window = |count, errors| WindowMoments {
+            count,
+            errors,
+            ..Default::default()
+        };
+        let steady = [window(100, 3), window(100, 2), window(100, 4), window(100, 3)];
+        assert!(persistent_errors(steady.into_iter(), 0.005, 3, 100));
+        // One bad minute: a single stretch carries all the errors.
+        let burst = [window(100, 30), window(100, 0), window(100, 0), window(100, 1)];
+        assert!(!persistent_errors(burst.into_iter(), 0.005, 3, 100));
+        // Sparse windows are grouped until a stretch holds enough spans.
+        let sparse = [window(50, 2), window(50, 1), window(50, 2), window(50, 1), window(50, 2), window(50, 1)];
+        assert!(persistent_errors(sparse.into_iter(), 0.005, 3, 100));
+        assert!(!persistent_errors(sparse[..4].iter().copied(), 0.005, 3, 100), "too little traffic");
     }
 
     fn moments(start: u64, values: &[f64]) -> WindowMoments {
@@ -425,7 +552,7 @@ mod tests {
             ..Default::default()
         };
         for v in values {
-            m.add(v.ln());
+            m.add(v.ln(), false);
         }
         m
     }

@@ -64,7 +64,7 @@ fn severity_class(event: &DriftEvent) -> &'static str {
 
 fn subject(event: &DriftEvent) -> String {
     match event.kind {
-        EventKind::LatencyRegression => event.operation.clone().unwrap_or_default(),
+        EventKind::LatencyRegression | EventKind::ErrorRateRegression => event.operation.clone().unwrap_or_default(),
         EventKind::NewOutboundPeer => event.peer.clone().unwrap_or_default(),
     }
 }
@@ -117,10 +117,7 @@ async fn incident(State(events): State<SharedEventLog>, Path(id): Path<String>) 
 /// The body of an incident page.
 pub fn render_incident(event: &DriftEvent) -> String {
     let mut b = String::new();
-    let kind = match event.kind {
-        EventKind::LatencyRegression => "Latency regression",
-        EventKind::NewOutboundPeer => "New outbound peer",
-    };
+    let kind = event.kind.title();
     let _ = write!(
         b,
         "<p><a href=\"/ui\">← all events</a></p><h1>{kind}: {} <code>{}</code></h1>\
@@ -153,7 +150,26 @@ pub fn render_incident(event: &DriftEvent) -> String {
             (None, _) => "—".to_owned(),
         }),
     );
-    if let Some(stats) = &event.stats {
+    if let Some(rates) = event.stats.as_ref().and_then(|s| s.error_rate)
+        && let Some(stats) = &event.stats
+    {
+        let _ = write!(
+            b,
+            "<h2>Error rate before and after</h2><table><tr><th></th><th>spans</th><th>errors</th><th>error rate</th></tr>\
+             <tr><td>baseline</td><td>{}</td><td>{}</td><td>{}</td></tr>\
+             <tr><td>current</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
+             <p>Fisher's exact test {} over {} test(s)</p>",
+            stats.baseline.count,
+            rates.baseline_errors,
+            escape(&crate::text::percent(rates.baseline)),
+            stats.current.count,
+            rates.current_errors,
+            escape(&crate::text::percent(rates.current)),
+            escape(&crate::detect::stats::describe_p_value(stats.p_value)),
+            stats.tests,
+        );
+        b.push_str(&error_rate_svg(rates.baseline, rates.current));
+    } else if let Some(stats) = &event.stats {
         let _ = write!(
             b,
             "<h2>Latency before and after</h2><table><tr><th></th><th>spans</th><th>p50</th><th>p95</th><th>p99</th></tr>\
@@ -171,7 +187,7 @@ pub fn render_incident(event: &DriftEvent) -> String {
             stats.relative_increase * 100.0,
             escape(&crate::detect::stats::describe_p_value(stats.p_value)),
             stats.tests,
-            stats.effect_size
+            stats.effect_size.unwrap_or(0.5)
         );
         if let Some(distribution) = &stats.distribution {
             b.push_str(&distribution_svg(distribution, stats.baseline.p95_ms, stats.current.p95_ms));
@@ -240,6 +256,34 @@ pub fn render_incident(event: &DriftEvent) -> String {
 
 /// Baseline and current distributions as overlaid histograms on a log
 /// time axis, with their p95s marked.
+/// Two bars: the error rate before and after, on a scale that fits both.
+pub fn error_rate_svg(baseline: f64, current: f64) -> String {
+    let (width, height, left, top, bar) = (760.0_f64, 120.0_f64, 90.0_f64, 16.0_f64, 32.0_f64);
+    let peak = baseline.max(current).max(1e-9);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"error-rate\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"error rate before and after\">"
+    );
+    for (i, (rate, color, name)) in [(baseline, "#607d8b", "baseline"), (current, "#d32f2f", "current")]
+        .into_iter()
+        .enumerate()
+    {
+        let y = top + i as f64 * (bar + 16.0);
+        let length = (width - left - 80.0) * rate / peak;
+        let _ = write!(
+            svg,
+            "<text x=\"4\" y=\"{:.1}\" font-size=\"12\">{name}</text>\
+             <rect class=\"{name}\" x=\"{left}\" y=\"{y:.1}\" width=\"{length:.1}\" height=\"{bar}\" fill=\"{color}\" fill-opacity=\"0.6\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"{color}\">{}</text>",
+            y + bar / 2.0 + 4.0,
+            left + length + 6.0,
+            y + bar / 2.0 + 4.0,
+            escape(&crate::text::percent(rate))
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -> String {
     let (width, height, left, bottom, top) = (760.0_f64, 260.0_f64, 50.0_f64, 36.0_f64, 16.0_f64);
     let bins = d.baseline.len().min(d.current.len());

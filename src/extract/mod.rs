@@ -67,9 +67,44 @@ impl SpanKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanStatus {
+    /// Neither set by the instrumentation nor implied by a failed response.
     Unset,
     Ok,
+    /// Status ERROR; or a SERVER span that answered HTTP 5xx or a gRPC
+    /// status other than OK, which instrumentations leave unset.
     Error,
+}
+
+impl SpanStatus {
+    pub fn is_error(self) -> bool {
+        self == SpanStatus::Error
+    }
+}
+
+/// The status of a span: its own, or for a SERVER span, what its response
+/// says. A 4xx is the client's fault and stays unset, as the HTTP semantic
+/// conventions have it for servers.
+fn status(code: i32, kind: SpanKind, attrs: Attrs<'_>) -> SpanStatus {
+    match code {
+        1 => return SpanStatus::Ok,
+        2 => return SpanStatus::Error,
+        _ => {}
+    }
+    if kind != SpanKind::Server {
+        return SpanStatus::Unset;
+    }
+    let http_failed = attrs
+        .int(&["http.response.status_code", "http.status_code"])
+        .is_some_and(|code| (500..600).contains(&code));
+    let grpc_failed = attrs.int(&["rpc.grpc.status_code"]).is_some_and(|code| code != 0)
+        || attrs
+            .str(&["rpc.response.status_code"])
+            .is_some_and(|code| !code.eq_ignore_ascii_case("OK") && code != "0");
+    if http_failed || grpc_failed {
+        SpanStatus::Error
+    } else {
+        SpanStatus::Unset
+    }
 }
 
 /// Where in the source a span was produced (`code.*` attributes).
@@ -273,11 +308,7 @@ impl Extractor {
             kind,
             start_unix_nanos: start,
             end_unix_nanos: end,
-            status: match span.status_code {
-                1 => SpanStatus::Ok,
-                2 => SpanStatus::Error,
-                _ => SpanStatus::Unset,
-            },
+            status: status(span.status_code, kind, attrs),
             trace_id: id_u128(span.trace_id),
             span_id: id_u64(span.span_id),
             parent_span_id: id_u64(span.parent_span_id),
@@ -355,6 +386,29 @@ mod tests {
         let mut out = Vec::new();
         let rejections = extract(&extractor, resource, vec![span], &mut out);
         out.pop().ok_or(rejections)
+    }
+
+    #[test]
+    fn server_spans_that_answered_5xx_or_a_grpc_failure_are_errors() {
+        let with = |kind, status: i32, attributes| {
+            let mut span = span("op", kind, attributes);
+            span.status = Some(Status { code: status });
+            extract_one(vec![kv("service.name", "s")], span).expect("accepted").status
+        };
+        use crate::receive::wire::span_kind::{CLIENT, SERVER};
+        assert_eq!(with(SERVER, 2, vec![]), SpanStatus::Error);
+        assert_eq!(with(SERVER, 1, vec![kv("http.response.status_code", 503)]), SpanStatus::Ok, "an explicit OK stands");
+        assert_eq!(with(SERVER, 0, vec![kv("http.response.status_code", 503)]), SpanStatus::Error);
+        assert_eq!(with(SERVER, 0, vec![kv("http.status_code", "500")]), SpanStatus::Error, "legacy, as a string");
+        assert_eq!(with(SERVER, 0, vec![kv("http.response.status_code", 404)]), SpanStatus::Unset, "the client's fault");
+        assert_eq!(with(SERVER, 0, vec![kv("rpc.grpc.status_code", 14)]), SpanStatus::Error);
+        assert_eq!(with(SERVER, 0, vec![kv("rpc.grpc.status_code", 0)]), SpanStatus::Unset);
+        assert_eq!(with(SERVER, 0, vec![kv("rpc.response.status_code", "UNAVAILABLE")]), SpanStatus::Error);
+        assert_eq!(
+            with(CLIENT, 0, vec![kv("http.response.status_code", 503), kv("server.address", "a")]),
+            SpanStatus::Unset,
+            "a failed call is the callee's error, not this service's"
+        );
     }
 
     #[test]

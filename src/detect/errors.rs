@@ -1,0 +1,555 @@
+//! The error-rate-regression detector.
+//!
+//! It reads the windows the latency detector reads: each window counts its
+//! spans and, among them, its errors (status ERROR, or a SERVER span that
+//! answered 5xx or a failed gRPC status; see `extract`). At each
+//! evaluation, every tracked operation of every serving revision is
+//! compared with its baseline, chosen as for latency: the last good
+//! revision for `deploy_comparison` after a deploy, else the revision's own
+//! trailing traffic.
+//!
+//! A comparison is *bad* when both samples hold `min_samples` spans, the
+//! current one `min_errors` errors, the rate rose by the relative AND the
+//! absolute margin, the one-sided Fisher exact p-value is below `alpha / m`
+//! (`m` the operations tested in this evaluation, Bonferroni), and each of
+//! the last `persistence_windows` non-overlapping stretches of traffic has
+//! more errors than the baseline rate predicts. So one bad minute, or a
+//! 0.1% → 0.2% blip on a small sample, does not fire. A flaky dependency
+//! that fails every revision alike does not either: the baseline fails as
+//! often.
+//!
+//! The lifecycle is the latency detector's: one incident per operation,
+//! against a frozen baseline; later revisions that still show it join it
+//! (`seen_in`); it resolves after `resolve_after` evaluations in which every
+//! serving revision is clean (back below half a margin, and not
+//! significantly above the baseline raised by half the relative margin), or
+//! as `traffic_gone` when nothing serves the operation.
+
+use std::collections::{HashMap, HashSet};
+
+use super::event::{
+    CodeHint, DriftEvent, ErrorRates, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
+    Severity, event_id, fingerprint, rfc3339,
+};
+use super::stats::{Summary, WindowMoments, fisher_greater, new_histogram, persistent_errors};
+use crate::analyze::operations::{OTHER, OpId};
+use crate::analyze::service::ServiceView;
+use crate::analyze::timeline::{RevId, RevisionEntry};
+use crate::config::{ErrorRateConfig, LatencyConfig};
+
+/// Smallest persistence chunk, in spans.
+const MIN_CHUNK_SPANS: u64 = 20;
+/// Resolution hysteresis: traffic is clean only below this share of a
+/// firing margin.
+const RESOLVE_MARGIN_SHARE: f64 = 0.5;
+
+/// Errors among spans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorCount {
+    pub errors: u64,
+    pub spans: u64,
+}
+
+impl ErrorCount {
+    pub fn rate(self) -> f64 {
+        if self.spans == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.spans as f64
+        }
+    }
+
+    fn add(&mut self, m: &WindowMoments) {
+        self.errors += m.errors.min(m.count);
+        self.spans += m.count;
+    }
+}
+
+/// A firing error-rate drift of one operation.
+pub struct Incident {
+    pub event_id: String,
+    pub introduced: RevId,
+    introduced_first_seen: u64,
+    /// The traffic it fired against, frozen then.
+    pub baseline: ErrorCount,
+    pub seen_in: Vec<RevId>,
+    clean_streak: u32,
+    gone_streak: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Drifting,
+    Unsettled,
+    Clean,
+}
+
+struct Comparison<'a> {
+    op: OpId,
+    revision: &'a RevisionEntry,
+    baseline_revision: Option<&'a RevisionEntry>,
+    baseline: ErrorCount,
+    current: ErrorCount,
+    persistent: bool,
+}
+
+pub struct ErrorRateDetector {
+    config: ErrorRateConfig,
+    /// The windows' settings: current window and deploy comparison.
+    windows: LatencyConfig,
+    /// Windows in the baseline span.
+    baseline_windows: usize,
+    streaks: HashMap<(OpId, RevId), u32>,
+    incidents: HashMap<OpId, Incident>,
+    regressed: HashSet<(OpId, RevId)>,
+}
+
+impl ErrorRateDetector {
+    pub fn new(config: ErrorRateConfig, windows: LatencyConfig, baseline_windows: usize) -> ErrorRateDetector {
+        ErrorRateDetector {
+            config,
+            windows,
+            baseline_windows,
+            streaks: HashMap::new(),
+            incidents: HashMap::new(),
+            regressed: HashSet::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// Firing drifts, by operation.
+    pub fn incidents(&self) -> impl Iterator<Item = (OpId, &Incident)> {
+        self.incidents.iter().map(|(op, incident)| (*op, incident))
+    }
+
+    /// Resumes a drift that was firing before a restart.
+    pub fn restore_firing(
+        &mut self,
+        op: OpId,
+        revision: &RevisionEntry,
+        event_id: String,
+        baseline: ErrorCount,
+        seen_in: Vec<RevId>,
+    ) {
+        self.regressed.insert((op, revision.id));
+        for r in &seen_in {
+            self.regressed.insert((op, *r));
+        }
+        self.incidents.insert(
+            op,
+            Incident {
+                event_id,
+                introduced: revision.id,
+                introduced_first_seen: revision.first_seen_unix_nanos,
+                baseline,
+                seen_in,
+                clean_streak: 0,
+                gone_streak: 0,
+            },
+        );
+    }
+
+    pub fn forget_revision(&mut self, revision: RevId) {
+        self.streaks.retain(|(_, r), _| *r != revision);
+        self.regressed.retain(|(_, r)| *r != revision);
+        for incident in self.incidents.values_mut() {
+            incident.seen_in.retain(|r| *r != revision);
+        }
+    }
+
+    pub fn forget_operations(&mut self, ops: &[OpId]) {
+        self.streaks.retain(|(op, _), _| !ops.contains(op));
+        self.regressed.retain(|(op, _)| !ops.contains(op));
+        self.incidents.retain(|op, _| !ops.contains(op));
+    }
+
+    pub fn evaluate(&mut self, service: &ServiceView<'_>, at: u64, out: &mut Vec<EventUpdate>) {
+        let current_window = nanos(self.windows.current_window);
+        let mut active: Vec<&RevisionEntry> = service
+            .timeline
+            .entries()
+            .iter()
+            .filter(|r| r.last_seen_unix_nanos.saturating_add(current_window) >= at)
+            .collect();
+        // Oldest first: of two revisions that regress together, the older
+        // one introduced the drift.
+        active.sort_by_key(|r| (r.first_seen_unix_nanos, r.id));
+
+        let mut comparisons = Vec::new();
+        let mut checks: HashMap<OpId, Vec<(&RevisionEntry, ErrorCount)>> = HashMap::new();
+        for (op, _) in service.operations.tracked() {
+            if op == OTHER {
+                continue;
+            }
+            for revision in &active {
+                let Some(series) = service.latency.get(&(op, revision.id)) else {
+                    continue;
+                };
+                if self.incidents.contains_key(&op) {
+                    let mut current = ErrorCount::default();
+                    for m in series.recent_moments() {
+                        current.add(&m);
+                    }
+                    checks.entry(op).or_default().push((revision, current));
+                } else if let Some(comparison) = self.compare(service, op, revision, at) {
+                    comparisons.push(comparison);
+                }
+            }
+        }
+        let sufficient = |c: &ErrorCount| c.spans >= self.config.min_samples;
+        let tests = (comparisons.len() + checks.values().flatten().filter(|(_, c)| sufficient(c)).count()).max(1);
+        let threshold = self.config.alpha / tests as f64;
+
+        self.judge_incidents(&checks, threshold, at, out);
+
+        let mut evaluated: HashSet<(OpId, RevId)> = HashSet::new();
+        for comparison in &comparisons {
+            let key = (comparison.op, comparison.revision.id);
+            evaluated.insert(key);
+            let bad = self.judge(comparison, threshold);
+            if let Some(incident) = self.incidents.get_mut(&comparison.op) {
+                // Fired earlier in this evaluation by an older revision.
+                if bad.is_some() && !incident.seen_in.contains(&key.1) {
+                    incident.seen_in.push(key.1);
+                    self.regressed.insert(key);
+                    out.push(EventUpdate::SeenIn {
+                        id: incident.event_id.clone(),
+                        revision: comparison.revision.revision.to_string(),
+                        at_unix_nanos: at,
+                    });
+                }
+                continue;
+            }
+            let Some(p_value) = bad else {
+                self.streaks.remove(&key);
+                continue;
+            };
+            let streak = self.streaks.entry(key).or_default();
+            *streak += 1;
+            if *streak < self.config.consecutive {
+                continue;
+            }
+            let event = self.build_event(service, comparison, p_value, tests, at);
+            self.incidents.insert(
+                comparison.op,
+                Incident {
+                    event_id: event.id.clone(),
+                    introduced: key.1,
+                    introduced_first_seen: comparison.revision.first_seen_unix_nanos,
+                    baseline: comparison.baseline,
+                    seen_in: Vec::new(),
+                    clean_streak: 0,
+                    gone_streak: 0,
+                },
+            );
+            self.regressed.insert(key);
+            out.push(EventUpdate::Fired(Box::new(event)));
+        }
+        self.streaks
+            .retain(|key, _| evaluated.contains(key) && !self.incidents.contains_key(&key.0));
+    }
+
+    /// The comparison of `op` under `revision` with its baseline, when both
+    /// have `min_samples` spans.
+    fn compare<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: &'a RevisionEntry, at: u64) -> Option<Comparison<'a>> {
+        let series = service.latency.get(&(op, revision.id))?;
+        let recent: Vec<WindowMoments> = series.recent_moments().collect();
+        if recent.iter().all(|m| m.count == 0) {
+            // Not serving the operation now: nothing to judge.
+            return None;
+        }
+        let recent_deploy = revision
+            .first_seen_unix_nanos
+            .saturating_add(nanos(self.windows.deploy_comparison))
+            > at;
+        let earlier = recent_deploy.then(|| self.last_good(service, op, revision.id)).flatten();
+        let mut current = ErrorCount::default();
+        let mut baseline = ErrorCount::default();
+        let chunks = self.config.persistence_windows.max(1);
+        let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
+        let persistence: Vec<WindowMoments> = match earlier {
+            Some(b) => {
+                // After a deploy everything this revision served is
+                // post-deploy, so a quiet endpoint may use all of it.
+                for m in &recent {
+                    current.add(m);
+                }
+                let older: Vec<WindowMoments> = series.retired_moments(usize::MAX).collect();
+                if current.spans < self.config.min_samples {
+                    for m in &older {
+                        current.add(m);
+                    }
+                }
+                for base in service.history(op, b) {
+                    for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
+                        baseline.add(&m);
+                    }
+                }
+                recent.into_iter().chain(older).collect()
+            }
+            None => {
+                for m in &recent {
+                    current.add(m);
+                }
+                for m in series.retired_moments(self.baseline_windows) {
+                    baseline.add(&m);
+                }
+                recent
+            }
+        };
+        let persistent = persistent_errors(persistence.into_iter(), baseline.rate(), chunks, min_chunk);
+        (current.spans >= self.config.min_samples && baseline.spans >= self.config.min_samples).then_some(Comparison {
+            op,
+            revision,
+            baseline_revision: earlier,
+            baseline,
+            current,
+            persistent,
+        })
+    }
+
+    /// The most recent revision before `revision` that served `op` with
+    /// enough spans and did not regress it.
+    fn last_good<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: RevId) -> Option<&'a RevisionEntry> {
+        service.timeline.before(revision).find(|b| {
+            !self.regressed.contains(&(op, b.id))
+                && service.history(op, b).map(|s| s.total()).sum::<u64>() >= self.config.min_samples
+        })
+    }
+
+    /// The p-value of a bad comparison, or `None` when it is clean.
+    fn judge(&self, c: &Comparison<'_>, threshold: f64) -> Option<f64> {
+        if !c.persistent || c.current.errors < self.config.min_errors || !self.rose(c.baseline, c.current, 1.0) {
+            return None;
+        }
+        let p = fisher_greater(c.current.errors, c.current.spans, c.baseline.errors, c.baseline.spans);
+        (p < threshold).then_some(p)
+    }
+
+    /// Whether `current`'s rate exceeds `baseline`'s by `share` of both
+    /// margins.
+    fn rose(&self, baseline: ErrorCount, current: ErrorCount, share: f64) -> bool {
+        let (before, after) = (baseline.rate(), current.rate());
+        after >= before * (1.0 + self.config.relative_increase * share) && after - before >= self.config.absolute_increase * share
+    }
+
+    /// Judges serving traffic against a firing incident's baseline.
+    fn verdict(&self, baseline: ErrorCount, current: ErrorCount, threshold: f64) -> Verdict {
+        let p = || fisher_greater(current.errors, current.spans, baseline.errors, baseline.spans);
+        if current.errors >= self.config.min_errors && self.rose(baseline, current, 1.0) && p() < threshold {
+            return Verdict::Drifting;
+        }
+        if self.rose(baseline, current, RESOLVE_MARGIN_SHARE) {
+            return Verdict::Unsettled;
+        }
+        // Still significantly above the baseline raised by half the
+        // relative margin: not yet clean.
+        let raised = ((baseline.rate() * (1.0 + self.config.relative_increase * RESOLVE_MARGIN_SHARE)).min(1.0)
+            * baseline.spans as f64)
+            .round() as u64;
+        if fisher_greater(current.errors, current.spans, raised, baseline.spans) < threshold {
+            Verdict::Unsettled
+        } else {
+            Verdict::Clean
+        }
+    }
+
+    fn judge_incidents(
+        &mut self,
+        checks: &HashMap<OpId, Vec<(&RevisionEntry, ErrorCount)>>,
+        threshold: f64,
+        at: u64,
+        out: &mut Vec<EventUpdate>,
+    ) {
+        let mut ended = Vec::new();
+        let ops: Vec<OpId> = self.incidents.keys().copied().collect();
+        for op in ops {
+            let serving: Vec<(&RevisionEntry, ErrorCount)> = checks
+                .get(&op)
+                .into_iter()
+                .flatten()
+                .filter(|(_, c)| c.spans > 0)
+                .copied()
+                .collect();
+            let judged: Vec<(&RevisionEntry, Verdict)> = match self.incidents.get(&op) {
+                Some(incident) => serving
+                    .iter()
+                    .filter(|(_, c)| c.spans >= self.config.min_samples)
+                    .map(|(r, c)| (*r, self.verdict(incident.baseline, *c, threshold)))
+                    .collect(),
+                None => continue,
+            };
+            let Some(incident) = self.incidents.get_mut(&op) else {
+                continue;
+            };
+            if serving.is_empty() {
+                incident.clean_streak = 0;
+                incident.gone_streak += 1;
+                if incident.gone_streak >= self.config.resolve_after {
+                    ended.push((
+                        op,
+                        Resolution {
+                            reason: ResolutionReason::TrafficGone,
+                            revision: None,
+                        },
+                    ));
+                }
+                continue;
+            }
+            incident.gone_streak = 0;
+            for (revision, v) in &judged {
+                let rev = revision.id;
+                if *v == Verdict::Drifting && rev != incident.introduced && !incident.seen_in.contains(&rev) {
+                    incident.seen_in.push(rev);
+                    self.regressed.insert((op, rev));
+                    out.push(EventUpdate::SeenIn {
+                        id: incident.event_id.clone(),
+                        revision: revision.revision.to_string(),
+                        at_unix_nanos: at,
+                    });
+                }
+            }
+            if judged.is_empty() {
+                continue;
+            }
+            if judged.iter().all(|(_, v)| *v == Verdict::Clean) {
+                incident.clean_streak += 1;
+            } else {
+                incident.clean_streak = 0;
+            }
+            if incident.clean_streak < self.config.resolve_after {
+                continue;
+            }
+            let Some((newest, _)) = judged.iter().max_by_key(|(r, _)| (r.first_seen_unix_nanos, r.id)) else {
+                continue;
+            };
+            let reason = if newest.first_seen_unix_nanos < incident.introduced_first_seen {
+                ResolutionReason::RolledBack
+            } else {
+                ResolutionReason::Fixed
+            };
+            ended.push((
+                op,
+                Resolution {
+                    reason,
+                    revision: Some(newest.revision.to_string()),
+                },
+            ));
+        }
+        for (op, resolution) in ended {
+            if let Some(incident) = self.incidents.remove(&op) {
+                out.push(EventUpdate::Resolved {
+                    id: incident.event_id,
+                    at_unix_nanos: at,
+                    resolution,
+                });
+            }
+        }
+    }
+
+    fn build_event(&self, service: &ServiceView<'_>, c: &Comparison<'_>, p_value: f64, tests: usize, at: u64) -> DriftEvent {
+        let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
+        let fingerprint = fingerprint(service.name, EventKind::ErrorRateRegression, &operation, &c.revision.revision);
+        // Latency context of the same traffic, for the page and the alert.
+        let mut current_latency = new_histogram();
+        let mut baseline_latency = new_histogram();
+        if let Some(series) = service.latency.get(&(c.op, c.revision.id)) {
+            let _ = current_latency.add(series.current());
+            if c.baseline_revision.is_none() {
+                let _ = baseline_latency.add(series.trailing());
+            }
+        }
+        if let Some(b) = c.baseline_revision {
+            for series in service.history(c.op, b) {
+                series.all(&mut baseline_latency);
+            }
+        }
+        let summary = |histogram, count: ErrorCount| Summary {
+            count: count.spans,
+            ..Summary::of(histogram)
+        };
+        let (before, after) = (c.baseline.rate(), c.current.rate());
+        let severity = if after - before >= self.config.critical_increase {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        // After a deploy the rate rose with the revision's first span; in
+        // its own traffic, within the current window.
+        let first_seen = c.revision.first_seen_unix_nanos.min(at);
+        let onset = match c.baseline_revision {
+            Some(_) => first_seen,
+            None => at.saturating_sub(nanos(self.windows.current_window)).max(first_seen),
+        };
+        let code = service
+            .op_info
+            .get(&c.op)
+            .map(|info| CodeHint {
+                function: info.code.as_ref().and_then(|c| c.function.as_deref().map(str::to_owned)),
+                filepath: info.code.as_ref().and_then(|c| c.filepath.as_deref().map(str::to_owned)),
+                lineno: info.code.as_ref().and_then(|c| c.lineno),
+                route: info.route.as_deref().map(str::to_owned),
+            })
+            .unwrap_or_default();
+        DriftEvent {
+            id: event_id(&fingerprint, at),
+            fingerprint,
+            kind: EventKind::ErrorRateRegression,
+            state: EventState::Firing,
+            severity,
+            service: service.name.to_string(),
+            operation: Some(operation),
+            peer: None,
+            revision: c.revision.revision.to_string(),
+            baseline_revision: c.baseline_revision.map(|b| b.revision.to_string()),
+            seen_in: Vec::new(),
+            onset: rfc3339(onset),
+            detected_at: rfc3339(at),
+            resolved_at: None,
+            resolution: None,
+            stats: Some(LatencyStats {
+                baseline: summary(&baseline_latency, c.baseline),
+                current: summary(&current_latency, c.current),
+                relative_increase: relative_increase(c.baseline, c.current),
+                p_value,
+                quantile: None,
+                effect_size: None,
+                error_rate: Some(ErrorRates {
+                    baseline: before,
+                    current: after,
+                    baseline_errors: c.baseline.errors,
+                    current_errors: c.current.errors,
+                }),
+                tests: tests as u32,
+                distribution: None,
+            }),
+            outbound: None,
+            code,
+            suspects: Vec::new(),
+            attribution: c
+                .baseline_revision
+                .is_none()
+                .then(|| "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()),
+            onset_unix_nanos: onset,
+            detected_unix_nanos: at,
+        }
+    }
+}
+
+/// The relative rise of the rate. A baseline without errors counts as half
+/// an error, so the figure stays finite and says how rare errors were.
+fn relative_increase(baseline: ErrorCount, current: ErrorCount) -> f64 {
+    let before = if baseline.errors == 0 {
+        0.5 / baseline.spans.max(1) as f64
+    } else {
+        baseline.rate()
+    };
+    (current.rate() - before) / before
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
