@@ -528,9 +528,9 @@ pub struct DetectConfig {
 /// have at least `min_samples` spans and the current one `min_errors`
 /// errors; the error rate rose by `relative_increase` AND by
 /// `absolute_increase`; the one-sided Fisher exact p-value is below `alpha`
-/// divided by the number of operations tested; and each of the last
-/// `persistence_windows` stretches of traffic has more errors than the
-/// baseline rate predicts.
+/// divided by the number of operations tested; and two thirds of the groups
+/// of 200 spans spanning the last `persistence` of traffic show half the
+/// rise on their own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorRateConfig {
@@ -542,6 +542,12 @@ pub struct ErrorRateConfig {
     /// Absolute rise of the rate (0.01 = one percentage point).
     pub absolute_increase: f64,
     pub alpha: f64,
+    /// The rise must show, by half the margins, in two thirds of the groups
+    /// of 200 spans (at least `persistence_windows` groups) that span the
+    /// last `persistence` of traffic: an outage of a third of it or less
+    /// does not fire.
+    #[serde(with = "humantime_serde")]
+    pub persistence: Duration,
     pub persistence_windows: usize,
     pub consecutive: u32,
     /// Clean evaluations in a row (every serving revision back below half
@@ -562,7 +568,8 @@ impl Default for ErrorRateConfig {
             relative_increase: 1.0,
             absolute_increase: 0.01,
             alpha: 0.01,
-            persistence_windows: 3,
+            persistence: Duration::from_secs(180),
+            persistence_windows: 6,
             consecutive: 2,
             resolve_after: 3,
             critical_increase: 0.05,

@@ -154,6 +154,12 @@ fn scenario_corpus_meets_the_targets() {
     assert_eq!(summary["false_resolves"].as_u64(), Some(0), "{summary}\n{table}");
     assert!(summary["coverage"].as_f64().expect("coverage") >= 0.99, "{summary}\n{table}");
     assert!(table.contains("false resolves"), "{table}");
+    assert!(summary["error_target_class_labels"].as_u64().expect("count") >= 12, "{summary}");
+    assert!(
+        summary["error_target_class_recall"].as_f64().expect("recall") >= 0.95,
+        "{summary}\n{table}"
+    );
+    assert_eq!(summary["error_false_resolves"].as_u64(), Some(0), "{summary}\n{table}");
 }
 
 #[test]

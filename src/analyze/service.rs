@@ -138,6 +138,7 @@ impl ServiceState {
                 settings.error_rate.clone(),
                 settings.latency.clone(),
                 settings.layout.moments_len / 2,
+                settings.layout.window_nanos,
             ),
             outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
             fleet: None,

@@ -11,17 +11,19 @@
 //! A comparison is *bad* when both samples hold `min_samples` spans, the
 //! current one `min_errors` errors, the rate rose by the relative AND the
 //! absolute margin, the one-sided Fisher exact p-value is below `alpha / m`
-//! (`m` the operations tested in this evaluation, Bonferroni), and each of
-//! the last `persistence_windows` non-overlapping stretches of traffic has
-//! more errors than the baseline rate predicts. So one bad minute, or a
-//! 0.1% → 0.2% blip on a small sample, does not fire. A flaky dependency
+//! (`m` the operations tested in this evaluation, Bonferroni), and the rise
+//! persists: the last `persistence` of traffic (three minutes), cut into
+//! groups of 200 spans (at least `persistence_windows` of them), shows half
+//! the rise in two thirds of its groups. So an outage shorter
+//! than the current window (one bad minute), or a 0.1% → 0.2% blip on a
+//! small sample, does not fire. A flaky dependency
 //! that fails every revision alike does not either: the baseline fails as
 //! often.
 //!
 //! The lifecycle is the latency detector's: one incident per operation,
 //! against a frozen baseline; later revisions that still show it join it
 //! (`seen_in`); it resolves after `resolve_after` evaluations in which every
-//! serving revision is clean (back below half a margin, and not
+//! serving revision's traffic over the persistence span is clean (back below half a margin, and not
 //! significantly above the baseline raised by half the relative margin), or
 //! as `traffic_gone` when nothing serves the operation.
 
@@ -37,8 +39,10 @@ use crate::analyze::service::ServiceView;
 use crate::analyze::timeline::{RevId, RevisionEntry};
 use crate::config::{ErrorRateConfig, LatencyConfig};
 
-/// Smallest persistence chunk, in spans.
-const MIN_CHUNK_SPANS: u64 = 20;
+/// Spans in each group of the persistence test: enough that a regression
+/// from 0.5% to 2% errors shows in most groups (four errors expected
+/// against a floor of two).
+const GROUP_SPANS: u64 = 200;
 /// Resolution hysteresis: traffic is clean only below this share of a
 /// firing margin.
 const RESOLVE_MARGIN_SHARE: f64 = 0.5;
@@ -99,17 +103,19 @@ pub struct ErrorRateDetector {
     windows: LatencyConfig,
     /// Windows in the baseline span.
     baseline_windows: usize,
+    window_nanos: u64,
     streaks: HashMap<(OpId, RevId), u32>,
     incidents: HashMap<OpId, Incident>,
     regressed: HashSet<(OpId, RevId)>,
 }
 
 impl ErrorRateDetector {
-    pub fn new(config: ErrorRateConfig, windows: LatencyConfig, baseline_windows: usize) -> ErrorRateDetector {
+    pub fn new(config: ErrorRateConfig, windows: LatencyConfig, baseline_windows: usize, window_nanos: u64) -> ErrorRateDetector {
         ErrorRateDetector {
             config,
             windows,
             baseline_windows,
+            window_nanos,
             streaks: HashMap::new(),
             incidents: HashMap::new(),
             regressed: HashSet::new(),
@@ -189,8 +195,10 @@ impl ErrorRateDetector {
                     continue;
                 };
                 if self.incidents.contains_key(&op) {
+                    // Judged over the persistence span, as firing was: a
+                    // quiet minute does not end a drift.
                     let mut current = ErrorCount::default();
-                    for m in series.recent_moments() {
+                    for m in series.recent_moments().chain(series.retired_moments(self.beyond_current_window())) {
                         current.add(&m);
                     }
                     checks.entry(op).or_default().push((revision, current));
@@ -268,8 +276,6 @@ impl ErrorRateDetector {
         let earlier = recent_deploy.then(|| self.last_good(service, op, revision.id)).flatten();
         let mut current = ErrorCount::default();
         let mut baseline = ErrorCount::default();
-        let chunks = self.config.persistence_windows.max(1);
-        let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
         let persistence: Vec<WindowMoments> = match earlier {
             Some(b) => {
                 // After a deploy everything this revision served is
@@ -294,13 +300,27 @@ impl ErrorRateDetector {
                 for m in &recent {
                     current.add(m);
                 }
-                for m in series.retired_moments(self.baseline_windows) {
-                    baseline.add(&m);
+                // The stretch of `persistence` beyond the current window is
+                // judged, not part of the baseline.
+                let judged = self.beyond_current_window();
+                let older: Vec<WindowMoments> = series.retired_moments(self.baseline_windows + judged).collect();
+                for m in older.iter().skip(judged) {
+                    baseline.add(m);
                 }
-                recent
+                recent.into_iter().chain(older.into_iter().take(judged)).collect()
             }
         };
-        let persistent = persistent_errors(persistence.into_iter(), baseline.rate(), chunks, min_chunk);
+        // Each group must rise by half the margins on its own.
+        let floor = (baseline.rate() * (1.0 + self.config.relative_increase * RESOLVE_MARGIN_SHARE))
+            .max(baseline.rate() + self.config.absolute_increase * RESOLVE_MARGIN_SHARE);
+        let persistent = persistent_errors(
+            persistence.into_iter(),
+            floor,
+            self.config.persistence_windows,
+            GROUP_SPANS,
+            nanos(self.config.persistence),
+            self.window_nanos,
+        );
         (current.spans >= self.config.min_samples && baseline.spans >= self.config.min_samples).then_some(Comparison {
             op,
             revision,
@@ -309,6 +329,12 @@ impl ErrorRateDetector {
             current,
             persistent,
         })
+    }
+
+    /// Windows of the persistence span older than the current window.
+    fn beyond_current_window(&self) -> usize {
+        (nanos(self.config.persistence).saturating_sub(nanos(self.windows.current_window))).div_ceil(self.window_nanos.max(1))
+            as usize
     }
 
     /// The most recent revision before `revision` that served `op` with

@@ -294,27 +294,37 @@ fn ln_factorial(n: u64) -> f64 {
     libm::lgamma(n as f64 + 1.0)
 }
 
-/// Whether each of the `chunks` most recent non-overlapping stretches of
-/// traffic (newest first in `recent`, grouped so each holds at least
-/// `min_chunk` spans) has more errors than the baseline's proportion
-/// predicts. The persistence test of error rates: one bad minute passes it
-/// in one stretch at most.
-pub fn persistent_errors(recent: impl Iterator<Item = WindowMoments>, baseline_rate: f64, chunks: usize, min_chunk: u64) -> bool {
-    let mut raised = 0;
-    let mut chunk = WindowMoments::default();
+/// The persistence test of error rates. The most recent traffic (newest
+/// window first in `recent`) is cut into groups of at least `group_spans`
+/// spans each, until the groups cover `span_nanos` of event time and number
+/// at least `min_groups`. It passes when at least two thirds of the groups
+/// have an error proportion above `floor_rate`. An outage of a flaky
+/// dependency fails a large share of requests, but only for a while: it
+/// lifts the groups it overlaps, not two thirds of a span longer than
+/// itself, whereas a regression lifts them all.
+pub fn persistent_errors(
+    recent: impl Iterator<Item = WindowMoments>,
+    floor_rate: f64,
+    min_groups: usize,
+    group_spans: u64,
+    span_nanos: u64,
+    window_nanos: u64,
+) -> bool {
+    let (mut groups, mut raised) = (0usize, 0usize);
+    let mut group = WindowMoments::default();
+    let mut newest_end: Option<u64> = None;
     for window in recent {
-        chunk.merge(&window);
-        if chunk.count < min_chunk {
+        let end = *newest_end.get_or_insert(window.start_unix_nanos.saturating_add(window_nanos));
+        group.merge(&window);
+        if group.count < group_spans.max(1) {
             continue;
         }
-        if chunk.errors as f64 <= baseline_rate * chunk.count as f64 {
-            return false;
+        groups += 1;
+        raised += usize::from(group.errors as f64 > floor_rate * group.count as f64);
+        group = WindowMoments::default();
+        if groups >= min_groups.max(1) && end.saturating_sub(window.start_unix_nanos) >= span_nanos {
+            return raised * 3 >= groups * 2;
         }
-        raised += 1;
-        if raised == chunks {
-            return true;
-        }
-        chunk = WindowMoments::default();
     }
     false
 }
@@ -529,21 +539,32 @@ mod tests {
     }
 
     #[test]
-    fn error_persistence_needs_every_stretch_raised() {
-        let window = |count, errors| WindowMoments {
-            count,
-            errors,
-            ..Default::default()
+    fn error_persistence_needs_two_thirds_of_the_span_raised() {
+        // Ten-second windows, newest first, over a 60 s span in groups of
+        // at least 100 spans.
+        let series = |windows: &[(u64, u64)]| -> Vec<WindowMoments> {
+            windows
+                .iter()
+                .enumerate()
+                .map(|(i, &(count, errors))| WindowMoments {
+                    start_unix_nanos: (100 - i as u64) * 10,
+                    count,
+                    errors,
+                    ..Default::default()
+                })
+                .collect()
         };
-        let steady = [window(100, 3), window(100, 2), window(100, 4), window(100, 3)];
-        assert!(persistent_errors(steady.into_iter(), 0.005, 3, 100));
-        // One bad minute: a single stretch carries all the errors.
-        let burst = [window(100, 30), window(100, 0), window(100, 0), window(100, 1)];
-        assert!(!persistent_errors(burst.into_iter(), 0.005, 3, 100));
-        // Sparse windows are grouped until a stretch holds enough spans.
-        let sparse = [window(50, 2), window(50, 1), window(50, 2), window(50, 1), window(50, 2), window(50, 1)];
-        assert!(persistent_errors(sparse.into_iter(), 0.005, 3, 100));
-        assert!(!persistent_errors(sparse[..4].iter().copied(), 0.005, 3, 100), "too little traffic");
+        let judge = |w: &[WindowMoments]| persistent_errors(w.iter().copied(), 0.01, 3, 100, 60, 10);
+        // A regression: most windows are above the floor, one is not.
+        let steady = series(&[(100, 3), (100, 2), (100, 0), (100, 3), (100, 2), (100, 3)]);
+        assert!(judge(&steady));
+        // An outage of half the span, however deep, lifts half the groups.
+        let outage = series(&[(100, 30), (100, 25), (100, 30), (100, 0), (100, 0), (100, 1)]);
+        assert!(!judge(&outage));
+        // Sparse windows are grouped until a group holds enough spans.
+        let sparse = series(&[(30, 1); 12]);
+        assert!(judge(&sparse));
+        assert!(!judge(&sparse[..6]), "too little traffic for the span and the groups");
     }
 
     fn moments(start: u64, values: &[f64]) -> WindowMoments {

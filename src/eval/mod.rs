@@ -55,6 +55,31 @@ pub struct LabelResult {
     pub resolution: Option<String>,
 }
 
+/// Error-rate rises from at most this share to at least `TARGET_MIN_ERRORS`
+/// on operations of at least `TARGET_MIN_RATE` form the error-rate recall
+/// class.
+pub const TARGET_MAX_BASE_ERRORS: f64 = 0.005;
+pub const TARGET_MIN_ERRORS: f64 = 0.02;
+
+/// One labelled error-rate regression and whether it was caught.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorLabelResult {
+    pub service: String,
+    pub operation: String,
+    pub revision: String,
+    pub deploy_at_s: u64,
+    pub rate: f64,
+    /// Share of requests failing before and after.
+    pub errors_before: f64,
+    pub errors_after: f64,
+    pub detected: bool,
+    pub delay_s: Option<f64>,
+    pub serving_until_s: u64,
+    pub coverage: Option<f64>,
+    pub false_resolves: usize,
+    pub resolution: Option<String>,
+}
+
 /// One labelled new outbound peer and whether it was reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerLabelResult {
@@ -89,6 +114,7 @@ pub struct ScenarioResult {
     pub events: usize,
     pub labels: Vec<LabelResult>,
     pub peer_labels: Vec<PeerLabelResult>,
+    pub error_labels: Vec<ErrorLabelResult>,
     pub false_alerts: Vec<FalseAlert>,
 }
 
@@ -116,6 +142,16 @@ pub struct Summary {
     pub coverage: f64,
     /// The lowest coverage of one drift.
     pub min_coverage: Option<f64>,
+    pub error_labels: usize,
+    pub error_recall: f64,
+    /// Recall on error-rate rises from ≤ 0.5% to ≥ 2% at ≥ 20 requests/s.
+    pub error_target_class_labels: usize,
+    pub error_target_class_recall: f64,
+    pub error_false_alerts: usize,
+    pub error_false_alerts_per_service_week: f64,
+    pub error_median_delay_s: Option<f64>,
+    /// Resolutions while a labelled error-rate drift still served.
+    pub error_false_resolves: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -304,8 +340,14 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
         })
         .collect();
     let (peer_labels, peer_false_alerts) = score_peers(scenario, &peer_events);
+    let error_events: Vec<&DriftEvent> = all_events
+        .iter()
+        .filter(|e| e.kind == EventKind::ErrorRateRegression)
+        .collect();
+    let (error_labels, error_false_alerts) = score_errors(scenario, &error_events, resolved_at);
     let mut false_alerts: Vec<FalseAlert> = false_alerts;
     false_alerts.extend(peer_false_alerts);
+    false_alerts.extend(error_false_alerts);
     ScenarioResult {
         name: scenario.name.clone(),
         description: scenario.description.clone(),
@@ -315,6 +357,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
         events: events.len(),
         labels,
         peer_labels,
+        error_labels,
         false_alerts,
     }
 }
@@ -352,6 +395,87 @@ fn lifecycle(incidents: &[(f64, Option<f64>, Option<String>)], detected: f64, un
         false_resolves,
         resolution,
     }
+}
+
+/// Labels are the changes that raise an operation's share of failing
+/// requests; any other `error_rate_regression` event, or one detected
+/// before its label's deploy, is a false alert.
+fn score_errors(
+    scenario: &Scenario,
+    events: &[&DriftEvent],
+    resolved_at: &HashMap<String, u64>,
+) -> (Vec<ErrorLabelResult>, Vec<FalseAlert>) {
+    let mut labels = Vec::new();
+    let mut raised_since: HashMap<(&str, &str), u64> = HashMap::new();
+    for service in &scenario.services {
+        for (d, deploy) in service.deploys.iter().enumerate() {
+            for (c, change) in deploy.changes.iter().enumerate() {
+                let Some(op) = service.operations.iter().find(|o| o.name == change.operation) else {
+                    continue;
+                };
+                if change.errors <= op.errors {
+                    continue;
+                }
+                let at = deploy.at.as_secs();
+                let since = raised_since.entry((service.name.as_str(), op.name.as_str())).or_insert(at);
+                *since = (*since).min(at);
+                let of_operation = |e: &&&DriftEvent| e.service == service.name && e.operation.as_deref() == Some(op.name.as_str());
+                let hit = events
+                    .iter()
+                    .filter(of_operation)
+                    .filter(|e| e.revision == deploy.revision)
+                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+                    .filter(|delay| *delay >= 0.0)
+                    .min_by(f64::total_cmp);
+                let until = serving_until(scenario, service, d, c, &op.name);
+                let incidents: Vec<(f64, Option<f64>, Option<String>)> = events
+                    .iter()
+                    .filter(of_operation)
+                    .map(|e| {
+                        (
+                            seconds(e.detected_unix_nanos),
+                            resolved_at.get(&e.id).map(|r| seconds(*r)),
+                            e.resolution.as_ref().map(|r| r.reason.as_str().to_owned()),
+                        )
+                    })
+                    .collect();
+                let lifecycle = hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64));
+                labels.push(ErrorLabelResult {
+                    service: service.name.clone(),
+                    operation: op.name.clone(),
+                    revision: deploy.revision.clone(),
+                    deploy_at_s: at,
+                    rate: op.rate,
+                    errors_before: op.errors,
+                    errors_after: change.errors,
+                    detected: hit.is_some(),
+                    delay_s: hit,
+                    serving_until_s: until,
+                    coverage: lifecycle.as_ref().and_then(|l| l.coverage),
+                    false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
+                    resolution: lifecycle.and_then(|l| l.resolution),
+                });
+            }
+        }
+    }
+    let false_alerts = events
+        .iter()
+        .filter(|e| {
+            raised_since
+                .get(&(e.service.as_str(), e.operation.as_deref().unwrap_or("")))
+                .is_none_or(|since| seconds(e.detected_unix_nanos) < *since as f64)
+        })
+        .map(|e| FalseAlert {
+            kind: e.kind,
+            service: e.service.clone(),
+            operation: e.operation.clone().unwrap_or_default(),
+            peer: None,
+            revision: e.revision.clone(),
+            detected_at_s: seconds(e.detected_unix_nanos),
+            relative_increase: e.stats.as_ref().map_or(0.0, |s| s.relative_increase),
+        })
+        .collect();
+    (labels, false_alerts)
 }
 
 /// Labels are the peers each deploy's `new_calls` introduce that the
@@ -430,7 +554,23 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
     let false_alerts: usize = results.iter().map(|r| latency_false(&r)).sum();
     let peer_labels: Vec<&PeerLabelResult> = results.iter().flat_map(|r| &r.peer_labels).collect();
     let peer_detected = peer_labels.iter().filter(|l| l.detected).count();
-    let peer_false_alerts: usize = results.iter().map(|r| r.false_alerts.len() - latency_false(&r)).sum();
+    let false_of = |kind: EventKind| -> usize {
+        results
+            .iter()
+            .flat_map(|r| &r.false_alerts)
+            .filter(|f| f.kind == kind)
+            .count()
+    };
+    let peer_false_alerts = false_of(EventKind::NewOutboundPeer);
+    let error_labels: Vec<&ErrorLabelResult> = results.iter().flat_map(|r| &r.error_labels).collect();
+    let error_detected = error_labels.iter().filter(|l| l.detected).count();
+    let error_target: Vec<&&ErrorLabelResult> = error_labels
+        .iter()
+        .filter(|l| l.errors_before <= TARGET_MAX_BASE_ERRORS && l.errors_after >= TARGET_MIN_ERRORS && l.rate >= TARGET_MIN_RATE)
+        .collect();
+    let error_false_alerts = false_of(EventKind::ErrorRateRegression);
+    let mut error_delays: Vec<f64> = error_labels.iter().filter_map(|l| l.delay_s).collect();
+    error_delays.sort_by(f64::total_cmp);
     let mut peer_delays: Vec<f64> = peer_labels.iter().filter_map(|l| l.delay_s).collect();
     peer_delays.sort_by(f64::total_cmp);
     let service_weeks: f64 = results
@@ -472,6 +612,18 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         false_resolves: labels.iter().map(|l| l.false_resolves).sum(),
         coverage: if serving > 0.0 { covered / serving } else { 1.0 },
         min_coverage: labels.iter().filter_map(|l| l.coverage).min_by(f64::total_cmp),
+        error_labels: error_labels.len(),
+        error_recall: ratio(error_detected, error_labels.len()),
+        error_target_class_labels: error_target.len(),
+        error_target_class_recall: ratio(error_target.iter().filter(|l| l.detected).count(), error_target.len()),
+        error_false_alerts,
+        error_false_alerts_per_service_week: if service_weeks > 0.0 {
+            error_false_alerts as f64 / service_weeks
+        } else {
+            0.0
+        },
+        error_median_delay_s: error_delays.get(error_delays.len().saturating_sub(1) / 2).copied(),
+        error_false_resolves: error_labels.iter().map(|l| l.false_resolves).sum(),
     }
 }
 
@@ -482,8 +634,8 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6}",
-            "scenario", "service", "spans", "regressions", "caught", "false", "delay", "new peers", "false"
+            "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7} {:>6}",
+            "scenario", "service", "spans", "regressions", "caught", "false", "delay", "new peers", "false", "errors", "false"
         );
         for r in &self.scenarios {
             let caught = r.labels.iter().filter(|l| l.detected).count();
@@ -496,9 +648,11 @@ impl Report {
                 .filter(|f| f.kind == EventKind::LatencyRegression)
                 .count();
             let peers_caught = r.peer_labels.iter().filter(|l| l.detected).count();
+            let errors_caught = r.error_labels.iter().filter(|l| l.detected).count();
+            let false_of = |kind| r.false_alerts.iter().filter(|f| f.kind == kind).count();
             let _ = writeln!(
                 out,
-                "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6}",
+                "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7} {:>6}",
                 r.name,
                 format!("{}x{}", r.services, human_duration(r.duration_s)),
                 human_count(r.spans),
@@ -507,7 +661,9 @@ impl Report {
                 latency_false,
                 delay,
                 format!("{peers_caught}/{}", r.peer_labels.len()),
-                r.false_alerts.len() - latency_false
+                false_of(EventKind::NewOutboundPeer),
+                format!("{errors_caught}/{}", r.error_labels.len()),
+                false_of(EventKind::ErrorRateRegression)
             );
         }
         let s = &self.summary;
@@ -551,6 +707,22 @@ impl Report {
             s.peer_labels,
             s.peer_false_alerts,
             fmt(s.peer_median_delay_s)
+        );
+        let _ = writeln!(
+            out,
+            "error-rate regressions caught:        {:.1}% of {}; rises from <= 0.5% to >= 2% at >= 20 req/s: {:.1}% of {}",
+            s.error_recall * 100.0,
+            s.error_labels,
+            s.error_target_class_recall * 100.0,
+            s.error_target_class_labels
+        );
+        let _ = writeln!(
+            out,
+            "error-rate false alerts:              {:.2} per service-week ({}), median delay {}, {} false resolves",
+            s.error_false_alerts_per_service_week,
+            s.error_false_alerts,
+            fmt(s.error_median_delay_s),
+            s.error_false_resolves
         );
         out
     }

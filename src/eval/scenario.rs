@@ -4,6 +4,7 @@
 //!
 //! Latency is log-normal per operation, with optional heavy tails, bursts of
 //! outliers, GC-like pauses, a diurnal rate cycle and traffic-mix shifts.
+//! Requests fail at a base rate, with outages of flaky dependencies.
 //! Deploys roll out over a configurable period, so for a while both
 //! revisions serve traffic, as in Kubernetes.
 
@@ -90,6 +91,13 @@ pub struct OperationSpec {
     /// Outbound calls each request makes.
     #[serde(default)]
     pub calls: Vec<CallSpec>,
+    /// Share of requests that fail (span status ERROR).
+    #[serde(default)]
+    pub errors: f64,
+    /// Outages of a flaky dependency per hour, during which a quarter of
+    /// requests fail for 10–60 s, in every revision alike.
+    #[serde(default)]
+    pub error_bursts_per_hour: f64,
 }
 
 /// An outbound call made while serving an operation.
@@ -187,6 +195,11 @@ pub struct ChangeSpec {
     /// Share of requests affected.
     #[serde(default = "one")]
     pub fraction: f64,
+    /// Share of requests that fail from this deploy on (0: the operation's
+    /// own share). A share above the operation's is a labelled error-rate
+    /// regression.
+    #[serde(default)]
+    pub errors: f64,
 }
 
 fn one() -> f64 {

@@ -8,10 +8,14 @@ use crate::rng::Rng;
 /// Scenario time zero: Monday 2026-01-05 00:00:00 UTC.
 pub const EPOCH_UNIX_NANOS: u64 = 1_767_571_200 * NANOS;
 const NANOS: u64 = 1_000_000_000;
+/// Share of requests failing during a flaky dependency's outage.
+const OUTAGE_ERRORS: f64 = 0.25;
 
 struct OperationState {
     name: Sym,
     burst_until: u64,
+    /// End of the current outage of a flaky dependency.
+    outage_until: u64,
     rate_factor: f64,
     /// Calls of the operation itself, then those each deploy adds.
     calls: Vec<CallState>,
@@ -76,6 +80,7 @@ impl<'a> TrafficGenerator<'a> {
                         OperationState {
                             name: Sym::from(o.name.as_str()),
                             burst_until: 0,
+                            outage_until: 0,
                             rate_factor: 1.0,
                             calls: own
                                 .chain(added)
@@ -131,6 +136,15 @@ impl<'a> TrafficGenerator<'a> {
                     state.burst_until = t + 5 + rng.next_u64() % 16;
                 }
                 let in_burst = state.burst_until > t;
+                // Drawn only where errors are configured, so scenarios
+                // without them keep their random stream.
+                if spec.error_bursts_per_hour > 0.0
+                    && state.outage_until <= t
+                    && rng.uniform() < spec.error_bursts_per_hour / 3600.0
+                {
+                    state.outage_until = t + 10 + rng.next_u64() % 51;
+                }
+                let outage = state.outage_until > t;
                 for _ in 0..poisson(rng, rate) {
                     let offset = (rng.uniform() * NANOS as f64) as u64;
                     let start = EPOCH_UNIX_NANOS + t * NANOS + offset;
@@ -141,6 +155,15 @@ impl<'a> TrafficGenerator<'a> {
                             ms = ms * change.latency_factor + change.extra_ms;
                         }
                     }
+                    let mut failing = if outage { spec.errors.max(OUTAGE_ERRORS) } else { spec.errors };
+                    for change in service.carried[deploy].iter().filter(|c| c.operation == spec.name) {
+                        failing = failing.max(change.errors);
+                    }
+                    let status = if failing > 0.0 && rng.uniform() < failing {
+                        SpanStatus::Error
+                    } else {
+                        SpanStatus::Unset
+                    };
                     let duration = (ms * 1e6).max(1000.0) as u64;
                     let span_id = rng.next_u64() | 1;
                     let trace_id = u128::from(rng.next_u64());
@@ -178,7 +201,7 @@ impl<'a> TrafficGenerator<'a> {
                         kind: SpanKind::Server,
                         start_unix_nanos: start,
                         end_unix_nanos: start + duration,
-                        status: SpanStatus::Unset,
+                        status,
                         trace_id,
                         span_id,
                         parent_span_id: 0,
