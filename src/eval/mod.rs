@@ -115,6 +115,9 @@ pub struct ScenarioResult {
     pub labels: Vec<LabelResult>,
     pub peer_labels: Vec<PeerLabelResult>,
     pub error_labels: Vec<ErrorLabelResult>,
+    /// Services whose requests fail at all (the only ones an error-rate
+    /// detector can misjudge).
+    pub error_services: usize,
     pub false_alerts: Vec<FalseAlert>,
 }
 
@@ -148,6 +151,8 @@ pub struct Summary {
     pub error_target_class_labels: usize,
     pub error_target_class_recall: f64,
     pub error_false_alerts: usize,
+    /// Service-weeks of traffic with failing requests.
+    pub error_service_weeks: f64,
     pub error_false_alerts_per_service_week: f64,
     pub error_median_delay_s: Option<f64>,
     /// Resolutions while a labelled error-rate drift still served.
@@ -358,6 +363,14 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
         labels,
         peer_labels,
         error_labels,
+        error_services: scenario
+            .services
+            .iter()
+            .filter(|s| {
+                s.operations.iter().any(|o| o.errors > 0.0 || o.error_bursts_per_hour > 0.0)
+                    || s.deploys.iter().flat_map(|d| &d.changes).any(|c| c.errors > 0.0)
+            })
+            .count(),
         false_alerts,
     }
 }
@@ -569,6 +582,10 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         .filter(|l| l.errors_before <= TARGET_MAX_BASE_ERRORS && l.errors_after >= TARGET_MIN_ERRORS && l.rate >= TARGET_MIN_RATE)
         .collect();
     let error_false_alerts = false_of(EventKind::ErrorRateRegression);
+    let error_service_weeks: f64 = results
+        .iter()
+        .map(|r| r.error_services as f64 * r.duration_s as f64 / WEEK_SECONDS)
+        .sum();
     let mut error_delays: Vec<f64> = error_labels.iter().filter_map(|l| l.delay_s).collect();
     error_delays.sort_by(f64::total_cmp);
     let mut peer_delays: Vec<f64> = peer_labels.iter().filter_map(|l| l.delay_s).collect();
@@ -617,8 +634,9 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         error_target_class_labels: error_target.len(),
         error_target_class_recall: ratio(error_target.iter().filter(|l| l.detected).count(), error_target.len()),
         error_false_alerts,
-        error_false_alerts_per_service_week: if service_weeks > 0.0 {
-            error_false_alerts as f64 / service_weeks
+        error_service_weeks,
+        error_false_alerts_per_service_week: if error_service_weeks > 0.0 {
+            error_false_alerts as f64 / error_service_weeks
         } else {
             0.0
         },
@@ -718,9 +736,10 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "error-rate false alerts:              {:.2} per service-week ({}), median delay {}, {} false resolves",
+            "error-rate false alerts:              {:.2} per service-week with failing requests ({} in {:.2}), median delay {}, {} false resolves",
             s.error_false_alerts_per_service_week,
             s.error_false_alerts,
+            s.error_service_weeks,
             fmt(s.error_median_delay_s),
             s.error_false_resolves
         );
