@@ -97,6 +97,12 @@ impl Default for RecordConfig {
     }
 }
 
+fn is_http_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+}
+
 impl Config {
     /// Loads defaults ← `file` (if given) ← environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -127,6 +133,51 @@ impl Config {
         let config: Config = figment.merge(env).extract()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets the configuration names by file (`*_file` keys,
+    /// as Kubernetes mounts Secrets) into their values. Run at start, and
+    /// by `check-config` unless it skips file checks. An unreadable or
+    /// empty file is an error naming the key and the path, never the
+    /// content.
+    pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn read(key: &str, path: &Path) -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Invalid(format!("{key}: cannot read {}: {e}", path.display())))?;
+            let value = text.trim();
+            if value.is_empty() {
+                return Err(ConfigError::Invalid(format!("{key}: {} is empty", path.display())));
+            }
+            Ok(value.to_owned())
+        }
+        for (i, s) in self.alerts.webhook.iter_mut().enumerate() {
+            if let Some(path) = &s.secret_file {
+                s.secret = Some(read(&format!("alerts.webhook[{i}].secret_file"), path)?);
+            }
+        }
+        for (i, s) in self.alerts.alertmanager.iter_mut().enumerate() {
+            if let Some(path) = &s.bearer_token_file {
+                s.bearer_token = Some(read(&format!("alerts.alertmanager[{i}].bearer_token_file"), path)?);
+            }
+        }
+        for (i, s) in self.alerts.slack.iter_mut().enumerate() {
+            if let Some(path) = &s.webhook_url_file {
+                let key = format!("alerts.slack[{i}].webhook_url_file");
+                s.webhook_url = read(&key, path)?;
+                if !is_http_url(&s.webhook_url) {
+                    return Err(ConfigError::Invalid(format!("{key}: {} does not hold an http(s) URL", path.display())));
+                }
+            }
+        }
+        for (i, s) in self.alerts.pagerduty.iter_mut().enumerate() {
+            if let Some(path) = &s.routing_key_file {
+                s.routing_key = read(&format!("alerts.pagerduty[{i}].routing_key_file"), path)?;
+            }
+        }
+        if let Some(path) = &self.store.postgres_url_file {
+            self.store.postgres_url = Some(read("store.postgres_url_file", path)?);
+        }
+        Ok(())
     }
 
     /// What `check-config` adds to loading: the files the configuration
@@ -245,17 +296,42 @@ impl Config {
             .iter()
             .map(|s| ("alerts.webhook.url", &s.url))
             .chain(self.alerts.alertmanager.iter().map(|s| ("alerts.alertmanager.url", &s.url)))
-            .chain(self.alerts.slack.iter().map(|s| ("alerts.slack.webhook_url", &s.webhook_url)))
+            .chain(
+                self.alerts
+                    .slack
+                    .iter()
+                    .filter(|s| s.webhook_url_file.is_none() && !s.webhook_url.is_empty())
+                    .map(|s| ("alerts.slack.webhook_url", &s.webhook_url)),
+            )
             .chain(self.alerts.pagerduty.iter().map(|s| ("alerts.pagerduty.url", &s.url)));
         for (key, url) in urls {
-            let ok = url
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-            if !ok {
+            if !is_http_url(url) {
                 return Err(ConfigError::Invalid(format!("{key} = {url:?} is not an http(s) URL")));
             }
         }
+        // Each secret is given once: as a value or as a file.
+        let either = |key: &str, value: bool, file: bool, required: bool| -> Result<(), ConfigError> {
+            match (value, file) {
+                (true, true) => Err(ConfigError::Invalid(format!("{key}: set either {key} or {key}_file, not both"))),
+                (false, false) if required => Err(ConfigError::Invalid(format!("{key} (or {key}_file) is required"))),
+                _ => Ok(()),
+            }
+        };
+        for s in &self.alerts.webhook {
+            either("alerts.webhook.secret", s.secret.is_some(), s.secret_file.is_some(), false)?;
+        }
+        for s in &self.alerts.slack {
+            either("alerts.slack.webhook_url", !s.webhook_url.is_empty(), s.webhook_url_file.is_some(), true)?;
+        }
+        for s in &self.alerts.pagerduty {
+            either("alerts.pagerduty.routing_key", !s.routing_key.is_empty(), s.routing_key_file.is_some(), true)?;
+        }
+        either(
+            "store.postgres_url",
+            self.store.postgres_url.is_some(),
+            self.store.postgres_url_file.is_some(),
+            false,
+        )?;
         if self.alerts.max_attempts == Some(0) || self.alerts.concurrency == 0 {
             return Err(ConfigError::Invalid(
                 "alerts.max_attempts (when set) and alerts.concurrency must be above 0".into(),
@@ -697,6 +773,8 @@ pub struct StoreConfig {
     /// through this PostgreSQL database, e.g.
     /// `postgres://driftwatch:secret@db:5432/driftwatch`.
     pub postgres_url: Option<String>,
+    /// A file holding the URL instead (a mounted Secret).
+    pub postgres_url_file: Option<PathBuf>,
     /// This replica's name in the fleet; defaults to the host name (the pod
     /// name in Kubernetes). Must differ between replicas.
     pub replica: Option<String>,
@@ -715,6 +793,7 @@ impl Default for StoreConfig {
             event_retention: Duration::from_secs(30 * 86_400),
             baseline_retention: Duration::from_secs(14 * 86_400),
             postgres_url: None,
+            postgres_url_file: None,
             replica: None,
             fleet_lease: Duration::from_secs(60),
         }
@@ -786,6 +865,9 @@ pub struct WebhookSinkConfig {
     /// `X-Driftwatch-Signature: sha256=<hex>`.
     #[serde(default)]
     pub secret: Option<String>,
+    /// A file holding the key instead (a mounted Secret).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     #[serde(default, flatten)]
     pub route: Route,
 }
@@ -795,6 +877,13 @@ pub struct WebhookSinkConfig {
 pub struct AlertmanagerSinkConfig {
     /// Base URL; alerts go to `<url>/api/v2/alerts`.
     pub url: String,
+    /// A file holding a bearer token sent as `Authorization: Bearer …`
+    /// (an Alertmanager behind an authenticating proxy).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// The token, read from `bearer_token_file` at start.
+    #[serde(skip)]
+    pub bearer_token: Option<String>,
     #[serde(default, flatten)]
     pub route: Route,
 }
@@ -802,7 +891,11 @@ pub struct AlertmanagerSinkConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackSinkConfig {
+    /// The incoming-webhook URL (a secret), or `webhook_url_file`.
+    #[serde(default)]
     pub webhook_url: String,
+    #[serde(default)]
+    pub webhook_url_file: Option<PathBuf>,
     #[serde(default, flatten)]
     pub route: Route,
 }
@@ -810,7 +903,11 @@ pub struct SlackSinkConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutySinkConfig {
+    /// The Events v2 routing key (a secret), or `routing_key_file`.
+    #[serde(default)]
     pub routing_key: String,
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
     #[serde(default = "default_pagerduty_url")]
     pub url: String,
     #[serde(default, flatten)]
@@ -1019,6 +1116,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("webhook_ur"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_once_and_never_show_in_errors() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let toml = format!(
+            "[store]\npostgres_url_file = \"{}\"\n\
+             [[alerts.webhook]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret_file = \"{}\"\n\
+             [[alerts.slack]]\nwebhook_url_file = \"{}\"\n\
+             [[alerts.pagerduty]]\nrouting_key_file = \"{}\"\n\
+             [[alerts.alertmanager]]\nurl = \"http://127.0.0.1:9093\"\nbearer_token_file = \"{}\"\n",
+            file("pg", "postgres://u:pw@db/x\n"),
+            file("hmac", "k3y\n"),
+            file("slack", "https://hooks.slack.test/T/B/X\n"),
+            file("pd", "rk\n"),
+            file("am", "t0ken\n"),
+        );
+        let mut config = Config::from_toml(&toml).expect("valid before the files are read");
+        config.read_secret_files().expect("read");
+        assert_eq!(config.store.postgres_url.as_deref(), Some("postgres://u:pw@db/x"));
+        assert_eq!(config.alerts.webhook[0].secret.as_deref(), Some("k3y"));
+        assert_eq!(config.alerts.slack[0].webhook_url, "https://hooks.slack.test/T/B/X");
+        assert_eq!(config.alerts.pagerduty[0].routing_key, "rk");
+        assert_eq!(config.alerts.alertmanager[0].bearer_token.as_deref(), Some("t0ken"));
+
+        let both = Config::from_toml(&format!("[[alerts.pagerduty]]\nrouting_key = \"a\"\nrouting_key_file = \"{}\"\n", file("x", "b")))
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("either alerts.pagerduty.routing_key or"), "{both}");
+        let none = Config::from_toml("[[alerts.slack]]\n").unwrap_err().to_string();
+        assert!(none.contains("alerts.slack.webhook_url (or alerts.slack.webhook_url_file) is required"), "{none}");
+
+        let mut missing = Config::from_toml("[store]\npostgres_url_file = \"/nonexistent/pg\"\n").expect("valid");
+        let err = missing.read_secret_files().unwrap_err().to_string();
+        assert!(err.contains("store.postgres_url_file") && err.contains("/nonexistent/pg"), "{err}");
+        let mut not_url = Config::from_toml(&format!("[[alerts.slack]]\nwebhook_url_file = \"{}\"\n", file("s2", "hunter2"))).expect("valid");
+        let err = not_url.read_secret_files().unwrap_err().to_string();
+        assert!(err.contains("does not hold an http(s) URL") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -213,7 +213,8 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config, reset_store } => {
-            let config = Config::load(config.as_deref())?;
+            let mut config = Config::load(config.as_deref())?;
+            config.read_secret_files()?;
             if reset_store {
                 reset_damaged_store(&config.store.path)?;
             }
@@ -260,8 +261,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             skip_file_checks,
         } => {
-            let config = Config::load(config.as_deref())?;
-            let missing = if skip_file_checks { Vec::new() } else { config.missing_files() };
+            let mut config = Config::load(config.as_deref())?;
+            let mut missing = Vec::new();
+            if !skip_file_checks {
+                missing = config.missing_files();
+                if let Err(error) = config.read_secret_files() {
+                    missing.push(error.to_string());
+                }
+            }
             anyhow::ensure!(missing.is_empty(), "invalid configuration: {}", missing.join("; "));
             println!(
                 "configuration is valid: OTLP/gRPC on {}, OTLP/HTTP on {}, admin on {}",

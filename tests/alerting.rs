@@ -413,3 +413,54 @@ fn no_secret_reaches_the_log_even_at_debug_level() {
         assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
     }
 }
+
+#[test]
+fn sink_secrets_are_read_from_mounted_files() {
+    let receiver = Receiver::start(&[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let hmac = dir.path().join("webhook-secret");
+    let token = dir.path().join("alertmanager-bearer-token");
+    // As a Kubernetes Secret mounts them: one value per file, often with a
+    // trailing newline.
+    std::fs::write(&hmac, "from-a-file\n").expect("write");
+    std::fs::write(&token, "am-t0ken\n").expect("write");
+    let dw = Driftwatch::start(&format!(
+        "{FAST}[[alerts.webhook]]\nurl = \"{}\"\nsecret_file = {:?}\n\
+         [[alerts.alertmanager]]\nurl = \"{}\"\nbearer_token_file = {:?}\n",
+        receiver.url("/hook"),
+        hmac,
+        receiver.url("/am"),
+        token
+    ));
+    metadata_call(&dw, "pay");
+    eventually(Duration::from_secs(40), "both sinks delivered", || {
+        let requests = receiver.requests();
+        requests.iter().any(|r| r.path == "/hook") && requests.iter().any(|r| r.path == "/am/api/v2/alerts")
+    });
+    for request in receiver.requests() {
+        if request.path == "/hook" {
+            assert_eq!(
+                request.headers["x-driftwatch-signature"],
+                driftwatch::alert::sign("from-a-file", &request.body),
+                "signed with the file's key, without its newline"
+            );
+            assert!(!request.headers.contains_key("authorization"));
+        } else {
+            assert_eq!(request.headers["authorization"], "Bearer am-t0ken");
+        }
+    }
+
+    // A secret file that cannot be read stops startup, naming the key.
+    let output = Command::new(common::driftwatch_bin())
+        .args(["check-config", "--config"])
+        .arg({
+            let path = dir.path().join("bad.toml");
+            std::fs::write(&path, "[store]\npostgres_url_file = \"/nonexistent/postgres-url\"\n").expect("write");
+            path
+        })
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("store.postgres_url_file") && stderr.contains("/nonexistent/postgres-url"), "{stderr}");
+}

@@ -32,7 +32,7 @@ use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
 #[derive(Clone)]
 pub enum SinkKind {
     Webhook { url: String, secret: Option<String> },
-    Alertmanager { url: String },
+    Alertmanager { url: String, bearer_token: Option<String> },
     Slack { webhook_url: String },
     PagerDuty { routing_key: String, url: String },
 }
@@ -104,7 +104,10 @@ pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
     for (i, s) in config.alertmanager.iter().enumerate() {
         sinks.push(Sink::new(
             format!("alertmanager[{i}]"),
-            SinkKind::Alertmanager { url: s.url.clone() },
+            SinkKind::Alertmanager {
+                url: s.url.clone(),
+                bearer_token: s.bearer_token.clone(),
+            },
             &s.route,
         ));
     }
@@ -443,13 +446,15 @@ impl Dispatcher {
         let events: Vec<&DriftEvent> = entries.iter().map(|e| &e.event).collect();
         let status = entries[0].status;
         let delivery_id = entries.iter().map(|e| e.id.to_string()).collect::<Vec<_>>().join(",");
+        let mut bearer = None;
         let (url, body, signature) = match &sink.kind {
             SinkKind::Webhook { url, secret } => {
                 let body = serde_json::to_vec(&render::webhook(status, &events)).unwrap_or_default();
                 let signature = secret.as_ref().map(|key| sign(key, &body));
                 (url.clone(), body, signature)
             }
-            SinkKind::Alertmanager { url } => {
+            SinkKind::Alertmanager { url, bearer_token } => {
+                bearer = bearer_token.as_deref();
                 let body = serde_json::to_vec(&render::alertmanager(&events, &self.base_url, now_ms())).unwrap_or_default();
                 (format!("{}/api/v2/alerts", url.trim_end_matches('/')), body, None)
             }
@@ -477,6 +482,9 @@ impl Dispatcher {
             .body(body);
         if let Some(signature) = signature {
             request = request.header("x-driftwatch-signature", signature);
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => Delivery::Delivered,
