@@ -296,36 +296,9 @@ fn the_gate_examples_match_their_schemas_and_ask_driftwatch_valid_questions() {
 fn the_shipped_pod_meets_pod_security_restricted_with_native_sidecars_and_one_alert_path() {
     let deployment = &yaml_documents(&root().join("deploy/deployment.yaml"))[0];
     let pod = &deployment["spec"]["template"]["spec"];
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{pod:#}");
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert!(pod["securityContext"]["runAsUser"].is_null(), "the pod leaves the application's UID alone");
-    for host in ["hostNetwork", "hostPID", "hostIPC"] {
-        assert!(pod[host].is_null() || pod[host] == false, "{host}");
-    }
-    let allowed_volumes = ["configMap", "emptyDir", "secret", "projected", "persistentVolumeClaim", "downwardAPI", "csi", "ephemeral"];
-    for volume in pod["volumes"].as_array().expect("volumes") {
-        let kind = volume.as_object().expect("volume").keys().find(|k| *k != "name").expect("a volume type");
-        assert!(allowed_volumes.contains(&kind.as_str()), "volume type {kind} is not allowed under restricted");
-    }
-    let containers: Vec<&serde_json::Value> = pod["initContainers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(pod["containers"].as_array().into_iter().flatten())
-        .collect();
-    assert!(containers.len() >= 3);
-    for container in &containers {
-        let name = container["name"].as_str().unwrap_or("?");
-        let context = &container["securityContext"];
-        assert_eq!(context["allowPrivilegeEscalation"], false, "{name}");
-        assert!(
-            context["capabilities"]["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL")),
-            "{name} drops every capability"
-        );
-        assert!(context["capabilities"]["add"].is_null(), "{name}");
-        assert!(context["privileged"].is_null() || context["privileged"] == false, "{name}");
-        assert!(context["runAsUser"].is_null() || context["runAsUser"].as_u64() != Some(0), "{name}");
-    }
+    assert_pod_security_restricted(pod);
+    let count = |key: &str| pod[key].as_array().map_or(0, Vec::len);
+    assert!(count("initContainers") + count("containers") >= 3, "driftwatch, git-sync and the application");
     // driftwatch is a native sidecar: an init container that keeps running.
     let driftwatch = pod["initContainers"]
         .as_array()
@@ -471,4 +444,38 @@ fn the_mixin_renders_the_shipped_dashboards_alerts_and_rules() {
     }
     let alerts = mixin["alerts"].to_string();
     assert!(alerts.contains("DriftwatchStoreDegraded") && !alerts.contains("\"record\""), "{alerts}");
+}
+
+/// The Pod Security "restricted" rules a pod spec must meet, and that it
+/// leaves the application's UID alone.
+fn assert_pod_security_restricted(pod: &serde_json::Value) {
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{pod:#}");
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(pod["securityContext"]["runAsUser"].is_null(), "the pod leaves the application's UID alone");
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(pod[host].is_null() || pod[host] == false, "{host}");
+    }
+    let allowed_volumes = ["configMap", "emptyDir", "secret", "projected", "persistentVolumeClaim", "downwardAPI", "csi", "ephemeral"];
+    for volume in pod["volumes"].as_array().expect("volumes") {
+        let kind = volume.as_object().expect("volume").keys().find(|k| *k != "name").expect("a volume type");
+        assert!(allowed_volumes.contains(&kind.as_str()), "volume type {kind} is not allowed under restricted");
+    }
+    let containers: Vec<&serde_json::Value> = pod["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(pod["containers"].as_array().into_iter().flatten())
+        .collect();
+    for container in &containers {
+        let name = container["name"].as_str().unwrap_or("?");
+        let context = &container["securityContext"];
+        assert_eq!(context["allowPrivilegeEscalation"], false, "{name}");
+        assert!(
+            context["capabilities"]["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL")),
+            "{name} drops every capability"
+        );
+        assert!(context["capabilities"]["add"].is_null(), "{name}");
+        assert!(context["privileged"].is_null() || context["privileged"] == false, "{name}");
+        assert!(context["runAsUser"].is_null() || context["runAsUser"].as_u64() != Some(0), "{name}");
+    }
 }
