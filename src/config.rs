@@ -986,8 +986,9 @@ pub struct GitConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitRepoConfig {
-    /// `service.name` of the spans, or `"*"` for every service without an
-    /// entry of its own.
+    /// The service (`namespace/name` for spans with a `service.namespace`;
+    /// such a service also matches an entry of its bare name), or `"*"` for
+    /// every service without an entry of its own.
     pub service: String,
     /// A git checkout (git-sync keeps it current in Kubernetes).
     pub path: PathBuf,

@@ -43,11 +43,14 @@ impl Attributor {
         Attributor { repos, classifier }
     }
 
-    /// The repository for a service: its own entry first, then `"*"`.
+    /// The repository for a service: its own entry first (for a service in
+    /// a namespace, `namespace/name`, then the bare name), then `"*"`.
     pub fn repo_for(&self, service: &str) -> Option<&RepoReader> {
+        let bare = service.rsplit_once('/').map(|(_, name)| name);
         self.repos
             .iter()
             .find(|(s, _)| s == service)
+            .or_else(|| bare.and_then(|bare| self.repos.iter().find(|(s, _)| s == bare)))
             .or_else(|| self.repos.iter().find(|(s, _)| s == "*"))
             .map(|(_, r)| r)
     }
@@ -146,4 +149,27 @@ impl Attributor {
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespaced_service_finds_its_own_entry_then_its_bare_name_then_the_wildcard() {
+        let repo = |service: &str, path: &str| GitRepoConfig {
+            service: service.into(),
+            path: path.into(),
+            subdir: None,
+        };
+        let attributor = Attributor::new(
+            &[repo("billing/checkout", "/b"), repo("checkout", "/c"), repo("*", "/any")],
+            Classifier::default(),
+        );
+        let path = |service: &str| attributor.repo_for(service).map(|r| r.path().display().to_string());
+        assert_eq!(path("billing/checkout").as_deref(), Some("/b"));
+        assert_eq!(path("shop/checkout").as_deref(), Some("/c"));
+        assert_eq!(path("checkout").as_deref(), Some("/c"));
+        assert_eq!(path("shop/cart").as_deref(), Some("/any"));
+    }
 }

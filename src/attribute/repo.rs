@@ -97,6 +97,11 @@ impl RepoReader {
         }
     }
 
+    /// The checkout this reader opens.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     fn open(&self) -> Result<gix::Repository, RepoError> {
         gix::open(&self.path).map_err(|e| RepoError::Open {
             path: self.path.clone(),

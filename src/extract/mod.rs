@@ -258,9 +258,17 @@ impl Extractor {
                 }
                 continue;
             }
-            let service = self
-                .interner
-                .intern(resource_attrs.str(&["service.name"]).unwrap_or(UNKNOWN_SERVICE));
+            let name = resource_attrs.str(&["service.name"]).unwrap_or(UNKNOWN_SERVICE);
+            let service = match resource_attrs.str(&["service.namespace"]) {
+                Some(namespace) => {
+                    scratch.clear();
+                    scratch.push_str(namespace.trim());
+                    scratch.push('/');
+                    scratch.push_str(name);
+                    self.interner.intern(&scratch)
+                }
+                None => self.interner.intern(name),
+            };
             let revision = self
                 .interner
                 .intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
@@ -386,6 +394,17 @@ mod tests {
         let mut out = Vec::new();
         let rejections = extract(&extractor, resource, vec![span], &mut out);
         out.pop().ok_or(rejections)
+    }
+
+    #[test]
+    fn a_service_in_a_namespace_is_namespace_slash_name() {
+        let span = || span("op", crate::receive::wire::span_kind::SERVER, vec![]);
+        let shop = extract_one(vec![kv("service.namespace", "shop"), kv("service.name", "checkout")], span()).expect("fact");
+        let billing = extract_one(vec![kv("service.namespace", "billing"), kv("service.name", "checkout")], span()).expect("fact");
+        let plain = extract_one(vec![kv("service.name", "checkout")], span()).expect("fact");
+        assert_eq!(&*shop.service, "shop/checkout");
+        assert_eq!(&*billing.service, "billing/checkout", "two namespaces' services stay apart");
+        assert_eq!(&*plain.service, "checkout");
     }
 
     #[test]
