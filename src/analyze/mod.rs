@@ -87,7 +87,12 @@ pub struct LiveShard {
     folded_exported: std::collections::HashMap<crate::extract::Sym, u64>,
     /// Histogram handles by (service, operation, revision), so observing a
     /// span does not look labels up.
-    durations: std::collections::HashMap<(crate::extract::Sym, crate::extract::Sym, crate::extract::Sym), prometheus::Histogram>,
+    /// Per (service, operation, revision): the duration histogram and the
+    /// error counter, created together so an error rate always has both.
+    durations: std::collections::HashMap<
+        (crate::extract::Sym, crate::extract::Sym, crate::extract::Sym),
+        (prometheus::Histogram, prometheus::IntCounter),
+    >,
     /// Series exported per service and revision (with the operations of its
     /// duration histograms), so they can be removed with the revision.
     exported: std::collections::HashMap<crate::extract::Sym, RevisionSeries>,
@@ -145,10 +150,9 @@ impl LiveShard {
             let _ = self.metrics.revision_first_seen.remove_label_values(&labels);
             let _ = self.metrics.revision_last_seen.remove_label_values(&labels);
             for operation in operations {
-                let _ =
-                    self.metrics
-                        .span_duration
-                        .remove_label_values(&[service, label_value(&operation), label_value(&revision)]);
+                let labels = [service, label_value(&operation), label_value(&revision)];
+                let _ = self.metrics.span_duration.remove_label_values(&labels);
+                let _ = self.metrics.span_errors.remove_label_values(&labels);
                 self.durations.remove(&(name.clone(), operation, revision.clone()));
             }
         }
@@ -196,20 +200,23 @@ impl ShardObserver for LiveShard {
                         &other
                     };
                     let key = (fact.service.clone(), operation.clone(), fact.revision.clone());
-                    let histogram = self.durations.entry(key).or_insert_with(|| {
+                    let (histogram, errors) = self.durations.entry(key).or_insert_with(|| {
                         self.exported
                             .entry(fact.service.clone())
                             .or_default()
                             .entry(fact.revision.clone())
                             .or_default()
                             .insert(operation.clone());
-                        self.metrics.span_duration.with_label_values(&[
-                            service,
-                            label_value(operation),
-                            label_value(&fact.revision),
-                        ])
+                        let labels = [service, label_value(operation), label_value(&fact.revision)];
+                        (
+                            self.metrics.span_duration.with_label_values(&labels),
+                            self.metrics.span_errors.with_label_values(&labels),
+                        )
                     });
                     histogram.observe(fact.duration_nanos() as f64 / 1e9);
+                    if fact.status.is_error() {
+                        errors.inc();
+                    }
                 }
                 self.expire_revisions(&run[0].service, service);
                 let Some(state) = self.analysis.service(&run[0].service) else {

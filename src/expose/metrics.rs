@@ -61,6 +61,7 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     pub store_dropped: IntCounter,
     pub span_duration: HistogramVec,
+    pub span_errors: IntCounterVec,
     pub revision_first_seen: prometheus::GaugeVec,
     pub revision_last_seen: prometheus::GaugeVec,
     pub suspect_info: IntGaugeVec,
@@ -263,6 +264,14 @@ impl Metrics {
             &["service_name", "operation", "revision"],
         )
         .expect("valid metric");
+        let span_errors = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_span_errors_total",
+                "Failed entry and internal spans (status ERROR, or a SERVER span that answered 5xx or a failed gRPC status) by service, operation and revision; divide by driftwatch_span_duration_seconds_count for the error rate.",
+            ),
+            &["service_name", "operation", "revision"],
+        )
+        .expect("valid metric");
         let revision_first_seen = prometheus::GaugeVec::new(
             Opts::new(
                 "driftwatch_revision_first_seen_timestamp_seconds",
@@ -328,6 +337,7 @@ impl Metrics {
             Box::new(store_errors.clone()),
             Box::new(store_dropped.clone()),
             Box::new(span_duration.clone()),
+            Box::new(span_errors.clone()),
             Box::new(revision_first_seen.clone()),
             Box::new(revision_last_seen.clone()),
             Box::new(suspect_info.clone()),
@@ -392,6 +402,7 @@ impl Metrics {
             store_errors,
             store_dropped,
             span_duration,
+            span_errors,
             revision_first_seen,
             revision_last_seen,
             suspect_info,
