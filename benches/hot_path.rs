@@ -81,6 +81,7 @@ fn detector_tick(c: &mut Criterion) {
         peer: None,
         code: None,
         route: None,
+        error_type: None,
     };
     let mut warm = ShardAnalysis::new(settings.clone());
     let mut updates = Vec::new();

@@ -269,7 +269,7 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             )
         }
         EventKind::ErrorRateRegression => {
-            let rates = event.stats.as_ref().and_then(|s| s.error_rate);
+            let rates = event.stats.as_ref().and_then(|s| s.error_rate.as_ref());
             format!(
                 "error-rate regression: {} {} errors {} -> {} ({})",
                 event.service,

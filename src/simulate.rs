@@ -78,6 +78,7 @@ pub fn encode_request(spans: &[SyntheticSpan]) -> Vec<u8> {
                 start_time_unix_nano: s.start_unix_nanos,
                 end_time_unix_nano: s.start_unix_nanos + s.duration_nanos,
                 attributes: s.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+                events: Vec::new(),
                 status: Some(Status {
                     code: if s.error { 2 } else { 0 },
                 }),

@@ -17,9 +17,10 @@ use driftwatch::simulate::Rng;
 const S: u64 = 1_000_000_000;
 
 /// Server spans of two endpoints at 20 requests/s each for `minutes` from
-/// `start`: `POST /checkout` fails with probability `checkout_errors`,
+/// `start`: `POST /checkout` fails with probability `checkout_errors`
+/// (those marked by status record an `exception` of type `exception`),
 /// `GET /cart` with 3%.
-fn segment(revision: &str, start: u64, minutes: u64, checkout_errors: f64, rng: &mut Rng) -> serde_json::Value {
+fn segment(revision: &str, start: u64, minutes: u64, checkout_errors: f64, exception: &str, rng: &mut Rng) -> serde_json::Value {
     let mut spans = Vec::new();
     for i in 0..minutes * 60 * 20 {
         let begin = start + i * S / 20;
@@ -32,9 +33,11 @@ fn segment(revision: &str, start: u64, minutes: u64, checkout_errors: f64, rng: 
             // Half are marked by status, half only by the response code.
             if rng.uniform() < 0.5 {
                 span["error"] = serde_json::json!(true);
+                span["exception"] = serde_json::json!(exception);
                 span["attributes"]["http.response.status_code"] = serde_json::json!(500);
             } else {
                 span["attributes"]["http.response.status_code"] = serde_json::json!(503);
+                span["attributes"]["error.type"] = serde_json::json!("503");
             }
         }
         spans.push(span);
@@ -105,10 +108,10 @@ fn a_deploy_that_fails_more_often_is_one_incident_until_fixed_and_a_flaky_depend
     let mut rng = Rng::new(11);
     let minute = 60 * S;
     let plan = serde_json::json!({"segments": [
-        segment("rev-good", start, 6, 0.005, &mut rng),
-        segment("rev-bad", start + 6 * minute, 3, 0.03, &mut rng),
-        segment("rev-docs", start + 9 * minute, 3, 0.03, &mut rng),
-        segment("rev-fix", start + 12 * minute, 3, 0.005, &mut rng),
+        segment("rev-good", start, 6, 0.005, "TimeoutError", &mut rng),
+        segment("rev-bad", start + 6 * minute, 3, 0.03, "DoubleChargeError", &mut rng),
+        segment("rev-docs", start + 9 * minute, 3, 0.03, "DoubleChargeError", &mut rng),
+        segment("rev-fix", start + 12 * minute, 3, 0.005, "TimeoutError", &mut rng),
     ]});
     let path = dir.path().join("plan.json");
     std::fs::write(&path, plan.to_string()).expect("write plan");
@@ -132,6 +135,17 @@ fn a_deploy_that_fails_more_often_is_one_incident_until_fixed_and_a_flaky_depend
         rates["current"].as_f64().expect("current rate"),
     );
     assert!(before < 0.012 && after > 0.018, "rates {before} -> {after}");
+    let new_types: Vec<&str> = rates["new_error_types"]
+        .as_array()
+        .expect("new error types")
+        .iter()
+        .map(|t| t["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        new_types,
+        ["DoubleChargeError"],
+        "the exception new in rev-bad; not the 503s nor the timeouts the baseline had too"
+    );
     assert!(event["stats"]["p_value"].as_f64().expect("p") < 0.005);
     assert!(event["stats"]["current"]["count"].as_u64().expect("count") >= 200);
     assert_eq!(event["code"]["route"], "/checkout");

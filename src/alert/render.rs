@@ -77,7 +77,7 @@ pub fn headline(event: &DriftEvent) -> String {
         }
         EventKind::ErrorRateRegression => {
             let operation = sanitize(event.operation.as_deref().unwrap_or(""), MAX_FIELD_CHARS);
-            match event.stats.as_ref().and_then(|s| s.error_rate) {
+            match event.stats.as_ref().and_then(|s| s.error_rate.as_ref()) {
                 Some(rates) => format!(
                     "{service} {operation}: errors {} -> {}",
                     crate::text::percent(rates.baseline),

@@ -256,6 +256,7 @@ mod tests {
                 peer: None,
                 code: None,
                 route: None,
+                error_type: None,
             },
             &settings,
         );

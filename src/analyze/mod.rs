@@ -580,6 +580,7 @@ mod tests {
                 })
             }),
             route: None,
+            error_type: None,
         }
     }
 

@@ -384,6 +384,7 @@ mod tests {
             peer: None,
             code: None,
             route: None,
+            error_type: None,
         }
     }
 

@@ -11,7 +11,7 @@ use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
 use super::window::{LatencyWindows, WindowLayout};
 use crate::config::{AnalyzeConfig, ErrorRateConfig, LatencyConfig, OutboundConfig};
-use crate::detect::errors::{ErrorCount, ErrorRateDetector};
+use crate::detect::errors::{ErrorCount, ErrorRateDetector, ErrorTypes};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
 use crate::detect::outbound::OutboundDetector;
@@ -96,6 +96,8 @@ pub struct ServiceState {
     pub timeline: RevisionTimeline,
     pub latency: HashMap<(OpId, RevId), LatencyWindows>,
     pub op_info: HashMap<OpId, OperationInfo>,
+    /// What failed spans failed with, per operation and revision.
+    pub error_types: HashMap<(OpId, RevId), ErrorTypes>,
     pub peers: PeerSets,
     /// Set once the service made an outbound call: only then are spans
     /// remembered for caller lookups.
@@ -128,6 +130,7 @@ impl ServiceState {
             timeline: RevisionTimeline::new(settings.max_revisions),
             latency: HashMap::new(),
             op_info: HashMap::new(),
+            error_types: HashMap::new(),
             peers: PeerSets::default(),
             calls_out: false,
             watermark: 0,
@@ -190,6 +193,9 @@ impl ServiceState {
             .entry((op, revision))
             .or_insert_with(|| LatencyWindows::new(settings.layout))
             .record(end, micros, fact.status.is_error());
+        if let Some(error_type) = &fact.error_type {
+            self.error_types.entry((op, revision)).or_default().add(error_type);
+        }
         if op != OTHER && (fact.code.is_some() || fact.route.is_some()) {
             let info = self.op_info.entry(op).or_default();
             if let Some(code) = &fact.code {
@@ -204,6 +210,7 @@ impl ServiceState {
 
     fn forget_revision(&mut self, dropped: RevId) {
         self.latency.retain(|(_, r), _| *r != dropped);
+        self.error_types.retain(|(_, r), _| *r != dropped);
         self.detector.forget_revision(dropped);
         self.errors.forget_revision(dropped);
         self.peers.forget_revision(dropped);
@@ -419,6 +426,7 @@ impl ServiceState {
         if !evicted.is_empty() {
             self.latency.retain(|(op, _), _| !evicted.contains(op));
             self.op_info.retain(|op, _| !evicted.contains(op));
+            self.error_types.retain(|(op, _), _| !evicted.contains(op));
             self.detector.forget_operations(&evicted);
             self.errors.forget_operations(&evicted);
         }
@@ -430,6 +438,7 @@ impl ServiceState {
             timeline,
             latency,
             op_info,
+            error_types,
             detector,
             errors,
             fleet,
@@ -441,6 +450,7 @@ impl ServiceState {
             timeline,
             latency,
             op_info,
+            error_types,
             fleet: fleet.as_deref(),
         };
         if settings.latency.enabled {
@@ -459,6 +469,7 @@ pub struct ServiceView<'a> {
     pub timeline: &'a RevisionTimeline,
     pub latency: &'a HashMap<(OpId, RevId), LatencyWindows>,
     pub op_info: &'a HashMap<OpId, OperationInfo>,
+    pub error_types: &'a HashMap<(OpId, RevId), ErrorTypes>,
     pub fleet: Option<&'a FleetBaseline>,
 }
 

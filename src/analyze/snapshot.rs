@@ -71,7 +71,7 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
         let error_baseline = event
             .stats
             .as_ref()
-            .and_then(|s| Some((s.error_rate?.baseline_errors, s.baseline.count)));
+            .and_then(|s| Some((s.error_rate.as_ref()?.baseline_errors, s.baseline.count)));
         snapshot.firing.push(FiringSnapshot {
             event_id: event.id.clone(),
             kind: Some(event.kind),
@@ -444,6 +444,7 @@ mod tests {
             peer: peer.map(Sym::from),
             code: None,
             route: None,
+            error_type: None,
         }
     }
 
@@ -507,7 +508,7 @@ mod tests {
             })
             .expect("the error rate fires");
         assert_eq!(fired.baseline_revision.as_deref(), Some("r1"));
-        let rates = fired.stats.as_ref().and_then(|s| s.error_rate).expect("rates");
+        let rates = fired.stats.as_ref().and_then(|s| s.error_rate.as_ref()).expect("rates");
         assert!((rates.baseline - 0.005).abs() < 0.001 && (rates.current - 0.05).abs() < 0.01, "{rates:?}");
         let snapshot = state.snapshot(u64::MAX);
         let held = snapshot.firing.iter().find(|f| f.event_id == fired.id).expect("held");

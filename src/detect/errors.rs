@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::event::{
-    CodeHint, DriftEvent, ErrorRates, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
+    CodeHint, DriftEvent, ErrorRates, ErrorTypeCount, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
     Severity, event_id, fingerprint, rfc3339,
 };
 use super::stats::{Summary, WindowMoments, fisher_greater, new_histogram, persistent_errors};
@@ -38,6 +38,7 @@ use crate::analyze::operations::{OTHER, OpId};
 use crate::analyze::service::ServiceView;
 use crate::analyze::timeline::{RevId, RevisionEntry};
 use crate::config::{ErrorRateConfig, LatencyConfig};
+use crate::extract::Sym;
 
 /// Spans in each group of the persistence test: enough that a regression
 /// from 0.5% to 2% errors shows in most groups (four errors expected
@@ -46,6 +47,41 @@ const GROUP_SPANS: u64 = 200;
 /// Resolution hysteresis: traffic is clean only below this share of a
 /// firing margin.
 const RESOLVE_MARGIN_SHARE: f64 = 0.5;
+
+/// Error types kept per operation and revision; more distinct types are
+/// only counted.
+const MAX_ERROR_TYPES: usize = 16;
+/// New error types an event lists.
+const LISTED_ERROR_TYPES: usize = 5;
+
+/// How often an operation of one revision failed with each error type,
+/// bounded to the first `MAX_ERROR_TYPES` types.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorTypes {
+    counts: Vec<(Sym, u64)>,
+    /// Failures of types beyond the bound.
+    pub untracked: u64,
+}
+
+impl ErrorTypes {
+    pub fn add(&mut self, error_type: &Sym) {
+        if let Some((_, count)) = self.counts.iter_mut().find(|(t, _)| t == error_type) {
+            *count += 1;
+        } else if self.counts.len() < MAX_ERROR_TYPES {
+            self.counts.push((error_type.clone(), 1));
+        } else {
+            self.untracked += 1;
+        }
+    }
+
+    pub fn contains(&self, error_type: &str) -> bool {
+        self.counts.iter().any(|(t, _)| &**t == error_type)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Sym, u64)> {
+        self.counts.iter().map(|(t, c)| (t, *c))
+    }
+}
 
 /// Errors among spans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -548,6 +584,7 @@ impl ErrorRateDetector {
                     current: after,
                     baseline_errors: c.baseline.errors,
                     current_errors: c.current.errors,
+                    new_error_types: new_error_types(service, c),
                 }),
                 tests: tests as u32,
                 distribution: None,
@@ -563,6 +600,29 @@ impl ErrorRateDetector {
             detected_unix_nanos: at,
         }
     }
+}
+
+/// The error types `c.revision` failed with that its baseline revision
+/// never did (after a deploy; nothing to compare with otherwise).
+fn new_error_types(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<ErrorTypeCount> {
+    let Some(baseline) = c.baseline_revision else {
+        return Vec::new();
+    };
+    let Some(current) = service.error_types.get(&(c.op, c.revision.id)) else {
+        return Vec::new();
+    };
+    let before = service.error_types.get(&(c.op, baseline.id));
+    let mut new: Vec<ErrorTypeCount> = current
+        .iter()
+        .filter(|(t, _)| before.is_none_or(|b| !b.contains(t)))
+        .map(|(t, count)| ErrorTypeCount {
+            error_type: t.to_string(),
+            count,
+        })
+        .collect();
+    new.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error_type.cmp(&b.error_type)));
+    new.truncate(LISTED_ERROR_TYPES);
+    new
 }
 
 /// The relative rise of the rate. A baseline without errors counts as half

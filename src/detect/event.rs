@@ -102,12 +102,25 @@ pub struct LatencyStats {
 }
 
 /// Error proportions before and after, with the counts behind them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorRates {
     pub baseline: f64,
     pub current: f64,
     pub baseline_errors: u64,
     pub current_errors: u64,
+    /// After a deploy: the error types (`exception.type`, else
+    /// `error.type`) the drifting revision fails with and the baseline
+    /// revision never did, most frequent first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_error_types: Vec<ErrorTypeCount>,
+}
+
+/// How often the drifting revision failed with one error type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorTypeCount {
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub count: u64,
 }
 
 /// Latency distributions as shares of spans per bin.

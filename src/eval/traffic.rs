@@ -192,6 +192,7 @@ impl<'a> TrafficGenerator<'a> {
                             peer: Some(call.peer.clone()),
                             code: None,
                             route: None,
+                            error_type: None,
                         });
                     }
                     out.push(SpanFact {
@@ -208,6 +209,7 @@ impl<'a> TrafficGenerator<'a> {
                         peer: None,
                         code: None,
                         route: None,
+                        error_type: None,
                     });
                 }
             }

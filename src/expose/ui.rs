@@ -150,7 +150,7 @@ pub fn render_incident(event: &DriftEvent) -> String {
             (None, _) => "—".to_owned(),
         }),
     );
-    if let Some(rates) = event.stats.as_ref().and_then(|s| s.error_rate)
+    if let Some(rates) = event.stats.as_ref().and_then(|s| s.error_rate.as_ref())
         && let Some(stats) = &event.stats
     {
         let _ = write!(
@@ -169,6 +169,13 @@ pub fn render_incident(event: &DriftEvent) -> String {
             stats.tests,
         );
         b.push_str(&error_rate_svg(rates.baseline, rates.current));
+        if !rates.new_error_types.is_empty() {
+            b.push_str("<h2>Errors new in this revision</h2><table><tr><th>type</th><th>failures</th></tr>");
+            for t in &rates.new_error_types {
+                let _ = write!(b, "<tr><td><code>{}</code></td><td>{}</td></tr>", escape(&t.error_type), t.count);
+            }
+            b.push_str("</table>");
+        }
     } else if let Some(stats) = &event.stats {
         let _ = write!(
             b,

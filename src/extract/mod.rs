@@ -133,6 +133,9 @@ pub struct SpanFact {
     pub peer: Option<Sym>,
     pub code: Option<Box<CodeLocation>>,
     pub route: Option<Sym>,
+    /// For a failed span: its exception's type (`exception.type` of its
+    /// `exception` event), else its `error.type`.
+    pub error_type: Option<Sym>,
 }
 
 impl SpanFact {
@@ -308,6 +311,16 @@ impl Extractor {
             return Err(SpanRejection::InvalidUtf8);
         }
         let kind = SpanKind::from_wire(span.kind);
+        let status = status(span.status_code, kind, attrs);
+        let error_type = if status.is_error() {
+            span.exception_type
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .filter(|t| !t.trim().is_empty())
+                .or_else(|| attrs.str(&["error.type"]))
+                .map(|t| self.interner.intern(t.trim()))
+        } else {
+            None
+        };
         let peer = (kind.is_outbound() && peer::peer_identity(attrs, scratch)).then(|| self.interner.intern(scratch));
         Ok(SpanFact {
             service: service.clone(),
@@ -316,13 +329,14 @@ impl Extractor {
             kind,
             start_unix_nanos: start,
             end_unix_nanos: end,
-            status: status(span.status_code, kind, attrs),
+            status,
             trace_id: id_u128(span.trace_id),
             span_id: id_u64(span.span_id),
             parent_span_id: id_u64(span.parent_span_id),
             peer,
             code: self.code_location(attrs),
             route: attrs.str(&["http.route"]).map(|r| self.interner.intern(r)),
+            error_type,
         })
     }
 
@@ -385,6 +399,7 @@ mod tests {
             start_time_unix_nano: NOW - 80_000_000,
             end_time_unix_nano: NOW,
             attributes,
+            events: Vec::new(),
             status: Some(Status { code: 2 }),
         }
     }

@@ -170,6 +170,8 @@ pub struct SpanView<'a> {
     pub start_time_unix_nano: u64,
     pub end_time_unix_nano: u64,
     pub status_code: i32,
+    /// `exception.type` of the span's last `exception` event, if any.
+    pub exception_type: Option<&'a [u8]>,
 }
 
 /// An attribute: key and value still as bytes of the request.
@@ -278,7 +280,12 @@ impl<'a> SpanView<'a> {
                         }
                     }
                 }
-                (1 | 2 | 4 | 5 | 9 | 15, field) => fields.expect(number, &field, WireType::LengthDelimited)?,
+                (11, Field::Bytes(event)) => {
+                    if let Some(kind) = exception_type(event)? {
+                        span.exception_type = Some(kind);
+                    }
+                }
+                (1 | 2 | 4 | 5 | 9 | 11 | 15, field) => fields.expect(number, &field, WireType::LengthDelimited)?,
                 (6, field) => fields.expect(number, &field, WireType::Varint)?,
                 (7 | 8, field) => fields.expect(number, &field, WireType::SixtyFourBit)?,
                 _ => {}
@@ -323,6 +330,27 @@ fn check_resource_spans(buf: &[u8]) -> Result<usize, WireError> {
         }
     }
     Ok(spans)
+}
+
+/// The `exception.type` of a span event named `exception` (how SDKs record
+/// an exception), else `None`.
+fn exception_type(event: &[u8]) -> Result<Option<&[u8]>, WireError> {
+    let (mut name, mut kind) = (&[][..], None);
+    let mut fields = Fields::new(event, "Span.Event");
+    while let Some((number, field)) = fields.next_field()? {
+        match (number, field) {
+            (2, Field::Bytes(b)) => name = b,
+            (3, Field::Bytes(kv)) => {
+                let kv = key_value(kv)?;
+                if let (b"exception.type", ValueView::Str(s)) = (kv.key, kv.value) {
+                    kind = Some(s);
+                }
+            }
+            (2 | 3, field) => fields.expect(number, &field, WireType::LengthDelimited)?,
+            _ => {}
+        }
+    }
+    Ok(kind.filter(|_| name == b"exception"))
 }
 
 /// Reads and checks one `KeyValue`; the last value set wins.
@@ -394,6 +422,7 @@ mod tests {
             start_time_unix_nano: 10,
             end_time_unix_nano: 20,
             attributes,
+            events: Vec::new(),
             status: Some(Status { code: 2 }),
         };
         ExportTraceServiceRequest {
@@ -433,6 +462,32 @@ mod tests {
             }
         }
         Ok(spans)
+    }
+
+    #[test]
+    fn an_exception_event_gives_the_span_its_exception_type() {
+        use crate::receive::wire::span::Event;
+        let event = |name: &str, kind: &str| Event {
+            name: name.as_bytes().to_vec().into(),
+            attributes: vec![
+                kv("exception.message", Value::StringValue(b"boom".to_vec().into())),
+                kv("exception.type", Value::StringValue(kind.as_bytes().to_vec().into())),
+            ],
+        };
+        let mut request = request();
+        let span = &mut request.resource_spans[0].scope_spans[1].spans[0];
+        span.events = vec![event("retry", "NotAnException"), event("exception", "CardDeclined")];
+        let bytes = request.encode_to_vec();
+        let spans = read_all(&bytes).expect("valid");
+        assert_eq!(spans[0].0.exception_type, None);
+        assert_eq!(spans[1].0.exception_type, Some(&b"CardDeclined"[..]));
+        // A malformed event makes the span malformed, as any field does.
+        let mut broken = request.clone();
+        broken.resource_spans[0].scope_spans[1].spans[0].events = vec![event("exception", "X")];
+        let mut bytes = broken.encode_to_vec();
+        let at = bytes.windows(9).position(|w| w == b"exception").expect("event name") - 1;
+        bytes[at] = 0x7f;
+        assert!(read_all(&bytes).is_err());
     }
 
     #[test]

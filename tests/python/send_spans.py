@@ -10,6 +10,7 @@ file lists spans with explicit times, so tests control event time:
   {"resource": {"service.version": "..."},
    "spans": [{"name": "...", "kind": "server|client|internal|producer|consumer",
               "start_ns": 1, "end_ns": 2, "attributes": {...},
+              "error": true, "exception": "TypeName",   (both optional)
               "children": [ ...same shape... ]}]}
 A plan may instead hold "segments": [{"revision": "...", "spans": [...]}],
 sent one after the other from one process, each flushed before the next
@@ -58,6 +59,9 @@ def emit(tracer, spec, parent_ctx=None):
     ctx = trace.set_span_in_context(span)
     for child in spec.get("children", []):
         emit(tracer, child, ctx)
+    if spec.get("exception"):
+        # What span.record_exception records, without raising one here.
+        span.add_event("exception", {"exception.type": spec["exception"], "exception.message": "failed"})
     if spec.get("error"):
         span.set_status(trace.Status(trace.StatusCode.ERROR))
     span.end(end_time=spec["end_ns"])
