@@ -14,18 +14,18 @@
 //! (`m` the operations tested in this evaluation, Bonferroni), and the rise
 //! persists: the last `persistence` of traffic (three minutes), cut into
 //! groups of 200 spans (at least `persistence_windows` of them), shows half
-//! the rise in two thirds of its groups. So an outage shorter
-//! than the current window (one bad minute), or a 0.1% → 0.2% blip on a
-//! small sample, does not fire. A flaky dependency
-//! that fails every revision alike does not either: the baseline fails as
-//! often.
+//! the rise in two thirds of its groups. So an outage of a flaky
+//! dependency (one bad minute), or a 0.1% → 0.2% blip on a small sample,
+//! does not fire; nor does a dependency that fails every revision alike,
+//! since the baseline fails as often.
 //!
 //! The lifecycle is the latency detector's: one incident per operation,
 //! against a frozen baseline; later revisions that still show it join it
 //! (`seen_in`); it resolves after `resolve_after` evaluations in which every
-//! serving revision's traffic over the persistence span is clean (back below half a margin, and not
-//! significantly above the baseline raised by half the relative margin), or
-//! as `traffic_gone` when nothing serves the operation.
+//! serving revision's traffic over the persistence span is clean (back
+//! below half a margin, and not significantly above the baseline raised by
+//! half the relative margin), or as `traffic_gone` when nothing serves the
+//! operation.
 
 use std::collections::{HashMap, HashSet};
 

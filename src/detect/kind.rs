@@ -36,11 +36,6 @@ impl EventKind {
         EventKind::NewOutboundPeer,
         EventKind::ErrorRateRegression,
     ];
-
-    /// Whether events of this kind belong to one operation.
-    pub fn is_per_operation(self) -> bool {
-        matches!(self, EventKind::LatencyRegression | EventKind::ErrorRateRegression)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
