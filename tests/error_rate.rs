@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Driftwatch, eventually, http_get, now_nanos, run_python};
+use common::now_nanos;
 use driftwatch::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
@@ -54,38 +54,7 @@ fn segment(revision: &str, start: u64, minutes: u64, checkout_errors: f64, excep
 /// Sends the plan to a fresh driftwatch and returns its events once every
 /// incident has resolved.
 fn replay(plan: &std::path::Path, protocol: &str, batch_size: &str, pace_ms: &str) -> serde_json::Value {
-    let dw = Driftwatch::start("");
-    let endpoint = match protocol {
-        "grpc" => format!("http://{}", dw.grpc),
-        _ => format!("http://{}", dw.http),
-    };
-    run_python(
-        "send_spans.py",
-        &[
-            "--protocol",
-            protocol,
-            "--endpoint",
-            &endpoint,
-            "--service",
-            "checkout",
-            "--plan",
-            plan.to_str().expect("utf-8"),
-            "--batch-size",
-            batch_size,
-            "--pace-ms",
-            pace_ms,
-        ],
-        &[],
-    );
-    let url = format!("http://{}/api/v1/events", dw.admin);
-    let mut events = serde_json::Value::Null;
-    eventually(Duration::from_secs(30), "the incident resolved", || {
-        let Ok((200, body)) = http_get(&url) else { return false };
-        events = serde_json::from_str(&body).expect("JSON");
-        events["events"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["state"] == "resolved"))
-    });
+    let (dw, events) = common::replay_until_resolved(plan, protocol, batch_size, pace_ms);
     let metrics = dw.metrics();
     assert_eq!(
         metrics.value(

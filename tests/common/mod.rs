@@ -489,3 +489,48 @@ pub fn metadata_call(dw: &Driftwatch, service: &str) {
         )],
     );
 }
+
+/// Sends a `send_spans.py` plan for the service `checkout` to a fresh
+/// driftwatch with the Python SDK, over `protocol` in batches of
+/// `batch_size` spans paced by `pace_ms`, and returns the events once every
+/// one has resolved, with the driftwatch still running (for its metrics).
+pub fn replay_until_resolved(
+    plan: &std::path::Path,
+    protocol: &str,
+    batch_size: &str,
+    pace_ms: &str,
+) -> (Driftwatch, serde_json::Value) {
+    let dw = Driftwatch::start("");
+    let endpoint = match protocol {
+        "grpc" => format!("http://{}", dw.grpc),
+        _ => format!("http://{}", dw.http),
+    };
+    run_python(
+        "send_spans.py",
+        &[
+            "--protocol",
+            protocol,
+            "--endpoint",
+            &endpoint,
+            "--service",
+            "checkout",
+            "--plan",
+            plan.to_str().expect("utf-8"),
+            "--batch-size",
+            batch_size,
+            "--pace-ms",
+            pace_ms,
+        ],
+        &[],
+    );
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut events = serde_json::Value::Null;
+    eventually(Duration::from_secs(30), "every incident resolved", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        events = serde_json::from_str(&body).expect("JSON");
+        events["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["state"] == "resolved"))
+    });
+    (dw, events)
+}
