@@ -473,7 +473,35 @@ pub struct ServiceView<'a> {
     pub fleet: Option<&'a FleetBaseline>,
 }
 
-impl ServiceView<'_> {
+impl<'a> ServiceView<'a> {
+    /// The most recent revision before `revision` that served `op` with at
+    /// least `min_samples` spans (here and, in fleet mode, elsewhere) and
+    /// that `regressed` does not rule out: a detector's last good revision.
+    pub fn last_good(
+        &self,
+        op: OpId,
+        revision: RevId,
+        min_samples: u64,
+        regressed: impl Fn(RevId) -> bool,
+    ) -> Option<&'a super::timeline::RevisionEntry> {
+        self.timeline
+            .before(revision)
+            .find(|b| !regressed(b.id) && self.history(op, b).map(|s| s.total()).sum::<u64>() >= min_samples)
+    }
+
+    /// Where the spans of `op` come from, as events report it.
+    pub fn code_hint(&self, op: OpId) -> crate::detect::event::CodeHint {
+        self.op_info
+            .get(&op)
+            .map(|info| crate::detect::event::CodeHint {
+                function: info.code.as_ref().and_then(|c| c.function.as_deref().map(str::to_owned)),
+                filepath: info.code.as_ref().and_then(|c| c.filepath.as_deref().map(str::to_owned)),
+                lineno: info.code.as_ref().and_then(|c| c.lineno),
+                route: info.route.as_deref().map(str::to_owned),
+            })
+            .unwrap_or_default()
+    }
+
     /// The latency history of `op` under `revision`: this replica's and, in
     /// fleet mode, the other replicas'.
     pub fn history(&self, op: OpId, revision: &super::timeline::RevisionEntry) -> impl Iterator<Item = &LatencyWindows> {

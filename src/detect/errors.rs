@@ -29,8 +29,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::nanos;
 use super::event::{
-    CodeHint, DriftEvent, ErrorRates, ErrorTypeCount, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
+    DriftEvent, ErrorRates, ErrorTypeCount, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
     Severity, event_id, fingerprint, rfc3339,
 };
 use super::stats::{Summary, WindowMoments, fisher_greater, new_histogram, persistent_errors};
@@ -376,10 +377,7 @@ impl ErrorRateDetector {
     /// The most recent revision before `revision` that served `op` with
     /// enough spans and did not regress it.
     fn last_good<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: RevId) -> Option<&'a RevisionEntry> {
-        service.timeline.before(revision).find(|b| {
-            !self.regressed.contains(&(op, b.id))
-                && service.history(op, b).map(|s| s.total()).sum::<u64>() >= self.config.min_samples
-        })
+        service.last_good(op, revision, self.config.min_samples, |r| self.regressed.contains(&(op, r)))
     }
 
     /// The p-value of a bad comparison, or `None` when it is clean.
@@ -546,16 +544,7 @@ impl ErrorRateDetector {
             Some(_) => first_seen,
             None => at.saturating_sub(nanos(self.windows.current_window)).max(first_seen),
         };
-        let code = service
-            .op_info
-            .get(&c.op)
-            .map(|info| CodeHint {
-                function: info.code.as_ref().and_then(|c| c.function.as_deref().map(str::to_owned)),
-                filepath: info.code.as_ref().and_then(|c| c.filepath.as_deref().map(str::to_owned)),
-                lineno: info.code.as_ref().and_then(|c| c.lineno),
-                route: info.route.as_deref().map(str::to_owned),
-            })
-            .unwrap_or_default();
+        let code = service.code_hint(c.op);
         DriftEvent {
             id: event_id(&fingerprint, at),
             fingerprint,
@@ -634,8 +623,4 @@ fn relative_increase(baseline: ErrorCount, current: ErrorCount) -> f64 {
         baseline.rate()
     };
     (current.rate() - before) / before
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -41,8 +41,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::nanos;
 use super::event::{
-    CodeHint, DriftEvent, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity, event_id,
+    DriftEvent, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity, event_id,
     fingerprint, rfc3339,
 };
 use super::stats::{
@@ -348,10 +349,7 @@ impl LatencyDetector {
     /// The most recent revision before `revision` that served `op` with
     /// enough samples and did not regress it.
     fn last_good<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: RevId) -> Option<&'a RevisionEntry> {
-        service.timeline.before(revision).find(|b| {
-            !self.regressed.contains(&(op, b.id))
-                && service.history(op, b).map(|s| s.total()).sum::<u64>() >= self.config.min_samples
-        })
+        service.last_good(op, revision, self.config.min_samples, |r| self.regressed.contains(&(op, r)))
     }
 
     /// Advances every firing incident: later revisions that still show it
@@ -521,16 +519,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
     let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
     let onset = estimate_onset(service, c).min(at);
     let fingerprint = fingerprint(service.name, EventKind::LatencyRegression, &operation, &c.revision.revision);
-    let code = service
-        .op_info
-        .get(&c.op)
-        .map(|info| CodeHint {
-            function: info.code.as_ref().and_then(|c| c.function.as_deref().map(str::to_owned)),
-            filepath: info.code.as_ref().and_then(|c| c.filepath.as_deref().map(str::to_owned)),
-            lineno: info.code.as_ref().and_then(|c| c.lineno),
-            route: info.route.as_deref().map(str::to_owned),
-        })
-        .unwrap_or_default();
+    let code = service.code_hint(c.op);
     let severity = if stats.relative_increase >= CRITICAL_RELATIVE_INCREASE {
         Severity::Critical
     } else {
@@ -580,8 +569,4 @@ fn estimate_onset(service: &ServiceView<'_>, c: &Comparison<'_>) -> u64 {
     moments.sort_by_key(|m| m.start_unix_nanos);
     let first_seen = c.revision.first_seen_unix_nanos;
     change_point(&moments).map_or(first_seen, |at| at.max(first_seen))
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

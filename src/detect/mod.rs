@@ -15,6 +15,12 @@ use std::sync::{Arc, RwLock};
 
 use event::EventLog;
 
+/// A duration in nanoseconds of event time, saturating (durations come
+/// from the configuration, which allows any).
+pub fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Events kept in memory for the API.
 pub const MAX_EVENTS: usize = 10_000;
 

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::nanos;
 use super::event::{
     DriftEvent, EventKind, EventState, EventUpdate, Resolution, ResolutionReason, Severity, event_id, fingerprint, rfc3339,
 };
@@ -386,9 +387,6 @@ fn has_port(pattern: &str) -> bool {
         .is_some_and(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit() || c == '*'))
 }
 
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 #[cfg(test)]
 mod tests {
