@@ -284,29 +284,8 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
                 let at = deploy.at.as_secs();
                 let entry = regressed_since.entry((service.name.as_str(), op.name.as_str())).or_insert(at);
                 *entry = (*entry).min(at);
-                let hit = events
-                    .iter()
-                    .filter(|e| {
-                        e.service == service.name
-                            && e.operation.as_deref() == Some(op.name.as_str())
-                            && e.revision == deploy.revision
-                    })
-                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
-                    .filter(|delay| *delay >= 0.0)
-                    .min_by(f64::total_cmp);
                 let until = serving_until(scenario, service, d, c, &op.name);
-                let incidents: Vec<(f64, Option<f64>, Option<String>)> = events
-                    .iter()
-                    .filter(|e| e.service == service.name && e.operation.as_deref() == Some(op.name.as_str()))
-                    .map(|e| {
-                        (
-                            seconds(e.detected_unix_nanos),
-                            resolved_at.get(&e.id).map(|r| seconds(*r)),
-                            e.resolution.as_ref().map(|r| r.reason.as_str().to_owned()),
-                        )
-                    })
-                    .collect();
-                let lifecycle = hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64));
+                let (hit, lifecycle) = detection(&events, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
                 labels.push(LabelResult {
                     service: service.name.clone(),
                     operation: op.name.clone(),
@@ -375,6 +354,40 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
     }
 }
 
+/// When the events of `service`'s `operation` caught the labelled drift
+/// that `revision` brought at `at` (seconds after it), and how its
+/// incidents covered it until `until`.
+fn detection(
+    events: &[&DriftEvent],
+    service: &str,
+    operation: &str,
+    revision: &str,
+    at: u64,
+    until: u64,
+    resolved_at: &HashMap<String, u64>,
+) -> (Option<f64>, Option<Lifecycle>) {
+    let of_operation = |e: &&&DriftEvent| e.service == service && e.operation.as_deref() == Some(operation);
+    let hit = events
+        .iter()
+        .filter(of_operation)
+        .filter(|e| e.revision == revision)
+        .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+        .filter(|delay| *delay >= 0.0)
+        .min_by(f64::total_cmp);
+    let incidents: Vec<(f64, Option<f64>, Option<String>)> = events
+        .iter()
+        .filter(of_operation)
+        .map(|e| {
+            (
+                seconds(e.detected_unix_nanos),
+                resolved_at.get(&e.id).map(|r| seconds(*r)),
+                e.resolution.as_ref().map(|r| r.reason.as_str().to_owned()),
+            )
+        })
+        .collect();
+    (hit, hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64)))
+}
+
 struct Lifecycle {
     coverage: Option<f64>,
     false_resolves: usize,
@@ -432,27 +445,8 @@ fn score_errors(
                 let at = deploy.at.as_secs();
                 let since = raised_since.entry((service.name.as_str(), op.name.as_str())).or_insert(at);
                 *since = (*since).min(at);
-                let of_operation = |e: &&&DriftEvent| e.service == service.name && e.operation.as_deref() == Some(op.name.as_str());
-                let hit = events
-                    .iter()
-                    .filter(of_operation)
-                    .filter(|e| e.revision == deploy.revision)
-                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
-                    .filter(|delay| *delay >= 0.0)
-                    .min_by(f64::total_cmp);
                 let until = serving_until(scenario, service, d, c, &op.name);
-                let incidents: Vec<(f64, Option<f64>, Option<String>)> = events
-                    .iter()
-                    .filter(of_operation)
-                    .map(|e| {
-                        (
-                            seconds(e.detected_unix_nanos),
-                            resolved_at.get(&e.id).map(|r| seconds(*r)),
-                            e.resolution.as_ref().map(|r| r.reason.as_str().to_owned()),
-                        )
-                    })
-                    .collect();
-                let lifecycle = hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64));
+                let (hit, lifecycle) = detection(events, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
                 labels.push(ErrorLabelResult {
                     service: service.name.clone(),
                     operation: op.name.clone(),
