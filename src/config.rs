@@ -5,6 +5,7 @@
 //! error that names the key instead of a silently ignored setting.
 
 use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -200,6 +201,7 @@ impl Config {
             ("receiver.tls.key_file", self.receiver.tls.as_ref().map(|t| &t.key_file)),
             ("admin.tls.cert_file", self.admin.tls.as_ref().map(|t| &t.cert_file)),
             ("admin.tls.key_file", self.admin.tls.as_ref().map(|t| &t.key_file)),
+            ("forward.ca_file", self.forward.ca_file.as_ref()),
         ];
         for (key, path) in files {
             if let Some(path) = path.filter(|p| !p.exists()) {
@@ -358,6 +360,15 @@ impl Config {
             if !ok {
                 return Err(ConfigError::Invalid(format!(
                     "forward.endpoint = {endpoint:?} is not an http(s) URL such as http://collector:4317"
+                )));
+            }
+        }
+        for (name, value) in &self.forward.headers {
+            let valid = http::HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| n.as_str() == name.as_str())
+                && http::HeaderValue::from_str(value).is_ok();
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "forward.headers: {name:?} is not a valid lower-case header name with a printable value"
                 )));
             }
         }
@@ -813,13 +824,29 @@ pub struct ForwardConfig {
     /// upstream while analysis still takes it; true refuses it with a
     /// retryable status, so nothing is lost but the client waits.
     pub prefer_no_loss: bool,
-    /// Requests sent upstream at once.
+    /// Requests in flight to the upstream at most, over one reused
+    /// connection: as many as its latency needs (rate × latency), up to this.
     pub concurrency: usize,
     pub max_retries: u32,
     #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Headers (gRPC metadata) sent with every forwarded request, such as
+    /// an API key the upstream asks for.
+    pub headers: BTreeMap<String, String>,
+    pub compression: ForwardCompression,
+    /// PEM CA certificates trusted for an `https://` upstream, in addition
+    /// to the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardCompression {
+    #[default]
+    None,
+    Gzip,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -837,10 +864,13 @@ impl Default for ForwardConfig {
             protocol: ForwardProtocol::Grpc,
             max_queue_bytes: 64 << 20,
             prefer_no_loss: false,
-            concurrency: 2,
+            concurrency: 32,
             max_retries: 5,
             initial_backoff: Duration::from_millis(200),
             timeout: Duration::from_secs(10),
+            headers: BTreeMap::new(),
+            compression: ForwardCompression::None,
+            ca_file: None,
         }
     }
 }

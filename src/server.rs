@@ -46,6 +46,8 @@ pub enum StartError {
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
+    #[error(transparent)]
     Record(#[from] crate::record::RecordError),
     #[error("{key}: {source}")]
     Tls {
@@ -223,7 +225,7 @@ impl Server {
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
         drop(updates);
-        let forwarder = Forwarder::start(&config.forward, metrics.clone()).map(|(forwarder, _senders)| forwarder);
+        let forwarder = Forwarder::start(&config.forward, metrics.clone())?.map(|(forwarder, _sender)| forwarder);
         let mut ingest = Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder);
         if config.receiver.memory_limit_mib > 0 {
             ingest = ingest.with_memory_limit(crate::memory::Resident::sampled());

@@ -95,6 +95,58 @@ fn everything_arrives_upstream_over_grpc_and_http() {
 }
 
 #[test]
+fn forwarding_reaches_a_tls_upstream_with_its_headers_and_gzip_over_one_connection() {
+    let pki = tempfile::tempdir().expect("dir");
+    let (cert, key) = (pki.path().join("tls.crt"), pki.path().join("tls.key"));
+    let ca = common::tls::issue_certificate(pki.path(), "upstream", &cert, &key);
+    let token = pki.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let upstream = Driftwatch::start(&format!(
+        "[receiver]\nbearer_token_file = {token:?}\n[receiver.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+    ));
+    let forward = |protocol: &str, port: u16, headers: &str| {
+        Driftwatch::start(&format!(
+            "[forward]\nendpoint = \"https://127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\ncompression = \"gzip\"\n\
+             ca_file = {ca:?}\nmax_retries = 0\n[forward.headers]\n{headers}"
+        ))
+    };
+    let auth = "authorization = \"Bearer s3cret\"\n";
+    let grpc = forward("grpc", upstream.grpc.port(), auth);
+    let http = forward("http", upstream.http.port(), auth);
+    let anonymous = forward("grpc", upstream.grpc.port(), "");
+    for i in 0..20 {
+        assert_eq!(post(&grpc, "application/x-protobuf", batch("tls-grpc", 100, i * 100)).0, 200);
+        assert_eq!(post(&http, "application/x-protobuf", batch("tls-http", 100, i * 100)).0, 200);
+    }
+    assert_eq!(post(&anonymous, "application/x-protobuf", batch("anonymous", 10, 0)).0, 200);
+    eventually(Duration::from_secs(20), "every span upstream", || {
+        let m = upstream.metrics();
+        m.value("driftwatch_spans_received_total", &[("service_name", "tls-grpc")]) == 2000.0
+            && m.value("driftwatch_spans_received_total", &[("service_name", "tls-http")]) == 2000.0
+    });
+    for dw in [&grpc, &http] {
+        assert_eq!(dw.metrics().value("driftwatch_forward_requests_total", &[("outcome", "sent")]), 20.0);
+    }
+    // Without the header the upstream refuses: counted as rejected, not sent.
+    eventually(Duration::from_secs(10), "the refusal counted", || {
+        anonymous
+            .metrics()
+            .value("driftwatch_forward_requests_total", &[("outcome", "dropped_rejected")])
+            == 1.0
+    });
+    assert_eq!(upstream.metrics().value("driftwatch_spans_received_total", &[("service_name", "anonymous")]), 0.0);
+    // One reused connection per forwarder, not one per request: a closed
+    // connection would linger in TIME_WAIT on the forwarder's side.
+    let sockets = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let upstream_port = format!(":{:04X}", upstream.grpc.port());
+    let connections = sockets
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2).is_some_and(|remote| remote.ends_with(&upstream_port)))
+        .count();
+    assert!(connections <= 2, "{connections} connections to the upstream's gRPC port");
+}
+
+#[test]
 fn a_dead_upstream_costs_bounded_memory_and_counted_drops() {
     let dead = free_port();
     let dw = Driftwatch::start(&format!(

@@ -804,37 +804,6 @@ fn above_the_memory_limit_new_data_is_refused_with_a_retryable_status() {
     assert_eq!(metrics.value("driftwatch_spans_received_total", &[("service_name", "heavy")]), 0.0);
 }
 
-/// A CA and a certificate it signs for localhost and 127.0.0.1, made with
-/// `openssl`; returns the CA's PEM path.
-fn issue_certificate(dir: &std::path::Path, name: &str, cert: &std::path::Path, key: &std::path::Path) -> std::path::PathBuf {
-    let openssl = |args: &[&str]| {
-        let output = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    };
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", &format!("/CN={name} test CA")]);
-    let csr = format!("{name}.csr");
-    let leaf_key = format!("{name}.key");
-    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &leaf_key, "-out", &csr, "-subj", "/CN=localhost"]);
-    let ext = format!("{name}.ext");
-    std::fs::write(dir.join(&ext), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write ext");
-    let leaf = format!("{name}.pem");
-    openssl(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &leaf, "-days", "2", "-extfile", &ext]);
-    // Replace the served files the way a Secret update does: whole files
-    // moved into place.
-    for (from, to) in [(leaf, cert), (leaf_key, key)] {
-        let staged = dir.join(format!("{from}.staged"));
-        std::fs::copy(dir.join(&from), &staged).expect("stage");
-        std::fs::rename(&staged, to).expect("move into place");
-    }
-    dir.join(ca)
-}
-
 /// `curl` over TLS trusting only `ca`: the HTTP status, or None when the
 /// connection or the handshake failed.
 fn curl_status(url: &str, ca: &std::path::Path, body: Option<&[u8]>) -> Option<u16> {
@@ -864,7 +833,7 @@ fn sdk_trusting(ca: &str) -> [(&str, &str); 3] {
 fn tls_listeners_serve_real_sdks_and_pick_up_a_renewed_certificate() {
     let pki = tempfile::tempdir().expect("dir");
     let (cert, key) = (pki.path().join("tls.crt"), pki.path().join("tls.key"));
-    let first_ca = issue_certificate(pki.path(), "first", &cert, &key);
+    let first_ca = common::tls::issue_certificate(pki.path(), "first", &cert, &key);
     let tls = format!("cert_file = {cert:?}\nkey_file = {key:?}\nreload_interval = \"200ms\"\n");
     let dw = Driftwatch::start(&format!("[receiver.tls]\n{tls}[admin.tls]\n{tls}"));
 
@@ -898,7 +867,7 @@ fn tls_listeners_serve_real_sdks_and_pick_up_a_renewed_certificate() {
     assert_eq!(curl_status(&admin("/readyz"), &first_ca, None), Some(200));
 
     // A renewed certificate from another CA is served without a restart.
-    let second_ca = issue_certificate(pki.path(), "second", &cert, &key);
+    let second_ca = common::tls::issue_certificate(pki.path(), "second", &cert, &key);
     eventually(Duration::from_secs(10), "the renewed certificate is served", || {
         curl_status(&admin("/readyz"), &second_ca, None) == Some(200)
     });

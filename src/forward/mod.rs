@@ -2,21 +2,23 @@
 //! bytes that arrived (never re-encoded), so driftwatch can sit inline in
 //! front of another collector.
 //!
-//! The path to the upstream is a bounded byte budget and a few sender
-//! tasks. A slow or dead upstream never blocks the receivers or the
-//! analysis: when the budget is spent, requests are dropped and counted —
-//! or, with `prefer_no_loss`, the receivers answer clients with a retryable
-//! status instead of accepting what could not be forwarded.
+//! The path to the upstream is a bounded byte budget and one reused
+//! connection with a bounded number of requests in flight. A slow or dead
+//! upstream never blocks the receivers or the analysis: when the budget is
+//! spent, requests are dropped and counted — or, with `prefer_no_loss`, the
+//! receivers answer clients with a retryable status instead of accepting
+//! what could not be forwarded.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::config::{ForwardConfig, ForwardProtocol};
+use crate::config::{ForwardCompression, ForwardConfig, ForwardProtocol};
 use crate::expose::metrics::Metrics;
 use crate::receive::grpc::RawCodec;
 
@@ -95,12 +97,33 @@ pub struct Forwarder {
     metrics: Arc<Metrics>,
 }
 
+/// The upstream cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("forward.endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("forward.ca_file {path}: {source}")]
+    CaFile { path: PathBuf, source: std::io::Error },
+    #[error("forward.headers: {0}")]
+    Header(String),
+}
+
 impl Forwarder {
-    /// Starts the sender tasks; `None` when forwarding is not configured.
-    pub fn start(config: &ForwardConfig, metrics: Arc<Metrics>) -> Option<(Arc<Forwarder>, Vec<JoinHandle<()>>)> {
-        let endpoint = config.endpoint.clone()?;
-        let (queue, rx) = mpsc::unbounded_channel::<Item>();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    /// Starts the sender; `None` when forwarding is not configured.
+    ///
+    /// One task takes queued requests in order and starts each send as its
+    /// own task, holding one of `concurrency` permits: the requests in flight
+    /// follow the upstream's latency (rate × latency) up to that cap, all
+    /// over one reused connection.
+    pub fn start(
+        config: &ForwardConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<(Arc<Forwarder>, JoinHandle<()>)>, ForwardError> {
+        let Some(endpoint) = config.endpoint.clone() else {
+            return Ok(None);
+        };
+        let upstream = Upstream::new(&endpoint, config)?;
+        let (queue, mut rx) = mpsc::unbounded_channel::<Item>();
         let forwarder = Arc::new(Forwarder {
             queue,
             queued_bytes: Arc::new(AtomicUsize::new(0)),
@@ -108,15 +131,18 @@ impl Forwarder {
             prefer_no_loss: config.prefer_no_loss,
             metrics: metrics.clone(),
         });
-        let upstream = Upstream::new(&endpoint, config.protocol, config.timeout);
-        let tasks = (0..config.concurrency.max(1))
-            .map(|_| {
-                let (rx, upstream, metrics, forwarder) = (rx.clone(), upstream.clone(), metrics.clone(), forwarder.clone());
-                let (retries, backoff) = (config.max_retries, config.initial_backoff);
-                tokio::spawn(async move {
-                    loop {
-                        let item = rx.lock().await.recv().await;
-                        let Some(mut item) = item else { break };
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let (retries, backoff) = (config.max_retries, config.initial_backoff);
+        let sender = {
+            let forwarder = forwarder.clone();
+            tokio::spawn(async move {
+                while let Some(item) = rx.recv().await {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                    let (upstream, metrics, forwarder) = (upstream.clone(), metrics.clone(), forwarder.clone());
+                    tokio::spawn(async move {
+                        // The whole item moves in, so that its reservation
+                        // is marked sent, not a copy of the flag.
+                        let (mut item, _permit) = (item, permit);
                         let outcome = upstream.send_with_retries(&item.body, item.signal, retries, backoff).await;
                         metrics.forward_requests.with_label_values(&[outcome]).inc();
                         item.reservation.sent = true;
@@ -124,11 +150,11 @@ impl Forwarder {
                         metrics
                             .forward_queue_bytes
                             .set(forwarder.queued_bytes.load(Ordering::Acquire) as i64);
-                    }
-                })
+                    });
+                }
             })
-            .collect();
-        Some((forwarder, tasks))
+        };
+        Ok(Some((forwarder, sender)))
     }
 
     /// Takes room for `bytes` in the budget, or says why not (and counts
@@ -170,22 +196,92 @@ impl Forwarder {
 
 #[derive(Clone)]
 enum Upstream {
-    Grpc { endpoint: String, timeout: Duration },
-    /// The collector's base URL; each signal's path is added to it.
-    Http { base: String, client: reqwest::Client },
+    /// One channel, connected lazily and reconnected by tonic when it
+    /// breaks; HTTP/2 carries every request in flight over it.
+    Grpc {
+        channel: tonic::transport::Channel,
+        metadata: tonic::metadata::MetadataMap,
+        gzip: bool,
+    },
+    /// The collector's base URL; each signal's path is added to it. The
+    /// client keeps its connections alive and reuses them.
+    Http {
+        base: String,
+        client: reqwest::Client,
+        gzip: bool,
+    },
 }
 
 impl Upstream {
-    fn new(endpoint: &str, protocol: ForwardProtocol, timeout: Duration) -> Upstream {
-        match protocol {
-            ForwardProtocol::Grpc => Upstream::Grpc {
-                endpoint: endpoint.to_owned(),
-                timeout,
-            },
-            ForwardProtocol::Http => Upstream::Http {
-                base: endpoint.trim_end_matches('/').trim_end_matches("/v1/traces").to_owned(),
-                client: crate::tls::http_client().timeout(timeout).build().unwrap_or_default(),
-            },
+    fn new(endpoint: &str, config: &ForwardConfig) -> Result<Upstream, ForwardError> {
+        let invalid = |reason: String| ForwardError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let ca = match &config.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| ForwardError::CaFile {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let gzip = config.compression == ForwardCompression::Gzip;
+        match config.protocol {
+            ForwardProtocol::Grpc => {
+                let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+                    .map_err(|e| invalid(e.to_string()))?
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_while_idle(true);
+                if endpoint.starts_with("https://") {
+                    crate::tls::install_crypto_provider();
+                    let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+                    if let Some(pem) = &ca {
+                        tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                    }
+                    channel = channel.tls_config(tls).map_err(|e| invalid(e.to_string()))?;
+                }
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (name, value) in &config.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(name.as_bytes())
+                        .map_err(|e| ForwardError::Header(format!("{name:?}: {e}")))?;
+                    let value = value
+                        .parse()
+                        .map_err(|e| ForwardError::Header(format!("{name:?}: {e}")))?;
+                    metadata.insert(key, value);
+                }
+                Ok(Upstream::Grpc {
+                    channel: channel.connect_lazy(),
+                    metadata,
+                    gzip,
+                })
+            }
+            ForwardProtocol::Http => {
+                let mut headers = http::HeaderMap::new();
+                for (name, value) in &config.headers {
+                    let name = http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|e| ForwardError::Header(format!("{name:?}: {e}")))?;
+                    let value = http::HeaderValue::from_str(value)
+                        .map_err(|e| ForwardError::Header(format!("{name:?}: {e}")))?;
+                    headers.insert(name, value);
+                }
+                let mut client = crate::tls::http_client()
+                    .timeout(config.timeout)
+                    .tcp_nodelay(true)
+                    .default_headers(headers);
+                if let Some(pem) = &ca {
+                    for certificate in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| invalid(e.to_string()))? {
+                        client = client.add_root_certificate(certificate);
+                    }
+                }
+                Ok(Upstream::Http {
+                    base: endpoint.trim_end_matches('/').trim_end_matches("/v1/traces").to_owned(),
+                    client: client.build().map_err(|e| invalid(e.to_string()))?,
+                    gzip,
+                })
+            }
         }
     }
 
@@ -215,18 +311,16 @@ impl Upstream {
 
     async fn send(&self, body: Bytes, signal: Signal) -> Result<(), Failure> {
         match self {
-            Upstream::Grpc { endpoint, timeout } => {
-                let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-                    .map_err(|e| Failure::Permanent(e.to_string()))?
-                    .timeout(*timeout)
-                    .connect_timeout(*timeout)
-                    .connect()
-                    .await
-                    .map_err(|e| Failure::Transient(e.to_string()))?;
-                let mut client = tonic::client::Grpc::new(channel);
+            Upstream::Grpc { channel, metadata, gzip } => {
+                let mut client = tonic::client::Grpc::new(channel.clone());
+                if *gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
                 client.ready().await.map_err(|e| Failure::Transient(e.to_string()))?;
                 let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
-                match client.unary(tonic::Request::new(body), path, RawCodec).await {
+                let mut request = tonic::Request::new(body);
+                *request.metadata_mut() = metadata.clone();
+                match client.unary(request, path, RawCodec).await {
                     Ok(_) => Ok(()),
                     Err(status) => match status.code() {
                         tonic::Code::Unavailable
@@ -237,14 +331,20 @@ impl Upstream {
                     },
                 }
             }
-            Upstream::Http { base, client } => {
-                let response = client
+            Upstream::Http { base, client, gzip } => {
+                let mut request = client
                     .post(format!("{base}{}", signal.http_path()))
-                    .header("content-type", "application/x-protobuf")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| Failure::Transient(e.to_string()))?;
+                    .header("content-type", "application/x-protobuf");
+                let body = if *gzip {
+                    request = request.header("content-encoding", "gzip");
+                    // Compression is CPU work: off the runtime's threads.
+                    tokio::task::spawn_blocking(move || gzip_bytes(&body))
+                        .await
+                        .map_err(|e| Failure::Permanent(format!("compression failed: {e}")))?
+                } else {
+                    body
+                };
+                let response = request.body(body).send().await.map_err(|e| Failure::Transient(e.to_string()))?;
                 let status = response.status();
                 if status.is_success() {
                     Ok(())
@@ -256,6 +356,14 @@ impl Upstream {
             }
         }
     }
+}
+
+fn gzip_bytes(body: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    Bytes::from(encoder.finish().unwrap_or_default())
 }
 
 enum Failure {

@@ -6,6 +6,7 @@
 
 pub mod git;
 pub mod postgres;
+pub mod tls;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
