@@ -86,9 +86,34 @@ enum Command {
         /// Spans per second in total; the maximum rate when omitted.
         #[arg(long)]
         rate: Option<u64>,
-        /// The collector's pid, to report its CPU seconds and peak RSS.
+        /// The collector's pid, to report its CPU seconds and RSS over time.
         #[arg(long)]
         pid: Option<u32>,
+        /// How often to sample the collector's RSS.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        sample_every: std::time::Duration,
+        /// Distinct services.
+        #[arg(long, default_value_t = 4)]
+        services: usize,
+        /// Server operations per service.
+        #[arg(long, default_value_t = 10)]
+        operations: usize,
+        /// Outbound peers per service (0 sends server spans only).
+        #[arg(long, default_value_t = 4)]
+        peers: usize,
+        /// Attributes per span.
+        #[arg(long, default_value_t = 10)]
+        attributes: usize,
+        /// Bytes per value of the attributes beyond the first ten.
+        #[arg(long, default_value_t = 16)]
+        attribute_bytes: usize,
+        /// Spans per export request.
+        #[arg(long, default_value_t = 512)]
+        spans_per_request: usize,
+        /// Send the same event times in every request instead of advancing
+        /// them with the wall clock.
+        #[arg(long)]
+        frozen_time: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -239,6 +264,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             duration,
             rate,
             pid,
+            sample_every,
+            services,
+            operations,
+            peers,
+            attributes,
+            attribute_bytes,
+            spans_per_request,
+            frozen_time,
             json,
         } => runtime()?.block_on(async {
             let report = driftwatch::loadgen::run(driftwatch::loadgen::LoadOptions {
@@ -247,6 +280,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 duration,
                 rate,
                 pid,
+                shape: driftwatch::loadgen::Shape {
+                    services,
+                    operations,
+                    peers,
+                    attributes,
+                    attribute_bytes,
+                    spans_per_request,
+                },
+                frozen_time,
+                sample_every,
             })
             .await?;
             if json {

@@ -215,6 +215,29 @@ fn loadgen_reports_throughput_latency_and_the_collectors_resources() {
         report["accepted_spans"].as_f64().expect("spans"),
         "every accepted span was counted by the collector"
     );
+    assert_eq!(report["event_time"], "advancing");
+    assert_eq!(report["latency_measured_from"], "send");
+    assert!(!report["collector_rss_mib_over_time"].as_array().expect("samples").is_empty());
+
+    // At a fixed rate, latency counts from each request's scheduled time, and
+    // the shape asked for is the shape sent.
+    let output = std::process::Command::new(common::driftwatch_bin())
+        .args(["loadgen", "--json", "--rate", "20000", "--duration", "2s", "--services", "3", "--operations", "7"])
+        .args(["--attributes", "30", "--attribute-bytes", "100", "--endpoint"])
+        .arg(format!("http://{}", dw.grpc))
+        .output()
+        .expect("run loadgen");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["latency_measured_from"], "scheduled send");
+    assert_eq!(report["target_spans_per_second"], 20000);
+    let rate = report["accepted_spans_per_second"].as_f64().expect("rate");
+    assert!((12_000.0..=24_000.0).contains(&rate), "{report}");
+    assert!(report["latency_p999_ms"].as_f64() >= report["latency_p99_ms"].as_f64());
+    let metrics = dw.metrics();
+    for service in ["svc-0000", "svc-0001", "svc-0002"] {
+        assert!(metrics.value("driftwatch_spans_received_total", &[("service_name", service)]) > 0.0, "{service}");
+    }
 }
 
 #[test]
