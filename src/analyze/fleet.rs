@@ -75,7 +75,7 @@ impl FleetBaseline {
                 let (histogram, moments) = histograms
                     .entry((&s.operation, &s.revision))
                     .or_insert_with(|| (new_histogram(), HashMap::new()));
-                let _ = histogram.add(histogram_from(&s.buckets));
+                histogram.add(&histogram_from(&s.buckets));
                 for &(start, count, sum_ln, sum_ln2) in &s.moments {
                     let m = moments.entry(start).or_insert(WindowMoments {
                         start_unix_nanos: start,

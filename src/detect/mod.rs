@@ -6,6 +6,7 @@
 
 pub mod errors;
 pub mod event;
+pub mod histogram;
 pub mod kind;
 pub mod latency;
 pub mod outbound;

@@ -7,24 +7,23 @@
 //! that share bucket boundaries: values within one bucket are ties, which the
 //! tie-corrected variance accounts for.
 
-use hdrhistogram::Histogram;
+use crate::detect::histogram::SparseHistogram;
 
 /// Latency histograms: microseconds, 2 significant figures (1% precision).
-pub type LatencyHistogram = Histogram<u32>;
+pub type LatencyHistogram = SparseHistogram;
 
 /// Largest latency recorded exactly, in microseconds (1 hour); longer spans
 /// are clamped to it.
-pub const MAX_TRACKABLE_MICROS: u64 = 3_600_000_000;
+pub const MAX_TRACKABLE_MICROS: u64 = crate::detect::histogram::MAX_VALUE;
 
 /// A new, empty latency histogram with the shared bucket layout.
 pub fn new_histogram() -> LatencyHistogram {
-    // The bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, MAX_TRACKABLE_MICROS, 2).expect("valid histogram bounds")
+    SparseHistogram::new()
 }
 
 /// Records a duration, clamped into the trackable range.
 pub fn record(histogram: &mut LatencyHistogram, micros: u64) {
-    let _ = histogram.record(micros.clamp(1, MAX_TRACKABLE_MICROS));
+    histogram.record(micros.clamp(1, MAX_TRACKABLE_MICROS));
 }
 
 /// `histogram` with every value multiplied by `factor`: the baseline
@@ -33,7 +32,7 @@ pub fn scaled(histogram: &LatencyHistogram, factor: f64) -> LatencyHistogram {
     let mut out = new_histogram();
     for v in histogram.iter_recorded() {
         let value = (v.value_iterated_to() as f64 * factor).round() as u64;
-        let _ = out.record_n(value.clamp(1, MAX_TRACKABLE_MICROS), v.count_at_value());
+        out.record_n(value.clamp(1, MAX_TRACKABLE_MICROS), v.count_at_value());
     }
     out
 }
@@ -437,8 +436,8 @@ mod tests {
 
     /// Quantises samples to the value the histogram reports for them, so
     /// ties in the reference match the histogram's buckets.
-    fn quantised(h: &LatencyHistogram, values: &[u64]) -> Vec<u64> {
-        values.iter().map(|v| h.highest_equivalent(*v)).collect()
+    fn quantised(values: &[u64]) -> Vec<u64> {
+        values.iter().map(|v| crate::detect::histogram::highest_equivalent(*v)).collect()
     }
 
     #[test]
@@ -449,7 +448,7 @@ mod tests {
             let current: Vec<u64> = (0..n2).map(|_| (rng.log_normal(20_000.0, 0.5) * shift) as u64).collect();
             let (hb, hc) = (histogram_of(&baseline), histogram_of(&current));
             let got = mann_whitney_greater(&hb, &hc).expect("test");
-            let (u, z) = reference(&quantised(&hb, &baseline), &quantised(&hc, &current));
+            let (u, z) = reference(&quantised(&baseline), &quantised(&current));
             assert!((got.u - u).abs() < 1e-6, "U {} vs reference {u}", got.u);
             if u - (n1 * n2) as f64 / 2.0 > 0.5 {
                 assert!((got.z - z).abs() < 1e-9, "z {} vs reference {z}", got.z);
