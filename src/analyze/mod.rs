@@ -85,6 +85,8 @@ pub struct LiveShard {
     persistence: Option<Persistence>,
     /// Folded-span totals already exported, per service.
     folded_exported: std::collections::HashMap<crate::extract::Sym, u64>,
+    /// Calls without a caller already exported, per service.
+    uncalled_exported: std::collections::HashMap<crate::extract::Sym, u64>,
     /// Histogram handles by (service, operation, revision), so observing a
     /// span does not look labels up.
     /// Per (service, operation, revision): the duration histogram and the
@@ -112,6 +114,7 @@ impl LiveShard {
             scratch: Vec::new(),
             persistence: None,
             folded_exported: Default::default(),
+            uncalled_exported: Default::default(),
             durations: Default::default(),
             exported: Default::default(),
         }
@@ -253,6 +256,13 @@ impl ShardObserver for LiveShard {
                     .with_label_values(&[service])
                     .inc_by(folded - *exported);
                 *exported = folded;
+                let dropped = state.peers.calls_dropped;
+                let exported = self.uncalled_exported.entry(run[0].service.clone()).or_insert(0);
+                self.metrics
+                    .calls_without_caller
+                    .with_label_values(&[service])
+                    .inc_by(dropped.saturating_sub(*exported));
+                *exported = dropped;
             }
         }
         if outcome.too_late > 0 {

@@ -7,10 +7,23 @@
 //! queue until their parent chain arrives; a call still unresolved after
 //! `JOIN_WINDOW` is attributed to `(unknown caller)`.
 //!
+//! Calls are linked to their caller as soon as the chain is there: at the
+//! end of each batch for the batch's calls, and again whenever a span that
+//! a waiting call misses arrives. The join cache therefore only has to hold
+//! spans for the short time until their children are linked (or for
+//! children that end after their parent), and its size is a share of a
+//! per-shard budget rather than a fixed count per service, so memory does
+//! not grow with the number of services. A link records when its chain was
+//! complete (its latest span's end); the call is attributed by the first
+//! evaluation after that, as if the chain had been walked then, so the
+//! result does not depend on batching.
+//!
 //! Everything here is bounded: peers per service, callers per peer, the
 //! join cache and the pending queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use foldhash::fast::RandomState;
 
 use super::timeline::RevId;
 use crate::extract::{SpanFact, SpanKind, Sym};
@@ -20,10 +33,15 @@ use crate::rng::Rng;
 pub const MAX_PEERS: usize = 512;
 /// Calling operations remembered per peer.
 pub const MAX_CALLERS: usize = 16;
-/// Spans kept for parent lookups, per service.
-const MAX_JOIN_ENTRIES: usize = 65_536;
-/// Calls waiting for their parent chain, per service.
-const MAX_PENDING: usize = 16_384;
+/// Spans kept for parent lookups, per shard: each service that calls out
+/// holds an equal share of it, at least `MIN_JOIN_ENTRIES`.
+pub const JOIN_BUDGET: usize = 65_536;
+/// The smallest share of the join budget a service holds.
+pub const MIN_JOIN_ENTRIES: usize = 256;
+/// Calls waiting for their caller, per shard, shared out like the join
+/// budget: the oldest is attributed to `(unknown caller)` when a service's
+/// share is full.
+pub const PENDING_BUDGET: usize = 65_536;
 /// How long (event time) a call waits for its parents.
 pub const JOIN_WINDOW_NANOS: u64 = 30_000_000_000;
 /// Parents walked at most from a client span to its entry span.
@@ -123,6 +141,17 @@ struct PendingCall {
     parent: u64,
     end: u64,
     duration_nanos: u64,
+    /// Once linked: the caller's operation and duration, and the end of the
+    /// latest span of the chain (the call is attributed after it).
+    link: Option<(Sym, u64, u64)>,
+}
+
+/// The walk from a call's parent to its entry span.
+enum Walk {
+    /// (operation, duration, latest end along the chain).
+    Found(Sym, u64, u64),
+    /// The chain breaks at this span id, not (yet) seen.
+    Missing(u64),
 }
 
 /// What recording a call learned about its peer, before the call was
@@ -136,12 +165,24 @@ pub struct Novelty {
 pub struct PeerSets {
     known: HashMap<Sym, KnownPeer>,
     by_revision: HashMap<RevId, HashMap<Sym, PeerUse>>,
-    join: HashMap<u64, Link>,
+    join: HashMap<u64, Link, RandomState>,
     join_order: VecDeque<(u64, u64)>,
+    /// This service's share of the shard's join budget.
+    join_cap: usize,
+    /// This service's share of the shard's pending-call budget.
+    pending_cap: usize,
     pending: VecDeque<PendingCall>,
+    /// Pending calls before this index have been tried for a link.
+    linked_upto: usize,
+    /// Span ids that waiting calls miss; one arriving asks for a relink.
+    awaited: HashSet<u64, RandomState>,
+    relink: bool,
     rng: Rng,
     /// Calls whose peer could not be remembered (table full).
     pub overflow: u64,
+    /// Calls that waited for their caller while this service's share of
+    /// the pending budget was full: counted, with no caller.
+    pub calls_dropped: u64,
 }
 
 impl Default for PeerSets {
@@ -149,9 +190,15 @@ impl Default for PeerSets {
         PeerSets {
             known: HashMap::new(),
             by_revision: HashMap::new(),
-            join: HashMap::new(),
+            join: HashMap::default(),
             join_order: VecDeque::new(),
+            join_cap: JOIN_BUDGET,
+            pending_cap: PENDING_BUDGET,
+            calls_dropped: 0,
             pending: VecDeque::new(),
+            linked_upto: 0,
+            awaited: HashSet::default(),
+            relink: false,
             rng: Rng::new(0x5eed),
             overflow: 0,
         }
@@ -175,11 +222,73 @@ impl PeerSets {
             },
         );
         self.join_order.push_back((fact.end_unix_nanos, fact.span_id));
-        while self.join_order.len() > MAX_JOIN_ENTRIES {
+        while self.join_order.len() > self.join_cap {
             if let Some((_, id)) = self.join_order.pop_front() {
                 self.join.remove(&id);
             }
         }
+        if !self.awaited.is_empty() && self.awaited.contains(&fact.span_id) {
+            self.relink = true;
+        }
+    }
+
+    /// Sets this service's share of the shard's join and pending budgets,
+    /// among `services`.
+    pub fn set_share(&mut self, services: usize) {
+        let services = services.max(1);
+        self.join_cap = (JOIN_BUDGET / services).max(MIN_JOIN_ENTRIES);
+        self.pending_cap = (PENDING_BUDGET / services).max(MIN_JOIN_ENTRIES);
+    }
+
+    /// Links the calls recorded since the last time, and every waiting
+    /// call when a span one of them missed has arrived. Run after each batch.
+    pub fn link_new_calls(&mut self) {
+        let from = if self.relink { 0 } else { self.linked_upto };
+        if from < self.pending.len() {
+            self.link_from(from);
+        }
+    }
+
+    fn link_from(&mut self, from: usize) {
+        if from == 0 {
+            self.awaited.clear();
+        }
+        for i in from..self.pending.len() {
+            let call = &self.pending[i];
+            if call.link.is_some() || call.parent == 0 {
+                continue;
+            }
+            match self.walk(call.parent) {
+                Walk::Found(operation, duration, ready) => {
+                    let ready = ready.max(call.end);
+                    self.pending[i].link = Some((operation, duration, ready));
+                }
+                Walk::Missing(id) => {
+                    self.awaited.insert(id);
+                }
+            }
+        }
+        self.linked_upto = self.pending.len();
+        self.relink = false;
+    }
+
+    /// Walks up from `span` to the nearest SERVER/CONSUMER ancestor (or a
+    /// root), through the spans seen so far.
+    fn walk(&self, mut span: u64) -> Walk {
+        let mut latest = 0;
+        for _ in 0..MAX_HOPS {
+            let Some(link) = self.join.get(&span) else {
+                return Walk::Missing(span);
+            };
+            latest = latest.max(link.end);
+            // A root that is not an entry span (a job, a script) is the caller.
+            if link.kind.is_entry() || link.parent == 0 {
+                return Walk::Found(link.operation.clone(), link.duration_nanos, latest);
+            }
+            span = link.parent;
+        }
+        // Too deep: treated as a chain that never completes.
+        Walk::Missing(0)
     }
 
     /// Records an outbound call to `peer` by `revision`; `lookback_nanos`
@@ -214,8 +323,10 @@ impl PeerSets {
         usage.calls += 1;
         usage.first_seen = usage.first_seen.min(start);
         usage.last_seen = usage.last_seen.max(end);
-        if self.pending.len() >= MAX_PENDING {
+        if self.pending.len() >= self.pending_cap {
             self.pending.pop_front();
+            self.linked_upto = self.linked_upto.saturating_sub(1);
+            self.calls_dropped += 1;
         }
         self.pending.push_back(PendingCall {
             peer: peer.clone(),
@@ -223,6 +334,7 @@ impl PeerSets {
             parent: fact.parent_span_id,
             end,
             duration_nanos: fact.duration_nanos(),
+            link: None,
         });
         Novelty { unseen }
     }
@@ -239,9 +351,10 @@ impl PeerSets {
     /// attributed in event-time order, so the callers an evaluation at `at`
     /// sees do not depend on how the spans were batched.
     pub fn resolve_pending(&mut self, at: u64) {
+        self.link_from(0);
         let mut ready = Vec::new();
         let mut still_pending = VecDeque::with_capacity(self.pending.len());
-        while let Some(call) = self.pending.pop_front() {
+        while let Some(mut call) = self.pending.pop_front() {
             if call.end >= at {
                 still_pending.push_back(call);
                 continue;
@@ -251,13 +364,18 @@ impl PeerSets {
                 ready.push((call, Sym::from(NO_PARENT), 0));
                 continue;
             }
-            match self.entry_span_of(call.parent, at) {
-                Some(entry) => ready.push((call, entry.0, entry.1)),
-                None if expired => ready.push((call, Sym::from(UNKNOWN_CALLER), 0)),
-                None => still_pending.push_back(call),
+            match call.link.take() {
+                // The chain had ended by `at`.
+                Some((caller, duration, complete)) if complete < at => ready.push((call, caller, duration)),
+                _ if expired => ready.push((call, Sym::from(UNKNOWN_CALLER), 0)),
+                link => {
+                    call.link = link;
+                    still_pending.push_back(call);
+                }
             }
         }
         self.pending = still_pending;
+        self.linked_upto = self.pending.len();
         ready.sort_by(|(a, a_caller, _), (b, b_caller, _)| {
             (a.end, a.duration_nanos, a.parent, a_caller).cmp(&(b.end, b.duration_nanos, b.parent, b_caller))
         });
@@ -270,23 +388,6 @@ impl PeerSets {
                 self.join.remove(&id);
             }
         }
-    }
-
-    /// The nearest SERVER/CONSUMER ancestor that ended before `at`: its
-    /// operation and duration.
-    fn entry_span_of(&self, mut span: u64, at: u64) -> Option<(Sym, u64)> {
-        for _ in 0..MAX_HOPS {
-            let link = self.join.get(&span).filter(|l| l.end < at)?;
-            if link.kind.is_entry() {
-                return Some((link.operation.clone(), link.duration_nanos));
-            }
-            if link.parent == 0 {
-                // A root that is not an entry span (a job, a script).
-                return Some((link.operation.clone(), link.duration_nanos));
-            }
-            span = link.parent;
-        }
-        None
     }
 
     fn attribute(&mut self, call: &PendingCall, caller: Sym, caller_duration: u64) {
@@ -412,6 +513,61 @@ mod tests {
         assert!((usage.callers[0].p95_call_ms() - 30.0).abs() < 0.01);
         assert!((usage.callers[0].median_share() - 0.3).abs() < 0.01);
         assert!(!peers.record_call(&client, &peer, 0, u64::MAX).unseen, "known now");
+    }
+
+    #[test]
+    fn calls_linked_after_their_batch_need_no_join_cache_afterwards() {
+        let peer = Sym::from("db:5432");
+        let run = |cap: usize| {
+            let mut peers = PeerSets::default();
+            peers.set_share(JOIN_BUDGET / cap.max(1));
+            // Batches of two traces each (client first, as exported), then
+            // a flood of unrelated spans before the evaluation.
+            for trace in 0..100u64 {
+                let server = span(trace * 10 + 1, 0, SpanKind::Server, &format!("GET /{}", trace % 3), trace * 1_000, 50_000);
+                let client = span(trace * 10 + 2, trace * 10 + 1, SpanKind::Client, "SELECT", trace * 1_000 + 10, 20_000);
+                peers.record_call(&client, &peer, 0, u64::MAX);
+                peers.remember(&server);
+                if trace % 2 == 1 {
+                    peers.link_new_calls();
+                }
+            }
+            for filler in 0..10_000u64 {
+                peers.remember(&span(1_000_000 + filler, 0, SpanKind::Server, "GET /other", 200_000, 1));
+            }
+            peers.resolve_pending(1_000_000);
+            let mut callers: Vec<(String, u64)> = peers.usage(0, &peer).expect("usage").callers.iter().map(|c| (c.operation.to_string(), c.calls)).collect();
+            callers.sort();
+            callers
+        };
+        let roomy = run(1 << 20);
+        assert_eq!(roomy, [("GET /0".to_owned(), 34), ("GET /1".to_owned(), 33), ("GET /2".to_owned(), 33)]);
+        assert_eq!(run(MIN_JOIN_ENTRIES), roomy, "a small join cache loses nothing already linked");
+    }
+
+    #[test]
+    fn a_parent_arriving_in_a_later_batch_is_linked_when_it_arrives() {
+        let mut peers = PeerSets::default();
+        peers.set_share(usize::MAX);
+        let peer = Sym::from("api:443");
+        let client = span(3, 2, SpanKind::Client, "POST", 1_000, 10);
+        peers.record_call(&client, &peer, 0, u64::MAX);
+        peers.link_new_calls();
+        // The internal span, then the server span, each in its own batch,
+        // then enough unrelated spans to push both out of the cache.
+        peers.remember(&span(2, 1, SpanKind::Internal, "score", 900, 500));
+        peers.link_new_calls();
+        peers.remember(&span(1, 0, SpanKind::Server, "POST /checkout", 0, 5_000));
+        peers.link_new_calls();
+        for filler in 0..1_000u64 {
+            peers.remember(&span(100 + filler, 0, SpanKind::Server, "GET /other", 6_000, 1));
+        }
+        // Not before the chain's last span ended...
+        peers.resolve_pending(5_000);
+        assert!(peers.usage(0, &peer).expect("usage").callers.is_empty());
+        // ...and then to the entry span.
+        peers.resolve_pending(5_001);
+        assert_eq!(&*peers.usage(0, &peer).expect("usage").callers[0].operation, "POST /checkout");
     }
 
     #[test]

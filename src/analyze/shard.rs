@@ -53,15 +53,18 @@ impl ShardAnalysis {
                 }
                 self.services.insert(name.clone(), state);
             }
+            let services = self.services.len();
             let Some(service) = self.services.get_mut(name) else {
                 continue;
             };
+            service.peers.set_share(services);
             for fact in run {
                 match service.observe(fact, &self.settings, out) {
                     Recorded::Analysed => outcome.analysed += 1,
                     Recorded::TooLate => outcome.too_late += 1,
                 }
             }
+            service.peers.link_new_calls();
         }
         outcome
     }

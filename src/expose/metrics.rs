@@ -50,6 +50,7 @@ pub struct Metrics {
     pub drift_refires: IntCounterVec,
     pub operations_tracked: IntGaugeVec,
     pub operations_folded: IntCounterVec,
+    pub calls_without_caller: IntCounterVec,
     pub outbound_peers: IntGaugeVec,
     pub attributions: IntCounterVec,
     pub revisions_unresolved: IntCounterVec,
@@ -181,6 +182,14 @@ impl Metrics {
             Opts::new(
                 "driftwatch_operations_tracked",
                 "Operations tracked exactly per service (bounded by analyze.max_operations).",
+            ),
+            &["service_name"],
+        )
+        .expect("valid metric");
+        let calls_without_caller = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_outbound_calls_without_caller_total",
+                "Outbound calls counted without their calling operation: the service's share of the pending-call budget was full.",
             ),
             &["service_name"],
         )
@@ -326,6 +335,7 @@ impl Metrics {
             Box::new(drift_refires.clone()),
             Box::new(operations_tracked.clone()),
             Box::new(operations_folded.clone()),
+            Box::new(calls_without_caller.clone()),
             Box::new(outbound_peers.clone()),
             Box::new(attributions.clone()),
             Box::new(revisions_unresolved.clone()),
@@ -391,6 +401,7 @@ impl Metrics {
             drift_refires,
             operations_tracked,
             operations_folded,
+            calls_without_caller,
             outbound_peers,
             attributions,
             revisions_unresolved,
