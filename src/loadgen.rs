@@ -27,18 +27,27 @@ use crate::rng::Rng;
 use crate::simulate::{AttrValue, SyntheticSpan, encode_request};
 
 /// The traffic's shape.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, clap::Args)]
 pub struct Shape {
+    /// Distinct services.
+    #[arg(long, default_value_t = 4)]
     pub services: usize,
     /// Server operations per service.
+    #[arg(long, default_value_t = 10)]
     pub operations: usize,
     /// Outbound peers per service; each server span makes one client call
     /// to one of them. Zero sends server spans only.
+    #[arg(long, default_value_t = 4)]
     pub peers: usize,
     /// Attributes per span.
+    #[arg(long, default_value_t = 10)]
     pub attributes: usize,
-    /// Size of each attribute value beyond the ten semantic-convention ones.
+    /// Bytes per value of the attributes beyond the ten semantic-convention
+    /// ones.
+    #[arg(long, default_value_t = 16)]
     pub attribute_bytes: usize,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 512)]
     pub spans_per_request: usize,
 }
 

@@ -92,24 +92,8 @@ enum Command {
         /// How often to sample the collector's RSS.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         sample_every: std::time::Duration,
-        /// Distinct services.
-        #[arg(long, default_value_t = 4)]
-        services: usize,
-        /// Server operations per service.
-        #[arg(long, default_value_t = 10)]
-        operations: usize,
-        /// Outbound peers per service (0 sends server spans only).
-        #[arg(long, default_value_t = 4)]
-        peers: usize,
-        /// Attributes per span.
-        #[arg(long, default_value_t = 10)]
-        attributes: usize,
-        /// Bytes per value of the attributes beyond the first ten.
-        #[arg(long, default_value_t = 16)]
-        attribute_bytes: usize,
-        /// Spans per export request.
-        #[arg(long, default_value_t = 512)]
-        spans_per_request: usize,
+        #[command(flatten)]
+        shape: driftwatch::loadgen::Shape,
         /// Send the same event times in every request instead of advancing
         /// them with the wall clock.
         #[arg(long)]
@@ -265,12 +249,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             rate,
             pid,
             sample_every,
-            services,
-            operations,
-            peers,
-            attributes,
-            attribute_bytes,
-            spans_per_request,
+            shape,
             frozen_time,
             json,
         } => runtime()?.block_on(async {
@@ -280,14 +259,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 duration,
                 rate,
                 pid,
-                shape: driftwatch::loadgen::Shape {
-                    services,
-                    operations,
-                    peers,
-                    attributes,
-                    attribute_bytes,
-                    spans_per_request,
-                },
+                shape,
                 frozen_time,
                 sample_every,
             })
