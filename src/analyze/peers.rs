@@ -33,14 +33,15 @@ use crate::rng::Rng;
 pub const MAX_PEERS: usize = 512;
 /// Calling operations remembered per peer.
 pub const MAX_CALLERS: usize = 16;
-/// Spans kept for parent lookups, per shard: each service that calls out
-/// holds an equal share of it, at least `MIN_JOIN_ENTRIES`.
+/// Spans kept for parent lookups, per shard: every service of the shard
+/// holds an equal share of it, at least `MIN_SHARE`.
 pub const JOIN_BUDGET: usize = 65_536;
-/// The smallest share of the join budget a service holds.
-pub const MIN_JOIN_ENTRIES: usize = 256;
+/// The smallest share of the join and pending budgets a service holds.
+pub const MIN_SHARE: usize = 256;
 /// Calls waiting for their caller, per shard, shared out like the join
-/// budget: the oldest is attributed to `(unknown caller)` when a service's
-/// share is full.
+/// budget: when a service's share is full, its oldest waiting call stops
+/// waiting; it stays counted for its peer, with no caller, in
+/// `calls_dropped`.
 pub const PENDING_BUDGET: usize = 65_536;
 /// How long (event time) a call waits for its parents.
 pub const JOIN_WINDOW_NANOS: u64 = 30_000_000_000;
@@ -236,8 +237,8 @@ impl PeerSets {
     /// among `services`.
     pub fn set_share(&mut self, services: usize) {
         let services = services.max(1);
-        self.join_cap = (JOIN_BUDGET / services).max(MIN_JOIN_ENTRIES);
-        self.pending_cap = (PENDING_BUDGET / services).max(MIN_JOIN_ENTRIES);
+        self.join_cap = (JOIN_BUDGET / services).max(MIN_SHARE);
+        self.pending_cap = (PENDING_BUDGET / services).max(MIN_SHARE);
     }
 
     /// Links the calls recorded since the last time, and every waiting
@@ -542,7 +543,7 @@ mod tests {
         };
         let roomy = run(1 << 20);
         assert_eq!(roomy, [("GET /0".to_owned(), 34), ("GET /1".to_owned(), 33), ("GET /2".to_owned(), 33)]);
-        assert_eq!(run(MIN_JOIN_ENTRIES), roomy, "a small join cache loses nothing already linked");
+        assert_eq!(run(MIN_SHARE), roomy, "a small join cache loses nothing already linked");
     }
 
     #[test]
