@@ -113,7 +113,7 @@ fn write_all(
     queued_bytes: &AtomicUsize,
     metrics: &Metrics,
 ) {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use crate::receive::otlp::ExportTraceServiceRequest;
     let mut out = std::io::BufWriter::new(file);
     let mut failing = false;
     while let Ok(body) = rx.recv() {

@@ -179,7 +179,7 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, I
 
 /// OTLP/JSON (hex ids, camelCase, enums as numbers) to protobuf bytes.
 pub fn json_to_protobuf(body: &[u8]) -> Result<Bytes, IngestError> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use super::otlp::ExportTraceServiceRequest;
     let request: ExportTraceServiceRequest =
         serde_json::from_slice(body).map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}")))?;
     Ok(request.encode_to_vec().into())

@@ -6,6 +6,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod otlp;
 pub mod view;
 pub mod wire;
 
