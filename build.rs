@@ -38,12 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (".opentelemetry.proto.trace.v1.Span.trace_id", "hex_bytes"),
         (".opentelemetry.proto.trace.v1.Span.span_id", "hex_bytes"),
         (".opentelemetry.proto.trace.v1.Span.parent_span_id", "hex_bytes"),
-        (".opentelemetry.proto.trace.v1.Span.start_time_unix_nano", "u64_string"),
-        (".opentelemetry.proto.trace.v1.Span.end_time_unix_nano", "u64_string"),
-        (".opentelemetry.proto.trace.v1.Span.Event.time_unix_nano", "u64_string"),
+        (".opentelemetry.proto.trace.v1.Span.start_time_unix_nano", "int_string"),
+        (".opentelemetry.proto.trace.v1.Span.end_time_unix_nano", "int_string"),
+        (".opentelemetry.proto.trace.v1.Span.Event.time_unix_nano", "int_string"),
         (".opentelemetry.proto.trace.v1.Span.Link.trace_id", "hex_bytes"),
         (".opentelemetry.proto.trace.v1.Span.Link.span_id", "hex_bytes"),
-        (".opentelemetry.proto.collector.trace.v1.ExportTracePartialSuccess.rejected_spans", "i64_string"),
+        (".opentelemetry.proto.collector.trace.v1.ExportTracePartialSuccess.rejected_spans", "int_string"),
     ] {
         config.field_attribute(path, format!("#[serde(with = \"{json}::{with}\")]"));
     }

@@ -91,28 +91,20 @@ pub mod json {
         }
     }
 
-    /// `fixed64` timestamps: a decimal string on output.
-    pub mod u64_string {
+    /// `int64` and `fixed64` values: a decimal string on output, a number
+    /// or a decimal string on input.
+    pub mod int_string {
         use super::{Deserializer, Lenient, Serializer};
 
-        pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<T: std::fmt::Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
             serializer.collect_str(value)
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-            deserializer.deserialize_any(Lenient(std::marker::PhantomData))
-        }
-    }
-
-    /// `int64` values: a decimal string on output.
-    pub mod i64_string {
-        use super::{Deserializer, Lenient, Serializer};
-
-        pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.collect_str(value)
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        pub fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+        where
+            T: TryFrom<u64> + TryFrom<i64> + std::str::FromStr,
+            D: Deserializer<'de>,
+        {
             deserializer.deserialize_any(Lenient(std::marker::PhantomData))
         }
     }
@@ -121,7 +113,7 @@ pub mod json {
 
     impl<'de> Deserialize<'de> for I64 {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            i64_string::deserialize(deserializer).map(I64)
+            int_string::deserialize(deserializer).map(I64)
         }
     }
 
