@@ -69,6 +69,7 @@ fn detector_tick(c: &mut Criterion) {
     let names: Vec<Sym> = (0..OPERATIONS).map(|i| Sym::from(format!("GET /op/{i}").as_str())).collect();
     let fact = |op: &Sym, end: u64, millis: u64| SpanFact {
         service: service.clone(),
+        environment: None,
         revision: revision.clone(),
         operation: op.clone(),
         kind: SpanKind::Server,

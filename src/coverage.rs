@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceCoverage {
     pub service: String,
+    /// `deployment.environment.name` of the spans, if they name one.
+    #[serde(default)]
+    pub environment: Option<String>,
     /// Ordered by first appearance.
     pub revisions: Vec<RevisionCoverage>,
 }
@@ -45,6 +48,9 @@ pub struct OperationCoverage {
 /// A question to the shard that owns `service`.
 pub struct CoverageQuery {
     pub service: String,
+    /// `None`: the service's spans that name no environment, or its only
+    /// environment.
+    pub environment: Option<String>,
     pub reply: tokio::sync::oneshot::Sender<Option<ServiceCoverage>>,
 }
 
@@ -68,14 +74,16 @@ impl CoverageBoard {
         }
     }
 
-    /// The coverage of `service`, if a shard analyses it; `None` too when
-    /// the shard is gone (shutdown) or does not answer in time.
-    pub async fn service(&self, service: &str) -> Option<ServiceCoverage> {
+    /// The coverage of `service` in `environment` (see [`CoverageQuery`]),
+    /// if a shard analyses it; `None` too when the shard is gone (shutdown)
+    /// or does not answer in time.
+    pub async fn service(&self, service: &str, environment: Option<&str>) -> Option<ServiceCoverage> {
         let route = self.route?;
         let shard = self.shards.get(route(service, self.shards.len()))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let query = CoverageQuery {
             service: service.to_owned(),
+            environment: environment.map(str::to_owned),
             reply,
         };
         tokio::time::timeout(ANSWER_WITHIN, async {

@@ -260,7 +260,7 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             let stats = event.stats.as_ref();
             format!(
                 "latency regression: {} {} p95 {:.0} ms -> {:.0} ms (+{:.0}%, {})",
-                event.service,
+                event.service_key(),
                 event.operation.as_deref().unwrap_or(""),
                 stats.map_or(0.0, |s| s.baseline.p95_ms),
                 stats.map_or(0.0, |s| s.current.p95_ms),
@@ -272,7 +272,7 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             let rates = event.stats.as_ref().and_then(|s| s.error_rate.as_ref());
             format!(
                 "error-rate regression: {} {} errors {} -> {} ({})",
-                event.service,
+                event.service_key(),
                 event.operation.as_deref().unwrap_or(""),
                 crate::text::percent(rates.map_or(0.0, |r| r.baseline)),
                 crate::text::percent(rates.map_or(0.0, |r| r.current)),
@@ -281,7 +281,7 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
         }
         EventKind::NewOutboundPeer => format!(
             "new outbound peer: {} now calls {} from {}",
-            event.service,
+            event.service_key(),
             event.peer.as_deref().unwrap_or(""),
             event.operation.as_deref().unwrap_or("?")
         ),

@@ -20,6 +20,7 @@ use crate::analyze::fleet::FleetBaseline;
 use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
 use crate::analyze::window::WindowLayout;
 use crate::detect::MAX_EVENTS;
+use crate::extract::ServiceKey;
 use crate::expose::metrics::Metrics;
 use crate::pipeline::FleetNotice;
 use crate::store::fleet::{FleetError, FleetStore};
@@ -79,10 +80,10 @@ impl FleetSync {
 
     /// The other replicas' view of every service, merged.
     pub async fn baselines(store: &FleetStore, layout: WindowLayout) -> Result<Vec<Arc<FleetBaseline>>, FleetError> {
-        let mut by_service: HashMap<String, Vec<ServiceSnapshot>> = HashMap::new();
+        let mut by_service: HashMap<ServiceKey, Vec<ServiceSnapshot>> = HashMap::new();
         for (service, body) in store.other_snapshots().await? {
             match serde_json::from_slice::<ServiceSnapshot>(&body) {
-                Ok(snapshot) if snapshot.version <= SNAPSHOT_VERSION => by_service.entry(service).or_default().push(snapshot),
+                Ok(snapshot) if snapshot.version <= SNAPSHOT_VERSION => by_service.entry(snapshot.key()).or_default().push(snapshot),
                 Ok(snapshot) => tracing::warn!(%service, version = snapshot.version,
                     "a replica runs a newer driftwatch; its snapshot is skipped until this one is upgraded"),
                 Err(error) => tracing::warn!(%service, %error, "an unreadable snapshot in the fleet store is skipped"),
@@ -109,7 +110,7 @@ impl FleetSync {
         let shards = self.shards.len().max(1);
         let mut split = vec![Vec::new(); shards];
         for baseline in baselines {
-            split[crate::analyze::shard_index(&baseline.service, shards)].push(baseline);
+            split[crate::analyze::shard_index(&baseline.key.service, shards)].push(baseline);
         }
         split
     }

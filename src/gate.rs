@@ -18,6 +18,8 @@ pub struct GateOptions {
     /// The admin listener, e.g. `http://driftwatch:9464`.
     pub admin: String,
     pub service: String,
+    /// `deployment.environment.name`, when the service runs in several.
+    pub environment: Option<String>,
     pub revision: String,
     pub timeout: Duration,
     pub interval: Duration,
@@ -47,6 +49,9 @@ pub async fn run(options: &GateOptions, out: &mut impl Write) -> Result<(Outcome
         .map_err(|e| GateError::Client(e.to_string()))?;
     let url = format!("{}/api/v1/verdict", options.admin.trim_end_matches('/'));
     let mut query: Vec<(&str, String)> = vec![("service", options.service.clone()), ("revision", options.revision.clone())];
+    if let Some(environment) = &options.environment {
+        query.push(("environment", environment.clone()));
+    }
     if let Some(n) = options.min_samples {
         query.push(("min_samples", n.to_string()));
     }

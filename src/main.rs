@@ -126,9 +126,14 @@ struct GateArgs {
     /// driftwatch's admin listener, e.g. http://driftwatch:9464.
     #[arg(long)]
     admin: String,
-    /// The service, as its spans name it (service.name).
+    /// The service, as its spans name it (service.namespace/service.name,
+    /// or service.name).
     #[arg(long)]
     service: String,
+    /// The deployment environment, as its spans name it
+    /// (deployment.environment.name); needed when the service runs in several.
+    #[arg(long)]
+    environment: Option<String>,
     /// The revision being rolled out: full or abbreviated SHA, or the
     /// name its spans carry.
     #[arg(long)]
@@ -311,6 +316,7 @@ fn gate(args: GateArgs) -> ExitCode {
     let GateArgs {
         admin,
         service,
+        environment,
         revision,
         timeout,
         min_samples,
@@ -334,6 +340,7 @@ fn gate(args: GateArgs) -> ExitCode {
     let options = driftwatch::gate::GateOptions {
         admin,
         service,
+        environment,
         revision,
         timeout,
         interval,

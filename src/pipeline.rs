@@ -424,8 +424,10 @@ fn suspect_gauge(metrics: &Metrics, event: &DriftEvent, firing: bool) {
     let Some(top) = event.suspects.first() else { return };
     let tool = top.ai.as_ref().map_or("none", |a| a.tool.as_str());
     let commit = &top.commit[..top.commit.len().min(12)];
+    let [service, environment] = metrics.labels_of(&event.service, event.environment.as_deref());
     let labels = [
-        metrics.service_label(&event.service),
+        service,
+        environment,
         event.kind.as_str(),
         event.id.as_str(),
         commit,
@@ -444,7 +446,7 @@ fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> 
             let outcome = if attribution.unresolved.is_some() {
                 metrics
                     .revisions_unresolved
-                    .with_label_values(&[metrics.service_label(&event.service)])
+                    .with_label_values(&metrics.labels_of(&event.service, event.environment.as_deref()))
                     .inc();
                 "unresolved_revision"
             } else if !attribution.suspects.is_empty() {

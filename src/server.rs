@@ -173,7 +173,7 @@ impl Server {
             // same name) starts from what it last published, so its next
             // flush does not erase that from the fleet.
             for (service, body) in fleet.snapshots(true).await? {
-                if snapshots.iter().any(|s| s.service == service) {
+                if snapshots.iter().any(|s| s.store_key() == service) {
                     continue;
                 }
                 match serde_json::from_slice::<ServiceSnapshot>(&body) {

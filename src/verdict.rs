@@ -66,6 +66,10 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub service: String,
+    /// `deployment.environment.name`. Without it, drifts of every
+    /// environment count, and the traffic judged is the service's that
+    /// names no environment, or its only one.
+    pub environment: Option<String>,
     /// Full or abbreviated SHA, or the name the spans carry.
     pub revision: String,
     /// Samples per operation the caller requires, when above the detector's.
@@ -81,6 +85,10 @@ pub struct Request {
 pub struct Verdict {
     pub verdict: Outcome,
     pub service: String,
+    /// The environment judged: the request's, or the only one the
+    /// service's spans name.
+    #[serde(default)]
+    pub environment: Option<String>,
     pub revision: String,
     /// The revision as the spans name it, when traffic of it was seen.
     pub seen_as: Option<String>,
@@ -159,6 +167,7 @@ fn describe(event: &DriftEvent) -> String {
 pub fn decide(request: &Request, rules: &Rules, coverage: Option<&ServiceCoverage>, events: &[DriftEvent]) -> Verdict {
     let in_revision = |e: &&DriftEvent| {
         e.service == request.service
+            && request.environment.as_ref().is_none_or(|env| e.environment.as_ref() == Some(env))
             && e.state == EventState::Firing
             && (revision_matches(&request.revision, &e.revision)
                 || e.seen_in.iter().any(|r| revision_matches(&request.revision, r)))
@@ -184,15 +193,16 @@ pub fn decide(request: &Request, rules: &Rules, coverage: Option<&ServiceCoverag
         reasons.extend(failing.iter().map(|e| describe(e)));
         Outcome::Fail
     } else if revision.is_none() || operations.is_empty() {
+        let service = match &request.environment {
+            Some(environment) => format!("{} in {environment}", request.service),
+            None => request.service.clone(),
+        };
         reasons.push(if request.revision.is_empty() {
-            format!(
-                "no traffic of {} seen yet: {needed} samples needed per operation",
-                request.service
-            )
+            format!("no traffic of {service} seen yet: {needed} samples needed per operation")
         } else {
             format!(
-                "no traffic of revision {} of {} seen yet: {needed} samples needed per operation",
-                request.revision, request.service
+                "no traffic of revision {} of {service} seen yet: {needed} samples needed per operation",
+                request.revision
             )
         });
         Outcome::Inconclusive
@@ -212,6 +222,10 @@ pub fn decide(request: &Request, rules: &Rules, coverage: Option<&ServiceCoverag
     Verdict {
         verdict,
         service: request.service.clone(),
+        environment: request
+            .environment
+            .clone()
+            .or_else(|| coverage.and_then(|c| c.environment.clone())),
         revision: request.revision.clone(),
         seen_as: revision.map(|r| r.revision.clone()),
         reasons,
@@ -269,6 +283,7 @@ mod tests {
     fn coverage(samples: u64, clean: u32) -> ServiceCoverage {
         ServiceCoverage {
             service: "checkout".into(),
+            environment: None,
             revisions: vec![RevisionCoverage {
                 revision: "1a2b3c4".into(),
                 first_seen_unix_nanos: 1,
@@ -287,6 +302,7 @@ mod tests {
     fn request(revision: &str) -> Request {
         Request {
             service: "checkout".into(),
+            environment: None,
             revision: revision.into(),
             min_samples: None,
             kinds: None,

@@ -81,6 +81,7 @@ fn dashboard_queries(file: &str) -> Vec<(String, String)> {
         serde_json::from_str(&std::fs::read_to_string(root().join("dashboards").join(file)).expect("dashboard")).expect("JSON");
     let fill = |expr: &str| {
         expr.replace("$service", "checkout")
+            .replace("$environment", ".*")
             .replace("$__rate_interval", "1m")
             .replace("$__range", "5m")
     };

@@ -117,6 +117,104 @@ fn python_sdk_regression_is_detected_and_served_by_the_api() {
     );
 }
 
+/// One service in two environments, sent by the Python SDK with
+/// `deployment.environment.name`: the same revisions, but only production
+/// slows down. The environments are analysed apart, so exactly one drift
+/// fires, named for production, and each environment is labelled, filtered
+/// and gated on its own.
+#[test]
+fn environments_of_one_service_drift_apart() {
+    let dw = Driftwatch::start("");
+    let dir = tempfile::tempdir().expect("dir");
+    let deploy = now_nanos() / S * S - 8 * 60 * S;
+    let before = deploy - 10 * 60 * S;
+    let endpoint = format!("http://{}", dw.grpc);
+    for (environment, slowdown) in [("production", 1.5), ("staging", 1.0)] {
+        for (start, seconds, factor, revision) in [(before, 600, 1.0, "rev-good"), (deploy, 240, slowdown, "rev-slow")] {
+            let path = dir.path().join(format!("{environment}-{revision}.json"));
+            let mut spans = plan(start, seconds, 10, 40.0, factor, start);
+            spans["resource"] = serde_json::json!({"deployment.environment.name": environment});
+            std::fs::write(&path, spans.to_string()).expect("write plan");
+            run_python(
+                "send_spans.py",
+                &[
+                    "--protocol",
+                    "grpc",
+                    "--endpoint",
+                    &endpoint,
+                    "--service",
+                    "checkout",
+                    "--revision",
+                    revision,
+                    "--plan",
+                    path.to_str().expect("utf-8"),
+                ],
+                &[],
+            );
+        }
+    }
+
+    let api = format!("http://{}/api/v1", dw.admin);
+    let events = |query: &str| -> Vec<serde_json::Value> {
+        let (status, body) = http_get(&format!("{api}/events{query}")).expect("events");
+        assert_eq!(status, 200, "{body}");
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        parsed["events"].as_array().expect("events").clone()
+    };
+    eventually(Duration::from_secs(20), "a latency_regression event", || !events("").is_empty());
+    // Evaluations of staging's rev-slow run too: a merged analysis would
+    // show here as a second event or a drift without an environment.
+    std::thread::sleep(Duration::from_secs(2));
+    let all = events("");
+    assert_eq!(all.len(), 1, "only production drifts: {all:#?}");
+    let event = &all[0];
+    assert_eq!(event["service"], "checkout", "the environment is not part of the service");
+    assert_eq!(event["environment"], "production");
+    assert_eq!(event["operation"], "POST /checkout");
+    assert_eq!(event["baseline_revision"], "rev-good");
+    assert!(
+        event["stats"]["baseline"]["count"].as_u64().expect("count") < 600 * 10 + 100,
+        "the baseline holds production's spans only: {}",
+        event["stats"]
+    );
+    assert_eq!(events("?environment=production").len(), 1);
+    assert!(events("?environment=staging").is_empty());
+
+    let verdict = |query: &str| -> serde_json::Value {
+        let (status, body) = http_get(&format!("{api}/verdict?service=checkout&revision=rev-slow{query}")).expect("verdict");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    let production = verdict("&environment=production");
+    assert_eq!(production["verdict"], "fail", "{production:#}");
+    assert_eq!(production["environment"], "production");
+    let staging = verdict("&environment=staging");
+    assert_ne!(staging["verdict"], "fail", "staging serves rev-slow without the drift: {staging:#}");
+    assert!(staging["events"].as_array().is_some_and(|e| e.is_empty()), "{staging:#}");
+    assert!(
+        staging["operations"].as_array().is_some_and(|ops| !ops.is_empty()),
+        "staging's own traffic is judged: {staging:#}"
+    );
+    assert_eq!(verdict("")["verdict"], "fail", "without an environment, a drift in any fails");
+
+    let metrics = dw.metrics();
+    for environment in ["production", "staging"] {
+        let analysed = metrics.value(
+            "driftwatch_spans_analyzed_total",
+            &[("service_name", "checkout"), ("deployment_environment_name", environment)],
+        );
+        assert!(analysed >= 16_000.0, "{environment}: {analysed}");
+    }
+    assert_eq!(
+        metrics.value(
+            "driftwatch_spans_analyzed_total",
+            &[("service_name", "checkout"), ("deployment_environment_name", "")],
+        ),
+        0.0,
+        "every span named its environment"
+    );
+}
+
 #[test]
 fn scenario_corpus_meets_the_targets() {
     let dir = tempfile::tempdir().expect("dir");

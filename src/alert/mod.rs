@@ -24,6 +24,7 @@ use crate::config::{AlertsConfig, Route};
 use crate::detect::SharedEventLog;
 use crate::detect::event::{DriftEvent, EventKind, EventState, fingerprint};
 use crate::expose::metrics::Metrics;
+use crate::extract::ServiceKey;
 use crate::rng::Rng;
 use crate::store::fleet::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
@@ -139,11 +140,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Alerts of one deploy, kind and status travel together.
-fn group_key(entry: &OutboxEntry) -> (String, String, EventKind, EventState, String) {
+/// Alerts of one deploy (of a service in one environment), kind and status
+/// travel together.
+fn group_key(entry: &OutboxEntry) -> (String, ServiceKey, EventKind, EventState, String) {
     (
         entry.sink.clone(),
-        entry.event.service.clone(),
+        entry.event.service_key(),
         entry.event.kind,
         entry.status,
         entry.event.revision.clone(),
@@ -306,7 +308,7 @@ impl Dispatcher {
     fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) {
         let now = now_ms();
         let group_wait = self.config.group_wait.as_millis() as u64;
-        let mut groups: HashMap<(String, String, EventKind, EventState, String), Vec<OutboxEntry>> = HashMap::new();
+        let mut groups: HashMap<(String, ServiceKey, EventKind, EventState, String), Vec<OutboxEntry>> = HashMap::new();
         {
             let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries.into_iter().filter(|e| !in_flight.contains(&e.id)) {
@@ -464,7 +466,7 @@ impl Dispatcher {
             }
             SinkKind::PagerDuty { routing_key, url } => {
                 let first = events[0];
-                let dedup_key = fingerprint(&first.service, first.kind, "deploy", &first.revision);
+                let dedup_key = fingerprint(&first.service_key(), first.kind, "deploy", &first.revision);
                 if status == EventState::Resolved && self.group_still_firing(first) {
                     // Other drifts of this deploy still fire: the incident stays open.
                     return Delivery::Delivered;
@@ -517,6 +519,7 @@ impl Dispatcher {
         log.list().iter().any(|e| {
             e.state == EventState::Firing
                 && e.service == event.service
+                && e.environment == event.environment
                 && e.kind == event.kind
                 && e.revision == event.revision
                 && e.id != event.id

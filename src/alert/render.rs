@@ -59,9 +59,21 @@ fn neutralize(text: &str) -> String {
         .collect()
 }
 
+/// The service as people read it: `checkout`, or `checkout (production)`.
+fn service_of(event: &DriftEvent, max_chars: usize) -> String {
+    match &event.environment {
+        Some(environment) => format!(
+            "{} ({})",
+            sanitize(&event.service, max_chars),
+            sanitize(environment, max_chars)
+        ),
+        None => sanitize(&event.service, max_chars),
+    }
+}
+
 /// One line describing what drifted, in plain text.
 pub fn headline(event: &DriftEvent) -> String {
-    let service = sanitize(&event.service, MAX_FIELD_CHARS);
+    let service = service_of(event, MAX_FIELD_CHARS);
     match event.kind {
         EventKind::LatencyRegression => {
             let operation = sanitize(event.operation.as_deref().unwrap_or(""), MAX_FIELD_CHARS);
@@ -157,6 +169,9 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
                 "fingerprint": event.fingerprint,
                 "source": "driftwatch",
             });
+            if let Some(environment) = &event.environment {
+                labels["environment"] = json!(sanitize(environment, MAX_FIELD_CHARS));
+            }
             if let Some(op) = &event.operation {
                 labels["operation"] = json!(sanitize(op, MAX_FIELD_CHARS));
             }
@@ -232,8 +247,8 @@ pub fn slack(status: EventState, events: &[&DriftEvent], base_url: &str) -> Valu
         )
     };
     // The header is plain text; the notification text is mrkdwn.
-    let plain_title = slack_plain(&title(sanitize(&first.service, 80)), 150);
-    let mrkdwn_title = title(slack_text(&sanitize(&first.service, 80)));
+    let plain_title = slack_plain(&title(service_of(first, 80)), 150);
+    let mrkdwn_title = title(slack_text(&service_of(first, 80)));
     let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": plain_title}})];
     for event in events.iter().take(MAX_LISTED) {
         let mut text = format!("*{}*", slack_text(&headline(event)));
@@ -281,7 +296,7 @@ pub fn pagerduty(routing_key: &str, status: EventState, dedup_key: &str, events:
             "{}: {} drifts in {} after deploy {}",
             first.kind.title(),
             events.len(),
-            sanitize(&first.service, 80),
+            service_of(first, 80),
             &first.revision[..first.revision.len().min(12)]
         )
     };
@@ -298,7 +313,7 @@ pub fn pagerduty(routing_key: &str, status: EventState, dedup_key: &str, events:
         "dedup_key": dedup_key,
         "payload": {
             "summary": sanitize(&summary, MAX_PAGERDUTY_SUMMARY),
-            "source": sanitize(&first.service, MAX_FIELD_CHARS),
+            "source": service_of(first, MAX_FIELD_CHARS),
             "severity": severity(first),
             "component": sanitize(first.operation.as_deref().or(first.peer.as_deref()).unwrap_or(""), MAX_FIELD_CHARS),
             "class": first.kind.as_str(),
@@ -321,6 +336,23 @@ mod tests {
         assert!(!safe.chars().any(char::is_control), "{safe:?}");
         assert!(safe.contains("&lt;!channel&gt;"));
         assert!(safe.contains("&amp;"));
+    }
+
+    #[test]
+    fn the_environment_is_a_label_and_part_of_every_title() {
+        let mut event = crate::detect::event::example_event("e1", 1_700_000_000_000_000_000);
+        event.service = "checkout".into();
+        let body = alertmanager(&[&event], "http://dw", 0);
+        assert!(body[0]["labels"].get("environment").is_none(), "none without one: {body}");
+        event.environment = Some("production".into());
+        let body = alertmanager(&[&event], "http://dw", 0);
+        assert_eq!(body[0]["labels"]["environment"], "production", "{body}");
+        assert_eq!(body[0]["labels"]["service"], "checkout");
+        assert!(headline(&event).starts_with("checkout (production) "), "{}", headline(&event));
+        let slack = slack(EventState::Firing, &[&event], "http://dw");
+        assert!(slack["text"].as_str().is_some_and(|t| t.contains("checkout (production)")), "{slack}");
+        let page = pagerduty("key", EventState::Firing, "dedup", &[&event], "http://dw");
+        assert_eq!(page["payload"]["source"], "checkout (production)", "{page}");
     }
 
     #[test]

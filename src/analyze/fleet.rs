@@ -14,13 +14,13 @@ use std::collections::HashMap;
 use super::snapshot::{PeerSnapshot, RevisionSnapshot, ServiceSnapshot, histogram_from};
 use super::window::{LatencyWindows, WindowLayout};
 use crate::detect::stats::{WindowMoments, new_histogram};
-use crate::extract::Sym;
+use crate::extract::{ServiceKey, Sym};
 
 /// A series being merged: its histogram and its moments by window start.
 type MergedSeries = (crate::detect::stats::LatencyHistogram, HashMap<u64, WindowMoments>);
 
 pub struct FleetBaseline {
-    pub service: Sym,
+    pub key: ServiceKey,
     /// The earliest span any other replica saw.
     pub first_seen: Option<u64>,
     pub revisions: Vec<RevisionSnapshot>,
@@ -35,14 +35,17 @@ pub struct FleetBaseline {
 
 impl FleetBaseline {
     /// Merges the snapshots of one service published by other replicas.
-    pub fn merge(service: &str, snapshots: &[ServiceSnapshot], layout: WindowLayout) -> FleetBaseline {
+    pub fn merge(key: &ServiceKey, snapshots: &[ServiceSnapshot], layout: WindowLayout) -> FleetBaseline {
+        let of_service = |s: &&ServiceSnapshot| {
+            *s.service == *key.service && s.environment.as_deref() == key.environment.as_deref()
+        };
         let mut revisions: HashMap<&str, RevisionSnapshot> = HashMap::new();
         let mut peers: HashMap<&str, PeerSnapshot> = HashMap::new();
         let mut histograms: HashMap<(&str, &str), MergedSeries> = HashMap::new();
         let mut clean: HashMap<(Sym, Sym), u32> = HashMap::new();
         let mut first_seen: Option<u64> = None;
         let mut watermark = 0;
-        for snapshot in snapshots.iter().filter(|s| s.service == service) {
+        for snapshot in snapshots.iter().filter(of_service) {
             watermark = watermark.max(snapshot.watermark);
             if let Some(seen) = snapshot.first_seen {
                 first_seen = Some(first_seen.map_or(seen, |f| f.min(seen)));
@@ -100,13 +103,13 @@ impl FleetBaseline {
         let mut revisions: Vec<RevisionSnapshot> = revisions.into_values().collect();
         revisions.sort_by_key(|r| r.first_seen);
         FleetBaseline {
-            service: Sym::from(service),
+            key: key.clone(),
             first_seen,
             revisions,
             peers: peers.into_values().collect(),
             series,
             clean,
-            replicas: snapshots.iter().filter(|s| s.service == service).count(),
+            replicas: snapshots.iter().filter(of_service).count(),
         }
     }
 
@@ -155,7 +158,8 @@ impl FleetBaseline {
             })
             .collect();
         ServiceCoverage {
-            service: self.service.to_string(),
+            service: self.key.service.to_string(),
+            environment: self.key.environment.as_deref().map(str::to_owned),
             revisions,
         }
     }
@@ -179,6 +183,7 @@ mod tests {
         ServiceSnapshot {
             version: crate::analyze::snapshot::SNAPSHOT_VERSION,
             service: "checkout".into(),
+            environment: None,
             watermark: last,
             first_seen: Some(first),
             revisions: vec![RevisionSnapshot {
@@ -214,7 +219,7 @@ mod tests {
             service: "cart".into(),
             ..snapshot("r9", 1, 2, vec![(1, 1)], 1)
         };
-        let fleet = FleetBaseline::merge("checkout", &[a, b, other], layout);
+        let fleet = FleetBaseline::merge(&ServiceKey::new("checkout", None), &[a, b, other], layout);
         assert_eq!(fleet.replicas, 2);
         assert_eq!(fleet.first_seen, Some(50));
         assert_eq!(fleet.revisions.len(), 1);
@@ -240,10 +245,11 @@ mod tests {
         use crate::analyze::service::ServiceState;
         use crate::extract::{SpanFact, SpanKind, SpanStatus};
         let settings = AnalysisSettings::from_config(&Config::default());
-        let mut state = ServiceState::new(Sym::from("checkout"), &settings);
+        let mut state = ServiceState::new(ServiceKey::new("checkout", None), &settings);
         state.record(
             &SpanFact {
                 service: Sym::from("checkout"),
+                environment: None,
                 revision: Sym::from("local"),
                 operation: Sym::from("GET /"),
                 kind: SpanKind::Server,
@@ -263,7 +269,7 @@ mod tests {
         let snapshots: Vec<ServiceSnapshot> = (0..settings.max_revisions as u64 * 2)
             .map(|i| snapshot(&format!("r{i}"), 10 + i, 20 + i, vec![(10_000, 5)], 1))
             .collect();
-        let fleet = Arc::new(FleetBaseline::merge("checkout", &snapshots, settings.layout));
+        let fleet = Arc::new(FleetBaseline::merge(&ServiceKey::new("checkout", None), &snapshots, settings.layout));
         state.adopt_fleet(fleet.clone());
         let names =
             |state: &ServiceState| -> Vec<String> { state.timeline.entries().iter().map(|e| e.revision.to_string()).collect() };

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::config::AnalyzeConfig;
 use crate::detect::event::EventUpdate;
 use crate::expose::metrics::{Metrics, label_value};
-use crate::extract::SpanFact;
+use crate::extract::{ServiceKey, SpanFact};
 use service::AnalysisSettings;
 use shard::ShardAnalysis;
 use snapshot::ServiceSnapshot;
@@ -70,7 +70,7 @@ pub trait ShardObserver: Send + 'static {
     fn finish(&mut self) {}
 
     /// What the shard saw of `service`'s revisions, when asked.
-    fn coverage(&self, _service: &str) -> Option<crate::coverage::ServiceCoverage> {
+    fn coverage(&self, _service: &str, _environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
         None
     }
 }
@@ -84,20 +84,19 @@ pub struct LiveShard {
     scratch: Vec<EventUpdate>,
     persistence: Option<Persistence>,
     /// Folded-span totals already exported, per service.
-    folded_exported: std::collections::HashMap<crate::extract::Sym, u64>,
+    folded_exported: std::collections::HashMap<ServiceKey, u64>,
     /// Calls without a caller already exported, per service.
-    uncalled_exported: std::collections::HashMap<crate::extract::Sym, u64>,
-    /// Histogram handles by (service, operation, revision), so observing a
-    /// span does not look labels up.
+    uncalled_exported: std::collections::HashMap<ServiceKey, u64>,
     /// Per (service, operation, revision): the duration histogram and the
-    /// error counter, created together so an error rate always has both.
+    /// error counter, created together so an error rate always has both,
+    /// and kept so observing a span does not look labels up.
     durations: std::collections::HashMap<
-        (crate::extract::Sym, crate::extract::Sym, crate::extract::Sym),
+        (ServiceKey, crate::extract::Sym, crate::extract::Sym),
         (prometheus::Histogram, prometheus::IntCounter),
     >,
     /// Series exported per service and revision (with the operations of its
     /// duration histograms), so they can be removed with the revision.
-    exported: std::collections::HashMap<crate::extract::Sym, RevisionSeries>,
+    exported: std::collections::HashMap<ServiceKey, RevisionSeries>,
 }
 
 type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collections::HashSet<crate::extract::Sym>>;
@@ -137,9 +136,9 @@ impl LiveShard {
 
     /// Removes the series of revisions the service's timeline dropped, so
     /// label values do not outlive the revisions they name.
-    fn expire_revisions(&mut self, name: &crate::extract::Sym, service: &str) {
-        let Some(state) = self.analysis.service(name) else { return };
-        let Some(exported) = self.exported.get_mut(name) else { return };
+    fn expire_revisions(&mut self, key: &ServiceKey, service: [&str; 2]) {
+        let Some(state) = self.analysis.service(key) else { return };
+        let Some(exported) = self.exported.get_mut(key) else { return };
         let gone: Vec<crate::extract::Sym> = exported
             .keys()
             .filter(|r| state.timeline.id_of(r).is_none())
@@ -149,14 +148,14 @@ impl LiveShard {
             let Some(operations) = exported.remove(&revision) else {
                 continue;
             };
-            let labels = [service, label_value(&revision)];
+            let labels = [service[0], service[1], label_value(&revision)];
             let _ = self.metrics.revision_first_seen.remove_label_values(&labels);
             let _ = self.metrics.revision_last_seen.remove_label_values(&labels);
             for operation in operations {
-                let labels = [service, label_value(&operation), label_value(&revision)];
+                let labels = [service[0], service[1], label_value(&operation), label_value(&revision)];
                 let _ = self.metrics.span_duration.remove_label_values(&labels);
                 let _ = self.metrics.span_errors.remove_label_values(&labels);
-                self.durations.remove(&(name.clone(), operation, revision.clone()));
+                self.durations.remove(&(key.clone(), operation, revision.clone()));
             }
         }
     }
@@ -172,11 +171,12 @@ impl LiveShard {
                     continue;
                 }
             };
-            if let Err(error) = p.store.put_snapshot(&snapshot.service, &bytes) {
+            let key = snapshot.store_key();
+            if let Err(error) = p.store.put_snapshot(&key, &bytes) {
                 tracing::error!(%error, service = %snapshot.service, "cannot write the analysis snapshot");
             }
             if let Some(link) = &p.fleet {
-                let _ = link.publish.send((snapshot.service.clone(), bytes));
+                let _ = link.publish.send((key, bytes));
             }
         }
     }
@@ -185,13 +185,14 @@ impl LiveShard {
 impl ShardObserver for LiveShard {
     fn observe(&mut self, facts: &[SpanFact]) {
         let outcome = self.analysis.observe(facts, &mut self.scratch);
-        for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service)) {
-            let service = self.metrics.service_label(&run[0].service);
+        for run in facts.chunk_by(SpanFact::same_service) {
+            let key = run[0].key();
+            let service = self.metrics.service_labels(&key);
             self.metrics
                 .spans_analyzed
-                .with_label_values(&[service])
+                .with_label_values(&service)
                 .inc_by(run.len() as u64);
-            if let Some(state) = self.analysis.service(&run[0].service) {
+            if let Some(state) = self.analysis.service(&key) {
                 if self.durations.len() > MAX_DURATION_SERIES {
                     self.durations.clear();
                 }
@@ -202,15 +203,15 @@ impl ShardObserver for LiveShard {
                     } else {
                         &other
                     };
-                    let key = (fact.service.clone(), operation.clone(), fact.revision.clone());
-                    let (histogram, errors) = self.durations.entry(key).or_insert_with(|| {
+                    let series = (key.clone(), operation.clone(), fact.revision.clone());
+                    let (histogram, errors) = self.durations.entry(series).or_insert_with(|| {
                         self.exported
-                            .entry(fact.service.clone())
+                            .entry(key.clone())
                             .or_default()
                             .entry(fact.revision.clone())
                             .or_default()
                             .insert(operation.clone());
-                        let labels = [service, label_value(operation), label_value(&fact.revision)];
+                        let labels = [service[0], service[1], label_value(operation), label_value(&fact.revision)];
                         (
                             self.metrics.span_duration.with_label_values(&labels),
                             self.metrics.span_errors.with_label_values(&labels),
@@ -221,17 +222,17 @@ impl ShardObserver for LiveShard {
                         errors.inc();
                     }
                 }
-                self.expire_revisions(&run[0].service, service);
-                let Some(state) = self.analysis.service(&run[0].service) else {
+                self.expire_revisions(&key, service);
+                let Some(state) = self.analysis.service(&key) else {
                     continue;
                 };
                 for revision in state.timeline.entries() {
                     self.exported
-                        .entry(run[0].service.clone())
+                        .entry(key.clone())
                         .or_default()
                         .entry(revision.revision.clone())
                         .or_default();
-                    let labels = [service, label_value(&revision.revision)];
+                    let labels = [service[0], service[1], label_value(&revision.revision)];
                     self.metrics
                         .revision_first_seen
                         .with_label_values(&labels)
@@ -243,24 +244,24 @@ impl ShardObserver for LiveShard {
                 }
                 self.metrics
                     .operations_tracked
-                    .with_label_values(&[service])
+                    .with_label_values(&service)
                     .set(state.operations.tracked_len() as i64);
                 self.metrics
                     .outbound_peers
-                    .with_label_values(&[service])
+                    .with_label_values(&service)
                     .set(state.peers.known_len() as i64);
                 let folded = state.operations.folded_spans();
-                let exported = self.folded_exported.entry(run[0].service.clone()).or_insert(0);
+                let exported = self.folded_exported.entry(key.clone()).or_insert(0);
                 self.metrics
                     .operations_folded
-                    .with_label_values(&[service])
+                    .with_label_values(&service)
                     .inc_by(folded - *exported);
                 *exported = folded;
                 let dropped = state.peers.calls_dropped;
-                let exported = self.uncalled_exported.entry(run[0].service.clone()).or_insert(0);
+                let exported = self.uncalled_exported.entry(key.clone()).or_insert(0);
                 self.metrics
                     .calls_without_caller
-                    .with_label_values(&[service])
+                    .with_label_values(&service)
                     .inc_by(dropped.saturating_sub(*exported));
                 *exported = dropped;
             }
@@ -301,8 +302,8 @@ impl ShardObserver for LiveShard {
         self.flush();
     }
 
-    fn coverage(&self, service: &str) -> Option<crate::coverage::ServiceCoverage> {
-        self.analysis.coverage(service)
+    fn coverage(&self, service: &str, environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
+        self.analysis.coverage(service, environment)
     }
 }
 
@@ -552,7 +553,7 @@ async fn run_shard<O: ShardObserver>(
                 last_tick = now;
             }
             Some(query) = questions.recv() => {
-                let _ = query.reply.send(observer.coverage(&query.service));
+                let _ = query.reply.send(observer.coverage(&query.service, query.environment.as_deref()));
             }
         }
     }
@@ -572,6 +573,7 @@ mod tests {
     fn fact(service: &str, with_code: bool) -> SpanFact {
         SpanFact {
             service: Sym::from(service),
+            environment: None,
             revision: Sym::from("r"),
             operation: Sym::from("op"),
             kind: SpanKind::Server,

@@ -474,6 +474,7 @@ mod tests {
     fn span(id: u64, parent: u64, kind: SpanKind, op: &str, start: u64, duration: u64) -> SpanFact {
         SpanFact {
             service: Sym::from("s"),
+            environment: None,
             revision: Sym::from("r"),
             operation: Sym::from(op),
             kind,

@@ -15,7 +15,7 @@ use crate::detect::errors::{ErrorCount, ErrorRateDetector, ErrorTypes};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
 use crate::detect::outbound::OutboundDetector;
-use crate::extract::{CodeLocation, SpanFact, Sym};
+use crate::extract::{CodeLocation, ServiceKey, SpanFact, Sym};
 
 /// Settings derived once from the configuration and shared by all services.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ pub enum Recorded {
 
 /// The analysis state of one service.
 pub struct ServiceState {
-    pub name: Sym,
+    pub key: ServiceKey,
     pub operations: OperationTable,
     pub timeline: RevisionTimeline,
     pub latency: HashMap<(OpId, RevId), LatencyWindows>,
@@ -123,9 +123,9 @@ const IDLE_AFTER_NANOS: u64 = 5_000_000_000;
 const MAX_CATCH_UP_EVALUATIONS: u64 = 64;
 
 impl ServiceState {
-    pub fn new(name: Sym, settings: &AnalysisSettings) -> ServiceState {
+    pub fn new(key: ServiceKey, settings: &AnalysisSettings) -> ServiceState {
         ServiceState {
-            name,
+            key,
             operations: OperationTable::new(settings.max_operations),
             timeline: RevisionTimeline::new(settings.max_revisions),
             latency: HashMap::new(),
@@ -359,7 +359,8 @@ impl ServiceState {
             })
             .collect();
         ServiceCoverage {
-            service: self.name.to_string(),
+            service: self.key.service.to_string(),
+            environment: self.key.environment.as_deref().map(str::to_owned),
             revisions,
         }
     }
@@ -431,9 +432,9 @@ impl ServiceState {
             self.errors.forget_operations(&evicted);
         }
         self.peers.resolve_pending(at);
-        self.outbound.evaluate(&self.name, &self.peers, &self.timeline, at, out);
+        self.outbound.evaluate(&self.key, &self.peers, &self.timeline, at, out);
         let ServiceState {
-            name,
+            key,
             operations,
             timeline,
             latency,
@@ -445,7 +446,7 @@ impl ServiceState {
             ..
         } = self;
         let view = ServiceView {
-            name,
+            key,
             operations,
             timeline,
             latency,
@@ -464,7 +465,7 @@ impl ServiceState {
 
 /// A read-only view of a service for the detectors.
 pub struct ServiceView<'a> {
-    pub name: &'a Sym,
+    pub key: &'a ServiceKey,
     pub operations: &'a OperationTable,
     pub timeline: &'a RevisionTimeline,
     pub latency: &'a HashMap<(OpId, RevId), LatencyWindows>,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::fleet::FleetBaseline;
 use super::service::{AnalysisSettings, Recorded, ServiceState};
 use crate::detect::event::EventUpdate;
-use crate::extract::{SpanFact, Sym};
+use crate::extract::{ServiceKey, SpanFact};
 
 /// Per-batch counts, for the caller's metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,10 +21,10 @@ pub struct BatchOutcome {
 
 pub struct ShardAnalysis {
     settings: Arc<AnalysisSettings>,
-    services: HashMap<Sym, ServiceState>,
+    services: HashMap<ServiceKey, ServiceState>,
     /// Other replicas' view of each service (fleet mode), also for services
     /// this replica has not seen yet.
-    fleet: HashMap<Sym, Arc<FleetBaseline>>,
+    fleet: HashMap<ServiceKey, Arc<FleetBaseline>>,
 }
 
 impl ShardAnalysis {
@@ -40,21 +40,21 @@ impl ShardAnalysis {
     /// are appended to `out`.
     pub fn observe(&mut self, facts: &[SpanFact], out: &mut Vec<EventUpdate>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
-        for run in facts.chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service) || a.service == b.service) {
-            let name = &run[0].service;
-            if !self.services.contains_key(name) {
+        for run in facts.chunk_by(SpanFact::same_service) {
+            let key = run[0].key();
+            if !self.services.contains_key(&key) {
                 if self.services.len() >= self.settings.max_services {
                     outcome.over_service_limit += run.len() as u64;
                     continue;
                 }
-                let mut state = ServiceState::new(name.clone(), &self.settings);
-                if let Some(fleet) = self.fleet.get(name) {
+                let mut state = ServiceState::new(key.clone(), &self.settings);
+                if let Some(fleet) = self.fleet.get(&key) {
                     state.adopt_fleet(fleet.clone());
                 }
-                self.services.insert(name.clone(), state);
+                self.services.insert(key.clone(), state);
             }
             let services = self.services.len();
-            let Some(service) = self.services.get_mut(name) else {
+            let Some(service) = self.services.get_mut(&key) else {
                 continue;
             };
             service.peers.set_share(services);
@@ -89,28 +89,35 @@ impl ShardAnalysis {
     /// Adds a service restored from a snapshot.
     pub fn restore(&mut self, snapshot: &super::snapshot::ServiceSnapshot) {
         let mut state = ServiceState::restore(snapshot, &self.settings);
-        if let Some(fleet) = self.fleet.get(&state.name) {
+        if let Some(fleet) = self.fleet.get(&state.key) {
             state.adopt_fleet(fleet.clone());
         }
-        self.services.insert(state.name.clone(), state);
+        self.services.insert(state.key.clone(), state);
     }
 
     /// Replaces the other replicas' view of the shard's services.
     pub fn adopt_fleet(&mut self, baselines: Vec<Arc<FleetBaseline>>) {
         for fleet in baselines {
-            if let Some(state) = self.services.get_mut(&fleet.service) {
+            if let Some(state) = self.services.get_mut(&fleet.key) {
                 state.adopt_fleet(fleet.clone());
             }
-            self.fleet.insert(fleet.service.clone(), fleet);
+            self.fleet.insert(fleet.key.clone(), fleet);
         }
     }
 
     /// What this replica and, in fleet mode, the others saw of `service`'s
     /// revisions: this replica's revisions (with the others' samples
     /// added), then revisions only other replicas served.
-    pub fn coverage(&self, service: &str) -> Option<crate::coverage::ServiceCoverage> {
-        let local = self.services.get(service).map(ServiceState::coverage);
-        let fleet = self.fleet.get(service).map(|f| f.coverage());
+    ///
+    /// Without an environment: the service's spans that name none, or, if
+    /// all of them name one and it is the same, that environment's.
+    pub fn coverage(&self, service: &str, environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
+        let key = match environment {
+            Some(environment) => ServiceKey::new(service, Some(environment)),
+            None => self.only_environment(service)?,
+        };
+        let local = self.services.get(&key).map(ServiceState::coverage);
+        let fleet = self.fleet.get(&key).map(|f| f.coverage());
         match (local, fleet) {
             (Some(mut local), Some(fleet)) => {
                 for revision in fleet.revisions {
@@ -125,12 +132,24 @@ impl ShardAnalysis {
         }
     }
 
+    /// The key a question about `service` without an environment means
+    /// (see `coverage`).
+    fn only_environment(&self, service: &str) -> Option<ServiceKey> {
+        let plain = ServiceKey::new(service, None);
+        if self.services.contains_key(&plain) || self.fleet.contains_key(&plain) {
+            return Some(plain);
+        }
+        let mut keys = self.services.keys().chain(self.fleet.keys()).filter(|k| &*k.service == service);
+        let first = keys.next()?.clone();
+        keys.all(|k| *k == first).then_some(first)
+    }
+
     pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
         self.services.values()
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceState> {
-        self.services.get(name)
+    pub fn service(&self, key: &ServiceKey) -> Option<&ServiceState> {
+        self.services.get(key)
     }
 }
 
@@ -274,6 +293,61 @@ mod tests {
                 over_service_limit: 0
             }
         );
+    }
+
+    #[test]
+    fn a_services_environments_are_analysed_and_covered_apart() {
+        let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
+        let mut analysis = ShardAnalysis::new(settings);
+        let scenario: Scenario = toml::from_str(SERVICE).expect("scenario");
+        let mut generator = TrafficGenerator::new(&scenario);
+        let mut facts = Vec::new();
+        generator.next_second(&mut facts);
+        let service = facts[0].service.clone();
+        let in_environment = |environment: Option<&str>| -> Vec<SpanFact> {
+            let mut facts = facts.clone();
+            for fact in &mut facts {
+                fact.environment = environment.map(crate::extract::Sym::from);
+            }
+            facts
+        };
+        analysis.observe(&in_environment(Some("production")), &mut Vec::new());
+        let only = analysis.coverage(&service, None).expect("the only environment answers for the service");
+        assert_eq!(only.environment.as_deref(), Some("production"));
+
+        let mut both = in_environment(Some("staging"));
+        both.extend(in_environment(Some("production")));
+        analysis.observe(&both, &mut Vec::new());
+        assert_eq!(analysis.services().count(), 2, "one state per environment");
+        for environment in ["production", "staging"] {
+            let coverage = analysis.coverage(&service, Some(environment)).expect("covered");
+            assert_eq!(coverage.environment.as_deref(), Some(environment));
+            let samples: u64 = coverage.revisions.iter().flat_map(|r| &r.operations).map(|o| o.samples).sum();
+            let sent = facts.iter().filter(|f| !f.kind.is_outbound()).count() as u64;
+            let expected = if environment == "production" { 2 * sent } else { sent };
+            assert_eq!(samples, expected, "{environment} counts its own spans only");
+        }
+        assert!(analysis.coverage(&service, None).is_none(), "two environments: the question must name one");
+
+        analysis.observe(&in_environment(None), &mut Vec::new());
+        let plain = analysis.coverage(&service, None).expect("spans without an environment");
+        assert_eq!(plain.environment, None);
+        let snapshots = analysis.snapshots(u64::MAX);
+        let mut keys: Vec<String> = snapshots.iter().map(|s| s.store_key()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [service.to_string(), format!("{service}\u{1f}production"), format!("{service}\u{1f}staging")],
+            "stored apart; a service without an environment keeps its old key"
+        );
+        let mut restored = ShardAnalysis::new(Arc::new(AnalysisSettings::from_config(&crate::config::Config::default())));
+        for snapshot in &snapshots {
+            restored.restore(snapshot);
+        }
+        for environment in [Some("production"), Some("staging"), None] {
+            let key = ServiceKey::new(&service, environment);
+            assert!(restored.service(&key).is_some(), "{key} restored");
+        }
     }
 
     /// Replays a corpus scenario, cutting its spans into batches with

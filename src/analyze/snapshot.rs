@@ -12,7 +12,7 @@ use super::service::{AnalysisSettings, ServiceState};
 use super::window::LatencyWindows;
 use crate::detect::event::{DriftEvent, EventKind, fingerprint_of};
 use crate::detect::stats::{LatencyHistogram, WindowMoments, new_histogram};
-use crate::extract::Sym;
+use crate::extract::{ServiceKey, Sym};
 
 /// Brings restored detector state in line with the stored events before the
 /// shards start, so every firing event resolves after a crash:
@@ -27,23 +27,28 @@ use crate::extract::Sym;
 pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
     let held = |s: &ServiceSnapshot, fingerprint: &str| s.firing.iter().any(|f| fingerprint_of(&f.event_id) == fingerprint);
     for snapshot in snapshots.iter_mut() {
+        let key = snapshot.key();
         snapshot.firing.retain(|f| {
             firing
                 .iter()
-                .any(|e| e.service == snapshot.service && e.fingerprint == fingerprint_of(&f.event_id))
+                .any(|e| e.service_key() == key && e.fingerprint == fingerprint_of(&f.event_id))
         });
     }
     for event in firing {
         if snapshots
             .iter()
-            .any(|s| s.service == event.service && held(s, &event.fingerprint))
+            .any(|s| s.holds_service_of(event) && held(s, &event.fingerprint))
         {
             continue;
         }
-        let index = match snapshots.iter().position(|s| s.service == event.service) {
+        let index = match snapshots.iter().position(|s| s.holds_service_of(event)) {
             Some(i) => i,
             None => {
-                snapshots.push(ServiceSnapshot::empty(&event.service, event.detected_unix_nanos));
+                snapshots.push(ServiceSnapshot::empty(
+                    &event.service,
+                    event.environment.as_deref(),
+                    event.detected_unix_nanos,
+                ));
                 snapshots.len() - 1
             }
         };
@@ -114,6 +119,9 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 pub struct ServiceSnapshot {
     pub version: u32,
     pub service: String,
+    /// `deployment.environment.name`, if the service's spans name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub watermark: u64,
     pub first_seen: Option<u64>,
     pub revisions: Vec<RevisionSnapshot>,
@@ -126,11 +134,31 @@ pub struct ServiceSnapshot {
 }
 
 impl ServiceSnapshot {
+    /// The service and environment the snapshot is of.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(&self.service, self.environment.as_deref())
+    }
+
+    /// The key the snapshot is stored under, locally and in the fleet: the
+    /// service, with its environment after a unit separator when it has one.
+    pub fn store_key(&self) -> String {
+        match &self.environment {
+            Some(environment) => format!("{}\u{1f}{environment}", self.service),
+            None => self.service.clone(),
+        }
+    }
+
+    /// Whether `event` is a drift of this snapshot's service and environment.
+    pub fn holds_service_of(&self, event: &DriftEvent) -> bool {
+        self.service == event.service && self.environment == event.environment
+    }
+
     /// A service known only from a stored event.
-    fn empty(service: &str, watermark: u64) -> ServiceSnapshot {
+    fn empty(service: &str, environment: Option<&str>, watermark: u64) -> ServiceSnapshot {
         ServiceSnapshot {
             version: SNAPSHOT_VERSION,
             service: service.to_owned(),
+            environment: environment.map(str::to_owned),
             watermark,
             first_seen: None,
             revisions: Vec::new(),
@@ -328,7 +356,8 @@ impl ServiceState {
         firing.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         ServiceSnapshot {
             version: SNAPSHOT_VERSION,
-            service: self.name.to_string(),
+            service: self.key.service.to_string(),
+            environment: self.key.environment.as_deref().map(str::to_owned),
             watermark: self.watermark,
             first_seen: self.first_seen(),
             revisions: kept
@@ -349,7 +378,7 @@ impl ServiceState {
     /// A service state rebuilt from a snapshot: its baselines hold the
     /// snapshot's traffic as older-than-current data.
     pub fn restore(snapshot: &ServiceSnapshot, settings: &AnalysisSettings) -> ServiceState {
-        let mut state = ServiceState::new(Sym::from(snapshot.service.as_str()), settings);
+        let mut state = ServiceState::new(snapshot.key(), settings);
         for r in &snapshot.revisions {
             state
                 .timeline
@@ -432,6 +461,7 @@ mod tests {
     fn fact(op: &str, revision: &str, end: u64, millis: u64, kind: SpanKind, peer: Option<&str>) -> SpanFact {
         SpanFact {
             service: Sym::from("s"),
+            environment: None,
             revision: Sym::from(revision),
             operation: Sym::from(op),
             kind,
@@ -451,7 +481,7 @@ mod tests {
     #[test]
     fn a_snapshot_round_trips_through_json() {
         let settings = AnalysisSettings::from_config(&Config::default());
-        let mut state = ServiceState::new(Sym::from("s"), &settings);
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
         let t0 = 1_700_000_000_000_000_000u64;
         state.record(&fact("GET", "r1", t0 + 1, 3, SpanKind::Client, Some("db:5432")), &settings);
         for i in 0..3000u64 {
@@ -482,7 +512,7 @@ mod tests {
     fn an_error_rate_drift_survives_a_restart_and_resolves_once_fixed() {
         use crate::detect::event::EventUpdate;
         let settings = AnalysisSettings::from_config(&Config::default());
-        let mut state = ServiceState::new(Sym::from("s"), &settings);
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
         let tick = 50_000_000u64;
         let t0 = 1_700_000_000_000_000_000u64;
         let mut updates = Vec::new();
@@ -540,7 +570,7 @@ mod tests {
     fn a_drift_firing_at_snapshot_time_resolves_after_restore() {
         use crate::detect::event::EventUpdate;
         let settings = AnalysisSettings::from_config(&Config::default());
-        let mut state = ServiceState::new(Sym::from("s"), &settings);
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
         let second = 1_000_000_000u64;
         let t0 = 1_700_000_000_000_000_000u64;
         let mut updates = Vec::new();
@@ -589,7 +619,7 @@ mod tests {
     #[test]
     fn reconcile_drops_drifts_without_a_firing_event_and_holds_orphan_events() {
         use crate::detect::event::example_event;
-        let mut held = ServiceSnapshot::empty("s", 10);
+        let mut held = ServiceSnapshot::empty("s", None, 10);
         held.firing.push(FiringSnapshot {
             event_id: "aaaa-1".into(),
             kind: None,

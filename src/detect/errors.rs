@@ -512,7 +512,7 @@ impl ErrorRateDetector {
 
     fn build_event(&self, service: &ServiceView<'_>, c: &Comparison<'_>, p_value: f64, tests: usize, at: u64) -> DriftEvent {
         let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
-        let fingerprint = fingerprint(service.name, EventKind::ErrorRateRegression, &operation, &c.revision.revision);
+        let fingerprint = fingerprint(service.key, EventKind::ErrorRateRegression, &operation, &c.revision.revision);
         // Latency context of the same traffic, for the page and the alert.
         let mut current_latency = new_histogram();
         let mut baseline_latency = new_histogram();
@@ -551,7 +551,8 @@ impl ErrorRateDetector {
             kind: EventKind::ErrorRateRegression,
             state: EventState::Firing,
             severity,
-            service: service.name.to_string(),
+            service: service.key.service.to_string(),
+            environment: service.key.environment.as_deref().map(str::to_owned),
             operation: Some(operation),
             peer: None,
             revision: c.revision.revision.to_string(),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::kind::{EventKind, Severity};
 use super::stats::Summary;
+use crate::extract::ServiceKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -168,6 +169,10 @@ pub struct DriftEvent {
     pub state: EventState,
     pub severity: Severity,
     pub service: String,
+    /// `deployment.environment.name` of the drifting spans; `null` when
+    /// they name none. One service's environments drift apart.
+    #[serde(default)]
+    pub environment: Option<String>,
     pub operation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
@@ -201,15 +206,24 @@ pub struct DriftEvent {
     pub detected_unix_nanos: u64,
 }
 
+impl DriftEvent {
+    /// The service and environment that drifted.
+    pub fn service_key(&self) -> ServiceKey {
+        ServiceKey::new(&self.service, self.environment.as_deref())
+    }
+}
+
 fn is_default(code: &CodeHint) -> bool {
     *code == CodeHint::default()
 }
 
-/// The stable identity of a drift.
-pub fn fingerprint(service: &str, kind: EventKind, subject: &str, revision: &str) -> String {
+/// The stable identity of a drift. A service without an environment keeps
+/// the fingerprint it had before environments were told apart.
+pub fn fingerprint(service: &ServiceKey, kind: EventKind, subject: &str, revision: &str) -> String {
     // FNV-1a: stable across processes and versions, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [service, kind.as_str(), subject, revision] {
+    let environment = service.environment.as_deref();
+    for part in environment.into_iter().chain([&*service.service, kind.as_str(), subject, revision]) {
         for byte in part.as_bytes().iter().chain(std::iter::once(&0xff)) {
             hash ^= u64::from(*byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -416,6 +430,7 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         state: EventState::Firing,
         severity: Severity::Warning,
         service: "s".into(),
+        environment: None,
         operation: Some("op".into()),
         peer: None,
         revision: "r".into(),
@@ -445,18 +460,25 @@ mod tests {
 
     #[test]
     fn fingerprints_are_stable_and_distinct() {
-        let a = fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc");
-        assert_eq!(
-            a,
-            fingerprint("checkout", EventKind::LatencyRegression, "POST /checkout", "abc")
-        );
+        let service = |name: &str| ServiceKey::new(name, None);
+        let checkout = service("checkout");
+        let a = fingerprint(&checkout, EventKind::LatencyRegression, "POST /checkout", "abc");
+        assert_eq!(a, "48af8796d698a6d2", "stored events and fleet holds keep their fingerprints");
         assert_ne!(
             a,
-            fingerprint("checkout", EventKind::NewOutboundPeer, "POST /checkout", "abc")
+            fingerprint(&checkout, EventKind::NewOutboundPeer, "POST /checkout", "abc")
         );
         assert_ne!(
-            fingerprint("ab", EventKind::LatencyRegression, "c", "r"),
-            fingerprint("a", EventKind::LatencyRegression, "bc", "r")
+            fingerprint(&service("ab"), EventKind::LatencyRegression, "c", "r"),
+            fingerprint(&service("a"), EventKind::LatencyRegression, "bc", "r")
+        );
+        let production = ServiceKey::new("checkout", Some("production"));
+        let staging = ServiceKey::new("checkout", Some("staging"));
+        let in_production = fingerprint(&production, EventKind::LatencyRegression, "POST /checkout", "abc");
+        assert_ne!(in_production, a, "an environment is a different drift");
+        assert_ne!(
+            in_production,
+            fingerprint(&staging, EventKind::LatencyRegression, "POST /checkout", "abc")
         );
         assert_eq!(a.len(), 16);
     }
@@ -505,7 +527,7 @@ mod tests {
 
     #[test]
     fn an_event_id_names_its_fingerprint() {
-        let fp = fingerprint("checkout", EventKind::LatencyRegression, "POST /pay", "abc");
+        let fp = fingerprint(&ServiceKey::new("checkout", None), EventKind::LatencyRegression, "POST /pay", "abc");
         assert_eq!(fingerprint_of(&event_id(&fp, 1_700_000_000_000_000_000)), fp);
     }
 

@@ -518,7 +518,7 @@ fn verdict(config: &LatencyConfig, baseline: &LatencyHistogram, current: &Latenc
 fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStats, at: u64) -> DriftEvent {
     let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
     let onset = estimate_onset(service, c).min(at);
-    let fingerprint = fingerprint(service.name, EventKind::LatencyRegression, &operation, &c.revision.revision);
+    let fingerprint = fingerprint(service.key, EventKind::LatencyRegression, &operation, &c.revision.revision);
     let code = service.code_hint(c.op);
     let severity = if stats.relative_increase >= CRITICAL_RELATIVE_INCREASE {
         Severity::Critical
@@ -531,7 +531,8 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         kind: EventKind::LatencyRegression,
         state: EventState::Firing,
         severity,
-        service: service.name.to_string(),
+        service: service.key.service.to_string(),
+        environment: service.key.environment.as_deref().map(str::to_owned),
         operation: Some(operation),
         peer: None,
         revision: c.revision.revision.to_string(),

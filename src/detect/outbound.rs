@@ -26,7 +26,7 @@ use super::event::{
 use crate::analyze::peers::{JOIN_WINDOW_NANOS, NO_PARENT, Novelty, PeerSets, is_placeholder_caller};
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::OutboundConfig;
-use crate::extract::Sym;
+use crate::extract::{ServiceKey, Sym};
 use crate::extract::peer::{is_metadata_endpoint, peer_host};
 
 /// Why a peer was reported.
@@ -199,7 +199,7 @@ impl OutboundDetector {
 
     pub fn evaluate(
         &mut self,
-        service: &str,
+        service: &ServiceKey,
         peers: &PeerSets,
         timeline: &RevisionTimeline,
         at: u64,
@@ -319,7 +319,7 @@ fn resolution(candidate: &Candidate, timeline: &RevisionTimeline, at: u64, resol
 }
 
 fn build_event(
-    service: &str,
+    service: &ServiceKey,
     peer: &Sym,
     candidate: &Candidate,
     usage: &crate::analyze::peers::PeerUse,
@@ -355,7 +355,8 @@ fn build_event(
         kind: EventKind::NewOutboundPeer,
         state: EventState::Firing,
         severity: if critical { Severity::Critical } else { Severity::Warning },
-        service: service.to_owned(),
+        service: service.service.to_string(),
+        environment: service.environment.as_deref().map(str::to_owned),
         operation,
         peer: Some(peer.to_string()),
         attribution: baseline_revision

@@ -180,6 +180,7 @@ impl<'a> TrafficGenerator<'a> {
                         let call_nanos = (duration as f64 * call.spec.share) as u64;
                         out.push(SpanFact {
                             service: service.name.clone(),
+                            environment: None,
                             revision: service.revisions[deploy].clone(),
                             operation: self.client_operation.clone(),
                             kind: SpanKind::Client,
@@ -197,6 +198,7 @@ impl<'a> TrafficGenerator<'a> {
                     }
                     out.push(SpanFact {
                         service: service.name.clone(),
+                        environment: None,
                         revision: service.revisions[deploy].clone(),
                         operation: state.name.clone(),
                         kind: SpanKind::Server,

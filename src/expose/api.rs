@@ -58,7 +58,10 @@ fn kinds(text: &str) -> Result<Vec<EventKind>, String> {
     text.split(',')
         .map(|k| {
             serde_json::from_value::<EventKind>(json!(k.trim()))
-                .map_err(|_| format!("kind {k:?} is not one of latency_regression, new_outbound_peer"))
+                .map_err(|_| {
+                    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                    format!("kind {k:?} is not one of {}", known.join(", "))
+                })
         })
         .collect()
 }
@@ -77,6 +80,7 @@ fn time(name: &str, text: &str) -> Result<u64, String> {
 #[derive(Default)]
 struct Filter {
     service: Option<String>,
+    environment: Option<String>,
     kinds: Option<Vec<EventKind>>,
     state: Option<EventState>,
     revision: Option<String>,
@@ -87,11 +91,15 @@ struct Filter {
 
 impl Filter {
     fn parse(params: &[(String, String)]) -> Result<Filter, String> {
-        check_names(params, &["service", "kind", "state", "revision", "since", "until", "limit"])?;
+        check_names(
+            params,
+            &["service", "environment", "kind", "state", "revision", "since", "until", "limit"],
+        )?;
         let mut filter = Filter::default();
         for (name, value) in params {
             match name.as_str() {
                 "service" => filter.service = Some(value.clone()),
+                "environment" => filter.environment = Some(value.clone()),
                 "kind" => filter.kinds = Some(kinds(value)?),
                 "state" => {
                     filter.state = Some(match value.as_str() {
@@ -121,6 +129,7 @@ impl Filter {
 
     fn keeps(&self, event: &DriftEvent) -> bool {
         self.service.as_ref().is_none_or(|s| &event.service == s)
+            && self.environment.as_ref().is_none_or(|e| event.environment.as_ref() == Some(e))
             && self.kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
             && self.state.is_none_or(|s| event.state == s)
             && self.revision.as_ref().is_none_or(|r| {
@@ -159,9 +168,13 @@ async fn get_event(State(state): State<ApiState>, Path(id): Path<String>) -> Res
 }
 
 fn verdict_request(params: &[(String, String)]) -> Result<(Request, bool), String> {
-    check_names(params, &["service", "revision", "min_samples", "kind", "severity", "status_codes"])?;
+    check_names(
+        params,
+        &["service", "environment", "revision", "min_samples", "kind", "severity", "status_codes"],
+    )?;
     let get = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let service = get("service").ok_or("service is required")?.to_owned();
+    let environment = get("environment").map(str::to_owned);
     // Without a revision, the newest one the service serves is judged:
     // a canary's, when the caller (Flagger) cannot name it.
     let revision = get("revision").unwrap_or_default().to_owned();
@@ -182,6 +195,7 @@ fn verdict_request(params: &[(String, String)]) -> Result<(Request, bool), Strin
     Ok((
         Request {
             service,
+            environment,
             revision,
             min_samples,
             kinds,
@@ -196,7 +210,7 @@ async fn verdict(State(state): State<ApiState>, Query(params): Params) -> Respon
         Ok(request) => request,
         Err(message) => return bad_request(message),
     };
-    let coverage = state.coverage.service(&request.service).await;
+    let coverage = state.coverage.service(&request.service, request.environment.as_deref()).await;
     if request.revision.is_empty() {
         let newest = coverage
             .as_ref()

@@ -4,6 +4,11 @@
 //! counters, base units). Label values that come from clients (service
 //! names) are bounded: past [`MAX_SERVICE_LABELS`] distinct services, the
 //! rest are counted under `__other__`.
+//!
+//! A service is labelled `service_name` (`service.namespace/service.name`)
+//! and `deployment_environment_name`, the OTel resource attributes' names
+//! as the Collector's Prometheus exporters spell them; the environment is
+//! empty (so absent to Prometheus) when the spans name none.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -12,8 +17,13 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Distinct `service` label values before folding into `__other__`.
+/// Distinct `service_name` label values before folding into `__other__`.
 pub const MAX_SERVICE_LABELS: usize = 256;
+/// Distinct `deployment_environment_name` label values before folding into
+/// `__other__`.
+pub const MAX_ENVIRONMENT_LABELS: usize = 32;
+/// The label that keeps a service's environments apart.
+pub const ENVIRONMENT: &str = "deployment_environment_name";
 pub const OTHER_LABEL: &str = "__other__";
 /// Longest label value exported, in bytes: client-supplied names (services,
 /// operations, revisions) are cut to this, at a character boundary.
@@ -71,6 +81,7 @@ pub struct Metrics {
     pub recorded: IntCounterVec,
     pub other_signals: IntCounterVec,
     services_seen: Mutex<HashSet<String>>,
+    environments_seen: Mutex<HashSet<String>>,
 }
 
 impl Metrics {
@@ -81,7 +92,7 @@ impl Metrics {
                 "driftwatch_spans_received_total",
                 "Spans accepted by a receiver, by service and transport.",
             ),
-            &["service_name", "transport"],
+            &["service_name", ENVIRONMENT, "transport"],
         )
         .expect("valid metric");
         let spans_rejected = IntCounterVec::new(
@@ -140,7 +151,7 @@ impl Metrics {
                 "driftwatch_spans_analyzed_total",
                 "Spans processed by the analysis, by service.",
             ),
-            &["service_name"],
+            &["service_name", ENVIRONMENT],
         )
         .expect("valid metric");
         let spans_not_analyzed = IntCounterVec::new(
@@ -183,7 +194,7 @@ impl Metrics {
                 "driftwatch_operations_tracked",
                 "Operations tracked exactly per service (bounded by analyze.max_operations).",
             ),
-            &["service_name"],
+            &["service_name", ENVIRONMENT],
         )
         .expect("valid metric");
         let calls_without_caller = IntCounterVec::new(
@@ -191,7 +202,7 @@ impl Metrics {
                 "driftwatch_outbound_calls_without_caller_total",
                 "Outbound calls counted without their calling operation: the service's share of the pending-call budget was full.",
             ),
-            &["service_name"],
+            &["service_name", ENVIRONMENT],
         )
         .expect("valid metric");
         let operations_folded = IntCounterVec::new(
@@ -199,7 +210,7 @@ impl Metrics {
                 "driftwatch_operations_folded_spans_total",
                 "Spans whose operation was not tracked and was folded into __other__, by service.",
             ),
-            &["service_name"],
+            &["service_name", ENVIRONMENT],
         )
         .expect("valid metric");
         let outbound_peers = IntGaugeVec::new(
@@ -207,7 +218,7 @@ impl Metrics {
                 "driftwatch_outbound_peers",
                 "Distinct outbound peers a service called within the lookback.",
             ),
-            &["service_name"],
+            &["service_name", ENVIRONMENT],
         )
         .expect("valid metric");
         let attributions = IntCounterVec::new(
@@ -223,7 +234,7 @@ impl Metrics {
                 "driftwatch_revisions_unresolved_total",
                 "Event revisions the service's repository does not know.",
             ),
-            &["service_name"],
+            &["service_name", ENVIRONMENT],
         )
         .expect("valid metric");
         let alert_deliveries = IntCounterVec::new(
@@ -270,7 +281,7 @@ impl Metrics {
                 "Duration of entry and internal spans by service, operation (tracked operations; the rest are __other__) and revision.",
             )
             .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["service_name", "operation", "revision"],
+            &["service_name", ENVIRONMENT, "operation", "revision"],
         )
         .expect("valid metric");
         let span_errors = IntCounterVec::new(
@@ -278,7 +289,7 @@ impl Metrics {
                 "driftwatch_span_errors_total",
                 "Failed entry and internal spans (status ERROR, or a SERVER span that answered 5xx or a failed gRPC status) by service, operation and revision; divide by driftwatch_span_duration_seconds_count for the error rate.",
             ),
-            &["service_name", "operation", "revision"],
+            &["service_name", ENVIRONMENT, "operation", "revision"],
         )
         .expect("valid metric");
         let revision_first_seen = prometheus::GaugeVec::new(
@@ -286,7 +297,7 @@ impl Metrics {
                 "driftwatch_revision_first_seen_timestamp_seconds",
                 "Event time of a revision's first span: its deploy.",
             ),
-            &["service_name", "revision"],
+            &["service_name", ENVIRONMENT, "revision"],
         )
         .expect("valid metric");
         let revision_last_seen = prometheus::GaugeVec::new(
@@ -294,7 +305,7 @@ impl Metrics {
                 "driftwatch_revision_last_seen_timestamp_seconds",
                 "Event time of a revision's latest span.",
             ),
-            &["service_name", "revision"],
+            &["service_name", ENVIRONMENT, "revision"],
         )
         .expect("valid metric");
         let suspect_info = IntGaugeVec::new(
@@ -302,7 +313,7 @@ impl Metrics {
                 "driftwatch_suspect_info",
                 "The top suspect commit of each firing drift (1 while it fires), with the AI tool that wrote it or \"none\".",
             ),
-            &["service_name", "kind", "event_id", "commit", "ai_tool"],
+            &["service_name", ENVIRONMENT, "kind", "event_id", "commit", "ai_tool"],
         )
         .expect("valid metric");
         let forward_requests = IntCounterVec::new(
@@ -420,6 +431,7 @@ impl Metrics {
             forward_requests,
             forward_queue_bytes,
             services_seen: Mutex::new(HashSet::new()),
+            environments_seen: Mutex::new(HashSet::new()),
         }
     }
 
@@ -432,16 +444,22 @@ impl Metrics {
     /// [`MAX_LABEL_BYTES`], and past [`MAX_SERVICE_LABELS`] distinct names
     /// folded into [`OTHER_LABEL`].
     pub fn service_label<'a>(&self, service: &'a str) -> &'a str {
-        let service = label_value(service);
-        let mut seen = self.services_seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(service) {
-            return service;
-        }
-        if seen.len() < MAX_SERVICE_LABELS {
-            seen.insert(service.to_owned());
-            return service;
-        }
-        OTHER_LABEL
+        bounded(&self.services_seen, MAX_SERVICE_LABELS, service)
+    }
+
+    /// The `service_name` and `deployment_environment_name` label values of
+    /// a service, each bounded as [`Metrics::service_label`] is.
+    pub fn service_labels<'a>(&self, key: &'a crate::extract::ServiceKey) -> [&'a str; 2] {
+        self.labels_of(&key.service, key.environment.as_deref())
+    }
+
+    /// [`Metrics::service_labels`] of a service named by strings (an event's).
+    pub fn labels_of<'a>(&self, service: &'a str, environment: Option<&'a str>) -> [&'a str; 2] {
+        let environment = match environment {
+            Some(environment) => bounded(&self.environments_seen, MAX_ENVIRONMENT_LABELS, environment),
+            None => "",
+        };
+        [self.service_label(service), environment]
     }
 
     /// Brings the store's gauges and counters up to `health`.
@@ -463,6 +481,21 @@ impl Metrics {
     }
 }
 
+/// `value` as a label value, or [`OTHER_LABEL`] once `seen` holds `max`
+/// other values.
+fn bounded<'a>(seen: &Mutex<HashSet<String>>, max: usize, value: &'a str) -> &'a str {
+    let value = label_value(value);
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.contains(value) {
+        return value;
+    }
+    if seen.len() < max {
+        seen.insert(value.to_owned());
+        return value;
+    }
+    OTHER_LABEL
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -481,6 +514,18 @@ mod tests {
         }
         assert_eq!(metrics.service_label("one-too-many"), OTHER_LABEL);
         assert_eq!(metrics.service_label("s0"), "s0");
+    }
+
+    #[test]
+    fn environment_labels_are_bounded_and_empty_without_one() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.labels_of("checkout", None), ["checkout", ""]);
+        for i in 0..MAX_ENVIRONMENT_LABELS {
+            let environment = format!("e{i}");
+            assert_eq!(metrics.labels_of("checkout", Some(&environment))[1], environment);
+        }
+        assert_eq!(metrics.labels_of("checkout", Some("one-too-many")), ["checkout", OTHER_LABEL]);
+        assert_eq!(metrics.labels_of("checkout", Some("e0"))[1], "e0");
     }
 
     #[test]
@@ -507,10 +552,19 @@ mod tests {
     #[test]
     fn renders_text_format() {
         let metrics = Metrics::new();
-        metrics.spans_received.with_label_values(&["checkout", "grpc"]).inc_by(3);
+        metrics.spans_received.with_label_values(&["checkout", "", "grpc"]).inc_by(3);
+        metrics.spans_received.with_label_values(&["checkout", "production", "grpc"]).inc_by(2);
         let text = metrics.render();
         assert!(
-            text.contains("driftwatch_spans_received_total{service_name=\"checkout\",transport=\"grpc\"} 3"),
+            text.contains(
+                "driftwatch_spans_received_total{deployment_environment_name=\"\",service_name=\"checkout\",transport=\"grpc\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "driftwatch_spans_received_total{deployment_environment_name=\"production\",service_name=\"checkout\",transport=\"grpc\"} 2"
+            ),
             "{text}"
         );
         let build = format!("driftwatch_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));

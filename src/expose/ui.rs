@@ -84,7 +84,7 @@ async fn list(State(events): State<SharedEventLog>) -> Response {
                 severity_class(e),
                 e.state,
                 e.kind.as_str(),
-                escape(&e.service),
+                escape(&e.service_key().to_string()),
                 escape(&e.id),
                 escape(&subject(e)),
                 escape(&e.revision[..e.revision.len().min(12)]),
@@ -109,7 +109,7 @@ async fn incident(State(events): State<SharedEventLog>, Path(id): Path<String>) 
         return response;
     };
     page(
-        &format!("driftwatch: {} {}", event.service, subject(&event)),
+        &format!("driftwatch: {} {}", event.service_key(), subject(&event)),
         &render_incident(&event),
     )
 }
@@ -125,7 +125,7 @@ pub fn render_incident(event: &DriftEvent) -> String {
          <tr><th>introduced in</th><td><code>{}</code></td></tr><tr><th>still present in</th><td>{}</td></tr>\
          <tr><th>baseline revision</th><td><code>{}</code></td></tr>\
          <tr><th>onset</th><td>{}</td></tr><tr><th>detected</th><td>{}</td></tr><tr><th>resolved</th><td>{}</td></tr></table>",
-        escape(&event.service),
+        escape(&event.service_key().to_string()),
         escape(&subject(event)),
         severity_class(event),
         event.severity,

@@ -23,6 +23,10 @@ pub type Sym = Arc<str>;
 /// Resource attributes naming the running revision, in order of preference.
 pub const REVISION_ATTRIBUTES: &[&str] = &["vcs.ref.head.revision", "vcs.repository.ref.revision", "service.version"];
 
+/// Resource attributes naming the deployment environment, in order of
+/// preference (the second is the name before semantic conventions 1.27).
+pub const ENVIRONMENT_ATTRIBUTES: &[&str] = &["deployment.environment.name", "deployment.environment"];
+
 /// Service name used when a resource has none (the OTel SDK default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
 /// Revision used when a resource names none.
@@ -118,7 +122,11 @@ pub struct CodeLocation {
 /// What the analysis needs to know about one span.
 #[derive(Debug, Clone)]
 pub struct SpanFact {
+    /// `service.namespace/service.name`, or `service.name` alone.
     pub service: Sym,
+    /// `deployment.environment.name`: kept apart from the service, so one
+    /// service's environments are analysed (and alerted on) separately.
+    pub environment: Option<Sym>,
     pub revision: Sym,
     pub operation: Sym,
     pub kind: SpanKind,
@@ -138,7 +146,52 @@ pub struct SpanFact {
     pub error_type: Option<Sym>,
 }
 
+/// What the analysis keeps apart: a service in one deployment environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub service: Sym,
+    pub environment: Option<Sym>,
+}
+
+impl ServiceKey {
+    pub fn new(service: &str, environment: Option<&str>) -> ServiceKey {
+        ServiceKey {
+            service: Sym::from(service),
+            environment: environment.map(Sym::from),
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceKey {
+    /// `checkout`, or `checkout (production)`: for logs and messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.environment {
+            Some(environment) => write!(f, "{} ({environment})", self.service),
+            None => f.write_str(&self.service),
+        }
+    }
+}
+
 impl SpanFact {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            service: self.service.clone(),
+            environment: self.environment.clone(),
+        }
+    }
+
+    /// Whether two facts belong to the same service and environment
+    /// (interned, so usually a pointer comparison).
+    pub fn same_service(&self, other: &SpanFact) -> bool {
+        let same = |a: &Sym, b: &Sym| Arc::ptr_eq(a, b) || a == b;
+        same(&self.service, &other.service)
+            && match (&self.environment, &other.environment) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same(a, b),
+                _ => false,
+            }
+    }
+
     pub fn duration_nanos(&self) -> u64 {
         self.end_unix_nanos - self.start_unix_nanos
     }
@@ -218,6 +271,13 @@ impl Rejections {
 }
 
 /// Turns wire spans into facts; shared by all receivers.
+/// What a resource says of all its spans.
+struct Resource<'a> {
+    service: &'a Sym,
+    environment: Option<&'a Sym>,
+    revision: &'a Sym,
+}
+
 pub struct Extractor {
     interner: Interner,
     max_future_skew_nanos: u64,
@@ -272,13 +332,23 @@ impl Extractor {
                 }
                 None => self.interner.intern(name),
             };
+            let environment = resource_attrs
+                .str(ENVIRONMENT_ATTRIBUTES)
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|e| self.interner.intern(e));
             let revision = self
                 .interner
                 .intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
+            let resource = Resource {
+                service: &service,
+                environment: environment.as_ref(),
+                revision: &revision,
+            };
             for span in resource_spans.spans() {
                 attributes.clear();
                 let span = SpanView::read(span, &mut attributes)?;
-                match self.fact(&span, &service, &revision, latest, Attrs(&attributes), &mut scratch) {
+                match self.fact(&span, &resource, latest, Attrs(&attributes), &mut scratch) {
                     Ok(fact) => out.push(fact),
                     Err(reason) => rejections.add(reason),
                 }
@@ -290,8 +360,7 @@ impl Extractor {
     fn fact(
         &self,
         span: &SpanView<'_>,
-        service: &Sym,
-        revision: &Sym,
+        resource: &Resource<'_>,
         latest: u64,
         attrs: Attrs<'_>,
         scratch: &mut String,
@@ -323,8 +392,9 @@ impl Extractor {
         };
         let peer = (kind.is_outbound() && peer::peer_identity(attrs, scratch)).then(|| self.interner.intern(scratch));
         Ok(SpanFact {
-            service: service.clone(),
-            revision: revision.clone(),
+            service: resource.service.clone(),
+            environment: resource.environment.cloned(),
+            revision: resource.revision.clone(),
             operation: self.interner.intern(if name.is_empty() { "(unnamed)" } else { name }),
             kind,
             start_unix_nanos: start,
@@ -420,6 +490,25 @@ mod tests {
         assert_eq!(&*shop.service, "shop/checkout");
         assert_eq!(&*billing.service, "billing/checkout", "two namespaces' services stay apart");
         assert_eq!(&*plain.service, "checkout");
+    }
+
+    #[test]
+    fn the_environment_is_kept_apart_from_the_service() {
+        let span = || span("op", crate::receive::wire::span_kind::SERVER, vec![]);
+        let with = |resource| extract_one(resource, span()).expect("fact");
+        let prod = with(vec![kv("service.name", "checkout"), kv("deployment.environment.name", "production")]);
+        assert_eq!(&*prod.service, "checkout", "the environment is not part of the name");
+        assert_eq!(prod.environment.as_deref(), Some("production"));
+        let legacy = with(vec![kv("service.name", "checkout"), kv("deployment.environment", " staging ")]);
+        assert_eq!(legacy.environment.as_deref(), Some("staging"), "the pre-1.27 attribute, trimmed");
+        let both = with(vec![
+            kv("service.name", "checkout"),
+            kv("deployment.environment", "old"),
+            kv("deployment.environment.name", "new"),
+        ]);
+        assert_eq!(both.environment.as_deref(), Some("new"), "the current name wins");
+        assert_eq!(with(vec![kv("service.name", "checkout"), kv("deployment.environment.name", " ")]).environment, None);
+        assert_eq!(with(vec![kv("service.name", "checkout")]).environment, None);
     }
 
     #[test]

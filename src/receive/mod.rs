@@ -320,20 +320,20 @@ impl Ingest {
 
     /// Spans per service, in runs: facts arrive grouped by resource, so a
     /// request has few runs. Taken before the facts move to the analysis.
-    fn count_received_later(&self, facts: &[SpanFact]) -> Vec<(crate::extract::Sym, u64)> {
+    fn count_received_later(&self, facts: &[SpanFact]) -> Vec<(crate::extract::ServiceKey, u64)> {
         facts
-            .chunk_by(|a, b| Arc::ptr_eq(&a.service, &b.service))
-            .map(|run| (run[0].service.clone(), run.len() as u64))
+            .chunk_by(SpanFact::same_service)
+            .map(|run| (run[0].key(), run.len() as u64))
             .collect()
     }
 
     /// Counts accepted spans per service.
-    fn count_received(&self, transport: Transport, runs: &[(crate::extract::Sym, u64)]) {
+    fn count_received(&self, transport: Transport, runs: &[(crate::extract::ServiceKey, u64)]) {
         for (service, n) in runs {
-            let service = self.metrics.service_label(service);
+            let [service, environment] = self.metrics.service_labels(service);
             self.metrics
                 .spans_received
-                .with_label_values(&[service, transport.as_label()])
+                .with_label_values(&[service, environment, transport.as_label()])
                 .inc_by(*n);
         }
     }
