@@ -36,6 +36,9 @@ pub struct FleetSync {
     lease: Duration,
     event_retention: Duration,
     baseline_retention: Duration,
+    /// Fingerprints of the drifts this replica's restored detectors hold,
+    /// while the database has not yet heard of it (it was away at start).
+    rejoin: Option<Vec<String>>,
 }
 
 /// How often retention runs.
@@ -74,8 +77,16 @@ impl FleetSync {
             lease: config.fleet_lease,
             event_retention: config.event_retention,
             baseline_retention: config.baseline_retention,
+            rejoin: None,
         };
         (sync, links)
+    }
+
+    /// Holds `firing` in the fleet once the database answers: it was away
+    /// when the replica started.
+    pub fn rejoin_later(mut self, firing: Vec<String>) -> FleetSync {
+        self.rejoin = Some(firing);
+        self
     }
 
     /// The other replicas' view of every service, merged.
@@ -137,6 +148,7 @@ impl FleetSync {
                 },
                 _ = ticker.tick() => {}
             }
+            self.join().await;
             self.publish(&mut pending).await;
             if last_refresh.elapsed() >= self.interval {
                 last_refresh = tokio::time::Instant::now();
@@ -148,6 +160,21 @@ impl FleetSync {
                 self.expire().await;
             }
         }
+    }
+
+    /// Holds the restored drifts once the database answers, and reports
+    /// whether it does.
+    async fn join(&mut self) {
+        if let Some(firing) = &self.rejoin {
+            match self.store.rejoin(firing).await {
+                Ok(()) => self.rejoin = None,
+                Err(error) => {
+                    self.metrics.fleet_errors.with_label_values(&["rejoin"]).inc();
+                    tracing::debug!(%error, "the fleet's database is still away");
+                }
+            }
+        }
+        self.metrics.fleet_degraded.set(i64::from(self.store.health().degraded()));
     }
 
     async fn publish(&self, pending: &mut HashMap<String, Vec<u8>>) {

@@ -107,7 +107,7 @@ impl Server {
         let fleet = match &config.store.postgres_url {
             Some(url) => {
                 let replica = crate::fleet::replica_name(config.store.replica.as_deref());
-                let fleet = FleetStore::connect(url, replica, config.store.fleet_lease).await?;
+                let fleet = FleetStore::open(url, replica, config.store.fleet_lease)?;
                 tracing::info!(store = %fleet.target(), replica = %fleet.replica(), "fleet mode: sharing baselines, events and alert delivery");
                 Some(Arc::new(fleet))
             }
@@ -115,9 +115,8 @@ impl Server {
         };
         let mut events = store.load_events()?;
         let local: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
-        if let Some(fleet) = &fleet {
-            // The fleet's version of an event wins over this replica's copy.
-            let shared = fleet.events(crate::detect::MAX_EVENTS as i64).await?;
+        // The fleet's version of an event wins over this replica's copy.
+        if let Some(shared) = at_start(fleet.as_deref(), async |f| f.events(crate::detect::MAX_EVENTS as i64).await).await? {
             let ids: std::collections::HashSet<&str> = shared.iter().map(|e| e.id.as_str()).collect();
             events.retain(|e| !ids.contains(e.id.as_str()));
             events.extend(shared);
@@ -168,11 +167,11 @@ impl Server {
         let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
         let events = EventPipeline::start_with(metrics.clone(), downstream, log, updates_rx, notices_rx);
         let mut snapshots = load_snapshots(&store)?;
-        if let Some(fleet) = &fleet {
-            // A replica that lost its local store (a new volume under the
-            // same name) starts from what it last published, so its next
-            // flush does not erase that from the fleet.
-            for (service, body) in fleet.snapshots(true).await? {
+        // A replica that lost its local store (a new volume under the same
+        // name) starts from what it last published, so its next flush does
+        // not erase that from the fleet.
+        if let Some(published) = at_start(fleet.as_deref(), async |f| f.snapshots(true).await).await? {
+            for (service, body) in published {
                 if snapshots.iter().any(|s| s.store_key() == service) {
                     continue;
                 }
@@ -183,15 +182,14 @@ impl Server {
             }
         }
         crate::analyze::snapshot::reconcile(&mut snapshots, &held.iter().collect::<Vec<_>>());
-        if let Some(fleet) = &fleet {
-            // Drifts the restored detectors still see firing stay held.
-            let firing: Vec<String> = snapshots
-                .iter()
-                .flat_map(|s| &s.firing)
-                .map(|f| crate::detect::event::fingerprint_of(&f.event_id).to_owned())
-                .collect();
-            fleet.rejoin(&firing).await?;
-        }
+        // Drifts the restored detectors still see firing stay held: now,
+        // or by the fleet sync once the database answers.
+        let firing: Vec<String> = snapshots
+            .iter()
+            .flat_map(|s| &s.firing)
+            .map(|f| crate::detect::event::fingerprint_of(&f.event_id).to_owned())
+            .collect();
+        let rejoined = at_start(fleet.as_deref(), async |f| f.rejoin(&firing).await).await?.is_some();
         let shards = config.analyze.shards.max(1);
         let mut links: Vec<Option<crate::analyze::ShardLink>> = Vec::new();
         let mut fleet_sync = None;
@@ -204,9 +202,11 @@ impl Server {
                 metrics.clone(),
                 &config.store,
             );
-            let baselines = FleetSync::baselines(fleet, settings.layout).await?;
-            tracing::info!(services = baselines.len(), "fleet baselines loaded");
-            sync.seed(baselines);
+            let sync = if rejoined { sync } else { sync.rejoin_later(firing) };
+            if let Some(baselines) = at_start(Some(fleet), async |f| FleetSync::baselines(f, settings.layout).await).await? {
+                tracing::info!(services = baselines.len(), "fleet baselines loaded");
+                sync.seed(baselines);
+            }
             links = shard_links.into_iter().map(Some).collect();
             fleet_sync = Some(tokio::spawn(sync.run()));
         } else {
@@ -295,6 +295,7 @@ impl Server {
                     ready: ready.clone(),
                     events: events.log.clone(),
                     store: Some(store.clone()),
+                    fleet: fleet.clone(),
                     coverage,
                     verdict: crate::verdict::Rules::from_config(&config),
                 },
@@ -396,6 +397,29 @@ impl Server {
                 message: e.to_string(),
             })
         }))
+    }
+}
+
+/// A read of the fleet's database at start. `None` without a fleet, or when
+/// the database is away (or an earlier read found it away, so the start
+/// does not wait on it twice): the replica then starts on its own, and the
+/// fleet sync joins when the database answers. A refusal that waiting
+/// cannot cure (a schema from a newer driftwatch) stops the start.
+async fn at_start<T>(
+    fleet: Option<&FleetStore>,
+    read: impl AsyncFnOnce(&FleetStore) -> Result<T, crate::store::fleet::FleetError>,
+) -> Result<Option<T>, crate::store::fleet::FleetError> {
+    let Some(fleet) = fleet else { return Ok(None) };
+    if fleet.health().error.is_some() {
+        return Ok(None);
+    }
+    match read(fleet).await {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if error.is_transient() => {
+            tracing::warn!(%error, "the fleet's database is away: this replica starts on its own, detects locally and joins when it answers");
+            Ok(None)
+        }
+        Err(error) => Err(error),
     }
 }
 

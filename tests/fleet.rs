@@ -274,18 +274,84 @@ fn a_database_migrated_by_a_newer_driftwatch_is_refused() {
     assert!(error.contains("newer") && error.contains("99"), "{error}");
 }
 
+fn readyz(dw: &Driftwatch) -> (u16, String) {
+    http_get(&format!("http://{}/readyz", dw.admin)).expect("readyz")
+}
+
 #[test]
-fn an_unreachable_database_stops_startup_with_a_clear_error() {
+fn an_unreachable_database_degrades_the_replica_and_says_why_without_the_password() {
     let port = common::free_port();
-    let (code, stderr) = common::run_until_exit(&format!(
-        "[store]\npostgres_url = \"postgres://dw:secret@127.0.0.1:{port}/fleet\"\n"
+    let mut dw = Driftwatch::start(&format!(
+        "[store]\npostgres_url = \"postgres://dw:secret@127.0.0.1:{port}/fleet\"\nflush_interval = \"1s\"\nfleet_lease = \"3s\"\n"
     ));
-    assert_ne!(code, Some(0));
+    let (status, body) = readyz(&dw);
+    assert_eq!(status, 200, "the pod stays in rotation: the application's exports must not fail: {body}");
     assert!(
-        stderr.contains("store.postgres_url") && stderr.contains(&format!("127.0.0.1:{port}/fleet")),
-        "{stderr}"
+        body.contains("fleet: degraded") && body.contains("store.postgres_url") && body.contains(&format!("127.0.0.1:{port}/fleet")),
+        "{body}"
     );
-    assert!(!stderr.contains("secret"), "the password stays out of messages: {stderr}");
+    assert_eq!(dw.metrics().value("driftwatch_fleet_degraded", &[]), 1.0);
+    assert!(dw.terminate().success(), "a degraded replica still stops cleanly: {}", dw.stderr());
+    let stderr = dw.stderr();
+    assert!(stderr.contains("the fleet's database is away"), "{stderr}");
+    assert!(!stderr.contains("secret") && !body.contains("secret"), "the password stays out of messages: {stderr}");
+}
+
+#[test]
+fn a_replica_starts_without_its_database_detects_alone_and_joins_when_it_appears() {
+    let db = TestDatabase::reserve();
+    let webhook = Receiver::start(&[]);
+    let alerts = format!(
+        "[alerts]\ngroup_wait = \"200ms\"\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        webhook.url("/hook")
+    );
+    let dw = Driftwatch::start(&replica_config(&db, "checkout-early", &alerts));
+    assert!(readyz(&dw).1.contains("fleet: degraded"), "{}", readyz(&dw).1);
+    assert_eq!(dw.metrics().value("driftwatch_fleet_degraded", &[]), 1.0);
+
+    // OTLP is served and drift detected from the first second.
+    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    send(&dw, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, 5);
+    send(&dw, &checkout("rev-2", 1.6), deploy, 4 * 60, 6);
+    eventually(Duration::from_secs(30), "a drift detected alone", || {
+        events(&dw).iter().any(|e| e["state"] == "firing")
+    });
+    eventually(
+        Duration::from_secs(20),
+        "the alert delivered without arbitration once the lease passed",
+        || webhook.requests().iter().any(|r| String::from_utf8_lossy(&r.body).contains("\"firing\"")),
+    );
+
+    db.bring_up();
+    eventually(Duration::from_secs(20), "joined the fleet", || {
+        dw.metrics().value("driftwatch_fleet_degraded", &[]) == 0.0
+    });
+    assert_eq!(readyz(&dw), (200, "ready\n".to_owned()));
+    // Its baselines reach the fleet as its own row, once: a second replica
+    // reads them, and the analysed spans are not counted twice.
+    let analysed = dw.metrics().value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")]) as u64;
+    runtime().block_on(async {
+        let other = FleetStore::connect(&db.url, "checkout-late".into(), Duration::from_secs(3))
+            .await
+            .expect("connect");
+        let mut snapshots = Vec::new();
+        for _ in 0..50 {
+            snapshots = other.other_snapshots().await.expect("snapshots");
+            if !snapshots.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(snapshots.len(), 1, "one row: this replica's snapshot of checkout");
+        let snapshot: serde_json::Value = serde_json::from_slice(&snapshots[0].1).expect("JSON");
+        let spans: u64 = snapshot["revisions"]
+            .as_array()
+            .expect("revisions")
+            .iter()
+            .map(|r| r["spans"].as_u64().expect("spans"))
+            .sum();
+        assert_eq!(spans, analysed, "every analysed span counted once");
+    });
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! while every receiver is listening, shutdown has not begun and the store
 //! writes, so a Kubernetes readiness probe takes the pod out of rotation
 //! before it stops, and says why when the store is degraded (a full disk).
+//! A fleet whose database is away leaves it at 200, saying so: the replica
+//! still receives and detects on its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,8 @@ pub struct AdminState {
     pub events: SharedEventLog,
     /// The embedded store, whose health `/readyz` and `/metrics` report.
     pub store: Option<Arc<crate::store::EmbeddedStore>>,
+    /// The fleet's store, whose health `/readyz` and `/metrics` report.
+    pub fleet: Option<Arc<crate::store::fleet::FleetStore>>,
     /// What the shards saw of each revision, for the verdict.
     pub coverage: crate::coverage::CoverageBoard,
     pub verdict: crate::verdict::Rules,
@@ -73,12 +77,26 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
             ),
         );
     }
-    (StatusCode::OK, "ready\n".to_owned())
+    // A fleet whose database is away does not make the pod unready: the
+    // replica receives and detects on its own, and says so.
+    match state.fleet.as_ref().map(|f| f.health()).filter(|h| h.degraded()) {
+        Some(health) => (
+            StatusCode::OK,
+            format!(
+                "ready; fleet: degraded ({}): detecting on this replica alone until the database answers\n",
+                health.error.as_deref().unwrap_or("not reached yet")
+            ),
+        ),
+        None => (StatusCode::OK, "ready\n".to_owned()),
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     if let Some(store) = &state.store {
         state.metrics.observe_store(&store.health());
+    }
+    if let Some(fleet) = &state.fleet {
+        state.metrics.observe_fleet(&fleet.health());
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub fleet_errors: IntCounterVec,
     pub store_degraded: IntGauge,
+    pub fleet_degraded: IntGauge,
     pub store_pending: IntGauge,
     pub store_errors: IntCounter,
     pub store_dropped: IntCounter,
@@ -253,7 +254,7 @@ impl Metrics {
         let fleet_errors = IntCounterVec::new(
             Opts::new(
                 "driftwatch_fleet_store_errors_total",
-                "Failed operations on the fleet's PostgreSQL store by operation (publish, refresh, open_event, leave_event, sweep, claim, delivered, expire).",
+                "Failed operations on the fleet's PostgreSQL store by operation (publish, refresh, rejoin, open_event, leave_event, sweep, claim, delivered, expire).",
             ),
             &["operation"],
         )
@@ -261,6 +262,11 @@ impl Metrics {
         let store_degraded = IntGauge::new(
             "driftwatch_store_degraded",
             "1 while the embedded store cannot be written (a full disk): events and alerts wait in memory.",
+        )
+        .expect("valid metric");
+        let fleet_degraded = IntGauge::new(
+            "driftwatch_fleet_degraded",
+            "1 while the fleet's PostgreSQL store has not answered since the start or its last operation failed: this replica detects on its own.",
         )
         .expect("valid metric");
         let store_pending = IntGauge::new(
@@ -354,6 +360,7 @@ impl Metrics {
             Box::new(outbox_pending.clone()),
             Box::new(fleet_errors.clone()),
             Box::new(store_degraded.clone()),
+            Box::new(fleet_degraded.clone()),
             Box::new(store_pending.clone()),
             Box::new(store_errors.clone()),
             Box::new(store_dropped.clone()),
@@ -420,6 +427,7 @@ impl Metrics {
             outbox_pending,
             fleet_errors,
             store_degraded,
+            fleet_degraded,
             store_pending,
             store_errors,
             store_dropped,
@@ -470,6 +478,11 @@ impl Metrics {
             .inc_by(health.errors.saturating_sub(self.store_errors.get()));
         self.store_dropped
             .inc_by(health.dropped.saturating_sub(self.store_dropped.get()));
+    }
+
+    /// Brings `driftwatch_fleet_degraded` up to `health`.
+    pub fn observe_fleet(&self, health: &crate::store::fleet::FleetHealth) {
+        self.fleet_degraded.set(i64::from(health.degraded()));
     }
 
     /// The text exposition of every registered metric.

@@ -18,9 +18,14 @@
 //!   sent again, and a claim whose owner vanished passes on when its lease
 //!   ends. The database arbitrates, so the fleet alerts once.
 //!
-//! Migrations run on connect, under an advisory lock so replicas starting
-//! together do not race; a database migrated by a newer driftwatch is
-//! refused, never altered.
+//! Migrations run on the first session, under an advisory lock so replicas
+//! starting together do not race; a database migrated by a newer
+//! driftwatch is refused, never altered.
+//!
+//! The store is opened without the database: every operation opens the
+//! session it needs, so a replica starts, serves and detects while the
+//! database is away, and joins when it answers. [`FleetStore::health`]
+//! says whether the last operation reached it.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -136,13 +141,49 @@ pub struct FleetStore {
     /// One session, reconnected when it drops. Statements of a transaction
     /// must not interleave with other tasks' statements, hence the lock.
     client: Mutex<Option<Client>>,
+    /// Whether this build's migrations ran on the database.
+    migrated: std::sync::atomic::AtomicBool,
+    /// What the last operation came to.
+    health: std::sync::Mutex<FleetHealth>,
     /// Events this replica sees firing: only these are renewed.
     held: std::sync::Mutex<HashSet<String>>,
 }
 
+/// Whether the fleet's database answers, as `/readyz` and
+/// `driftwatch_fleet_degraded` report it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetHealth {
+    /// An operation has reached the database since the start.
+    pub joined: bool,
+    /// The last operation's failure; `None` once one succeeds again.
+    pub error: Option<String>,
+}
+
+impl FleetHealth {
+    pub fn degraded(&self) -> bool {
+        !self.joined || self.error.is_some()
+    }
+}
+
+impl FleetError {
+    /// Whether waiting may cure it (the server is away or slow), rather
+    /// than a configuration or version that must change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FleetError::Connect { .. } | FleetError::Query { .. })
+    }
+}
+
 impl FleetStore {
-    /// Connects and migrates the schema.
+    /// Opens the store and reaches the database once, migrating its schema.
     pub async fn connect(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
+        let store = FleetStore::open(url, replica, lease)?;
+        store.run(async |_| Ok(())).await?;
+        Ok(store)
+    }
+
+    /// Opens the store without reaching the database: only a malformed URL
+    /// or TLS setting fails here. The first operation connects and migrates.
+    pub fn open(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
         let target = describe(url);
         let tls_error = |e: super::pg_tls::PgTlsError| FleetError::Connect {
             target: target.clone(),
@@ -167,10 +208,16 @@ impl FleetStore {
             replica,
             lease,
             client: Mutex::new(None),
+            migrated: std::sync::atomic::AtomicBool::new(false),
+            health: std::sync::Mutex::new(FleetHealth::default()),
             held: std::sync::Mutex::new(HashSet::new()),
         };
-        store.run(async |client| store.migrate(client).await).await?;
         Ok(store)
+    }
+
+    /// Whether the database answered the last operation.
+    pub fn health(&self) -> FleetHealth {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn replica(&self) -> &str {
@@ -196,6 +243,25 @@ impl FleetStore {
     /// deadline; a session that misses it is dropped, so the next operation
     /// starts afresh instead of waiting on a dead connection.
     async fn run<T>(&self, op: impl AsyncFnOnce(&mut Client) -> Result<T, FleetError>) -> Result<T, FleetError> {
+        let result = self.run_on_session(op).await;
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => {
+                if !health.joined {
+                    tracing::info!(store = %self.target, replica = %self.replica, "joined the fleet");
+                }
+                *health = FleetHealth {
+                    joined: true,
+                    error: None,
+                };
+            }
+            Err(error) => health.error = Some(error.to_string()),
+        }
+        result
+    }
+
+    async fn run_on_session<T>(&self, op: impl AsyncFnOnce(&mut Client) -> Result<T, FleetError>) -> Result<T, FleetError> {
+        use std::sync::atomic::Ordering;
         let deadline = (self.lease / 3).max(Duration::from_secs(1));
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
@@ -214,7 +280,15 @@ impl FleetStore {
         let Some(client) = guard.as_mut() else {
             return Err(self.query_error("no session"));
         };
-        match tokio::time::timeout(deadline, op(client)).await {
+        let migrated = self.migrated.load(Ordering::Acquire);
+        let work = async {
+            if !migrated {
+                self.migrate(client).await?;
+                self.migrated.store(true, Ordering::Release);
+            }
+            op(client).await
+        };
+        match tokio::time::timeout(deadline, work).await {
             Ok(result) => result,
             Err(_) => {
                 *guard = None;

@@ -17,15 +17,27 @@ impl TestDatabase {
     /// Creates a fresh, empty database. Fails the test, naming the server,
     /// when PostgreSQL is not reachable: fleet tests are never skipped.
     pub fn create() -> TestDatabase {
+        let db = TestDatabase::reserve();
+        db.bring_up();
+        db
+    }
+
+    /// A database's name and URL, before it exists: a server that answers,
+    /// but not yet for this database (it is being restored, or provisioned).
+    pub fn reserve() -> TestDatabase {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos();
         let name = format!("driftwatch_test_{}_{}", std::process::id(), nanos % 1_000_000_000_000);
-        run(&format!("CREATE DATABASE {name}"));
         let admin = admin_url();
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
         TestDatabase {
             url: format!("{base}/{name}"),
             name,
         }
+    }
+
+    /// Creates the reserved database.
+    pub fn bring_up(&self) {
+        run(&format!("CREATE DATABASE {}", self.name));
     }
 
     /// Ends every session of database `name`, as a server restart would.
