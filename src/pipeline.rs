@@ -443,11 +443,15 @@ fn suspect_gauge(metrics: &Metrics, event: &DriftEvent, firing: bool) {
 fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> Attribution {
     let (attribution, outcome) = match attributor.attribute(event) {
         Ok(attribution) => {
-            let outcome = if attribution.unresolved.is_some() {
+            if attribution.unresolved.is_some() {
                 metrics
                     .revisions_unresolved
                     .with_label_values(&metrics.labels_of(&event.service, event.environment.as_deref()))
                     .inc();
+            }
+            let outcome = if attribution.shallow {
+                "shallow_history"
+            } else if attribution.unresolved.is_some() {
                 "unresolved_revision"
             } else if !attribution.suspects.is_empty() {
                 "suspects"

@@ -564,3 +564,71 @@ fn a_known_baseline_is_reported_in_full_even_when_the_revision_is_unknown() {
     assert_eq!(event["revision"], "hotfix-unpushed", "kept verbatim");
     assert_eq!(event["baseline_revision"], base, "resolved on its own: {event:#}");
 }
+
+/// git in `dir`, isolated from the machine's configuration.
+fn git_in(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run git");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn a_shallow_checkout_says_what_history_is_missing_and_how_to_fetch_it() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("src/pay.py", PAY_V1)], "Initial checkout", HUMAN);
+    repo.git(&["tag", "v1"]);
+    repo.commit(&[("src/vendor.py", "URL = \"https://api.new-vendor.io/v1\"\n")], "Add the new vendor", HUMAN);
+    repo.commit(&[("README.md", "shop\n")], "Document the shop", HUMAN);
+    let head = repo.commit(&[("README.md", "shop\n\nMore.\n")], "Document more", HUMAN);
+    // A git-sync checkout with --depth 2: the deploy's base and the commit
+    // that added the vendor are beyond its history.
+    let clones = tempfile::tempdir().expect("dir");
+    let source = format!("file://{}", repo.path().display());
+    git_in(clones.path(), &["clone", "-q", "--depth", "2", &source, "shallow"]);
+    let shallow = clones.path().join("shallow");
+
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        shallow.display().to_string()
+    ));
+    let event = new_peer_after_deploy(&dw, &base, &head, 7);
+    assert_eq!(event["suspects"], serde_json::json!([]), "{event:#}");
+    let note = event["attribution"].as_str().expect("note");
+    assert!(note.contains("shallow clone") && note.contains("--depth"), "says why and what to change: {note}");
+    assert_eq!(
+        dw.metrics().value("driftwatch_attributions_total", &[("outcome", "shallow_history")]),
+        1.0
+    );
+
+    // The base fetched on its own (a tag), its parents still missing: the
+    // commits between are cut out of the range, and the note says so.
+    git_in(&shallow, &["fetch", "-q", "--depth", "1", "origin", "tag", "v1"]);
+    let config: driftwatch::config::GitRepoConfig =
+        toml::from_str(&format!("service = \"checkout\"\npath = {:?}\n", shallow.display().to_string())).expect("config");
+    let attributor = driftwatch::attribute::Attributor::new(&[config], Default::default());
+    let event: driftwatch::detect::event::DriftEvent = serde_json::from_value(serde_json::json!({
+        "id": "e", "fingerprint": "f", "kind": "new_outbound_peer", "state": "firing", "severity": "warning",
+        "service": "checkout", "operation": "POST /checkout", "peer": "api.new-vendor.io:443",
+        "revision": head, "baseline_revision": base, "onset": "", "detected_at": "", "resolved_at": null, "suspects": []
+    }))
+    .expect("event");
+    let attribution = attributor.attribute(&event).expect("attribution");
+    assert!(attribution.shallow, "{attribution:#?}");
+    let note = attribution.note.as_deref().expect("note");
+    assert!(note.contains("oldest commits of the deploy are missing") && note.contains("--deepen"), "{note}");
+    assert!(
+        attribution.suspects.iter().all(|s| s.summary != "Add the new vendor"),
+        "a commit the clone lacks cannot be named: {attribution:#?}"
+    );
+
+    // With the full history the same range names the commit.
+    git_in(&shallow, &["fetch", "-q", "--unshallow", "origin"]);
+    let attribution = attributor.attribute(&event).expect("attribution");
+    assert!(!attribution.shallow, "{attribution:#?}");
+    assert_eq!(attribution.suspects[0].summary, "Add the new vendor", "{attribution:#?}");
+}

@@ -26,7 +26,13 @@ pub struct Attribution {
     pub note: Option<String>,
     /// A span revision the repository does not know.
     pub unresolved: Option<String>,
+    /// Commits of the range are missing because the checkout is shallow.
+    pub shallow: bool,
 }
+
+/// What to change when a shallow checkout lacks the history attribution needs.
+const DEEPEN: &str = "fetch deeper history: git-sync --depth=0 (or a depth that covers your deploys), \
+                      or git fetch --deepen=<n> / --unshallow in the checkout";
 
 /// Attribution for every configured repository.
 pub struct Attributor {
@@ -105,13 +111,21 @@ impl Attributor {
             });
         };
         let Some(baseline) = baseline else {
+            let shallow = repo.is_shallow();
+            let note = if shallow {
+                format!(
+                    "baseline revision {baseline_name:?} is not in {}, a shallow clone whose history ends before it, \
+                     so the commits of the deploy cannot be read and nobody is blamed; {DEEPEN}",
+                    repo.path.display()
+                )
+            } else {
+                format!("baseline revision {baseline_name:?} is not in {}; no suspects", repo.path.display())
+            };
             return Ok(Attribution {
                 revision: Some(revision),
-                note: Some(format!(
-                    "baseline revision {baseline_name:?} is not in {}; no suspects",
-                    repo.path.display()
-                )),
+                note: Some(note),
                 unresolved: Some(baseline_name.to_owned()),
+                shallow,
                 ..Default::default()
             });
         };
@@ -126,7 +140,7 @@ impl Attributor {
         let range = repo.commits(Some(&baseline), &revision, &self.classifier)?;
         let suspects = rank::rank(event, &range.commits);
         let subdir = repo.subdir.as_deref().map(|d| format!(" touching {d}/")).unwrap_or_default();
-        let note = if range.commits.is_empty() {
+        let mut note = if range.commits.is_empty() {
             format!("no commits{subdir} between {} and {}", short(&baseline), short(&revision))
         } else {
             format!(
@@ -137,12 +151,19 @@ impl Attributor {
                 if range.truncated { " (only the newest were read)" } else { "" }
             )
         };
+        if range.past_shallow_edge {
+            note.push_str(&format!(
+                "; the checkout is a shallow clone whose history ends inside the range, so the oldest commits of the \
+                 deploy are missing or cannot be diffed, and cannot be suspects; {DEEPEN}"
+            ));
+        }
         Ok(Attribution {
             revision: Some(revision),
             baseline_revision: Some(baseline),
             suspects,
             note: Some(note),
             unresolved: None,
+            shallow: range.past_shallow_edge,
         })
     }
 }

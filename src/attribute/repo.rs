@@ -86,6 +86,10 @@ pub struct CommitRange {
     pub commits: Vec<CommitRecord>,
     /// Commits beyond [`MAX_COMMITS`] that were not read.
     pub truncated: bool,
+    /// The walk reached the edge of a shallow clone's history before the
+    /// base: the oldest commits of the range are not in the checkout, or
+    /// (the edge itself) cannot be diffed.
+    pub past_shallow_edge: bool,
 }
 
 impl RepoReader {
@@ -116,6 +120,12 @@ impl RepoReader {
         }
     }
 
+    /// Whether the checkout is a shallow clone (git-sync's `--depth`, CI's
+    /// `fetch-depth`): its history stops at some depth.
+    pub fn is_shallow(&self) -> bool {
+        self.open().ok().is_some_and(|repo| repo.is_shallow().unwrap_or(false))
+    }
+
     /// The full SHA of the commit a revision names (full or abbreviated SHA,
     /// tag, branch), or `None` when the repository does not know it.
     pub fn resolve(&self, revision: &str) -> Result<Option<String>, RepoError> {
@@ -133,19 +143,45 @@ impl RepoReader {
             Some(base) => Some(resolve_in(&repo, base).ok_or_else(|| self.read_error(format!("revision {base:?} not found")))?),
             None => None,
         };
-        let walk = repo
-            .rev_walk([head_id])
-            .with_hidden(base_id)
-            .sorting(gix::revision::walk::Sorting::BreadthFirst)
-            .all()
-            .map_err(|e| self.read_error(e))?;
+        // Commits whose parents a shallow clone does not have.
+        let shallow_edge: std::collections::HashSet<gix::ObjectId> = repo
+            .shallow_commits()
+            .ok()
+            .flatten()
+            .map(|edge| edge.iter().copied().collect())
+            .unwrap_or_default();
+        let sorting = gix::revision::walk::Sorting::BreadthFirst;
+        // gix stops at a shallow clone's edge only on the wanted side of a
+        // walk, so in a shallow clone the base's ancestry is walked apart
+        // and left out here.
+        let mut hidden = std::collections::HashSet::new();
+        let walk = if shallow_edge.is_empty() {
+            repo.rev_walk([head_id]).with_hidden(base_id).sorting(sorting).all()
+        } else {
+            if let Some(base_id) = base_id {
+                let ancestry = repo.rev_walk([base_id]).sorting(sorting).all().map_err(|e| self.read_error(e))?;
+                for info in ancestry {
+                    hidden.insert(info.map_err(|e| self.read_error(e))?.id);
+                }
+            }
+            repo.rev_walk([head_id]).sorting(sorting).all()
+        }
+        .map_err(|e| self.read_error(e))?;
         let mut notes = repo.notes().ok().and_then(|n| n.with_refs([AI_NOTES_REF]).ok());
         let mut range = CommitRange::default();
         for info in walk {
             let info = info.map_err(|e| self.read_error(e))?;
+            if hidden.contains(&info.id) {
+                continue;
+            }
             if range.commits.len() >= MAX_COMMITS {
                 range.truncated = true;
                 break;
+            }
+            if shallow_edge.contains(&info.id) {
+                // Its parent is missing, so what it changed cannot be read.
+                range.past_shallow_edge |= base_id.is_some();
+                continue;
             }
             let commit = repo.find_commit(info.id).map_err(|e| self.read_error(e))?;
             let record = self.record(&repo, &commit, classifier, notes.as_mut())?;

@@ -225,7 +225,7 @@ impl Metrics {
         let attributions = IntCounterVec::new(
             Opts::new(
                 "driftwatch_attributions_total",
-                "Events attributed to commits, by outcome (suspects, no_suspects, unresolved_revision, error).",
+                "Events attributed to commits, by outcome (suspects, no_suspects, unresolved_revision, shallow_history: the checkout lacks the range's history, error).",
             ),
             &["outcome"],
         )
