@@ -274,6 +274,16 @@ impl Config {
                     "git.repos[{i}].service is empty; use a service.name or \"*\""
                 )));
             }
+            if let Some(url) = &repo.web_url {
+                let valid = reqwest::Url::parse(url)
+                    .ok()
+                    .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if !valid {
+                    return Err(ConfigError::Invalid(format!(
+                        "git.repos[{i}].web_url {url:?} is not an http(s) URL; write the repository's page, e.g. https://github.com/org/repo"
+                    )));
+                }
+            }
         }
         let routes = self
             .alerts
@@ -1025,6 +1035,10 @@ pub struct GitRepoConfig {
     /// In a monorepo, only commits touching this directory are suspects.
     #[serde(default)]
     pub subdir: Option<String>,
+    /// The repository's web address (`https://github.com/org/repo`, a
+    /// GitLab project's URL): suspects link their pull or merge request.
+    #[serde(default)]
+    pub web_url: Option<String>,
 }
 
 /// AI-authorship rules added to the built-in set.
@@ -1208,6 +1222,18 @@ mod tests {
             assert_eq!(config.receiver.grpc_listen.port(), 2222);
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_repository_web_url_must_be_an_http_url() {
+        let config = |web_url: &str| {
+            Config::from_toml(&format!(
+                "[[git.repos]]\nservice = \"checkout\"\npath = \"/repos/shop\"\nweb_url = {web_url:?}\n"
+            ))
+        };
+        assert!(config("https://github.com/shop/checkout").is_ok());
+        let error = config("github.com/shop/checkout").expect_err("no scheme").to_string();
+        assert!(error.contains("git.repos[0].web_url"), "{error}");
     }
 
     #[test]

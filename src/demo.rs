@@ -132,6 +132,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         service: "*".into(),
         path: repo.dir.path().to_owned(),
         subdir: None,
+        web_url: None,
     });
     let server = Server::start(config).await?;
     let admin = server.admin_addr();

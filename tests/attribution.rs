@@ -632,3 +632,29 @@ fn a_shallow_checkout_says_what_history_is_missing_and_how_to_fetch_it() {
     assert!(!attribution.shallow, "{attribution:#?}");
     assert_eq!(attribution.suspects[0].summary, "Add the new vendor", "{attribution:#?}");
 }
+
+#[test]
+fn a_suspect_links_the_pull_request_that_merged_it() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("src/pay.py", PAY_V1)], "Initial checkout", HUMAN);
+    let head = repo.commit(
+        &[("src/vendor.py", "URL = \"https://api.new-vendor.io/v1\"\n")],
+        "Add the new vendor (#412)\n\n* call the vendor\n* tests",
+        HUMAN,
+    );
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\nweb_url = \"https://github.com/shop/checkout\"\n",
+        repo.path().display().to_string()
+    ));
+    let event = new_peer_after_deploy(&dw, &base, &head, 8);
+    let suspect = &event["suspects"][0];
+    assert_eq!(suspect["commit"], head, "{event:#}");
+    assert_eq!(
+        suspect["pull_request"],
+        serde_json::json!({"number": 412, "url": "https://github.com/shop/checkout/pull/412"})
+    );
+    let id = event["id"].as_str().expect("id");
+    let (status, page) = http_get(&format!("http://{}/ui/events/{id}", dw.admin)).expect("incident page");
+    assert_eq!(status, 200);
+    assert!(page.contains("<a href=\"https://github.com/shop/checkout/pull/412\">#412</a>"), "{page}");
+}

@@ -185,6 +185,9 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
             if let Some(s) = top_suspect(event) {
                 annotations["top_suspect"] = json!(s);
             }
+            if let Some(pr) = event.suspects.first().and_then(|s| s.pull_request.as_ref()) {
+                annotations["top_suspect_pull_request"] = json!(pr.url.clone().unwrap_or_else(|| format!("#{}", pr.number)));
+            }
             if let Some(note) = &event.attribution {
                 annotations["attribution"] = json!(sanitize(note, 500));
             }
@@ -266,6 +269,17 @@ pub fn slack(status: EventState, events: &[&DriftEvent], base_url: &str) -> Valu
                 slack_text(&s.summary),
                 slack_text(&s.author)
             ));
+            if let Some(pr) = &s.pull_request {
+                // A link only when the address cannot break out of Slack's
+                // <url|text> syntax.
+                let linkable = pr.url.as_deref().filter(|u| {
+                    u.len() <= 500 && !u.chars().any(|c| matches!(c, '<' | '>' | '|') || c.is_whitespace() || c.is_control())
+                });
+                match linkable {
+                    Some(url) => text.push_str(&format!(" — <{url}|#{}>", pr.number)),
+                    None => text.push_str(&format!(" — #{}", pr.number)),
+                }
+            }
             if let Some(evidence) = s.evidence.first() {
                 text.push_str(&format!("\n> {}", slack_text(evidence)));
             }
@@ -307,6 +321,12 @@ pub fn pagerduty(routing_key: &str, status: EventState, dedup_key: &str, events:
             json!({"what": headline(e), "top_suspect": top_suspect(e), "lifecycle": lifecycle_note(e), "incident": incident_url(base_url, e)})
         })
         .collect();
+    let mut links = vec![json!({"href": incident_url(base_url, first), "text": "driftwatch incident"})];
+    if let Some(pr) = first.suspects.first().and_then(|s| s.pull_request.as_ref())
+        && let Some(url) = &pr.url
+    {
+        links.push(json!({"href": url, "text": format!("top suspect's pull request #{}", pr.number)}));
+    }
     json!({
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -319,7 +339,7 @@ pub fn pagerduty(routing_key: &str, status: EventState, dedup_key: &str, events:
             "class": first.kind.as_str(),
             "custom_details": {"drifts": details, "revision": first.revision, "baseline_revision": first.baseline_revision},
         },
-        "links": [{"href": incident_url(base_url, first), "text": "driftwatch incident"}],
+        "links": links,
     })
 }
 
@@ -353,6 +373,37 @@ mod tests {
         assert!(slack["text"].as_str().is_some_and(|t| t.contains("checkout (production)")), "{slack}");
         let page = pagerduty("key", EventState::Firing, "dedup", &[&event], "http://dw");
         assert_eq!(page["payload"]["source"], "checkout (production)", "{page}");
+    }
+
+    #[test]
+    fn the_top_suspects_pull_request_is_linked_in_every_sink() {
+        let mut event = crate::detect::event::example_event("e1", 1_700_000_000_000_000_000);
+        event.suspects.push(crate::detect::event::Suspect {
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            summary: "Add the new vendor (#412)".into(),
+            author: "Dana <dana@example.com>".into(),
+            committed_at: "2026-01-01T00:00:00Z".into(),
+            ai: None,
+            score: 0.9,
+            evidence: Vec::new(),
+            pull_request: Some(crate::detect::event::PullRequest {
+                number: 412,
+                url: Some("https://github.com/shop/checkout/pull/412".into()),
+            }),
+        });
+        let am = alertmanager(&[&event], "http://dw", 0);
+        assert_eq!(am[0]["annotations"]["top_suspect_pull_request"], "https://github.com/shop/checkout/pull/412");
+        let text = slack(EventState::Firing, &[&event], "http://dw").to_string();
+        assert!(text.contains("<https://github.com/shop/checkout/pull/412|#412>"), "{text}");
+        let page = pagerduty("key", EventState::Firing, "dedup", &[&event], "http://dw");
+        assert_eq!(page["links"][1]["href"], "https://github.com/shop/checkout/pull/412", "{page}");
+
+        // An address that could break Slack's link syntax is not linked.
+        if let Some(pr) = event.suspects[0].pull_request.as_mut() {
+            pr.url = Some("https://evil.example/|<!channel>".into());
+        }
+        let text = slack(EventState::Firing, &[&event], "http://dw").to_string();
+        assert!(text.contains(" — #412") && !text.contains("evil.example"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod notes;
+pub mod pull;
 pub mod rank;
 pub mod repo;
 
@@ -44,7 +45,11 @@ impl Attributor {
     pub fn new(repos: &[GitRepoConfig], classifier: Classifier) -> Attributor {
         let repos = repos
             .iter()
-            .map(|r| (r.service.clone(), RepoReader::new(&r.path, r.subdir.clone())))
+            .map(|r| {
+                let mut reader = RepoReader::new(&r.path, r.subdir.clone());
+                reader.web_url = r.web_url.clone();
+                (r.service.clone(), reader)
+            })
             .collect();
         Attributor { repos, classifier }
     }
@@ -138,7 +143,12 @@ impl Attributor {
             });
         }
         let range = repo.commits(Some(&baseline), &revision, &self.classifier)?;
-        let suspects = rank::rank(event, &range.commits);
+        let mut suspects = rank::rank(event, &range.commits);
+        for suspect in &mut suspects {
+            if let Some(commit) = range.commits.iter().find(|c| c.id == suspect.commit) {
+                suspect.pull_request = pull::pull_request(&commit.message, repo.web_url.as_deref());
+            }
+        }
         let subdir = repo.subdir.as_deref().map(|d| format!(" touching {d}/")).unwrap_or_default();
         let mut note = if range.commits.is_empty() {
             format!("no commits{subdir} between {} and {}", short(&baseline), short(&revision))
@@ -182,6 +192,7 @@ mod tests {
             service: service.into(),
             path: path.into(),
             subdir: None,
+            web_url: None,
         };
         let attributor = Attributor::new(
             &[repo("billing/checkout", "/b"), repo("checkout", "/c"), repo("*", "/any")],

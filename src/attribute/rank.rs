@@ -236,6 +236,8 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
         ai,
         score: (s.score() * 1000.0).round() / 1000.0,
         evidence: s.evidence,
+        // Linked by the caller, which knows the repository's web address.
+        pull_request: None,
     }
 }
 

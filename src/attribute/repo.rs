@@ -78,6 +78,8 @@ pub struct RepoReader {
     pub path: PathBuf,
     /// Only changes below this directory count (monorepos).
     pub subdir: Option<String>,
+    /// The repository's web address, for links to pull requests.
+    pub web_url: Option<String>,
 }
 
 /// The commits of a range, newest first.
@@ -98,6 +100,7 @@ impl RepoReader {
         RepoReader {
             path: path.into(),
             subdir,
+            web_url: None,
         }
     }
 

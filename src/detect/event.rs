@@ -156,6 +156,16 @@ pub struct Suspect {
     pub ai: Option<crate::authorship::AiAuthorship>,
     pub score: f64,
     pub evidence: Vec<String>,
+    /// The pull or merge request that merged it, when its message names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequest>,
+}
+
+/// A pull (merge) request, linked when the repository's `web_url` is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub number: u64,
+    pub url: Option<String>,
 }
 
 /// A detected drift (the `Event` of the public API).

@@ -246,9 +246,16 @@ pub fn render_incident(event: &DriftEvent) -> String {
                 .iter()
                 .map(|e| format!("<div class=\"evidence\">{}</div>", escape(e)))
                 .collect();
+            let pull_request = match &s.pull_request {
+                Some(pr) => match &pr.url {
+                    Some(url) => format!(" <a href=\"{}\">#{}</a>", escape(url), pr.number),
+                    None => format!(" #{}", pr.number),
+                },
+                None => String::new(),
+            };
             let _ = write!(
                 b,
-                "<tr><td>{:.2}</td><td><code>{}</code> {}<div class=\"muted\">{} · {}</div></td><td>{ai}</td><td>{evidence}</td></tr>",
+                "<tr><td>{:.2}</td><td><code>{}</code> {}{pull_request}<div class=\"muted\">{} · {}</div></td><td>{ai}</td><td>{evidence}</td></tr>",
                 s.score,
                 escape(&s.commit[..s.commit.len().min(12)]),
                 escape(&s.summary),
