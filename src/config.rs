@@ -256,10 +256,7 @@ impl Config {
             }
         }
         if let Some(url) = &self.alerts.external_url {
-            let valid = reqwest::Url::parse(url)
-                .ok()
-                .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if !valid {
+            if !is_browser_url(url) {
                 return Err(ConfigError::Invalid(format!(
                     "alerts.external_url {url:?} is not an http(s) URL; write the address people open, e.g. https://driftwatch.example.com"
                 )));
@@ -274,15 +271,10 @@ impl Config {
                     "git.repos[{i}].service is empty; use a service.name or \"*\""
                 )));
             }
-            if let Some(url) = &repo.web_url {
-                let valid = reqwest::Url::parse(url)
-                    .ok()
-                    .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-                if !valid {
-                    return Err(ConfigError::Invalid(format!(
-                        "git.repos[{i}].web_url {url:?} is not an http(s) URL; write the repository's page, e.g. https://github.com/org/repo"
-                    )));
-                }
+            if let Some(url) = repo.web_url.as_deref().filter(|u| !is_browser_url(u)) {
+                return Err(ConfigError::Invalid(format!(
+                    "git.repos[{i}].web_url {url:?} is not an http(s) URL; write the repository's page, e.g. https://github.com/org/repo"
+                )));
             }
         }
         let routes = self
@@ -1049,6 +1041,15 @@ pub struct AiConfig {
     /// matchers: email, github_id, github_login, trailer = { key, value_prefix },
     /// line_contains, name_suffix, subject_prefix.
     pub rules: Vec<crate::attribute::classify::Rule>,
+}
+
+/// Whether `url` is an absolute http(s) URL with a host, as a browser reads
+/// it (international host names included): an address people open, where
+/// [`is_http_url`] checks one driftwatch itself calls.
+fn is_browser_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// Durations as human strings ("30s", "5m") in TOML and the environment.

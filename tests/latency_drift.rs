@@ -36,6 +36,27 @@ fn plan(start: u64, seconds: u64, rate: u64, median_ms: f64, factor: f64, seed: 
     serde_json::json!({ "spans": spans })
 }
 
+/// Sends the plan at `path` as revision `revision` of `checkout` with the
+/// Python SDK over gRPC.
+fn send_plan(endpoint: &str, revision: &str, path: &std::path::Path) {
+    run_python(
+        "send_spans.py",
+        &[
+            "--protocol",
+            "grpc",
+            "--endpoint",
+            endpoint,
+            "--service",
+            "checkout",
+            "--revision",
+            revision,
+            "--plan",
+            path.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+}
+
 #[test]
 fn python_sdk_regression_is_detected_and_served_by_the_api() {
     let dw = Driftwatch::start("");
@@ -49,22 +70,7 @@ fn python_sdk_regression_is_detected_and_served_by_the_api() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, plan(start, seconds, 20, 40.0, factor, start).to_string()).expect("write plan");
-        run_python(
-            "send_spans.py",
-            &[
-                "--protocol",
-                "grpc",
-                "--endpoint",
-                &endpoint,
-                "--service",
-                "checkout",
-                "--revision",
-                revision,
-                "--plan",
-                path.to_str().expect("utf-8"),
-            ],
-            &[],
-        );
+        send_plan(&endpoint, revision, &path);
     }
 
     let url = format!("http://{}/api/v1/events", dw.admin);
@@ -135,22 +141,7 @@ fn environments_of_one_service_drift_apart() {
             let mut spans = plan(start, seconds, 10, 40.0, factor, start);
             spans["resource"] = serde_json::json!({"deployment.environment.name": environment});
             std::fs::write(&path, spans.to_string()).expect("write plan");
-            run_python(
-                "send_spans.py",
-                &[
-                    "--protocol",
-                    "grpc",
-                    "--endpoint",
-                    &endpoint,
-                    "--service",
-                    "checkout",
-                    "--revision",
-                    revision,
-                    "--plan",
-                    path.to_str().expect("utf-8"),
-                ],
-                &[],
-            );
+            send_plan(&endpoint, revision, &path);
         }
     }
 
