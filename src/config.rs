@@ -262,6 +262,9 @@ impl Config {
                 )));
             }
         }
+        if !(1..=64).contains(&self.store.fleet_pool_size) {
+            return Err(ConfigError::Invalid("store.fleet_pool_size must be between 1 and 64".into()));
+        }
         if self.store.fleet_lease < Duration::from_secs(2) {
             return Err(ConfigError::Invalid("store.fleet_lease must be at least 2s".into()));
         }
@@ -796,6 +799,8 @@ pub struct StoreConfig {
     /// deliveries pass to another replica.
     #[serde(with = "humantime_serde")]
     pub fleet_lease: Duration,
+    /// Fleet mode: PostgreSQL sessions this replica keeps open at most.
+    pub fleet_pool_size: usize,
 }
 
 impl Default for StoreConfig {
@@ -809,6 +814,7 @@ impl Default for StoreConfig {
             postgres_url_file: None,
             replica: None,
             fleet_lease: Duration::from_secs(60),
+            fleet_pool_size: crate::store::fleet::DEFAULT_POOL_SIZE,
         }
     }
 }

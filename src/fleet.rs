@@ -2,12 +2,16 @@
 //! the other replicas of its services.
 //!
 //! A background task, every `store.flush_interval` (and more often for the
-//! leases): publishes the snapshots the shards flushed; reads the other
-//! replicas' snapshots and hands each shard the merged `FleetBaseline` of
-//! its services; renews this replica's hold on the drifts it sees firing
-//! and resolves those no live replica holds; brings the fleet's events into
-//! this replica's API; and applies retention. It stops once the shards have
-//! finished and their last snapshots are published.
+//! leases): publishes the snapshots the shards flushed, when more than the
+//! clock changed; reads the aggregates of its services that changed and
+//! hands each shard the other replicas' merged `FleetBaseline`; renews this
+//! replica's hold on the drifts it sees firing and resolves those no live
+//! replica holds; brings the events that changed into this replica's API;
+//! and takes its turn at retention. It stops once the shards have finished
+//! and their last snapshots are published.
+//!
+//! Its cost per refresh is one aggregate and one own snapshot per service
+//! this replica runs, whatever the number of replicas.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,10 +21,10 @@ use tokio::sync::mpsc;
 
 use crate::analyze::ShardLink;
 use crate::analyze::fleet::FleetBaseline;
-use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
+use crate::analyze::aggregate::{Aggregate, AggregateError, apply, decode_snapshot};
+use crate::analyze::snapshot::ServiceSnapshot;
 use crate::analyze::window::WindowLayout;
 use crate::detect::MAX_EVENTS;
-use crate::extract::ServiceKey;
 use crate::expose::metrics::Metrics;
 use crate::pipeline::FleetNotice;
 use crate::store::fleet::{FleetError, FleetStore};
@@ -39,10 +43,23 @@ pub struct FleetSync {
     /// Fingerprints of the drifts this replica's restored detectors hold,
     /// while the database has not yet heard of it (it was away at start).
     rejoin: Option<Vec<String>>,
+    /// The aggregate version each service's baseline was last read at.
+    versions: HashMap<String, i64>,
+    /// What this replica last published of each service, its clock aside:
+    /// a snapshot equal to it is not written again.
+    last_published: HashMap<String, ServiceSnapshot>,
+    /// The database's time of the latest event change read.
+    events_seen: Option<f64>,
+    /// `FleetIo::totals` as last reported to the metrics.
+    io_reported: [u64; 4],
 }
 
-/// How often retention runs.
-const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+/// How often retention and upkeep run, on one replica of the fleet.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+
+/// The baselines read from the fleet's aggregates: (service, aggregate
+/// version, the other replicas merged, replicas in the aggregate).
+pub type Baselines = Vec<(String, i64, Arc<FleetBaseline>, u32)>;
 
 impl FleetSync {
     /// A link for each of `shards` shards, and the task's side.
@@ -78,6 +95,10 @@ impl FleetSync {
             event_retention: config.event_retention,
             baseline_retention: config.baseline_retention,
             rejoin: None,
+            versions: HashMap::new(),
+            last_published: HashMap::new(),
+            events_seen: None,
+            io_reported: [0; 4],
         };
         (sync, links)
     }
@@ -89,41 +110,44 @@ impl FleetSync {
         self
     }
 
-    /// The other replicas' view of every service, merged.
-    pub async fn baselines(store: &FleetStore, layout: WindowLayout) -> Result<Vec<Arc<FleetBaseline>>, FleetError> {
-        let mut by_service: HashMap<ServiceKey, Vec<ServiceSnapshot>> = HashMap::new();
-        for (service, body) in store.other_snapshots().await? {
-            match serde_json::from_slice::<ServiceSnapshot>(&body) {
-                Ok(snapshot) if snapshot.version <= SNAPSHOT_VERSION => by_service.entry(snapshot.key()).or_default().push(snapshot),
-                Ok(snapshot) => tracing::warn!(%service, version = snapshot.version,
-                    "a replica runs a newer driftwatch; its snapshot is skipped until this one is upgraded"),
-                Err(error) => tracing::warn!(%service, %error, "an unreadable snapshot in the fleet store is skipped"),
+    /// The other replicas' view of `services` (every service when `None`)
+    /// whose aggregate changed since `known`: one aggregate per service,
+    /// this replica's own snapshot taken back out.
+    pub async fn baselines(
+        store: &FleetStore,
+        layout: WindowLayout,
+        services: Option<&[String]>,
+        known: &[(String, i64)],
+    ) -> Result<Baselines, FleetError> {
+        let mut baselines = Vec::new();
+        for row in store.aggregates(services, known).await? {
+            match others_of(&row.body, row.own.as_deref()) {
+                Ok((others, replicas)) => {
+                    let mut baseline = FleetBaseline::merge(&others.key(), std::slice::from_ref(&others), layout);
+                    baseline.replicas = replicas.saturating_sub(u32::from(row.own.is_some())) as usize;
+                    baselines.push((row.service, row.version, Arc::new(baseline), replicas));
+                }
+                Err(error) => tracing::warn!(service = %row.service, %error, "the fleet's aggregate of this service is skipped"),
             }
         }
-        Ok(by_service
-            .into_iter()
-            .map(|(service, snapshots)| Arc::new(FleetBaseline::merge(&service, &snapshots, layout)))
-            .collect())
+        Ok(baselines)
     }
 
     /// Hands each shard the baselines of its services: at start, before
     /// the shard sees its first span.
-    pub fn seed(&self, baselines: Vec<Arc<FleetBaseline>>) {
-        for (shard, mine) in self.split(baselines).into_iter().enumerate() {
+    pub fn seed(&mut self, baselines: Baselines) {
+        let mut split = vec![Vec::new(); self.shards.len().max(1)];
+        for (service, version, baseline, replicas) in baselines {
+            let labels = self.metrics.service_labels(&baseline.key);
+            self.metrics.fleet_replicas.with_label_values(&labels).set(i64::from(replicas));
+            self.versions.insert(service, version);
+            split[crate::analyze::shard_index(&baseline.key.service, split.len())].push(baseline);
+        }
+        for (shard, mine) in split.into_iter().enumerate() {
             if !mine.is_empty() {
                 let _ = self.shards[shard].send(mine);
             }
         }
-    }
-
-    /// The baselines of each shard's services, by shard.
-    pub fn split(&self, baselines: Vec<Arc<FleetBaseline>>) -> Vec<Vec<Arc<FleetBaseline>>> {
-        let shards = self.shards.len().max(1);
-        let mut split = vec![Vec::new(); shards];
-        for baseline in baselines {
-            split[crate::analyze::shard_index(&baseline.key.service, shards)].push(baseline);
-        }
-        split
     }
 
     pub async fn run(mut self) {
@@ -132,7 +156,7 @@ impl FleetSync {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pending: HashMap<String, Vec<u8>> = HashMap::new();
         let mut last_refresh = tokio::time::Instant::now();
-        let mut last_expire: Option<tokio::time::Instant> = None;
+        let mut last_maintain: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 message = self.published.recv() => match message {
@@ -143,6 +167,7 @@ impl FleetSync {
                     None => {
                         // The shards are done: their final snapshots are in.
                         self.publish(&mut pending).await;
+                        self.report_io();
                         break;
                     }
                 },
@@ -155,10 +180,12 @@ impl FleetSync {
                 self.refresh().await;
             }
             self.sweep().await;
-            if last_expire.is_none_or(|t| t.elapsed() >= EXPIRE_EVERY) {
-                last_expire = Some(tokio::time::Instant::now());
-                self.expire().await;
+            // Every replica asks; one per hour gets the turn.
+            if last_maintain.is_none_or(|t| t.elapsed() >= self.lease) {
+                last_maintain = Some(tokio::time::Instant::now());
+                self.maintain().await;
             }
+            self.report_io();
         }
     }
 
@@ -177,17 +204,57 @@ impl FleetSync {
         self.metrics.fleet_degraded.set(i64::from(self.store.health().degraded()));
     }
 
-    async fn publish(&self, pending: &mut HashMap<String, Vec<u8>>) {
+    /// Publishes the snapshots that changed since they were last published.
+    /// The clock (the watermark, which advances while a service is idle)
+    /// is not a change: an idle replica writes nothing.
+    async fn publish(&mut self, pending: &mut HashMap<String, Vec<u8>>) {
         for (service, body) in pending.drain() {
-            if let Err(error) = self.store.put_snapshot(&service, &body).await {
-                self.metrics.fleet_errors.with_label_values(&["publish"]).inc();
-                tracing::warn!(%service, %error, "cannot publish the analysis snapshot to the fleet");
+            let content = serde_json::from_slice::<ServiceSnapshot>(&body).ok().map(|mut s| {
+                s.watermark = 0;
+                s
+            });
+            if content.is_some() && self.last_published.get(&service) == content.as_ref() {
+                self.metrics.fleet_publishes.with_label_values(&["unchanged"]).inc();
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let published = self.store.publish(&service, &body, &combine).await;
+            self.metrics
+                .fleet_duration
+                .with_label_values(&["publish"])
+                .observe(started.elapsed().as_secs_f64());
+            match published {
+                Ok(()) => {
+                    self.metrics.fleet_publishes.with_label_values(&["written"]).inc();
+                    match content {
+                        Some(content) => self.last_published.insert(service, content),
+                        None => self.last_published.remove(&service),
+                    };
+                }
+                Err(error) => {
+                    self.metrics.fleet_errors.with_label_values(&["publish"]).inc();
+                    tracing::warn!(%service, %error, "cannot publish the analysis snapshot to the fleet");
+                }
             }
         }
     }
 
-    async fn refresh(&self) {
-        match FleetSync::baselines(&self.store, self.layout).await {
+    /// Reads the aggregates of the services this replica publishes that
+    /// changed since the last read: one row per service, whatever the
+    /// number of replicas.
+    async fn refresh(&mut self) {
+        let services: Vec<String> = self.last_published.keys().cloned().collect();
+        if services.is_empty() {
+            return;
+        }
+        let known: Vec<(String, i64)> = self.versions.iter().map(|(s, v)| (s.clone(), *v)).collect();
+        let started = std::time::Instant::now();
+        let read = FleetSync::baselines(&self.store, self.layout, Some(&services), &known).await;
+        self.metrics
+            .fleet_duration
+            .with_label_values(&["refresh"])
+            .observe(started.elapsed().as_secs_f64());
+        match read {
             Ok(baselines) => self.seed(baselines),
             Err(error) => {
                 self.metrics.fleet_errors.with_label_values(&["refresh"]).inc();
@@ -196,8 +263,9 @@ impl FleetSync {
         }
     }
 
-    async fn sweep(&self) {
+    async fn sweep(&mut self) {
         let now = crate::detect::event::rfc3339(now_nanos());
+        let started = std::time::Instant::now();
         match self.store.sweep(&now).await {
             Ok(resolved) => {
                 for event in resolved {
@@ -209,29 +277,96 @@ impl FleetSync {
                 tracing::warn!(%error, "cannot renew this replica's drifts in the fleet store");
             }
         }
-        match self.store.events(MAX_EVENTS as i64).await {
-            Ok(events) => {
-                let _ = self.notices.send(FleetNotice::Events(events));
+        self.metrics
+            .fleet_duration
+            .with_label_values(&["sweep"])
+            .observe(started.elapsed().as_secs_f64());
+        // Only what changed since the last read, from a lease before it: a
+        // transaction that took its time to commit is still caught.
+        let since = self.events_seen.map(|t| t - self.lease.as_secs_f64());
+        let started = std::time::Instant::now();
+        match self.store.events_changed(since, MAX_EVENTS as i64).await {
+            Ok((events, latest)) => {
+                if latest.is_some() {
+                    self.events_seen = latest.max(self.events_seen);
+                }
+                if !events.is_empty() {
+                    let _ = self.notices.send(FleetNotice::Events(events));
+                }
             }
             Err(error) => {
                 self.metrics.fleet_errors.with_label_values(&["refresh"]).inc();
                 tracing::warn!(%error, "cannot read the fleet's events");
             }
         }
+        self.metrics
+            .fleet_duration
+            .with_label_values(&["events"])
+            .observe(started.elapsed().as_secs_f64());
     }
 
-    async fn expire(&self) {
-        match self.store.expire(self.event_retention, self.baseline_retention).await {
-            Ok((events, snapshots)) if events + snapshots > 0 => {
-                tracing::info!(events, snapshots, "fleet store retention applied");
+    async fn maintain(&self) {
+        let started = std::time::Instant::now();
+        match self
+            .store
+            .maintain(MAINTAIN_EVERY, self.event_retention, self.baseline_retention, &combine)
+            .await
+        {
+            Ok(Some(done)) => {
+                self.metrics
+                    .fleet_duration
+                    .with_label_values(&["maintain"])
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    events = done.events,
+                    snapshots = done.snapshots,
+                    aggregates = done.aggregates,
+                    "fleet store upkeep done"
+                );
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(error) => {
-                self.metrics.fleet_errors.with_label_values(&["expire"]).inc();
+                self.metrics.fleet_errors.with_label_values(&["maintain"]).inc();
                 tracing::warn!(%error, "cannot apply retention in the fleet store");
             }
         }
     }
+
+    /// Moves what the store read and wrote since the last report into the
+    /// metrics.
+    fn report_io(&mut self) {
+        let totals = self.store.io().totals();
+        let counters = [
+            (&self.metrics.fleet_rows, "read"),
+            (&self.metrics.fleet_bytes, "read"),
+            (&self.metrics.fleet_rows, "written"),
+            (&self.metrics.fleet_bytes, "written"),
+        ];
+        for ((counter, direction), (now, before)) in counters.into_iter().zip(totals.iter().zip(self.io_reported)) {
+            counter.with_label_values(&[direction]).inc_by(now.saturating_sub(before));
+        }
+        self.io_reported = totals;
+    }
+}
+
+/// The aggregate `body` without this replica's snapshot `own`, and the
+/// replicas the aggregate holds.
+fn others_of(body: &[u8], own: Option<&[u8]>) -> Result<(ServiceSnapshot, u32), AggregateError> {
+    let mut sum = Aggregate::decode(body)?;
+    let replicas = sum.replicas;
+    if let Some(own) = own.map(decode_snapshot).transpose()? {
+        sum.subtract(&own)?;
+    }
+    Ok((sum.to_snapshot(), replicas))
+}
+
+/// [`crate::store::fleet::Combine`] for analysis snapshots.
+pub fn combine(service: &str, aggregate: Option<&[u8]>, minus: &[&[u8]], plus: &[&[u8]]) -> Result<Vec<u8>, String> {
+    let (name, environment) = match service.split_once('\u{1f}') {
+        Some((name, environment)) => (name, Some(environment)),
+        None => (service, None),
+    };
+    apply((name, environment), aggregate, minus, plus).map_err(|e| e.to_string())
 }
 
 fn now_nanos() -> u64 {

@@ -107,7 +107,7 @@ impl Server {
         let fleet = match &config.store.postgres_url {
             Some(url) => {
                 let replica = crate::fleet::replica_name(config.store.replica.as_deref());
-                let fleet = FleetStore::open(url, replica, config.store.fleet_lease)?;
+                let fleet = FleetStore::open_sized(url, replica, config.store.fleet_lease, config.store.fleet_pool_size)?;
                 tracing::info!(store = %fleet.target(), replica = %fleet.replica(), "fleet mode: sharing baselines, events and alert delivery");
                 Some(Arc::new(fleet))
             }
@@ -170,7 +170,7 @@ impl Server {
         // A replica that lost its local store (a new volume under the same
         // name) starts from what it last published, so its next flush does
         // not erase that from the fleet.
-        if let Some(published) = at_start(fleet.as_deref(), async |f| f.snapshots(true).await).await? {
+        if let Some(published) = at_start(fleet.as_deref(), async |f| f.own_snapshots().await).await? {
             for (service, body) in published {
                 if snapshots.iter().any(|s| s.store_key() == service) {
                     continue;
@@ -202,8 +202,8 @@ impl Server {
                 metrics.clone(),
                 &config.store,
             );
-            let sync = if rejoined { sync } else { sync.rejoin_later(firing) };
-            if let Some(baselines) = at_start(Some(fleet), async |f| FleetSync::baselines(f, settings.layout).await).await? {
+            let mut sync = if rejoined { sync } else { sync.rejoin_later(firing) };
+            if let Some(baselines) = at_start(Some(fleet), async |f| FleetSync::baselines(f, settings.layout, None, &[]).await).await? {
                 tracing::info!(services = baselines.len(), "fleet baselines loaded");
                 sync.seed(baselines);
             }

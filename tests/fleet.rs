@@ -12,6 +12,7 @@ use common::postgres::TestDatabase;
 use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
 use driftwatch::detect::event::{DriftEvent, EventState, example_event};
 use driftwatch::simulate::{EndpointTraffic, Rng};
+use driftwatch::fleet::combine;
 use driftwatch::store::fleet::{Claim, DeliveryKey, FleetStore, Leave};
 
 const S: u64 = 1_000_000_000;
@@ -25,6 +26,42 @@ fn replica_config(db: &TestDatabase, replica: &str, extra: &str) -> String {
 
 fn send(dw: &Driftwatch, traffic: &EndpointTraffic<'_>, start: u64, seconds: u64, seed: u64) {
     send_traffic(dw, traffic, start, seconds, &mut Rng::new(seed));
+}
+
+/// A replica's snapshot of `service`: `spans` spans of `revision` on one
+/// operation, calling one peer.
+fn snapshot_body(service: &str, revision: &str, spans: u64) -> Vec<u8> {
+    use driftwatch::analyze::snapshot::*;
+    let start = 1_700_000_000 * S;
+    let snapshot = ServiceSnapshot {
+        version: SNAPSHOT_VERSION,
+        service: service.into(),
+        environment: None,
+        watermark: start + 600 * S,
+        first_seen: Some(start),
+        revisions: vec![RevisionSnapshot {
+            revision: revision.into(),
+            first_seen: start,
+            last_seen: start + 600 * S,
+            spans,
+        }],
+        series: vec![SeriesSnapshot {
+            operation: "GET /cart".into(),
+            revision: revision.into(),
+            buckets: vec![(20_000, spans / 2), (40_000, spans - spans / 2)],
+            moments: vec![(start, spans, spans as f64 * 3.4, spans as f64 * 11.6)],
+            clean_evaluations: 2,
+            errors: Vec::new(),
+        }],
+        peers: vec![PeerSnapshot {
+            peer: "db:5432".into(),
+            first_seen: start,
+            last_seen: start + 600 * S,
+            calls: spans,
+        }],
+        firing: Vec::new(),
+    };
+    serde_json::to_vec(&snapshot).expect("JSON")
 }
 
 fn events(dw: &Driftwatch) -> Vec<serde_json::Value> {
@@ -73,6 +110,22 @@ fn a_new_pod_detects_a_regression_against_the_baseline_an_old_pod_learned() {
         0.0,
         "{}",
         new.stderr()
+    );
+    // Traffic stops: the pod's clock moves on, its data does not, and it
+    // writes nothing more to the database.
+    let published = |outcome: &str| new.metrics().value("driftwatch_fleet_publishes_total", &[("outcome", outcome)]);
+    eventually(Duration::from_secs(20), "an unchanged snapshot left unwritten", || {
+        published("unchanged") >= 1.0
+    });
+    let written = new.metrics().value("driftwatch_fleet_rows_total", &[("direction", "written")]);
+    let (skipped, writes) = (published("unchanged"), published("written"));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(published("unchanged") > skipped, "flushes go on");
+    assert_eq!(published("written"), writes, "an idle replica publishes nothing");
+    assert_eq!(
+        new.metrics().value("driftwatch_fleet_rows_total", &[("direction", "written")]),
+        written,
+        "an idle replica writes no row"
     );
 }
 
@@ -334,21 +387,23 @@ fn a_replica_starts_without_its_database_detects_alone_and_joins_when_it_appears
         let other = FleetStore::connect(&db.url, "checkout-late".into(), Duration::from_secs(3))
             .await
             .expect("connect");
-        let mut snapshots = Vec::new();
+        let mut aggregates = Vec::new();
         for _ in 0..50 {
-            snapshots = other.other_snapshots().await.expect("snapshots");
-            if !snapshots.is_empty() {
+            aggregates = other.aggregates(None, &[]).await.expect("aggregates");
+            if !aggregates.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(snapshots.len(), 1, "one row: this replica's snapshot of checkout");
-        let snapshot: serde_json::Value = serde_json::from_slice(&snapshots[0].1).expect("JSON");
-        let spans: u64 = snapshot["revisions"]
-            .as_array()
+        assert_eq!(aggregates.len(), 1, "one aggregate: checkout's");
+        assert!(aggregates[0].own.is_none(), "the reader published nothing");
+        let aggregate: serde_json::Value = serde_json::from_slice(&aggregates[0].body).expect("JSON");
+        assert_eq!(aggregate["replicas"], 1, "{aggregate}");
+        let spans: u64 = aggregate["revisions"]
+            .as_object()
             .expect("revisions")
-            .iter()
-            .map(|r| r["spans"].as_u64().expect("spans"))
+            .values()
+            .map(|r| r["value"]["spans"].as_u64().expect("spans"))
             .sum();
         assert_eq!(spans, analysed, "every analysed span counted once");
     });
@@ -369,16 +424,37 @@ fn retention_removes_resolved_events_and_stale_snapshots_but_keeps_firing_events
             store.leave_event(&resolved).await.expect("leave"),
             Leave::Resolved(_)
         ));
-        store.put_snapshot("checkout", b"{}").await.expect("snapshot");
+        store
+            .publish("checkout", &snapshot_body("checkout", "rev-1", 5), &combine)
+            .await
+            .expect("snapshot");
         tokio::time::sleep(Duration::from_millis(50)).await;
 
         let kept = store
-            .expire(Duration::from_secs(3600), Duration::from_secs(3600))
+            .maintain(Duration::ZERO, Duration::from_secs(3600), Duration::from_secs(3600), &combine)
             .await
-            .expect("expire");
-        assert_eq!(kept, (0, 0), "nothing is old enough yet");
-        let expired = store.expire(Duration::ZERO, Duration::ZERO).await.expect("expire");
-        assert_eq!(expired, (1, 1), "the resolved event and the stale snapshot go");
+            .expect("maintain")
+            .expect("its turn");
+        assert_eq!((kept.events, kept.snapshots), (0, 0), "nothing is old enough yet");
+        assert!(
+            store
+                .maintain(Duration::from_secs(3600), Duration::ZERO, Duration::ZERO, &combine)
+                .await
+                .expect("maintain")
+                .is_none(),
+            "one turn per period for the whole fleet"
+        );
+        let expired = store
+            .maintain(Duration::ZERO, Duration::ZERO, Duration::ZERO, &combine)
+            .await
+            .expect("maintain")
+            .expect("its turn");
+        assert_eq!(
+            (expired.events, expired.snapshots, expired.aggregates),
+            (1, 1, 1),
+            "the resolved event and the stale snapshot go, and the aggregate with it"
+        );
+        assert!(store.aggregates(None, &[]).await.expect("aggregates").is_empty());
         let left = store.events(10).await.expect("events");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].id, "fp4-1", "a firing event is never expired");
@@ -392,14 +468,15 @@ fn a_dropped_database_session_is_reopened() {
         let store = FleetStore::connect(&db.url, "a".into(), Duration::from_secs(30))
             .await
             .expect("connect");
-        store.put_snapshot("checkout", b"{}").await.expect("snapshot");
+        let body = snapshot_body("checkout", "rev-1", 5);
+        store.publish("checkout", &body, &combine).await.expect("snapshot");
         // The server ends every session of this database (a failover, a
         // restart of PostgreSQL).
         let name = db.url.rsplit('/').next().expect("database name").to_owned();
         let ended = common::postgres::TestDatabase::terminate_sessions(&name).await;
         assert_eq!(ended, 1, "the store's session ended");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        store.put_snapshot("checkout", b"{}").await.expect("a new session");
+        store.publish("checkout", &body, &combine).await.expect("a new session");
         assert_eq!(store.events(10).await.expect("events").len(), 0);
     });
 }
@@ -538,4 +615,103 @@ fn any_replicas_verdict_reflects_the_traffic_and_the_drifts_of_the_whole_fleet()
     send(&a, &checkout("rev-3", 1.6), now - 10 * 60 * S, 5 * 60, 3);
     eventually(Duration::from_secs(30), "replica b fails rev-3", || verdict(&b, "rev-3")["verdict"] == "fail");
     assert_eq!(verdict(&b, "rev-3")["events"][0]["kind"], "latency_regression");
+}
+
+#[test]
+fn replicas_add_up_in_one_aggregate_that_costs_a_reader_the_same_at_any_fleet_size() {
+    use driftwatch::analyze::service::AnalysisSettings;
+    use driftwatch::fleet::FleetSync;
+    use driftwatch::extract::Sym;
+    let layout = AnalysisSettings::from_config(&driftwatch::config::Config::default()).layout;
+    let mut cost = Vec::new();
+    for replicas in [3u64, 12] {
+        let db = TestDatabase::create();
+        let lease = Duration::from_secs(30);
+        runtime().block_on(async {
+            let reader = FleetStore::connect(&db.url, "reader".into(), lease).await.expect("connect");
+            reader
+                .publish("checkout", &snapshot_body("checkout", "rev-1", 1_000), &combine)
+                .await
+                .expect("publish");
+            // Every replica publishes twice, all at once: its second
+            // snapshot replaces its first in the sum.
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 1..=replicas {
+                let url = db.url.clone();
+                tasks.spawn(async move {
+                    let store = FleetStore::connect(&url, format!("pod-{i}"), lease).await.expect("connect");
+                    for spans in [i, 10 * i] {
+                        store
+                            .publish("checkout", &snapshot_body("checkout", "rev-1", spans), &combine)
+                            .await
+                            .expect("publish");
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.expect("publisher");
+            }
+            let before = reader.io().totals();
+            let baselines = FleetSync::baselines(&reader, layout, Some(&["checkout".to_owned()]), &[])
+                .await
+                .expect("read");
+            let after = reader.io().totals();
+            assert_eq!(baselines.len(), 1);
+            let (service, version, baseline, in_aggregate) = &baselines[0];
+            assert_eq!(service, "checkout");
+            assert_eq!(*in_aggregate as u64, replicas + 1);
+            assert_eq!(baseline.replicas as u64, replicas, "the reader itself is taken out");
+            let series = baseline
+                .series(&Sym::from("GET /cart"), &Sym::from("rev-1"))
+                .expect("the others' series");
+            let expected: u64 = (1..=replicas).map(|i| 10 * i).sum();
+            assert_eq!(series.total(), expected, "each replica's last snapshot, once; not the reader's");
+            assert_eq!(baseline.revisions[0].spans, expected);
+            cost.push((after[0] - before[0], after[1] - before[1]));
+            // Nothing changed since: a second refresh reads nothing.
+            let again = FleetSync::baselines(&reader, layout, Some(&["checkout".to_owned()]), &[("checkout".to_owned(), *version)])
+                .await
+                .expect("read");
+            assert!(again.is_empty());
+        });
+    }
+    let ((rows_small, bytes_small), (rows_large, bytes_large)) = (cost[0], cost[1]);
+    assert_eq!((rows_small, rows_large), (1, 1), "one aggregate row whatever the replicas");
+    assert!(
+        (bytes_large as f64) <= 1.2 * bytes_small as f64,
+        "bytes read per refresh: {bytes_small} with 3 replicas, {bytes_large} with 12"
+    );
+}
+
+#[test]
+fn a_replica_opens_no_more_sessions_than_its_pool_allows() {
+    let db = TestDatabase::create();
+    let name = db.url.rsplit('/').next().expect("database name").to_owned();
+    runtime().block_on(async {
+        let store = std::sync::Arc::new(
+            FleetStore::open_sized(&db.url, "a".into(), Duration::from_secs(30), 2).expect("open"),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..16u64 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                store
+                    .publish(&format!("service-{i}"), &snapshot_body(&format!("service-{i}"), "rev-1", 10), &combine)
+                    .await
+                    .expect("publish");
+                store.events(10).await.expect("events");
+            });
+        }
+        let mut most = 0;
+        while !tasks.is_empty() {
+            most = most.max(TestDatabase::sessions(&name).await);
+            if let Some(done) = tasks.try_join_next() {
+                done.expect("task");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        most = most.max(TestDatabase::sessions(&name).await);
+        assert!((1..=2).contains(&most), "{most} sessions open at once");
+        assert_eq!(store.aggregates(None, &[]).await.expect("aggregates").len(), 16, "every publish went through");
+    });
 }

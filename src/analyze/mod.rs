@@ -8,6 +8,7 @@
 //! limit. (The strings a fact names live in the interner, which has a byte
 //! budget of its own.)
 
+pub mod aggregate;
 pub mod fleet;
 pub mod operations;
 pub mod peers;

@@ -69,6 +69,11 @@ pub struct Metrics {
     pub fleet_errors: IntCounterVec,
     pub store_degraded: IntGauge,
     pub fleet_degraded: IntGauge,
+    pub fleet_duration: HistogramVec,
+    pub fleet_rows: IntCounterVec,
+    pub fleet_bytes: IntCounterVec,
+    pub fleet_replicas: IntGaugeVec,
+    pub fleet_publishes: IntCounterVec,
     pub store_pending: IntGauge,
     pub store_errors: IntCounter,
     pub store_dropped: IntCounter,
@@ -254,7 +259,7 @@ impl Metrics {
         let fleet_errors = IntCounterVec::new(
             Opts::new(
                 "driftwatch_fleet_store_errors_total",
-                "Failed operations on the fleet's PostgreSQL store by operation (publish, refresh, rejoin, open_event, leave_event, sweep, claim, delivered, expire).",
+                "Failed operations on the fleet's PostgreSQL store by operation (publish, refresh, rejoin, open_event, leave_event, sweep, claim, delivered, maintain).",
             ),
             &["operation"],
         )
@@ -267,6 +272,47 @@ impl Metrics {
         let fleet_degraded = IntGauge::new(
             "driftwatch_fleet_degraded",
             "1 while the fleet's PostgreSQL store has not answered since the start or its last operation failed: this replica detects on its own.",
+        )
+        .expect("valid metric");
+        let fleet_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "driftwatch_fleet_operation_duration_seconds",
+                "Time of the fleet path's work on PostgreSQL by operation (publish, refresh, events, sweep, maintain).",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let fleet_rows = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_fleet_rows_total",
+                "Rows this replica read from or wrote to the fleet's PostgreSQL store, by direction (read, written).",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let fleet_bytes = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_fleet_bytes_total",
+                "Snapshot, aggregate and event bytes this replica read from or wrote to the fleet's store, by direction (read, written).",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        let fleet_replicas = IntGaugeVec::new(
+            Opts::new(
+                "driftwatch_fleet_replicas",
+                "Replicas whose snapshots of a service the fleet's aggregate holds, this one included.",
+            ),
+            &["service_name", ENVIRONMENT],
+        )
+        .expect("valid metric");
+        let fleet_publishes = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_fleet_publishes_total",
+                "Snapshots offered to the fleet by outcome (written; unchanged: nothing but the clock moved, so nothing was written).",
+            ),
+            &["outcome"],
         )
         .expect("valid metric");
         let store_pending = IntGauge::new(
@@ -361,6 +407,11 @@ impl Metrics {
             Box::new(fleet_errors.clone()),
             Box::new(store_degraded.clone()),
             Box::new(fleet_degraded.clone()),
+            Box::new(fleet_duration.clone()),
+            Box::new(fleet_rows.clone()),
+            Box::new(fleet_bytes.clone()),
+            Box::new(fleet_replicas.clone()),
+            Box::new(fleet_publishes.clone()),
             Box::new(store_pending.clone()),
             Box::new(store_errors.clone()),
             Box::new(store_dropped.clone()),
@@ -428,6 +479,11 @@ impl Metrics {
             fleet_errors,
             store_degraded,
             fleet_degraded,
+            fleet_duration,
+            fleet_rows,
+            fleet_bytes,
+            fleet_replicas,
+            fleet_publishes,
             store_pending,
             store_errors,
             store_dropped,

@@ -3,11 +3,13 @@
 //! Sidecars come and go with their pods, so in fleet mode what must outlive
 //! a pod lives in one database:
 //!
-//! * **snapshots** — each replica publishes its analysis snapshot per
-//!   service under its own name; a replica reads the others' and merges
-//!   them (histograms add), so a pod of revision R finds R-1's baseline.
-//!   Each replica writing only its own row makes a flush idempotent: a
-//!   retried write replaces, it never adds twice;
+//! * **snapshots and aggregates** — each replica publishes its analysis
+//!   snapshot per service under its own name, and in the same transaction
+//!   swaps its contribution in the service's aggregate (the sum of every
+//!   replica's snapshot: histograms add). A replica reads one aggregate per
+//!   service and takes its own snapshot back out, so a pod of revision R
+//!   finds R-1's baseline at a cost that does not grow with the replicas.
+//!   A retried publish replaces, it never adds twice;
 //! * **events** — one row per drift episode, at most one firing per
 //!   fingerprint (a partial unique index), so ten replicas detecting the
 //!   same drift share one event. A replica taking part records it in
@@ -18,25 +20,40 @@
 //!   sent again, and a claim whose owner vanished passes on when its lease
 //!   ends. The database arbitrates, so the fleet alerts once.
 //!
+//! * **upkeep** — retention, and summing anew an aggregate whose rows
+//!   changed behind its back, run on one replica per hour, whichever asks
+//!   first.
+//!
 //! Migrations run on the first session, under an advisory lock so replicas
 //! starting together do not race; a database migrated by a newer
 //! driftwatch is refused, never altered.
 //!
-//! The store is opened without the database: every operation opens the
-//! session it needs, so a replica starts, serves and detects while the
-//! database is away, and joins when it answers. [`FleetStore::health`]
-//! says whether the last operation reached it.
+//! The store is opened without the database: every operation borrows a
+//! session from a small bounded pool (`store.fleet_pool_size`), opened on
+//! demand, so a replica starts, serves and detects while the database is
+//! away, and joins when it answers. [`FleetStore::health`] says whether the
+//! last operation reached it. Nothing depends on a session outliving one
+//! transaction (the migration lock is transaction-scoped), so a PgBouncer in
+//! transaction pooling mode may stand in front of the database.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use crate::detect::event::{DriftEvent, EventState};
 
 /// The schema this build reads and writes.
-pub const FLEET_SCHEMA_VERSION: i32 = 1;
+pub const FLEET_SCHEMA_VERSION: i32 = 2;
+
+/// Sessions a replica opens at most, unless `store.fleet_pool_size` says.
+pub const DEFAULT_POOL_SIZE: usize = 2;
+
+/// How long one operation (and the wait for a session) may take: a third of
+/// the lease, so a stuck database cannot let a replica's holds lapse.
+fn session_deadline(lease: Duration) -> Duration {
+    (lease / 3).max(Duration::from_secs(1))
+}
 
 /// Taken during migrations (an arbitrary constant: "driftwat").
 const MIGRATION_LOCK: i64 = 0x6472_6966_7477_6174;
@@ -76,6 +93,18 @@ CREATE TABLE driftwatch_deliveries (
     delivered_at  timestamptz,
     PRIMARY KEY (event_id, status, sink, round)
 );
+"#, r#"
+CREATE TABLE driftwatch_aggregates (
+    service     text PRIMARY KEY,
+    body        bytea,
+    version     bigint NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE driftwatch_snapshots ADD COLUMN aggregated_at timestamptz;
+CREATE TABLE driftwatch_maintenance (
+    task      text PRIMARY KEY,
+    last_run  timestamptz NOT NULL
+);
 "#];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +121,67 @@ pub enum FleetError {
     Query { target: String, message: String },
     #[error("PostgreSQL at {target}: a stored record is unreadable ({message})")]
     Decode { target: String, message: String },
+}
+
+/// How the caller adds snapshots up: (service, the aggregate as stored or
+/// `None` for an empty one, snapshots to take back, snapshots to add) → the
+/// new aggregate. The store keeps the sums; the caller knows their format.
+pub type Combine<'a> = &'a (dyn Fn(&str, Option<&[u8]>, &[&[u8]], &[&[u8]]) -> Result<Vec<u8>, String> + Send + Sync);
+
+/// A service's aggregate as read, with this replica's own snapshot in it.
+#[derive(Debug, Clone)]
+pub struct AggregateRow {
+    pub service: String,
+    /// Bumped at each change: a reader that has this version skips the row.
+    pub version: i64,
+    pub body: Vec<u8>,
+    /// This replica's snapshot, which the aggregate holds; `None` if it
+    /// published none.
+    pub own: Option<Vec<u8>>,
+}
+
+/// What one round of upkeep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintained {
+    pub events: u64,
+    pub snapshots: u64,
+    /// Aggregates summed anew (or deleted with their last snapshot).
+    pub aggregates: u64,
+}
+
+/// Rows and bytes this replica read from and wrote to the database, since
+/// it started: the cost of the fleet path, as its metrics report it.
+#[derive(Debug, Default)]
+pub struct FleetIo {
+    pub rows_read: std::sync::atomic::AtomicU64,
+    pub bytes_read: std::sync::atomic::AtomicU64,
+    pub rows_written: std::sync::atomic::AtomicU64,
+    pub bytes_written: std::sync::atomic::AtomicU64,
+}
+
+impl FleetIo {
+    fn read(&self, rows: usize, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rows_read.fetch_add(rows as u64, Relaxed);
+        self.bytes_read.fetch_add(bytes as u64, Relaxed);
+    }
+
+    fn write(&self, rows: usize, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.rows_written.fetch_add(rows as u64, Relaxed);
+        self.bytes_written.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// (rows read, bytes read, rows written, bytes written).
+    pub fn totals(&self) -> [u64; 4] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            self.rows_read.load(Relaxed),
+            self.bytes_read.load(Relaxed),
+            self.rows_written.load(Relaxed),
+            self.bytes_written.load(Relaxed),
+        ]
+    }
 }
 
 /// One alert delivery to arbitrate.
@@ -132,21 +222,20 @@ pub enum Leave {
 }
 
 pub struct FleetStore {
-    config: tokio_postgres::Config,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// At most `store.fleet_pool_size` sessions, each lent to one operation
+    /// at a time, reopened when they drop.
+    pool: deadpool_postgres::Pool,
     /// `host:port/database`, for messages (never the password).
     target: String,
     replica: String,
     lease: Duration,
-    /// One session, reconnected when it drops. Statements of a transaction
-    /// must not interleave with other tasks' statements, hence the lock.
-    client: Mutex<Option<Client>>,
     /// Whether this build's migrations ran on the database.
     migrated: std::sync::atomic::AtomicBool,
     /// What the last operation came to.
     health: std::sync::Mutex<FleetHealth>,
     /// Events this replica sees firing: only these are renewed.
     held: std::sync::Mutex<HashSet<String>>,
+    io: FleetIo,
 }
 
 /// Whether the fleet's database answers, as `/readyz` and
@@ -181,9 +270,15 @@ impl FleetStore {
         Ok(store)
     }
 
+    /// [`FleetStore::open_sized`] with [`DEFAULT_POOL_SIZE`] sessions.
+    pub fn open(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
+        FleetStore::open_sized(url, replica, lease, DEFAULT_POOL_SIZE)
+    }
+
     /// Opens the store without reaching the database: only a malformed URL
     /// or TLS setting fails here. The first operation connects and migrates.
-    pub fn open(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
+    /// At most `pool_size` sessions are open at once.
+    pub fn open_sized(url: &str, replica: String, lease: Duration, pool_size: usize) -> Result<FleetStore, FleetError> {
         let target = describe(url);
         let tls_error = |e: super::pg_tls::PgTlsError| FleetError::Connect {
             target: target.clone(),
@@ -201,23 +296,61 @@ impl FleetStore {
             .connect_timeout(Duration::from_secs(5))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
-        let store = FleetStore {
+        let manager = deadpool_postgres::Manager::from_config(
             config,
             tls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let wait = session_deadline(lease);
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .recycle_timeout(Some(wait))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| FleetError::Connect {
+                target: target.clone(),
+                message: e.to_string(),
+            })?;
+        let store = FleetStore {
+            pool,
             target,
             replica,
             lease,
-            client: Mutex::new(None),
             migrated: std::sync::atomic::AtomicBool::new(false),
             health: std::sync::Mutex::new(FleetHealth::default()),
             held: std::sync::Mutex::new(HashSet::new()),
+            io: FleetIo::default(),
         };
         Ok(store)
+    }
+
+    /// The store as another replica sees it, over the same sessions: for a
+    /// process that stands in for many replicas (the fleet scale bench).
+    pub fn as_replica(&self, replica: String) -> FleetStore {
+        FleetStore {
+            pool: self.pool.clone(),
+            target: self.target.clone(),
+            replica,
+            lease: self.lease,
+            migrated: std::sync::atomic::AtomicBool::new(self.migrated.load(std::sync::atomic::Ordering::Acquire)),
+            health: std::sync::Mutex::new(FleetHealth::default()),
+            held: std::sync::Mutex::new(HashSet::new()),
+            io: FleetIo::default(),
+        }
     }
 
     /// Whether the database answered the last operation.
     pub fn health(&self) -> FleetHealth {
         self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What this replica read and wrote so far.
+    pub fn io(&self) -> &FleetIo {
+        &self.io
     }
 
     pub fn replica(&self) -> &str {
@@ -262,26 +395,18 @@ impl FleetStore {
 
     async fn run_on_session<T>(&self, op: impl AsyncFnOnce(&mut Client) -> Result<T, FleetError>) -> Result<T, FleetError> {
         use std::sync::atomic::Ordering;
-        let deadline = (self.lease / 3).max(Duration::from_secs(1));
-        let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| FleetError::Connect {
-                target: self.target.clone(),
-                message: error_text(&e),
-            })?;
-            let target = self.target.clone();
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(%target, error = %error_text(&error), "PostgreSQL connection closed");
-                }
-            });
-            *guard = Some(client);
-        }
-        let Some(client) = guard.as_mut() else {
-            return Err(self.query_error("no session"));
-        };
+        let deadline = session_deadline(self.lease);
+        let mut session = self.pool.get().await.map_err(|e| FleetError::Connect {
+            target: self.target.clone(),
+            message: match &e {
+                deadpool_postgres::PoolError::Backend(e) => error_text(e),
+                deadpool_postgres::PoolError::Timeout(_) => format!("no session within {deadline:?}"),
+                other => other.to_string(),
+            },
+        })?;
         let migrated = self.migrated.load(Ordering::Acquire);
         let work = async {
+            let client: &mut Client = &mut session;
             if !migrated {
                 self.migrate(client).await?;
                 self.migrated.store(true, Ordering::Release);
@@ -291,7 +416,8 @@ impl FleetStore {
         match tokio::time::timeout(deadline, work).await {
             Ok(result) => result,
             Err(_) => {
-                *guard = None;
+                // Never lent again: it may be stuck behind a dead peer.
+                drop(deadpool_postgres::Object::take(session));
                 Err(self.query_error(format!("no answer within {deadline:?}; the session is dropped")))
             }
         }
@@ -332,40 +458,139 @@ impl FleetStore {
         txn.commit().await.map_err(&q)
     }
 
-    /// Publishes this replica's snapshot of `service`.
-    pub async fn put_snapshot(&self, service: &str, body: &[u8]) -> Result<(), FleetError> {
+    /// Publishes this replica's snapshot of `service` and, in the same
+    /// transaction, replaces its contribution to the service's aggregate:
+    /// the aggregate minus the snapshot it published before plus this one.
+    /// The aggregate's row lock orders the replicas of a service, so each
+    /// contribution is counted once however publishes interleave or retry.
+    /// An aggregate that is missing, or that a row changed behind its back
+    /// (a replica of an older driftwatch), is summed anew from every row.
+    pub async fn publish(&self, service: &str, body: &[u8], combine: Combine<'_>) -> Result<(), FleetError> {
         self.run(async |client| {
-            client
-                .execute(
-                    "INSERT INTO driftwatch_snapshots (service, replica, body) VALUES ($1, $2, $3)
-                     ON CONFLICT (service, replica) DO UPDATE SET body = excluded.body, updated_at = now()",
-                    &[&service, &self.replica, &body],
+            let q = self.q();
+            let txn = client.transaction().await.map_err(&q)?;
+            txn.execute(
+                "INSERT INTO driftwatch_aggregates (service) VALUES ($1) ON CONFLICT (service) DO NOTHING",
+                &[&service],
+            )
+            .await
+            .map_err(&q)?;
+            let aggregate: Option<Vec<u8>> = txn
+                .query_one("SELECT body FROM driftwatch_aggregates WHERE service = $1 FOR UPDATE", &[&service])
+                .await
+                .map_err(&q)?
+                .get(0);
+            let own = txn
+                .query_opt(
+                    "SELECT body, aggregated_at IS NULL OR updated_at > aggregated_at
+                     FROM driftwatch_snapshots WHERE service = $1 AND replica = $2",
+                    &[&service, &self.replica],
                 )
                 .await
-                .map_err(self.q())
-                .map(|_| ())
+                .map_err(&q)?;
+            let own_stale = own.as_ref().is_some_and(|row| row.get::<_, bool>(1));
+            let own: Option<Vec<u8>> = own.map(|row| row.get(0));
+            self.io.read(1 + usize::from(own.is_some()), aggregate.as_ref().map_or(0, Vec::len) + own.as_ref().map_or(0, Vec::len));
+            let summed = match aggregate {
+                Some(aggregate) if !own_stale => combine(service, Some(&aggregate), own.as_slice().iter().map(Vec::as_slice).collect::<Vec<_>>().as_slice(), &[body]),
+                _ => {
+                    let others = self.rows_of(&txn, service).await?;
+                    let mut plus: Vec<&[u8]> = others.iter().filter(|(replica, _)| *replica != self.replica).map(|(_, b)| b.as_slice()).collect();
+                    plus.push(body);
+                    txn.execute(
+                        "UPDATE driftwatch_snapshots SET aggregated_at = updated_at WHERE service = $1",
+                        &[&service],
+                    )
+                    .await
+                    .map_err(&q)?;
+                    combine(service, None, &[], &plus)
+                }
+            }
+            .map_err(|message| FleetError::Decode {
+                target: self.target.clone(),
+                message,
+            })?;
+            txn.execute(
+                "UPDATE driftwatch_aggregates SET body = $2, version = version + 1, updated_at = now() WHERE service = $1",
+                &[&service, &summed],
+            )
+            .await
+            .map_err(&q)?;
+            txn.execute(
+                "INSERT INTO driftwatch_snapshots (service, replica, body, aggregated_at) VALUES ($1, $2, $3, now())
+                 ON CONFLICT (service, replica) DO UPDATE SET body = excluded.body, updated_at = now(), aggregated_at = now()",
+                &[&service, &self.replica, &body],
+            )
+            .await
+            .map_err(&q)?;
+            txn.commit().await.map_err(&q)?;
+            self.io.write(2, summed.len() + body.len());
+            Ok(())
         })
         .await
     }
 
-    /// Snapshots published by this replica (`mine`) or by every other one:
-    /// (service, body).
-    pub async fn snapshots(&self, mine: bool) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
-        let sql = if mine {
-            "SELECT service, body FROM driftwatch_snapshots WHERE replica = $1"
-        } else {
-            "SELECT service, body FROM driftwatch_snapshots WHERE replica <> $1"
-        };
+    /// Every replica's snapshot of `service`: (replica, body).
+    async fn rows_of(&self, txn: &tokio_postgres::Transaction<'_>, service: &str) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
+        let rows = txn
+            .query("SELECT replica, body FROM driftwatch_snapshots WHERE service = $1", &[&service])
+            .await
+            .map_err(self.q())?;
+        let rows: Vec<(String, Vec<u8>)> = rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
+        self.io.read(rows.len(), rows.iter().map(|(_, b)| b.len()).sum());
+        Ok(rows)
+    }
+
+    /// The aggregates of `services` (all of them when `None`) whose version
+    /// differs from the one in `known`, each with this replica's own
+    /// snapshot, which the reader takes back out. One statement reads both,
+    /// so they are consistent: the aggregate holds exactly that snapshot.
+    pub async fn aggregates(&self, services: Option<&[String]>, known: &[(String, i64)]) -> Result<Vec<AggregateRow>, FleetError> {
+        let services: Option<Vec<String>> = services.map(<[String]>::to_vec);
+        let (known_services, known_versions): (Vec<String>, Vec<i64>) = known.iter().cloned().unzip();
         self.run(async |client| {
-            let rows = client.query(sql, &[&self.replica]).await.map_err(self.q())?;
-            Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+            let rows = client
+                .query(
+                    "SELECT a.service, a.version, a.body, s.body
+                     FROM driftwatch_aggregates a
+                     LEFT JOIN driftwatch_snapshots s ON s.service = a.service AND s.replica = $1
+                     WHERE a.body IS NOT NULL
+                       AND ($2::text[] IS NULL OR a.service = ANY($2))
+                       AND (a.service, a.version) NOT IN (SELECT * FROM unnest($3::text[], $4::int8[]))",
+                    &[&self.replica, &services, &known_services, &known_versions],
+                )
+                .await
+                .map_err(self.q())?;
+            let rows: Vec<AggregateRow> = rows
+                .into_iter()
+                .map(|row| AggregateRow {
+                    service: row.get(0),
+                    version: row.get(1),
+                    body: row.get(2),
+                    own: row.get(3),
+                })
+                .collect();
+            self.io.read(
+                rows.len(),
+                rows.iter().map(|r| r.body.len() + r.own.as_ref().map_or(0, Vec::len)).sum(),
+            );
+            Ok(rows)
         })
         .await
     }
 
-    /// Every other replica's snapshots: (service, body).
-    pub async fn other_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
-        self.snapshots(false).await
+    /// Snapshots published by this replica: (service, body).
+    pub async fn own_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
+        self.run(async |client| {
+            let rows = client
+                .query("SELECT service, body FROM driftwatch_snapshots WHERE replica = $1", &[&self.replica])
+                .await
+                .map_err(self.q())?;
+            let rows: Vec<(String, Vec<u8>)> = rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
+            self.io.read(rows.len(), rows.iter().map(|(_, b)| b.len()).sum());
+            Ok(rows)
+        })
+        .await
     }
 
     /// After a restart: this replica holds again the fleet's firing events
@@ -652,15 +877,27 @@ impl FleetStore {
     /// Events created or changed by any replica, newest first, at most
     /// `limit`. Unreadable ones (from a newer driftwatch) are left out.
     pub async fn events(&self, limit: i64) -> Result<Vec<DriftEvent>, FleetError> {
+        self.events_changed(None, limit).await.map(|(events, _)| events)
+    }
+
+    /// Events changed after `since` (the database's clock, as a previous
+    /// call returned it), most recently changed first, at most `limit`; and
+    /// the latest change among them. A caller that asks again from a little
+    /// before that moment misses no transaction that committed late.
+    pub async fn events_changed(&self, since: Option<f64>, limit: i64) -> Result<(Vec<DriftEvent>, Option<f64>), FleetError> {
         self.run(async |client| {
             let rows = client
                 .query(
-                    "SELECT id, body, state FROM driftwatch_events ORDER BY created_at DESC LIMIT $1",
-                    &[&limit],
+                    "SELECT id, body, state, extract(epoch FROM updated_at)::float8 FROM driftwatch_events
+                     WHERE $1::float8 IS NULL OR updated_at > to_timestamp($1)
+                     ORDER BY updated_at DESC LIMIT $2",
+                    &[&since, &limit],
                 )
                 .await
                 .map_err(self.q())?;
-            Ok(rows
+            self.io.read(rows.len(), rows.iter().map(|row| row.get::<_, &[u8]>(1).len()).sum());
+            let latest = rows.first().map(|row| row.get::<_, f64>(3));
+            let events = rows
                 .into_iter()
                 .filter_map(|row| {
                     let state: String = row.get(2);
@@ -668,7 +905,8 @@ impl FleetStore {
                         .inspect_err(|error| tracing::warn!(%error, "an unreadable event in the fleet store is skipped"))
                         .ok()
                 })
-                .collect())
+                .collect();
+            Ok((events, latest))
         })
         .await
     }
@@ -736,35 +974,117 @@ impl FleetStore {
         .await
     }
 
+    /// Retention and upkeep, by one replica of the fleet per `every`: the
+    /// first to ask after that long wins the turn, the others get `None`.
     /// Deletes resolved events (and their deliveries) older than
-    /// `event_retention`, and snapshots not renewed for
-    /// `baseline_retention`. Returns (events, snapshots) deleted.
-    pub async fn expire(&self, event_retention: Duration, baseline_retention: Duration) -> Result<(u64, u64), FleetError> {
+    /// `event_retention` and snapshots not renewed for `baseline_retention`,
+    /// and sums anew the aggregates of the services whose snapshots were
+    /// deleted or changed behind the aggregate's back.
+    pub async fn maintain(
+        &self,
+        every: Duration,
+        event_retention: Duration,
+        baseline_retention: Duration,
+        combine: Combine<'_>,
+    ) -> Result<Option<Maintained>, FleetError> {
+        let every = every.as_secs_f64();
         let events_age = event_retention.as_secs_f64();
         let snapshots_age = baseline_retention.as_secs_f64();
-        // Deliveries go with their events; snapshots on their own age.
-        let statements = [
-            (
-                "DELETE FROM driftwatch_deliveries d WHERE EXISTS (
-                    SELECT 1 FROM driftwatch_events e WHERE e.id = d.event_id AND e.state = 'resolved'
-                      AND e.updated_at < now() - make_interval(secs => $1))",
-                events_age,
-            ),
-            (
-                "DELETE FROM driftwatch_events WHERE state = 'resolved' AND updated_at < now() - make_interval(secs => $1)",
-                events_age,
-            ),
-            (
-                "DELETE FROM driftwatch_snapshots WHERE updated_at < now() - make_interval(secs => $1)",
-                snapshots_age,
-            ),
-        ];
         self.run(async |client| {
-            let mut deleted = [0u64; 3];
-            for ((sql, age), count) in statements.iter().zip(deleted.iter_mut()) {
-                *count = client.execute(*sql, &[age]).await.map_err(self.q())?;
+            let q = self.q();
+            let turn = client
+                .query_opt(
+                    "INSERT INTO driftwatch_maintenance (task, last_run) VALUES ('retention', now())
+                     ON CONFLICT (task) DO UPDATE SET last_run = now()
+                        WHERE driftwatch_maintenance.last_run < now() - make_interval(secs => $1)
+                     RETURNING task",
+                    &[&every],
+                )
+                .await
+                .map_err(&q)?;
+            if turn.is_none() {
+                return Ok(None);
             }
-            Ok((deleted[1], deleted[2]))
+            let mut done = Maintained::default();
+            // Deliveries go with their events.
+            client
+                .execute(
+                    "DELETE FROM driftwatch_deliveries d WHERE EXISTS (
+                        SELECT 1 FROM driftwatch_events e WHERE e.id = d.event_id AND e.state = 'resolved'
+                          AND e.updated_at < now() - make_interval(secs => $1))",
+                    &[&events_age],
+                )
+                .await
+                .map_err(&q)?;
+            done.events = client
+                .execute(
+                    "DELETE FROM driftwatch_events WHERE state = 'resolved' AND updated_at < now() - make_interval(secs => $1)",
+                    &[&events_age],
+                )
+                .await
+                .map_err(&q)?;
+            let services: Vec<String> = client
+                .query(
+                    "SELECT DISTINCT service FROM driftwatch_snapshots
+                     WHERE updated_at < now() - make_interval(secs => $1)
+                        OR aggregated_at IS NULL OR updated_at > aggregated_at
+                     UNION
+                     SELECT a.service FROM driftwatch_aggregates a
+                     WHERE NOT EXISTS (SELECT 1 FROM driftwatch_snapshots s WHERE s.service = a.service)",
+                    &[&snapshots_age],
+                )
+                .await
+                .map_err(&q)?
+                .into_iter()
+                .map(|row| row.get(0))
+                .collect();
+            for service in services {
+                let txn = client.transaction().await.map_err(&q)?;
+                txn.execute(
+                    "INSERT INTO driftwatch_aggregates (service) VALUES ($1) ON CONFLICT (service) DO NOTHING",
+                    &[&service],
+                )
+                .await
+                .map_err(&q)?;
+                txn.execute("SELECT 1 FROM driftwatch_aggregates WHERE service = $1 FOR UPDATE", &[&service])
+                    .await
+                    .map_err(&q)?;
+                done.snapshots += txn
+                    .execute(
+                        "DELETE FROM driftwatch_snapshots WHERE service = $1 AND updated_at < now() - make_interval(secs => $2)",
+                        &[&service, &snapshots_age],
+                    )
+                    .await
+                    .map_err(&q)?;
+                let rows = self.rows_of(&txn, &service).await?;
+                if rows.is_empty() {
+                    txn.execute("DELETE FROM driftwatch_aggregates WHERE service = $1", &[&service])
+                        .await
+                        .map_err(&q)?;
+                } else {
+                    let bodies: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_slice()).collect();
+                    let summed = combine(&service, None, &[], &bodies).map_err(|message| FleetError::Decode {
+                        target: self.target.clone(),
+                        message,
+                    })?;
+                    txn.execute(
+                        "UPDATE driftwatch_aggregates SET body = $2, version = version + 1, updated_at = now() WHERE service = $1",
+                        &[&service, &summed],
+                    )
+                    .await
+                    .map_err(&q)?;
+                    txn.execute(
+                        "UPDATE driftwatch_snapshots SET aggregated_at = updated_at WHERE service = $1",
+                        &[&service],
+                    )
+                    .await
+                    .map_err(&q)?;
+                    self.io.write(1, summed.len());
+                }
+                txn.commit().await.map_err(&q)?;
+                done.aggregates += 1;
+            }
+            Ok(Some(done))
         })
         .await
     }

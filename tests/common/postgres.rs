@@ -56,6 +56,22 @@ impl TestDatabase {
             .expect("terminate sessions")
     }
 
+    /// Sessions open on database `name`, the asking one aside.
+    pub async fn sessions(name: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .expect("count sessions")
+            .get(0)
+    }
+
     /// Runs SQL in this database.
     pub fn execute(&self, sql: &str) {
         execute_at(&self.url, sql);
