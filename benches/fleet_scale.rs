@@ -150,10 +150,9 @@ async fn measure(admin_url: &str, replicas: usize, options: &Options) -> Measure
         .await
         .expect("connect to PostgreSQL");
     tokio::spawn(connection);
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"))
-        .await
-        .expect("create the bench database");
+    for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        admin.batch_execute(&sql).await.expect("create the bench database");
+    }
     let url = match admin_url.rfind('/') {
         Some(i) => format!("{}/{name}", &admin_url[..i]),
         None => panic!("DRIFTWATCH_TEST_POSTGRES_URL must name a database"),

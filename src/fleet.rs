@@ -141,7 +141,8 @@ impl FleetSync {
             let labels = self.metrics.service_labels(&baseline.key);
             self.metrics.fleet_replicas.with_label_values(&labels).set(i64::from(replicas));
             self.versions.insert(service, version);
-            split[crate::analyze::shard_index(&baseline.key.service, split.len())].push(baseline);
+            let shards = split.len();
+            split[crate::analyze::shard_index(&baseline.key.service, shards)].push(baseline);
         }
         for (shard, mine) in split.into_iter().enumerate() {
             if !mine.is_empty() {
@@ -239,17 +240,19 @@ impl FleetSync {
         }
     }
 
-    /// Reads the aggregates of the services this replica publishes that
-    /// changed since the last read: one row per service, whatever the
-    /// number of replicas.
+    /// Reads the aggregates of this replica's services that changed since
+    /// the last read: one row per service, whatever the number of replicas.
     async fn refresh(&mut self) {
-        let services: Vec<String> = self.last_published.keys().cloned().collect();
-        if services.is_empty() {
-            return;
-        }
+        // The services it runs or has read before; a replica that has seen
+        // neither (it serves no traffic yet, but answers verdicts for the
+        // fleet) reads every service once.
+        let mut services: Vec<String> = self.last_published.keys().chain(self.versions.keys()).cloned().collect();
+        services.sort();
+        services.dedup();
         let known: Vec<(String, i64)> = self.versions.iter().map(|(s, v)| (s.clone(), *v)).collect();
         let started = std::time::Instant::now();
-        let read = FleetSync::baselines(&self.store, self.layout, Some(&services), &known).await;
+        let narrowed = (!services.is_empty()).then_some(services.as_slice());
+        let read = FleetSync::baselines(&self.store, self.layout, narrowed, &known).await;
         self.metrics
             .fleet_duration
             .with_label_values(&["refresh"])
@@ -288,7 +291,7 @@ impl FleetSync {
         match self.store.events_changed(since, MAX_EVENTS as i64).await {
             Ok((events, latest)) => {
                 if latest.is_some() {
-                    self.events_seen = latest.max(self.events_seen);
+                    self.events_seen = latest.into_iter().chain(self.events_seen).reduce(f64::max);
                 }
                 if !events.is_empty() {
                     let _ = self.notices.send(FleetNotice::Events(events));
