@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::postgres::TestDatabase;
+use common::postgres::{PgBouncer, TestDatabase};
 use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
 use driftwatch::detect::event::{DriftEvent, EventState, example_event};
 use driftwatch::simulate::{EndpointTraffic, Rng};
@@ -139,29 +139,44 @@ fn two_replicas_detecting_the_same_drift_send_one_alert_and_one_resolution() {
     );
     let a = Driftwatch::start(&replica_config(&db, "checkout-a", &alerts));
     let b = Driftwatch::start(&replica_config(&db, "checkout-b", &alerts));
+    alert_once_and_resolve_once(&[a, b], &webhook);
+}
+
+/// Each replica gets its own share of the same service's traffic: a
+/// baseline, a slower revision on every replica, then a rollback. The drift
+/// is alerted exactly once and resolved exactly once, by whichever replica
+/// wins each claim; the others' copies are deduplicated.
+fn alert_once_and_resolve_once(replicas: &[Driftwatch], webhook: &Receiver) {
     let deploy = now_nanos() / S * S - 8 * 60 * S;
-    // Each replica gets its own share of the same service's traffic.
-    for (dw, seed) in [(&a, 10), (&b, 20)] {
-        send(dw, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, seed);
+    for (i, dw) in replicas.iter().enumerate() {
+        send(dw, &checkout("rev-1", 1.0), deploy - 12 * 60 * S, 12 * 60, 10 * (i as u64 + 1));
     }
-    for (dw, seed) in [(&a, 11), (&b, 21)] {
-        send(dw, &checkout("rev-2", 1.6), deploy, 4 * 60, seed);
+    for (i, dw) in replicas.iter().enumerate() {
+        send(dw, &checkout("rev-2", 1.6), deploy, 4 * 60, 10 * (i as u64 + 1) + 1);
     }
-    eventually(Duration::from_secs(30), "both replicas detect the drift", || {
-        events(&a).iter().any(|e| e["state"] == "firing") && events(&b).iter().any(|e| e["state"] == "firing")
+    eventually(Duration::from_secs(30), "every replica detects the drift", || {
+        replicas.iter().all(|dw| events(dw).iter().any(|e| e["state"] == "firing"))
     });
-    let (ea, eb) = (events(&a), events(&b));
-    assert_eq!(ea[0]["id"], eb[0]["id"], "the replicas name the drift alike");
-    // Both replicas queued the alert; the one that did not win the claim
-    // drops it once the other has delivered.
-    let deduplicated = |dw: &Driftwatch| {
-        dw.metrics().value(
-            "driftwatch_alert_deliveries_total",
-            &[("sink", "webhook"), ("outcome", "deduplicated")],
-        )
+    let first = events(&replicas[0]);
+    for dw in replicas {
+        assert_eq!(events(dw)[0]["id"], first[0]["id"], "the replicas name the drift alike");
+    }
+    // Every replica queued the alert; those that did not win the claim
+    // drop it once the winner has delivered.
+    let deduplicated = || -> f64 {
+        replicas
+            .iter()
+            .map(|dw| {
+                dw.metrics().value(
+                    "driftwatch_alert_deliveries_total",
+                    &[("sink", "webhook"), ("outcome", "deduplicated")],
+                )
+            })
+            .sum()
     };
-    eventually(Duration::from_secs(20), "the second replica's copy deduplicated", || {
-        deduplicated(&a) + deduplicated(&b) >= 1.0
+    let others = (replicas.len() - 1) as f64;
+    eventually(Duration::from_secs(20), "the other replicas' copies deduplicated", || {
+        deduplicated() >= others
     });
     let delivered = |status: &str| -> Vec<serde_json::Value> {
         webhook
@@ -175,28 +190,62 @@ fn two_replicas_detecting_the_same_drift_send_one_alert_and_one_resolution() {
     std::thread::sleep(Duration::from_secs(2));
     let firing = delivered("firing");
     assert_eq!(firing.len(), 1, "exactly one alert for the fleet: {firing:?}");
-    assert_eq!(firing[0]["event"]["id"], ea[0]["id"]);
+    assert_eq!(firing[0]["event"]["id"], first[0]["id"]);
 
-    // A rollback on both: the drift ends everywhere and resolves once.
-    for (dw, seed) in [(&a, 12), (&b, 22)] {
-        send(dw, &checkout("rev-1", 1.0), deploy + 4 * 60 * S, 3 * 60, seed);
+    // A rollback everywhere: the drift ends everywhere and resolves once.
+    for (i, dw) in replicas.iter().enumerate() {
+        send(dw, &checkout("rev-1", 1.0), deploy + 4 * 60 * S, 3 * 60, 10 * (i as u64 + 1) + 2);
     }
     eventually(Duration::from_secs(30), "a resolution delivered", || {
         !delivered("resolved").is_empty()
     });
-    eventually(Duration::from_secs(10), "both replicas show it resolved", || {
-        [&a, &b].iter().all(|dw| events(dw).iter().all(|e| e["state"] == "resolved"))
+    eventually(Duration::from_secs(10), "every replica shows it resolved", || {
+        replicas.iter().all(|dw| events(dw).iter().all(|e| e["state"] == "resolved"))
     });
-    // The other replica queued the resolution too, in case the resolver
-    // went away; its copy is dropped as already delivered.
-    eventually(Duration::from_secs(20), "the resolution's second copy deduplicated", || {
-        deduplicated(&a) + deduplicated(&b) >= 2.0
+    // The others queued the resolution too, in case the resolver went
+    // away; their copies are dropped as already delivered.
+    eventually(Duration::from_secs(20), "the resolution's other copies deduplicated", || {
+        deduplicated() >= 2.0 * others
     });
     std::thread::sleep(Duration::from_secs(2));
     let resolved = delivered("resolved");
     assert_eq!(resolved.len(), 1, "exactly one resolution for the fleet: {resolved:?}");
-    assert_eq!(resolved[0]["event"]["id"], ea[0]["id"]);
+    assert_eq!(resolved[0]["event"]["id"], first[0]["id"]);
     assert_eq!(delivered("firing").len(), 1, "and no second alert");
+}
+
+#[test]
+fn replicas_behind_pgbouncer_in_transaction_pooling_alert_once_on_a_few_server_sessions() {
+    let db = TestDatabase::create();
+    // Three replicas of two sessions each share two server sessions.
+    let bouncer = PgBouncer::start(2);
+    let webhook = Receiver::start(&[]);
+    let config = |replica: &str| {
+        format!(
+            "[store]\npostgres_url = {:?}\nreplica = {replica:?}\nflush_interval = \"1s\"\nfleet_lease = \"3s\"\nfleet_pool_size = 2\n\
+             [alerts]\ngroup_wait = \"200ms\"\n[[alerts.webhook]]\nurl = \"{}\"\n",
+            bouncer.url(db.name()),
+            webhook.url("/hook")
+        )
+    };
+    let replicas: Vec<Driftwatch> = ["checkout-a", "checkout-b", "checkout-c"]
+        .iter()
+        .map(|r| Driftwatch::start(&config(r)))
+        .collect();
+    alert_once_and_resolve_once(&replicas, &webhook);
+    for dw in &replicas {
+        let metrics = dw.metrics();
+        assert_eq!(
+            metrics.value("driftwatch_fleet_store_errors_total", &[]),
+            0.0,
+            "no statement failed behind transaction pooling: {}\n{}",
+            dw.stderr(),
+            bouncer.log()
+        );
+        assert_eq!(metrics.value("driftwatch_fleet_degraded", &[]), 0.0);
+    }
+    let server_sessions = runtime().block_on(TestDatabase::sessions(db.name()));
+    assert!(server_sessions <= 2, "{server_sessions} server sessions for six client sessions");
 }
 
 /// A firing latency event as a replica's detector would raise it.

@@ -40,6 +40,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::detect::event::{DriftEvent, EventState};
 
@@ -550,14 +551,19 @@ impl FleetStore {
         let (known_services, known_versions): (Vec<String>, Vec<i64>) = known.iter().cloned().unzip();
         self.run(async |client| {
             let rows = client
-                .query(
+                .query_typed(
                     "SELECT a.service, a.version, a.body, s.body
                      FROM driftwatch_aggregates a
                      LEFT JOIN driftwatch_snapshots s ON s.service = a.service AND s.replica = $1
                      WHERE a.body IS NOT NULL
                        AND ($2::text[] IS NULL OR a.service = ANY($2))
                        AND (a.service, a.version) NOT IN (SELECT * FROM unnest($3::text[], $4::int8[]))",
-                    &[&self.replica, &services, &known_services, &known_versions],
+                    &[
+                        (&self.replica, Type::TEXT),
+                        (&services, Type::TEXT_ARRAY),
+                        (&known_services, Type::TEXT_ARRAY),
+                        (&known_versions, Type::INT8_ARRAY),
+                    ],
                 )
                 .await
                 .map_err(self.q())?;
@@ -583,7 +589,10 @@ impl FleetStore {
     pub async fn own_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
         self.run(async |client| {
             let rows = client
-                .query("SELECT service, body FROM driftwatch_snapshots WHERE replica = $1", &[&self.replica])
+                .query_typed(
+                    "SELECT service, body FROM driftwatch_snapshots WHERE replica = $1",
+                    &[(&self.replica, Type::TEXT)],
+                )
                 .await
                 .map_err(self.q())?;
             let rows: Vec<(String, Vec<u8>)> = rows.into_iter().map(|row| (row.get(0), row.get(1))).collect();
@@ -708,9 +717,9 @@ impl FleetStore {
     pub async fn firing_event(&self, fingerprint: &str) -> Result<Option<DriftEvent>, FleetError> {
         self.run(async |client| {
             let row = client
-                .query_opt(
+                .query_typed_opt(
                     "SELECT id, body FROM driftwatch_events WHERE fingerprint = $1 AND state = 'firing'",
-                    &[&fingerprint],
+                    &[(&fingerprint, Type::TEXT)],
                 )
                 .await
                 .map_err(self.q())?;
@@ -725,9 +734,9 @@ impl FleetStore {
         let body = super::encode_event(event).map_err(|e| self.query_error(e))?;
         self.run(async |client| {
             client
-                .execute(
+                .execute_typed(
                     "UPDATE driftwatch_events SET body = $2, updated_at = now() WHERE id = $1 AND state = $3",
-                    &[&event.id, &body, &state_name(event.state)],
+                    &[(&event.id, Type::TEXT), (&body, Type::BYTEA), (&state_name(event.state), Type::TEXT)],
                 )
                 .await
                 .map_err(self.q())
@@ -798,9 +807,9 @@ impl FleetStore {
         self.run(async |client| {
             let q = self.q();
             client
-                .execute(
+                .execute_typed(
                     "UPDATE driftwatch_event_replicas SET seen_at = now() WHERE replica = $1 AND firing AND event_id = ANY($2)",
-                    &[&self.replica, &held],
+                    &[(&self.replica, Type::TEXT), (&held, Type::TEXT_ARRAY)],
                 )
                 .await
                 .map_err(&q)?;
@@ -887,11 +896,11 @@ impl FleetStore {
     pub async fn events_changed(&self, since: Option<f64>, limit: i64) -> Result<(Vec<DriftEvent>, Option<f64>), FleetError> {
         self.run(async |client| {
             let rows = client
-                .query(
+                .query_typed(
                     "SELECT id, body, state, extract(epoch FROM updated_at)::float8 FROM driftwatch_events
                      WHERE $1::float8 IS NULL OR updated_at > to_timestamp($1)
                      ORDER BY updated_at DESC LIMIT $2",
-                    &[&since, &limit],
+                    &[(&since, Type::FLOAT8), (&limit, Type::INT8)],
                 )
                 .await
                 .map_err(self.q())?;
@@ -919,7 +928,7 @@ impl FleetStore {
             let mut claims = Vec::with_capacity(keys.len());
             for key in keys {
                 let won = client
-                    .query_opt(
+                    .query_typed_opt(
                         "INSERT INTO driftwatch_deliveries (event_id, status, sink, round, owner, lease_until)
                          VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
                          ON CONFLICT (event_id, status, sink, round) DO UPDATE
@@ -927,7 +936,14 @@ impl FleetStore {
                             WHERE driftwatch_deliveries.delivered_at IS NULL
                               AND (driftwatch_deliveries.owner = excluded.owner OR driftwatch_deliveries.lease_until < now())
                          RETURNING owner",
-                        &[&key.event_id, &state_name(key.status), &key.sink, &key.round, &self.replica, &lease],
+                        &[
+                            (&key.event_id, Type::TEXT),
+                            (&state_name(key.status), Type::TEXT),
+                            (&key.sink, Type::TEXT),
+                            (&key.round, Type::INT8),
+                            (&self.replica, Type::TEXT),
+                            (&lease, Type::FLOAT8),
+                        ],
                     )
                     .await
                     .map_err(&q)?;
@@ -935,10 +951,15 @@ impl FleetStore {
                     Claim::Won
                 } else {
                     let delivered: Option<bool> = client
-                        .query_opt(
+                        .query_typed_opt(
                             "SELECT delivered_at IS NOT NULL FROM driftwatch_deliveries
                              WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
-                            &[&key.event_id, &state_name(key.status), &key.sink, &key.round],
+                            &[
+                                (&key.event_id, Type::TEXT),
+                                (&state_name(key.status), Type::TEXT),
+                                (&key.sink, Type::TEXT),
+                                (&key.round, Type::INT8),
+                            ],
                         )
                         .await
                         .map_err(&q)?
@@ -961,10 +982,15 @@ impl FleetStore {
         self.run(async |client| {
             for key in keys {
                 client
-                    .execute(
+                    .execute_typed(
                         "UPDATE driftwatch_deliveries SET delivered_at = now()
                          WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
-                        &[&key.event_id, &state_name(key.status), &key.sink, &key.round],
+                        &[
+                            (&key.event_id, Type::TEXT),
+                            (&state_name(key.status), Type::TEXT),
+                            (&key.sink, Type::TEXT),
+                            (&key.round, Type::INT8),
+                        ],
                     )
                     .await
                     .map_err(self.q())?;
@@ -993,12 +1019,12 @@ impl FleetStore {
         self.run(async |client| {
             let q = self.q();
             let turn = client
-                .query_opt(
+                .query_typed_opt(
                     "INSERT INTO driftwatch_maintenance (task, last_run) VALUES ('retention', now())
                      ON CONFLICT (task) DO UPDATE SET last_run = now()
                         WHERE driftwatch_maintenance.last_run < now() - make_interval(secs => $1)
                      RETURNING task",
-                    &[&every],
+                    &[(&every, Type::FLOAT8)],
                 )
                 .await
                 .map_err(&q)?;
@@ -1008,30 +1034,30 @@ impl FleetStore {
             let mut done = Maintained::default();
             // Deliveries go with their events.
             client
-                .execute(
+                .execute_typed(
                     "DELETE FROM driftwatch_deliveries d WHERE EXISTS (
                         SELECT 1 FROM driftwatch_events e WHERE e.id = d.event_id AND e.state = 'resolved'
                           AND e.updated_at < now() - make_interval(secs => $1))",
-                    &[&events_age],
+                    &[(&events_age, Type::FLOAT8)],
                 )
                 .await
                 .map_err(&q)?;
             done.events = client
-                .execute(
+                .execute_typed(
                     "DELETE FROM driftwatch_events WHERE state = 'resolved' AND updated_at < now() - make_interval(secs => $1)",
-                    &[&events_age],
+                    &[(&events_age, Type::FLOAT8)],
                 )
                 .await
                 .map_err(&q)?;
             let services: Vec<String> = client
-                .query(
+                .query_typed(
                     "SELECT DISTINCT service FROM driftwatch_snapshots
                      WHERE updated_at < now() - make_interval(secs => $1)
                         OR aggregated_at IS NULL OR updated_at > aggregated_at
                      UNION
                      SELECT a.service FROM driftwatch_aggregates a
                      WHERE NOT EXISTS (SELECT 1 FROM driftwatch_snapshots s WHERE s.service = a.service)",
-                    &[&snapshots_age],
+                    &[(&snapshots_age, Type::FLOAT8)],
                 )
                 .await
                 .map_err(&q)?

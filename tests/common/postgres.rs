@@ -72,6 +72,10 @@ impl TestDatabase {
             .get(0)
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Runs SQL in this database.
     pub fn execute(&self, sql: &str) {
         execute_at(&self.url, sql);
@@ -100,6 +104,27 @@ fn execute_at(url: &str, sql: &str) {
         tokio::spawn(connection);
         client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     });
+}
+
+/// CPU seconds spent so far by every `postgres` process on this machine
+/// (the server the scale benches measure).
+pub fn server_cpu_seconds() -> f64 {
+    let mut ticks = 0u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.split_once(") ") else { continue };
+        if !name.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks as f64 / 100.0
 }
 
 /// A private PostgreSQL server that accepts only TLS connections, with a
@@ -181,5 +206,81 @@ impl Drop for TlsServer {
             .args(["-D", &self.dir.path().join("data").display().to_string(), "-m", "immediate", "stop"])
             .current_dir("/")
             .output();
+    }
+}
+
+/// PgBouncer in transaction pooling in front of the test server, with at
+/// most `server_sessions` server sessions per database; stopped on drop.
+/// Run as the `postgres` user (PgBouncer refuses root), so the test must
+/// run as root (as `scripts/test` does here).
+pub struct PgBouncer {
+    pub port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl PgBouncer {
+    pub fn start(server_sessions: u32) -> PgBouncer {
+        use std::process::{Command, Stdio};
+        let admin = admin_url();
+        // postgres://user@host:port/database
+        let server = admin
+            .rsplit_once('@')
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .map_or("127.0.0.1:5432", |(authority, _)| authority);
+        let (host, server_port) = server.rsplit_once(':').unwrap_or((server, "5432"));
+        let dir = tempfile::tempdir().expect("dir");
+        let port = super::free_port();
+        let config = dir.path().join("pgbouncer.ini");
+        std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").expect("users");
+        std::fs::write(
+            &config,
+            format!(
+                "[databases]\n* = host={host} port={server_port}\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
+                 default_pool_size = {server_sessions}\nmin_pool_size = 0\nmax_client_conn = 500\npidfile = {pid}\n",
+                users = dir.path().join("users.txt").display(),
+                pid = dir.path().join("pid").display()
+            ),
+        )
+        .expect("pgbouncer.ini");
+        let chown = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().expect("chown");
+        assert!(chown.success(), "chown the PgBouncer directory");
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--", "pgbouncer"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("pgbouncer (scripts/test installs it, and runs the tests as root)");
+        let bouncer = PgBouncer { port, child, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "PgBouncer did not listen: {}", bouncer.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        bouncer
+    }
+
+    /// The URL of `database` through this PgBouncer.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("pid")).unwrap_or_default();
+        for pid in [pid.trim().to_owned(), self.child.id().to_string()] {
+            if !pid.is_empty() {
+                let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+            }
+        }
+        let _ = self.child.wait();
     }
 }
