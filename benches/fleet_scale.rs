@@ -14,6 +14,9 @@
 //! database on: `DRIFTWATCH_TEST_POSTGRES_URL`, else the local server as
 //! `scripts/test` sets it up. `scripts/fleet-scale` runs it.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,26 +115,6 @@ fn snapshot(replica: usize, round: u64, operations: usize) -> Vec<u8> {
     serde_json::to_vec(&body).expect("JSON")
 }
 
-/// CPU seconds spent so far by every `postgres` process on this machine.
-fn database_cpu_seconds() -> f64 {
-    let mut ticks = 0u64;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
-    for entry in entries.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((name, rest)) = stat.split_once(") ") else { continue };
-        if !name.ends_with("(postgres") {
-            continue;
-        }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
-        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        ticks += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    }
-    ticks as f64 / 100.0
-}
-
 struct Measured {
     replicas: usize,
     rounds: u64,
@@ -179,7 +162,7 @@ async fn measure(admin_url: &str, replicas: usize, options: &Options) -> Measure
         })
     };
     let before = totals(&stores);
-    let cpu_before = database_cpu_seconds();
+    let cpu_before = common::postgres::server_cpu_seconds();
     let started = Instant::now();
     let mut rounds = 0;
     let mut slowest_round = Duration::ZERO;
@@ -220,7 +203,7 @@ async fn measure(admin_url: &str, replicas: usize, options: &Options) -> Measure
     }
     let seconds = started.elapsed().as_secs_f64();
     let after = totals(&stores);
-    let cpu = database_cpu_seconds() - cpu_before;
+    let cpu = common::postgres::server_cpu_seconds() - cpu_before;
     drop(stores);
     drop(base);
     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
