@@ -470,17 +470,7 @@ impl FleetStore {
         self.run(async |client| {
             let q = self.q();
             let txn = client.transaction().await.map_err(&q)?;
-            txn.execute(
-                "INSERT INTO driftwatch_aggregates (service) VALUES ($1) ON CONFLICT (service) DO NOTHING",
-                &[&service],
-            )
-            .await
-            .map_err(&q)?;
-            let aggregate: Option<Vec<u8>> = txn
-                .query_one("SELECT body FROM driftwatch_aggregates WHERE service = $1 FOR UPDATE", &[&service])
-                .await
-                .map_err(&q)?
-                .get(0);
+            let aggregate = self.lock_aggregate(&txn, service).await?;
             let own = txn
                 .query_opt(
                     "SELECT body, aggregated_at IS NULL OR updated_at > aggregated_at
@@ -498,12 +488,7 @@ impl FleetStore {
                     let others = self.rows_of(&txn, service).await?;
                     let mut plus: Vec<&[u8]> = others.iter().filter(|(replica, _)| *replica != self.replica).map(|(_, b)| b.as_slice()).collect();
                     plus.push(body);
-                    txn.execute(
-                        "UPDATE driftwatch_snapshots SET aggregated_at = updated_at WHERE service = $1",
-                        &[&service],
-                    )
-                    .await
-                    .map_err(&q)?;
+                    self.mark_aggregated(&txn, service).await?;
                     combine(service, None, &[], &plus)
                 }
             }
@@ -511,12 +496,7 @@ impl FleetStore {
                 target: self.target.clone(),
                 message,
             })?;
-            txn.execute(
-                "UPDATE driftwatch_aggregates SET body = $2, version = version + 1, updated_at = now() WHERE service = $1",
-                &[&service, &summed],
-            )
-            .await
-            .map_err(&q)?;
+            self.write_aggregate(&txn, service, &summed).await?;
             txn.execute(
                 "INSERT INTO driftwatch_snapshots (service, replica, body, aggregated_at) VALUES ($1, $2, $3, now())
                  ON CONFLICT (service, replica) DO UPDATE SET body = excluded.body, updated_at = now(), aggregated_at = now()",
@@ -529,6 +509,48 @@ impl FleetStore {
             Ok(())
         })
         .await
+    }
+
+    /// Locks `service`'s aggregate row for this transaction, creating it
+    /// empty if missing, and returns its body: every replica's contribution
+    /// to the service goes through this lock.
+    async fn lock_aggregate(&self, txn: &tokio_postgres::Transaction<'_>, service: &str) -> Result<Option<Vec<u8>>, FleetError> {
+        let q = self.q();
+        txn.execute(
+            "INSERT INTO driftwatch_aggregates (service) VALUES ($1) ON CONFLICT (service) DO NOTHING",
+            &[&service],
+        )
+        .await
+        .map_err(&q)?;
+        Ok(txn
+            .query_one("SELECT body FROM driftwatch_aggregates WHERE service = $1 FOR UPDATE", &[&service])
+            .await
+            .map_err(&q)?
+            .get(0))
+    }
+
+    /// Replaces the locked aggregate of `service` with `summed`, under a
+    /// new version that tells readers to fetch it again.
+    async fn write_aggregate(&self, txn: &tokio_postgres::Transaction<'_>, service: &str, summed: &[u8]) -> Result<(), FleetError> {
+        txn.execute(
+            "UPDATE driftwatch_aggregates SET body = $2, version = version + 1, updated_at = now() WHERE service = $1",
+            &[&service, &summed],
+        )
+        .await
+        .map_err(self.q())
+        .map(|_| ())
+    }
+
+    /// Records that every snapshot of `service` is in its aggregate as it
+    /// stands, after the aggregate was summed anew from them.
+    async fn mark_aggregated(&self, txn: &tokio_postgres::Transaction<'_>, service: &str) -> Result<(), FleetError> {
+        txn.execute(
+            "UPDATE driftwatch_snapshots SET aggregated_at = updated_at WHERE service = $1",
+            &[&service],
+        )
+        .await
+        .map_err(self.q())
+        .map(|_| ())
     }
 
     /// Every replica's snapshot of `service`: (replica, body).
@@ -1066,15 +1088,7 @@ impl FleetStore {
                 .collect();
             for service in services {
                 let txn = client.transaction().await.map_err(&q)?;
-                txn.execute(
-                    "INSERT INTO driftwatch_aggregates (service) VALUES ($1) ON CONFLICT (service) DO NOTHING",
-                    &[&service],
-                )
-                .await
-                .map_err(&q)?;
-                txn.execute("SELECT 1 FROM driftwatch_aggregates WHERE service = $1 FOR UPDATE", &[&service])
-                    .await
-                    .map_err(&q)?;
+                self.lock_aggregate(&txn, &service).await?;
                 done.snapshots += txn
                     .execute(
                         "DELETE FROM driftwatch_snapshots WHERE service = $1 AND updated_at < now() - make_interval(secs => $2)",
@@ -1093,18 +1107,8 @@ impl FleetStore {
                         target: self.target.clone(),
                         message,
                     })?;
-                    txn.execute(
-                        "UPDATE driftwatch_aggregates SET body = $2, version = version + 1, updated_at = now() WHERE service = $1",
-                        &[&service, &summed],
-                    )
-                    .await
-                    .map_err(&q)?;
-                    txn.execute(
-                        "UPDATE driftwatch_snapshots SET aggregated_at = updated_at WHERE service = $1",
-                        &[&service],
-                    )
-                    .await
-                    .map_err(&q)?;
+                    self.write_aggregate(&txn, &service, &summed).await?;
+                    self.mark_aggregated(&txn, &service).await?;
                     self.io.write(1, summed.len());
                 }
                 txn.commit().await.map_err(&q)?;
