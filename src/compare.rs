@@ -216,7 +216,7 @@ pub fn run(options: CompareOptions) -> Result<Report, CompareError> {
                     service: "*".into(),
                     path: repo.clone(),
                     subdir: options.subdir.clone(),
-                    web_url: None,
+                    ..Default::default()
                 }],
                 options.classifier,
             );

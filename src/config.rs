@@ -1021,7 +1021,7 @@ pub struct GitConfig {
     pub repos: Vec<GitRepoConfig>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitRepoConfig {
     /// The service (`namespace/name` for spans with a `service.namespace`;
@@ -1037,6 +1037,14 @@ pub struct GitRepoConfig {
     /// GitLab project's URL): suspects link their pull or merge request.
     #[serde(default)]
     pub web_url: Option<String>,
+    /// Removed from the start of the spans' `code.file.path` before it is
+    /// looked up in the repository (`/app/`); needed only when the longest
+    /// shared suffix is ambiguous.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// Put before the spans' path, after `strip_prefix` (`services/orders/`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
 }
 
 /// AI-authorship rules added to the built-in set.

@@ -131,8 +131,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.git.repos.push(GitRepoConfig {
         service: "*".into(),
         path: repo.dir.path().to_owned(),
-        subdir: None,
-        web_url: None,
+        ..Default::default()
     });
     let server = Server::start(config).await?;
     let admin = server.admin_addr();

@@ -437,6 +437,16 @@ fn events_name_the_commits_that_caused_them() {
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by score: {scores:?}");
     assert_eq!(scores.len(), 4, "every commit in range, none outside it");
+    // Only the commit that adds the host is linked to the new peer; the
+    // rest are in range and score below every linked one.
+    let linked: Vec<bool> = peer["suspects"]
+        .as_array()
+        .expect("suspects")
+        .iter()
+        .map(|s| s["linked"] == true)
+        .collect();
+    assert_eq!(linked, [true, false, false, false], "{peer:#}");
+    assert!(scores[0] >= 0.5 && scores[1..].iter().all(|s| *s <= 0.1), "{scores:?}");
     assert!(
         peer["suspects"]
             .as_array()
@@ -657,4 +667,99 @@ fn a_suspect_links_the_pull_request_that_merged_it() {
     let (status, page) = http_get(&format!("http://{}/ui/events/{id}", dw.admin)).expect("incident page");
     assert_eq!(status, 200);
     assert!(page.contains("<a href=\"https://github.com/shop/checkout/pull/412\">#412</a>"), "{page}");
+}
+
+const ORDERS_V1: &str = "const db = require('./db');\n\nasync function listOrders(user) {\n  return db.query('SELECT * FROM orders WHERE owner = $1', [user]);\n}\n\nmodule.exports = { listOrders };\n";
+const ORDERS_V2: &str = "const db = require('./db');\nconst PAGE = 5000;\n\nasync function listOrders(user) {\n  return db.query('SELECT * FROM orders WHERE owner = $1 LIMIT ' + PAGE, [user]);\n}\n\nmodule.exports = { listOrders };\n";
+
+/// The container runs the service from `/app`, the monorepo keeps it in
+/// `services/orders`: the spans' file is found all the same, and an
+/// AI-authored commit that nothing links to the drift ranks below the
+/// linked human one, marked as only in range.
+#[test]
+fn a_container_path_finds_the_monorepo_file_and_an_unlinked_ai_commit_ranks_last() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(
+        &[
+            ("services/orders/src/orders.js", ORDERS_V1),
+            ("services/orders/README.md", "orders\n"),
+            ("services/billing/src/orders.js", "// billing's view of orders\n"),
+        ],
+        "Initial import",
+        HUMAN,
+    );
+    let dw = Driftwatch::start(&format!(
+        "[[git.repos]]\nservice = \"orders\"\npath = {:?}\nsubdir = \"services/orders\"\n",
+        repo.path().display().to_string()
+    ));
+    let ai = repo.commit(
+        &[("services/orders/README.md", "orders\n\nRun it with `npm start`; it listens on 8080.\n")],
+        "Document how to run the service\n\nCo-authored-by: Copilot <175728472+Copilot@users.noreply.github.com>",
+        ("Lee Park", "lee@example.com"),
+    );
+    let human = repo.commit(&[("services/orders/src/orders.js", ORDERS_V2)], "Page order listings", HUMAN);
+    let head = repo.git(&["rev-parse", "HEAD"]);
+
+    fn orders(revision: &str, slowdown: f64) -> EndpointTraffic<'_> {
+        EndpointTraffic {
+            service: "orders",
+            revision,
+            operation: "GET /api/orders",
+            route: "/api/orders",
+            code_function: "serve",
+            code_filepath: "/app/src/orders.js",
+            requests_per_second: 20,
+            median_ms: 30.0,
+            slowdown,
+            peers: &[],
+        }
+    }
+    let mut rng = Rng::new(8);
+    let deploy = now_nanos() / 1_000_000_000 * 1_000_000_000 - 5 * 60 * 1_000_000_000;
+    post(&dw, orders(&base[..10], 1.0).generate(deploy - 12 * 60 * 1_000_000_000, 12 * 60, &mut rng));
+    post(&dw, orders(&head[..12], 1.7).generate(deploy, 4 * 60, &mut rng));
+
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut event = serde_json::Value::Null;
+    eventually(Duration::from_secs(40), "the latency drift attributed", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        match value["events"].as_array().and_then(|e| e.first()) {
+            Some(e) if e["attribution"].is_string() => {
+                event = e.clone();
+                true
+            }
+            _ => false,
+        }
+    });
+    let suspects = event["suspects"].as_array().expect("suspects");
+    assert_eq!(suspects.len(), 2, "{event:#}");
+    let top = &suspects[0];
+    assert_eq!(top["commit"], human, "{event:#}");
+    assert_eq!(top["linked"], true);
+    assert!(top["score"].as_f64().expect("score") >= 0.5, "{top:#}");
+    assert!(
+        top["evidence"]
+            .as_array()
+            .expect("evidence")
+            .iter()
+            .any(|e| e == "touches services/orders/src/orders.js (the slow spans' code.file.path /app/src/orders.js)"),
+        "{top:#}"
+    );
+    let last = &suspects[1];
+    assert_eq!(last["commit"], ai);
+    assert_eq!(last["ai"]["tool"], "copilot");
+    assert_eq!(last["linked"], false);
+    assert!(last["score"].as_f64().expect("score") <= 0.1, "{last:#}");
+    assert!(
+        last["evidence"][0].as_str().expect("evidence").starts_with("in range, no link to the drift found"),
+        "{last:#}"
+    );
+
+    // The incident page greys out the commit that is only in range.
+    let id = event["id"].as_str().expect("id");
+    let (status, page) = http_get(&format!("http://{}/ui/events/{id}", dw.admin)).expect("page");
+    assert_eq!(status, 200);
+    assert!(page.contains("in range, no link to the drift found"), "{page}");
+    assert!(page.contains("<tr class=\"muted\">"), "{page}");
 }

@@ -385,6 +385,7 @@ mod tests {
             committed_at: "2026-01-01T00:00:00Z".into(),
             ai: None,
             score: 0.9,
+            linked: true,
             evidence: Vec::new(),
             pull_request: Some(crate::detect::event::PullRequest {
                 number: 412,

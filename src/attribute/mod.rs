@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod notes;
+pub mod paths;
 pub mod pull;
 pub mod rank;
 pub mod repo;
@@ -48,6 +49,10 @@ impl Attributor {
             .map(|r| {
                 let mut reader = RepoReader::new(&r.path, r.subdir.clone());
                 reader.web_url = r.web_url.clone();
+                reader.paths = paths::PathRules {
+                    strip_prefix: r.strip_prefix.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                };
                 (r.service.clone(), reader)
             })
             .collect();
@@ -143,7 +148,8 @@ impl Attributor {
             });
         }
         let range = repo.commits(Some(&baseline), &revision, &self.classifier)?;
-        let mut suspects = rank::rank(event, &range.commits);
+        let (file, file_note) = locate_file(repo, event, &revision);
+        let mut suspects = rank::rank(event, &range.commits, file.as_ref());
         for suspect in &mut suspects {
             if let Some(commit) = range.commits.iter().find(|c| c.id == suspect.commit) {
                 suspect.pull_request = pull::pull_request(&commit.message, repo.web_url.as_deref());
@@ -161,6 +167,10 @@ impl Attributor {
                 if range.truncated { " (only the newest were read)" } else { "" }
             )
         };
+        if let Some(file_note) = file_note {
+            note.push_str("; ");
+            note.push_str(&file_note);
+        }
         if range.past_shallow_edge {
             note.push_str(&format!(
                 "; the checkout is a shallow clone whose history ends inside the range, so the oldest commits of the \
@@ -178,6 +188,41 @@ impl Attributor {
     }
 }
 
+/// Where the drifting spans' `code.file.path` is in the repository at
+/// `revision`, and what to say when it cannot be told.
+fn locate_file(repo: &RepoReader, event: &DriftEvent, revision: &str) -> (Option<rank::FileClue>, Option<String>) {
+    let Some(span_path) = event.code.filepath.as_deref().filter(|p| !p.is_empty()) else {
+        return (None, None);
+    };
+    let files = match repo.files_at(revision) {
+        Ok(files) => files,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the revision's files; matching code.file.path by suffix alone");
+            return (Some(rank::FileClue::Span(span_path.to_owned())), None);
+        }
+    };
+    let within = repo.subdir.as_deref().map(|d| format!(" below {d}/")).unwrap_or_default();
+    match paths::map_path(span_path, &files, repo.subdir.as_deref(), &repo.paths) {
+        paths::PathMatch::Found(path) => (Some(rank::FileClue::Repo(path)), None),
+        paths::PathMatch::Ambiguous(candidates) => (
+            None,
+            Some(format!(
+                "code.file.path {span_path:?} could be any of {}{within}; set strip_prefix or path_prefix in the \
+                 service's [[git.repos]] entry to say which",
+                candidates.join(", ")
+            )),
+        ),
+        paths::PathMatch::Missing => (
+            None,
+            Some(format!(
+                "code.file.path {span_path:?} names no file of {}{within}; if the service is built from another \
+                 directory, set strip_prefix or path_prefix in its [[git.repos]] entry",
+                short(revision)
+            )),
+        ),
+    }
+}
+
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
@@ -191,8 +236,7 @@ mod tests {
         let repo = |service: &str, path: &str| GitRepoConfig {
             service: service.into(),
             path: path.into(),
-            subdir: None,
-            web_url: None,
+            ..Default::default()
         };
         let attributor = Attributor::new(
             &[repo("billing/checkout", "/b"), repo("checkout", "/c"), repo("*", "/any")],

@@ -1,9 +1,17 @@
 //! Ranking the commits of a deploy by how well they explain a drift.
 //!
-//! Each piece of evidence has a weight; a commit's score combines them as
-//! independent signals (1 − Π(1 − wᵢ)), so it stays in [0, 1] and more
-//! evidence always ranks higher. The evidence is kept as sentences a person
-//! can check in the diff.
+//! Evidence comes first. A commit is **linked** to the drift when its diff
+//! shows a direct link: an added line containing the new peer, a change
+//! inside the function the drifting spans name, a change to the file they
+//! name, an added line calling that function, or an added route of the
+//! drifting operation. Each link has a weight wᵢ, and a linked commit
+//! scores 0.5 + 0.5 × (1 − Π(1 − wᵢ)), so more links rank higher and every
+//! linked commit ranks above every commit without a link, which scores at
+//! most 0.1 (0.05 for being in range, up to 0.05 more for its size: big
+//! changes hide more). AI authorship adds nothing to a score: it breaks
+//! ties, linked commits with linked commits, and then the newer commit
+//! goes first. The evidence is kept as sentences a person can check in the
+//! diff.
 
 use super::classify::{AiAuthorship, Confidence};
 use super::repo::{CommitRecord, FileChange};
@@ -20,18 +28,31 @@ const W_CHANGES_FUNCTION: f64 = 0.45;
 const W_TOUCHES_FILE: f64 = 0.3;
 const W_MENTIONS_FUNCTION: f64 = 0.2;
 const W_ROUTE: f64 = 0.15;
-const W_AI_LINE: f64 = 0.1;
+/// What a linked commit scores at least.
+const LINKED_FLOOR: f64 = 0.5;
 /// Every commit in range could be the cause.
 const W_IN_RANGE: f64 = 0.05;
-/// Up to this much for size: big changes hide more.
-const W_SIZE_MAX: f64 = 0.1;
+/// Up to this much more for size, for a commit without a link.
+const W_SIZE_MAX: f64 = 0.05;
 
-fn ai_weight(confidence: Confidence) -> f64 {
+/// How strongly the commit is AI-authored, for breaking ties: 0 for none.
+fn ai_rank(confidence: Option<Confidence>) -> u8 {
     match confidence {
-        Confidence::High => 0.15,
-        Confidence::Medium => 0.1,
-        Confidence::Low => 0.05,
+        Some(Confidence::High) => 3,
+        Some(Confidence::Medium) => 2,
+        Some(Confidence::Low) => 1,
+        None => 0,
     }
+}
+
+/// The drifting spans' file, as attribution found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileClue {
+    /// The repository path the spans' `code.file.path` maps to.
+    Repo(String),
+    /// The spans' own path, matched by suffix (the revision's files could
+    /// not be listed).
+    Span(String),
 }
 
 /// What the drifting spans tell about where to look.
@@ -39,12 +60,14 @@ struct Clues {
     /// Texts an added line introducing the peer would contain.
     peer_needles: Vec<String>,
     function: Option<String>,
-    filepath: Option<String>,
+    file: Option<FileClue>,
+    /// The spans' `code.file.path` as they carry it.
+    span_path: Option<String>,
     route: Option<String>,
 }
 
 impl Clues {
-    fn of(event: &DriftEvent) -> Clues {
+    fn of(event: &DriftEvent, file: Option<&FileClue>) -> Clues {
         let mut peer_needles = Vec::new();
         if let (EventKind::NewOutboundPeer, Some(peer)) = (event.kind, event.peer.as_deref()) {
             let host = peer_host(peer);
@@ -74,7 +97,8 @@ impl Clues {
         Clues {
             peer_needles,
             function,
-            filepath: event.code.filepath.clone(),
+            file: file.cloned(),
+            span_path: event.code.filepath.clone(),
             route: event.code.route.clone(),
         }
     }
@@ -123,51 +147,72 @@ fn inside_function(content: &str, line: u32, function: &str) -> bool {
 }
 
 struct Scored {
-    weights: Vec<f64>,
+    links: Vec<f64>,
     evidence: Vec<String>,
+    /// An agent wrote a line that links the commit (git-ai notes).
+    ai_line: bool,
 }
 
 impl Scored {
-    fn add(&mut self, weight: f64, evidence: impl Into<Option<String>>) {
-        self.weights.push(weight);
-        if let Some(text) = evidence.into()
-            && self.evidence.len() < MAX_EVIDENCE
-            && !self.evidence.contains(&text)
-        {
+    /// A direct link to the drift, with the sentence that shows it.
+    fn link(&mut self, weight: f64, evidence: String) {
+        self.links.push(weight);
+        self.say(evidence);
+    }
+
+    fn say(&mut self, text: String) {
+        if self.evidence.len() < MAX_EVIDENCE && !self.evidence.contains(&text) {
             self.evidence.push(text);
         }
     }
 
-    fn score(&self) -> f64 {
-        1.0 - self.weights.iter().map(|w| 1.0 - w.clamp(0.0, 1.0)).product::<f64>()
+    fn linked(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    fn score(&self, lines_changed: u32) -> f64 {
+        if self.linked() {
+            let combined = 1.0 - self.links.iter().map(|w| 1.0 - w.clamp(0.0, 1.0)).product::<f64>();
+            LINKED_FLOOR + (1.0 - LINKED_FLOOR) * combined
+        } else {
+            W_IN_RANGE + W_SIZE_MAX * (f64::from(lines_changed) / 200.0).min(1.0)
+        }
     }
 }
 
-/// Ranks `commits` (all inside the deploy's range) for `event`.
-pub fn rank(event: &DriftEvent, commits: &[CommitRecord]) -> Vec<Suspect> {
-    let clues = Clues::of(event);
-    let mut suspects: Vec<Suspect> = commits.iter().map(|commit| score_commit(commit, &clues)).collect();
-    suspects.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| b.committed_at.cmp(&a.committed_at)));
-    suspects.truncate(MAX_SUSPECTS);
-    suspects
+/// Ranks `commits` (all inside the deploy's range) for `event`; `file` is
+/// where the drifting spans' file is in the repository, when known.
+pub fn rank(event: &DriftEvent, commits: &[CommitRecord], file: Option<&FileClue>) -> Vec<Suspect> {
+    let clues = Clues::of(event, file);
+    let mut scored: Vec<(Suspect, u8)> = commits.iter().map(|commit| score_commit(commit, &clues)).collect();
+    scored.sort_by(|(a, a_ai), (b, b_ai)| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| b_ai.cmp(a_ai))
+            .then_with(|| b.committed_at.cmp(&a.committed_at))
+    });
+    scored.truncate(MAX_SUSPECTS);
+    scored.into_iter().map(|(suspect, _)| suspect).collect()
 }
 
-fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
+/// A commit as a suspect, with its AI rank for breaking ties.
+fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
     let mut s = Scored {
-        weights: vec![W_IN_RANGE],
+        links: Vec::new(),
         evidence: Vec::new(),
+        ai_line: false,
     };
     let mut peer_found = false;
     for file in &commit.files {
         if !peer_found && let Some((line, needle)) = find_added(file, &clues.peer_needles) {
             peer_found = true;
-            s.add(W_ADDS_PEER, format!("adds {needle:?} at {}:{line}", file.path));
+            s.link(W_ADDS_PEER, format!("adds {needle:?} at {}:{line}", file.path));
             note_ai_line(commit, file, line, &mut s);
         }
         if let Some(function) = &clues.function {
             let changed_inside = file.added.iter().find(|(n, _)| inside_function(&file.content, *n, function));
             if let Some((line, _)) = changed_inside {
-                s.add(
+                s.link(
                     W_CHANGES_FUNCTION,
                     format!(
                         "changes function {function} (the slow spans' code.function) at {}:{line}",
@@ -176,40 +221,42 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
                 );
                 note_ai_line(commit, file, *line, &mut s);
             } else if let Some((line, _)) = file.added.iter().find(|(_, text)| contains_word(text, function)) {
-                s.add(
+                s.link(
                     W_MENTIONS_FUNCTION,
                     format!("adds a line mentioning {function} at {}:{line}", file.path),
                 );
             }
         }
-        if let Some(filepath) = &clues.filepath
-            && same_file(&file.path, filepath)
-        {
-            s.add(
-                W_TOUCHES_FILE,
-                format!("touches {} (the slow spans' code.filepath)", file.path),
-            );
+        let touches = match &clues.file {
+            Some(FileClue::Repo(path)) => file.path == *path,
+            Some(FileClue::Span(path)) => same_file(&file.path, path),
+            None => false,
+        };
+        if touches {
+            let named = match clues.span_path.as_deref() {
+                Some(span) if span.trim_start_matches("./") != file.path => format!("code.file.path {span}"),
+                _ => "code.file.path".to_owned(),
+            };
+            s.link(W_TOUCHES_FILE, format!("touches {} (the slow spans' {named})", file.path));
         }
         if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1)
             && let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route))
         {
-            s.add(W_ROUTE, format!("adds route {route:?} at {}:{line}", file.path));
+            s.link(W_ROUTE, format!("adds route {route:?} at {}:{line}", file.path));
         }
     }
     let size = commit.lines_changed();
-    if size > 0 {
-        s.add(W_SIZE_MAX * (f64::from(size) / 200.0).min(1.0), None);
+    if !s.linked() {
+        s.evidence
+            .insert(0, format!("in range, no link to the drift found ({size} lines changed)"));
     }
     let ai = commit.authorship.ai().map(|ai| {
-        s.add(
-            ai_weight(ai.confidence),
-            format!(
-                "AI-authored ({}, {} confidence): {}",
-                ai.tool,
-                ai.confidence.as_str(),
-                ai.marker
-            ),
-        );
+        s.say(format!(
+            "AI-authored ({}, {} confidence): {}",
+            ai.tool,
+            ai.confidence.as_str(),
+            ai.marker
+        ));
         ai.clone()
     });
     let ai = ai.or_else(|| {
@@ -217,28 +264,27 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> Suspect {
         let note = commit.note.as_ref().filter(|n| !n.is_empty())?;
         let agent = note.agents.values().next().cloned().unwrap_or_default();
         let tool = if agent.tool.is_empty() { "unknown-agent".to_owned() } else { agent.tool };
-        s.add(ai_weight(Confidence::High), format!("git-ai notes attribute lines to {tool}"));
+        s.say(format!("git-ai notes attribute lines to {tool}"));
         Some(AiAuthorship {
             tool,
             confidence: Confidence::High,
             marker: format!("git-ai note ({})", super::repo::AI_NOTES_REF),
         })
     });
-    if s.evidence.is_empty() {
-        s.evidence
-            .push(format!("merged in the deploy's range ({size} lines changed)"));
-    }
-    Suspect {
+    let ai_rank = if s.ai_line { 4 } else { ai_rank(ai.as_ref().map(|a| a.confidence)) };
+    let suspect = Suspect {
         commit: commit.id.clone(),
         summary: commit.summary.clone(),
         author: commit.author(),
         committed_at: crate::detect::event::rfc3339(u64::try_from(commit.committed_at).unwrap_or(0) * 1_000_000_000),
         ai,
-        score: (s.score() * 1000.0).round() / 1000.0,
+        score: (s.score(size) * 1000.0).round() / 1000.0,
+        linked: s.linked(),
         evidence: s.evidence,
         // Linked by the caller, which knows the repository's web address.
         pull_request: None,
-    }
+    };
+    (suspect, ai_rank)
 }
 
 fn note_ai_line(commit: &CommitRecord, file: &FileChange, line: u32, s: &mut Scored) {
@@ -248,10 +294,8 @@ fn note_ai_line(commit: &CommitRecord, file: &FileChange, line: u32, s: &mut Sco
         } else {
             format!(" ({})", agent.model)
         };
-        s.add(
-            W_AI_LINE,
-            format!("{}:{line} was written by {}{model} per git-ai notes", file.path, agent.tool),
-        );
+        s.ai_line = true;
+        s.say(format!("{}:{line} was written by {}{model} per git-ai notes", file.path, agent.tool));
     }
 }
 

@@ -15,6 +15,8 @@ use super::notes::AuthorshipNote;
 
 /// Commits read from one range at most; older ones are left out and said.
 pub const MAX_COMMITS: usize = 1000;
+/// Files of a revision listed at most, to map span paths into it.
+pub const MAX_TREE_FILES: usize = 200_000;
 /// Blobs larger than this are not diffed line by line.
 const MAX_BLOB_BYTES: usize = 1 << 20;
 /// Added lines kept per file, for evidence.
@@ -80,6 +82,8 @@ pub struct RepoReader {
     pub subdir: Option<String>,
     /// The repository's web address, for links to pull requests.
     pub web_url: Option<String>,
+    /// How the spans' file paths map into the repository.
+    pub paths: super::paths::PathRules,
 }
 
 /// The commits of a range, newest first.
@@ -101,6 +105,7 @@ impl RepoReader {
             path: path.into(),
             subdir,
             web_url: None,
+            paths: super::paths::PathRules::default(),
         }
     }
 
@@ -134,6 +139,37 @@ impl RepoReader {
     pub fn resolve(&self, revision: &str) -> Result<Option<String>, RepoError> {
         let repo = self.open()?;
         Ok(resolve_in(&repo, revision).map(|id| id.to_string()))
+    }
+
+    /// The files (blobs and links) of `revision` below `subdir` (every file
+    /// without one), as paths from the repository root: where a span's file
+    /// path is looked up. At most [`MAX_TREE_FILES`].
+    pub fn files_at(&self, revision: &str) -> Result<Vec<String>, RepoError> {
+        let repo = self.open()?;
+        let id = resolve_in(&repo, revision).ok_or_else(|| self.read_error(format!("revision {revision:?} not found")))?;
+        let root = repo
+            .find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.read_error(e))?;
+        let tree = match &self.subdir {
+            None => root,
+            Some(dir) => match root.lookup_entry_by_path(dir).map_err(|e| self.read_error(e))? {
+                Some(entry) if entry.mode().is_tree() => entry
+                    .object()
+                    .map_err(|e| self.read_error(e))?
+                    .peel_to_tree()
+                    .map_err(|e| self.read_error(e))?,
+                _ => return Ok(Vec::new()),
+            },
+        };
+        let entries = tree.traverse().breadthfirst.files().map_err(|e| self.read_error(e))?;
+        let prefix = self.subdir.as_deref().map(|d| format!("{d}/")).unwrap_or_default();
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.mode.is_tree() && !e.mode.is_commit())
+            .take(MAX_TREE_FILES)
+            .map(|e| format!("{prefix}{}", e.filepath.to_str_lossy()))
+            .collect())
     }
 
     /// Commits reachable from `head` and not from `base` (`base..head`),

@@ -155,10 +155,20 @@ pub struct Suspect {
     pub committed_at: String,
     pub ai: Option<crate::authorship::AiAuthorship>,
     pub score: f64,
+    /// Whether its diff links it to the drift (it touches the peer, the
+    /// function, the file or the route); a commit without a link is only
+    /// in range, and ranks below every linked one.
+    #[serde(default = "linked_by_default")]
+    pub linked: bool,
     pub evidence: Vec<String>,
     /// The pull or merge request that merged it, when its message names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequest>,
+}
+
+/// Events stored before `linked` existed ranked by evidence alone.
+fn linked_by_default() -> bool {
+    true
 }
 
 /// A pull (merge) request, linked when the repository's `web_url` is known.

@@ -255,7 +255,9 @@ pub fn render_incident(event: &DriftEvent) -> String {
             };
             let _ = write!(
                 b,
-                "<tr><td>{:.2}</td><td><code>{}</code> {}{pull_request}<div class=\"muted\">{} · {}</div></td><td>{ai}</td><td>{evidence}</td></tr>",
+                "<tr{}><td>{:.2}</td><td><code>{}</code> {}{pull_request}<div class=\"muted\">{} · {}</div></td><td>{ai}</td><td>{evidence}</td></tr>",
+                // In range, with nothing linking it to the drift: greyed.
+                if s.linked { "" } else { " class=\"muted\"" },
                 s.score,
                 escape(&s.commit[..s.commit.len().min(12)]),
                 escape(&s.summary),
