@@ -225,6 +225,7 @@ pub fn run(options: CompareOptions) -> Result<Report, CompareError> {
                     .attribute(event)
                     .map_err(|e| CompareError::Attribution(e.to_string()))?;
                 event.suspects = attribution.suspects;
+                event.owners = attribution.owners;
                 event.attribution = attribution.note;
                 if let Some(revision) = attribution.revision {
                     event.revision = revision;

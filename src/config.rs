@@ -289,6 +289,17 @@ impl Config {
             .chain(self.alerts.slack.iter().map(|s| &s.route))
             .chain(self.alerts.pagerduty.iter().map(|s| &s.route));
         for route in routes {
+            for name in route.labels.keys() {
+                let mut chars = name.chars();
+                let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.starts_with("__");
+                if !valid {
+                    return Err(ConfigError::Invalid(format!(
+                        "alerts: label name {name:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                    )));
+                }
+            }
             for pattern in &route.services {
                 if let Err(e) = glob::Pattern::new(pattern) {
                     return Err(ConfigError::Invalid(format!(
@@ -893,6 +904,11 @@ pub struct Route {
     pub kinds: Vec<crate::detect::kind::EventKind>,
     /// Only events at least this severe.
     pub min_severity: Option<crate::detect::kind::Severity>,
+    /// Static labels this sink adds to every notification (`team`,
+    /// `cluster`, `environment`): Alertmanager labels (an event's own
+    /// label of the same name wins), the webhook body's `labels`, a Slack
+    /// context line and PagerDuty's `custom_details.labels`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -934,6 +950,11 @@ pub struct SlackSinkConfig {
     pub webhook_url: String,
     #[serde(default)]
     pub webhook_url_file: Option<PathBuf>,
+    /// CODEOWNERS owners to Slack mentions: `"@shop/orders" =
+    /// "<!subteam^S0123>"`, `"@dana" = "<@U0456>"`; an owner without one is
+    /// named as written.
+    #[serde(default)]
+    pub mentions: std::collections::BTreeMap<String, String>,
     #[serde(default, flatten)]
     pub route: Route,
 }
@@ -1154,6 +1175,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("detect.outbound.allow") && err.contains("[unclosed"), "{err}");
+    }
+
+    #[test]
+    fn a_sinks_static_label_names_must_be_prometheus_label_names() {
+        let ok = load_toml("[[alerts.slack]]\nwebhook_url = \"https://hooks.slack.com/services/x\"\nlabels = { team = \"payments\" }\n")
+            .expect("valid");
+        assert_eq!(ok.alerts.slack[0].route.labels["team"], "payments");
+        for bad in ["team-name", "1team", "__meta"] {
+            let err = load_toml(&format!("[[alerts.webhook]]\nurl = \"http://127.0.0.1:9/h\"\nlabels = {{ {bad:?} = \"x\" }}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("label name") && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

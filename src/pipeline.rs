@@ -194,6 +194,7 @@ fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics
                     // attribution, which is still on its way there.
                     if event.suspects.is_empty() && !known.suspects.is_empty() {
                         event.suspects = known.suspects.clone();
+                        event.owners = known.owners.clone();
                         event.attribution = known.attribution.clone();
                     }
                     if known.state == EventState::Firing && event.state == EventState::Resolved {

@@ -301,7 +301,8 @@ impl Drop for Alertmanager {
 fn real_alertmanager_receives_the_alert_and_its_resolution() {
     let am = Alertmanager::start();
     let dw = Driftwatch::start(&format!(
-        "{FAST}[detect.outbound]\nresolve_after = \"3s\"\n[[alerts.alertmanager]]\nurl = \"http://127.0.0.1:{}\"\n",
+        "{FAST}[detect.outbound]\nresolve_after = \"3s\"\n[[alerts.alertmanager]]\nurl = \"http://127.0.0.1:{}\"\n\
+         labels = {{ team = \"payments\", cluster = \"eu-1\" }}\n",
         am.port
     ));
     metadata_call(&dw, "pay");
@@ -315,6 +316,8 @@ fn real_alertmanager_receives_the_alert_and_its_resolution() {
     assert_eq!(labels["service"], "pay");
     assert_eq!(labels["peer"], "169.254.169.254:80");
     assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["team"], "payments", "the sink's static labels, for routing trees");
+    assert_eq!(labels["cluster"], "eu-1");
     assert!(labels["fingerprint"].as_str().is_some_and(|f| f.len() == 16));
     assert!(
         alert["generatorURL"].as_str().expect("url").contains("/ui/events/"),

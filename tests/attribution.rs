@@ -318,6 +318,13 @@ fn git_ai_notes_mark_lines_and_agents() {
         "{suspect:#?}"
     );
     assert_eq!(suspect.ai.as_ref().map(|a| a.tool.as_str()), Some("claude-code"));
+    // The hunk behind the evidence: the whole four-line file, each line
+    // added by the commit and written by the agent.
+    let hunk = &suspect.hunks[0];
+    assert_eq!((hunk.path.as_str(), hunk.start_line, hunk.lines.len()), ("src/pay.py", 1, 4), "{hunk:#?}");
+    let host = &hunk.lines[3];
+    assert!(host.text.contains("api.fraudscore.io") && host.added, "{hunk:#?}");
+    assert_eq!(host.agent.as_deref(), Some("claude-code"));
 }
 
 /// Spans of one revision of `checkout`: `POST /checkout` server spans
@@ -669,6 +676,39 @@ fn a_suspect_links_the_pull_request_that_merged_it() {
     assert!(page.contains("<a href=\"https://github.com/shop/checkout/pull/412\">#412</a>"), "{page}");
 }
 
+/// A commit merged with a merge commit ("Merge pull request #77 from …")
+/// names no pull request itself: it takes the one of the merge that
+/// brought it in.
+#[test]
+fn a_commit_behind_a_merge_commit_links_the_pull_request_of_that_merge() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(&[("src/pay.py", PAY_V1)], "Initial checkout", HUMAN);
+    let main = repo.git(&["rev-parse", "--abbrev-ref", "HEAD"]);
+    repo.git(&["checkout", "-q", "-b", "vendor"]);
+    let feature = repo.commit(
+        &[("src/vendor.py", "URL = \"https://api.new-vendor.io/v1\"\n")],
+        "Call the new vendor",
+        HUMAN,
+    );
+    repo.git(&["checkout", "-q", &main]);
+    repo.commit(&[("README.md", "shop\n")], "Describe the shop", HUMAN);
+    repo.git(&["merge", "-q", "--no-ff", "vendor", "-m", "Merge pull request #77 from shop/vendor\n\nCall the new vendor"]);
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n[[git.repos]]\nservice = \"*\"\npath = {:?}\nweb_url = \"https://github.com/shop/checkout\"\n",
+        repo.path().display().to_string()
+    ));
+    let event = new_peer_after_deploy(&dw, &base, &head, 9);
+    let suspects = event["suspects"].as_array().expect("suspects");
+    assert_eq!(suspects.len(), 2, "the merge itself is no suspect: {event:#}");
+    assert_eq!(suspects[0]["commit"], feature, "{event:#}");
+    assert_eq!(
+        suspects[0]["pull_request"],
+        serde_json::json!({"number": 77, "url": "https://github.com/shop/checkout/pull/77"})
+    );
+    assert!(suspects[1].get("pull_request").is_none(), "the commit on main came in no pull request: {event:#}");
+}
+
 const ORDERS_V1: &str = "const db = require('./db');\n\nasync function listOrders(user) {\n  return db.query('SELECT * FROM orders WHERE owner = $1', [user]);\n}\n\nmodule.exports = { listOrders };\n";
 const ORDERS_V2: &str = "const db = require('./db');\nconst PAGE = 5000;\n\nasync function listOrders(user) {\n  return db.query('SELECT * FROM orders WHERE owner = $1 LIMIT ' + PAGE, [user]);\n}\n\nmodule.exports = { listOrders };\n";
 
@@ -684,6 +724,10 @@ fn a_container_path_finds_the_monorepo_file_and_an_unlinked_ai_commit_ranks_last
             ("services/orders/src/orders.js", ORDERS_V1),
             ("services/orders/README.md", "orders\n"),
             ("services/billing/src/orders.js", "// billing's view of orders\n"),
+            (
+                ".github/CODEOWNERS",
+                "* @shop/platform\n/services/orders/ @shop/orders @dana\n/services/orders/README.md @shop/docs\n",
+            ),
         ],
         "Initial import",
         HUMAN,
@@ -762,4 +806,16 @@ fn a_container_path_finds_the_monorepo_file_and_an_unlinked_ai_commit_ranks_last
     assert_eq!(status, 200);
     assert!(page.contains("in range, no link to the drift found"), "{page}");
     assert!(page.contains("<tr class=\"muted\">"), "{page}");
+    // The hunk that links the top suspect, around the first line it added.
+    let hunk = &top["hunks"][0];
+    assert_eq!(hunk["path"], "services/orders/src/orders.js", "{top:#}");
+    assert!(
+        hunk["lines"].as_array().expect("lines").iter().any(|l| l["added"] == true && l["text"] == "const PAGE = 5000;"),
+        "{hunk:#}"
+    );
+    assert!(page.contains("<pre class=\"hunk\">"), "{page}");
+    // The owners of what the linked suspect changed, not of the README the
+    // unlinked one touched.
+    assert_eq!(event["owners"], serde_json::json!(["@shop/orders", "@dana"]), "{event:#}");
+    assert!(page.contains("const PAGE = 5000;"), "{page}");
 }

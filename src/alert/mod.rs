@@ -34,7 +34,11 @@ use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
 pub enum SinkKind {
     Webhook { url: String, secret: Option<String> },
     Alertmanager { url: String, bearer_token: Option<String> },
-    Slack { webhook_url: String },
+    /// `mentions`: CODEOWNERS owner → Slack mention (`<!subteam^S0123>`).
+    Slack {
+        webhook_url: String,
+        mentions: std::collections::BTreeMap<String, String>,
+    },
     PagerDuty { routing_key: String, url: String },
 }
 
@@ -117,6 +121,7 @@ pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
             format!("slack[{i}]"),
             SinkKind::Slack {
                 webhook_url: s.webhook_url.clone(),
+                mentions: s.mentions.clone(),
             },
             &s.route,
         ));
@@ -451,17 +456,24 @@ impl Dispatcher {
         let mut bearer = None;
         let (url, body, signature) = match &sink.kind {
             SinkKind::Webhook { url, secret } => {
-                let body = serde_json::to_vec(&render::webhook(status, &events)).unwrap_or_default();
+                let mut value = render::webhook(status, &events);
+                render::label_webhook(&mut value, &sink.route.labels);
+                let body = serde_json::to_vec(&value).unwrap_or_default();
                 let signature = secret.as_ref().map(|key| sign(key, &body));
                 (url.clone(), body, signature)
             }
             SinkKind::Alertmanager { url, bearer_token } => {
                 bearer = bearer_token.as_deref();
-                let body = serde_json::to_vec(&render::alertmanager(&events, &self.base_url, now_ms())).unwrap_or_default();
+                let mut value = render::alertmanager(&events, &self.base_url, now_ms());
+                render::label_alertmanager(&mut value, &sink.route.labels);
+                let body = serde_json::to_vec(&value).unwrap_or_default();
                 (format!("{}/api/v2/alerts", url.trim_end_matches('/')), body, None)
             }
-            SinkKind::Slack { webhook_url } => {
-                let body = serde_json::to_vec(&render::slack(status, &events, &self.base_url)).unwrap_or_default();
+            SinkKind::Slack { webhook_url, mentions } => {
+                let mut value = render::slack(status, &events, &self.base_url);
+                render::mention_owners(&mut value, &events, mentions);
+                render::label_slack(&mut value, &sink.route.labels);
+                let body = serde_json::to_vec(&value).unwrap_or_default();
                 (webhook_url.clone(), body, None)
             }
             SinkKind::PagerDuty { routing_key, url } => {
@@ -471,8 +483,9 @@ impl Dispatcher {
                     // Other drifts of this deploy still fire: the incident stays open.
                     return Delivery::Delivered;
                 }
-                let body = serde_json::to_vec(&render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url))
-                    .unwrap_or_default();
+                let mut value = render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url);
+                render::label_pagerduty(&mut value, &sink.route.labels);
+                let body = serde_json::to_vec(&value).unwrap_or_default();
                 (url.clone(), body, None)
             }
         };
@@ -674,6 +687,7 @@ mod tests {
             "slack[0]".into(),
             SinkKind::Slack {
                 webhook_url: "http://x".into(),
+                mentions: Default::default(),
             },
             &Route::default(),
         );

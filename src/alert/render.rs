@@ -5,6 +5,8 @@
 //! stripped of control characters, and escaped for its destination (Slack
 //! mrkdwn, JSON via serde).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use crate::detect::event::{DriftEvent, EventKind, EventState, Severity};
@@ -178,6 +180,11 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
             if let Some(peer) = &event.peer {
                 labels["peer"] = json!(sanitize(peer, MAX_FIELD_CHARS));
             }
+            if !event.owners.is_empty() {
+                // One label a routing tree can match with a regex:
+                // owners =~ ".*@shop/orders.*".
+                labels["owners"] = json!(sanitize(&event.owners.join(","), MAX_FIELD_CHARS));
+            }
             let mut annotations = json!({
                 "summary": headline(event),
                 "event_id": event.id,
@@ -214,6 +221,76 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
         })
         .collect();
     Value::Array(alerts)
+}
+
+/// A sink's static labels on its Alertmanager alerts; an event's own
+/// label of the same name is kept.
+pub fn label_alertmanager(alerts: &mut Value, labels: &BTreeMap<String, String>) {
+    for alert in alerts.as_array_mut().into_iter().flatten() {
+        if let Some(own) = alert["labels"].as_object_mut() {
+            for (name, value) in labels {
+                own.entry(name.clone())
+                    .or_insert_with(|| json!(sanitize(value, MAX_FIELD_CHARS)));
+            }
+        }
+    }
+}
+
+/// A sink's static labels on its webhook body, as `labels`.
+pub fn label_webhook(body: &mut Value, labels: &BTreeMap<String, String>) {
+    if !labels.is_empty() {
+        body["labels"] = json!(labels);
+    }
+}
+
+/// The owners of the group's drifts (CODEOWNERS) as a Slack line that
+/// mentions them, each through `mentions` when it has an entry there.
+pub fn mention_owners(body: &mut Value, events: &[&DriftEvent], mentions: &BTreeMap<String, String>) {
+    let mut owners: Vec<&str> = Vec::new();
+    for owner in events.iter().flat_map(|e| e.owners.iter()) {
+        if !owners.contains(&owner.as_str()) {
+            owners.push(owner);
+        }
+    }
+    if owners.is_empty() {
+        return;
+    }
+    let named: Vec<String> = owners
+        .iter()
+        .map(|owner| match mentions.get(*owner) {
+            // Configured mentions are the operator's own Slack syntax.
+            Some(mention) => mention.clone(),
+            None => slack_text(owner),
+        })
+        .collect();
+    if let Some(blocks) = body["blocks"].as_array_mut() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Owners:* {}", named.join(", "))}}));
+    }
+}
+
+/// A sink's static labels on its Slack message, as a last context line.
+pub fn label_slack(body: &mut Value, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        return;
+    }
+    let line = labels
+        .iter()
+        .map(|(name, value)| format!("{}: {}", slack_text(name), slack_text(value)))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    if let Some(blocks) = body["blocks"].as_array_mut() {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}));
+    }
+}
+
+/// A sink's static labels on a PagerDuty trigger, in `custom_details`.
+pub fn label_pagerduty(body: &mut Value, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        return;
+    }
+    if let Some(details) = body.pointer_mut("/payload/custom_details").and_then(Value::as_object_mut) {
+        details.insert("labels".into(), json!(labels));
+    }
 }
 
 /// The generic webhook body: `{"status", "event"}` per the contract, plus
@@ -376,6 +453,52 @@ mod tests {
     }
 
     #[test]
+    fn owners_become_an_alertmanager_label_and_slack_mentions() {
+        let mut event = crate::detect::event::example_event("e1", 1_700_000_000_000_000_000);
+        event.owners = vec!["@shop/orders".into(), "@dana".into()];
+        let am = alertmanager(&[&event], "http://dw", 0);
+        assert_eq!(am[0]["labels"]["owners"], "@shop/orders,@dana");
+        let mut message = slack(EventState::Firing, &[&event], "http://dw");
+        let mentions: BTreeMap<String, String> = [("@shop/orders".to_owned(), "<!subteam^S0123>".to_owned())].into();
+        mention_owners(&mut message, &[&event], &mentions);
+        let last = message["blocks"].as_array().and_then(|b| b.last()).cloned().unwrap_or_default();
+        assert_eq!(last["text"]["text"], "*Owners:* <!subteam^S0123>, @dana");
+        // No owners: no line, no label.
+        event.owners.clear();
+        assert!(alertmanager(&[&event], "http://dw", 0)[0]["labels"].get("owners").is_none());
+        let mut plain = slack(EventState::Firing, &[&event], "http://dw");
+        let blocks = plain["blocks"].as_array().map(Vec::len);
+        mention_owners(&mut plain, &[&event], &mentions);
+        assert_eq!(plain["blocks"].as_array().map(Vec::len), blocks);
+    }
+
+    #[test]
+    fn a_sinks_static_labels_reach_every_kind_of_sink_and_never_replace_an_events_own() {
+        let event = crate::detect::event::example_event("e1", 1_700_000_000_000_000_000);
+        let labels: BTreeMap<String, String> =
+            [("team", "payments"), ("cluster", "eu-1"), ("service", "not-this")].map(|(k, v)| (k.into(), v.into())).into();
+        let mut am = alertmanager(&[&event], "http://dw", 0);
+        label_alertmanager(&mut am, &labels);
+        assert_eq!(am[0]["labels"]["team"], "payments");
+        assert_eq!(am[0]["labels"]["cluster"], "eu-1");
+        assert_eq!(am[0]["labels"]["service"], event.service, "the event's own label wins");
+        let mut hook = webhook(EventState::Firing, &[&event]);
+        label_webhook(&mut hook, &labels);
+        assert_eq!(hook["labels"]["team"], "payments");
+        let mut message = slack(EventState::Firing, &[&event], "http://dw");
+        label_slack(&mut message, &labels);
+        let last = message["blocks"].as_array().and_then(|b| b.last()).cloned().unwrap_or_default();
+        assert_eq!(last["elements"][0]["text"], "cluster: eu-1 · service: not-this · team: payments");
+        let mut page = pagerduty("key", EventState::Firing, "dedup", &[&event], "http://dw");
+        label_pagerduty(&mut page, &labels);
+        assert_eq!(page["payload"]["custom_details"]["labels"]["team"], "payments");
+        // None configured: the bodies are as before.
+        let mut plain = webhook(EventState::Firing, &[&event]);
+        label_webhook(&mut plain, &BTreeMap::new());
+        assert!(plain.get("labels").is_none());
+    }
+
+    #[test]
     fn the_top_suspects_pull_request_is_linked_in_every_sink() {
         let mut event = crate::detect::event::example_event("e1", 1_700_000_000_000_000_000);
         event.suspects.push(crate::detect::event::Suspect {
@@ -387,6 +510,7 @@ mod tests {
             score: 0.9,
             linked: true,
             evidence: Vec::new(),
+            hunks: Vec::new(),
             pull_request: Some(crate::detect::event::PullRequest {
                 number: 412,
                 url: Some("https://github.com/shop/checkout/pull/412".into()),

@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod notes;
+pub mod owners;
 pub mod paths;
 pub mod pull;
 pub mod rank;
@@ -30,6 +31,8 @@ pub struct Attribution {
     pub unresolved: Option<String>,
     /// Commits of the range are missing because the checkout is shallow.
     pub shallow: bool,
+    /// CODEOWNERS owners of the files the linked top suspects changed.
+    pub owners: Vec<String>,
 }
 
 /// What to change when a shallow checkout lacks the history attribution needs.
@@ -152,7 +155,9 @@ impl Attributor {
         let mut suspects = rank::rank(event, &range.commits, file.as_ref());
         for suspect in &mut suspects {
             if let Some(commit) = range.commits.iter().find(|c| c.id == suspect.commit) {
-                suspect.pull_request = pull::pull_request(&commit.message, repo.web_url.as_deref());
+                let web_url = repo.web_url.as_deref();
+                suspect.pull_request = pull::pull_request(&commit.message, web_url)
+                    .or_else(|| commit.merged_by.as_deref().and_then(|merge| pull::pull_request(merge, web_url)));
             }
         }
         let subdir = repo.subdir.as_deref().map(|d| format!(" touching {d}/")).unwrap_or_default();
@@ -177,6 +182,7 @@ impl Attributor {
                  deploy are missing or cannot be diffed, and cannot be suspects; {DEEPEN}"
             ));
         }
+        let owners = owners_of(repo, &revision, &suspects, &range.commits, file.as_ref());
         Ok(Attribution {
             revision: Some(revision),
             baseline_revision: Some(baseline),
@@ -184,8 +190,40 @@ impl Attributor {
             note: Some(note),
             unresolved: None,
             shallow: range.past_shallow_edge,
+            owners,
         })
     }
+}
+
+/// Suspects among the top ones whose files decide the owners.
+const OWNING_SUSPECTS: usize = 3;
+
+/// The owners, per CODEOWNERS at `revision`, of the files that the linked
+/// suspects among the top three changed, and of the drifting spans' file.
+/// Unlinked suspects name no owner: their files may be anyone's.
+fn owners_of(
+    repo: &RepoReader,
+    revision: &str,
+    suspects: &[Suspect],
+    commits: &[repo::CommitRecord],
+    file: Option<&rank::FileClue>,
+) -> Vec<String> {
+    let text = owners::LOCATIONS
+        .iter()
+        .find_map(|path| repo.file_at(revision, path).ok().flatten());
+    let Some(text) = text else { return Vec::new() };
+    let codeowners = owners::CodeOwners::parse(&text);
+    let mut paths: Vec<&str> = suspects
+        .iter()
+        .take(OWNING_SUSPECTS)
+        .filter(|s| s.linked)
+        .filter_map(|s| commits.iter().find(|c| c.id == s.commit))
+        .flat_map(|c| c.files.iter().map(|f| f.path.as_str()))
+        .collect();
+    if let Some(rank::FileClue::Repo(path)) = file {
+        paths.push(path);
+    }
+    owners::owners_of_paths(&codeowners, paths)
 }
 
 /// Where the drifting spans' `code.file.path` is in the repository at

@@ -15,13 +15,18 @@
 
 use super::classify::{AiAuthorship, Confidence};
 use super::repo::{CommitRecord, FileChange};
-use crate::detect::event::{DriftEvent, EventKind, Suspect};
+use crate::detect::event::{DriftEvent, EventKind, Hunk, HunkLine, Suspect};
 use crate::extract::peer::peer_host;
 
 /// Suspects reported per event.
 pub const MAX_SUSPECTS: usize = 10;
 /// Evidence lines reported per suspect.
 const MAX_EVIDENCE: usize = 6;
+/// Hunks shown per suspect, and lines of context either side of the line
+/// that links it; longer lines are cut.
+const MAX_HUNKS: usize = 2;
+const HUNK_CONTEXT: u32 = 3;
+const MAX_HUNK_LINE_BYTES: usize = 160;
 
 const W_ADDS_PEER: f64 = 0.6;
 const W_CHANGES_FUNCTION: f64 = 0.45;
@@ -149,6 +154,7 @@ fn inside_function(content: &str, line: u32, function: &str) -> bool {
 struct Scored {
     links: Vec<f64>,
     evidence: Vec<String>,
+    hunks: Vec<Hunk>,
     /// An agent wrote a line that links the commit (git-ai notes).
     ai_line: bool,
 }
@@ -158,6 +164,43 @@ impl Scored {
     fn link(&mut self, weight: f64, evidence: String) {
         self.links.push(weight);
         self.say(evidence);
+    }
+
+    /// Keeps the lines around `line` of `file`, unless a kept hunk has it.
+    fn show(&mut self, commit: &CommitRecord, file: &FileChange, line: u32) {
+        let covered = self.hunks.iter().any(|h| {
+            h.path == file.path && (h.start_line..h.start_line + h.lines.len() as u32).contains(&line)
+        });
+        if self.hunks.len() >= MAX_HUNKS || covered || file.content.is_empty() {
+            return;
+        }
+        let start = line.saturating_sub(HUNK_CONTEXT).max(1);
+        let lines: Vec<HunkLine> = file
+            .content
+            .lines()
+            .enumerate()
+            .skip(start as usize - 1)
+            .take((line + HUNK_CONTEXT + 1 - start) as usize)
+            .map(|(i, text)| {
+                let number = i as u32 + 1;
+                HunkLine {
+                    text: crate::text::truncate(text, MAX_HUNK_LINE_BYTES).to_owned(),
+                    added: file.added.iter().any(|(n, _)| *n == number),
+                    agent: commit
+                        .note
+                        .as_ref()
+                        .and_then(|n| n.agent_for(&file.path, number))
+                        .map(|a| a.tool),
+                }
+            })
+            .collect();
+        if !lines.is_empty() {
+            self.hunks.push(Hunk {
+                path: file.path.clone(),
+                start_line: start,
+                lines,
+            });
+        }
     }
 
     fn say(&mut self, text: String) {
@@ -200,6 +243,7 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
     let mut s = Scored {
         links: Vec::new(),
         evidence: Vec::new(),
+        hunks: Vec::new(),
         ai_line: false,
     };
     let mut peer_found = false;
@@ -207,6 +251,7 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
         if !peer_found && let Some((line, needle)) = find_added(file, &clues.peer_needles) {
             peer_found = true;
             s.link(W_ADDS_PEER, format!("adds {needle:?} at {}:{line}", file.path));
+            s.show(commit, file, line);
             note_ai_line(commit, file, line, &mut s);
         }
         if let Some(function) = &clues.function {
@@ -219,12 +264,14 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
                         file.path
                     ),
                 );
+                s.show(commit, file, *line);
                 note_ai_line(commit, file, *line, &mut s);
             } else if let Some((line, _)) = file.added.iter().find(|(_, text)| contains_word(text, function)) {
                 s.link(
                     W_MENTIONS_FUNCTION,
                     format!("adds a line mentioning {function} at {}:{line}", file.path),
                 );
+                s.show(commit, file, *line);
             }
         }
         let touches = match &clues.file {
@@ -238,11 +285,15 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
                 _ => "code.file.path".to_owned(),
             };
             s.link(W_TOUCHES_FILE, format!("touches {} (the slow spans' {named})", file.path));
+            if let Some((line, _)) = file.added.first() {
+                s.show(commit, file, *line);
+            }
         }
         if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1)
             && let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route))
         {
             s.link(W_ROUTE, format!("adds route {route:?} at {}:{line}", file.path));
+            s.show(commit, file, *line);
         }
     }
     let size = commit.lines_changed();
@@ -281,6 +332,7 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
         score: (s.score(size) * 1000.0).round() / 1000.0,
         linked: s.linked(),
         evidence: s.evidence,
+        hunks: s.hunks,
         // Linked by the caller, which knows the repository's web address.
         pull_request: None,
     };

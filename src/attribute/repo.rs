@@ -62,6 +62,10 @@ pub struct CommitRecord {
     pub authorship: Authorship,
     pub files: Vec<FileChange>,
     pub note: Option<AuthorshipNote>,
+    /// The message of the merge commit in range that brought this commit
+    /// in (its branch's side), which names the pull request when the
+    /// commit's own message does not.
+    pub merged_by: Option<String>,
 }
 
 impl CommitRecord {
@@ -172,6 +176,26 @@ impl RepoReader {
             .collect())
     }
 
+    /// The text of the file at `path` (from the repository root) in
+    /// `revision`; `None` when there is no such file, or it is binary or
+    /// too large.
+    pub fn file_at(&self, revision: &str, path: &str) -> Result<Option<String>, RepoError> {
+        let repo = self.open()?;
+        let id = resolve_in(&repo, revision).ok_or_else(|| self.read_error(format!("revision {revision:?} not found")))?;
+        let tree = repo
+            .find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.read_error(e))?;
+        let Some(entry) = tree.lookup_entry_by_path(path).map_err(|e| self.read_error(e))? else {
+            return Ok(None);
+        };
+        if !entry.mode().is_blob() {
+            return Ok(None);
+        }
+        let text = blob_text(&repo, entry.oid().to_owned());
+        Ok((!text.is_empty()).then_some(text))
+    }
+
     /// Commits reachable from `head` and not from `base` (`base..head`),
     /// newest first, merges excluded, limited to those touching `subdir`.
     /// Without `base`, every commit reachable from `head` (up to the limit).
@@ -208,6 +232,8 @@ impl RepoReader {
         .map_err(|e| self.read_error(e))?;
         let mut notes = repo.notes().ok().and_then(|n| n.with_refs([AI_NOTES_REF]).ok());
         let mut range = CommitRange::default();
+        // Merge commits in range: (message, parents).
+        let mut merges: Vec<(String, Vec<gix::ObjectId>)> = Vec::new();
         for info in walk {
             let info = info.map_err(|e| self.read_error(e))?;
             if hidden.contains(&info.id) {
@@ -224,13 +250,49 @@ impl RepoReader {
             }
             let commit = repo.find_commit(info.id).map_err(|e| self.read_error(e))?;
             let record = self.record(&repo, &commit, classifier, notes.as_mut())?;
-            let touches_subdir = self.subdir.is_none() || !record.files.is_empty();
-            if record.parents <= 1 && touches_subdir {
+            if record.parents > 1 {
+                let parents: Vec<gix::ObjectId> = commit.parent_ids().map(|id| id.detach()).collect();
+                merges.push((record.message, parents));
+                continue;
+            }
+            if self.subdir.is_none() || !record.files.is_empty() {
                 range.commits.push(record);
             }
         }
+        self.assign_merges(&repo, &mut range.commits, &merges)?;
         range.commits.sort_by(|a, b| b.committed_at.cmp(&a.committed_at));
         Ok(range)
+    }
+
+    /// Gives each commit the merge that brought it in: for a merge in
+    /// range, the commits its second parent reaches and its first does not
+    /// (newest merge first; a commit keeps the first it is found under).
+    fn assign_merges(
+        &self,
+        repo: &gix::Repository,
+        commits: &mut [CommitRecord],
+        merges: &[(String, Vec<gix::ObjectId>)],
+    ) -> Result<(), RepoError> {
+        let mut unassigned: std::collections::HashMap<String, usize> =
+            commits.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+        for (message, parents) in merges {
+            let [first, branch, ..] = parents.as_slice() else { continue };
+            if unassigned.is_empty() {
+                break;
+            }
+            let walk = repo
+                .rev_walk([*branch])
+                .with_hidden([*first])
+                .all()
+                .map_err(|e| self.read_error(e))?;
+            for info in walk.take(MAX_COMMITS) {
+                let Ok(info) = info else { break };
+                if let Some(i) = unassigned.remove(&info.id.to_string()) {
+                    commits[i].merged_by = Some(message.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn record(
@@ -285,6 +347,7 @@ impl RepoReader {
             authorship,
             files,
             note,
+            merged_by: None,
         })
     }
 

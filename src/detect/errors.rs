@@ -582,6 +582,7 @@ impl ErrorRateDetector {
             outbound: None,
             code,
             suspects: Vec::new(),
+            owners: Vec::new(),
             attribution: c
                 .baseline_revision
                 .is_none()

@@ -161,9 +161,32 @@ pub struct Suspect {
     #[serde(default = "linked_by_default")]
     pub linked: bool,
     pub evidence: Vec<String>,
+    /// The lines that gave the evidence, with a few around them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hunks: Vec<Hunk>,
     /// The pull or merge request that merged it, when its message names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequest>,
+}
+
+/// A few lines of a file as the commit left it, around a line that links
+/// the commit to a drift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hunk {
+    pub path: String,
+    /// 1-based number of the first line.
+    pub start_line: u32,
+    pub lines: Vec<HunkLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HunkLine {
+    pub text: String,
+    /// Added by the commit (else context).
+    pub added: bool,
+    /// The agent that wrote it, per git-ai notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// Events stored before `linked` existed ranked by evidence alone.
@@ -216,6 +239,10 @@ pub struct DriftEvent {
     #[serde(default, skip_serializing_if = "is_default")]
     pub code: CodeHint,
     pub suspects: Vec<Suspect>,
+    /// Who owns the files the linked top suspects changed (or the drifting
+    /// spans' file), per the repository's CODEOWNERS at the revision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
     /// Why the suspect list is what it is (e.g. no deploy in range).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribution: Option<String>,
@@ -375,6 +402,7 @@ impl EventLog {
         let &i = self.index.get(id)?;
         let event = &mut self.events[i];
         event.suspects = attribution.suspects.clone();
+        event.owners = attribution.owners.clone();
         event.attribution = attribution.note.clone().or(event.attribution.take());
         if let Some(revision) = &attribution.revision {
             event.revision = revision.clone();
@@ -464,6 +492,7 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         outbound: None,
         code: CodeHint::default(),
         suspects: vec![],
+        owners: Vec::new(),
         attribution: None,
         onset_unix_nanos: detected,
         detected_unix_nanos: detected,

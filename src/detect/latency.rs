@@ -546,6 +546,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         outbound: None,
         code,
         suspects: Vec::new(),
+        owners: Vec::new(),
         attribution: c
             .baseline_revision
             .is_none()

@@ -377,6 +377,7 @@ fn build_event(
         }),
         code: Default::default(),
         suspects: Vec::new(),
+        owners: Vec::new(),
         onset_unix_nanos: onset,
         detected_unix_nanos: at,
     }

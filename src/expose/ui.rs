@@ -43,7 +43,7 @@ pub fn escape(text: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:70rem}\
     table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.35rem .5rem;text-align:left;vertical-align:top}\
     .critical{color:#b00020;font-weight:bold}.warning{color:#b26a00;font-weight:bold}.resolved{color:#2e7d32}\
-    code{background:#f3f3f3;padding:0 .2rem}.evidence{margin:.2rem 0 0 1rem;color:#444}.muted{color:#777}\
+    code{background:#f3f3f3;padding:0 .2rem}.evidence{margin:.2rem 0 0 1rem;color:#444}.hunk{margin:.3rem 0 0 1rem;padding:.3rem;background:#f7f7f7;font-size:.8rem;overflow-x:auto}.added{background:#e6ffec}.muted{color:#777}\
     .ai{background:#ede7f6;border-radius:.3rem;padding:0 .3rem}";
 
 fn page(title: &str, body: &str) -> Response {
@@ -241,11 +241,14 @@ pub fn render_incident(event: &DriftEvent) -> String {
                 ),
                 None => "<span class=\"muted\">no marker</span>".to_owned(),
             };
-            let evidence: String = s
+            let mut evidence: String = s
                 .evidence
                 .iter()
                 .map(|e| format!("<div class=\"evidence\">{}</div>", escape(e)))
                 .collect();
+            for hunk in &s.hunks {
+                evidence.push_str(&hunk_html(hunk));
+            }
             let pull_request = match &s.pull_request {
                 Some(pr) => match &pr.url {
                     Some(url) => format!(" <a href=\"{}\">#{}</a>", escape(url), pr.number),
@@ -267,6 +270,25 @@ pub fn render_incident(event: &DriftEvent) -> String {
         }
         b.push_str("</table>");
     }
+    b
+}
+
+/// A suspect's hunk as numbered lines: added ones marked `+` and tinted,
+/// and those an agent wrote (git-ai notes) tagged with the agent.
+fn hunk_html(hunk: &crate::detect::event::Hunk) -> String {
+    let mut b = format!("<pre class=\"hunk\"><span class=\"muted\">{}</span>\n", escape(&hunk.path));
+    for (i, line) in hunk.lines.iter().enumerate() {
+        let number = hunk.start_line as usize + i;
+        let mark = if line.added { '+' } else { ' ' };
+        let agent = line
+            .agent
+            .as_deref()
+            .map(|a| format!(" <span class=\"ai\">{}</span>", escape(a)))
+            .unwrap_or_default();
+        let class = if line.added { " class=\"added\"" } else { "" };
+        let _ = writeln!(b, "<span{class}>{number:>5} {mark} {}</span>{agent}", escape(&line.text));
+    }
+    b.push_str("</pre>");
     b
 }
 
