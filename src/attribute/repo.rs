@@ -150,11 +150,7 @@ impl RepoReader {
     /// path is looked up. At most [`MAX_TREE_FILES`].
     pub fn files_at(&self, revision: &str) -> Result<Vec<String>, RepoError> {
         let repo = self.open()?;
-        let id = resolve_in(&repo, revision).ok_or_else(|| self.read_error(format!("revision {revision:?} not found")))?;
-        let root = repo
-            .find_commit(id)
-            .and_then(|c| c.tree())
-            .map_err(|e| self.read_error(e))?;
+        let root = self.tree_at(&repo, revision)?;
         let tree = match &self.subdir {
             None => root,
             Some(dir) => match root.lookup_entry_by_path(dir).map_err(|e| self.read_error(e))? {
@@ -181,11 +177,7 @@ impl RepoReader {
     /// too large.
     pub fn file_at(&self, revision: &str, path: &str) -> Result<Option<String>, RepoError> {
         let repo = self.open()?;
-        let id = resolve_in(&repo, revision).ok_or_else(|| self.read_error(format!("revision {revision:?} not found")))?;
-        let tree = repo
-            .find_commit(id)
-            .and_then(|c| c.tree())
-            .map_err(|e| self.read_error(e))?;
+        let tree = self.tree_at(&repo, revision)?;
         let Some(entry) = tree.lookup_entry_by_path(path).map_err(|e| self.read_error(e))? else {
             return Ok(None);
         };
@@ -194,6 +186,14 @@ impl RepoReader {
         }
         let text = blob_text(&repo, entry.oid().to_owned());
         Ok((!text.is_empty()).then_some(text))
+    }
+
+    /// The root tree of the commit `revision` names.
+    fn tree_at<'r>(&self, repo: &'r gix::Repository, revision: &str) -> Result<gix::Tree<'r>, RepoError> {
+        let id = resolve_in(repo, revision).ok_or_else(|| self.read_error(format!("revision {revision:?} not found")))?;
+        repo.find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| self.read_error(e))
     }
 
     /// Commits reachable from `head` and not from `base` (`base..head`),
