@@ -25,6 +25,7 @@ const MAX_EVIDENCE: usize = 6;
 /// Hunks shown per suspect, and lines of context either side of the line
 /// that links it; longer lines are cut.
 const MAX_HUNKS: usize = 2;
+const SUSPECTS_WITH_HUNKS: usize = 3;
 const HUNK_CONTEXT: u32 = 3;
 const MAX_HUNK_LINE_BYTES: usize = 160;
 
@@ -235,6 +236,11 @@ pub fn rank(event: &DriftEvent, commits: &[CommitRecord], file: Option<&FileClue
             .then_with(|| b.committed_at.cmp(&a.committed_at))
     });
     scored.truncate(MAX_SUSPECTS);
+    // Hunks for the suspects people read first; the rest keep their
+    // evidence sentences, so an event stays a few kilobytes.
+    for (suspect, _) in scored.iter_mut().skip(SUSPECTS_WITH_HUNKS) {
+        suspect.hunks.clear();
+    }
     scored.into_iter().map(|(suspect, _)| suspect).collect()
 }
 
