@@ -454,27 +454,23 @@ impl Dispatcher {
         let status = entries[0].status;
         let delivery_id = entries.iter().map(|e| e.id.to_string()).collect::<Vec<_>>().join(",");
         let mut bearer = None;
-        let (url, body, signature) = match &sink.kind {
+        let (url, value, secret) = match &sink.kind {
             SinkKind::Webhook { url, secret } => {
                 let mut value = render::webhook(status, &events);
                 render::label_webhook(&mut value, &sink.route.labels);
-                let body = serde_json::to_vec(&value).unwrap_or_default();
-                let signature = secret.as_ref().map(|key| sign(key, &body));
-                (url.clone(), body, signature)
+                (url.clone(), value, secret.as_ref())
             }
             SinkKind::Alertmanager { url, bearer_token } => {
                 bearer = bearer_token.as_deref();
                 let mut value = render::alertmanager(&events, &self.base_url, now_ms());
                 render::label_alertmanager(&mut value, &sink.route.labels);
-                let body = serde_json::to_vec(&value).unwrap_or_default();
-                (format!("{}/api/v2/alerts", url.trim_end_matches('/')), body, None)
+                (format!("{}/api/v2/alerts", url.trim_end_matches('/')), value, None)
             }
             SinkKind::Slack { webhook_url, mentions } => {
                 let mut value = render::slack(status, &events, &self.base_url);
                 render::mention_owners(&mut value, &events, mentions);
                 render::label_slack(&mut value, &sink.route.labels);
-                let body = serde_json::to_vec(&value).unwrap_or_default();
-                (webhook_url.clone(), body, None)
+                (webhook_url.clone(), value, None)
             }
             SinkKind::PagerDuty { routing_key, url } => {
                 let first = events[0];
@@ -485,10 +481,20 @@ impl Dispatcher {
                 }
                 let mut value = render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url);
                 render::label_pagerduty(&mut value, &sink.route.labels);
-                let body = serde_json::to_vec(&value).unwrap_or_default();
-                (url.clone(), body, None)
+                (url.clone(), value, None)
             }
         };
+        // Never an empty body in place of one that could not be written:
+        // the entry is refused, logged and counted as dead.
+        let body = match serde_json::to_vec(&value) {
+            Ok(body) => body,
+            Err(error) => {
+                return Delivery::Rejected {
+                    error: format!("cannot encode the {} payload: {error}", sink.label()),
+                };
+            }
+        };
+        let signature = secret.map(|key| sign(key, &body));
         let mut request = self
             .client
             .post(&url)
