@@ -168,39 +168,31 @@ impl Scored {
     }
 
     /// Keeps the lines around `line` of `file`, unless a kept hunk has it.
+    /// Keeps the lines around `line` of `file`; a window that overlaps or
+    /// touches a kept one of the same file joins it.
     fn show(&mut self, commit: &CommitRecord, file: &FileChange, line: u32) {
-        let covered = self.hunks.iter().any(|h| {
-            h.path == file.path && (h.start_line..h.start_line + h.lines.len() as u32).contains(&line)
-        });
-        if self.hunks.len() >= MAX_HUNKS || covered || file.content.is_empty() {
+        if file.content.is_empty() {
             return;
         }
-        let start = line.saturating_sub(HUNK_CONTEXT).max(1);
-        let lines: Vec<HunkLine> = file
-            .content
-            .lines()
-            .enumerate()
-            .skip(start as usize - 1)
-            .take((line + HUNK_CONTEXT + 1 - start) as usize)
-            .map(|(i, text)| {
-                let number = i as u32 + 1;
-                HunkLine {
-                    text: crate::text::truncate(text, MAX_HUNK_LINE_BYTES).to_owned(),
-                    added: file.added.iter().any(|(n, _)| *n == number),
-                    agent: commit
-                        .note
-                        .as_ref()
-                        .and_then(|n| n.agent_for(&file.path, number))
-                        .map(|a| a.tool),
+        let (mut start, mut end) = (line.saturating_sub(HUNK_CONTEXT).max(1), line + HUNK_CONTEXT);
+        let near = self.hunks.iter().position(|h| {
+            let kept_end = h.start_line + h.lines.len() as u32 - 1;
+            h.path == file.path && start <= kept_end + 1 && h.start_line <= end + 1
+        });
+        match near {
+            Some(i) => {
+                let kept = self.hunks.remove(i);
+                start = start.min(kept.start_line);
+                end = end.max(kept.start_line + kept.lines.len() as u32 - 1);
+                self.hunks.insert(i, hunk(commit, file, start, end));
+            }
+            None if self.hunks.len() < MAX_HUNKS => {
+                let hunk = hunk(commit, file, start, end);
+                if !hunk.lines.is_empty() {
+                    self.hunks.push(hunk);
                 }
-            })
-            .collect();
-        if !lines.is_empty() {
-            self.hunks.push(Hunk {
-                path: file.path.clone(),
-                start_line: start,
-                lines,
-            });
+            }
+            None => {}
         }
     }
 
@@ -345,6 +337,34 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
     (suspect, ai_rank)
 }
 
+/// Lines `start..=end` of `file` as the commit left them.
+fn hunk(commit: &CommitRecord, file: &FileChange, start: u32, end: u32) -> Hunk {
+    let lines = file
+        .content
+        .lines()
+        .enumerate()
+        .skip(start as usize - 1)
+        .take((end + 1 - start) as usize)
+        .map(|(i, text)| {
+            let number = i as u32 + 1;
+            HunkLine {
+                text: crate::text::truncate(text, MAX_HUNK_LINE_BYTES).to_owned(),
+                added: file.added.iter().any(|(n, _)| *n == number),
+                agent: commit
+                    .note
+                    .as_ref()
+                    .and_then(|n| n.agent_for(&file.path, number))
+                    .map(|a| a.tool),
+            }
+        })
+        .collect();
+    Hunk {
+        path: file.path.clone(),
+        start_line: start,
+        lines,
+    }
+}
+
 fn note_ai_line(commit: &CommitRecord, file: &FileChange, line: u32, s: &mut Scored) {
     if let Some(agent) = commit.note.as_ref().and_then(|n| n.agent_for(&file.path, line)) {
         let model = if agent.model.is_empty() {
@@ -380,6 +400,58 @@ fn contains_word(text: &str, word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearby_evidence_lines_share_one_hunk() {
+        let content: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        let file = FileChange {
+            path: "src/a.py".into(),
+            added: vec![(5, "line 5".into()), (9, "line 9".into()), (25, "line 25".into())],
+            lines_added: 3,
+            lines_removed: 0,
+            content,
+        };
+        let commit = CommitRecord {
+            id: "c".into(),
+            summary: String::new(),
+            message: String::new(),
+            author_name: String::new(),
+            author_email: String::new(),
+            committer_name: String::new(),
+            committer_email: String::new(),
+            committed_at: 0,
+            parents: 1,
+            authorship: super::super::classify::Authorship::Unknown,
+            files: Vec::new(),
+            note: None,
+            merged_by: None,
+        };
+        let mut s = Scored {
+            links: Vec::new(),
+            evidence: Vec::new(),
+            hunks: Vec::new(),
+            ai_line: false,
+        };
+        s.show(&commit, &file, 5);
+        s.show(&commit, &file, 9);
+        assert_eq!(s.hunks.len(), 1, "lines 2-8 and 6-12 join");
+        assert_eq!((s.hunks[0].start_line, s.hunks[0].lines.len()), (2, 11));
+        assert!(s.hunks[0].lines[3].added && !s.hunks[0].lines[4].added);
+        s.show(&commit, &file, 25);
+        s.show(&commit, &file, 1);
+        assert_eq!(s.hunks.len(), 2);
+        assert_eq!((s.hunks[0].start_line, s.hunks[0].lines.len()), (1, 12), "line 1 joins the first");
+        assert_eq!(s.hunks[1].start_line, 22);
+        // Past the end of the file: nothing to show.
+        let mut t = Scored {
+            links: Vec::new(),
+            evidence: Vec::new(),
+            hunks: Vec::new(),
+            ai_line: false,
+        };
+        t.show(&commit, &file, 90);
+        assert!(t.hunks.is_empty());
+    }
 
     #[test]
     fn function_names_and_files() {
