@@ -44,8 +44,13 @@ enum Command {
     /// Replay a scenario corpus through the detectors and score them:
     /// recall, false alerts per service-week, detection delay.
     Eval {
-        /// Directory of scenario files (*.toml).
+        /// Directory of scenario files (*.toml), or with `--attribution`
+        /// of attribution cases.
         dir: PathBuf,
+        /// Score attribution instead: how often the commit that caused a
+        /// drift ranks first, or among the first three.
+        #[arg(long)]
+        attribution: bool,
         /// Configuration whose [analyze] and [detect] settings to use.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -239,7 +244,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             })
         }
         Command::Demo { serve } => runtime()?.block_on(driftwatch::demo::run(driftwatch::demo::DemoOptions { serve })),
-        Command::Eval { dir, config, json } => eval(&dir, config.as_deref(), json.as_deref()),
+        Command::Eval {
+            dir,
+            attribution: true,
+            json,
+            ..
+        } => eval_attribution(&dir, json.as_deref()),
+        Command::Eval { dir, config, json, .. } => eval(&dir, config.as_deref(), json.as_deref()),
         Command::Commits {
             repo,
             range,
@@ -416,6 +427,21 @@ fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Resul
             eprintln!("  replayed {} ({} spans)", result.name, result.spans);
         }
     });
+    let rendered = serde_json::to_string_pretty(&report)?;
+    match json {
+        Some(path) if path == Path::new("-") => println!("{rendered}"),
+        Some(path) => {
+            std::fs::write(path, rendered).with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+            print!("{}", report.table());
+        }
+        None => print!("{}", report.table()),
+    }
+    Ok(())
+}
+
+fn eval_attribution(dir: &Path, json: Option<&Path>) -> anyhow::Result<()> {
+    let cases = driftwatch::eval::attribution::load_cases(dir)?;
+    let report = driftwatch::eval::attribution::evaluate(&cases)?;
     let rendered = serde_json::to_string_pretty(&report)?;
     match json {
         Some(path) if path == Path::new("-") => println!("{rendered}"),

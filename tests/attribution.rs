@@ -819,3 +819,49 @@ fn a_container_path_finds_the_monorepo_file_and_an_unlinked_ai_commit_ranks_last
     assert_eq!(event["owners"], serde_json::json!(["@shop/orders", "@dana"]), "{event:#}");
     assert!(page.contains("const PAGE = 5000;"), "{page}");
 }
+
+/// `driftwatch eval --attribution` over the labelled corpus: every case is
+/// built with git and attributed as the sidecar would; the culprit ranks
+/// first except where nothing links it to the drift.
+#[test]
+fn the_attribution_corpus_ranks_each_culprit_in_the_top_three() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attribution-cases");
+    let output = Command::new(driftwatch_bin())
+        .args(["eval", "--attribution"])
+        .arg(&corpus)
+        .args(["--json", "-"])
+        .output()
+        .expect("run driftwatch eval");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let cases = report["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10, "{report:#}");
+    for case in cases {
+        let rank = case["rank"].as_u64().unwrap_or(u64::MAX);
+        let hard = case["covers"].as_array().is_some_and(|c| c.iter().any(|c| c == "hard case"));
+        if hard {
+            assert!(rank <= 3, "{case:#}");
+        } else {
+            assert_eq!(rank, 1, "{case:#}");
+        }
+    }
+    assert!(report["top3"].as_f64() == Some(1.0), "{report:#}");
+
+    // A case naming a step that does not exist says which.
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "name = \"broken\"\nbaseline = \"base\"\nrevision = \"nope\"\nculprit = \"base\"\n\
+         [drift]\nkind = \"latency_regression\"\noperation = \"GET /\"\n\
+         [[steps]]\nlabel = \"base\"\nfiles = { \"a.txt\" = \"a\\n\" }\n",
+    )
+    .expect("case");
+    let output = Command::new(driftwatch_bin())
+        .args(["eval", "--attribution"])
+        .arg(dir.path())
+        .output()
+        .expect("run driftwatch eval");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("broken") && stderr.contains("\"nope\""), "{stderr}");
+}

@@ -11,6 +11,7 @@
 //! operation's traffic stops (a rate change to 0), or until the scenario
 //! ends.
 
+pub mod attribution;
 pub mod scenario;
 pub mod traffic;
 
