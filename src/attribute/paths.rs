@@ -42,8 +42,10 @@ pub fn map_path(span_path: &str, files: &[String], subdir: Option<&str>, rules: 
     }
     if rules.strip_prefix.is_some() || rules.path_prefix.is_some() {
         let strip = rules.strip_prefix.as_deref().map(normalize).unwrap_or_default();
+        // Whole components only: `/app` strips `/app/x`, not `/application/x`.
         let rest = match normal.strip_prefix(strip.as_str()) {
-            Some(rest) if !strip.is_empty() => rest.trim_start_matches('/'),
+            Some("") if !strip.is_empty() => "",
+            Some(rest) if !strip.is_empty() && rest.starts_with('/') => &rest[1..],
             _ => normal.as_str(),
         };
         let prefix = rules.path_prefix.as_deref().map(normalize).unwrap_or_default();
@@ -154,6 +156,13 @@ mod tests {
             path_prefix: Some("b".into()),
         };
         assert_eq!(map_path("/srv/api/handler.go", &repo, None, &rules), PathMatch::Found("b/api/handler.go".into()));
+        // A prefix strips whole components only.
+        let app = files(&["services/orders/lication/x.go", "application/x.go"]);
+        let strip_app = PathRules {
+            strip_prefix: Some("/app".into()),
+            path_prefix: Some("services/orders".into()),
+        };
+        assert_eq!(map_path("/application/x.go", &app, None, &strip_app), PathMatch::Found("application/x.go".into()));
         // A rule that maps to no file falls back to the suffix match.
         let elsewhere = PathRules {
             strip_prefix: None,
