@@ -54,9 +54,12 @@ impl CodeOwners {
                 {
                     rest = &rest[close + 1..];
                 }
-                defaults = owners_of(rest);
-                sections.push(Vec::new());
-                continue;
+                // `[Dd]ocs/ @team` is a pattern with a character class.
+                if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+                    defaults = owners_of(rest);
+                    sections.push(Vec::new());
+                    continue;
+                }
             }
             let (pattern, owners) = split_pattern(line);
             let owners = match owners_of(owners) {
@@ -174,6 +177,7 @@ docs/*  @shop/docs
 /build/logs/
 apps/   @shop/apps
 my\\ file.txt @shop/odd
+[Rr]eleases/ @shop/release
 ";
 
     #[test]
@@ -189,6 +193,7 @@ my\\ file.txt @shop/odd
         assert!(owners.owners_of("build/logs/today.log").is_empty(), "a line without owners unowns");
         assert_eq!(owners.owners_of("web/apps/x.txt"), ["@shop/apps"], "apps/ anywhere");
         assert_eq!(owners.owners_of("my file.txt"), ["@shop/odd"]);
+        assert_eq!(owners.owners_of("Releases/notes.md"), ["@shop/release"], "a character class, not a section");
     }
 
     #[test]
