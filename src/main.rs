@@ -427,29 +427,25 @@ fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Resul
             eprintln!("  replayed {} ({} spans)", result.name, result.spans);
         }
     });
-    let rendered = serde_json::to_string_pretty(&report)?;
-    match json {
-        Some(path) if path == Path::new("-") => println!("{rendered}"),
-        Some(path) => {
-            std::fs::write(path, rendered).with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
-            print!("{}", report.table());
-        }
-        None => print!("{}", report.table()),
-    }
-    Ok(())
+    print_report(serde_json::to_string_pretty(&report)?, &report.table(), json)
 }
 
 fn eval_attribution(dir: &Path, json: Option<&Path>) -> anyhow::Result<()> {
     let cases = driftwatch::eval::attribution::load_cases(dir)?;
     let report = driftwatch::eval::attribution::evaluate(&cases)?;
-    let rendered = serde_json::to_string_pretty(&report)?;
+    print_report(serde_json::to_string_pretty(&report)?, &report.table(), json)
+}
+
+/// An eval report: its JSON to stdout (`--json -`), or the table, with the
+/// JSON written to a file when one is named.
+fn print_report(rendered: String, table: &str, json: Option<&Path>) -> anyhow::Result<()> {
     match json {
         Some(path) if path == Path::new("-") => println!("{rendered}"),
         Some(path) => {
             std::fs::write(path, rendered).with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
-            print!("{}", report.table());
+            print!("{table}");
         }
-        None => print!("{}", report.table()),
+        None => print!("{table}"),
     }
     Ok(())
 }

@@ -208,10 +208,14 @@ fn owners_of(
     commits: &[repo::CommitRecord],
     file: Option<&rank::FileClue>,
 ) -> Vec<String> {
-    let text = owners::LOCATIONS
-        .iter()
-        .find_map(|path| repo.file_at(revision, path).ok().flatten());
-    let Some(text) = text else { return Vec::new() };
+    let text = match repo.first_file_at(revision, owners::LOCATIONS) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read CODEOWNERS; the event names no owners");
+            return Vec::new();
+        }
+    };
     let codeowners = owners::CodeOwners::parse(&text);
     let mut paths: Vec<&str> = suspects
         .iter()

@@ -152,6 +152,7 @@ fn inside_function(content: &str, line: u32, function: &str) -> bool {
     false
 }
 
+#[derive(Default)]
 struct Scored {
     links: Vec<f64>,
     evidence: Vec<String>,
@@ -167,7 +168,6 @@ impl Scored {
         self.say(evidence);
     }
 
-    /// Keeps the lines around `line` of `file`, unless a kept hunk has it.
     /// Keeps the lines around `line` of `file`; a window that overlaps or
     /// touches a kept one of the same file joins it.
     fn show(&mut self, commit: &CommitRecord, file: &FileChange, line: u32) {
@@ -175,15 +175,16 @@ impl Scored {
             return;
         }
         let (mut start, mut end) = (line.saturating_sub(HUNK_CONTEXT).max(1), line + HUNK_CONTEXT);
-        let near = self.hunks.iter().position(|h| {
-            let kept_end = h.start_line + h.lines.len() as u32 - 1;
-            h.path == file.path && start <= kept_end + 1 && h.start_line <= end + 1
-        });
+        let last_line = |h: &Hunk| h.start_line + h.lines.len() as u32 - 1;
+        let near = self
+            .hunks
+            .iter()
+            .position(|h| h.path == file.path && start <= last_line(h) + 1 && h.start_line <= end + 1);
         match near {
             Some(i) => {
                 let kept = self.hunks.remove(i);
                 start = start.min(kept.start_line);
-                end = end.max(kept.start_line + kept.lines.len() as u32 - 1);
+                end = end.max(last_line(&kept));
                 self.hunks.insert(i, hunk(commit, file, start, end));
             }
             None if self.hunks.len() < MAX_HUNKS => {
@@ -238,12 +239,7 @@ pub fn rank(event: &DriftEvent, commits: &[CommitRecord], file: Option<&FileClue
 
 /// A commit as a suspect, with its AI rank for breaking ties.
 fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
-    let mut s = Scored {
-        links: Vec::new(),
-        evidence: Vec::new(),
-        hunks: Vec::new(),
-        ai_line: false,
-    };
+    let mut s = Scored::default();
     let mut peer_found = false;
     for file in &commit.files {
         if !peer_found && let Some((line, needle)) = find_added(file, &clues.peer_needles) {
@@ -426,12 +422,7 @@ mod tests {
             note: None,
             merged_by: None,
         };
-        let mut s = Scored {
-            links: Vec::new(),
-            evidence: Vec::new(),
-            hunks: Vec::new(),
-            ai_line: false,
-        };
+        let mut s = Scored::default();
         s.show(&commit, &file, 5);
         s.show(&commit, &file, 9);
         assert_eq!(s.hunks.len(), 1, "lines 2-8 and 6-12 join");
@@ -443,12 +434,7 @@ mod tests {
         assert_eq!((s.hunks[0].start_line, s.hunks[0].lines.len()), (1, 12), "line 1 joins the first");
         assert_eq!(s.hunks[1].start_line, 22);
         // Past the end of the file: nothing to show.
-        let mut t = Scored {
-            links: Vec::new(),
-            evidence: Vec::new(),
-            hunks: Vec::new(),
-            ai_line: false,
-        };
+        let mut t = Scored::default();
         t.show(&commit, &file, 90);
         assert!(t.hunks.is_empty());
     }

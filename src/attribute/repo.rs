@@ -172,20 +172,24 @@ impl RepoReader {
             .collect())
     }
 
-    /// The text of the file at `path` (from the repository root) in
-    /// `revision`; `None` when there is no such file, or it is binary or
-    /// too large.
-    pub fn file_at(&self, revision: &str, path: &str) -> Result<Option<String>, RepoError> {
+    /// The text of the first of `paths` (from the repository root) that
+    /// `revision` has as a text file; `None` when it has none of them, or
+    /// only binary or oversized ones.
+    pub fn first_file_at(&self, revision: &str, paths: &[&str]) -> Result<Option<String>, RepoError> {
         let repo = self.open()?;
         let tree = self.tree_at(&repo, revision)?;
-        let Some(entry) = tree.lookup_entry_by_path(path).map_err(|e| self.read_error(e))? else {
-            return Ok(None);
-        };
-        if !entry.mode().is_blob() {
-            return Ok(None);
+        for path in paths {
+            let Some(entry) = tree.lookup_entry_by_path(path).map_err(|e| self.read_error(e))? else {
+                continue;
+            };
+            if entry.mode().is_blob() {
+                let text = blob_text(&repo, entry.oid().to_owned());
+                if !text.is_empty() {
+                    return Ok(Some(text));
+                }
+            }
         }
-        let text = blob_text(&repo, entry.oid().to_owned());
-        Ok((!text.is_empty()).then_some(text))
+        Ok(None)
     }
 
     /// The root tree of the commit `revision` names.
