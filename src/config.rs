@@ -368,6 +368,13 @@ impl Config {
                 )));
             }
         }
+        for pattern in &self.detect.dependency.ignore {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                return Err(ConfigError::Invalid(format!(
+                    "detect.dependency.ignore: pattern {pattern:?} is not a valid glob: {e}"
+                )));
+            }
+        }
         if let Some(endpoint) = &self.forward.endpoint {
             let ok = endpoint
                 .parse::<http::Uri>()
@@ -622,6 +629,46 @@ pub struct DetectConfig {
     pub latency: LatencyConfig,
     pub error_rate: ErrorRateConfig,
     pub outbound: OutboundConfig,
+    pub dependency: DependencyConfig,
+}
+
+/// New libraries. A `new_dependency` event fires when spans come from an
+/// instrumentation scope (`InstrumentationScope.name`: a database driver,
+/// an HTTP client, a messaging library) that the service's spans have not
+/// come from within `lookback`, in a revision that has an earlier one to
+/// compare with, once `min_spans` spans were seen; never within the
+/// service's first `learning_period`. It resolves once no span has come
+/// from the scope for `resolve_after`. Scopes matching a glob of `ignore`
+/// are never reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DependencyConfig {
+    pub enabled: bool,
+    /// `info` by default: alert routes without `min_severity` still send
+    /// it; verdicts and routes with `min_severity = "warning"` do not.
+    pub severity: crate::detect::kind::Severity,
+    pub ignore: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    pub min_spans: u64,
+    #[serde(with = "humantime_serde")]
+    pub learning_period: Duration,
+    #[serde(with = "humantime_serde")]
+    pub resolve_after: Duration,
+}
+
+impl Default for DependencyConfig {
+    fn default() -> Self {
+        DependencyConfig {
+            enabled: true,
+            severity: crate::detect::kind::Severity::Info,
+            ignore: Vec::new(),
+            lookback: Duration::from_secs(7 * 86_400),
+            min_spans: 3,
+            learning_period: Duration::from_secs(600),
+            resolve_after: Duration::from_secs(900),
+        }
+    }
 }
 
 /// Thresholds of the error-rate detector. It reads the same windows as the

@@ -285,11 +285,14 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             event.peer.as_deref().unwrap_or(""),
             event.operation.as_deref().unwrap_or("?")
         ),
+        EventKind::NewDependency => format!(
+            "new dependency: {} now uses {} in {}",
+            event.service_key(),
+            event.dependency.as_ref().map_or("?", |d| d.scope.as_str()),
+            event.operation.as_deref().unwrap_or("?")
+        ),
     };
-    let severity = match event.severity {
-        crate::detect::event::Severity::Critical => "CRITICAL",
-        crate::detect::event::Severity::Warning => "WARNING",
-    };
+    let severity = event.severity.as_str().to_ascii_uppercase();
     println!("[{severity}] {what}");
     println!(
         "  revision {} (baseline {}), onset {}, detected {}",

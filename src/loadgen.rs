@@ -235,6 +235,7 @@ fn template_spans(shape: &Shape, index: usize, base_nanos: u64) -> Vec<Synthetic
         spans.push(SyntheticSpan {
             service: service_name.clone(),
             revision: "4f2c9a1e".into(),
+            scope: None,
             name,
             kind: span_kind::SERVER,
             trace_id,
@@ -264,6 +265,7 @@ fn template_spans(shape: &Shape, index: usize, base_nanos: u64) -> Vec<Synthetic
             spans.push(SyntheticSpan {
                 service: service_name,
                 revision: "4f2c9a1e".into(),
+                scope: None,
                 name: "GET".into(),
                 kind: span_kind::CLIENT,
                 trace_id,

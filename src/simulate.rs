@@ -4,7 +4,8 @@
 use prost::Message;
 
 use crate::receive::wire::{
-    AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value,
+    AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, Status,
+    any_value::Value,
 };
 
 /// One span to encode.
@@ -12,6 +13,8 @@ use crate::receive::wire::{
 pub struct SyntheticSpan {
     pub service: String,
     pub revision: String,
+    /// The instrumentation scope (library) that produced the span.
+    pub scope: Option<String>,
     pub name: String,
     pub kind: i32,
     pub trace_id: u128,
@@ -52,8 +55,30 @@ fn key_value(key: &str, value: &AttrValue) -> KeyValue {
     }
 }
 
+fn span(s: &SyntheticSpan) -> Span {
+    Span {
+        trace_id: s.trace_id.to_be_bytes().to_vec().into(),
+        span_id: s.span_id.to_be_bytes().to_vec().into(),
+        parent_span_id: if s.parent_span_id == 0 {
+            Default::default()
+        } else {
+            s.parent_span_id.to_be_bytes().to_vec().into()
+        },
+        name: s.name.clone().into_bytes().into(),
+        kind: s.kind,
+        start_time_unix_nano: s.start_unix_nanos,
+        end_time_unix_nano: s.start_unix_nanos + s.duration_nanos,
+        attributes: s.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+        events: Vec::new(),
+        status: Some(Status {
+            code: if s.error { 2 } else { 0 },
+        }),
+    }
+}
+
 /// Encodes spans as one `ExportTraceServiceRequest`, one resource per
-/// consecutive run of (service, revision), as an SDK batch would.
+/// consecutive run of (service, revision) and one scope per consecutive run
+/// of scope within it, as an SDK batch would.
 pub fn encode_request(spans: &[SyntheticSpan]) -> Vec<u8> {
     let mut request = ExportTraceServiceRequest::default();
     for run in spans.chunk_by(|a, b| a.service == b.service && a.revision == b.revision) {
@@ -63,30 +88,18 @@ pub fn encode_request(spans: &[SyntheticSpan]) -> Vec<u8> {
                 key_value("vcs.ref.head.revision", &AttrValue::Str(run[0].revision.clone())),
             ],
         };
-        let spans = run
-            .iter()
-            .map(|s| Span {
-                trace_id: s.trace_id.to_be_bytes().to_vec().into(),
-                span_id: s.span_id.to_be_bytes().to_vec().into(),
-                parent_span_id: if s.parent_span_id == 0 {
-                    Default::default()
-                } else {
-                    s.parent_span_id.to_be_bytes().to_vec().into()
-                },
-                name: s.name.clone().into_bytes().into(),
-                kind: s.kind,
-                start_time_unix_nano: s.start_unix_nanos,
-                end_time_unix_nano: s.start_unix_nanos + s.duration_nanos,
-                attributes: s.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-                events: Vec::new(),
-                status: Some(Status {
-                    code: if s.error { 2 } else { 0 },
+        let scope_spans = run
+            .chunk_by(|a, b| a.scope == b.scope)
+            .map(|group| ScopeSpans {
+                scope: group[0].scope.as_ref().map(|name| InstrumentationScope {
+                    name: name.clone().into_bytes().into(),
                 }),
+                spans: group.iter().map(span).collect(),
             })
             .collect();
         request.resource_spans.push(ResourceSpans {
             resource: Some(resource),
-            scope_spans: vec![ScopeSpans { spans }],
+            scope_spans,
         });
     }
     request.encode_to_vec()
@@ -129,6 +142,7 @@ impl EndpointTraffic<'_> {
                         batch.push(SyntheticSpan {
                             service: self.service.into(),
                             revision: self.revision.into(),
+                            scope: None,
                             name: "POST".into(),
                             kind: crate::receive::wire::span_kind::CLIENT,
                             trace_id,
@@ -146,6 +160,7 @@ impl EndpointTraffic<'_> {
                     batch.push(SyntheticSpan {
                         service: self.service.into(),
                         revision: self.revision.into(),
+                        scope: None,
                         name: self.operation.into(),
                         kind: crate::receive::wire::span_kind::SERVER,
                         trace_id,
@@ -211,6 +226,7 @@ pub fn realistic_request(spans: usize, start_unix_nanos: u64, seed: u64) -> Vec<
             out.push(SyntheticSpan {
                 service: (*service).into(),
                 revision: "4f2c9a1e".into(),
+                scope: None,
                 name: if client { "GET".into() } else { operation.into() },
                 kind: if client {
                     crate::receive::wire::span_kind::CLIENT

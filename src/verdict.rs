@@ -135,19 +135,12 @@ pub fn revision_matches(asked: &str, known: &str) -> bool {
 }
 
 fn fails(event: &DriftEvent, request: &Request) -> bool {
-    let severe = match request.severity {
-        Severity::Warning => true,
-        Severity::Critical => event.severity == Severity::Critical,
-    };
-    severe && request.kinds.as_ref().is_none_or(|kinds| kinds.contains(&event.kind))
+    event.severity >= request.severity && request.kinds.as_ref().is_none_or(|kinds| kinds.contains(&event.kind))
 }
 
 fn describe(event: &DriftEvent) -> String {
     let subject = event.operation.as_deref().or(event.peer.as_deref()).unwrap_or("the service");
-    let severity = match event.severity {
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    };
+    let severity = event.severity.as_str();
     let first = event
         .suspects
         .first()

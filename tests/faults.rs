@@ -196,6 +196,7 @@ fn distinct_huge_names_cost_bounded_memory() {
         let span = SyntheticSpan {
             service: "flood".into(),
             revision: "r1".into(),
+            scope: None,
             name: huge.clone(),
             kind: 2,
             trace_id: u128::from(i) + 1,

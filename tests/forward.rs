@@ -16,6 +16,7 @@ fn batch(service: &str, n: u64, offset: u64) -> Vec<u8> {
         .map(|i| SyntheticSpan {
             service: service.into(),
             revision: "r1".into(),
+            scope: None,
             name: "GET /x".into(),
             kind: 2,
             trace_id: u128::from(offset + i) << 64 | 1,

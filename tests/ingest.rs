@@ -18,6 +18,7 @@ fn span(service: &str, name: &str, start: u64, duration: u64) -> SyntheticSpan {
     SyntheticSpan {
         service: service.into(),
         revision: "r1".into(),
+        scope: None,
         name: name.into(),
         kind: SERVER,
         trace_id: 1,

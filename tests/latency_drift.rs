@@ -261,6 +261,7 @@ fn high_cardinality_span_names_stay_bounded() {
             .map(|i| SyntheticSpan {
                 service: "flood".into(),
                 revision: "r1".into(),
+                scope: None,
                 name: format!("GET /users/{}", batch * 500 + i),
                 kind: 2,
                 trace_id: 1,
@@ -311,6 +312,7 @@ fn label_values_are_capped_in_bytes_and_expire_with_their_revisions() {
     let span = |service: &str, revision: &str, name: &str, i: u64| SyntheticSpan {
         service: service.into(),
         revision: revision.into(),
+        scope: None,
         name: name.into(),
         kind: 2,
         trace_id: 1,

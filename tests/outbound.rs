@@ -1,12 +1,14 @@
-//! Unexpected outbound calls end to end: CLIENT spans produced by the
-//! Python SDK's real `requests` instrumentation, calling real HTTP servers
-//! on loopback, through the gRPC receiver, read back from the API.
+//! Unexpected outbound calls and new libraries end to end: CLIENT spans
+//! produced by the Python SDK's real `requests` instrumentation, calling
+//! real HTTP servers on loopback, through the gRPC receiver, read back from
+//! the API.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::git::{GitRepo, HUMAN};
 use common::{Driftwatch, eventually, free_port, http_get, python, run_python};
 
 /// A `python -m http.server` on a free loopback port, killed on drop.
@@ -153,6 +155,7 @@ fn metadata_endpoint_and_allowlist_are_critical() {
     let span = driftwatch::simulate::SyntheticSpan {
         service: "pay".into(),
         revision: "r1".into(),
+        scope: None,
         name: "GET".into(),
         kind: 3,
         trace_id: 42,
@@ -203,4 +206,78 @@ fn metadata_endpoint_and_allowlist_are_critical() {
         "the allowed peer is quiet"
     );
     assert_eq!(found.len(), 2, "{found:#?}");
+}
+
+#[test]
+fn a_deploy_that_brings_in_a_library_is_a_new_dependency_blamed_on_the_manifest_line() {
+    let server = HttpServer::start();
+    let mut repo = GitRepo::new();
+    let v1 = repo.commit(
+        &[("requirements.txt", "flask==3.0.3\n"), ("app.py", "import flask\n")],
+        "Initial service",
+        HUMAN,
+    );
+    repo.commit(&[("README.md", "Checkout.\n")], "Document the service", HUMAN);
+    let adds = repo.commit(
+        &[
+            ("requirements.txt", "flask==3.0.3\nrequests==2.32.3\n"),
+            ("app.py", "import flask\nimport requests\n"),
+        ],
+        "Fetch fraud scores over HTTP\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+        ("Lee Park", "lee@example.com"),
+    );
+    let dw = Driftwatch::start(&format!(
+        "[detect.dependency]\nlearning_period = \"2s\"\nmin_spans = 3\n[[git.repos]]\nservice = \"checkout\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    let endpoint = format!("http://{}", dw.grpc);
+    let url = server.url();
+    let call = |revision: &str, instrumented: bool| {
+        let mut args = vec![
+            "--endpoint", &endpoint, "--service", "checkout", "--revision", revision, "--repeat", "5", "--call", &url,
+        ];
+        if !instrumented {
+            args.push("--uninstrumented");
+        }
+        run_python("call_peers.py", &args, &[]);
+    };
+    call(&v1, false);
+    std::thread::sleep(Duration::from_secs(3));
+    call(&adds, true);
+
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(40), "a new_dependency event with suspects", || {
+        found = events(&dw)
+            .into_iter()
+            .filter(|e| e["kind"] == "new_dependency")
+            .collect();
+        found.first().is_some_and(|e| !e["suspects"].as_array().is_none_or(|s| s.is_empty()))
+    });
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let event = &found[0];
+    assert_eq!(event["severity"], "info");
+    assert_eq!(event["dependency"]["scope"], "opentelemetry.instrumentation.requests");
+    assert!(event["dependency"]["spans"].as_u64().expect("spans") >= 3);
+    assert_eq!(event["operation"], "GET", "the library's own spans");
+    assert_eq!(event["revision"], adds);
+    assert_eq!(event["baseline_revision"], v1);
+    let top = &event["suspects"][0];
+    assert_eq!(top["commit"], adds, "{event:#}");
+    let evidence: Vec<&str> = top["evidence"].as_array().expect("evidence").iter().filter_map(|e| e.as_str()).collect();
+    assert!(
+        evidence.iter().any(|e| e.contains("\"requests==2.32.3\" to requirements.txt:2")),
+        "{evidence:?}"
+    );
+    assert_eq!(event["suspects"][1]["linked"], false, "the README commit has no link: {event:#}");
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_drifts_firing", &[("kind", "new_dependency")]), 1.0);
+    // The scope the service always had is not new, and a verdict at its
+    // default severity passes: informational events do not fail rollouts.
+    let (status, body) = http_get(&format!(
+        "http://{}/api/v1/verdict?service=checkout&revision={adds}",
+        dw.admin
+    ))
+    .expect("verdict");
+    let verdict: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_ne!(verdict["verdict"], "fail", "{status} {verdict:#}");
 }

@@ -109,6 +109,18 @@ pub fn headline(event: &DriftEvent) -> String {
                 .map(|o| format!(" from {}", sanitize(o, MAX_FIELD_CHARS)))
                 .unwrap_or_default()
         ),
+        EventKind::NewDependency => format!(
+            "{service} uses a new library: {}{}",
+            sanitize(
+                event.dependency.as_ref().map_or("", |d| d.scope.as_str()),
+                MAX_FIELD_CHARS
+            ),
+            event
+                .operation
+                .as_deref()
+                .map(|o| format!(" ({})", sanitize(o, MAX_FIELD_CHARS)))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -129,10 +141,7 @@ pub fn lifecycle_note(event: &DriftEvent) -> Option<String> {
 }
 
 fn severity(event: &DriftEvent) -> &'static str {
-    match event.severity {
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
+    event.severity.as_str()
 }
 
 /// "Score orders for fraud… (claude-code) abc123def456 by Lee Park".
@@ -164,6 +173,7 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
                     EventKind::LatencyRegression => "DriftwatchLatencyRegression",
                     EventKind::NewOutboundPeer => "DriftwatchNewOutboundPeer",
                     EventKind::ErrorRateRegression => "DriftwatchErrorRateRegression",
+                    EventKind::NewDependency => "DriftwatchNewDependency",
                 },
                 "service": sanitize(&event.service, MAX_FIELD_CHARS),
                 "revision": sanitize(&event.revision, 64),

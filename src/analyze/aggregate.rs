@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{PeerSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, SeriesSnapshot, ServiceSnapshot};
+use super::snapshot::{
+    PeerSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, ScopeSnapshot, SeriesSnapshot, ServiceSnapshot, Sighting,
+};
 
 /// The aggregate format version, stored inside each aggregate.
 pub const AGGREGATE_VERSION: u32 = 1;
@@ -45,6 +47,35 @@ struct Held<T> {
     holders: u32,
 }
 
+/// Adds one holder of `value`, widening what the others hold.
+fn hold<T: Sighting>(map: &mut BTreeMap<String, Held<T>>, key: &str, value: &T) {
+    match map.get_mut(key) {
+        Some(held) => {
+            held.holders += 1;
+            held.value.widen(value);
+        }
+        None => {
+            map.insert(
+                key.to_owned(),
+                Held {
+                    value: value.clone(),
+                    holders: 1,
+                },
+            );
+        }
+    }
+}
+
+/// Takes one holder away; what no snapshot holds any longer leaves.
+fn release<T>(map: &mut BTreeMap<String, Held<T>>, key: &str) {
+    if let Some(held) = map.get_mut(key) {
+        held.holders = held.holders.saturating_sub(1);
+        if held.holders == 0 {
+            map.remove(key);
+        }
+    }
+}
+
 /// The sum of a service's snapshots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
@@ -60,6 +91,8 @@ pub struct Aggregate {
     /// Keyed by operation, then revision, with a unit separator between.
     series: BTreeMap<String, SeriesSum>,
     peers: BTreeMap<String, Held<PeerSnapshot>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    scopes: BTreeMap<String, Held<ScopeSnapshot>>,
 }
 
 /// Why an aggregate could not be brought up to date.
@@ -85,6 +118,7 @@ impl Aggregate {
             revisions: BTreeMap::new(),
             series: BTreeMap::new(),
             peers: BTreeMap::new(),
+            scopes: BTreeMap::new(),
         }
     }
 
@@ -125,14 +159,10 @@ impl Aggregate {
             held.value.spans += r.spans;
         }
         for p in &snapshot.peers {
-            let held = self.peers.entry(p.peer.clone()).or_insert_with(|| Held {
-                value: p.clone(),
-                holders: 0,
-            });
-            held.holders += 1;
-            held.value.first_seen = held.value.first_seen.min(p.first_seen);
-            held.value.last_seen = held.value.last_seen.max(p.last_seen);
-            held.value.calls = held.value.calls.max(p.calls);
+            hold(&mut self.peers, &p.peer, p);
+        }
+        for s in &snapshot.scopes {
+            hold(&mut self.scopes, &s.scope, s);
         }
         for s in &snapshot.series {
             let sum = self.series.entry(series_key(s)).or_insert_with(|| SeriesSum {
@@ -174,12 +204,10 @@ impl Aggregate {
             }
         }
         for p in &snapshot.peers {
-            if let Some(held) = self.peers.get_mut(&p.peer) {
-                held.holders = held.holders.saturating_sub(1);
-                if held.holders == 0 {
-                    self.peers.remove(&p.peer);
-                }
-            }
+            release(&mut self.peers, &p.peer);
+        }
+        for s in &snapshot.scopes {
+            release(&mut self.scopes, &s.scope);
         }
         for s in &snapshot.series {
             let key = series_key(s);
@@ -248,6 +276,7 @@ impl Aggregate {
                 })
                 .collect(),
             peers: self.peers.values().map(|h| h.value.clone()).collect(),
+            scopes: self.scopes.values().map(|h| h.value.clone()).collect(),
             firing: Vec::new(),
         }
     }
@@ -349,6 +378,12 @@ mod tests {
                 last_seen: 900,
                 calls: replica,
             }],
+            scopes: vec![ScopeSnapshot {
+                scope: format!("scope-{}", replica % 2),
+                first_seen: 100 + replica,
+                last_seen: 900,
+                spans: replica,
+            }],
             firing: Vec::new(),
         }
     }
@@ -372,6 +407,7 @@ mod tests {
         let (a, b) = (sum.to_snapshot(), fresh.to_snapshot());
         assert_eq!(a.revisions, b.revisions);
         assert_eq!(a.peers, b.peers);
+        assert_eq!(a.scopes, b.scopes);
         assert_eq!(a.series.len(), 1, "r1's series left with its last holder");
         assert_eq!(a.series[0].buckets, b.series[0].buckets);
         assert_eq!(a.series[0].errors, b.series[0].errors);
@@ -409,6 +445,8 @@ mod tests {
         let spans: u64 = others.series[0].buckets.iter().map(|b| b.1).sum();
         assert_eq!(spans, (1 + 1) + (3 + 1) + (4 + 1));
         assert!(!others.peers.iter().any(|p| p.peer == "db-2:5432"), "its own peer left with it");
+        let scopes: Vec<_> = others.scopes.iter().map(|s| s.scope.as_str()).collect();
+        assert_eq!(scopes, ["scope-0", "scope-1"], "replicas 1 and 3 still hold scope-1");
         assert_eq!(sum.replicas, 3);
         sum.subtract(&all[0]).expect("same service");
         sum.subtract(&all[2]).expect("same service");

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use super::snapshot::{PeerSnapshot, RevisionSnapshot, ServiceSnapshot, histogram_from};
+use super::snapshot::{PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, histogram_from};
 use super::window::{LatencyWindows, WindowLayout};
 use crate::detect::stats::{WindowMoments, new_histogram};
 use crate::extract::{ServiceKey, Sym};
@@ -25,6 +25,7 @@ pub struct FleetBaseline {
     pub first_seen: Option<u64>,
     pub revisions: Vec<RevisionSnapshot>,
     pub peers: Vec<PeerSnapshot>,
+    pub scopes: Vec<ScopeSnapshot>,
     /// Merged latency history by (operation, revision) name.
     series: HashMap<(Sym, Sym), LatencyWindows>,
     /// The most clean comparisons in a row any replica made, by
@@ -41,6 +42,7 @@ impl FleetBaseline {
         };
         let mut revisions: HashMap<&str, RevisionSnapshot> = HashMap::new();
         let mut peers: HashMap<&str, PeerSnapshot> = HashMap::new();
+        let mut scopes: HashMap<&str, ScopeSnapshot> = HashMap::new();
         let mut histograms: HashMap<(&str, &str), MergedSeries> = HashMap::new();
         let mut clean: HashMap<(Sym, Sym), u32> = HashMap::new();
         let mut first_seen: Option<u64> = None;
@@ -61,14 +63,10 @@ impl FleetBaseline {
                     .or_insert_with(|| r.clone());
             }
             for p in &snapshot.peers {
-                peers
-                    .entry(&p.peer)
-                    .and_modify(|m| {
-                        m.first_seen = m.first_seen.min(p.first_seen);
-                        m.last_seen = m.last_seen.max(p.last_seen);
-                        m.calls = m.calls.max(p.calls);
-                    })
-                    .or_insert_with(|| p.clone());
+                peers.entry(&p.peer).and_modify(|m| m.widen(p)).or_insert_with(|| p.clone());
+            }
+            for s in &snapshot.scopes {
+                scopes.entry(&s.scope).and_modify(|m| m.widen(s)).or_insert_with(|| s.clone());
             }
             for s in &snapshot.series {
                 if s.clean_evaluations > 0 {
@@ -107,6 +105,7 @@ impl FleetBaseline {
             first_seen,
             revisions,
             peers: peers.into_values().collect(),
+            scopes: scopes.into_values().collect(),
             series,
             clean,
             replicas: snapshots.iter().filter(of_service).count(),
@@ -206,6 +205,12 @@ mod tests {
                 last_seen: last,
                 calls: peer_calls,
             }],
+            scopes: vec![crate::analyze::snapshot::ScopeSnapshot {
+                scope: "io.opentelemetry.jdbc".into(),
+                first_seen: first,
+                last_seen: last,
+                spans: peer_calls,
+            }],
             firing: Vec::new(),
         }
     }
@@ -226,6 +231,8 @@ mod tests {
         let r = &fleet.revisions[0];
         assert_eq!((r.first_seen, r.last_seen, r.spans), (50, 200, 60));
         assert_eq!(fleet.peers[0].calls, 7, "call counts are not summed across replicas");
+        let scope = &fleet.scopes[0];
+        assert_eq!((scope.first_seen, scope.last_seen, scope.spans), (50, 200, 7));
         let series = fleet.series(&Sym::from("GET /"), &Sym::from("r1")).expect("merged series");
         assert_eq!(series.total(), 60);
         let mut all = new_histogram();
@@ -263,6 +270,7 @@ mod tests {
                 code: None,
                 route: None,
                 error_type: None,
+                scope: None,
             },
             &settings,
         );

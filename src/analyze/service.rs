@@ -10,7 +10,8 @@ use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
 use super::window::{LatencyWindows, WindowLayout};
-use crate::config::{AnalyzeConfig, ErrorRateConfig, LatencyConfig, OutboundConfig};
+use crate::config::{AnalyzeConfig, DependencyConfig, ErrorRateConfig, LatencyConfig, OutboundConfig};
+use crate::detect::dependency::DependencyDetector;
 use crate::detect::errors::{ErrorCount, ErrorRateDetector, ErrorTypes};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
@@ -29,6 +30,7 @@ pub struct AnalysisSettings {
     pub latency: LatencyConfig,
     pub error_rate: ErrorRateConfig,
     pub outbound: OutboundConfig,
+    pub dependency: DependencyConfig,
 }
 
 impl AnalysisSettings {
@@ -55,6 +57,7 @@ impl AnalysisSettings {
             latency: latency.clone(),
             error_rate: detect.error_rate.clone(),
             outbound: detect.outbound.clone(),
+            dependency: detect.dependency.clone(),
         }
     }
 
@@ -110,6 +113,7 @@ pub struct ServiceState {
     detector: LatencyDetector,
     errors: ErrorRateDetector,
     outbound: OutboundDetector,
+    dependencies: DependencyDetector,
     /// What the other replicas saw (fleet mode).
     fleet: Option<Arc<FleetBaseline>>,
 }
@@ -144,6 +148,7 @@ impl ServiceState {
                 settings.layout.window_nanos,
             ),
             outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
+            dependencies: DependencyDetector::new(settings.dependency.clone(), settings.latency.evaluation_interval),
             fleet: None,
         }
     }
@@ -174,6 +179,11 @@ impl ServiceState {
             self.forget_revision(dropped);
         }
         self.outbound.on_span(fact.start_unix_nanos);
+        if let Some(scope) = &fact.scope {
+            let first_seen = self.outbound.first_seen().unwrap_or(fact.start_unix_nanos);
+            self.dependencies
+                .on_span(scope, &fact.operation, revision, fact.start_unix_nanos, first_seen);
+        }
         if let Some(peer) = fact.peer.as_ref().filter(|_| fact.kind.is_outbound()) {
             self.calls_out = true;
             let lookback = u64::try_from(settings.outbound.lookback.as_nanos()).unwrap_or(u64::MAX);
@@ -215,6 +225,7 @@ impl ServiceState {
         self.errors.forget_revision(dropped);
         self.peers.forget_revision(dropped);
         self.outbound.forget_revision(dropped);
+        self.dependencies.forget_revision(dropped);
     }
 
     /// Takes in what the other replicas of the service saw: their revisions
@@ -242,6 +253,9 @@ impl ServiceState {
             self.peers
                 .learn_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
         }
+        for s in &fleet.scopes {
+            self.dependencies.learn_known(Sym::from(s.scope.as_str()), s.known());
+        }
         if let Some(first_seen) = fleet.first_seen {
             self.outbound.learn_first_seen(first_seen);
         }
@@ -261,6 +275,24 @@ impl ServiceState {
     /// Outbound drifts firing now.
     pub fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::outbound::PeerReason], u64)> {
         self.outbound.firing()
+    }
+
+    /// New-dependency drifts firing now: (scope, revision, event id, first span).
+    pub fn dependency_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, u64)> {
+        self.dependencies.firing()
+    }
+
+    /// The scopes the service's spans came from within the lookback.
+    pub fn known_scopes(&self) -> impl Iterator<Item = (&Sym, &crate::detect::dependency::KnownScope)> {
+        self.dependencies.known()
+    }
+
+    pub(super) fn restore_dependency_firing(&mut self, scope: Sym, revision: RevId, event_id: String, first_seen: u64) {
+        self.dependencies.restore_firing(scope, revision, event_id, first_seen);
+    }
+
+    pub(super) fn learn_scope(&mut self, scope: Sym, known: crate::detect::dependency::KnownScope) {
+        self.dependencies.learn_known(scope, known);
     }
 
     pub(super) fn restore_latency_firing(
@@ -433,6 +465,7 @@ impl ServiceState {
         }
         self.peers.resolve_pending(at);
         self.outbound.evaluate(&self.key, &self.peers, &self.timeline, at, out);
+        self.dependencies.evaluate(&self.key, &self.timeline, at, out);
         let ServiceState {
             key,
             operations,

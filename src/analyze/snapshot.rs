@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::service::{AnalysisSettings, ServiceState};
 use super::window::LatencyWindows;
+use crate::detect::dependency::KnownScope;
 use crate::detect::event::{DriftEvent, EventKind, fingerprint_of};
 use crate::detect::stats::{LatencyHistogram, WindowMoments, new_histogram};
 use crate::extract::{ServiceKey, Sym};
@@ -70,8 +71,12 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
                 event.outbound.as_ref().map(|o| o.reasons.clone()).unwrap_or_default(),
                 event.onset_unix_nanos,
             ),
-            _ => (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos),
+            EventKind::NewDependency => (None, None, Vec::new(), event.onset_unix_nanos),
+            EventKind::LatencyRegression | EventKind::ErrorRateRegression => {
+                (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos)
+            }
         };
+        let scope = event.dependency.as_ref().map(|d| d.scope.clone());
         let baseline = event.stats.as_ref().and_then(baseline_of);
         let error_baseline = event
             .stats
@@ -88,6 +93,7 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
             first_seen,
             baseline,
             seen_in,
+            scope,
         });
     }
 }
@@ -127,6 +133,9 @@ pub struct ServiceSnapshot {
     pub revisions: Vec<RevisionSnapshot>,
     pub series: Vec<SeriesSnapshot>,
     pub peers: Vec<PeerSnapshot>,
+    /// Instrumentation scopes seen within the lookback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<ScopeSnapshot>,
     /// Drifts firing when the snapshot was taken, so they resolve after a
     /// restart instead of firing forever.
     #[serde(default)]
@@ -164,6 +173,7 @@ impl ServiceSnapshot {
             revisions: Vec::new(),
             series: Vec::new(),
             peers: Vec::new(),
+            scopes: Vec::new(),
             firing: Vec::new(),
         }
     }
@@ -196,6 +206,9 @@ pub struct FiringSnapshot {
     /// The frozen baseline of an error-rate regression: (errors, spans).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_baseline: Option<(u64, u64)>,
+    /// The instrumentation scope of a new-dependency drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -229,6 +242,47 @@ pub struct PeerSnapshot {
     pub first_seen: u64,
     pub last_seen: u64,
     pub calls: u64,
+}
+
+/// An instrumentation scope the service's spans came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScopeSnapshot {
+    pub scope: String,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub spans: u64,
+}
+
+impl ScopeSnapshot {
+    pub fn known(&self) -> KnownScope {
+        KnownScope {
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            spans: self.spans,
+        }
+    }
+}
+
+/// Something seen over a stretch of time, as several replicas merge it:
+/// the earliest first and the latest last sighting, the largest count.
+pub trait Sighting: Clone {
+    fn widen(&mut self, other: &Self);
+}
+
+impl Sighting for PeerSnapshot {
+    fn widen(&mut self, other: &Self) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.calls = self.calls.max(other.calls);
+    }
+}
+
+impl Sighting for ScopeSnapshot {
+    fn widen(&mut self, other: &Self) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.spans = self.spans.max(other.spans);
+    }
 }
 
 /// The errors a snapshot's series recorded in the window starting at `start`.
@@ -304,6 +358,17 @@ impl ServiceState {
             })
             .collect();
         peers.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let mut scopes: Vec<ScopeSnapshot> = self
+            .known_scopes()
+            .filter(|(_, k)| k.last_seen >= horizon)
+            .map(|(scope, k)| ScopeSnapshot {
+                scope: scope.to_string(),
+                first_seen: k.first_seen,
+                last_seen: k.last_seen,
+                spans: k.spans,
+            })
+            .collect();
+        scopes.sort_by(|a, b| a.scope.cmp(&b.scope));
         let revision_name = |id| kept.iter().find(|r| r.id == id).map(|r| r.revision.to_string());
         let mut firing: Vec<FiringSnapshot> = self
             .latency_firing()
@@ -319,6 +384,7 @@ impl ServiceState {
                     baseline: incident.baseline.as_ref().map(histogram_buckets),
                     seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
                     error_baseline: None,
+                    scope: None,
                 })
             })
             .chain(self.error_rate_firing().filter_map(|(op, incident)| {
@@ -333,6 +399,7 @@ impl ServiceState {
                     baseline: None,
                     seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
                     error_baseline: Some((incident.baseline.errors, incident.baseline.spans)),
+                    scope: None,
                 })
             }))
             .chain(
@@ -349,6 +416,25 @@ impl ServiceState {
                             first_seen,
                             baseline: None,
                             seen_in: Vec::new(),
+                            scope: None,
+                        })
+                    }),
+            )
+            .chain(
+                self.dependency_firing()
+                    .filter_map(|(scope, rev, event_id, first_seen)| {
+                        Some(FiringSnapshot {
+                            event_id: event_id.to_owned(),
+                            kind: Some(EventKind::NewDependency),
+                            error_baseline: None,
+                            revision: revision_name(rev)?,
+                            operation: None,
+                            peer: None,
+                            reasons: Vec::new(),
+                            first_seen,
+                            baseline: None,
+                            seen_in: Vec::new(),
+                            scope: Some(scope.to_string()),
                         })
                     }),
             )
@@ -371,6 +457,7 @@ impl ServiceState {
                 .collect(),
             series,
             peers,
+            scopes,
             firing,
         }
     }
@@ -408,6 +495,9 @@ impl ServiceState {
                 .peers
                 .restore_known(Sym::from(p.peer.as_str()), p.first_seen, p.last_seen, p.calls);
         }
+        for s in &snapshot.scopes {
+            state.learn_scope(Sym::from(s.scope.as_str()), s.known());
+        }
         for f in &snapshot.firing {
             // A drift held again from its stored event may name a revision
             // the snapshot never saw.
@@ -436,6 +526,9 @@ impl ServiceState {
                     let baseline = f.baseline.as_deref().map(histogram_from);
                     state.restore_latency_firing(op, revision, f.event_id.clone(), baseline, seen_in);
                 }
+            }
+            if let (Some(EventKind::NewDependency), Some(scope)) = (f.kind, &f.scope) {
+                state.restore_dependency_firing(Sym::from(scope.as_str()), revision, f.event_id.clone(), f.first_seen);
             }
             if let Some(peer) = &f.peer {
                 state.restore_outbound_firing(
@@ -475,6 +568,7 @@ mod tests {
             code: None,
             route: None,
             error_type: None,
+            scope: None,
         }
     }
 
@@ -567,6 +661,60 @@ mod tests {
     }
 
     #[test]
+    fn a_new_dependency_survives_a_restart_and_resolves_when_rolled_back() {
+        use crate::detect::event::{EventUpdate, ResolutionReason};
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let second = 1_000_000_000u64;
+        let t0 = 1_700_000_000_000_000_000u64;
+        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision: &str, redis: bool| {
+            for i in from..to {
+                let mut span = fact("GET /cart", revision, t0 + i * second, 20, SpanKind::Server, None);
+                span.scope = Some(Sym::from("opentelemetry.instrumentation.flask"));
+                state.record(&span, &settings);
+                if redis {
+                    let mut call = fact("HGET", revision, t0 + i * second + 1, 2, SpanKind::Client, Some("redis:6379"));
+                    call.scope = Some(Sym::from("opentelemetry.instrumentation.redis"));
+                    state.record(&call, &settings);
+                }
+                state.evaluate_due(&settings, updates);
+            }
+        };
+        let mut updates = Vec::new();
+        // Twenty minutes of r1, then r2 brings in a Redis client.
+        send(&mut state, &mut updates, 0, 1200, "r1", false);
+        send(&mut state, &mut updates, 1200, 1300, "r2", true);
+        let fired: Vec<_> = updates
+            .iter()
+            .filter_map(|u| match u {
+                EventUpdate::Fired(event) => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+        let kinds: Vec<_> = fired.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::NewOutboundPeer, EventKind::NewDependency], "the flask scope is not new: {updates:?}");
+        let fired = &fired[1];
+        assert_eq!(fired.dependency.as_ref().map(|d| d.scope.as_str()), Some("opentelemetry.instrumentation.redis"));
+        assert_eq!((fired.revision.as_str(), fired.baseline_revision.as_deref()), ("r2", Some("r1")));
+
+        let snapshot = state.snapshot(u64::MAX);
+        assert_eq!(snapshot.scopes.len(), 2, "both scopes are known");
+        let back: ServiceSnapshot = serde_json::from_slice(&serde_json::to_vec(&snapshot).expect("json")).expect("parse");
+        let mut restored = ServiceState::restore(&back, &settings);
+        let mut after = Vec::new();
+        // r2 goes on; then r1 is rolled back to.
+        send(&mut restored, &mut after, 1300, 1400, "r2", true);
+        assert!(!after.iter().any(|u| matches!(u, EventUpdate::Fired(_) | EventUpdate::Resolved { .. })), "{after:?}");
+        send(&mut restored, &mut after, 1400, 3000, "r1", false);
+        let resolution = after.iter().find_map(|u| match u {
+            EventUpdate::Resolved { id, resolution, .. } if *id == fired.id => Some(resolution.clone()),
+            _ => None,
+        });
+        assert_eq!(resolution.map(|r| r.reason), Some(ResolutionReason::RolledBack), "{after:?}");
+        assert!(!after.iter().any(|u| matches!(u, EventUpdate::Fired(_))), "nothing fires twice");
+    }
+
+    #[test]
     fn a_drift_firing_at_snapshot_time_resolves_after_restore() {
         use crate::detect::event::EventUpdate;
         let settings = AnalysisSettings::from_config(&Config::default());
@@ -631,6 +779,7 @@ mod tests {
             first_seen: 5,
             baseline: None,
             seen_in: Vec::new(),
+            scope: None,
         });
         held.revisions.push(RevisionSnapshot {
             revision: "abc1234".into(),

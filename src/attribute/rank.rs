@@ -4,7 +4,9 @@
 //! shows a direct link: an added line containing the new peer, a change
 //! inside the function the drifting spans name, a change to the file they
 //! name, an added line calling that function, or an added route of the
-//! drifting operation. Each link has a weight wᵢ, and a linked commit
+//! drifting operation; for a new dependency, an added manifest or lockfile
+//! line naming the library, any change to a manifest or lockfile, or an
+//! added line naming the library in the code. Each link has a weight wᵢ, and a linked commit
 //! scores 0.5 + 0.5 × (1 − Π(1 − wᵢ)), so more links rank higher and every
 //! linked commit ranks above every commit without a link, which scores at
 //! most 0.1 (0.05 for being in range, up to 0.05 more for its size: big
@@ -34,6 +36,9 @@ const W_CHANGES_FUNCTION: f64 = 0.45;
 const W_TOUCHES_FILE: f64 = 0.3;
 const W_MENTIONS_FUNCTION: f64 = 0.2;
 const W_ROUTE: f64 = 0.15;
+const W_ADDS_DEPENDENCY: f64 = 0.6;
+const W_CHANGES_MANIFEST: f64 = 0.25;
+const W_USES_LIBRARY: f64 = 0.2;
 /// What a linked commit scores at least.
 const LINKED_FLOOR: f64 = 0.5;
 /// Every commit in range could be the cause.
@@ -70,6 +75,9 @@ struct Clues {
     /// The spans' `code.file.path` as they carry it.
     span_path: Option<String>,
     route: Option<String>,
+    /// For a new dependency: words of its instrumentation scope that a
+    /// manifest line adding the library would contain.
+    library: Option<Vec<String>>,
 }
 
 impl Clues {
@@ -106,8 +114,49 @@ impl Clues {
             file: file.cloned(),
             span_path: event.code.filepath.clone(),
             route: event.code.route.clone(),
+            library: event.dependency.as_ref().map(|d| library_words(&d.scope)),
         }
     }
+}
+
+/// Words of a scope name too generic to name a library.
+const GENERIC_SCOPE_WORDS: &[&str] = &[
+    "opentelemetry", "otel", "instrumentation", "instrumentor", "contrib", "extra", "io", "org", "com", "net",
+    "github", "gitlab", "go", "golang", "auto", "autoinstrumentation", "javaagent", "api", "sdk", "lib", "library",
+    "http", "https", "core", "client", "server", "java", "js", "node", "python", "dotnet", "rust", "semconv",
+    "trace", "tracing", "tracer", "version", "module", "plugin", "the",
+];
+
+/// The words of an instrumentation scope that name its library:
+/// `opentelemetry.instrumentation.psycopg2` → `psycopg2`,
+/// `@opentelemetry/instrumentation-pg` → `pg`,
+/// `go.opentelemetry.io/contrib/instrumentation/github.com/redis/go-redis/extra/redisotel`
+/// → `redis`, `redisotel`.
+fn library_words(scope: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for word in scope.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        let word = word.to_ascii_lowercase();
+        let versionish = word.trim_start_matches('v').chars().all(|c| c.is_ascii_digit());
+        if word.len() >= 2 && !versionish && !GENERIC_SCOPE_WORDS.contains(&word.as_str()) && !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    words
+}
+
+/// Whether `path` is a dependency manifest or lockfile.
+fn is_manifest(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    const NAMES: &[&str] = &[
+        "package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb",
+        "pyproject.toml", "poetry.lock", "Pipfile", "Pipfile.lock", "uv.lock", "setup.py", "setup.cfg", "go.mod",
+        "go.sum", "Cargo.toml", "Cargo.lock", "pom.xml", "build.gradle", "build.gradle.kts", "gradle.lockfile",
+        "libs.versions.toml", "Gemfile", "Gemfile.lock", "composer.json", "composer.lock", "packages.config",
+        "Directory.Packages.props", "mix.exs", "mix.lock",
+    ];
+    NAMES.contains(&name)
+        || (name.starts_with("requirements") && (name.ends_with(".txt") || name.ends_with(".in")))
+        || name.ends_with(".csproj")
 }
 
 /// `shop.pay.charge_card` / `Pay::charge_card` / `charge_card` → `charge_card`.
@@ -283,6 +332,9 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
                 s.show(commit, file, *line);
             }
         }
+        if let Some(words) = &clues.library {
+            link_library(commit, file, words, &mut s);
+        }
         if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1)
             && let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route))
         {
@@ -331,6 +383,41 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
         pull_request: None,
     };
     (suspect, ai_rank)
+}
+
+/// The links of a new dependency in one file: a manifest line that adds
+/// the library, a manifest change, or a code line that names the library.
+fn link_library(commit: &CommitRecord, file: &FileChange, words: &[String], s: &mut Scored) {
+    let names = |text: &str| {
+        let lower = text.to_ascii_lowercase();
+        words.iter().find(|w| contains_word(&lower, w)).cloned()
+    };
+    let manifest = is_manifest(&file.path);
+    match file.added.iter().find_map(|(line, text)| names(text).map(|w| (*line, text, w))) {
+        Some((line, text, word)) if manifest => {
+            s.link(
+                W_ADDS_DEPENDENCY,
+                format!(
+                    "adds {:?} to {}:{line} (the new library {word:?})",
+                    crate::text::truncate(text.trim(), 80),
+                    file.path
+                ),
+            );
+            s.show(commit, file, line);
+            note_ai_line(commit, file, line, s);
+        }
+        _ if manifest && file.lines_added + file.lines_removed > 0 => {
+            s.link(W_CHANGES_MANIFEST, format!("changes dependency manifest {}", file.path));
+            if let Some((line, _)) = file.added.first() {
+                s.show(commit, file, *line);
+            }
+        }
+        Some((line, _, word)) => {
+            s.link(W_USES_LIBRARY, format!("adds a line naming {word:?} at {}:{line}", file.path));
+            s.show(commit, file, line);
+        }
+        None => {}
+    }
 }
 
 /// Lines `start..=end` of `file` as the commit left them.
@@ -451,5 +538,74 @@ mod tests {
         assert!(!inside_function(code, 8, "charge_card"));
         assert!(contains_word("x = charge_card(c)", "charge_card"));
         assert!(!contains_word("x = charge_cards(c)", "charge_card"));
+    }
+
+    fn commit(id: &str, files: Vec<FileChange>) -> CommitRecord {
+        CommitRecord {
+            id: id.into(),
+            summary: id.into(),
+            message: String::new(),
+            author_name: String::new(),
+            author_email: String::new(),
+            committer_name: String::new(),
+            committer_email: String::new(),
+            committed_at: 0,
+            parents: 1,
+            authorship: super::super::classify::Authorship::Unknown,
+            files,
+            note: None,
+            merged_by: None,
+        }
+    }
+
+    fn change(path: &str, added: &[(u32, &str)]) -> FileChange {
+        FileChange {
+            path: path.into(),
+            added: added.iter().map(|(n, t)| (*n, (*t).to_owned())).collect(),
+            lines_added: added.len() as u32,
+            lines_removed: 0,
+            content: String::new(),
+        }
+    }
+
+    #[test]
+    fn scope_names_give_library_words() {
+        assert_eq!(library_words("opentelemetry.instrumentation.psycopg2"), ["psycopg2"]);
+        assert_eq!(library_words("@opentelemetry/instrumentation-pg"), ["pg"]);
+        assert_eq!(library_words("io.opentelemetry.okhttp-3.0"), ["okhttp"]);
+        assert_eq!(
+            library_words("go.opentelemetry.io/contrib/instrumentation/github.com/redis/go-redis/extra/redisotel"),
+            ["redis", "redisotel"]
+        );
+        assert!(is_manifest("services/cart/requirements-prod.txt"));
+        assert!(is_manifest("go.mod") && is_manifest("web/package-lock.json") && is_manifest("api/Api.csproj"));
+        assert!(!is_manifest("src/requirements.py"));
+    }
+
+    #[test]
+    fn a_new_dependency_blames_the_manifest_line_that_adds_it_first() {
+        let mut event = crate::detect::event::example_event("e", 1);
+        event.kind = EventKind::NewDependency;
+        event.code = Default::default();
+        event.dependency = Some(crate::detect::dependency::DependencyStats {
+            scope: "opentelemetry.instrumentation.redis".into(),
+            spans: 40,
+            operations: Vec::new(),
+        });
+        let commits = [
+            commit("unrelated", vec![change("src/pay.py", &[(3, "x = 1")])]),
+            commit("uses", vec![change("src/cart.py", &[(1, "import redis"), (2, "cache = redis.Redis()")])]),
+            commit("bumps", vec![change("requirements.txt", &[(4, "flask==3.0.3")])]),
+            commit("adds", vec![change("requirements.txt", &[(4, "flask==3.0.3"), (9, "redis==5.0.1")])]),
+            commit("not-a-word", vec![change("requirements.txt", &[(2, "redisx==1.0")])]),
+        ];
+        let suspects = rank(&event, &commits, None);
+        let order: Vec<&str> = suspects.iter().map(|s| s.commit.as_str()).collect();
+        assert_eq!(order[0], "adds", "{suspects:#?}");
+        assert!(suspects[0].evidence[0].contains("\"redis==5.0.1\" to requirements.txt:9"), "{:?}", suspects[0].evidence);
+        assert_eq!(order.last(), Some(&"unrelated"));
+        let linked: Vec<&str> = suspects.iter().filter(|s| s.linked).map(|s| s.commit.as_str()).collect();
+        assert_eq!(linked.len(), 4, "a manifest change or a line naming the library is a link: {linked:?}");
+        assert!(order.iter().position(|c| *c == "uses") < order.iter().position(|c| *c == "unrelated"));
     }
 }

@@ -580,6 +580,7 @@ impl ErrorRateDetector {
                 distribution: None,
             }),
             outbound: None,
+            dependency: None,
             code,
             suspects: Vec::new(),
             owners: Vec::new(),

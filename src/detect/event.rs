@@ -236,6 +236,9 @@ pub struct DriftEvent {
     /// Details of a `new_outbound_peer` event: why, how often, from where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<super::outbound::OutboundStats>,
+    /// Details of a `new_dependency` event: the scope and where it shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<super::dependency::DependencyStats>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub code: CodeHint,
     pub suspects: Vec<Suspect>,
@@ -490,6 +493,7 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         resolution: None,
         stats: None,
         outbound: None,
+        dependency: None,
         code: CodeHint::default(),
         suspects: vec![],
         owners: Vec::new(),

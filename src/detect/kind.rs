@@ -10,6 +10,7 @@ pub enum EventKind {
     LatencyRegression,
     NewOutboundPeer,
     ErrorRateRegression,
+    NewDependency,
 }
 
 impl EventKind {
@@ -18,6 +19,7 @@ impl EventKind {
             EventKind::LatencyRegression => "latency_regression",
             EventKind::NewOutboundPeer => "new_outbound_peer",
             EventKind::ErrorRateRegression => "error_rate_regression",
+            EventKind::NewDependency => "new_dependency",
         }
     }
 
@@ -27,20 +29,35 @@ impl EventKind {
             EventKind::LatencyRegression => "Latency regression",
             EventKind::NewOutboundPeer => "New outbound peer",
             EventKind::ErrorRateRegression => "Error-rate regression",
+            EventKind::NewDependency => "New dependency",
         }
     }
 
     /// Every kind, in a fixed order (for metrics that list them all).
-    pub const ALL: [EventKind; 3] = [
+    pub const ALL: [EventKind; 4] = [
         EventKind::LatencyRegression,
         EventKind::NewOutboundPeer,
         EventKind::ErrorRateRegression,
+        EventKind::NewDependency,
     ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Worth knowing, not worth waking anyone: alert routes and verdicts
+    /// skip it unless asked for it.
+    Info,
     Warning,
     Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
 }

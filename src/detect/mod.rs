@@ -4,6 +4,7 @@
 //! updates flow through `crate::pipeline` into the shared [`EventLog`] that
 //! the API, the metrics and the alerting read.
 
+pub mod dependency;
 pub mod errors;
 pub mod event;
 pub mod histogram;

@@ -375,6 +375,7 @@ fn build_event(
             calls: candidate.calls,
             callers,
         }),
+        dependency: None,
         code: Default::default(),
         suspects: Vec::new(),
         owners: Vec::new(),

@@ -194,6 +194,7 @@ impl<'a> TrafficGenerator<'a> {
                             code: None,
                             route: None,
                             error_type: None,
+                            scope: None,
                         });
                     }
                     out.push(SpanFact {
@@ -212,6 +213,7 @@ impl<'a> TrafficGenerator<'a> {
                         code: None,
                         route: None,
                         error_type: None,
+                        scope: None,
                     });
                 }
             }

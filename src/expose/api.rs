@@ -185,7 +185,8 @@ fn verdict_request(params: &[(String, String)]) -> Result<(Request, bool), Strin
     let severity = match get("severity") {
         None | Some("warning") => Severity::Warning,
         Some("critical") => Severity::Critical,
-        Some(other) => return Err(format!("severity={other:?} is not warning or critical")),
+        Some("info") => Severity::Info,
+        Some(other) => return Err(format!("severity={other:?} is not info, warning or critical")),
     };
     let status_codes = match get("status_codes") {
         None | Some("false") => false,

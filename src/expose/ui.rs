@@ -59,6 +59,7 @@ fn severity_class(event: &DriftEvent) -> &'static str {
         (EventState::Resolved, _) => "resolved",
         (_, Severity::Critical) => "critical",
         (_, Severity::Warning) => "warning",
+        (_, Severity::Info) => "info",
     }
 }
 
@@ -66,6 +67,7 @@ fn subject(event: &DriftEvent) -> String {
     match event.kind {
         EventKind::LatencyRegression | EventKind::ErrorRateRegression => event.operation.clone().unwrap_or_default(),
         EventKind::NewOutboundPeer => event.peer.clone().unwrap_or_default(),
+        EventKind::NewDependency => event.dependency.as_ref().map(|d| d.scope.clone()).unwrap_or_default(),
     }
 }
 

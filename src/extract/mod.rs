@@ -144,6 +144,8 @@ pub struct SpanFact {
     /// For a failed span: its exception's type (`exception.type` of its
     /// `exception` event), else its `error.type`.
     pub error_type: Option<Sym>,
+    /// `InstrumentationScope.name`: the library that produced the span.
+    pub scope: Option<Sym>,
 }
 
 /// What the analysis keeps apart: a service in one deployment environment.
@@ -345,12 +347,24 @@ impl Extractor {
                 environment: environment.as_ref(),
                 revision: &revision,
             };
-            for span in resource_spans.spans() {
-                attributes.clear();
-                let span = SpanView::read(span, &mut attributes)?;
-                match self.fact(&span, &resource, latest, Attrs(&attributes), &mut scratch) {
-                    Ok(fact) => out.push(fact),
-                    Err(reason) => rejections.add(reason),
+            for scope_spans in resource_spans.scopes() {
+                // A scope name that is not UTF-8 names no library; the
+                // spans are still analysed.
+                let scope = std::str::from_utf8(scope_spans.scope_name())
+                    .ok()
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(|name| self.interner.intern(name));
+                for span in scope_spans.spans() {
+                    attributes.clear();
+                    let span = SpanView::read(span, &mut attributes)?;
+                    match self.fact(&span, &resource, latest, Attrs(&attributes), &mut scratch) {
+                        Ok(mut fact) => {
+                            fact.scope = scope.clone();
+                            out.push(fact);
+                        }
+                        Err(reason) => rejections.add(reason),
+                    }
                 }
             }
         }
@@ -407,6 +421,7 @@ impl Extractor {
             code: self.code_location(attrs),
             route: attrs.str(&["http.route"]).map(|r| self.interner.intern(r)),
             error_type,
+            scope: None,
         })
     }
 
@@ -450,7 +465,7 @@ mod tests {
         let bytes = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource { attributes: resource }),
-                scope_spans: vec![ScopeSpans { spans }],
+                scope_spans: vec![ScopeSpans { scope: None, spans }],
             }],
         }
         .encode_to_vec();
@@ -479,6 +494,47 @@ mod tests {
         let mut out = Vec::new();
         let rejections = extract(&extractor, resource, vec![span], &mut out);
         out.pop().ok_or(rejections)
+    }
+
+    #[test]
+    fn each_span_carries_its_instrumentation_scope() {
+        use crate::receive::wire::InstrumentationScope;
+        let server = crate::receive::wire::span_kind::SERVER;
+        let scope = |name: &[u8]| ScopeSpans {
+            scope: Some(InstrumentationScope { name: name.to_vec().into() }),
+            spans: vec![span("op", server, vec![])],
+        };
+        let bytes = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout")],
+                }),
+                scope_spans: vec![
+                    scope(b" io.opentelemetry.jdbc "),
+                    scope(b""),
+                    scope(&[0xff, 0xfe]),
+                    ScopeSpans {
+                        scope: None,
+                        spans: vec![span("op", server, vec![])],
+                    },
+                ],
+            }],
+        }
+        .encode_to_vec();
+        let extractor = Extractor::new(std::time::Duration::from_secs(600), 1000);
+        let mut out = Vec::new();
+        let rejections = extractor
+            .extract(&RequestView::parse(&bytes).expect("valid request"), NOW, &mut out)
+            .expect("well-formed spans");
+        assert_eq!(rejections.total(), 0, "a scope name that is not UTF-8 names no library, and rejects nothing");
+        let scopes: Vec<Option<&str>> = out.iter().map(|f| f.scope.as_deref()).collect();
+        assert_eq!(scopes, [Some("io.opentelemetry.jdbc"), None, None, None]);
+        // The scope's own fields are checked like any other.
+        let mut malformed = bytes.clone();
+        let at = malformed.windows(21).position(|w| w == b" io.opentelemetry.jdb").expect("scope name") - 2;
+        assert_eq!(malformed[at], 0x0a, "InstrumentationScope.name's key");
+        malformed[at] = 0x08;
+        assert!(RequestView::parse(&malformed).is_err());
     }
 
     #[test]

@@ -159,6 +159,12 @@ pub struct ResourceSpansView<'a> {
     buf: &'a [u8],
 }
 
+/// One `ScopeSpans`: an instrumentation scope and its spans.
+#[derive(Clone, Copy)]
+pub struct ScopeSpansView<'a> {
+    buf: &'a [u8],
+}
+
 /// One span's fields; attributes are read on demand.
 #[derive(Clone, Copy, Default)]
 pub struct SpanView<'a> {
@@ -237,19 +243,43 @@ impl<'a> ResourceSpansView<'a> {
         }
     }
 
-    /// The encoded spans, to read with `SpanView::read`.
+    /// The resource's scopes, each with its spans.
+    pub fn scopes(&self) -> impl Iterator<Item = ScopeSpansView<'a>> + 'a {
+        Fields::new(self.buf, "ResourceSpans").filter_map(|(number, field)| match (number, field) {
+            (2, Field::Bytes(buf)) => Some(ScopeSpansView { buf }),
+            _ => None,
+        })
+    }
+
+    /// The encoded spans of every scope, to read with `SpanView::read`.
     pub fn spans(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        Fields::new(self.buf, "ResourceSpans")
-            .filter_map(|(number, field)| match (number, field) {
-                (2, Field::Bytes(scope)) => Some(scope),
-                _ => None,
-            })
-            .flat_map(|scope| {
-                Fields::new(scope, "ScopeSpans").filter_map(|(number, field)| match (number, field) {
-                    (2, Field::Bytes(span)) => Some(span),
-                    _ => None,
-                })
-            })
+        self.scopes().flat_map(|scope| scope.spans())
+    }
+}
+
+impl<'a> ScopeSpansView<'a> {
+    /// `InstrumentationScope.name` (checked by `parse`): the library that
+    /// produced the spans; empty when unset.
+    pub fn scope_name(&self) -> &'a [u8] {
+        let mut name: &'a [u8] = &[];
+        for (number, field) in Fields::new(self.buf, "ScopeSpans") {
+            if let (1, Field::Bytes(scope)) = (number, field) {
+                for (number, field) in Fields::new(scope, "InstrumentationScope") {
+                    if let (1, Field::Bytes(b)) = (number, field) {
+                        name = b;
+                    }
+                }
+            }
+        }
+        name
+    }
+
+    /// The encoded spans, to read with `SpanView::read`.
+    pub fn spans(self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        Fields::new(self.buf, "ScopeSpans").filter_map(|(number, field)| match (number, field) {
+            (2, Field::Bytes(span)) => Some(span),
+            _ => None,
+        })
     }
 }
 
@@ -319,9 +349,23 @@ fn check_resource_spans(buf: &[u8]) -> Result<usize, WireError> {
                 if let Field::Bytes(scope) = field {
                     let mut inner = Fields::new(scope, "ScopeSpans");
                     while let Some((number, field)) = inner.next_field()? {
-                        if number == 2 {
-                            inner.expect(number, &field, WireType::LengthDelimited)?;
-                            spans += 1;
+                        match (number, field) {
+                            (2, field) => {
+                                inner.expect(number, &field, WireType::LengthDelimited)?;
+                                spans += 1;
+                            }
+                            (1, field) => {
+                                inner.expect(number, &field, WireType::LengthDelimited)?;
+                                if let Field::Bytes(instrumentation) = field {
+                                    let mut scope = Fields::new(instrumentation, "InstrumentationScope");
+                                    while let Some((number, field)) = scope.next_field()? {
+                                        if number == 1 {
+                                            scope.expect(number, &field, WireType::LengthDelimited)?;
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -402,7 +446,7 @@ mod tests {
 
     use super::*;
     use crate::receive::wire::{
-        AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value,
+        AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans, ScopeSpans, Span, Status, any_value::Value,
     };
 
     fn kv(key: &str, value: Value) -> KeyValue {
@@ -432,6 +476,9 @@ mod tests {
                 }),
                 scope_spans: vec![
                     ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: b"io.opentelemetry.okhttp-3.0".to_vec().into(),
+                        }),
                         spans: vec![span(
                             "GET",
                             vec![
@@ -444,6 +491,7 @@ mod tests {
                         )],
                     },
                     ScopeSpans {
+                        scope: None,
                         spans: vec![span("POST", vec![])],
                     },
                 ],
@@ -505,6 +553,8 @@ mod tests {
                 value: ValueView::Str(b"checkout")
             }]
         );
+        let scopes: Vec<&[u8]> = resource.scopes().map(|s| s.scope_name()).collect();
+        assert_eq!(scopes, vec![&b"io.opentelemetry.okhttp-3.0"[..], &b""[..]]);
         let spans = read_all(&bytes).expect("valid spans");
         assert_eq!(spans.len(), 2);
         let (span, attrs) = &spans[0];

@@ -464,6 +464,7 @@ pub fn client_call(service: &str, revision: &str, url: &str, ago_ms: u64, id: u6
     driftwatch::simulate::SyntheticSpan {
         service: service.into(),
         revision: revision.into(),
+        scope: None,
         name: "GET".into(),
         kind: 3,
         trace_id: u128::from(id) << 64 | 7,

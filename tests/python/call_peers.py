@@ -5,9 +5,14 @@ every --call URL with `requests`; the instrumentation produces the CLIENT
 spans (with http.url, or url.full/server.address under
 OTEL_SEMCONV_STABILITY_OPT_IN=http).
 
+With --uninstrumented, `requests` is not instrumented: the revision
+produces only its own SERVER and INTERNAL spans, as a build without the
+library's instrumentation would.
+
 Usage:
   call_peers.py --endpoint URL --service NAME --revision REV
                 --operation NAME --repeat N --call URL [--call URL ...]
+                [--uninstrumented]
 """
 
 import argparse
@@ -29,13 +34,15 @@ def main():
     parser.add_argument("--operation", default="POST /checkout")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--call", action="append", default=[])
+    parser.add_argument("--uninstrumented", action="store_true")
     args = parser.parse_args()
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": args.service, "vcs.ref.head.revision": args.revision})
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=args.endpoint, insecure=True)))
-    RequestsInstrumentor().instrument(tracer_provider=provider)
+    if not args.uninstrumented:
+        RequestsInstrumentor().instrument(tracer_provider=provider)
     tracer = provider.get_tracer("driftwatch-tests")
     session = requests.Session()
     for _ in range(args.repeat):
