@@ -258,15 +258,33 @@ fn logged_id(log: &SharedEventLog, id: &str) -> Option<String> {
         .map(|e| e.id.clone())
 }
 
+/// Where an event's revisions resolve: its service and the repository its
+/// spans name.
+struct Source {
+    service: String,
+    repository: Option<String>,
+}
+
+impl Source {
+    fn of(log: &SharedEventLog, id: &str) -> Option<Source> {
+        let log = log.read().unwrap_or_else(|e| e.into_inner());
+        let event = log.get(id)?;
+        Some(Source {
+            service: event.service.clone(),
+            repository: event.repository.clone(),
+        })
+    }
+}
+
 /// `revision` of the event's service as a full SHA, when its repository
 /// knows it (git work runs off the async threads).
-async fn full_sha(downstream: &Downstream, service: &str, revision: String) -> String {
+async fn full_sha(downstream: &Downstream, source: Source, revision: String) -> String {
     let Some(attributor) = downstream.attributor.clone() else {
         return revision;
     };
-    let service = service.to_owned();
+    let Source { service, repository } = source;
     let short = revision.clone();
-    tokio::task::spawn_blocking(move || attributor.full_revision(&service, &revision))
+    tokio::task::spawn_blocking(move || attributor.full_revision(&service, repository.as_deref(), &revision))
         .await
         .ok()
         .flatten()
@@ -276,8 +294,8 @@ async fn full_sha(downstream: &Downstream, service: &str, revision: String) -> S
 /// Records that a later revision still shows a firing drift.
 async fn carry(downstream: &Downstream, log: &SharedEventLog, id: &str, revision: String) -> Option<DriftEvent> {
     let logged = logged_id(log, id)?;
-    let service = log.read().unwrap_or_else(|e| e.into_inner()).get(&logged)?.service.clone();
-    let revision = full_sha(downstream, &service, revision).await;
+    let source = Source::of(log, &logged)?;
+    let revision = full_sha(downstream, source, revision).await;
     log.write().unwrap_or_else(|e| e.into_inner()).apply(EventUpdate::SeenIn {
         id: logged,
         revision,
@@ -287,14 +305,11 @@ async fn carry(downstream: &Downstream, log: &SharedEventLog, id: &str, revision
 
 /// The resolution with its revision as a full SHA.
 async fn full_resolution(downstream: &Downstream, log: &SharedEventLog, id: &str, mut resolution: Resolution) -> Resolution {
-    let service = logged_id(log, id).and_then(|id| {
-        let log = log.read().unwrap_or_else(|e| e.into_inner());
-        log.get(&id).map(|e| e.service.clone())
-    });
-    if let Some(service) = service
+    let source = logged_id(log, id).and_then(|id| Source::of(log, &id));
+    if let Some(source) = source
         && let Some(revision) = resolution.revision.take()
     {
-        resolution.revision = Some(full_sha(downstream, &service, revision).await);
+        resolution.revision = Some(full_sha(downstream, source, revision).await);
     }
     resolution
 }

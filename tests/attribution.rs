@@ -865,3 +865,75 @@ fn the_attribution_corpus_ranks_each_culprit_in_the_top_three() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("broken") && stderr.contains("\"nope\""), "{stderr}");
 }
+
+/// Several repositories serve every service; the spans say which one they
+/// were built from (`vcs.repository.url.full`, as the Python SDK sends it).
+/// That one is read, and its pull requests are linked under the web
+/// address the attribute gives, since no `web_url` is configured.
+#[test]
+fn the_repository_the_spans_name_is_the_one_read_and_linked() {
+    let mut shop = GitRepo::new();
+    shop.commit(&[("README.md", "shop\n")], "Initial shop", HUMAN);
+    let mut payments = GitRepo::new();
+    payments.git(&["remote", "add", "origin", "git@github.com:acme/payments.git"]);
+    let base = payments.commit(&[("src/pay.py", PAY_V1)], "Initial payments", HUMAN);
+    let head = payments.commit(
+        &[("src/vendor.py", "URL = \"https://api.new-vendor.io/v1\"\n")],
+        "Call the new vendor (#412)",
+        HUMAN,
+    );
+    let dw = Driftwatch::start(&format!(
+        "[detect.outbound]\nlearning_period = \"1m\"\n\
+         [[git.repos]]\nservice = \"*\"\npath = {:?}\nweb_url = \"https://github.com/acme/shop\"\n\
+         [[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        shop.path().display().to_string(),
+        payments.path().display().to_string()
+    ));
+    let second = 1_000_000_000u64;
+    let start = now_nanos() / second * second - 9 * 60 * second;
+    let segment = |revision: &str, from: u64, seconds: u64, host: &str| {
+        let spans: Vec<serde_json::Value> = (0..seconds * 2)
+            .map(|i| {
+                let at = from + i * second / 2;
+                serde_json::json!({
+                    "name": "POST /pay", "kind": "server", "start_ns": at, "end_ns": at + 30_000_000,
+                    "children": [{"name": "POST", "kind": "client", "start_ns": at + 1_000_000, "end_ns": at + 20_000_000,
+                                  "attributes": {"url.full": format!("https://{host}/v1/charge"), "server.address": host,
+                                                 "server.port": 443, "http.request.method": "POST"}}]
+                })
+            })
+            .collect();
+        serde_json::json!({"revision": revision, "spans": spans})
+    };
+    let plan = serde_json::json!({
+        "resource": {"vcs.repository.url.full": "https://github.com/acme/payments"},
+        "segments": [segment(&base, start, 6 * 60, "gateway.internal"), segment(&head, start + 6 * 60 * second, 2 * 60, "api.new-vendor.io")]
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("write plan");
+    let path = path.display().to_string();
+    let endpoint = format!("http://{}", dw.grpc);
+    common::run_python(
+        "send_spans.py",
+        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "pay", "--plan", &path],
+        &[],
+    );
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut event = serde_json::Value::Null;
+    eventually(Duration::from_secs(40), "an attributed event", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        event = value["events"][0].clone();
+        event["attribution"].is_string()
+    });
+    assert_eq!(event["kind"], "new_outbound_peer", "{event:#}");
+    assert_eq!(event["repository"], "https://github.com/acme/payments");
+    assert_eq!(event["revision"], head);
+    let suspect = &event["suspects"][0];
+    assert_eq!(suspect["commit"], head, "the payments repository was read: {event:#}");
+    assert_eq!(
+        suspect["pull_request"],
+        serde_json::json!({"number": 412, "url": "https://github.com/acme/payments/pull/412"})
+    );
+}

@@ -157,6 +157,9 @@ impl Aggregate {
             held.value.first_seen = held.value.first_seen.min(r.first_seen);
             held.value.last_seen = held.value.last_seen.max(r.last_seen);
             held.value.spans += r.spans;
+            if held.value.repository.is_none() {
+                held.value.repository.clone_from(&r.repository);
+            }
         }
         for p in &snapshot.peers {
             hold(&mut self.peers, &p.peer, p);
@@ -363,6 +366,7 @@ mod tests {
                 first_seen: 100 + replica,
                 last_seen: 900 + replica,
                 spans: 10 * replica,
+                repository: None,
             }],
             series: vec![SeriesSnapshot {
                 operation: "GET /cart".into(),

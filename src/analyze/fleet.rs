@@ -59,6 +59,9 @@ impl FleetBaseline {
                         m.first_seen = m.first_seen.min(r.first_seen);
                         m.last_seen = m.last_seen.max(r.last_seen);
                         m.spans += r.spans;
+                        if m.repository.is_none() {
+                            m.repository.clone_from(&r.repository);
+                        }
                     })
                     .or_insert_with(|| r.clone());
             }
@@ -190,6 +193,7 @@ mod tests {
                 first_seen: first,
                 last_seen: last,
                 spans: buckets.iter().map(|b| b.1).sum(),
+                repository: None,
             }],
             series: vec![SeriesSnapshot {
                 operation: "GET /".into(),
@@ -219,7 +223,8 @@ mod tests {
     fn replicas_histograms_and_moments_add_up_and_lifetimes_widen() {
         let layout = AnalysisSettings::from_config(&Config::default()).layout;
         let a = snapshot("r1", 100, 200, vec![(10_000, 30), (20_000, 10)], 5);
-        let b = snapshot("r1", 50, 150, vec![(10_000, 20)], 7);
+        let mut b = snapshot("r1", 50, 150, vec![(10_000, 20)], 7);
+        b.revisions[0].repository = Some("https://github.com/shop/checkout".into());
         let other = ServiceSnapshot {
             service: "cart".into(),
             ..snapshot("r9", 1, 2, vec![(1, 1)], 1)
@@ -230,6 +235,7 @@ mod tests {
         assert_eq!(fleet.revisions.len(), 1);
         let r = &fleet.revisions[0];
         assert_eq!((r.first_seen, r.last_seen, r.spans), (50, 200, 60));
+        assert_eq!(r.repository.as_deref(), Some("https://github.com/shop/checkout"), "one replica named it");
         assert_eq!(fleet.peers[0].calls, 7, "call counts are not summed across replicas");
         let scope = &fleet.scopes[0];
         assert_eq!((scope.first_seen, scope.last_seen, scope.spans), (50, 200, 7));
@@ -271,6 +277,7 @@ mod tests {
                 route: None,
                 error_type: None,
                 scope: None,
+                repository: None,
             },
             &settings,
         );

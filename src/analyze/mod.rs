@@ -595,6 +595,7 @@ mod tests {
             route: None,
             error_type: None,
             scope: None,
+            repository: None,
         }
     }
 

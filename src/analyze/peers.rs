@@ -489,6 +489,7 @@ mod tests {
             route: None,
             error_type: None,
             scope: None,
+            repository: None,
         }
     }
 

@@ -178,6 +178,9 @@ impl ServiceState {
         if let Some(dropped) = dropped {
             self.forget_revision(dropped);
         }
+        if let Some(repository) = &fact.repository {
+            self.timeline.note_repository(revision, repository);
+        }
         self.outbound.on_span(fact.start_unix_nanos);
         if let Some(scope) = &fact.scope {
             let first_seen = self.outbound.first_seen().unwrap_or(fact.start_unix_nanos);
@@ -242,11 +245,14 @@ impl ServiceState {
             if !known && !self.timeline.has_room_for(r.last_seen) {
                 continue;
             }
-            let (_, dropped) = self
+            let (id, dropped) = self
                 .timeline
                 .extend(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, 0);
             if let Some(dropped) = dropped {
                 self.forget_revision(dropped);
+            }
+            if let Some(repository) = &r.repository {
+                self.timeline.note_repository(id, &Sym::from(repository.as_str()));
             }
         }
         for p in &fleet.peers {
@@ -452,6 +458,23 @@ impl ServiceState {
     }
 
     fn evaluate_at(&mut self, at: u64, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
+        let first_new = out.len();
+        self.run_detectors(at, settings, out);
+        // Each new event names the repository its revision's spans name.
+        for update in &mut out[first_new..] {
+            if let EventUpdate::Fired(event) = update
+                && event.repository.is_none()
+            {
+                event.repository = self
+                    .timeline
+                    .id_of(&event.revision)
+                    .and_then(|id| self.timeline.get(id))
+                    .and_then(|entry| entry.repository.as_deref().map(str::to_owned));
+            }
+        }
+    }
+
+    fn run_detectors(&mut self, at: u64, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
         for windows in self.latency.values_mut() {
             windows.settle(at);
         }

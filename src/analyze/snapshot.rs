@@ -217,6 +217,9 @@ pub struct RevisionSnapshot {
     pub first_seen: u64,
     pub last_seen: u64,
     pub spans: u64,
+    /// `vcs.repository.url.full` of the revision's spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -453,6 +456,7 @@ impl ServiceState {
                     first_seen: r.first_seen_unix_nanos,
                     last_seen: r.last_seen_unix_nanos,
                     spans: r.spans,
+                    repository: r.repository.as_deref().map(str::to_owned),
                 })
                 .collect(),
             series,
@@ -467,9 +471,11 @@ impl ServiceState {
     pub fn restore(snapshot: &ServiceSnapshot, settings: &AnalysisSettings) -> ServiceState {
         let mut state = ServiceState::new(snapshot.key(), settings);
         for r in &snapshot.revisions {
-            state
-                .timeline
-                .restore(&Sym::from(r.revision.as_str()), r.first_seen, r.last_seen, r.spans);
+            let revision = Sym::from(r.revision.as_str());
+            state.timeline.restore(&revision, r.first_seen, r.last_seen, r.spans);
+            if let (Some(repository), Some(id)) = (&r.repository, state.timeline.id_of(&revision)) {
+                state.timeline.note_repository(id, &Sym::from(repository.as_str()));
+            }
         }
         for s in &snapshot.series {
             let Some(revision) = state.timeline.id_of(&s.revision) else {
@@ -569,6 +575,7 @@ mod tests {
             route: None,
             error_type: None,
             scope: None,
+            repository: None,
         }
     }
 
@@ -786,6 +793,7 @@ mod tests {
             first_seen: 1,
             last_seen: 9,
             spans: 3,
+            repository: None,
         });
         let mut orphan = example_event("bbbb-7", 7);
         orphan.service = "s".into();

@@ -15,6 +15,9 @@ pub struct RevisionEntry {
     pub first_seen_unix_nanos: u64,
     pub last_seen_unix_nanos: u64,
     pub spans: u64,
+    /// `vcs.repository.url.full` of the revision's spans, when they name
+    /// their repository.
+    pub repository: Option<Sym>,
 }
 
 pub struct RevisionTimeline {
@@ -69,6 +72,7 @@ impl RevisionTimeline {
             first_seen_unix_nanos: start,
             last_seen_unix_nanos: end,
             spans,
+            repository: None,
         };
         let at = self.entries.partition_point(|e| e.first_seen_unix_nanos <= start);
         self.entries.insert(at, entry);
@@ -103,6 +107,16 @@ impl RevisionTimeline {
     /// timeline rather than be the one dropped.
     pub fn has_room_for(&self, last_seen: u64) -> bool {
         self.entries.len() < self.max_revisions || self.entries.iter().any(|e| e.last_seen_unix_nanos < last_seen)
+    }
+
+    /// Notes the repository a revision's spans name; the first one named
+    /// stays.
+    pub fn note_repository(&mut self, id: RevId, repository: &Sym) {
+        if let Some(entry) = self.entries.iter_mut().rev().find(|e| e.id == id)
+            && entry.repository.is_none()
+        {
+            entry.repository = Some(repository.clone());
+        }
     }
 
     pub fn id_of(&self, revision: &str) -> Option<RevId> {

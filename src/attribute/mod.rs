@@ -10,6 +10,7 @@ pub mod owners;
 pub mod paths;
 pub mod pull;
 pub mod rank;
+pub mod remote;
 pub mod repo;
 
 use classify::Classifier;
@@ -64,14 +65,43 @@ impl Attributor {
 
     /// The repository for a service: its own entry first (for a service in
     /// a namespace, `namespace/name`, then the bare name), then `"*"`.
-    pub fn repo_for(&self, service: &str) -> Option<&RepoReader> {
+    /// When the spans name their repository (`vcs.repository.url.full`),
+    /// an entry of the service whose `web_url` or `origin` remote is that
+    /// repository goes before the others.
+    pub fn repo_for(&self, service: &str, repository: Option<&str>) -> Option<&RepoReader> {
         let bare = service.rsplit_once('/').map(|(_, name)| name);
-        self.repos
-            .iter()
-            .find(|(s, _)| s == service)
-            .or_else(|| bare.and_then(|bare| self.repos.iter().find(|(s, _)| s == bare)))
-            .or_else(|| self.repos.iter().find(|(s, _)| s == "*"))
-            .map(|(_, r)| r)
+        let candidates = || {
+            let own = self.repos.iter().filter(move |(s, _)| s == service);
+            let by_name = self.repos.iter().filter(move |(s, _)| Some(s.as_str()) == bare);
+            let any = self.repos.iter().filter(|(s, _)| s == "*");
+            own.chain(by_name).chain(any).map(|(_, r)| r)
+        };
+        if let Some(key) = repository.and_then(remote::repository_key) {
+            let named = candidates().find(|r| {
+                let web = r.web_url.as_deref().and_then(remote::repository_key);
+                web.as_deref() == Some(key.as_str())
+                    || r.origin_url().as_deref().and_then(remote::repository_key).as_deref() == Some(key.as_str())
+            });
+            if named.is_some() {
+                return named;
+            }
+        }
+        candidates().next()
+    }
+
+    /// The web address pull-request links of `repo` are built on: its
+    /// configured `web_url`, else the address of the repository the spans
+    /// name, unless the checkout's `origin` is another repository.
+    fn web_url_of(repo: &RepoReader, repository: Option<&str>) -> Option<String> {
+        if let Some(web_url) = &repo.web_url {
+            return Some(web_url.clone());
+        }
+        let named = repository?;
+        let origin = repo.origin_url();
+        let same = origin
+            .as_deref()
+            .is_none_or(|origin| remote::repository_key(origin) == remote::repository_key(named));
+        if same { remote::web_url(named) } else { None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,14 +110,14 @@ impl Attributor {
 
     /// `revision` of `service` as a full SHA, when its repository knows it.
     /// Blocking: run it off the async threads.
-    pub fn full_revision(&self, service: &str, revision: &str) -> Option<String> {
-        self.repo_for(service)?.resolve(revision).ok().flatten()
+    pub fn full_revision(&self, service: &str, repository: Option<&str>, revision: &str) -> Option<String> {
+        self.repo_for(service, repository)?.resolve(revision).ok().flatten()
     }
 
     /// Reads git and ranks suspects for `event`. Blocking: run it off the
     /// async threads.
     pub fn attribute(&self, event: &DriftEvent) -> Result<Attribution, RepoError> {
-        let Some(repo) = self.repo_for(&event.service) else {
+        let Some(repo) = self.repo_for(&event.service, event.repository.as_deref()) else {
             return Ok(Attribution {
                 note: Some(format!(
                     "no [[git.repos]] entry for service {:?}: add one to name suspects",
@@ -153,9 +183,10 @@ impl Attributor {
         let range = repo.commits(Some(&baseline), &revision, &self.classifier)?;
         let (file, file_note) = locate_file(repo, event, &revision);
         let mut suspects = rank::rank(event, &range.commits, file.as_ref());
+        let web_url = Self::web_url_of(repo, event.repository.as_deref());
         for suspect in &mut suspects {
             if let Some(commit) = range.commits.iter().find(|c| c.id == suspect.commit) {
-                let web_url = repo.web_url.as_deref();
+                let web_url = web_url.as_deref();
                 suspect.pull_request = pull::pull_request(&commit.message, web_url)
                     .or_else(|| commit.merged_by.as_deref().and_then(|merge| pull::pull_request(merge, web_url)));
             }
@@ -284,10 +315,55 @@ mod tests {
             &[repo("billing/checkout", "/b"), repo("checkout", "/c"), repo("*", "/any")],
             Classifier::default(),
         );
-        let path = |service: &str| attributor.repo_for(service).map(|r| r.path().display().to_string());
+        let path = |service: &str| attributor.repo_for(service, None).map(|r| r.path().display().to_string());
         assert_eq!(path("billing/checkout").as_deref(), Some("/b"));
         assert_eq!(path("shop/checkout").as_deref(), Some("/c"));
         assert_eq!(path("checkout").as_deref(), Some("/c"));
         assert_eq!(path("shop/cart").as_deref(), Some("/any"));
+    }
+
+    #[test]
+    fn the_repository_the_spans_name_chooses_among_a_services_entries() {
+        let repo = |service: &str, path: &str, web_url: Option<&str>| GitRepoConfig {
+            service: service.into(),
+            path: path.into(),
+            web_url: web_url.map(str::to_owned),
+            ..Default::default()
+        };
+        let attributor = Attributor::new(
+            &[
+                repo("*", "/shop", Some("https://github.com/acme/shop")),
+                repo("*", "/payments", Some("https://github.com/acme/payments")),
+                repo("checkout", "/checkout", None),
+            ],
+            Classifier::default(),
+        );
+        let path = |service: &str, named: Option<&str>| {
+            attributor.repo_for(service, named).map(|r| r.path().display().to_string())
+        };
+        assert_eq!(path("cart", None).as_deref(), Some("/shop"), "the first entry without a name");
+        assert_eq!(path("cart", Some("git@github.com:acme/payments.git")).as_deref(), Some("/payments"));
+        assert_eq!(
+            path("cart", Some("https://github.com/acme/unknown")).as_deref(),
+            Some("/shop"),
+            "an unknown repository falls back to the usual choice"
+        );
+        assert_eq!(
+            path("checkout", Some("https://github.com/acme/payments")).as_deref(),
+            Some("/payments"),
+            "a named repository wins over the service's own entry that is not it"
+        );
+        // Without a configured web_url, the named repository gives one.
+        let checkout = attributor.repo_for("checkout", None).expect("entry");
+        assert_eq!(
+            Attributor::web_url_of(checkout, Some("git@github.com:acme/checkout.git")).as_deref(),
+            Some("https://github.com/acme/checkout")
+        );
+        let shop = attributor.repo_for("cart", None).expect("entry");
+        assert_eq!(
+            Attributor::web_url_of(shop, Some("https://github.com/acme/other")).as_deref(),
+            Some("https://github.com/acme/shop"),
+            "a configured web_url stays"
+        );
     }
 }

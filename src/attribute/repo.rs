@@ -125,6 +125,13 @@ impl RepoReader {
         })
     }
 
+    /// The URL of the checkout's `origin` remote, if it has one.
+    pub fn origin_url(&self) -> Option<String> {
+        let repo = self.open().ok()?;
+        let url = repo.config_snapshot().string("remote.origin.url")?;
+        Some(url.to_string())
+    }
+
     fn read_error(&self, message: impl std::fmt::Display) -> RepoError {
         RepoError::Read {
             path: self.path.clone(),

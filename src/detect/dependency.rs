@@ -364,6 +364,7 @@ fn build_event(
         resolution: None,
         stats: None,
         outbound: None,
+        repository: None,
         dependency: Some(DependencyStats {
             scope: scope.to_string(),
             spans: candidate.spans,

@@ -580,6 +580,7 @@ impl ErrorRateDetector {
                 distribution: None,
             }),
             outbound: None,
+            repository: None,
             dependency: None,
             code,
             suspects: Vec::new(),

@@ -221,6 +221,9 @@ pub struct DriftEvent {
     pub peer: Option<String>,
     /// The revision that introduced the drift.
     pub revision: String,
+    /// The repository the revision's spans name (`vcs.repository.url.full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     pub baseline_revision: Option<String>,
     /// Later revisions that still show the drift (the same incident).
     #[serde(default)]
@@ -493,6 +496,7 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         resolution: None,
         stats: None,
         outbound: None,
+        repository: None,
         dependency: None,
         code: CodeHint::default(),
         suspects: vec![],

@@ -544,6 +544,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         resolution: None,
         stats: Some(stats),
         outbound: None,
+        repository: None,
         dependency: None,
         code,
         suspects: Vec::new(),

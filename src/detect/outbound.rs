@@ -375,6 +375,7 @@ fn build_event(
             calls: candidate.calls,
             callers,
         }),
+        repository: None,
         dependency: None,
         code: Default::default(),
         suspects: Vec::new(),

@@ -195,6 +195,7 @@ impl<'a> TrafficGenerator<'a> {
                             route: None,
                             error_type: None,
                             scope: None,
+                            repository: None,
                         });
                     }
                     out.push(SpanFact {
@@ -214,6 +215,7 @@ impl<'a> TrafficGenerator<'a> {
                         route: None,
                         error_type: None,
                         scope: None,
+                        repository: None,
                     });
                 }
             }

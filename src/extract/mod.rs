@@ -23,6 +23,10 @@ pub type Sym = Arc<str>;
 /// Resource attributes naming the running revision, in order of preference.
 pub const REVISION_ATTRIBUTES: &[&str] = &["vcs.ref.head.revision", "vcs.repository.ref.revision", "service.version"];
 
+/// The resource attribute naming the repository the running code was built
+/// from (`https://github.com/org/repo`).
+pub const REPOSITORY_ATTRIBUTE: &str = "vcs.repository.url.full";
+
 /// Resource attributes naming the deployment environment, in order of
 /// preference (the second is the name before semantic conventions 1.27).
 pub const ENVIRONMENT_ATTRIBUTES: &[&str] = &["deployment.environment.name", "deployment.environment"];
@@ -146,6 +150,8 @@ pub struct SpanFact {
     pub error_type: Option<Sym>,
     /// `InstrumentationScope.name`: the library that produced the span.
     pub scope: Option<Sym>,
+    /// `vcs.repository.url.full` of the span's resource.
+    pub repository: Option<Sym>,
 }
 
 /// What the analysis keeps apart: a service in one deployment environment.
@@ -278,6 +284,7 @@ struct Resource<'a> {
     service: &'a Sym,
     environment: Option<&'a Sym>,
     revision: &'a Sym,
+    repository: Option<&'a Sym>,
 }
 
 pub struct Extractor {
@@ -342,10 +349,16 @@ impl Extractor {
             let revision = self
                 .interner
                 .intern(resource_attrs.str(REVISION_ATTRIBUTES).unwrap_or(UNKNOWN_REVISION).trim());
+            let repository = resource_attrs
+                .str(&[REPOSITORY_ATTRIBUTE])
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(|r| self.interner.intern(r));
             let resource = Resource {
                 service: &service,
                 environment: environment.as_ref(),
                 revision: &revision,
+                repository: repository.as_ref(),
             };
             for scope_spans in resource_spans.scopes() {
                 // A scope name that is not UTF-8 names no library; the
@@ -422,6 +435,7 @@ impl Extractor {
             route: attrs.str(&["http.route"]).map(|r| self.interner.intern(r)),
             error_type,
             scope: None,
+            repository: resource.repository.cloned(),
         })
     }
 
