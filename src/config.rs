@@ -288,6 +288,15 @@ impl Config {
             .chain(self.alerts.alertmanager.iter().map(|s| &s.route))
             .chain(self.alerts.slack.iter().map(|s| &s.route))
             .chain(self.alerts.pagerduty.iter().map(|s| &s.route));
+        let quiet = self.alerts.alertmanager.iter().map(|s| ("alertmanager", &s.route));
+        let quiet = quiet.chain(self.alerts.slack.iter().map(|s| ("slack", &s.route)));
+        for (kind, route) in quiet {
+            if route.deploys {
+                return Err(ConfigError::Invalid(format!(
+                    "alerts.{kind}: deploys = true is for webhook and PagerDuty sinks (Change Events)"
+                )));
+            }
+        }
         for route in routes {
             for name in route.labels.keys() {
                 let mut chars = name.chars();
@@ -956,6 +965,11 @@ pub struct Route {
     /// label of the same name wins), the webhook body's `labels`, a Slack
     /// context line and PagerDuty's `custom_details.labels`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Webhook and PagerDuty sinks: also announce each deploy of a routed
+    /// service — a revision that begins serving after another one — as a
+    /// webhook `{"status": "deploy"}` or a PagerDuty Change Event, so the
+    /// deploy shows next to the incidents it causes.
+    pub deploys: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1214,6 +1228,18 @@ mod tests {
         let config =
             load_toml("[store]\npostgres_url = \"postgres://dw:pw@db:5432/fleet\"\nreplica = \"pod-1\"\n").expect("valid");
         assert_eq!(config.store.replica.as_deref(), Some("pod-1"));
+    }
+
+    #[test]
+    fn deploy_markers_go_to_webhooks_and_pagerduty_only() {
+        let ok = load_toml("[[alerts.webhook]]\nurl = \"http://127.0.0.1:9/hook\"\ndeploys = true\n").expect("valid");
+        assert!(ok.alerts.webhook[0].route.deploys);
+        let err = load_toml("[[alerts.slack]]\nwebhook_url = \"https://hooks.slack.com/services/x\"\ndeploys = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alerts.slack") && err.contains("deploys"), "{err}");
+        let err = load_toml("[detect.dependency]\nignore = [\"[unclosed\"]\n").unwrap_err().to_string();
+        assert!(err.contains("detect.dependency.ignore"), "{err}");
     }
 
     #[test]

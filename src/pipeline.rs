@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::alert::Dispatcher;
 use crate::attribute::{Attribution, Attributor};
-use crate::detect::event::{DriftEvent, EventKind, EventLog, EventState, EventUpdate, Resolution, Severity};
+use crate::detect::event::{Deploy, DriftEvent, EventKind, EventLog, EventState, EventUpdate, Resolution, Severity};
 use crate::detect::{MAX_EVENTS, SharedEventLog};
 use crate::expose::metrics::Metrics;
 use crate::store::EmbeddedStore;
@@ -92,6 +92,7 @@ impl EventPipeline {
                         }
                     };
                     match update {
+                        EventUpdate::Deployed(deploy) => announce(&downstream, *deploy).await,
                         EventUpdate::Fired(event) => {
                             let refire = log
                                 .read()
@@ -403,6 +404,26 @@ fn share(downstream: &Downstream, event: &DriftEvent) {
             tracing::warn!(%error, id = %event.id, "cannot share the event's attribution with the fleet");
         }
     });
+}
+
+/// Queues a deploy marker for the sinks that announce deploys, with its
+/// revisions as full SHAs.
+async fn announce(downstream: &Downstream, mut deploy: Deploy) {
+    let Some(dispatcher) = downstream.dispatcher.clone() else {
+        return;
+    };
+    let source = || Source {
+        service: deploy.service.clone(),
+        repository: deploy.repository.clone(),
+    };
+    deploy.revision = full_sha(downstream, source(), deploy.revision.clone()).await;
+    if let Some(previous) = deploy.previous_revision.clone() {
+        deploy.previous_revision = Some(full_sha(downstream, source(), previous).await);
+    }
+    tracing::info!(service = %deploy.service, revision = %deploy.revision, "new revision serving");
+    if let Err(error) = dispatcher.announce(&deploy) {
+        tracing::error!(%error, id = %deploy.id, "cannot queue a deploy marker");
+    }
 }
 
 fn alert(downstream: &Downstream, event: &DriftEvent) {

@@ -467,3 +467,75 @@ fn sink_secrets_are_read_from_mounted_files() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("store.postgres_url_file") && stderr.contains("/nonexistent/postgres-url"), "{stderr}");
 }
+
+/// Each deploy — a revision that begins serving after another one — is
+/// announced to the sinks that ask for it: a webhook `deploy` notification
+/// and a PagerDuty Change Event, sent once each, never for the first
+/// revision a service is seen with, never to sinks that did not ask.
+#[test]
+fn a_new_revision_is_announced_as_a_webhook_deploy_and_a_pagerduty_change_event() {
+    let hook = Receiver::start(&[503]);
+    let pagerduty = Receiver::start(&[]);
+    let quiet = Receiver::start(&[]);
+    let dw = Driftwatch::start(&format!(
+        "{FAST}[[alerts.webhook]]\nurl = \"{}\"\nsecret = \"k\"\ndeploys = true\nlabels = {{ team = \"payments\" }}\n\
+         [[alerts.pagerduty]]\nrouting_key = \"rk\"\nurl = \"{}\"\ndeploys = true\n\
+         [[alerts.webhook]]\nurl = \"{}\"\n",
+        hook.url("/hook"),
+        pagerduty.url("/v2/enqueue"),
+        quiet.url("/quiet")
+    ));
+    let second = 1_000_000_000u64;
+    let start = common::now_nanos() / second * second - 120 * second;
+    let segment = |revision: &str, from: u64| {
+        let spans: Vec<serde_json::Value> = (0..20u64)
+            .map(|i| {
+                let at = from + i * second;
+                serde_json::json!({"name": "GET /cart", "kind": "server", "start_ns": at, "end_ns": at + 20_000_000})
+            })
+            .collect();
+        serde_json::json!({"revision": revision, "spans": spans})
+    };
+    let plan = serde_json::json!({
+        "resource": {"vcs.repository.url.full": "git@github.com:acme/cart.git"},
+        "segments": [segment("r1", start), segment("r2", start + 30 * second), segment("r2", start + 50 * second)]
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("write plan");
+    let (path, endpoint) = (path.display().to_string(), format!("http://{}", dw.grpc));
+    common::run_python(
+        "send_spans.py",
+        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "cart", "--plan", &path],
+        &[],
+    );
+    eventually(Duration::from_secs(30), "the deploy announced to both sinks", || {
+        hook.requests().iter().any(|r| r.status == 200) && !pagerduty.requests().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let hooks = hook.requests();
+    assert_eq!(hooks.iter().map(|r| r.status).collect::<Vec<_>>(), [503, 200], "retried once, sent once");
+    let body = hooks[1].json();
+    assert_eq!(body["status"], "deploy");
+    let deploy = &body["deploy"];
+    assert_eq!((deploy["service"].as_str(), deploy["revision"].as_str()), (Some("cart"), Some("r2")));
+    assert_eq!(deploy["previous_revision"], "r1");
+    assert_eq!(deploy["repository"], "git@github.com:acme/cart.git");
+    assert_eq!(body["labels"]["team"], "payments");
+    assert_eq!(hooks[1].headers["x-driftwatch-signature"], driftwatch::alert::sign("k", &hooks[1].body));
+    let changes = pagerduty.requests();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].path, "/v2/change/enqueue", "Change Events beside the Events API");
+    let change = changes[0].json();
+    assert_eq!(change["routing_key"], "rk");
+    assert_eq!(change["payload"]["summary"], "Deploy: cart now serves r2 (was r1)");
+    assert_eq!(change["payload"]["source"], "driftwatch");
+    assert!(change["payload"]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        change["links"].as_array().expect("links").iter().any(|l| l["href"] == "https://github.com/acme/cart/commit/r2"),
+        "{change}"
+    );
+    assert!(quiet.requests().is_empty(), "a sink without deploys = true hears nothing of deploys");
+    let events = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events").1;
+    assert_eq!(events, "{\"events\":[]}", "a deploy is not a drift");
+}

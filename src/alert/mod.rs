@@ -22,12 +22,12 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::text::error_chain;
 use crate::config::{AlertsConfig, Route};
 use crate::detect::SharedEventLog;
-use crate::detect::event::{DriftEvent, EventKind, EventState, fingerprint};
+use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState, fingerprint};
 use crate::expose::metrics::Metrics;
 use crate::extract::ServiceKey;
 use crate::rng::Rng;
 use crate::store::fleet::{Claim, DeliveryKey, FleetStore};
-use crate::store::{EmbeddedStore, OutboxEntry, StoreError};
+use crate::store::{EmbeddedStore, Notice, Notification, OutboxEntry, StoreError};
 
 /// How a sink is reached.
 #[derive(Clone)]
@@ -81,6 +81,13 @@ impl Sink {
         (self.services.is_empty() || self.services.iter().any(|p| p.matches(&event.service)))
             && (self.route.kinds.is_empty() || self.route.kinds.contains(&event.kind))
             && self.route.min_severity.is_none_or(|min| event.severity >= min)
+    }
+
+    /// Whether the sink announces deploys of this service.
+    pub fn accepts_deploy(&self, deploy: &Deploy) -> bool {
+        self.route.deploys
+            && matches!(self.kind, SinkKind::Webhook { .. } | SinkKind::PagerDuty { .. })
+            && (self.services.is_empty() || self.services.iter().any(|p| p.matches(&deploy.service)))
     }
 
     fn label(&self) -> &'static str {
@@ -146,14 +153,16 @@ fn now_ms() -> u64 {
 }
 
 /// Alerts of one deploy (of a service in one environment), kind and status
-/// travel together.
-fn group_key(entry: &OutboxEntry) -> (String, ServiceKey, EventKind, EventState, String) {
+/// travel together; a deploy marker travels with its own sink's only.
+type GroupKey = (String, ServiceKey, Option<EventKind>, Notification, String);
+
+fn group_key(entry: &OutboxEntry) -> GroupKey {
     (
         entry.sink.clone(),
-        entry.event.service_key(),
-        entry.event.kind,
-        entry.status,
-        entry.event.revision.clone(),
+        entry.notice.service_key(),
+        entry.notice.event().map(|e| e.kind),
+        entry.notice.notification(),
+        entry.notice.revision().to_owned(),
     )
 }
 
@@ -237,18 +246,32 @@ impl Dispatcher {
         self.notify_sinks(event, 0, |_| true)
     }
 
+    /// Writes one outbox entry per sink that announces deploys of the
+    /// service, durably, before returning.
+    pub fn announce(&self, deploy: &Deploy) -> Result<usize, StoreError> {
+        let sinks: Vec<&Sink> = self.sinks.iter().filter(|s| s.accepts_deploy(deploy)).collect();
+        let notice = Notice::Deploy { deploy: deploy.clone() };
+        self.enqueue(sinks, &deploy.id, notice, 0)
+    }
+
     fn notify_sinks(&self, event: &DriftEvent, round: u64, filter: impl Fn(&Sink) -> bool) -> Result<usize, StoreError> {
+        let sinks: Vec<&Sink> = self.sinks.iter().filter(|s| s.accepts(event) && filter(s)).collect();
+        let notice = Notice::Drift {
+            status: event.state,
+            event: event.clone(),
+        };
+        self.enqueue(sinks, &event.fingerprint, notice, round)
+    }
+
+    fn enqueue(&self, sinks: Vec<&Sink>, fingerprint: &str, notice: Notice, round: u64) -> Result<usize, StoreError> {
         let now = now_ms();
-        let mut entries: Vec<OutboxEntry> = self
-            .sinks
-            .iter()
-            .filter(|s| s.accepts(event) && filter(s))
+        let mut entries: Vec<OutboxEntry> = sinks
+            .into_iter()
             .map(|s| OutboxEntry {
                 id: 0,
                 sink: s.name.clone(),
-                fingerprint: event.fingerprint.clone(),
-                status: event.state,
-                event: event.clone(),
+                fingerprint: fingerprint.to_owned(),
+                notice: notice.clone(),
                 attempts: 0,
                 created_at_ms: now,
                 next_attempt_ms: now,
@@ -313,7 +336,7 @@ impl Dispatcher {
     fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) {
         let now = now_ms();
         let group_wait = self.config.group_wait.as_millis() as u64;
-        let mut groups: HashMap<(String, ServiceKey, EventKind, EventState, String), Vec<OutboxEntry>> = HashMap::new();
+        let mut groups: HashMap<GroupKey, Vec<OutboxEntry>> = HashMap::new();
         {
             let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for entry in entries.into_iter().filter(|e| !in_flight.contains(&e.id)) {
@@ -371,8 +394,8 @@ impl Dispatcher {
         let keys: Vec<DeliveryKey> = entries
             .iter()
             .map(|e| DeliveryKey {
-                event_id: e.event.id.clone(),
-                status: e.status,
+                event_id: e.notice.id().to_owned(),
+                status: e.notice.notification(),
                 sink: e.sink.clone(),
                 round: i64::try_from(e.round).unwrap_or(i64::MAX),
             })
@@ -450,9 +473,37 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, sink: &Sink, entries: &[OutboxEntry]) -> Delivery {
-        let events: Vec<&DriftEvent> = entries.iter().map(|e| &e.event).collect();
-        let status = entries[0].status;
         let delivery_id = entries.iter().map(|e| e.id.to_string()).collect::<Vec<_>>().join(",");
+        let (url, value, secret, bearer) = match &entries[0].notice {
+            Notice::Deploy { deploy } => match deploy_request(sink, deploy, &self.base_url) {
+                Some((url, value, secret)) => (url, value, secret, None),
+                None => {
+                    return Delivery::Rejected {
+                        error: format!("{} does not announce deploys", sink.label()),
+                    };
+                }
+            },
+            Notice::Drift { status, .. } => {
+                let events: Vec<&DriftEvent> = entries.iter().filter_map(|e| e.notice.event()).collect();
+                match self.drift_request(sink, *status, &events) {
+                    Some(request) => request,
+                    // Other drifts of this deploy still fire: the incident stays open.
+                    None => return Delivery::Delivered,
+                }
+            }
+        };
+        self.post(sink, &url, &value, secret, bearer, &delivery_id).await
+    }
+
+    /// The URL, body, signing key and bearer token of a drift notification;
+    /// `None` when there is nothing to send.
+    #[allow(clippy::type_complexity)]
+    fn drift_request<'a>(
+        &self,
+        sink: &'a Sink,
+        status: EventState,
+        events: &[&DriftEvent],
+    ) -> Option<(String, serde_json::Value, Option<&'a String>, Option<&'a str>)> {
         let mut bearer = None;
         let (url, value, secret) = match &sink.kind {
             SinkKind::Webhook { url, secret } => {
@@ -476,17 +527,29 @@ impl Dispatcher {
                 let first = events[0];
                 let dedup_key = fingerprint(&first.service_key(), first.kind, "deploy", &first.revision);
                 if status == EventState::Resolved && self.group_still_firing(first) {
-                    // Other drifts of this deploy still fire: the incident stays open.
-                    return Delivery::Delivered;
+                    return None;
                 }
-                let mut value = render::pagerduty(routing_key, status, &dedup_key, &events, &self.base_url);
+                let mut value = render::pagerduty(routing_key, status, &dedup_key, events, &self.base_url);
                 render::label_pagerduty(&mut value, &sink.route.labels);
                 (url.clone(), value, None)
             }
         };
+        Some((url, value, secret, bearer))
+    }
+
+    /// Posts one notification and reads what the receiver made of it.
+    async fn post(
+        &self,
+        sink: &Sink,
+        url: &str,
+        value: &serde_json::Value,
+        secret: Option<&String>,
+        bearer: Option<&str>,
+        delivery_id: &str,
+    ) -> Delivery {
         // Never an empty body in place of one that could not be written:
         // the entry is refused, logged and counted as dead.
-        let body = match serde_json::to_vec(&value) {
+        let body = match serde_json::to_vec(value) {
             Ok(body) => body,
             Err(error) => {
                 return Delivery::Rejected {
@@ -497,9 +560,9 @@ impl Dispatcher {
         let signature = secret.map(|key| sign(key, &body));
         let mut request = self
             .client
-            .post(&url)
+            .post(url)
             .header("content-type", "application/json")
-            .header("x-driftwatch-delivery", &delivery_id)
+            .header("x-driftwatch-delivery", delivery_id)
             .body(body);
         if let Some(signature) = signature {
             request = request.header("x-driftwatch-signature", signature);
@@ -550,7 +613,7 @@ impl Dispatcher {
         let now = now_ms();
         match outcome {
             Delivery::Delivered => {
-                tracing::info!(sink = %sink.name, alerts = entries.len(), status = entries[0].status.as_str(), "alerts delivered");
+                tracing::info!(sink = %sink.name, alerts = entries.len(), status = entries[0].notice.notification().as_str(), "alerts delivered");
                 self.finish(&entries, "delivered");
             }
             Delivery::Rejected { error } => {
@@ -624,6 +687,34 @@ impl Dispatcher {
         let capped = base.min(self.config.max_backoff.as_secs_f64());
         let jitter = 0.5 + self.rng.lock().unwrap_or_else(|e| e.into_inner()).uniform();
         Duration::from_secs_f64((capped * jitter).min(self.config.max_backoff.as_secs_f64()))
+    }
+}
+
+/// The URL, body and signing key that announce `deploy` to `sink`: a
+/// webhook `{"status": "deploy"}`, or a PagerDuty Change Event (sent to
+/// `/v2/change/enqueue` beside the configured Events API URL).
+fn deploy_request<'a>(sink: &'a Sink, deploy: &Deploy, base_url: &str) -> Option<(String, serde_json::Value, Option<&'a String>)> {
+    match &sink.kind {
+        SinkKind::Webhook { url, secret } => {
+            let mut value = render::webhook_deploy(deploy);
+            render::label_webhook(&mut value, &sink.route.labels);
+            Some((url.clone(), value, secret.as_ref()))
+        }
+        SinkKind::PagerDuty { routing_key, url } => {
+            let mut value = render::pagerduty_change(routing_key, deploy, base_url);
+            render::label_pagerduty(&mut value, &sink.route.labels);
+            Some((change_events_url(url), value, None))
+        }
+        SinkKind::Alertmanager { .. } | SinkKind::Slack { .. } => None,
+    }
+}
+
+/// PagerDuty's Change Events endpoint beside its Events API endpoint.
+fn change_events_url(events_url: &str) -> String {
+    let base = events_url.trim_end_matches('/');
+    match base.strip_suffix("/v2/enqueue") {
+        Some(root) => format!("{root}/v2/change/enqueue"),
+        None => format!("{base}/change/enqueue"),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::detect::event::{DriftEvent, EventKind, EventState, Severity};
+use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState, Severity};
 
 /// Longest untrusted string put into any payload.
 pub const MAX_FIELD_CHARS: usize = 200;
@@ -310,6 +310,45 @@ pub fn webhook(status: EventState, events: &[&DriftEvent]) -> Value {
         "status": status,
         "event": events.first(),
         "events": events,
+    })
+}
+
+/// The webhook body of a deploy marker: `{"status": "deploy", "deploy"}`.
+pub fn webhook_deploy(deploy: &Deploy) -> Value {
+    json!({"status": "deploy", "deploy": deploy})
+}
+
+/// A PagerDuty Change Event for a deploy: it shows on the service's
+/// timeline next to the incidents that follow.
+pub fn pagerduty_change(routing_key: &str, deploy: &Deploy, base_url: &str) -> Value {
+    let service = match &deploy.environment {
+        Some(environment) => format!("{} ({})", sanitize(&deploy.service, MAX_FIELD_CHARS), sanitize(environment, MAX_FIELD_CHARS)),
+        None => sanitize(&deploy.service, MAX_FIELD_CHARS),
+    };
+    let short = |r: &str| r[..r.len().min(12)].to_owned();
+    let summary = match &deploy.previous_revision {
+        Some(previous) => format!("Deploy: {service} now serves {} (was {})", short(&deploy.revision), short(previous)),
+        None => format!("Deploy: {service} now serves {}", short(&deploy.revision)),
+    };
+    let mut links = vec![json!({"href": format!("{}/ui", base_url.trim_end_matches('/')), "text": "driftwatch"})];
+    if let Some(web) = deploy.repository.as_deref().and_then(crate::attribute::remote::web_url) {
+        links.push(json!({"href": format!("{web}/commit/{}", deploy.revision), "text": "deployed commit"}));
+    }
+    json!({
+        "routing_key": routing_key,
+        "payload": {
+            "summary": sanitize(&summary, MAX_PAGERDUTY_SUMMARY),
+            "timestamp": deploy.first_seen,
+            "source": "driftwatch",
+            "custom_details": {
+                "service": deploy.service,
+                "environment": deploy.environment,
+                "revision": deploy.revision,
+                "previous_revision": deploy.previous_revision,
+                "repository": deploy.repository,
+            },
+        },
+        "links": links,
     })
 }
 

@@ -116,6 +116,8 @@ pub struct ServiceState {
     dependencies: DependencyDetector,
     /// What the other replicas saw (fleet mode).
     fleet: Option<Arc<FleetBaseline>>,
+    /// A revision that began serving after another one, not yet reported.
+    deployed: Option<RevId>,
 }
 
 /// A service without spans for this long (wall clock) is idle: its event
@@ -150,6 +152,7 @@ impl ServiceState {
             outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
             dependencies: DependencyDetector::new(settings.dependency.clone(), settings.latency.evaluation_interval),
             fleet: None,
+            deployed: None,
         }
     }
 
@@ -164,7 +167,23 @@ impl ServiceState {
         if end > self.watermark {
             self.evaluate_until(end, settings, out);
         }
-        self.record(fact, settings)
+        let recorded = self.record(fact, settings);
+        self.report_deploy(out);
+        recorded
+    }
+
+    /// Reports the revision that just began serving after another one.
+    fn report_deploy(&mut self, out: &mut Vec<EventUpdate>) {
+        let Some(revision) = self.deployed.take() else { return };
+        let Some(entry) = self.timeline.get(revision) else { return };
+        let previous = self.timeline.before(revision).next().map(|p| &*p.revision);
+        out.push(EventUpdate::Deployed(Box::new(crate::detect::event::Deploy::new(
+            &self.key,
+            &entry.revision,
+            previous,
+            entry.repository.as_deref(),
+            entry.first_seen_unix_nanos,
+        ))));
     }
 
     pub(crate) fn record(&mut self, fact: &SpanFact, settings: &AnalysisSettings) -> Recorded {
@@ -174,9 +193,14 @@ impl ServiceState {
         }
         self.watermark = self.watermark.max(end);
         self.idle_nanos = 0;
+        let known = self.timeline.entries().len();
         let (revision, dropped) = self.timeline.observe(&fact.revision, fact.start_unix_nanos, end);
         if let Some(dropped) = dropped {
             self.forget_revision(dropped);
+        }
+        let new = dropped.is_some() || self.timeline.entries().len() > known;
+        if new && self.timeline.before(revision).next().is_some() {
+            self.deployed = Some(revision);
         }
         if let Some(repository) = &fact.repository {
             self.timeline.note_repository(revision, repository);
@@ -458,6 +482,7 @@ impl ServiceState {
     }
 
     fn evaluate_at(&mut self, at: u64, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
+        self.report_deploy(out);
         let first_new = out.len();
         self.run_detectors(at, settings, out);
         // Each new event names the repository its revision's spans name.

@@ -273,10 +273,15 @@ fn is_default(code: &CodeHint) -> bool {
 /// The stable identity of a drift. A service without an environment keeps
 /// the fingerprint it had before environments were told apart.
 pub fn fingerprint(service: &ServiceKey, kind: EventKind, subject: &str, revision: &str) -> String {
-    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    stable_hash(service, [kind.as_str(), subject, revision])
+}
+
+/// FNV-1a of the service and `parts`: stable across processes and
+/// versions, unlike std's hasher.
+fn stable_hash<'a>(service: &'a ServiceKey, parts: [&'a str; 3]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let environment = service.environment.as_deref();
-    for part in environment.into_iter().chain([&*service.service, kind.as_str(), subject, revision]) {
+    for part in environment.into_iter().chain([&*service.service]).chain(parts) {
         for byte in part.as_bytes().iter().chain(std::iter::once(&0xff)) {
             hash ^= u64::from(*byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -302,9 +307,54 @@ pub fn rfc3339(unix_nanos: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(unix_nanos)).to_string()
 }
 
+/// A revision of a service that began serving after another one did: the
+/// deploy marker that sinks show next to incidents. Not a drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deploy {
+    /// The same on every replica that sees the deploy.
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub environment: Option<String>,
+    pub revision: String,
+    /// The revision that served before it.
+    pub previous_revision: Option<String>,
+    /// `vcs.repository.url.full` of its spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// When its first span started (event time).
+    pub first_seen: String,
+}
+
+impl Deploy {
+    pub fn new(
+        service: &ServiceKey,
+        revision: &str,
+        previous_revision: Option<&str>,
+        repository: Option<&str>,
+        first_seen_unix_nanos: u64,
+    ) -> Deploy {
+        Deploy {
+            id: format!("deploy-{}", stable_hash(service, ["deploy", revision, ""])),
+            service: service.service.to_string(),
+            environment: service.environment.as_deref().map(str::to_owned),
+            revision: revision.to_owned(),
+            previous_revision: previous_revision.map(str::to_owned),
+            repository: repository.map(str::to_owned),
+            first_seen: rfc3339(first_seen_unix_nanos),
+        }
+    }
+
+    pub fn service_key(&self) -> ServiceKey {
+        ServiceKey::new(&self.service, self.environment.as_deref())
+    }
+}
+
 /// What a detector reports.
 #[derive(Debug, Clone)]
 pub enum EventUpdate {
+    /// A new revision began serving: announced, never an event.
+    Deployed(Box<Deploy>),
     Fired(Box<DriftEvent>),
     /// A later revision still shows a firing drift: the same incident goes
     /// on, and nobody is paged again.
@@ -342,6 +392,7 @@ impl EventLog {
     /// when nothing changed (an unknown id, an event already known).
     pub fn apply(&mut self, update: EventUpdate) -> Option<DriftEvent> {
         match update {
+            EventUpdate::Deployed(_) => None,
             EventUpdate::Fired(event) => {
                 if self.index.contains_key(&event.id) {
                     return None;

@@ -42,6 +42,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
+use super::Notification;
 use crate::detect::event::{DriftEvent, EventState};
 
 /// The schema this build reads and writes.
@@ -189,7 +190,7 @@ impl FleetIo {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeliveryKey {
     pub event_id: String,
-    pub status: EventState,
+    pub status: Notification,
     pub sink: String,
     /// 0 for the notification itself; repeats (Alertmanager refreshes) use
     /// later rounds.
@@ -960,7 +961,7 @@ impl FleetStore {
                          RETURNING owner",
                         &[
                             (&key.event_id, Type::TEXT),
-                            (&state_name(key.status), Type::TEXT),
+                            (&key.status.as_str(), Type::TEXT),
                             (&key.sink, Type::TEXT),
                             (&key.round, Type::INT8),
                             (&self.replica, Type::TEXT),
@@ -978,7 +979,7 @@ impl FleetStore {
                              WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
                             &[
                                 (&key.event_id, Type::TEXT),
-                                (&state_name(key.status), Type::TEXT),
+                                (&key.status.as_str(), Type::TEXT),
                                 (&key.sink, Type::TEXT),
                                 (&key.round, Type::INT8),
                             ],
@@ -1009,7 +1010,7 @@ impl FleetStore {
                          WHERE event_id = $1 AND status = $2 AND sink = $3 AND round = $4",
                         &[
                             (&key.event_id, Type::TEXT),
-                            (&state_name(key.status), Type::TEXT),
+                            (&key.status.as_str(), Type::TEXT),
                             (&key.sink, Type::TEXT),
                             (&key.round, Type::INT8),
                         ],

@@ -24,7 +24,7 @@ use std::sync::{Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::detect::event::{DriftEvent, EventState};
+use crate::detect::event::{Deploy, DriftEvent, EventState};
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -57,6 +57,83 @@ pub enum StoreError {
     Decode { path: PathBuf, message: String },
 }
 
+/// What a notification tells: a drift fired or resolved, or a revision
+/// began serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Notification {
+    Firing,
+    Resolved,
+    Deploy,
+}
+
+impl Notification {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notification::Firing => "firing",
+            Notification::Resolved => "resolved",
+            Notification::Deploy => "deploy",
+        }
+    }
+}
+
+impl From<EventState> for Notification {
+    fn from(state: EventState) -> Notification {
+        match state {
+            EventState::Firing => Notification::Firing,
+            EventState::Resolved => Notification::Resolved,
+        }
+    }
+}
+
+/// The subject of an outbox entry. Stored flattened into the entry:
+/// `status` and `event` for a drift (as entries always were), `deploy`
+/// for a deploy marker.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Notice {
+    Drift { status: EventState, event: DriftEvent },
+    Deploy { deploy: Deploy },
+}
+
+impl Notice {
+    pub fn notification(&self) -> Notification {
+        match self {
+            Notice::Drift { status, .. } => Notification::from(*status),
+            Notice::Deploy { .. } => Notification::Deploy,
+        }
+    }
+
+    /// The id receivers and the fleet deduplicate on: the event's, or the
+    /// deploy's.
+    pub fn id(&self) -> &str {
+        match self {
+            Notice::Drift { event, .. } => &event.id,
+            Notice::Deploy { deploy } => &deploy.id,
+        }
+    }
+
+    pub fn service_key(&self) -> crate::extract::ServiceKey {
+        match self {
+            Notice::Drift { event, .. } => event.service_key(),
+            Notice::Deploy { deploy } => deploy.service_key(),
+        }
+    }
+
+    pub fn revision(&self) -> &str {
+        match self {
+            Notice::Drift { event, .. } => &event.revision,
+            Notice::Deploy { deploy } => &deploy.revision,
+        }
+    }
+
+    pub fn event(&self) -> Option<&DriftEvent> {
+        match self {
+            Notice::Drift { event, .. } => Some(event),
+            Notice::Deploy { .. } => None,
+        }
+    }
+}
+
 /// One pending delivery of an alert to one sink.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxEntry {
@@ -66,9 +143,8 @@ pub struct OutboxEntry {
     /// when the configuration changes between runs.
     pub sink: String,
     pub fingerprint: String,
-    /// The notification: the drift fired, or it resolved.
-    pub status: EventState,
-    pub event: DriftEvent,
+    #[serde(flatten)]
+    pub notice: Notice,
     pub attempts: u32,
     /// Unix milliseconds.
     pub created_at_ms: u64,
@@ -550,10 +626,11 @@ struct StoredOutboxEntry {
 
 impl From<&OutboxEntry> for StoredOutboxEntry {
     fn from(entry: &OutboxEntry) -> Self {
+        let event = entry.notice.event();
         StoredOutboxEntry {
             entry: entry.clone(),
-            onset_unix_nanos: entry.event.onset_unix_nanos,
-            detected_unix_nanos: entry.event.detected_unix_nanos,
+            onset_unix_nanos: event.map_or(0, |e| e.onset_unix_nanos),
+            detected_unix_nanos: event.map_or(0, |e| e.detected_unix_nanos),
         }
     }
 }
@@ -561,8 +638,10 @@ impl From<&OutboxEntry> for StoredOutboxEntry {
 impl From<StoredOutboxEntry> for OutboxEntry {
     fn from(stored: StoredOutboxEntry) -> Self {
         let mut entry = stored.entry;
-        entry.event.onset_unix_nanos = stored.onset_unix_nanos;
-        entry.event.detected_unix_nanos = stored.detected_unix_nanos;
+        if let Notice::Drift { event, .. } = &mut entry.notice {
+            event.onset_unix_nanos = stored.onset_unix_nanos;
+            event.detected_unix_nanos = stored.detected_unix_nanos;
+        }
         entry
     }
 }
@@ -583,33 +662,66 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path()).expect("open");
             store.put_events(&[event("a"), event("b")]).expect("put");
-            let mut entries = vec![OutboxEntry {
+            let entry = |notice| OutboxEntry {
                 id: 0,
                 sink: "webhook[0]".into(),
                 fingerprint: "fp".into(),
-                status: EventState::Firing,
-                event: event("a"),
+                notice,
                 attempts: 0,
                 created_at_ms: 1,
                 next_attempt_ms: 1,
                 last_error: None,
                 round: 0,
-            }];
+            };
+            let deploy = Deploy::new(&crate::extract::ServiceKey::new("s", None), "r2", Some("r1"), None, 5);
+            let mut entries = vec![
+                entry(Notice::Drift {
+                    status: EventState::Firing,
+                    event: event("a"),
+                }),
+                entry(Notice::Deploy { deploy }),
+            ];
             store.enqueue(&mut entries).expect("enqueue");
-            assert_eq!(entries[0].id, 1);
+            assert_eq!((entries[0].id, entries[1].id), (1, 2));
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         let events = store.load_events().expect("load");
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].detected_unix_nanos, 22, "event times survive too");
         let outbox = store.outbox().expect("outbox");
-        assert_eq!(outbox.len(), 1);
-        assert_eq!(outbox[0].event.onset_unix_nanos, 11);
-        store.remove_outbox(&[1]).expect("remove");
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[0].notice.event().map(|e| e.onset_unix_nanos), Some(11));
+        assert_eq!(outbox[1].notice.notification(), Notification::Deploy);
+        assert_eq!(outbox[1].notice.revision(), "r2");
+        store.remove_outbox(&[1, 2]).expect("remove");
         assert_eq!(store.outbox_len().expect("len"), 0);
         let mut more = outbox.clone();
         store.enqueue(&mut more).expect("enqueue");
-        assert_eq!(more[0].id, 2, "ids never repeat");
+        assert_eq!(more[0].id, 3, "ids never repeat");
+    }
+
+    #[test]
+    fn an_outbox_entry_keeps_the_shape_it_always_had() {
+        let drift = OutboxEntry {
+            id: 7,
+            sink: "webhook[0]".into(),
+            fingerprint: "fp".into(),
+            notice: Notice::Drift {
+                status: EventState::Resolved,
+                event: event("a"),
+            },
+            attempts: 2,
+            created_at_ms: 1,
+            next_attempt_ms: 1,
+            last_error: None,
+            round: 0,
+        };
+        let json = serde_json::to_value(StoredOutboxEntry::from(&drift)).expect("json");
+        assert_eq!(json["status"], "resolved", "drift entries are stored as before: {json}");
+        assert_eq!(json["event"]["id"], "a");
+        assert!(json.get("notice").is_none() && json.get("deploy").is_none());
+        let back: StoredOutboxEntry = serde_json::from_value(json).expect("an entry written before deploy markers");
+        assert_eq!(OutboxEntry::from(back), drift);
     }
 
     #[test]
