@@ -57,11 +57,15 @@ pub struct Case {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Drift {
-    /// `latency_regression`, `new_outbound_peer` or `error_rate_regression`.
+    /// `latency_regression`, `new_outbound_peer`, `error_rate_regression`
+    /// or `new_dependency`.
     pub kind: String,
     pub operation: String,
     #[serde(default)]
     pub peer: Option<String>,
+    /// The instrumentation scope of a `new_dependency`.
+    #[serde(default)]
+    pub scope: Option<String>,
     #[serde(default)]
     pub function: Option<String>,
     #[serde(default)]
@@ -205,6 +209,7 @@ fn run(case: &Case) -> Result<CaseResult, CaseError> {
         "revision": revision, "baseline_revision": baseline,
         "onset": "", "detected_at": "", "resolved_at": null, "suspects": [],
         "code": {"function": case.drift.function, "filepath": case.drift.filepath, "route": case.drift.route},
+        "dependency": case.drift.scope.as_ref().map(|scope| serde_json::json!({"scope": scope, "spans": 1, "operations": []})),
     }))
     .map_err(|e| fail(format!("the drift: {e}")))?;
     let attribution = attributor.attribute(&event).map_err(|e| fail(e.to_string()))?;
