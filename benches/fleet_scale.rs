@@ -99,6 +99,7 @@ fn snapshot(replica: usize, round: u64, operations: usize) -> Vec<u8> {
                 first_seen: start,
                 last_seen: watermark,
                 spans: grown(10_000),
+                repository: None,
             })
             .collect(),
         series,
@@ -110,6 +111,7 @@ fn snapshot(replica: usize, round: u64, operations: usize) -> Vec<u8> {
                 calls: grown(100),
             })
             .collect(),
+        scopes: Vec::new(),
         firing: Vec::new(),
     };
     serde_json::to_vec(&body).expect("JSON")

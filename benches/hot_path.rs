@@ -83,6 +83,9 @@ fn detector_tick(c: &mut Criterion) {
         code: None,
         route: None,
         error_type: None,
+        error_code: None,
+        scope: None,
+        repository: None,
     };
     let mut warm = ShardAnalysis::new(settings.clone());
     let mut updates = Vec::new();

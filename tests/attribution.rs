@@ -937,3 +937,81 @@ fn the_repository_the_spans_name_is_the_one_read_and_linked() {
         serde_json::json!({"number": 412, "url": "https://github.com/acme/payments/pull/412"})
     );
 }
+
+const API_V1: &str = "from shop import pay\n\n\ndef checkout(cart):\n    return pay.charge_card(cart.card, cart.total)\n";
+const API_V2: &str = "from shop import pay\n\n\ndef checkout(cart):\n    total = round(cart.total, 2)\n    return pay.charge_card(cart.card, total)\n";
+const RAISING_PAY: &str = "class CardDeclined(Exception):\n    pass\n\n\ndef charge_card(card=None, amount=0):\n    if amount >= 0:\n        raise CardDeclined(\"declined\")\n    return amount\n";
+
+/// The failing spans name the handler (`code.*` on the SERVER span), but
+/// their exceptions were raised in `charge_card`: the Python SDK's
+/// `record_exception` traceback says so, and the commit that changed
+/// `charge_card` is blamed, not the one that touched the handler.
+#[test]
+fn an_error_rate_drift_is_blamed_where_its_exceptions_were_raised() {
+    let mut repo = GitRepo::new();
+    let base = repo.commit(
+        &[("shop/__init__.py", ""), ("shop/api.py", API_V1), ("shop/pay.py", PAY_V1)],
+        "Initial checkout",
+        HUMAN,
+    );
+    let culprit = repo.commit(
+        &[("shop/pay.py", RAISING_PAY)],
+        "Decline cards the gateway flags\n\nCo-Authored-By: Claude <noreply@anthropic.com>",
+        ("Lee Park", "lee@example.com"),
+    );
+    let head = repo.commit(&[("shop/api.py", API_V2)], "Round totals in the handler", HUMAN);
+    let dw = Driftwatch::start(&format!(
+        "[[git.repos]]\nservice = \"*\"\npath = {:?}\n",
+        repo.path().display().to_string()
+    ));
+    let second = 1_000_000_000u64;
+    let start = now_nanos() / second * second - 10 * 60 * second;
+    let mut rng = Rng::new(17);
+    let mut segment = |revision: &str, from: u64, minutes: u64, errors: f64, raise: bool| {
+        let spans: Vec<serde_json::Value> = (0..minutes * 60 * 20)
+            .map(|i| {
+                let at = from + i * second / 20;
+                let mut span = serde_json::json!({
+                    "name": "POST /checkout", "kind": "server", "start_ns": at, "end_ns": at + 30_000_000,
+                    "attributes": {"code.function.name": "shop.api.checkout", "code.file.path": "/app/shop/api.py"},
+                });
+                if rng.uniform() < errors {
+                    span["error"] = serde_json::json!(true);
+                    if raise {
+                        span["raise"] = serde_json::json!("shop.pay:charge_card");
+                    }
+                }
+                span
+            })
+            .collect();
+        serde_json::json!({"revision": revision, "spans": spans})
+    };
+    let plan = serde_json::json!({
+        "modules": {"shop/__init__.py": "", "shop/pay.py": RAISING_PAY},
+        "segments": [segment(&base, start, 6, 0.002, false), segment(&head, start + 6 * 60 * second, 4, 0.05, true)],
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("write plan");
+    let (path, endpoint) = (path.display().to_string(), format!("http://{}", dw.grpc));
+    common::run_python(
+        "send_spans.py",
+        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "checkout", "--plan", &path],
+        &[],
+    );
+    let url = format!("http://{}/api/v1/events", dw.admin);
+    let mut event = serde_json::Value::Null;
+    eventually(Duration::from_secs(60), "an attributed error-rate event", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        event = value["events"][0].clone();
+        event["attribution"].is_string()
+    });
+    assert_eq!(event["kind"], "error_rate_regression", "{event:#}");
+    assert_eq!(event["code"]["function"], "charge_card", "the raise site, from the traceback: {event:#}");
+    assert!(event["code"]["filepath"].as_str().is_some_and(|p| p.ends_with("/shop/pay.py")), "{event:#}");
+    assert_eq!(event["code"]["lineno"], 7);
+    let top = &event["suspects"][0];
+    assert_eq!(top["commit"], culprit, "{event:#}");
+    assert_eq!(event["suspects"][1]["linked"], false, "the handler commit has no link: {event:#}");
+}

@@ -594,6 +594,7 @@ mod tests {
             }),
             route: None,
             error_type: None,
+            error_code: None,
             scope: None,
             repository: None,
         }

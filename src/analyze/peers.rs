@@ -488,6 +488,7 @@ mod tests {
             code: None,
             route: None,
             error_type: None,
+            error_code: None,
             scope: None,
             repository: None,
         }

@@ -82,6 +82,9 @@ impl AnalysisSettings {
 pub struct OperationInfo {
     pub code: Option<CodeLocation>,
     pub route: Option<Sym>,
+    /// Where the latest failing span's exception was raised (else that
+    /// span's own `code.*`).
+    pub error_code: Option<CodeLocation>,
 }
 
 /// The outcome of recording one span.
@@ -232,6 +235,12 @@ impl ServiceState {
             .record(end, micros, fact.status.is_error());
         if let Some(error_type) = &fact.error_type {
             self.error_types.entry((op, revision)).or_default().add(error_type);
+        }
+        if op != OTHER
+            && fact.status.is_error()
+            && let Some(code) = fact.error_code.as_deref().or(fact.code.as_deref())
+        {
+            self.op_info.entry(op).or_default().error_code = Some(code.clone());
         }
         if op != OTHER && (fact.code.is_some() || fact.route.is_some()) {
             let info = self.op_info.entry(op).or_default();
@@ -575,12 +584,16 @@ impl<'a> ServiceView<'a> {
     pub fn code_hint(&self, op: OpId) -> crate::detect::event::CodeHint {
         self.op_info
             .get(&op)
-            .map(|info| crate::detect::event::CodeHint {
-                function: info.code.as_ref().and_then(|c| c.function.as_deref().map(str::to_owned)),
-                filepath: info.code.as_ref().and_then(|c| c.filepath.as_deref().map(str::to_owned)),
-                lineno: info.code.as_ref().and_then(|c| c.lineno),
-                route: info.route.as_deref().map(str::to_owned),
-            })
+            .map(|info| hint(info.code.as_ref(), info))
+            .unwrap_or_default()
+    }
+
+    /// Where the failing spans of `op` fail: their exceptions' raise site
+    /// (or their own `code.*`), else where the operation's spans come from.
+    pub fn error_code_hint(&self, op: OpId) -> crate::detect::event::CodeHint {
+        self.op_info
+            .get(&op)
+            .map(|info| hint(info.error_code.as_ref().or(info.code.as_ref()), info))
             .unwrap_or_default()
     }
 
@@ -593,5 +606,14 @@ impl<'a> ServiceView<'a> {
             .zip(self.operations.name(op))
             .and_then(|(fleet, name)| fleet.series(name, &revision.revision));
         local.into_iter().chain(fleet)
+    }
+}
+
+fn hint(code: Option<&CodeLocation>, info: &OperationInfo) -> crate::detect::event::CodeHint {
+    crate::detect::event::CodeHint {
+        function: code.and_then(|c| c.function.as_deref().map(str::to_owned)),
+        filepath: code.and_then(|c| c.filepath.as_deref().map(str::to_owned)),
+        lineno: code.and_then(|c| c.lineno),
+        route: info.route.as_deref().map(str::to_owned),
     }
 }

@@ -544,7 +544,7 @@ impl ErrorRateDetector {
             Some(_) => first_seen,
             None => at.saturating_sub(nanos(self.windows.current_window)).max(first_seen),
         };
-        let code = service.code_hint(c.op);
+        let code = service.error_code_hint(c.op);
         DriftEvent {
             id: event_id(&fingerprint, at),
             fingerprint,

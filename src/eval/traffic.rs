@@ -194,6 +194,7 @@ impl<'a> TrafficGenerator<'a> {
                             code: None,
                             route: None,
                             error_type: None,
+                            error_code: None,
                             scope: None,
                             repository: None,
                         });
@@ -214,6 +215,7 @@ impl<'a> TrafficGenerator<'a> {
                         code: None,
                         route: None,
                         error_type: None,
+                        error_code: None,
                         scope: None,
                         repository: None,
                     });

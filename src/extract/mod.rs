@@ -8,13 +8,14 @@
 mod attrs;
 mod intern;
 pub mod peer;
+pub mod stack;
 
 use std::sync::Arc;
 
 pub use attrs::{AttrValue, Attrs};
 pub use intern::Interner;
 
-use crate::receive::view::{KeyValueView, RequestView, SpanView, WireError};
+use crate::receive::view::{ExceptionSite, KeyValueView, RequestView, SpanView, WireError};
 use crate::receive::wire::span_kind;
 
 /// An interned string shared by every fact that names it.
@@ -148,6 +149,10 @@ pub struct SpanFact {
     /// For a failed span: its exception's type (`exception.type` of its
     /// `exception` event), else its `error.type`.
     pub error_type: Option<Sym>,
+    /// For a failed span: where its exception was raised, per its
+    /// `exception` event (`code.*`, else the service's innermost frame of
+    /// `exception.stacktrace`).
+    pub error_code: Option<Box<CodeLocation>>,
     /// `InstrumentationScope.name`: the library that produced the span.
     pub scope: Option<Sym>,
     /// `vcs.repository.url.full` of the span's resource.
@@ -408,14 +413,16 @@ impl Extractor {
         }
         let kind = SpanKind::from_wire(span.kind);
         let status = status(span.status_code, kind, attrs);
-        let error_type = if status.is_error() {
-            span.exception_type
+        let (error_type, error_code) = if status.is_error() {
+            let error_type = span
+                .exception_type
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .filter(|t| !t.trim().is_empty())
                 .or_else(|| attrs.str(&["error.type"]))
-                .map(|t| self.interner.intern(t.trim()))
+                .map(|t| self.interner.intern(t.trim()));
+            (error_type, self.raise_site(&span.exception_site))
         } else {
-            None
+            (None, None)
         };
         let peer = (kind.is_outbound() && peer::peer_identity(attrs, scratch)).then(|| self.interner.intern(scratch));
         Ok(SpanFact {
@@ -434,9 +441,29 @@ impl Extractor {
             code: self.code_location(attrs),
             route: attrs.str(&["http.route"]).map(|r| self.interner.intern(r)),
             error_type,
+            error_code,
             scope: None,
             repository: resource.repository.cloned(),
         })
+    }
+
+    /// Where an exception event says its exception was raised.
+    fn raise_site(&self, site: &ExceptionSite<'_>) -> Option<Box<CodeLocation>> {
+        let text = |b: Option<&[u8]>| b.and_then(|b| std::str::from_utf8(b).ok()).map(str::trim).filter(|s| !s.is_empty());
+        let (function, filepath) = (text(site.function), text(site.filepath));
+        if function.is_some() || filepath.is_some() {
+            return Some(Box::new(CodeLocation {
+                function: function.map(|f| self.interner.intern(f)),
+                filepath: filepath.map(|f| self.interner.intern(f)),
+                lineno: site.lineno.and_then(|n| u32::try_from(n).ok()),
+            }));
+        }
+        let frame = stack::raising_frame(text(site.stacktrace)?)?;
+        Some(Box::new(CodeLocation {
+            function: frame.function.map(|f| self.interner.intern(f)),
+            filepath: Some(self.interner.intern(&frame.file)),
+            lineno: frame.line,
+        }))
     }
 
     fn code_location(&self, attrs: Attrs<'_>) -> Option<Box<CodeLocation>> {
@@ -508,6 +535,38 @@ mod tests {
         let mut out = Vec::new();
         let rejections = extract(&extractor, resource, vec![span], &mut out);
         out.pop().ok_or(rejections)
+    }
+
+    #[test]
+    fn a_failed_span_knows_where_its_exception_was_raised() {
+        use crate::receive::wire::span::Event;
+        let server = crate::receive::wire::span_kind::SERVER;
+        let with_event = |attributes: Vec<KeyValue>, status: i32| {
+            let mut span = span("POST /pay", server, vec![kv("code.file.path", "/app/shop/api.py")]);
+            span.status = Some(Status { code: status });
+            span.events = vec![Event {
+                name: b"exception".to_vec().into(),
+                attributes,
+            }];
+            extract_one(vec![kv("service.name", "checkout")], span).expect("fact")
+        };
+        let trace = "Traceback (most recent call last):\n  File \"/app/shop/pay.py\", line 7, in charge_card\n    raise CardDeclined()\nshop.pay.CardDeclined\n";
+        let fact = with_event(vec![kv("exception.type", "CardDeclined"), kv("exception.stacktrace", trace)], 2);
+        let code = fact.error_code.expect("from the traceback");
+        assert_eq!(
+            (code.function.as_deref(), code.filepath.as_deref(), code.lineno),
+            (Some("charge_card"), Some("/app/shop/pay.py"), Some(7))
+        );
+        assert_eq!(fact.code.and_then(|c| c.filepath).as_deref(), Some("/app/shop/api.py"), "the span's own stays apart");
+        // The event's own code.* win over its trace.
+        let fact = with_event(
+            vec![kv("exception.type", "E"), kv("exception.stacktrace", trace), kv("code.function.name", "retry")],
+            2,
+        );
+        assert_eq!(fact.error_code.and_then(|c| c.function).as_deref(), Some("retry"));
+        // A span that did not fail has no raise site.
+        let fact = with_event(vec![kv("exception.type", "E"), kv("exception.stacktrace", trace)], 1);
+        assert!(fact.error_code.is_none());
     }
 
     #[test]

@@ -178,6 +178,18 @@ pub struct SpanView<'a> {
     pub status_code: i32,
     /// `exception.type` of the span's last `exception` event, if any.
     pub exception_type: Option<&'a [u8]>,
+    /// The rest of that event: where the exception was raised.
+    pub exception_site: ExceptionSite<'a>,
+}
+
+/// Where an exception event says the exception was raised: its `code.*`
+/// attributes and its `exception.stacktrace`, still as bytes.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct ExceptionSite<'a> {
+    pub stacktrace: Option<&'a [u8]>,
+    pub function: Option<&'a [u8]>,
+    pub filepath: Option<&'a [u8]>,
+    pub lineno: Option<i64>,
 }
 
 /// An attribute: key and value still as bytes of the request.
@@ -311,8 +323,9 @@ impl<'a> SpanView<'a> {
                     }
                 }
                 (11, Field::Bytes(event)) => {
-                    if let Some(kind) = exception_type(event)? {
+                    if let Some((kind, site)) = exception(event)? {
                         span.exception_type = Some(kind);
+                        span.exception_site = site;
                     }
                 }
                 (1 | 2 | 4 | 5 | 9 | 11 | 15, field) => fields.expect(number, &field, WireType::LengthDelimited)?,
@@ -377,24 +390,35 @@ fn check_resource_spans(buf: &[u8]) -> Result<usize, WireError> {
 }
 
 /// The `exception.type` of a span event named `exception` (how SDKs record
-/// an exception), else `None`.
-fn exception_type(event: &[u8]) -> Result<Option<&[u8]>, WireError> {
-    let (mut name, mut kind) = (&[][..], None);
+/// an exception) and where it says it was raised, else `None`.
+fn exception(event: &[u8]) -> Result<Option<(&[u8], ExceptionSite<'_>)>, WireError> {
+    let (mut name, mut kind, mut site) = (&[][..], None, ExceptionSite::default());
     let mut fields = Fields::new(event, "Span.Event");
     while let Some((number, field)) = fields.next_field()? {
         match (number, field) {
             (2, Field::Bytes(b)) => name = b,
-            (3, Field::Bytes(kv)) => {
-                let kv = key_value(kv)?;
-                if let (b"exception.type", ValueView::Str(s)) = (kv.key, kv.value) {
-                    kind = Some(s);
-                }
-            }
+            (3, Field::Bytes(kv)) => match key_value(kv)? {
+                KeyValueView {
+                    key,
+                    value: ValueView::Str(s),
+                } => match key {
+                    b"exception.type" => kind = Some(s),
+                    b"exception.stacktrace" => site.stacktrace = Some(s),
+                    b"code.function.name" | b"code.function" => site.function = Some(s),
+                    b"code.file.path" | b"code.filepath" => site.filepath = Some(s),
+                    _ => {}
+                },
+                KeyValueView {
+                    key: b"code.line.number" | b"code.lineno",
+                    value: ValueView::Int(n),
+                } => site.lineno = Some(n),
+                _ => {}
+            },
             (2 | 3, field) => fields.expect(number, &field, WireType::LengthDelimited)?,
             _ => {}
         }
     }
-    Ok(kind.filter(|_| name == b"exception"))
+    Ok(kind.filter(|_| name == b"exception").map(|kind| (kind, site)))
 }
 
 /// Reads and checks one `KeyValue`; the last value set wins.
@@ -510,6 +534,35 @@ mod tests {
             }
         }
         Ok(spans)
+    }
+
+    #[test]
+    fn an_exception_event_says_where_it_was_raised() {
+        use crate::receive::wire::span::Event;
+        let mut request = request();
+        let span = &mut request.resource_spans[0].scope_spans[1].spans[0];
+        span.events = vec![Event {
+            name: b"exception".to_vec().into(),
+            attributes: vec![
+                kv("exception.type", Value::StringValue(b"CardDeclined".to_vec().into())),
+                kv("exception.stacktrace", Value::StringValue(b"Traceback ...".to_vec().into())),
+                kv("code.function.name", Value::StringValue(b"charge_card".to_vec().into())),
+                kv("code.filepath", Value::StringValue(b"/app/shop/pay.py".to_vec().into())),
+                kv("code.line.number", Value::IntValue(88)),
+            ],
+        }];
+        let bytes = request.encode_to_vec();
+        let spans = read_all(&bytes).expect("valid");
+        assert_eq!(spans[0].0.exception_site, ExceptionSite::default());
+        assert_eq!(
+            spans[1].0.exception_site,
+            ExceptionSite {
+                stacktrace: Some(b"Traceback ..."),
+                function: Some(b"charge_card"),
+                filepath: Some(b"/app/shop/pay.py"),
+                lineno: Some(88),
+            }
+        );
     }
 
     #[test]

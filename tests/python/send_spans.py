@@ -11,7 +11,12 @@ file lists spans with explicit times, so tests control event time:
    "spans": [{"name": "...", "kind": "server|client|internal|producer|consumer",
               "start_ns": 1, "end_ns": 2, "attributes": {...},
               "error": true, "exception": "TypeName",   (both optional)
+              "raise": "package.module:function",       (optional)
               "children": [ ...same shape... ]}]}
+"raise" calls that function, which must raise, and records what it raised
+with span.record_exception (a real traceback); the plan's "modules" maps
+file paths ("shop/pay.py") to the source of such modules, written to a
+temporary directory on sys.path.
 A plan may instead hold "segments": [{"revision": "...", "spans": [...]}],
 sent one after the other from one process, each flushed before the next
 (one deploy after another). --batch-size sets the SDK's export batch size;
@@ -19,8 +24,11 @@ sent one after the other from one process, each flushed before the next
 """
 
 import argparse
+import importlib
 import json
+import os
 import sys
+import tempfile
 import time
 
 from opentelemetry import trace
@@ -59,6 +67,12 @@ def emit(tracer, spec, parent_ctx=None):
     ctx = trace.set_span_in_context(span)
     for child in spec.get("children", []):
         emit(tracer, child, ctx)
+    if spec.get("raise"):
+        module, function = spec["raise"].split(":")
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception as error:  # noqa: BLE001 - any exception is the point
+            span.record_exception(error)
     if spec.get("exception"):
         # What span.record_exception records, without raising one here.
         span.add_event("exception", {"exception.type": spec["exception"], "exception.message": "failed"})
@@ -85,6 +99,13 @@ def main():
         with open(args.plan) as f:
             plan = json.load(f)
         base.update(plan.get("resource", {}))
+        if plan.get("modules"):
+            root = tempfile.mkdtemp()
+            for path, source in plan["modules"].items():
+                os.makedirs(os.path.join(root, os.path.dirname(path)), exist_ok=True)
+                with open(os.path.join(root, path), "w") as f:
+                    f.write(source)
+            sys.path.insert(0, root)
     if args.revision:
         base["vcs.ref.head.revision"] = args.revision
     if plan is not None and "segments" in plan:
