@@ -580,7 +580,7 @@ impl Default for AdminConfig {
 
 /// The most bytes one queued span holds, its interned strings aside; the
 /// analysis queue checks its span type against it when it compiles.
-pub const QUEUED_SPAN_BYTES_BOUND: usize = 256;
+pub const QUEUED_SPAN_BYTES_BOUND: usize = 320;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -44,6 +44,7 @@ fn snapshot_body(service: &str, revision: &str, spans: u64) -> Vec<u8> {
             first_seen: start,
             last_seen: start + 600 * S,
             spans,
+            repository: None,
         }],
         series: vec![SeriesSnapshot {
             operation: "GET /cart".into(),
@@ -59,6 +60,7 @@ fn snapshot_body(service: &str, revision: &str, spans: u64) -> Vec<u8> {
             last_seen: start + 600 * S,
             calls: spans,
         }],
+        scopes: Vec::new(),
         firing: Vec::new(),
     };
     serde_json::to_vec(&snapshot).expect("JSON")
@@ -273,7 +275,7 @@ fn a_delivery_claim_has_one_winner_and_passes_on_when_its_lease_lapses() {
             .expect("b: migrations are idempotent");
         let key = DeliveryKey {
             event_id: "e1".into(),
-            status: EventState::Firing,
+            status: driftwatch::store::Notification::Firing,
             sink: "webhook[0]".into(),
             round: 0,
         };

@@ -48,11 +48,14 @@ pub struct QueueFull {
 
 /// The bytes a queued fact holds, its interned strings aside.
 pub fn fact_bytes(fact: &SpanFact) -> usize {
-    std::mem::size_of::<SpanFact>() + fact.code.as_ref().map_or(0, |_| std::mem::size_of::<crate::extract::CodeLocation>())
+    let location = std::mem::size_of::<crate::extract::CodeLocation>();
+    std::mem::size_of::<SpanFact>()
+        + fact.code.as_ref().map_or(0, |_| location)
+        + fact.error_code.as_ref().map_or(0, |_| location)
 }
 
 const _: () = assert!(
-    std::mem::size_of::<SpanFact>() + std::mem::size_of::<crate::extract::CodeLocation>()
+    std::mem::size_of::<SpanFact>() + 2 * std::mem::size_of::<crate::extract::CodeLocation>()
         <= crate::config::QUEUED_SPAN_BYTES_BOUND
 );
 

@@ -449,7 +449,9 @@ impl Extractor {
 
     /// Where an exception event says its exception was raised.
     fn raise_site(&self, site: &ExceptionSite<'_>) -> Option<Box<CodeLocation>> {
-        let text = |b: Option<&[u8]>| b.and_then(|b| std::str::from_utf8(b).ok()).map(str::trim).filter(|s| !s.is_empty());
+        fn text(b: Option<&[u8]>) -> Option<&str> {
+            b.and_then(|b| std::str::from_utf8(b).ok()).map(str::trim).filter(|s| !s.is_empty())
+        }
         let (function, filepath) = (text(site.function), text(site.filepath));
         if function.is_some() || filepath.is_some() {
             return Some(Box::new(CodeLocation {
