@@ -1013,5 +1013,13 @@ fn an_error_rate_drift_is_blamed_where_its_exceptions_were_raised() {
     assert_eq!(event["code"]["lineno"], 7);
     let top = &event["suspects"][0];
     assert_eq!(top["commit"], culprit, "{event:#}");
-    assert_eq!(event["suspects"][1]["linked"], false, "the handler commit has no link: {event:#}");
+    let evidence: Vec<&str> = top["evidence"].as_array().expect("evidence").iter().filter_map(|e| e.as_str()).collect();
+    assert!(
+        evidence.contains(&"changes function charge_card (the failing spans' code.function) at shop/pay.py:5"),
+        "{evidence:?}"
+    );
+    // The handler commit only calls charge_card: a weak link, ranked below.
+    let second = &event["suspects"][1];
+    assert_eq!(second["commit"], head);
+    assert!(second["score"].as_f64() < top["score"].as_f64(), "{event:#}");
 }

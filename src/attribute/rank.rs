@@ -78,6 +78,8 @@ struct Clues {
     /// For a new dependency: words of its instrumentation scope that a
     /// manifest line adding the library would contain.
     library: Option<Vec<String>>,
+    /// The spans the code clues come from, as evidence names them.
+    spans: &'static str,
 }
 
 impl Clues {
@@ -115,6 +117,11 @@ impl Clues {
             span_path: event.code.filepath.clone(),
             route: event.code.route.clone(),
             library: event.dependency.as_ref().map(|d| library_words(&d.scope)),
+            spans: match event.kind {
+                EventKind::LatencyRegression => "slow spans",
+                EventKind::ErrorRateRegression => "failing spans",
+                EventKind::NewOutboundPeer | EventKind::NewDependency => "drifting spans",
+            },
         }
     }
 }
@@ -303,8 +310,8 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
                 s.link(
                     W_CHANGES_FUNCTION,
                     format!(
-                        "changes function {function} (the slow spans' code.function) at {}:{line}",
-                        file.path
+                        "changes function {function} (the {}' code.function) at {}:{line}",
+                        clues.spans, file.path
                     ),
                 );
                 s.show(commit, file, *line);
@@ -327,7 +334,7 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
                 Some(span) if span.trim_start_matches("./") != file.path => format!("code.file.path {span}"),
                 _ => "code.file.path".to_owned(),
             };
-            s.link(W_TOUCHES_FILE, format!("touches {} (the slow spans' {named})", file.path));
+            s.link(W_TOUCHES_FILE, format!("touches {} (the {}' {named})", file.path, clues.spans));
             if let Some((line, _)) = file.added.first() {
                 s.show(commit, file, *line);
             }
