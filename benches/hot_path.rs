@@ -86,6 +86,7 @@ fn detector_tick(c: &mut Criterion) {
         error_code: None,
         scope: None,
         repository: None,
+        non_idempotent: false,
     };
     let mut warm = ShardAnalysis::new(settings.clone());
     let mut updates = Vec::new();

@@ -377,6 +377,13 @@ impl Config {
                 )));
             }
         }
+        for pattern in &self.detect.repeated_calls.critical_peers {
+            if let Err(e) = glob::Pattern::new(pattern) {
+                return Err(ConfigError::Invalid(format!(
+                    "detect.repeated_calls.critical_peers: pattern {pattern:?} is not a valid glob: {e}"
+                )));
+            }
+        }
         for pattern in &self.detect.dependency.ignore {
             if let Err(e) = glob::Pattern::new(pattern) {
                 return Err(ConfigError::Invalid(format!(
@@ -639,6 +646,40 @@ pub struct DetectConfig {
     pub error_rate: ErrorRateConfig,
     pub outbound: OutboundConfig,
     pub dependency: DependencyConfig,
+    pub repeated_calls: RepeatedCallConfig,
+}
+
+/// Repeated unsafe calls. A `repeated_unsafe_call` event fires when, in a
+/// revision, `min_repeats` requests of one operation made the same
+/// non-idempotent call (HTTP POST or PATCH, a messaging publish, a resend)
+/// to one peer more than once, while the last revision before it that made
+/// the call in at least `min_baseline_requests` requests never made it
+/// twice in one. It is critical when the peer matches a glob of
+/// `critical_peers` (payment and other side-effect peers), else a warning.
+/// It resolves once no request repeated the call for `resolve_after`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepeatedCallConfig {
+    pub enabled: bool,
+    pub min_repeats: u64,
+    pub min_baseline_requests: u64,
+    /// Glob patterns over peer identities (`api.stripe.com:443`,
+    /// `*.payments.internal:*`).
+    pub critical_peers: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub resolve_after: Duration,
+}
+
+impl Default for RepeatedCallConfig {
+    fn default() -> Self {
+        RepeatedCallConfig {
+            enabled: true,
+            min_repeats: 3,
+            min_baseline_requests: 20,
+            critical_peers: Vec::new(),
+            resolve_after: Duration::from_secs(900),
+        }
+    }
 }
 
 /// New libraries. A `new_dependency` event fires when spans come from an

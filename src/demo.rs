@@ -285,6 +285,12 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             event.peer.as_deref().unwrap_or(""),
             event.operation.as_deref().unwrap_or("?")
         ),
+        EventKind::RepeatedUnsafeCall => format!(
+            "repeated unsafe call: {} {} calls {} more than once per request",
+            event.service_key(),
+            event.operation.as_deref().unwrap_or("?"),
+            event.peer.as_deref().unwrap_or("?")
+        ),
         EventKind::NewDependency => format!(
             "new dependency: {} now uses {} in {}",
             event.service_key(),

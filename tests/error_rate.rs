@@ -115,6 +115,20 @@ fn a_deploy_that_fails_more_often_is_one_incident_until_fixed_and_a_flaky_depend
         ["DoubleChargeError"],
         "the exception new in rev-bad; not the 503s nor the timeouts the baseline had too"
     );
+    // The rate over time: the baseline's windows, then the deploy's, their
+    // rates on each side of the deploy as the totals say.
+    let timeline = rates["timeline"].as_array().expect("timeline");
+    let side = |current: bool| -> (u64, u64) {
+        timeline
+            .iter()
+            .filter(|p| p["current"] == current)
+            .fold((0, 0), |(s, e), p| (s + p["spans"].as_u64().expect("spans"), e + p["errors"].as_u64().expect("errors")))
+    };
+    let ((base_spans, base_errors), (cur_spans, cur_errors)) = (side(false), side(true));
+    assert!(base_spans > 0 && cur_spans > 0, "{timeline:?}");
+    assert!((cur_errors as f64 / cur_spans as f64) > 2.0 * (base_errors as f64 / base_spans as f64), "{timeline:?}");
+    let starts: Vec<u64> = timeline.iter().map(|p| p["start_ms"].as_u64().expect("start")).collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "oldest first");
     assert!(event["stats"]["p_value"].as_f64().expect("p") < 0.005);
     assert!(event["stats"]["current"]["count"].as_u64().expect("count") >= 200);
     assert_eq!(event["code"]["route"], "/checkout");

@@ -281,3 +281,41 @@ fn a_deploy_that_brings_in_a_library_is_a_new_dependency_blamed_on_the_manifest_
     let verdict: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_ne!(verdict["verdict"], "fail", "{status} {verdict:#}");
 }
+
+#[test]
+fn a_retry_that_posts_twice_per_request_is_a_critical_repeated_unsafe_call() {
+    let payments = HttpServer::start();
+    let dw = Driftwatch::start(
+        "[detect.repeated_calls]\ncritical_peers = [\"127.0.0.1:*\"]\nmin_baseline_requests = 5\nmin_repeats = 3\n",
+    );
+    let endpoint = format!("http://{}", dw.grpc);
+    let url = payments.url();
+    let call = |revision: &str, repeat: &str, times: &str| {
+        let args = [
+            "--endpoint", &endpoint, "--service", "checkout", "--revision", revision, "--repeat", repeat, "--call", &url,
+            "--method", "POST", "--times", times,
+        ];
+        run_python("call_peers.py", &args, &[]);
+    };
+    // One charge per checkout, then a deploy that charges twice.
+    call("rev-1", "8", "1");
+    std::thread::sleep(Duration::from_secs(2));
+    call("rev-2", "5", "2");
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(90), "a repeated_unsafe_call event", || {
+        found = events(&dw).into_iter().filter(|e| e["kind"] == "repeated_unsafe_call").collect();
+        !found.is_empty()
+    });
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let event = &found[0];
+    assert_eq!(event["severity"], "critical", "a payment peer");
+    assert_eq!(event["operation"], "POST /checkout");
+    assert_eq!(event["peer"], format!("127.0.0.1:{}", payments.port));
+    assert_eq!((event["revision"].as_str(), event["baseline_revision"].as_str()), (Some("rev-2"), Some("rev-1")));
+    let repeats = &event["repeats"];
+    assert_eq!(repeats["repeated_requests"], 5);
+    assert_eq!(repeats["requests"], 5);
+    assert_eq!(repeats["max_calls_per_request"], 2);
+    assert_eq!(repeats["baseline_requests"], 8);
+    assert!(events(&dw).iter().all(|e| e["kind"] != "new_outbound_peer"), "the peer was known");
+}

@@ -109,6 +109,18 @@ pub fn headline(event: &DriftEvent) -> String {
                 .map(|o| format!(" from {}", sanitize(o, MAX_FIELD_CHARS)))
                 .unwrap_or_default()
         ),
+        EventKind::RepeatedUnsafeCall => {
+            let times = event
+                .repeats
+                .as_ref()
+                .map(|r| format!(" ({} of {} requests, up to {} times)", r.repeated_requests, r.requests, r.max_calls_per_request))
+                .unwrap_or_default();
+            format!(
+                "{service} {} calls {} more than once per request{times}",
+                sanitize(event.operation.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
+                sanitize(event.peer.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
+            )
+        }
         EventKind::NewDependency => format!(
             "{service} uses a new library: {}{}",
             sanitize(
@@ -174,6 +186,7 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
                     EventKind::NewOutboundPeer => "DriftwatchNewOutboundPeer",
                     EventKind::ErrorRateRegression => "DriftwatchErrorRateRegression",
                     EventKind::NewDependency => "DriftwatchNewDependency",
+                    EventKind::RepeatedUnsafeCall => "DriftwatchRepeatedUnsafeCall",
                 },
                 "service": sanitize(&event.service, MAX_FIELD_CHARS),
                 "revision": sanitize(&event.revision, 64),

@@ -279,6 +279,7 @@ mod tests {
                 error_code: None,
                 scope: None,
                 repository: None,
+                non_idempotent: false,
             },
             &settings,
         );

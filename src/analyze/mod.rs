@@ -600,6 +600,7 @@ mod tests {
             error_code: None,
             scope: None,
             repository: None,
+            non_idempotent: false,
         }
     }
 

@@ -18,8 +18,13 @@
 //! evaluation after that, as if the chain had been walked then, so the
 //! result does not depend on batching.
 //!
+//! Non-idempotent calls (see `SpanFact::non_idempotent`) are also tallied
+//! per request — per entry span — and each request's tally is handed on
+//! once the join window after it has passed: how many times one request
+//! made the same unsafe call to one peer.
+//!
 //! Everything here is bounded: peers per service, callers per peer, the
-//! join cache and the pending queue.
+//! join cache, the pending queue and the open request tallies.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -142,15 +147,17 @@ struct PendingCall {
     parent: u64,
     end: u64,
     duration_nanos: u64,
+    non_idempotent: bool,
     /// Once linked: the caller's operation and duration, and the end of the
-    /// latest span of the chain (the call is attributed after it).
-    link: Option<(Sym, u64, u64)>,
+    /// latest span of the chain (the call is attributed after it), and the
+    /// entry span's id.
+    link: Option<(Sym, u64, u64, u64)>,
 }
 
 /// The walk from a call's parent to its entry span.
 enum Walk {
-    /// (operation, duration, latest end along the chain).
-    Found(Sym, u64, u64),
+    /// (operation, duration, latest end along the chain, entry span id).
+    Found(Sym, u64, u64, u64),
     /// The chain breaks at this span id, not (yet) seen.
     Missing(u64),
 }
@@ -163,8 +170,28 @@ pub struct Novelty {
     pub unseen: bool,
 }
 
+/// The non-idempotent calls one request made, per peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestCalls {
+    pub operation: Sym,
+    pub revision: RevId,
+    /// When the request's calls were linked (event time).
+    pub at: u64,
+    /// (peer, calls), in the order first called.
+    pub calls: Vec<(Sym, u32)>,
+}
+
+/// Peers tallied per request, at most.
+const MAX_REQUEST_PEERS: usize = 8;
+
 pub struct PeerSets {
     known: HashMap<Sym, KnownPeer>,
+    /// Open tallies of unsafe calls by entry span id.
+    requests: HashMap<u64, RequestCalls, RandomState>,
+    /// Tallies closed by the last `resolve_pending`, in event-time order.
+    finished: Vec<RequestCalls>,
+    /// Requests whose tally could not be kept (too many open).
+    pub requests_dropped: u64,
     by_revision: HashMap<RevId, HashMap<Sym, PeerUse>>,
     join: HashMap<u64, Link, RandomState>,
     join_order: VecDeque<(u64, u64)>,
@@ -190,6 +217,9 @@ impl Default for PeerSets {
     fn default() -> Self {
         PeerSets {
             known: HashMap::new(),
+            requests: HashMap::default(),
+            finished: Vec::new(),
+            requests_dropped: 0,
             by_revision: HashMap::new(),
             join: HashMap::default(),
             join_order: VecDeque::new(),
@@ -260,9 +290,9 @@ impl PeerSets {
                 continue;
             }
             match self.walk(call.parent) {
-                Walk::Found(operation, duration, ready) => {
+                Walk::Found(operation, duration, ready, entry) => {
                     let ready = ready.max(call.end);
-                    self.pending[i].link = Some((operation, duration, ready));
+                    self.pending[i].link = Some((operation, duration, ready, entry));
                 }
                 Walk::Missing(id) => {
                     self.awaited.insert(id);
@@ -284,7 +314,7 @@ impl PeerSets {
             latest = latest.max(link.end);
             // A root that is not an entry span (a job, a script) is the caller.
             if link.kind.is_entry() || link.parent == 0 {
-                return Walk::Found(link.operation.clone(), link.duration_nanos, latest);
+                return Walk::Found(link.operation.clone(), link.duration_nanos, latest, span);
             }
             span = link.parent;
         }
@@ -335,6 +365,7 @@ impl PeerSets {
             parent: fact.parent_span_id,
             end,
             duration_nanos: fact.duration_nanos(),
+            non_idempotent: fact.non_idempotent,
             link: None,
         });
         Novelty { unseen }
@@ -362,13 +393,15 @@ impl PeerSets {
             }
             let expired = call.end.saturating_add(JOIN_WINDOW_NANOS) < at;
             if call.parent == 0 {
-                ready.push((call, Sym::from(NO_PARENT), 0));
+                ready.push((call, Sym::from(NO_PARENT), 0, None));
                 continue;
             }
             match call.link.take() {
                 // The chain had ended by `at`.
-                Some((caller, duration, complete)) if complete < at => ready.push((call, caller, duration)),
-                _ if expired => ready.push((call, Sym::from(UNKNOWN_CALLER), 0)),
+                Some((caller, duration, complete, entry)) if complete < at => {
+                    ready.push((call, caller, duration, Some((entry, complete))))
+                }
+                _ if expired => ready.push((call, Sym::from(UNKNOWN_CALLER), 0, None)),
                 link => {
                     call.link = link;
                     still_pending.push_back(call);
@@ -377,18 +410,58 @@ impl PeerSets {
         }
         self.pending = still_pending;
         self.linked_upto = self.pending.len();
-        ready.sort_by(|(a, a_caller, _), (b, b_caller, _)| {
+        ready.sort_by(|(a, a_caller, ..), (b, b_caller, ..)| {
             (a.end, a.duration_nanos, a.parent, a_caller).cmp(&(b.end, b.duration_nanos, b.parent, b_caller))
         });
-        for (call, caller, caller_duration) in ready {
+        for (call, caller, caller_duration, entry) in ready {
+            if let (true, Some((entry, complete))) = (call.non_idempotent, entry) {
+                self.tally(entry, complete, &call, &caller);
+            }
             self.attribute(&call, caller, caller_duration);
         }
+        // A request's tally closes once its join window has passed: its
+        // calls have all arrived, or count as lost.
+        let mut closed: Vec<(u64, RequestCalls)> = Vec::new();
+        self.requests.retain(|entry, request| {
+            let open = request.at.saturating_add(JOIN_WINDOW_NANOS) >= at;
+            if !open {
+                closed.push((*entry, request.clone()));
+            }
+            open
+        });
+        closed.sort_by_key(|(entry, r)| (r.at, *entry));
+        self.finished.extend(closed.into_iter().map(|(_, r)| r));
         let horizon = at.saturating_sub(2 * JOIN_WINDOW_NANOS);
         while self.join_order.front().is_some_and(|(end, _)| *end < horizon) {
             if let Some((_, id)) = self.join_order.pop_front() {
                 self.join.remove(&id);
             }
         }
+    }
+
+    /// Counts an unsafe call in its request's tally.
+    fn tally(&mut self, entry: u64, complete: u64, call: &PendingCall, caller: &Sym) {
+        if !self.requests.contains_key(&entry) && self.requests.len() >= self.pending_cap {
+            self.requests_dropped += 1;
+            return;
+        }
+        let request = self.requests.entry(entry).or_insert_with(|| RequestCalls {
+            operation: caller.clone(),
+            revision: call.revision,
+            at: complete,
+            calls: Vec::new(),
+        });
+        request.at = request.at.max(complete);
+        match request.calls.iter_mut().find(|(peer, _)| *peer == call.peer) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None if request.calls.len() < MAX_REQUEST_PEERS => request.calls.push((call.peer.clone(), 1)),
+            None => {}
+        }
+    }
+
+    /// The request tallies closed since the last call, in event-time order.
+    pub fn take_finished(&mut self) -> Vec<RequestCalls> {
+        std::mem::take(&mut self.finished)
     }
 
     fn attribute(&mut self, call: &PendingCall, caller: Sym, caller_duration: u64) {
@@ -491,6 +564,7 @@ mod tests {
             error_code: None,
             scope: None,
             repository: None,
+            non_idempotent: false,
         }
     }
 

@@ -10,8 +10,9 @@ use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
 use super::window::{LatencyWindows, WindowLayout};
-use crate::config::{AnalyzeConfig, DependencyConfig, ErrorRateConfig, LatencyConfig, OutboundConfig};
+use crate::config::{AnalyzeConfig, DependencyConfig, ErrorRateConfig, LatencyConfig, OutboundConfig, RepeatedCallConfig};
 use crate::detect::dependency::DependencyDetector;
+use crate::detect::repeats::RepeatDetector;
 use crate::detect::errors::{ErrorCount, ErrorRateDetector, ErrorTypes};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
@@ -31,6 +32,7 @@ pub struct AnalysisSettings {
     pub error_rate: ErrorRateConfig,
     pub outbound: OutboundConfig,
     pub dependency: DependencyConfig,
+    pub repeated_calls: RepeatedCallConfig,
 }
 
 impl AnalysisSettings {
@@ -58,6 +60,7 @@ impl AnalysisSettings {
             error_rate: detect.error_rate.clone(),
             outbound: detect.outbound.clone(),
             dependency: detect.dependency.clone(),
+            repeated_calls: detect.repeated_calls.clone(),
         }
     }
 
@@ -117,6 +120,7 @@ pub struct ServiceState {
     errors: ErrorRateDetector,
     outbound: OutboundDetector,
     dependencies: DependencyDetector,
+    repeats: RepeatDetector,
     /// What the other replicas saw (fleet mode).
     fleet: Option<Arc<FleetBaseline>>,
     /// A revision that began serving after another one, not yet reported.
@@ -154,6 +158,7 @@ impl ServiceState {
             ),
             outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
             dependencies: DependencyDetector::new(settings.dependency.clone(), settings.latency.evaluation_interval),
+            repeats: RepeatDetector::new(settings.repeated_calls.clone()),
             fleet: None,
             deployed: None,
         }
@@ -262,6 +267,7 @@ impl ServiceState {
         self.peers.forget_revision(dropped);
         self.outbound.forget_revision(dropped);
         self.dependencies.forget_revision(dropped);
+        self.repeats.forget_revision(dropped);
     }
 
     /// Takes in what the other replicas of the service saw: their revisions
@@ -324,6 +330,15 @@ impl ServiceState {
     /// The scopes the service's spans came from within the lookback.
     pub fn known_scopes(&self) -> impl Iterator<Item = (&Sym, &crate::detect::dependency::KnownScope)> {
         self.dependencies.known()
+    }
+
+    /// Repeated-unsafe-call drifts firing now: ((operation, peer), incident).
+    pub fn repeats_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::repeats::Incident)> {
+        self.repeats.incidents()
+    }
+
+    pub(super) fn restore_repeat_firing(&mut self, operation: Sym, peer: Sym, revision: RevId, event_id: String, first: u64) {
+        self.repeats.restore_firing(operation, peer, revision, event_id, first);
     }
 
     pub(super) fn restore_dependency_firing(&mut self, scope: Sym, revision: RevId, event_id: String, first_seen: u64) {
@@ -494,16 +509,23 @@ impl ServiceState {
         self.report_deploy(out);
         let first_new = out.len();
         self.run_detectors(at, settings, out);
-        // Each new event names the repository its revision's spans name.
+        // Each new event names the repository its revision's spans name,
+        // and a repeated call the code of the operation that makes it.
         for update in &mut out[first_new..] {
-            if let EventUpdate::Fired(event) = update
-                && event.repository.is_none()
-            {
+            let EventUpdate::Fired(event) = update else { continue };
+            if event.repository.is_none() {
                 event.repository = self
                     .timeline
                     .id_of(&event.revision)
                     .and_then(|id| self.timeline.get(id))
                     .and_then(|entry| entry.repository.as_deref().map(str::to_owned));
+            }
+            if event.kind == crate::detect::kind::EventKind::RepeatedUnsafeCall
+                && let Some(operation) = event.operation.as_deref()
+                && let Some((op, _)) = self.operations.tracked().find(|(_, name)| &***name == operation)
+                && let Some(info) = self.op_info.get(&op)
+            {
+                event.code = hint(info.code.as_ref(), info);
             }
         }
     }
@@ -521,7 +543,11 @@ impl ServiceState {
             self.errors.forget_operations(&evicted);
         }
         self.peers.resolve_pending(at);
+        for request in self.peers.take_finished() {
+            self.repeats.on_request(&request);
+        }
         self.outbound.evaluate(&self.key, &self.peers, &self.timeline, at, out);
+        self.repeats.evaluate(&self.key, &self.timeline, at, out);
         self.dependencies.evaluate(&self.key, &self.timeline, at, out);
         let ServiceState {
             key,

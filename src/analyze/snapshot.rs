@@ -72,6 +72,7 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
                 event.onset_unix_nanos,
             ),
             EventKind::NewDependency => (None, None, Vec::new(), event.onset_unix_nanos),
+            EventKind::RepeatedUnsafeCall => (event.operation.clone(), event.peer.clone(), Vec::new(), event.onset_unix_nanos),
             EventKind::LatencyRegression | EventKind::ErrorRateRegression => {
                 (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos)
             }
@@ -423,6 +424,21 @@ impl ServiceState {
                         })
                     }),
             )
+            .chain(self.repeats_firing().filter_map(|((operation, peer), incident)| {
+                Some(FiringSnapshot {
+                    event_id: incident.event_id.clone(),
+                    kind: Some(EventKind::RepeatedUnsafeCall),
+                    error_baseline: None,
+                    revision: revision_name(incident.revision)?,
+                    operation: Some(operation.to_string()),
+                    peer: Some(peer.to_string()),
+                    reasons: Vec::new(),
+                    first_seen: incident.first_repeat,
+                    baseline: None,
+                    seen_in: Vec::new(),
+                    scope: None,
+                })
+            }))
             .chain(
                 self.dependency_firing()
                     .filter_map(|(scope, rev, event_id, first_seen)| {
@@ -518,6 +534,16 @@ impl ServiceState {
                     id
                 }
             };
+            if let (Some(EventKind::RepeatedUnsafeCall), Some(operation), Some(peer)) = (f.kind, &f.operation, &f.peer) {
+                state.restore_repeat_firing(
+                    Sym::from(operation.as_str()),
+                    Sym::from(peer.as_str()),
+                    revision,
+                    f.event_id.clone(),
+                    f.first_seen,
+                );
+                continue;
+            }
             if let Some(operation) = &f.operation {
                 let op = state.operations.resolve(&Sym::from(operation.as_str()), snapshot.watermark);
                 let seen_in = f.seen_in.iter().filter_map(|r| state.timeline.id_of(r)).collect();
@@ -577,6 +603,7 @@ mod tests {
             error_code: None,
             scope: None,
             repository: None,
+            non_idempotent: false,
         }
     }
 

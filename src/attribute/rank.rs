@@ -6,7 +6,8 @@
 //! name, an added line calling that function, or an added route of the
 //! drifting operation; for a new dependency, an added manifest or lockfile
 //! line naming the library, any change to a manifest or lockfile, or an
-//! added line naming the library in the code. Each link has a weight wᵢ, and a linked commit
+//! added line naming the library in the code; for a repeated call, an
+//! added line with the peer or an added retry. Each link has a weight wᵢ, and a linked commit
 //! scores 0.5 + 0.5 × (1 − Π(1 − wᵢ)), so more links rank higher and every
 //! linked commit ranks above every commit without a link, which scores at
 //! most 0.1 (0.05 for being in range, up to 0.05 more for its size: big
@@ -39,6 +40,7 @@ const W_ROUTE: f64 = 0.15;
 const W_ADDS_DEPENDENCY: f64 = 0.6;
 const W_CHANGES_MANIFEST: f64 = 0.25;
 const W_USES_LIBRARY: f64 = 0.2;
+const W_ADDS_RETRY: f64 = 0.35;
 /// What a linked commit scores at least.
 const LINKED_FLOOR: f64 = 0.5;
 /// Every commit in range could be the cause.
@@ -80,12 +82,15 @@ struct Clues {
     library: Option<Vec<String>>,
     /// The spans the code clues come from, as evidence names them.
     spans: &'static str,
+    /// For a repeated call: an added retry names it again.
+    retries: bool,
 }
 
 impl Clues {
     fn of(event: &DriftEvent, file: Option<&FileClue>) -> Clues {
         let mut peer_needles = Vec::new();
-        if let (EventKind::NewOutboundPeer, Some(peer)) = (event.kind, event.peer.as_deref()) {
+        let calls_peer = matches!(event.kind, EventKind::NewOutboundPeer | EventKind::RepeatedUnsafeCall);
+        if let (true, Some(peer)) = (calls_peer, event.peer.as_deref()) {
             let host = peer_host(peer);
             if !host.is_empty() {
                 peer_needles.push(host.to_ascii_lowercase());
@@ -117,10 +122,11 @@ impl Clues {
             span_path: event.code.filepath.clone(),
             route: event.code.route.clone(),
             library: event.dependency.as_ref().map(|d| library_words(&d.scope)),
+            retries: event.kind == EventKind::RepeatedUnsafeCall,
             spans: match event.kind {
                 EventKind::LatencyRegression => "slow spans",
                 EventKind::ErrorRateRegression => "failing spans",
-                EventKind::NewOutboundPeer | EventKind::NewDependency => "drifting spans",
+                EventKind::NewOutboundPeer | EventKind::NewDependency | EventKind::RepeatedUnsafeCall => "drifting spans",
             },
         }
     }
@@ -149,6 +155,14 @@ fn library_words(scope: &str) -> Vec<String> {
         }
     }
     words
+}
+
+/// Whether an added line retries: a retry decorator, loop or policy.
+fn adds_retry(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["retry", "retries", "retrying", "backoff", "tenacity", "attempt"]
+        .iter()
+        .any(|word| lower.contains(word))
 }
 
 /// Whether `path` is a dependency manifest or lockfile.
@@ -341,6 +355,16 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
         }
         if let Some(words) = &clues.library {
             link_library(commit, file, words, &mut s);
+        }
+        if clues.retries
+            && let Some((line, text)) = file.added.iter().find(|(_, text)| adds_retry(text))
+        {
+            s.link(
+                W_ADDS_RETRY,
+                format!("adds a retry at {}:{line}: {:?}", file.path, crate::text::truncate(text.trim(), 80)),
+            );
+            s.show(commit, file, *line);
+            note_ai_line(commit, file, *line, &mut s);
         }
         if let Some(route) = clues.route.as_deref().filter(|r| r.len() > 1)
             && let Some((line, _)) = file.added.iter().find(|(_, text)| text.contains(route))

@@ -21,9 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
 
-use super::event::{
-    DriftEvent, EventKind, EventState, EventUpdate, Resolution, ResolutionReason, event_id, fingerprint, rfc3339,
-};
+use super::event::{DriftEvent, EventKind, EventState, EventUpdate, event_id, fingerprint, rfc3339};
 use super::nanos;
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::DependencyConfig;
@@ -222,7 +220,16 @@ impl DependencyDetector {
                     out.push(EventUpdate::Resolved {
                         id: id.clone(),
                         at_unix_nanos: at,
-                        resolution: resolution(candidate, timeline, at, resolve_after),
+                        resolution: super::ended(
+                            timeline,
+                            candidate.revision,
+                            candidate.first_seen,
+                            &std::iter::once(candidate.revision)
+                                .chain(candidate.seen_in.iter().map(|(r, _, _)| *r))
+                                .collect::<Vec<_>>(),
+                            at,
+                            resolve_after,
+                        ),
                     });
                     done.push(scope.clone());
                 }
@@ -292,34 +299,6 @@ impl DependencyDetector {
     }
 }
 
-/// How a drift whose scope went quiet ended: judged by the newest revision
-/// that served within `resolve_after`.
-fn resolution(candidate: &Candidate, timeline: &RevisionTimeline, at: u64, resolve_after: u64) -> Resolution {
-    let introduced_first_seen = timeline
-        .get(candidate.revision)
-        .map_or(candidate.first_seen, |r| r.first_seen_unix_nanos);
-    let serving = timeline
-        .entries()
-        .iter()
-        .filter(|r| r.last_seen_unix_nanos.saturating_add(resolve_after) >= at)
-        .max_by_key(|r| (r.first_seen_unix_nanos, r.id));
-    let carrier = |id: RevId| id == candidate.revision || candidate.seen_in.iter().any(|(r, _, _)| *r == id);
-    match serving {
-        Some(r) if r.first_seen_unix_nanos < introduced_first_seen => Resolution {
-            reason: ResolutionReason::RolledBack,
-            revision: Some(r.revision.to_string()),
-        },
-        Some(r) if !carrier(r.id) => Resolution {
-            reason: ResolutionReason::Fixed,
-            revision: Some(r.revision.to_string()),
-        },
-        _ => Resolution {
-            reason: ResolutionReason::TrafficGone,
-            revision: None,
-        },
-    }
-}
-
 fn build_event(
     service: &ServiceKey,
     scope: &Sym,
@@ -365,6 +344,7 @@ fn build_event(
         stats: None,
         outbound: None,
         repository: None,
+        repeats: None,
         dependency: Some(DependencyStats {
             scope: scope.to_string(),
             spans: candidate.spans,
@@ -452,7 +432,7 @@ mod tests {
         d.evaluate(&service, &tl, back + 1000 * SECOND, &mut out);
         match &out[..] {
             [EventUpdate::Resolved { resolution, .. }] => {
-                assert_eq!(resolution.reason, ResolutionReason::RolledBack)
+                assert_eq!(resolution.reason, super::super::event::ResolutionReason::RolledBack)
             }
             other => panic!("expected one resolution, got {other:?}"),
         }

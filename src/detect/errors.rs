@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::nanos;
 use super::event::{
-    DriftEvent, ErrorRates, ErrorTypeCount, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
+    DriftEvent, ErrorRates, ErrorTypeCount, EventKind, MAX_RATE_POINTS, RatePoint, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
     Severity, event_id, fingerprint, rfc3339,
 };
 use super::stats::{Summary, WindowMoments, fisher_greater, new_histogram, persistent_errors};
@@ -575,12 +575,14 @@ impl ErrorRateDetector {
                     baseline_errors: c.baseline.errors,
                     current_errors: c.current.errors,
                     new_error_types: new_error_types(service, c),
+                    timeline: timeline(service, c),
                 }),
                 tests: tests as u32,
                 distribution: None,
             }),
             outbound: None,
             repository: None,
+            repeats: None,
             dependency: None,
             code,
             suspects: Vec::new(),
@@ -597,6 +599,40 @@ impl ErrorRateDetector {
 
 /// The error types `c.revision` failed with that its baseline revision
 /// never did (after a deploy; nothing to compare with otherwise).
+/// The error rate per window of the baseline and of the drifting revision
+/// (merged across replicas in fleet mode), the newest `MAX_RATE_POINTS`.
+fn timeline(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<RatePoint> {
+    let mut points: std::collections::BTreeMap<(u64, bool), (u64, u64)> = std::collections::BTreeMap::new();
+    let mut add = |revision: &RevisionEntry, current: bool| {
+        for series in service.history(c.op, revision) {
+            for m in series.recent_moments().chain(series.retired_moments(usize::MAX)) {
+                if m.count > 0 {
+                    let point = points.entry((m.start_unix_nanos, current)).or_default();
+                    point.0 += m.count;
+                    point.1 += m.errors;
+                }
+            }
+        }
+    };
+    if let Some(b) = c.baseline_revision {
+        add(b, false);
+    }
+    add(c.revision, true);
+    let mut timeline: Vec<RatePoint> = points
+        .into_iter()
+        .map(|((start, current), (spans, errors))| RatePoint {
+            start_ms: start / 1_000_000,
+            spans,
+            errors: errors.min(spans),
+            current,
+        })
+        .collect();
+    timeline.sort_by_key(|p| (p.start_ms, p.current));
+    let excess = timeline.len().saturating_sub(MAX_RATE_POINTS);
+    timeline.drain(..excess);
+    timeline
+}
+
 fn new_error_types(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<ErrorTypeCount> {
     let Some(baseline) = c.baseline_revision else {
         return Vec::new();

@@ -114,6 +114,25 @@ pub struct ErrorRates {
     /// revision never did, most frequent first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub new_error_types: Vec<ErrorTypeCount>,
+    /// The error rate over time, one point per analysis window with spans
+    /// (the newest `MAX_RATE_POINTS`): the baseline revision's, then the
+    /// drifting revision's, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<RatePoint>,
+}
+
+/// Points of an error-rate timeline, at most.
+pub const MAX_RATE_POINTS: usize = 180;
+
+/// One analysis window's spans and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatePoint {
+    /// The window's start, Unix milliseconds.
+    pub start_ms: u64,
+    pub spans: u64,
+    pub errors: u64,
+    /// A window of the drifting revision (else of the baseline).
+    pub current: bool,
 }
 
 /// How often the drifting revision failed with one error type.
@@ -242,6 +261,10 @@ pub struct DriftEvent {
     /// Details of a `new_dependency` event: the scope and where it shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dependency: Option<super::dependency::DependencyStats>,
+    /// Details of a `repeated_unsafe_call` event: how many requests repeated
+    /// the call, against the baseline's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<super::repeats::RepeatStats>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub code: CodeHint,
     pub suspects: Vec<Suspect>,
@@ -548,6 +571,7 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         stats: None,
         outbound: None,
         repository: None,
+        repeats: None,
         dependency: None,
         code: CodeHint::default(),
         suspects: vec![],

@@ -11,6 +11,7 @@ pub enum EventKind {
     NewOutboundPeer,
     ErrorRateRegression,
     NewDependency,
+    RepeatedUnsafeCall,
 }
 
 impl EventKind {
@@ -20,6 +21,7 @@ impl EventKind {
             EventKind::NewOutboundPeer => "new_outbound_peer",
             EventKind::ErrorRateRegression => "error_rate_regression",
             EventKind::NewDependency => "new_dependency",
+            EventKind::RepeatedUnsafeCall => "repeated_unsafe_call",
         }
     }
 
@@ -30,15 +32,17 @@ impl EventKind {
             EventKind::NewOutboundPeer => "New outbound peer",
             EventKind::ErrorRateRegression => "Error-rate regression",
             EventKind::NewDependency => "New dependency",
+            EventKind::RepeatedUnsafeCall => "Repeated unsafe call",
         }
     }
 
     /// Every kind, in a fixed order (for metrics that list them all).
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::LatencyRegression,
         EventKind::NewOutboundPeer,
         EventKind::ErrorRateRegression,
         EventKind::NewDependency,
+        EventKind::RepeatedUnsafeCall,
     ];
 }
 

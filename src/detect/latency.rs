@@ -545,6 +545,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         stats: Some(stats),
         outbound: None,
         repository: None,
+        repeats: None,
         dependency: None,
         code,
         suspects: Vec::new(),

@@ -11,6 +11,7 @@ pub mod histogram;
 pub mod kind;
 pub mod latency;
 pub mod outbound;
+pub mod repeats;
 pub mod stats;
 
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,45 @@ use event::EventLog;
 /// from the configuration, which allows any).
 pub fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// How a drift whose signal stopped for `resolve_after` ended, judged by
+/// the newest revision serving within `resolve_after`: `rolled_back` when
+/// it ran before the revision that introduced the drift, `fixed` when it is
+/// not one of the `carriers` (the introducing revision and those that
+/// still showed the drift), else `traffic_gone` — no longer observed,
+/// which is not the same as fixed.
+pub fn ended(
+    timeline: &crate::analyze::timeline::RevisionTimeline,
+    introduced: crate::analyze::timeline::RevId,
+    fallback_first_seen: u64,
+    carriers: &[crate::analyze::timeline::RevId],
+    at: u64,
+    resolve_after: u64,
+) -> event::Resolution {
+    use event::{Resolution, ResolutionReason};
+    let introduced_first_seen = timeline
+        .get(introduced)
+        .map_or(fallback_first_seen, |r| r.first_seen_unix_nanos);
+    let serving = timeline
+        .entries()
+        .iter()
+        .filter(|r| r.last_seen_unix_nanos.saturating_add(resolve_after) >= at)
+        .max_by_key(|r| (r.first_seen_unix_nanos, r.id));
+    match serving {
+        Some(r) if r.first_seen_unix_nanos < introduced_first_seen => Resolution {
+            reason: ResolutionReason::RolledBack,
+            revision: Some(r.revision.to_string()),
+        },
+        Some(r) if !carriers.contains(&r.id) => Resolution {
+            reason: ResolutionReason::Fixed,
+            revision: Some(r.revision.to_string()),
+        },
+        _ => Resolution {
+            reason: ResolutionReason::TrafficGone,
+            revision: None,
+        },
+    }
 }
 
 /// Events kept in memory for the API.

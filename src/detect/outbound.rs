@@ -376,6 +376,7 @@ fn build_event(
             callers,
         }),
         repository: None,
+        repeats: None,
         dependency: None,
         code: Default::default(),
         suspects: Vec::new(),

@@ -197,6 +197,7 @@ impl<'a> TrafficGenerator<'a> {
                             error_code: None,
                             scope: None,
                             repository: None,
+                            non_idempotent: false,
                         });
                     }
                     out.push(SpanFact {
@@ -218,6 +219,7 @@ impl<'a> TrafficGenerator<'a> {
                         error_code: None,
                         scope: None,
                         repository: None,
+                        non_idempotent: false,
                     });
                 }
             }

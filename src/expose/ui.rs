@@ -67,6 +67,11 @@ fn subject(event: &DriftEvent) -> String {
     match event.kind {
         EventKind::LatencyRegression | EventKind::ErrorRateRegression => event.operation.clone().unwrap_or_default(),
         EventKind::NewOutboundPeer => event.peer.clone().unwrap_or_default(),
+        EventKind::RepeatedUnsafeCall => format!(
+            "{} → {}",
+            event.operation.as_deref().unwrap_or_default(),
+            event.peer.as_deref().unwrap_or_default()
+        ),
         EventKind::NewDependency => event.dependency.as_ref().map(|d| d.scope.clone()).unwrap_or_default(),
     }
 }
@@ -171,6 +176,10 @@ pub fn render_incident(event: &DriftEvent) -> String {
             stats.tests,
         );
         b.push_str(&error_rate_svg(rates.baseline, rates.current));
+        if rates.timeline.len() >= 2 {
+            b.push_str("<h2>Error rate over time</h2>");
+            b.push_str(&error_rate_timeline_svg(&rates.timeline));
+        }
         if !rates.new_error_types.is_empty() {
             b.push_str("<h2>Errors new in this revision</h2><table><tr><th>type</th><th>failures</th></tr>");
             for t in &rates.new_error_types {
@@ -222,6 +231,27 @@ pub fn render_incident(event: &DriftEvent) -> String {
                 c.p95_call_ms,
                 c.median_share * 100.0
             );
+        }
+        b.push_str("</table>");
+    }
+    if let Some(repeats) = &event.repeats {
+        let _ = write!(
+            b,
+            "<h2>Calls per request</h2><table><tr><th></th><th>requests making the call</th><th>making it more than once</th></tr>\
+             <tr><td>baseline</td><td>{}</td><td>0</td></tr>\
+             <tr><td>current</td><td>{}</td><td>{} (up to {} times)</td></tr></table>",
+            repeats.baseline_requests, repeats.requests, repeats.repeated_requests, repeats.max_calls_per_request
+        );
+    }
+    if let Some(dependency) = &event.dependency {
+        let _ = write!(
+            b,
+            "<h2>New library</h2><p><code>{}</code>: {} span(s)</p><table><tr><th>operation</th><th>spans</th></tr>",
+            escape(&dependency.scope),
+            dependency.spans
+        );
+        for o in &dependency.operations {
+            let _ = write!(b, "<tr><td>{}</td><td>{}</td></tr>", escape(&o.operation), o.spans);
         }
         b.push_str("</table>");
     }
@@ -292,6 +322,64 @@ fn hunk_html(hunk: &crate::detect::event::Hunk) -> String {
     }
     b.push_str("</pre>");
     b
+}
+
+/// The error rate per analysis window, baseline windows grey and the
+/// drifting revision's red, on a time axis, with the deploy marked where
+/// the drifting revision's first window starts.
+pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> String {
+    let (width, height, left, right, top, bottom) = (760.0_f64, 180.0_f64, 56.0_f64, 12.0_f64, 12.0_f64, 36.0_f64);
+    let rate = |p: &crate::detect::event::RatePoint| p.errors as f64 / p.spans.max(1) as f64;
+    let (first, last) = match (points.iter().map(|p| p.start_ms).min(), points.iter().map(|p| p.start_ms).max()) {
+        (Some(first), Some(last)) => (first, last.max(first + 1)),
+        _ => return String::new(),
+    };
+    let peak = points.iter().map(rate).fold(0.0_f64, f64::max).max(1e-9);
+    let x = |ms: u64| left + (width - left - right) * (ms - first) as f64 / (last - first) as f64;
+    let y = |r: f64| top + (height - top - bottom) * (1.0 - r / peak);
+    let mut svg = format!(
+        "<svg xmlns="http://www.w3.org/2000/svg" id="error-rate-timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="error rate over time">         <line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999"/>         <text x="4" y="{:.1}" font-size="11">{}</text><text x="4" y="{:.1}" font-size="11">0%</text>",
+        y(0.0),
+        width - right,
+        y(0.0),
+        y(peak) + 10.0,
+        escape(&crate::text::percent(peak)),
+        y(0.0)
+    );
+    for (current, color, name) in [(false, "#607d8b", "baseline"), (true, "#d32f2f", "current")] {
+        let line: Vec<String> = points
+            .iter()
+            .filter(|p| p.current == current)
+            .map(|p| format!("{:.1},{:.1}", x(p.start_ms), y(rate(p))))
+            .collect();
+        if !line.is_empty() {
+            let _ = write!(
+                svg,
+                "<polyline class="{name}" points="{}" fill="none" stroke="{color}" stroke-width="1.5"/>",
+                line.join(" ")
+            );
+        }
+    }
+    if let Some(deploy) = points.iter().filter(|p| p.current).map(|p| p.start_ms).min()
+        && points.iter().any(|p| !p.current)
+    {
+        let at = x(deploy);
+        let _ = write!(
+            svg,
+            "<line class="deploy" x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="4 3"/>             <text x="{:.1}" y="{:.1}" font-size="11">deploy</text>",
+            y(0.0),
+            at + 4.0,
+            top + 10.0
+        );
+    }
+    let minutes = (last - first) as f64 / 60_000.0;
+    let _ = write!(
+        svg,
+        "<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{minutes:.0} min · grey: baseline revision · red: this revision</text></svg>",
+        (left + width - right) / 2.0,
+        height - 8.0
+    );
+    svg
 }
 
 /// Baseline and current distributions as overlaid histograms on a log
@@ -425,6 +513,27 @@ mod tests {
             escape("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
+    }
+
+    #[test]
+    fn the_error_rate_over_time_marks_the_deploy() {
+        use crate::detect::event::RatePoint;
+        let point = |minute: u64, errors: u64, current: bool| RatePoint {
+            start_ms: 1_700_000_000_000 + minute * 60_000,
+            spans: 200,
+            errors,
+            current,
+        };
+        let points: Vec<RatePoint> = (0..6)
+            .map(|m| point(m, 1, false))
+            .chain((6..9).map(|m| point(m, 12, true)))
+            .collect();
+        let svg = error_rate_timeline_svg(&points);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+        assert!(svg.contains("class=\"baseline\"") && svg.contains("class=\"current\""));
+        assert!(svg.contains("class=\"deploy\""));
+        assert!(svg.contains("6.0%"), "the peak rate labels the axis: {svg}");
+        assert!(error_rate_timeline_svg(&[]).is_empty());
     }
 
     #[test]

@@ -157,6 +157,9 @@ pub struct SpanFact {
     pub scope: Option<Sym>,
     /// `vcs.repository.url.full` of the span's resource.
     pub repository: Option<Sym>,
+    /// An outbound call that is not safe to repeat: an HTTP POST or PATCH,
+    /// a messaging publish, or a resend (`http.request.resend_count` > 0).
+    pub non_idempotent: bool,
 }
 
 /// What the analysis keeps apart: a service in one deployment environment.
@@ -444,6 +447,7 @@ impl Extractor {
             error_code,
             scope: None,
             repository: resource.repository.cloned(),
+            non_idempotent: kind.is_outbound() && non_idempotent(kind, attrs),
         })
     }
 
@@ -483,6 +487,18 @@ impl Extractor {
             lineno,
         }))
     }
+}
+
+/// Whether an outbound span is a call that must not be made twice.
+fn non_idempotent(kind: SpanKind, attrs: Attrs<'_>) -> bool {
+    let method = attrs.str(&["http.request.method", "http.method"]);
+    let writes = method.is_some_and(|m| m.eq_ignore_ascii_case("POST") || m.eq_ignore_ascii_case("PATCH"));
+    let publishes = kind == SpanKind::Producer
+        || attrs
+            .str(&["messaging.operation.type", "messaging.operation"])
+            .is_some_and(|o| matches!(o, "publish" | "send" | "create"));
+    let resent = attrs.int(&["http.request.resend_count"]).is_some_and(|n| n > 0);
+    writes || publishes || resent
 }
 
 fn id_u128(bytes: &[u8]) -> u128 {

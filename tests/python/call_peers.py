@@ -9,10 +9,13 @@ With --uninstrumented, `requests` is not instrumented: the revision
 produces only its own SERVER and INTERNAL spans, as a build without the
 library's instrumentation would.
 
+--method POST --times 2 makes each call a POST, twice per request (a
+retry around a payment call).
+
 Usage:
   call_peers.py --endpoint URL --service NAME --revision REV
                 --operation NAME --repeat N --call URL [--call URL ...]
-                [--uninstrumented]
+                [--uninstrumented] [--method GET|POST] [--times N]
 """
 
 import argparse
@@ -35,6 +38,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--call", action="append", default=[])
     parser.add_argument("--uninstrumented", action="store_true")
+    parser.add_argument("--method", default="GET")
+    parser.add_argument("--times", type=int, default=1)
     args = parser.parse_args()
 
     provider = TracerProvider(
@@ -49,7 +54,8 @@ def main():
         with tracer.start_as_current_span(args.operation, kind=trace.SpanKind.SERVER):
             with tracer.start_as_current_span("score_order"):
                 for url in args.call:
-                    session.get(url, timeout=5)
+                    for _ in range(args.times):
+                        session.request(args.method, url, timeout=5)
     provider.force_flush(30_000)
     provider.shutdown()
 

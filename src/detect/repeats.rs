@@ -1,0 +1,332 @@
+//! The repeated-unsafe-call detector: one request that makes the same
+//! non-idempotent call to a peer — an HTTP POST or PATCH, a publish, a
+//! resend — more than once, where the revision before made it at most once
+//! per request. This is the retry that charges a card twice: review and
+//! unit tests pass, and only a request's trace shows the second charge.
+//!
+//! Requests arrive as closed tallies from the peer sets (`RequestCalls`),
+//! in event-time order, so the same spans give the same events however
+//! they are batched. A drift fires once `min_repeats` requests of a
+//! revision repeated the call and the last good revision served at least
+//! `min_baseline_requests` requests making it, none of them twice. Counts
+//! are kept from the time driftwatch saw the revisions; a baseline that ran
+//! only before a restart has none, and nothing fires against it.
+//!
+//! One (operation, peer) is one incident: later revisions that still
+//! repeat the call join it (`seen_in`); it resolves once no request
+//! repeated it for `resolve_after`.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339};
+use super::nanos;
+use crate::analyze::peers::RequestCalls;
+use crate::analyze::timeline::{RevId, RevisionTimeline};
+use crate::config::RepeatedCallConfig;
+use crate::extract::{ServiceKey, Sym};
+
+/// (revision, operation, peer) series counted per service, at most.
+const MAX_SERIES: usize = 4096;
+/// Later revisions an incident records, at most.
+const MAX_SEEN_IN: usize = 64;
+
+/// The details of a `repeated_unsafe_call` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepeatStats {
+    /// Requests of the drifting revision that made the call.
+    pub requests: u64,
+    /// Of those, the ones that made it more than once.
+    pub repeated_requests: u64,
+    /// The most times one request made it.
+    pub max_calls_per_request: u32,
+    /// Requests of the baseline revision that made the call (each once).
+    pub baseline_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    requests: u64,
+    repeated: u64,
+    max_calls: u32,
+    first_repeat: u64,
+}
+
+#[derive(Debug)]
+pub struct Incident {
+    pub revision: RevId,
+    pub event_id: String,
+    pub first_repeat: u64,
+    last_repeat: u64,
+    /// Later revisions that repeat the call: (revision, first repeat, reported).
+    seen_in: Vec<(RevId, u64, bool)>,
+}
+
+pub struct RepeatDetector {
+    config: RepeatedCallConfig,
+    critical: Vec<glob::Pattern>,
+    counts: HashMap<(RevId, Sym, Sym), Counts>,
+    incidents: HashMap<(Sym, Sym), Incident>,
+}
+
+impl RepeatDetector {
+    pub fn new(config: RepeatedCallConfig) -> RepeatDetector {
+        // Patterns were validated with the configuration.
+        let critical = config.critical_peers.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
+        RepeatDetector {
+            config,
+            critical,
+            counts: HashMap::new(),
+            incidents: HashMap::new(),
+        }
+    }
+
+    /// Counts one request's unsafe calls.
+    pub fn on_request(&mut self, request: &RequestCalls) {
+        if !self.config.enabled {
+            return;
+        }
+        for (peer, calls) in &request.calls {
+            let key = (request.revision, request.operation.clone(), peer.clone());
+            if !self.counts.contains_key(&key) && self.counts.len() >= MAX_SERIES {
+                continue;
+            }
+            let counts = self.counts.entry(key).or_default();
+            counts.requests += 1;
+            if *calls < 2 {
+                continue;
+            }
+            if counts.repeated == 0 {
+                counts.first_repeat = request.at;
+            }
+            counts.repeated += 1;
+            counts.max_calls = counts.max_calls.max(*calls);
+            if let Some(incident) = self.incidents.get_mut(&(request.operation.clone(), peer.clone())) {
+                incident.last_repeat = incident.last_repeat.max(request.at);
+                let carried = request.revision != incident.revision
+                    && incident.seen_in.len() < MAX_SEEN_IN
+                    && !incident.seen_in.iter().any(|(r, _, _)| *r == request.revision);
+                if carried {
+                    incident.seen_in.push((request.revision, request.at, false));
+                }
+            }
+        }
+    }
+
+    pub fn evaluate(&mut self, service: &ServiceKey, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
+        if !self.config.enabled {
+            return;
+        }
+        let resolve_after = nanos(self.config.resolve_after);
+        let mut ended = Vec::new();
+        for (key, incident) in self.incidents.iter_mut() {
+            for (revision, first, reported) in incident.seen_in.iter_mut() {
+                if !*reported && *first < at {
+                    *reported = true;
+                    if let Some(entry) = timeline.get(*revision) {
+                        out.push(EventUpdate::SeenIn {
+                            id: incident.event_id.clone(),
+                            revision: entry.revision.to_string(),
+                            at_unix_nanos: at,
+                        });
+                    }
+                }
+            }
+            if incident.last_repeat.saturating_add(resolve_after) < at {
+                let carriers: Vec<RevId> = std::iter::once(incident.revision)
+                    .chain(incident.seen_in.iter().map(|(r, _, _)| *r))
+                    .collect();
+                out.push(EventUpdate::Resolved {
+                    id: incident.event_id.clone(),
+                    at_unix_nanos: at,
+                    resolution: super::ended(timeline, incident.revision, incident.first_repeat, &carriers, at, resolve_after),
+                });
+                ended.push(key.clone());
+            }
+        }
+        for key in ended {
+            self.incidents.remove(&key);
+        }
+        let mut fired = Vec::new();
+        for ((revision, operation, peer), counts) in &self.counts {
+            let key = (operation.clone(), peer.clone());
+            if counts.repeated < self.config.min_repeats.max(1) || self.incidents.contains_key(&key) || counts.first_repeat >= at {
+                continue;
+            }
+            // The last revision before this one that made the call often
+            // enough: it must never have repeated it.
+            let baseline = timeline.before(*revision).find_map(|b| {
+                let c = self.counts.get(&(b.id, operation.clone(), peer.clone()))?;
+                (c.requests >= self.config.min_baseline_requests).then_some((b, *c))
+            });
+            let Some((baseline, base)) = baseline.filter(|(_, c)| c.repeated == 0) else { continue };
+            let Some(entry) = timeline.get(*revision) else { continue };
+            let critical = self.critical.iter().any(|p| p.matches(peer));
+            let fingerprint = fingerprint(service, EventKind::RepeatedUnsafeCall, &format!("{operation}\u{1f}{peer}"), &entry.revision);
+            let onset = counts.first_repeat.min(at);
+            let event = DriftEvent {
+                id: event_id(&fingerprint, at),
+                fingerprint,
+                kind: EventKind::RepeatedUnsafeCall,
+                state: EventState::Firing,
+                severity: if critical { Severity::Critical } else { Severity::Warning },
+                service: service.service.to_string(),
+                environment: service.environment.as_deref().map(str::to_owned),
+                operation: Some(operation.to_string()),
+                peer: Some(peer.to_string()),
+                revision: entry.revision.to_string(),
+                repository: None,
+                baseline_revision: Some(baseline.revision.to_string()),
+                seen_in: Vec::new(),
+                onset: rfc3339(onset),
+                detected_at: rfc3339(at),
+                resolved_at: None,
+                resolution: None,
+                stats: None,
+                outbound: None,
+                dependency: None,
+                repeats: Some(RepeatStats {
+                    requests: counts.requests,
+                    repeated_requests: counts.repeated,
+                    max_calls_per_request: counts.max_calls,
+                    baseline_requests: base.requests,
+                }),
+                code: Default::default(),
+                suspects: Vec::new(),
+                owners: Vec::new(),
+                attribution: None,
+                onset_unix_nanos: onset,
+                detected_unix_nanos: at,
+            };
+            fired.push((key, *revision, onset, event));
+        }
+        // Fixed order, whatever the maps' order.
+        fired.sort_by(|a, b| a.3.fingerprint.cmp(&b.3.fingerprint));
+        for (key, revision, onset, event) in fired {
+            self.incidents.insert(
+                key,
+                Incident {
+                    revision,
+                    event_id: event.id.clone(),
+                    first_repeat: onset,
+                    last_repeat: onset,
+                    seen_in: Vec::new(),
+                },
+            );
+            out.push(EventUpdate::Fired(Box::new(event)));
+        }
+    }
+
+    /// Firing drifts: ((operation, peer), incident).
+    pub fn incidents(&self) -> impl Iterator<Item = (&(Sym, Sym), &Incident)> {
+        self.incidents.iter()
+    }
+
+    /// Resumes a drift that was firing before a restart.
+    pub fn restore_firing(&mut self, operation: Sym, peer: Sym, revision: RevId, event_id: String, first_repeat: u64) {
+        self.incidents.insert(
+            (operation, peer),
+            Incident {
+                revision,
+                event_id,
+                first_repeat,
+                last_repeat: first_repeat,
+                seen_in: Vec::new(),
+            },
+        );
+    }
+
+    pub fn forget_revision(&mut self, revision: RevId) {
+        self.counts.retain(|(r, _, _), _| *r != revision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn request(revision: RevId, at: u64, calls: u32) -> RequestCalls {
+        RequestCalls {
+            operation: Sym::from("POST /checkout"),
+            revision,
+            at,
+            calls: vec![(Sym::from("api.stripe.com:443"), calls)],
+        }
+    }
+
+    fn detector() -> RepeatDetector {
+        RepeatDetector::new(RepeatedCallConfig {
+            critical_peers: vec!["*.stripe.com:*".into()],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_charge_made_twice_per_request_after_a_deploy_fires_critical_then_resolves_when_rolled_back() {
+        let service = ServiceKey::new("checkout", None);
+        let mut timeline = RevisionTimeline::new(8);
+        timeline.observe(&Sym::from("r1"), 0, 100 * SECOND);
+        let (r2, _) = timeline.observe(&Sym::from("r2"), 100 * SECOND, 200 * SECOND);
+        let mut d = detector();
+        for i in 0..30 {
+            d.on_request(&request(0, i * SECOND, 1));
+        }
+        let mut out = Vec::new();
+        for i in 0..10 {
+            // Half of r2's requests charge twice.
+            d.on_request(&request(r2, 100 * SECOND + i * SECOND, 1 + (i % 2) as u32));
+        }
+        d.evaluate(&service, &timeline, 111 * SECOND, &mut out);
+        let event = match &out[..] {
+            [EventUpdate::Fired(event)] => event,
+            other => panic!("one event: {other:?}"),
+        };
+        assert_eq!(event.kind, EventKind::RepeatedUnsafeCall);
+        assert_eq!(event.severity, Severity::Critical, "a payment peer");
+        assert_eq!((event.operation.as_deref(), event.peer.as_deref()), (Some("POST /checkout"), Some("api.stripe.com:443")));
+        assert_eq!((event.revision.as_str(), event.baseline_revision.as_deref()), ("r2", Some("r1")));
+        let stats = event.repeats.as_ref().expect("stats");
+        assert_eq!((stats.requests, stats.repeated_requests, stats.max_calls_per_request, stats.baseline_requests), (10, 5, 2, 30));
+        // Nothing fires twice; r1 serves again and no request repeats.
+        out.clear();
+        timeline.observe(&Sym::from("r1"), 300 * SECOND, 2000 * SECOND);
+        d.evaluate(&service, &timeline, 200 * SECOND, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        d.evaluate(&service, &timeline, 2000 * SECOND, &mut out);
+        match &out[..] {
+            [EventUpdate::Resolved { resolution, .. }] => {
+                assert_eq!(resolution.reason, super::super::event::ResolutionReason::RolledBack)
+            }
+            other => panic!("one resolution: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_baseline_that_already_repeated_or_was_never_seen_fires_nothing() {
+        let service = ServiceKey::new("checkout", None);
+        let mut timeline = RevisionTimeline::new(8);
+        timeline.observe(&Sym::from("r1"), 0, 100 * SECOND);
+        let (r2, _) = timeline.observe(&Sym::from("r2"), 100 * SECOND, 200 * SECOND);
+        // No baseline counts at all (it ran before driftwatch started).
+        let mut d = detector();
+        for i in 0..10 {
+            d.on_request(&request(r2, 100 * SECOND + i * SECOND, 2));
+        }
+        let mut out = Vec::new();
+        d.evaluate(&service, &timeline, 111 * SECOND, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // A baseline that repeated too: the behaviour is not new.
+        let mut d = detector();
+        for i in 0..30 {
+            d.on_request(&request(0, i * SECOND, 1 + (i == 7) as u32));
+        }
+        for i in 0..10 {
+            d.on_request(&request(r2, 100 * SECOND + i * SECOND, 2));
+        }
+        d.evaluate(&service, &timeline, 111 * SECOND, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+}
