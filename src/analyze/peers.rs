@@ -452,10 +452,10 @@ impl PeerSets {
             calls: Vec::new(),
         });
         request.at = request.at.max(complete);
-        match request.calls.iter_mut().find(|(peer, _)| *peer == call.peer) {
-            Some((_, n)) => *n = n.saturating_add(1),
-            None if request.calls.len() < MAX_REQUEST_PEERS => request.calls.push((call.peer.clone(), 1)),
-            None => {}
+        if let Some((_, n)) = request.calls.iter_mut().find(|(peer, _)| *peer == call.peer) {
+            *n = n.saturating_add(1);
+        } else if request.calls.len() < MAX_REQUEST_PEERS {
+            request.calls.push((call.peer.clone(), 1));
         }
     }
 

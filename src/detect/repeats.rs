@@ -51,6 +51,7 @@ struct Counts {
     repeated: u64,
     max_calls: u32,
     first_repeat: u64,
+    last_repeat: u64,
 }
 
 #[derive(Debug)]
@@ -101,6 +102,7 @@ impl RepeatDetector {
                 counts.first_repeat = request.at;
             }
             counts.repeated += 1;
+            counts.last_repeat = counts.last_repeat.max(request.at);
             counts.max_calls = counts.max_calls.max(*calls);
             if let Some(incident) = self.incidents.get_mut(&(request.operation.clone(), peer.clone())) {
                 incident.last_repeat = incident.last_repeat.max(request.at);
@@ -151,7 +153,14 @@ impl RepeatDetector {
         let mut fired = Vec::new();
         for ((revision, operation, peer), counts) in &self.counts {
             let key = (operation.clone(), peer.clone());
-            if counts.repeated < self.config.min_repeats.max(1) || self.incidents.contains_key(&key) || counts.first_repeat >= at {
+            // Repeats that stopped for `resolve_after` are an incident that
+            // ended (or never started): they do not fire again.
+            let recent = counts.last_repeat.saturating_add(resolve_after) >= at;
+            if counts.repeated < self.config.min_repeats.max(1)
+                || !recent
+                || self.incidents.contains_key(&key)
+                || counts.first_repeat >= at
+            {
                 continue;
             }
             // The last revision before this one that made the call often
@@ -199,18 +208,18 @@ impl RepeatDetector {
                 onset_unix_nanos: onset,
                 detected_unix_nanos: at,
             };
-            fired.push((key, *revision, onset, event));
+            fired.push((key, *revision, onset, counts.last_repeat, event));
         }
         // Fixed order, whatever the maps' order.
-        fired.sort_by(|a, b| a.3.fingerprint.cmp(&b.3.fingerprint));
-        for (key, revision, onset, event) in fired {
+        fired.sort_by(|a, b| a.4.fingerprint.cmp(&b.4.fingerprint));
+        for (key, revision, onset, last_repeat, event) in fired {
             self.incidents.insert(
                 key,
                 Incident {
                     revision,
                     event_id: event.id.clone(),
                     first_repeat: onset,
-                    last_repeat: onset,
+                    last_repeat,
                     seen_in: Vec::new(),
                 },
             );

@@ -338,7 +338,7 @@ pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> St
     let x = |ms: u64| left + (width - left - right) * (ms - first) as f64 / (last - first) as f64;
     let y = |r: f64| top + (height - top - bottom) * (1.0 - r / peak);
     let mut svg = format!(
-        "<svg xmlns="http://www.w3.org/2000/svg" id="error-rate-timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="error rate over time">         <line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999"/>         <text x="4" y="{:.1}" font-size="11">{}</text><text x="4" y="{:.1}" font-size="11">0%</text>",
+        r##"<svg xmlns="http://www.w3.org/2000/svg" id="error-rate-timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="error rate over time"> <line x1="{left}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999"/> <text x="4" y="{:.1}" font-size="11">{}</text><text x="4" y="{:.1}" font-size="11">0%</text>"##,
         y(0.0),
         width - right,
         y(0.0),
@@ -355,7 +355,7 @@ pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> St
         if !line.is_empty() {
             let _ = write!(
                 svg,
-                "<polyline class="{name}" points="{}" fill="none" stroke="{color}" stroke-width="1.5"/>",
+                r##"<polyline class="{name}" points="{}" fill="none" stroke="{color}" stroke-width="1.5"/>"##,
                 line.join(" ")
             );
         }
@@ -366,7 +366,7 @@ pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> St
         let at = x(deploy);
         let _ = write!(
             svg,
-            "<line class="deploy" x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="4 3"/>             <text x="{:.1}" y="{:.1}" font-size="11">deploy</text>",
+            r##"<line class="deploy" x1="{at:.1}" y1="{top}" x2="{at:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" font-size="11">deploy</text>"##,
             y(0.0),
             at + 4.0,
             top + 10.0
@@ -375,7 +375,7 @@ pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> St
     let minutes = (last - first) as f64 / 60_000.0;
     let _ = write!(
         svg,
-        "<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{minutes:.0} min · grey: baseline revision · red: this revision</text></svg>",
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{minutes:.0} min · grey: baseline revision · red: this revision</text></svg>"##,
         (left + width - right) / 2.0,
         height - 8.0
     );
