@@ -204,32 +204,13 @@ impl DependencyDetector {
             let known_last = self.known.get(scope).map_or(0, |k| k.last_seen).min(at);
             let last_span = candidate.last_span.max(known_last);
             if let Some(id) = &candidate.firing {
-                for (revision, first_span, reported) in candidate.seen_in.iter_mut() {
-                    if !*reported && *first_span < at {
-                        *reported = true;
-                        if let Some(entry) = timeline.get(*revision) {
-                            out.push(EventUpdate::SeenIn {
-                                id: id.clone(),
-                                revision: entry.revision.to_string(),
-                                at_unix_nanos: at,
-                            });
-                        }
-                    }
-                }
+                super::report_seen_in(id, &mut candidate.seen_in, timeline, at, out);
                 if last_span.saturating_add(resolve_after) < at {
+                    let carriers = super::carriers(candidate.revision, &candidate.seen_in);
                     out.push(EventUpdate::Resolved {
                         id: id.clone(),
                         at_unix_nanos: at,
-                        resolution: super::ended(
-                            timeline,
-                            candidate.revision,
-                            candidate.first_seen,
-                            &std::iter::once(candidate.revision)
-                                .chain(candidate.seen_in.iter().map(|(r, _, _)| *r))
-                                .collect::<Vec<_>>(),
-                            at,
-                            resolve_after,
-                        ),
+                        resolution: super::ended(timeline, candidate.revision, candidate.first_seen, &carriers, at, resolve_after),
                     });
                     done.push(scope.clone());
                 }

@@ -63,6 +63,38 @@ pub fn ended(
     }
 }
 
+/// Later revisions that carry a firing drift: (revision, first sighting,
+/// reported). Each is reported once, at the first evaluation after it was
+/// seen.
+pub fn report_seen_in(
+    id: &str,
+    seen_in: &mut [(crate::analyze::timeline::RevId, u64, bool)],
+    timeline: &crate::analyze::timeline::RevisionTimeline,
+    at: u64,
+    out: &mut Vec<event::EventUpdate>,
+) {
+    for (revision, first, reported) in seen_in.iter_mut() {
+        if !*reported && *first < at {
+            *reported = true;
+            if let Some(entry) = timeline.get(*revision) {
+                out.push(event::EventUpdate::SeenIn {
+                    id: id.to_owned(),
+                    revision: entry.revision.to_string(),
+                    at_unix_nanos: at,
+                });
+            }
+        }
+    }
+}
+
+/// The revision that introduced a drift and those that carried it since.
+pub fn carriers(
+    introduced: crate::analyze::timeline::RevId,
+    seen_in: &[(crate::analyze::timeline::RevId, u64, bool)],
+) -> Vec<crate::analyze::timeline::RevId> {
+    std::iter::once(introduced).chain(seen_in.iter().map(|(r, _, _)| *r)).collect()
+}
+
 /// Events kept in memory for the API.
 pub const MAX_EVENTS: usize = 10_000;
 

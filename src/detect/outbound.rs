@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::nanos;
 use super::event::{
-    DriftEvent, EventKind, EventState, EventUpdate, Resolution, ResolutionReason, Severity, event_id, fingerprint, rfc3339,
+    DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339,
 };
 use crate::analyze::peers::{JOIN_WINDOW_NANOS, NO_PARENT, Novelty, PeerSets, is_placeholder_caller};
 use crate::analyze::timeline::{RevId, RevisionTimeline};
@@ -216,23 +216,13 @@ impl OutboundDetector {
             let known_last = peers.known(peer).map_or(0, |k| k.last_seen).min(at);
             let last_call = candidate.last_call.max(known_last);
             if let Some(id) = &candidate.firing {
-                for (revision, first_call, reported) in candidate.seen_in.iter_mut() {
-                    if !*reported && *first_call < at {
-                        *reported = true;
-                        if let Some(entry) = timeline.get(*revision) {
-                            out.push(EventUpdate::SeenIn {
-                                id: id.clone(),
-                                revision: entry.revision.to_string(),
-                                at_unix_nanos: at,
-                            });
-                        }
-                    }
-                }
+                super::report_seen_in(id, &mut candidate.seen_in, timeline, at, out);
                 if last_call.saturating_add(resolve_after) < at {
+                    let carriers = super::carriers(candidate.revision, &candidate.seen_in);
                     out.push(EventUpdate::Resolved {
                         id: id.clone(),
                         at_unix_nanos: at,
-                        resolution: resolution(candidate, timeline, at, resolve_after),
+                        resolution: super::ended(timeline, candidate.revision, candidate.first_seen, &carriers, at, resolve_after),
                     });
                     done.push(peer.clone());
                 }
@@ -285,36 +275,6 @@ impl OutboundDetector {
 
     pub fn forget_revision(&mut self, revision: RevId) {
         self.candidates.retain(|_, c| c.firing.is_some() || c.revision != revision);
-    }
-}
-
-/// How a drift that stopped calling its peer ended: judged by the newest
-/// revision that served within `resolve_after`.
-fn resolution(candidate: &Candidate, timeline: &RevisionTimeline, at: u64, resolve_after: u64) -> Resolution {
-    let introduced_first_seen = timeline
-        .get(candidate.revision)
-        .map_or(candidate.first_seen, |r| r.first_seen_unix_nanos);
-    let serving = timeline
-        .entries()
-        .iter()
-        .filter(|r| r.last_seen_unix_nanos.saturating_add(resolve_after) >= at)
-        .max_by_key(|r| (r.first_seen_unix_nanos, r.id));
-    let carrier = |id: RevId| id == candidate.revision || candidate.seen_in.iter().any(|(r, _, _)| *r == id);
-    match serving {
-        Some(r) if r.first_seen_unix_nanos < introduced_first_seen => Resolution {
-            reason: ResolutionReason::RolledBack,
-            revision: Some(r.revision.to_string()),
-        },
-        Some(r) if !carrier(r.id) => Resolution {
-            reason: ResolutionReason::Fixed,
-            revision: Some(r.revision.to_string()),
-        },
-        // The revision that calls the peer still serves, but not the
-        // traffic that called it: no longer observed, not known fixed.
-        _ => Resolution {
-            reason: ResolutionReason::TrafficGone,
-            revision: None,
-        },
     }
 }
 

@@ -123,22 +123,9 @@ impl RepeatDetector {
         let resolve_after = nanos(self.config.resolve_after);
         let mut ended = Vec::new();
         for (key, incident) in self.incidents.iter_mut() {
-            for (revision, first, reported) in incident.seen_in.iter_mut() {
-                if !*reported && *first < at {
-                    *reported = true;
-                    if let Some(entry) = timeline.get(*revision) {
-                        out.push(EventUpdate::SeenIn {
-                            id: incident.event_id.clone(),
-                            revision: entry.revision.to_string(),
-                            at_unix_nanos: at,
-                        });
-                    }
-                }
-            }
+            super::report_seen_in(&incident.event_id, &mut incident.seen_in, timeline, at, out);
             if incident.last_repeat.saturating_add(resolve_after) < at {
-                let carriers: Vec<RevId> = std::iter::once(incident.revision)
-                    .chain(incident.seen_in.iter().map(|(r, _, _)| *r))
-                    .collect();
+                let carriers = super::carriers(incident.revision, &incident.seen_in);
                 out.push(EventUpdate::Resolved {
                     id: incident.event_id.clone(),
                     at_unix_nanos: at,
