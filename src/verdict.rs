@@ -356,4 +356,18 @@ mod tests {
         );
         assert!(!revision_matches("1a2b3c", "1a2b3c4"), "too short to be an abbreviation");
     }
+
+    #[test]
+    fn an_info_event_fails_a_revision_only_when_asked_for() {
+        let mut event = crate::detect::event::example_event("e1", 1);
+        event.service = "checkout".into();
+        event.state = EventState::Firing;
+        event.revision = "1a2b3c4d5e6f7a8b9c0d1a2b3c4d5e6f7a8b9c0d".into();
+        event.severity = Severity::Info;
+        let events = std::slice::from_ref(&event);
+        assert_eq!(decide(&request("1a2b3c4"), &RULES, Some(&coverage(400, 3)), events).verdict, Outcome::Pass);
+        let mut with_info = request("1a2b3c4");
+        with_info.severity = Severity::Info;
+        assert_eq!(decide(&with_info, &RULES, Some(&coverage(400, 3)), events).verdict, Outcome::Fail);
+    }
 }
