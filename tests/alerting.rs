@@ -500,15 +500,7 @@ fn a_new_revision_is_announced_as_a_webhook_deploy_and_a_pagerduty_change_event(
         "resource": {"vcs.repository.url.full": "git@github.com:acme/cart.git"},
         "segments": [segment("r1", start), segment("r2", start + 30 * second), segment("r2", start + 50 * second)]
     });
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("plan.json");
-    std::fs::write(&path, plan.to_string()).expect("write plan");
-    let (path, endpoint) = (path.display().to_string(), format!("http://{}", dw.grpc));
-    common::run_python(
-        "send_spans.py",
-        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "cart", "--plan", &path],
-        &[],
-    );
+    common::send_plan(&dw, "cart", &plan);
     eventually(Duration::from_secs(30), "the deploy announced to both sinks", || {
         hook.requests().iter().any(|r| r.status == 200) && !pagerduty.requests().is_empty()
     });

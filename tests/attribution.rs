@@ -909,16 +909,7 @@ fn the_repository_the_spans_name_is_the_one_read_and_linked() {
         "resource": {"vcs.repository.url.full": "https://github.com/acme/payments"},
         "segments": [segment(&base, start, 6 * 60, "gateway.internal"), segment(&head, start + 6 * 60 * second, 2 * 60, "api.new-vendor.io")]
     });
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("plan.json");
-    std::fs::write(&path, plan.to_string()).expect("write plan");
-    let path = path.display().to_string();
-    let endpoint = format!("http://{}", dw.grpc);
-    common::run_python(
-        "send_spans.py",
-        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "pay", "--plan", &path],
-        &[],
-    );
+    common::send_plan(&dw, "pay", &plan);
     let url = format!("http://{}/api/v1/events", dw.admin);
     let mut event = serde_json::Value::Null;
     eventually(Duration::from_secs(40), "an attributed event", || {
@@ -990,15 +981,7 @@ fn an_error_rate_drift_is_blamed_where_its_exceptions_were_raised() {
         "modules": {"shop/__init__.py": "", "shop/pay.py": RAISING_PAY},
         "segments": [segment(&base, start, 6, 0.002, false), segment(&head, start + 6 * 60 * second, 4, 0.05, true)],
     });
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("plan.json");
-    std::fs::write(&path, plan.to_string()).expect("write plan");
-    let (path, endpoint) = (path.display().to_string(), format!("http://{}", dw.grpc));
-    common::run_python(
-        "send_spans.py",
-        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", "checkout", "--plan", &path],
-        &[],
-    );
+    common::send_plan(&dw, "checkout", &plan);
     let url = format!("http://{}/api/v1/events", dw.admin);
     let mut event = serde_json::Value::Null;
     eventually(Duration::from_secs(60), "an attributed error-rate event", || {

@@ -525,21 +525,7 @@ mod tests {
             lines_removed: 0,
             content,
         };
-        let commit = CommitRecord {
-            id: "c".into(),
-            summary: String::new(),
-            message: String::new(),
-            author_name: String::new(),
-            author_email: String::new(),
-            committer_name: String::new(),
-            committer_email: String::new(),
-            committed_at: 0,
-            parents: 1,
-            authorship: super::super::classify::Authorship::Unknown,
-            files: Vec::new(),
-            note: None,
-            merged_by: None,
-        };
+        let commit = commit("c", Vec::new());
         let mut s = Scored::default();
         s.show(&commit, &file, 5);
         s.show(&commit, &file, 9);

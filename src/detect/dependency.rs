@@ -16,7 +16,7 @@
 //! scope for `resolve_after`: `fixed` when a newer revision serves without
 //! it, `rolled_back` when an older one does, `traffic_gone` otherwise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 use serde::{Deserialize, Serialize};
@@ -66,12 +66,7 @@ struct Candidate {
     revision: RevId,
     first_seen: u64,
     firing: Option<String>,
-    /// Spans not yet evaluated, by evaluation interval: (count, last start).
-    unsettled: BTreeMap<u64, (u64, u64)>,
-    /// Spans that started before the last evaluation.
-    spans: u64,
-    /// The last of those spans' start.
-    last_span: u64,
+    spans: super::Settled,
     operations: Vec<(Sym, u64)>,
     /// Later revisions that use the scope while it fires: (revision, first
     /// span, reported).
@@ -84,31 +79,18 @@ impl Candidate {
             revision,
             first_seen,
             firing,
-            unsettled: BTreeMap::new(),
-            spans: 0,
-            last_span: first_seen,
+            spans: super::Settled::new(first_seen),
             operations: Vec::new(),
             seen_in: Vec::new(),
         }
     }
 
     fn count(&mut self, start: u64, operation: &Sym, interval: u64) {
-        let slot = self.unsettled.entry(start / interval).or_default();
-        slot.0 += 1;
-        slot.1 = slot.1.max(start);
+        self.spans.count(start, interval);
         if let Some((_, n)) = self.operations.iter_mut().find(|(o, _)| o == operation) {
             *n += 1;
         } else if self.operations.len() < MAX_OPERATIONS {
             self.operations.push((operation.clone(), 1));
-        }
-    }
-
-    /// Folds the spans that started before `at` into the counts.
-    fn settle(&mut self, at: u64, interval: u64) {
-        let later = self.unsettled.split_off(&(at / interval));
-        for (_, (spans, last)) in std::mem::replace(&mut self.unsettled, later) {
-            self.spans += spans;
-            self.last_span = self.last_span.max(last);
         }
     }
 }
@@ -199,10 +181,10 @@ impl DependencyDetector {
         let resolve_after = nanos(self.config.resolve_after);
         let mut done = Vec::new();
         for (scope, candidate) in self.candidates.iter_mut() {
-            candidate.settle(at, self.interval_nanos);
+            candidate.spans.settle(at, self.interval_nanos);
             // Spans before a restart are known only to the scope set.
             let known_last = self.known.get(scope).map_or(0, |k| k.last_seen).min(at);
-            let last_span = candidate.last_span.max(known_last);
+            let last_span = candidate.spans.last.max(known_last);
             if let Some(id) = &candidate.firing {
                 super::report_seen_in(id, &mut candidate.seen_in, timeline, at, out);
                 if last_span.saturating_add(resolve_after) < at {
@@ -216,7 +198,7 @@ impl DependencyDetector {
                 }
                 continue;
             }
-            if candidate.spans == 0 {
+            if candidate.spans.total == 0 {
                 continue;
             }
             // New against what? The service's only revision has nothing
@@ -225,7 +207,7 @@ impl DependencyDetector {
                 done.push(scope.clone());
                 continue;
             }
-            if candidate.spans < self.config.min_spans.max(1) {
+            if candidate.spans.total < self.config.min_spans.max(1) {
                 if last_span.saturating_add(resolve_after) < at {
                     done.push(scope.clone());
                 }
@@ -328,7 +310,7 @@ fn build_event(
         repeats: None,
         dependency: Some(DependencyStats {
             scope: scope.to_string(),
-            spans: candidate.spans,
+            spans: candidate.spans.total,
             operations,
         }),
         code: Default::default(),

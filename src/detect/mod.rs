@@ -63,6 +63,45 @@ pub fn ended(
     }
 }
 
+/// Sightings (calls, spans) counted per evaluation interval, so that an
+/// evaluation at `at` counts exactly those that started before `at`,
+/// however the spans were batched.
+#[derive(Debug)]
+pub struct Settled {
+    /// Not yet evaluated, by evaluation interval: (count, last start).
+    unsettled: std::collections::BTreeMap<u64, (u64, u64)>,
+    /// Sightings that started before the last evaluation.
+    pub total: u64,
+    /// The last of those sightings' start.
+    pub last: u64,
+}
+
+impl Settled {
+    /// Nothing counted yet; `last` starts at `first_seen`.
+    pub fn new(first_seen: u64) -> Settled {
+        Settled {
+            unsettled: std::collections::BTreeMap::new(),
+            total: 0,
+            last: first_seen,
+        }
+    }
+
+    pub fn count(&mut self, start: u64, interval: u64) {
+        let slot = self.unsettled.entry(start / interval).or_default();
+        slot.0 += 1;
+        slot.1 = slot.1.max(start);
+    }
+
+    /// Folds the sightings that started before `at` into the totals.
+    pub fn settle(&mut self, at: u64, interval: u64) {
+        let later = self.unsettled.split_off(&(at / interval));
+        for (_, (count, last)) in std::mem::replace(&mut self.unsettled, later) {
+            self.total += count;
+            self.last = self.last.max(last);
+        }
+    }
+}
+
 /// Later revisions that carry a firing drift: (revision, first sighting,
 /// reported). Each is reported once, at the first evaluation after it was
 /// seen.

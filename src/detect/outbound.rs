@@ -15,7 +15,7 @@
 //! call, `rolled_back` when an older one does, `traffic_gone` when the
 //! service's traffic (or the calling part of it) stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,12 +67,7 @@ struct Candidate {
     first_seen: u64,
     reasons: Vec<PeerReason>,
     firing: Option<String>,
-    /// Calls not yet evaluated, by evaluation interval: (count, last start).
-    unsettled: BTreeMap<u64, (u64, u64)>,
-    /// Calls that started before the last evaluation.
-    calls: u64,
-    /// The last of those calls' start.
-    last_call: u64,
+    calls: super::Settled,
     /// Later revisions that call the peer while it fires: (revision, first
     /// call, reported).
     seen_in: Vec<(RevId, u64, bool)>,
@@ -85,25 +80,8 @@ impl Candidate {
             first_seen,
             reasons,
             firing,
-            unsettled: BTreeMap::new(),
-            calls: 0,
-            last_call: first_seen,
+            calls: super::Settled::new(first_seen),
             seen_in: Vec::new(),
-        }
-    }
-
-    fn count(&mut self, start: u64, interval: u64) {
-        let slot = self.unsettled.entry(start / interval).or_default();
-        slot.0 += 1;
-        slot.1 = slot.1.max(start);
-    }
-
-    /// Folds the calls that started before `at` into the counts.
-    fn settle(&mut self, at: u64, interval: u64) {
-        let later = self.unsettled.split_off(&(at / interval));
-        for (_, (calls, last)) in std::mem::replace(&mut self.unsettled, later) {
-            self.calls += calls;
-            self.last_call = self.last_call.max(last);
         }
     }
 }
@@ -153,7 +131,7 @@ impl OutboundDetector {
         }
         let first_seen = *self.service_first_seen.get_or_insert(start);
         if let Some(candidate) = self.candidates.get_mut(peer) {
-            candidate.count(start, self.interval_nanos);
+            candidate.calls.count(start, self.interval_nanos);
             let carried = candidate.firing.is_some()
                 && revision != candidate.revision
                 && candidate.seen_in.len() < MAX_SEEN_IN
@@ -176,7 +154,7 @@ impl OutboundDetector {
         }
         if !reasons.is_empty() {
             let mut candidate = Candidate::new(revision, start, reasons, None);
-            candidate.count(start, self.interval_nanos);
+            candidate.calls.count(start, self.interval_nanos);
             self.candidates.insert(peer.clone(), candidate);
         }
     }
@@ -211,10 +189,10 @@ impl OutboundDetector {
         let resolve_after = nanos(self.config.resolve_after);
         let mut done = Vec::new();
         for (peer, candidate) in self.candidates.iter_mut() {
-            candidate.settle(at, self.interval_nanos);
+            candidate.calls.settle(at, self.interval_nanos);
             // Calls before a restart are known only to the peer set.
             let known_last = peers.known(peer).map_or(0, |k| k.last_seen).min(at);
-            let last_call = candidate.last_call.max(known_last);
+            let last_call = candidate.calls.last.max(known_last);
             if let Some(id) = &candidate.firing {
                 super::report_seen_in(id, &mut candidate.seen_in, timeline, at, out);
                 if last_call.saturating_add(resolve_after) < at {
@@ -228,7 +206,7 @@ impl OutboundDetector {
                 }
                 continue;
             }
-            if candidate.calls == 0 {
+            if candidate.calls.total == 0 {
                 continue;
             }
             let Some(usage) = peers.usage(candidate.revision, peer) else {
@@ -243,7 +221,7 @@ impl OutboundDetector {
                 .iter()
                 .any(|c| !is_placeholder_caller(&c.operation) || &*c.operation == NO_PARENT);
             let waited = candidate.first_seen.saturating_add(JOIN_WINDOW_NANOS) < at;
-            if candidate.calls < min_calls || !(callers_known || waited) {
+            if candidate.calls.total < min_calls || !(callers_known || waited) {
                 if last_call.saturating_add(resolve_after) < at {
                     done.push(peer.clone());
                 }
@@ -332,7 +310,7 @@ fn build_event(
         stats: None,
         outbound: Some(OutboundStats {
             reasons: candidate.reasons.clone(),
-            calls: candidate.calls,
+            calls: candidate.calls.total,
             callers,
         }),
         repository: None,

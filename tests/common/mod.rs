@@ -275,6 +275,19 @@ pub fn python() -> PathBuf {
     path
 }
 
+/// Sends a `send_spans.py` plan as `service` over gRPC with the Python SDK.
+pub fn send_plan(dw: &Driftwatch, service: &str, plan: &serde_json::Value) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, plan.to_string()).expect("write plan");
+    let (path, endpoint) = (path.display().to_string(), format!("http://{}", dw.grpc));
+    run_python(
+        "send_spans.py",
+        &["--protocol", "grpc", "--endpoint", &endpoint, "--service", service, "--plan", &path],
+        &[],
+    );
+}
+
 /// Runs `tests/python/<script>` with the venv's Python.
 pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
