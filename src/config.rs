@@ -384,6 +384,18 @@ impl Config {
                 )));
             }
         }
+        let f = &self.detect.fanout;
+        let margins_ok = f.relative_increase.is_finite()
+            && f.relative_increase >= 0.0
+            && f.absolute_increase.is_finite()
+            && f.absolute_increase >= 0.0
+            && f.critical_ratio.is_finite();
+        if !margins_ok || !(f.alpha > 0.0 && f.alpha < 1.0) || f.window.is_zero() || f.min_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "detect.fanout: margins must be finite and not negative, alpha in (0, 1), window above 0 and min_requests at least 1"
+                    .into(),
+            ));
+        }
         for pattern in &self.detect.dependency.ignore {
             if let Err(e) = glob::Pattern::new(pattern) {
                 return Err(ConfigError::Invalid(format!(
@@ -647,6 +659,48 @@ pub struct DetectConfig {
     pub outbound: OutboundConfig,
     pub dependency: DependencyConfig,
     pub repeated_calls: RepeatedCallConfig,
+    pub fanout: FanoutConfig,
+}
+
+/// Fan-out (N+1). A `fanout_regression` event fires when the requests of
+/// an operation call one peer more times each than under the last revision
+/// before: over the last two `window`s of event time, at least
+/// `min_requests` requests, a mean of calls per request up by
+/// `relative_increase` (1.0 = doubled) and by `absolute_increase` calls,
+/// and a one-sided Mann-Whitney p-value below `alpha` divided by the
+/// series compared (Bonferroni), in `consecutive` evaluations in a row.
+/// It is critical when the mean grew `critical_ratio` times. It resolves
+/// after `resolve_after` evaluations in a row in which no serving revision
+/// stays above half of either margin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    pub enabled: bool,
+    pub min_requests: u64,
+    pub relative_increase: f64,
+    pub absolute_increase: f64,
+    pub alpha: f64,
+    pub consecutive: u32,
+    pub critical_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub resolve_after: u32,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            enabled: true,
+            min_requests: 30,
+            relative_increase: 1.0,
+            absolute_increase: 1.0,
+            alpha: 0.01,
+            consecutive: 2,
+            critical_ratio: 10.0,
+            window: Duration::from_secs(60),
+            resolve_after: 6,
+        }
+    }
 }
 
 /// Repeated unsafe calls. A `repeated_unsafe_call` event fires when, in a

@@ -285,6 +285,14 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             event.peer.as_deref().unwrap_or(""),
             event.operation.as_deref().unwrap_or("?")
         ),
+        EventKind::FanoutRegression => format!(
+            "fan-out regression: {} {} calls {} {} times per request, was {}",
+            event.service_key(),
+            event.operation.as_deref().unwrap_or("?"),
+            event.peer.as_deref().unwrap_or("?"),
+            event.fanout.as_ref().map_or(0.0, |f| f.current.mean),
+            event.fanout.as_ref().map_or(0.0, |f| f.baseline.mean),
+        ),
         EventKind::RepeatedUnsafeCall => format!(
             "repeated unsafe call: {} {} calls {} more than once per request",
             event.service_key(),

@@ -319,3 +319,49 @@ fn a_retry_that_posts_twice_per_request_is_a_critical_repeated_unsafe_call() {
     assert_eq!(repeats["baseline_requests"], 8);
     assert!(events(&dw).iter().all(|e| e["kind"] != "new_outbound_peer"), "the peer was known");
 }
+
+/// Real `requests` calls from the Python SDK: revision 1 makes one call
+/// per request to the inventory service, revision 2 makes one per item —
+/// five — under the same operation. It is a fan-out regression with the
+/// calls per request before and after; GETs are idempotent, so it is not
+/// a repeated unsafe call.
+#[test]
+fn a_loop_that_calls_once_per_item_is_a_fanout_regression() {
+    let inventory = HttpServer::start();
+    let dw = Driftwatch::start("[detect.fanout]\nmin_requests = 8\n");
+    let endpoint = format!("http://{}", dw.grpc);
+    let url = inventory.url();
+    let call = |revision: &str, times: &str| {
+        let args = [
+            "--endpoint", &endpoint, "--service", "cart", "--revision", revision, "--operation", "GET /cart",
+            "--repeat", "10", "--call", &url, "--times", times,
+        ];
+        run_python("call_peers.py", &args, &[]);
+    };
+    call("rev-1", "1");
+    std::thread::sleep(Duration::from_secs(2));
+    call("rev-2", "5");
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(120), "a fanout_regression event", || {
+        found = events(&dw).into_iter().filter(|e| e["kind"] == "fanout_regression").collect();
+        !found.is_empty()
+    });
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let event = &found[0];
+    assert_eq!(event["operation"], "GET /cart");
+    assert_eq!(event["peer"], format!("127.0.0.1:{}", inventory.port));
+    assert_eq!((event["revision"].as_str(), event["baseline_revision"].as_str()), (Some("rev-2"), Some("rev-1")));
+    let fanout = &event["fanout"];
+    assert_eq!((fanout["baseline"]["requests"].as_u64(), fanout["baseline"]["max"].as_u64()), (Some(10), Some(1)));
+    assert_eq!((fanout["current"]["requests"].as_u64(), fanout["current"]["p50"].as_u64()), (Some(10), Some(5)));
+    assert_eq!(fanout["current"]["histogram"], serde_json::json!([[5, 10]]));
+    assert!(fanout["p_value"].as_f64().is_some_and(|p| p < 0.01), "{fanout}");
+    assert_eq!(fanout["relative_increase"].as_f64(), Some(4.0));
+    let (_, page) = http_get(&format!("http://{}/ui/events/{}", dw.admin, event["id"].as_str().unwrap_or_default()))
+        .expect("incident page");
+    assert!(page.contains("id=\"calls-per-request\""), "the page draws the calls per request");
+    assert!(
+        events(&dw).iter().all(|e| e["kind"] != "repeated_unsafe_call"),
+        "GETs are idempotent"
+    );
+}

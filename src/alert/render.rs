@@ -109,6 +109,18 @@ pub fn headline(event: &DriftEvent) -> String {
                 .map(|o| format!(" from {}", sanitize(o, MAX_FIELD_CHARS)))
                 .unwrap_or_default()
         ),
+        EventKind::FanoutRegression => {
+            let calls = event
+                .fanout
+                .as_ref()
+                .map(|f| format!(": {} -> {} calls per request", f.baseline.mean, f.current.mean))
+                .unwrap_or_default();
+            format!(
+                "{service} {} calls {} more per request{calls}",
+                sanitize(event.operation.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
+                sanitize(event.peer.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
+            )
+        }
         EventKind::RepeatedUnsafeCall => {
             let times = event
                 .repeats
@@ -187,6 +199,7 @@ pub fn alertmanager(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Valu
                     EventKind::ErrorRateRegression => "DriftwatchErrorRateRegression",
                     EventKind::NewDependency => "DriftwatchNewDependency",
                     EventKind::RepeatedUnsafeCall => "DriftwatchRepeatedUnsafeCall",
+                    EventKind::FanoutRegression => "DriftwatchFanoutRegression",
                 },
                 "service": sanitize(&event.service, MAX_FIELD_CHARS),
                 "revision": sanitize(&event.revision, 64),

@@ -91,6 +91,7 @@ pub struct LiveShard {
     folded_exported: std::collections::HashMap<ServiceKey, u64>,
     /// Calls without a caller already exported, per service.
     uncalled_exported: std::collections::HashMap<ServiceKey, u64>,
+    untallied_exported: std::collections::HashMap<ServiceKey, u64>,
     /// Per (service, operation, revision): the duration histogram and the
     /// error counter, created together so an error rate always has both,
     /// and kept so observing a span does not look labels up.
@@ -118,6 +119,7 @@ impl LiveShard {
             persistence: None,
             folded_exported: Default::default(),
             uncalled_exported: Default::default(),
+            untallied_exported: Default::default(),
             durations: Default::default(),
             exported: Default::default(),
         }
@@ -268,6 +270,13 @@ impl ShardObserver for LiveShard {
                     .with_label_values(&service)
                     .inc_by(dropped.saturating_sub(*exported));
                 *exported = dropped;
+                let untallied = state.requests_untallied();
+                let exported = self.untallied_exported.entry(key.clone()).or_insert(0);
+                self.metrics
+                    .requests_untallied
+                    .with_label_values(&service)
+                    .inc_by(untallied.saturating_sub(*exported));
+                *exported = untallied;
             }
         }
         if outcome.too_late > 0 {

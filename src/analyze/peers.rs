@@ -18,10 +18,10 @@
 //! evaluation after that, as if the chain had been walked then, so the
 //! result does not depend on batching.
 //!
-//! Non-idempotent calls (see `SpanFact::non_idempotent`) are also tallied
-//! per request — per entry span — and each request's tally is handed on
-//! once the join window after it has passed: how many times one request
-//! made the same unsafe call to one peer.
+//! Calls are also tallied per request — per entry span — and each
+//! request's tally is handed on once the join window after it has passed:
+//! how many times one request called each peer, and how many of those calls
+//! were non-idempotent (see `SpanFact::non_idempotent`).
 //!
 //! Everything here is bounded: peers per service, callers per peer, the
 //! join cache, the pending queue and the open request tallies.
@@ -170,15 +170,24 @@ pub struct Novelty {
     pub unseen: bool,
 }
 
-/// The non-idempotent calls one request made, per peer.
+/// The calls one request made, per peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestCalls {
     pub operation: Sym,
     pub revision: RevId,
     /// When the request's calls were linked (event time).
     pub at: u64,
-    /// (peer, calls), in the order first called.
-    pub calls: Vec<(Sym, u32)>,
+    /// In the order first called.
+    pub calls: Vec<PeerCalls>,
+}
+
+/// How often one request called one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCalls {
+    pub peer: Sym,
+    pub calls: u32,
+    /// Of those, the non-idempotent ones.
+    pub unsafe_calls: u32,
 }
 
 /// Peers tallied per request, at most.
@@ -186,7 +195,7 @@ const MAX_REQUEST_PEERS: usize = 8;
 
 pub struct PeerSets {
     known: HashMap<Sym, KnownPeer>,
-    /// Open tallies of unsafe calls by entry span id.
+    /// Open per-request tallies by entry span id.
     requests: HashMap<u64, RequestCalls, RandomState>,
     /// Tallies closed by the last `resolve_pending`, in event-time order.
     finished: Vec<RequestCalls>,
@@ -414,7 +423,7 @@ impl PeerSets {
             (a.end, a.duration_nanos, a.parent, a_caller).cmp(&(b.end, b.duration_nanos, b.parent, b_caller))
         });
         for (call, caller, caller_duration, entry) in ready {
-            if let (true, Some((entry, complete))) = (call.non_idempotent, entry) {
+            if let Some((entry, complete)) = entry {
                 self.tally(entry, complete, &call, &caller);
             }
             self.attribute(&call, caller, caller_duration);
@@ -439,7 +448,7 @@ impl PeerSets {
         }
     }
 
-    /// Counts an unsafe call in its request's tally.
+    /// Counts a call in its request's tally.
     fn tally(&mut self, entry: u64, complete: u64, call: &PendingCall, caller: &Sym) {
         if !self.requests.contains_key(&entry) && self.requests.len() >= self.pending_cap {
             self.requests_dropped += 1;
@@ -452,10 +461,16 @@ impl PeerSets {
             calls: Vec::new(),
         });
         request.at = request.at.max(complete);
-        if let Some((_, n)) = request.calls.iter_mut().find(|(peer, _)| *peer == call.peer) {
-            *n = n.saturating_add(1);
+        let unsafe_calls = u32::from(call.non_idempotent);
+        if let Some(tally) = request.calls.iter_mut().find(|c| c.peer == call.peer) {
+            tally.calls = tally.calls.saturating_add(1);
+            tally.unsafe_calls = tally.unsafe_calls.saturating_add(unsafe_calls);
         } else if request.calls.len() < MAX_REQUEST_PEERS {
-            request.calls.push((call.peer.clone(), 1));
+            request.calls.push(PeerCalls {
+                peer: call.peer.clone(),
+                calls: 1,
+                unsafe_calls,
+            });
         }
     }
 

@@ -10,7 +10,10 @@ use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
 use super::window::{LatencyWindows, WindowLayout};
-use crate::config::{AnalyzeConfig, DependencyConfig, ErrorRateConfig, LatencyConfig, OutboundConfig, RepeatedCallConfig};
+use crate::config::{
+    AnalyzeConfig, DependencyConfig, ErrorRateConfig, FanoutConfig, LatencyConfig, OutboundConfig, RepeatedCallConfig,
+};
+use crate::detect::fanout::FanoutDetector;
 use crate::detect::dependency::DependencyDetector;
 use crate::detect::repeats::RepeatDetector;
 use crate::detect::errors::{ErrorCount, ErrorRateDetector, ErrorTypes};
@@ -33,6 +36,7 @@ pub struct AnalysisSettings {
     pub outbound: OutboundConfig,
     pub dependency: DependencyConfig,
     pub repeated_calls: RepeatedCallConfig,
+    pub fanout: FanoutConfig,
 }
 
 impl AnalysisSettings {
@@ -61,6 +65,7 @@ impl AnalysisSettings {
             outbound: detect.outbound.clone(),
             dependency: detect.dependency.clone(),
             repeated_calls: detect.repeated_calls.clone(),
+            fanout: detect.fanout.clone(),
         }
     }
 
@@ -121,6 +126,7 @@ pub struct ServiceState {
     outbound: OutboundDetector,
     dependencies: DependencyDetector,
     repeats: RepeatDetector,
+    fanout: FanoutDetector,
     /// What the other replicas saw (fleet mode).
     fleet: Option<Arc<FleetBaseline>>,
     /// A revision that began serving after another one, not yet reported.
@@ -159,6 +165,7 @@ impl ServiceState {
             outbound: OutboundDetector::new(settings.outbound.clone(), settings.latency.evaluation_interval),
             dependencies: DependencyDetector::new(settings.dependency.clone(), settings.latency.evaluation_interval),
             repeats: RepeatDetector::new(settings.repeated_calls.clone()),
+            fanout: FanoutDetector::new(settings.fanout.clone()),
             fleet: None,
             deployed: None,
         }
@@ -268,6 +275,7 @@ impl ServiceState {
         self.outbound.forget_revision(dropped);
         self.dependencies.forget_revision(dropped);
         self.repeats.forget_revision(dropped);
+        self.fanout.forget_revision(dropped);
     }
 
     /// Takes in what the other replicas of the service saw: their revisions
@@ -335,6 +343,30 @@ impl ServiceState {
     /// Repeated-unsafe-call drifts firing now: ((operation, peer), incident).
     pub fn repeats_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::repeats::Incident)> {
         self.repeats.incidents()
+    }
+
+    /// Requests whose calls per peer were not counted (see
+    /// `driftwatch_requests_untallied_total`).
+    pub fn requests_untallied(&self) -> u64 {
+        self.peers.requests_dropped.saturating_add(self.fanout.overflow)
+    }
+
+    /// Fan-out drifts firing now: ((operation, peer), incident).
+    pub fn fanout_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::fanout::Incident)> {
+        self.fanout.incidents()
+    }
+
+    /// Resumes a fan-out drift of (operation, peer).
+    pub(super) fn restore_fanout_firing(
+        &mut self,
+        key: (Sym, Sym),
+        revision: RevId,
+        event_id: String,
+        onset: u64,
+        baseline: crate::detect::fanout::CallsHistogram,
+        seen_in: Vec<RevId>,
+    ) {
+        self.fanout.restore_firing(key, revision, event_id, onset, baseline, seen_in);
     }
 
     pub(super) fn restore_repeat_firing(&mut self, operation: Sym, peer: Sym, revision: RevId, event_id: String, first: u64) {
@@ -510,7 +542,8 @@ impl ServiceState {
         let first_new = out.len();
         self.run_detectors(at, settings, out);
         // Each new event names the repository its revision's spans name,
-        // and a repeated call the code of the operation that makes it.
+        // and a repeated call or a fan-out the code of the operation that
+        // makes it.
         for update in &mut out[first_new..] {
             let EventUpdate::Fired(event) = update else { continue };
             if event.repository.is_none() {
@@ -520,7 +553,11 @@ impl ServiceState {
                     .and_then(|id| self.timeline.get(id))
                     .and_then(|entry| entry.repository.as_deref().map(str::to_owned));
             }
-            if event.kind == crate::detect::kind::EventKind::RepeatedUnsafeCall
+            let per_call = matches!(
+                event.kind,
+                crate::detect::kind::EventKind::RepeatedUnsafeCall | crate::detect::kind::EventKind::FanoutRegression
+            );
+            if per_call
                 && let Some(operation) = event.operation.as_deref()
                 && let Some((op, _)) = self.operations.tracked().find(|(_, name)| &***name == operation)
                 && let Some(info) = self.op_info.get(&op)
@@ -545,9 +582,11 @@ impl ServiceState {
         self.peers.resolve_pending(at);
         for request in self.peers.take_finished() {
             self.repeats.on_request(&request);
+            self.fanout.on_request(&request);
         }
         self.outbound.evaluate(&self.key, &self.peers, &self.timeline, at, out);
         self.repeats.evaluate(&self.key, &self.timeline, at, out);
+        self.fanout.evaluate(&self.key, &self.timeline, at, out);
         self.dependencies.evaluate(&self.key, &self.timeline, at, out);
         let ServiceState {
             key,

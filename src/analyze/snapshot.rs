@@ -72,13 +72,19 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
                 event.onset_unix_nanos,
             ),
             EventKind::NewDependency => (None, None, Vec::new(), event.onset_unix_nanos),
-            EventKind::RepeatedUnsafeCall => (event.operation.clone(), event.peer.clone(), Vec::new(), event.onset_unix_nanos),
+            EventKind::RepeatedUnsafeCall | EventKind::FanoutRegression => {
+                (event.operation.clone(), event.peer.clone(), Vec::new(), event.onset_unix_nanos)
+            }
             EventKind::LatencyRegression | EventKind::ErrorRateRegression => {
                 (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos)
             }
         };
         let scope = event.dependency.as_ref().map(|d| d.scope.clone());
-        let baseline = event.stats.as_ref().and_then(baseline_of);
+        let baseline = event.stats.as_ref().and_then(baseline_of).or_else(|| {
+            let fanout = event.fanout.as_ref()?;
+            Some(fanout.baseline.histogram.iter().map(|&(calls, n)| (u64::from(calls), n)).collect())
+        });
+        let calls_mean = event.fanout.as_ref().map(|f| f.baseline.mean);
         let error_baseline = event
             .stats
             .as_ref()
@@ -95,6 +101,7 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
             baseline,
             seen_in,
             scope,
+            calls_mean,
         });
     }
 }
@@ -210,6 +217,10 @@ pub struct FiringSnapshot {
     /// The instrumentation scope of a new-dependency drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The frozen baseline's mean calls per request of a fan-out drift
+    /// (its buckets are in `baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -389,6 +400,7 @@ impl ServiceState {
                     seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
                     error_baseline: None,
                     scope: None,
+                    calls_mean: None,
                 })
             })
             .chain(self.error_rate_firing().filter_map(|(op, incident)| {
@@ -404,6 +416,7 @@ impl ServiceState {
                     seen_in: incident.seen_in.iter().filter_map(|r| revision_name(*r)).collect(),
                     error_baseline: Some((incident.baseline.errors, incident.baseline.spans)),
                     scope: None,
+                    calls_mean: None,
                 })
             }))
             .chain(
@@ -421,6 +434,7 @@ impl ServiceState {
                             baseline: None,
                             seen_in: Vec::new(),
                             scope: None,
+                            calls_mean: None,
                         })
                     }),
             )
@@ -437,6 +451,27 @@ impl ServiceState {
                     baseline: None,
                     seen_in: Vec::new(),
                     scope: None,
+                    calls_mean: None,
+                })
+            }))
+            .chain(self.fanout_firing().filter_map(|((operation, peer), incident)| {
+                let baseline = &incident.baseline;
+                Some(FiringSnapshot {
+                    event_id: incident.event_id.clone(),
+                    kind: Some(EventKind::FanoutRegression),
+                    error_baseline: None,
+                    revision: revision_name(incident.introduced)?,
+                    operation: Some(operation.to_string()),
+                    peer: Some(peer.to_string()),
+                    reasons: Vec::new(),
+                    first_seen: incident.onset,
+                    baseline: Some(baseline.buckets().map(|(calls, n)| (u64::from(calls), n)).collect()),
+                    seen_in: crate::detect::fanout::FanoutDetector::seen_in(incident)
+                        .iter()
+                        .filter_map(|r| revision_name(*r))
+                        .collect(),
+                    scope: None,
+                    calls_mean: Some(baseline.mean()),
                 })
             }))
             .chain(
@@ -454,6 +489,7 @@ impl ServiceState {
                             baseline: None,
                             seen_in: Vec::new(),
                             scope: Some(scope.to_string()),
+                            calls_mean: None,
                         })
                     }),
             )
@@ -534,6 +570,20 @@ impl ServiceState {
                     id
                 }
             };
+            if let (Some(EventKind::FanoutRegression), Some(operation), Some(peer)) = (f.kind, &f.operation, &f.peer) {
+                let buckets = f.baseline.as_deref().unwrap_or_default();
+                let baseline = crate::detect::fanout::CallsHistogram::from_buckets(buckets, f.calls_mean.unwrap_or(f64::NAN));
+                let seen_in = f.seen_in.iter().filter_map(|r| state.timeline.id_of(r)).collect();
+                state.restore_fanout_firing(
+                    (Sym::from(operation.as_str()), Sym::from(peer.as_str())),
+                    revision,
+                    f.event_id.clone(),
+                    f.first_seen,
+                    baseline,
+                    seen_in,
+                );
+                continue;
+            }
             if let (Some(EventKind::RepeatedUnsafeCall), Some(operation), Some(peer)) = (f.kind, &f.operation, &f.peer) {
                 state.restore_repeat_firing(
                     Sym::from(operation.as_str()),
@@ -815,6 +865,7 @@ mod tests {
             baseline: None,
             seen_in: Vec::new(),
             scope: None,
+            calls_mean: None,
         });
         held.revisions.push(RevisionSnapshot {
             revision: "abc1234".into(),

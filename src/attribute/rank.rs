@@ -41,6 +41,7 @@ const W_ADDS_DEPENDENCY: f64 = 0.6;
 const W_CHANGES_MANIFEST: f64 = 0.25;
 const W_USES_LIBRARY: f64 = 0.2;
 const W_ADDS_RETRY: f64 = 0.35;
+const W_ADDS_LOOP: f64 = 0.3;
 /// What a linked commit scores at least.
 const LINKED_FLOOR: f64 = 0.5;
 /// Every commit in range could be the cause.
@@ -84,12 +85,17 @@ struct Clues {
     spans: &'static str,
     /// For a repeated call: an added retry names it again.
     retries: bool,
+    /// For a fan-out: an added loop makes the call once per item.
+    loops: bool,
 }
 
 impl Clues {
     fn of(event: &DriftEvent, file: Option<&FileClue>) -> Clues {
         let mut peer_needles = Vec::new();
-        let calls_peer = matches!(event.kind, EventKind::NewOutboundPeer | EventKind::RepeatedUnsafeCall);
+        let calls_peer = matches!(
+            event.kind,
+            EventKind::NewOutboundPeer | EventKind::RepeatedUnsafeCall | EventKind::FanoutRegression
+        );
         if let (true, Some(peer)) = (calls_peer, event.peer.as_deref()) {
             let host = peer_host(peer);
             if !host.is_empty() {
@@ -123,10 +129,14 @@ impl Clues {
             route: event.code.route.clone(),
             library: event.dependency.as_ref().map(|d| library_words(&d.scope)),
             retries: event.kind == EventKind::RepeatedUnsafeCall,
+            loops: event.kind == EventKind::FanoutRegression,
             spans: match event.kind {
                 EventKind::LatencyRegression => "slow spans",
                 EventKind::ErrorRateRegression => "failing spans",
-                EventKind::NewOutboundPeer | EventKind::NewDependency | EventKind::RepeatedUnsafeCall => "drifting spans",
+                EventKind::NewOutboundPeer
+                | EventKind::NewDependency
+                | EventKind::RepeatedUnsafeCall
+                | EventKind::FanoutRegression => "drifting spans",
             },
         }
     }
@@ -163,6 +173,20 @@ fn adds_retry(text: &str) -> bool {
     ["retry", "retries", "retrying", "backoff", "tenacity", "attempt"]
         .iter()
         .any(|word| lower.contains(word))
+}
+
+/// Whether an added line loops over items: `for`, `while`, a comprehension,
+/// or an iterator's `map` / `forEach` / `each`.
+fn adds_loop(text: &str) -> bool {
+    let code = text.trim_start();
+    let lower = code.to_ascii_lowercase();
+    ["for ", "for(", "while ", "while(", "foreach", "for_each"].iter().any(|k| lower.starts_with(k))
+        || (!lower.starts_with('#')
+            && !lower.starts_with("//")
+            && ([".map(", ".foreach(", ".for_each(", ".each ", ".each(", ".each_with", "async for "]
+                .iter()
+                .any(|k| lower.contains(k))
+                || (lower.contains(" for ") && lower.contains(" in "))))
 }
 
 /// Whether `path` is a dependency manifest or lockfile.
@@ -362,6 +386,24 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
             s.link(
                 W_ADDS_RETRY,
                 format!("adds a retry at {}:{line}: {:?}", file.path, crate::text::truncate(text.trim(), 80)),
+            );
+            s.show(commit, file, *line);
+            note_ai_line(commit, file, *line, &mut s);
+        }
+        // A loop links only where the drifting spans point: in the function
+        // they name, in their file, or anywhere when they name neither.
+        let unpointed = clues.function.is_none() && clues.file.is_none();
+        if clues.loops
+            && let Some((line, text)) = file.added.iter().find(|(n, text)| {
+                adds_loop(text)
+                    && (unpointed
+                        || touches
+                        || clues.function.as_deref().is_some_and(|f| inside_function(&file.content, *n, f)))
+            })
+        {
+            s.link(
+                W_ADDS_LOOP,
+                format!("adds a loop at {}:{line}: {:?}", file.path, crate::text::truncate(text.trim(), 80)),
             );
             s.show(commit, file, *line);
             note_ai_line(commit, file, *line, &mut s);
@@ -624,5 +666,39 @@ mod tests {
         let linked: Vec<&str> = suspects.iter().filter(|s| s.linked).map(|s| s.commit.as_str()).collect();
         assert_eq!(linked.len(), 4, "a manifest change or a line naming the library is a link: {linked:?}");
         assert!(order.iter().position(|c| *c == "uses") < order.iter().position(|c| *c == "unrelated"));
+    }
+
+    #[test]
+    fn loops_are_recognised_in_the_common_languages() {
+        for line in [
+            "    for item in cart.items:",
+            "for (const item of items) {",
+            "items.forEach(item => fetchStock(item.id));",
+            "let stock: Vec<_> = items.iter().map(|i| client.get(i)).collect();",
+            "prices = [get_price(i) for i in items]",
+            "while page := next_page():",
+        ] {
+            assert!(adds_loop(line), "{line}");
+        }
+        for line in ["# for each item we call once", "format = 'GET /cart'", "retry_for = 3"] {
+            assert!(!adds_loop(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_fanout_blames_the_loop_where_the_spans_point_not_any_loop() {
+        let mut event = crate::detect::event::example_event("e", 1);
+        event.kind = EventKind::FanoutRegression;
+        event.peer = Some("inventory:8080".into());
+        event.code = crate::detect::event::CodeHint { filepath: Some("src/cart.py".into()), ..Default::default() };
+        let commits = [
+            commit("elsewhere", vec![change("src/report.py", &[(7, "    for row in rows:")])]),
+            commit("loops", vec![change("src/cart.py", &[(12, "    for item in cart.items:"), (13, "        stock(item)")])]),
+        ];
+        let suspects = rank(&event, &commits, Some(&FileClue::Repo("src/cart.py".into())));
+        assert_eq!(suspects[0].commit, "loops", "{suspects:#?}");
+        assert!(suspects[0].evidence.iter().any(|e| e.starts_with("adds a loop at src/cart.py:12")), "{:?}", suspects[0].evidence);
+        let elsewhere = suspects.iter().find(|s| s.commit == "elsewhere").expect("ranked");
+        assert!(!elsewhere.linked, "a loop in another file is no link: {elsewhere:#?}");
     }
 }

@@ -308,6 +308,7 @@ fn build_event(
         outbound: None,
         repository: None,
         repeats: None,
+        fanout: None,
         dependency: Some(DependencyStats {
             scope: scope.to_string(),
             spans: candidate.spans.total,

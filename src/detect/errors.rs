@@ -583,6 +583,7 @@ impl ErrorRateDetector {
             outbound: None,
             repository: None,
             repeats: None,
+            fanout: None,
             dependency: None,
             code,
             suspects: Vec::new(),

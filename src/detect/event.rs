@@ -265,6 +265,10 @@ pub struct DriftEvent {
     /// the call, against the baseline's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeats: Option<super::repeats::RepeatStats>,
+    /// Details of a `fanout_regression` event: calls per request to the
+    /// peer before and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<super::fanout::FanoutStats>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub code: CodeHint,
     pub suspects: Vec<Suspect>,
@@ -572,6 +576,7 @@ pub fn example_event(id: &str, detected: u64) -> DriftEvent {
         outbound: None,
         repository: None,
         repeats: None,
+        fanout: None,
         dependency: None,
         code: CodeHint::default(),
         suspects: vec![],

@@ -12,6 +12,7 @@ pub enum EventKind {
     ErrorRateRegression,
     NewDependency,
     RepeatedUnsafeCall,
+    FanoutRegression,
 }
 
 impl EventKind {
@@ -22,6 +23,7 @@ impl EventKind {
             EventKind::ErrorRateRegression => "error_rate_regression",
             EventKind::NewDependency => "new_dependency",
             EventKind::RepeatedUnsafeCall => "repeated_unsafe_call",
+            EventKind::FanoutRegression => "fanout_regression",
         }
     }
 
@@ -33,16 +35,18 @@ impl EventKind {
             EventKind::ErrorRateRegression => "Error-rate regression",
             EventKind::NewDependency => "New dependency",
             EventKind::RepeatedUnsafeCall => "Repeated unsafe call",
+            EventKind::FanoutRegression => "Fan-out regression",
         }
     }
 
     /// Every kind, in a fixed order (for metrics that list them all).
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::LatencyRegression,
         EventKind::NewOutboundPeer,
         EventKind::ErrorRateRegression,
         EventKind::NewDependency,
         EventKind::RepeatedUnsafeCall,
+        EventKind::FanoutRegression,
     ];
 }
 

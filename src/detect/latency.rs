@@ -546,6 +546,7 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         outbound: None,
         repository: None,
         repeats: None,
+        fanout: None,
         dependency: None,
         code,
         suspects: Vec::new(),

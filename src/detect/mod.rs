@@ -7,6 +7,7 @@
 pub mod dependency;
 pub mod errors;
 pub mod event;
+pub mod fanout;
 pub mod histogram;
 pub mod kind;
 pub mod latency;

@@ -315,6 +315,7 @@ fn build_event(
         }),
         repository: None,
         repeats: None,
+        fanout: None,
         dependency: None,
         code: Default::default(),
         suspects: Vec::new(),

@@ -88,7 +88,8 @@ impl RepeatDetector {
         if !self.config.enabled {
             return;
         }
-        for (peer, calls) in &request.calls {
+        for tally in request.calls.iter().filter(|c| c.unsafe_calls > 0) {
+            let (peer, calls) = (&tally.peer, &tally.unsafe_calls);
             let key = (request.revision, request.operation.clone(), peer.clone());
             if !self.counts.contains_key(&key) && self.counts.len() >= MAX_SERIES {
                 continue;
@@ -188,6 +189,7 @@ impl RepeatDetector {
                     max_calls_per_request: counts.max_calls,
                     baseline_requests: base.requests,
                 }),
+                fanout: None,
                 code: Default::default(),
                 suspects: Vec::new(),
                 owners: Vec::new(),
@@ -249,7 +251,11 @@ mod tests {
             operation: Sym::from("POST /checkout"),
             revision,
             at,
-            calls: vec![(Sym::from("api.stripe.com:443"), calls)],
+            calls: vec![crate::analyze::peers::PeerCalls {
+                peer: Sym::from("api.stripe.com:443"),
+                calls,
+                unsafe_calls: calls,
+            }],
         }
     }
 

@@ -111,19 +111,29 @@ pub struct MannWhitney {
 /// One-sided Mann-Whitney U test of `current > baseline` from histograms.
 /// Returns `None` when either side is empty or every value ties.
 pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistogram) -> Option<MannWhitney> {
-    let (n1, n2) = (baseline.len() as f64, current.len() as f64);
+    mann_whitney_counts(
+        baseline.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))),
+        current.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))),
+    )
+}
+
+/// One-sided Mann-Whitney U test of `current > baseline` from two
+/// samples given as (value, count) pairs in increasing value order.
+/// Returns `None` when either side is empty or every value ties.
+pub fn mann_whitney_counts(
+    baseline: impl Iterator<Item = (u64, u64)>,
+    current: impl Iterator<Item = (u64, u64)>,
+) -> Option<MannWhitney> {
+    let baseline: Vec<(u64, u64)> = baseline.filter(|(_, c)| *c > 0).collect();
+    let current: Vec<(u64, u64)> = current.filter(|(_, c)| *c > 0).collect();
+    let n1 = baseline.iter().map(|(_, c)| *c as f64).sum::<f64>();
+    let n2 = current.iter().map(|(_, c)| *c as f64).sum::<f64>();
     if n1 == 0.0 || n2 == 0.0 {
         return None;
     }
-    // Walk both histograms' recorded buckets in value order.
-    let mut base = baseline
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .peekable();
-    let mut cur = current
-        .iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .peekable();
+    // Walk both samples in value order.
+    let mut base = baseline.into_iter().peekable();
+    let mut cur = current.into_iter().peekable();
     let (mut base_below, mut u, mut tie_term) = (0.0_f64, 0.0_f64, 0.0_f64);
     loop {
         let next = match (base.peek(), cur.peek()) {

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub operations_tracked: IntGaugeVec,
     pub operations_folded: IntCounterVec,
     pub calls_without_caller: IntCounterVec,
+    pub requests_untallied: IntCounterVec,
     pub outbound_peers: IntGaugeVec,
     pub attributions: IntCounterVec,
     pub revisions_unresolved: IntCounterVec,
@@ -207,6 +208,14 @@ impl Metrics {
             Opts::new(
                 "driftwatch_outbound_calls_without_caller_total",
                 "Outbound calls counted without their calling operation: the service's share of the pending-call budget was full.",
+            ),
+            &["service_name", ENVIRONMENT],
+        )
+        .expect("valid metric");
+        let requests_untallied = IntCounterVec::new(
+            Opts::new(
+                "driftwatch_requests_untallied_total",
+                "Requests whose calls per peer were not counted by the fan-out and repeated-call detectors: too many requests open at once, or too many (revision, operation, peer) series.",
             ),
             &["service_name", ENVIRONMENT],
         )
@@ -399,6 +408,7 @@ impl Metrics {
             Box::new(operations_tracked.clone()),
             Box::new(operations_folded.clone()),
             Box::new(calls_without_caller.clone()),
+            Box::new(requests_untallied.clone()),
             Box::new(outbound_peers.clone()),
             Box::new(attributions.clone()),
             Box::new(revisions_unresolved.clone()),
@@ -471,6 +481,7 @@ impl Metrics {
             operations_tracked,
             operations_folded,
             calls_without_caller,
+            requests_untallied,
             outbound_peers,
             attributions,
             revisions_unresolved,

@@ -15,6 +15,7 @@ use axum::routing::get;
 
 use crate::detect::SharedEventLog;
 use crate::detect::event::{Distribution, DriftEvent, EventKind, EventState, Severity};
+use crate::detect::fanout::CallsSummary;
 
 pub fn router(events: SharedEventLog) -> Router {
     Router::new()
@@ -67,7 +68,7 @@ fn subject(event: &DriftEvent) -> String {
     match event.kind {
         EventKind::LatencyRegression | EventKind::ErrorRateRegression => event.operation.clone().unwrap_or_default(),
         EventKind::NewOutboundPeer => event.peer.clone().unwrap_or_default(),
-        EventKind::RepeatedUnsafeCall => format!(
+        EventKind::RepeatedUnsafeCall | EventKind::FanoutRegression => format!(
             "{} → {}",
             event.operation.as_deref().unwrap_or_default(),
             event.peer.as_deref().unwrap_or_default()
@@ -243,6 +244,29 @@ pub fn render_incident(event: &DriftEvent) -> String {
             repeats.baseline_requests, repeats.requests, repeats.repeated_requests, repeats.max_calls_per_request
         );
     }
+    if let Some(fanout) = &event.fanout {
+        let _ = write!(
+            b,
+            "<h2>Calls per request</h2><table><tr><th></th><th>requests</th><th>mean</th><th>p50</th><th>p95</th><th>max</th></tr>\
+             <tr><td>baseline</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>\
+             <tr><td>current</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
+             <p>mean +{:.0}% · Mann-Whitney {} over {} test(s)</p>",
+            fanout.baseline.requests,
+            fanout.baseline.mean,
+            fanout.baseline.p50,
+            fanout.baseline.p95,
+            fanout.baseline.max,
+            fanout.current.requests,
+            fanout.current.mean,
+            fanout.current.p50,
+            fanout.current.p95,
+            fanout.current.max,
+            fanout.relative_increase * 100.0,
+            escape(&crate::detect::stats::describe_p_value(fanout.p_value)),
+            fanout.tests,
+        );
+        b.push_str(&calls_per_request_svg(&fanout.baseline, &fanout.current));
+    }
     if let Some(dependency) = &event.dependency {
         let _ = write!(
             b,
@@ -382,8 +406,66 @@ pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> St
     svg
 }
 
-/// Baseline and current distributions as overlaid histograms on a log
-/// time axis, with their p95s marked.
+/// The share of requests making each number of calls, before and after,
+/// as pairs of bars.
+pub fn calls_per_request_svg(baseline: &CallsSummary, current: &CallsSummary) -> String {
+    let (width, height, left, bottom, top) = (760.0_f64, 220.0_f64, 50.0_f64, 36.0_f64, 16.0_f64);
+    let mut values: Vec<u32> = baseline.histogram.iter().chain(&current.histogram).map(|(v, _)| *v).collect();
+    values.sort_unstable();
+    values.dedup();
+    if values.is_empty() {
+        return String::new();
+    }
+    let share = |side: &CallsSummary, value: u32| {
+        let n = side.histogram.iter().find(|(v, _)| *v == value).map_or(0, |(_, n)| *n);
+        n as f64 / side.requests.max(1) as f64
+    };
+    let slot = (width - left - 10.0) / values.len() as f64;
+    let bar = (slot / 2.5).min(40.0);
+    let y = |s: f64| top + (height - top - bottom) * (1.0 - s);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"calls-per-request\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"calls per request before and after\">"
+    );
+    for (i, value) in values.iter().enumerate() {
+        let x = left + slot * i as f64 + slot / 2.0;
+        for (offset, side, color, name) in [(-bar, baseline, "#607d8b", "baseline"), (0.0, current, "#d32f2f", "current")] {
+            let s = share(side, *value);
+            let _ = write!(
+                svg,
+                "<rect class=\"{name}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{color}\" fill-opacity=\"0.6\"><title>{name}: {:.0}% of requests make {value} call(s)</title></rect>",
+                x + offset,
+                y(s),
+                y(0.0) - y(s),
+                s * 100.0
+            );
+        }
+        let _ = write!(
+            svg,
+            "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{value}</text>",
+            height - bottom + 14.0
+        );
+    }
+    let _ = write!(
+        svg,
+        "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">calls per request</text>\
+         <text x=\"4\" y=\"{:.1}\" font-size=\"11\">100%</text><text x=\"4\" y=\"{:.1}\" font-size=\"11\">0%</text>\
+         <text x=\"{:.1}\" y=\"{top}\" font-size=\"11\" fill=\"#607d8b\">■ baseline</text>\
+         <text x=\"{:.1}\" y=\"{top}\" font-size=\"11\" fill=\"#d32f2f\">■ current</text>",
+        width - 10.0,
+        y(0.0),
+        y(0.0),
+        (left + width) / 2.0,
+        height - 4.0,
+        y(1.0) + 4.0,
+        y(0.0),
+        width - 160.0,
+        width - 80.0,
+    );
+    svg.push_str("</svg>");
+    svg
+}
+
 /// Two bars: the error rate before and after, on a scale that fits both.
 pub fn error_rate_svg(baseline: f64, current: f64) -> String {
     let (width, height, left, top, bar) = (760.0_f64, 120.0_f64, 90.0_f64, 16.0_f64, 32.0_f64);
@@ -412,6 +494,8 @@ pub fn error_rate_svg(baseline: f64, current: f64) -> String {
     svg
 }
 
+/// Baseline and current distributions as overlaid histograms on a log
+/// time axis, with their p95s marked.
 pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -> String {
     let (width, height, left, bottom, top) = (760.0_f64, 260.0_f64, 50.0_f64, 36.0_f64, 16.0_f64);
     let bins = d.baseline.len().min(d.current.len());
