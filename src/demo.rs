@@ -5,7 +5,8 @@
 //! the embedded defaults, and drives two synthetic services through an
 //! initial revision and two deploys over OTLP/HTTP, in event time: the
 //! first deploy's AI-authored commit adds a call to a third-party host, the
-//! second's makes checkout slower. It then prints each alert with its
+//! second's retries declined card charges: checkout gets slower, and some
+//! requests charge the card twice. It then prints each alert with its
 //! ranked suspects and evidence, and the URL of its incident page.
 
 use std::net::SocketAddr;
@@ -28,7 +29,12 @@ pub struct DemoOptions {
 }
 
 const PAY_V1: &str = "import gateway\n\n\ndef charge_card(card, amount):\n    return gateway.charge(card, amount)\n";
-const PAY_V2: &str = "import gateway\nimport time\n\n\ndef charge_card(card, amount):\n    # Retry declined charges, backing off between attempts.\n    for attempt in range(3):\n        time.sleep(0.03 * attempt)\n    return gateway.charge(card, amount)\n";
+const PAY_V2: &str = "import gateway\nimport time\n\n\ndef charge_card(card, amount):\n    # Retry declined charges, backing off between attempts.\n    for attempt in range(3):\n        result = gateway.charge(card, amount)\n        if result.ok:\n            return result\n        time.sleep(0.03 * (attempt + 1))\n    return result\n";
+/// Share of the third release's checkouts whose first charge is declined
+/// and retried: the card is charged again.
+const RETRIED_SHARE: f64 = 0.05;
+/// The payment gateway, a side-effect peer: a repeated charge is critical.
+const GATEWAY: &str = "payments.internal";
 const FRAUD: &str = "import requests\n\nFRAUD_URL = \"https://api.fraudscore.io/v1/score\"\n\n\ndef score_order(order):\n    return requests.post(FRAUD_URL, json=order, timeout=2).json()\n";
 
 /// The demo's repository and the revisions of its three releases.
@@ -128,6 +134,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.receiver.http_listen = loopback;
     config.admin.listen = loopback;
     config.store.path = repo.dir.path().join(".driftwatch-store");
+    config.detect.repeated_calls.critical_peers = vec![format!("{GATEWAY}:*")];
     config.git.repos.push(GitRepoConfig {
         service: "*".into(),
         path: repo.dir.path().to_owned(),
@@ -147,9 +154,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let mut rng = Rng::new(7);
     // Three releases in event time: 12, 6 and 6 minutes, ending now.
     let plan: [(usize, u64, f64, &[&str]); 3] = [
-        (0, 12 * 60, 1.0, &["payments.internal"]),
-        (1, 6 * 60, 1.0, &["payments.internal", "api.fraudscore.io"]),
-        (2, 6 * 60, 1.7, &["payments.internal", "api.fraudscore.io"]),
+        (0, 12 * 60, 1.0, &[GATEWAY]),
+        (1, 6 * 60, 1.0, &[GATEWAY, "api.fraudscore.io"]),
+        (2, 6 * 60, 1.7, &[GATEWAY, "api.fraudscore.io"]),
     ];
     let mut at = now - plan.iter().map(|p| p.1).sum::<u64>() * S;
     let mut sent = 0usize;
@@ -179,8 +186,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             slowdown: 1.0,
             peers: &["postgres.internal"],
         };
-        let batches: Vec<_> = checkout
-            .generate(at, seconds, &mut rng)
+        let mut checkout_batches = checkout.generate(at, seconds, &mut rng);
+        if release == 2 {
+            for batch in &mut checkout_batches {
+                retry_some_charges(batch, &mut rng);
+            }
+        }
+        let batches: Vec<_> = checkout_batches
             .into_iter()
             .zip(inventory.generate(at, seconds, &mut rng))
             .collect();
@@ -216,9 +228,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(40);
     let events = loop {
         let events: Vec<DriftEvent> = server.events().read().unwrap_or_else(|e| e.into_inner()).list().to_vec();
-        let complete = events.iter().any(|e| e.kind == EventKind::NewOutboundPeer)
-            && events.iter().any(|e| e.kind == EventKind::LatencyRegression)
-            && events.iter().all(|e| e.attribution.is_some());
+        let complete = expected_kinds(&events) && events.iter().all(|e| e.attribution.is_some());
         if complete || Instant::now() > deadline {
             break events;
         }
@@ -234,8 +244,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     for event in events.iter().rev() {
         print_event(event, admin);
     }
-    let expected = events.iter().any(|e| e.kind == EventKind::NewOutboundPeer)
-        && events.iter().any(|e| e.kind == EventKind::LatencyRegression);
+    let expected = expected_kinds(&events);
     if options.serve {
         println!("serving the API and incident pages at http://{admin}/ui — press Ctrl-C to stop");
         crate::server::termination_signal().await;
@@ -246,11 +255,41 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     server.shutdown().await?;
     if !expected {
         bail!(
-            "the demo expected a latency regression and a new outbound peer, and {} event(s) were detected; see the logs above",
+            "the demo expected a latency regression, a new outbound peer and a repeated unsafe call, and {} event(s) were detected; see the logs above",
             events.len()
         );
     }
     Ok(())
+}
+
+/// Whether every drift the demo's releases carry was detected.
+fn expected_kinds(events: &[DriftEvent]) -> bool {
+    [EventKind::NewOutboundPeer, EventKind::LatencyRegression, EventKind::RepeatedUnsafeCall]
+        .iter()
+        .all(|kind| events.iter().any(|e| e.kind == *kind))
+}
+
+/// Charges a declined card again in `RETRIED_SHARE` of the requests of a
+/// one-second batch: a second POST to the gateway in the same trace, marked
+/// as a resend, after the first.
+fn retry_some_charges(batch: &mut Vec<crate::simulate::SyntheticSpan>, rng: &mut Rng) {
+    let charges: Vec<usize> = (0..batch.len())
+        .filter(|&i| {
+            batch[i].attributes.iter().any(|(key, value)| {
+                key == "http.url" && matches!(value, crate::simulate::AttrValue::Str(url) if url.contains(GATEWAY))
+            })
+        })
+        .collect();
+    for i in charges {
+        if rng.uniform() >= RETRIED_SHARE {
+            continue;
+        }
+        let mut again = batch[i].clone();
+        again.span_id = rng.next_u64() | 1;
+        again.start_unix_nanos += again.duration_nanos;
+        again.attributes.push(("http.request.resend_count".into(), 1.into()));
+        batch.push(again);
+    }
 }
 
 fn print_event(event: &DriftEvent, admin: SocketAddr) {
@@ -294,10 +333,14 @@ fn print_event(event: &DriftEvent, admin: SocketAddr) {
             event.fanout.as_ref().map_or(0.0, |f| f.baseline.mean),
         ),
         EventKind::RepeatedUnsafeCall => format!(
-            "repeated unsafe call: {} {} calls {} more than once per request",
+            "repeated unsafe call: {} {} called {} more than once in {} of {} requests (up to {} times), never in {} before",
             event.service_key(),
             event.operation.as_deref().unwrap_or("?"),
-            event.peer.as_deref().unwrap_or("?")
+            event.peer.as_deref().unwrap_or("?"),
+            event.repeats.as_ref().map_or(0, |r| r.repeated_requests),
+            event.repeats.as_ref().map_or(0, |r| r.requests),
+            event.repeats.as_ref().map_or(0, |r| r.max_calls_per_request),
+            event.repeats.as_ref().map_or(0, |r| r.baseline_requests),
         ),
         EventKind::NewDependency => format!(
             "new dependency: {} now uses {} in {}",

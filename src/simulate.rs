@@ -108,8 +108,8 @@ pub fn encode_request(spans: &[SyntheticSpan]) -> Vec<u8> {
 pub use crate::rng::Rng;
 
 /// One service's traffic for a stretch of event time: entry spans of one
-/// operation (with `code.*` and `http.route`), each making an HTTP client
-/// call to every peer.
+/// operation (with `code.*` and `http.route`), each making an HTTP POST
+/// client call to every peer.
 #[derive(Debug, Clone)]
 pub struct EndpointTraffic<'a> {
     pub service: &'a str,
@@ -151,10 +151,13 @@ impl EndpointTraffic<'_> {
                             start_unix_nanos: begin + 1_000_000,
                             duration_nanos: duration / 4,
                             error: false,
-                            attributes: vec![(
-                                "http.url".into(),
-                                AttrValue::Str(format!("https://{peer}/v1/{}", rng.next_u64() % 1000)),
-                            )],
+                            attributes: vec![
+                                ("http.request.method".into(), "POST".into()),
+                                (
+                                    "http.url".into(),
+                                    AttrValue::Str(format!("https://{peer}/v1/{}", rng.next_u64() % 1000)),
+                                ),
+                            ],
                         });
                     }
                     batch.push(SyntheticSpan {

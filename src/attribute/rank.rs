@@ -167,26 +167,32 @@ fn library_words(scope: &str) -> Vec<String> {
     words
 }
 
-/// Whether an added line retries: a retry decorator, loop or policy.
+/// Whether an added line is a comment, which calls nothing.
+fn is_comment(text: &str) -> bool {
+    let code = text.trim_start();
+    ["#", "//", "/*", "*", "--"].iter().any(|mark| code.starts_with(mark))
+}
+
+/// Whether an added line of code retries: a retry decorator, loop or
+/// policy.
 fn adds_retry(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    ["retry", "retries", "retrying", "backoff", "tenacity", "attempt"]
-        .iter()
-        .any(|word| lower.contains(word))
+    !is_comment(text)
+        && ["retry", "retries", "retrying", "backoff", "tenacity", "attempt"]
+            .iter()
+            .any(|word| lower.contains(word))
 }
 
 /// Whether an added line loops over items: `for`, `while`, a comprehension,
 /// or an iterator's `map` / `forEach` / `each`.
 fn adds_loop(text: &str) -> bool {
-    let code = text.trim_start();
-    let lower = code.to_ascii_lowercase();
-    ["for ", "for(", "while ", "while(", "foreach", "for_each"].iter().any(|k| lower.starts_with(k))
-        || (!lower.starts_with('#')
-            && !lower.starts_with("//")
-            && ([".map(", ".foreach(", ".for_each(", ".each ", ".each(", ".each_with", "async for "]
+    let lower = text.trim_start().to_ascii_lowercase();
+    !is_comment(text)
+        && (["for ", "for(", "while ", "while(", "foreach", "for_each"].iter().any(|k| lower.starts_with(k))
+            || [".map(", ".foreach(", ".for_each(", ".each ", ".each(", ".each_with", "async for "]
                 .iter()
                 .any(|k| lower.contains(k))
-                || (lower.contains(" for ") && lower.contains(" in "))))
+            || (lower.contains(" for ") && lower.contains(" in ")))
 }
 
 /// Whether `path` is a dependency manifest or lockfile.
@@ -680,9 +686,11 @@ mod tests {
         ] {
             assert!(adds_loop(line), "{line}");
         }
-        for line in ["# for each item we call once", "format = 'GET /cart'", "retry_for = 3"] {
+        for line in ["# for each item we call once", "format = 'GET /cart'", "retry_for = 3", "// for (x of xs)"] {
             assert!(!adds_loop(line), "{line}");
         }
+        assert!(adds_retry("    for attempt in range(3):") && adds_retry("@retry(stop=stop_after_attempt(3))"));
+        assert!(!adds_retry("    # Retry declined charges."), "a comment retries nothing");
     }
 
     #[test]
