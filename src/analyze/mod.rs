@@ -102,7 +102,22 @@ pub struct LiveShard {
     /// Series exported per service and revision (with the operations of its
     /// duration histograms), so they can be removed with the revision.
     exported: std::collections::HashMap<ServiceKey, RevisionSeries>,
+    /// Per-peer request series exported (calls per request, repeated-call
+    /// share), as label values, so those whose revision went are removed;
+    /// and the time since they were refreshed.
+    peer_series_exported: [std::collections::HashSet<PeerSeriesLabels>; 2],
+    since_peer_series_export: std::time::Duration,
 }
+
+/// `service_name`, `deployment_environment_name`, `operation`, `peer`,
+/// `revision`.
+type PeerSeriesLabels = [String; 5];
+
+/// How often the per-peer request gauges are refreshed: each costs a label
+/// lookup, and a scrape every 15 s or more sees no difference.
+const PEER_SERIES_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Per-peer request series exported per service and metric, at most.
+const MAX_PEER_SERIES_EXPORTED: usize = crate::detect::fanout::MAX_SERIES;
 
 type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collections::HashSet<crate::extract::Sym>>;
 
@@ -122,6 +137,52 @@ impl LiveShard {
             untallied_exported: Default::default(),
             durations: Default::default(),
             exported: Default::default(),
+            peer_series_exported: Default::default(),
+            since_peer_series_export: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Sets `driftwatch_calls_per_request` and
+    /// `driftwatch_repeated_call_share` from every service's fan-out and
+    /// repeated-call series, and removes the series no longer kept.
+    fn export_peer_series(&mut self) {
+        let mut rows: [Vec<(PeerSeriesLabels, f64)>; 2] = Default::default();
+        for state in self.analysis.services() {
+            let [service, environment] = self.metrics.service_labels(&state.key);
+            let labels = |revision: &str, operation: &str, peer: &str| -> PeerSeriesLabels {
+                [
+                    service.to_owned(),
+                    environment.to_owned(),
+                    label_value(operation).to_owned(),
+                    label_value(peer).to_owned(),
+                    label_value(revision).to_owned(),
+                ]
+            };
+            for (revision, operation, peer, mean) in state.calls_per_request() {
+                rows[0].push((labels(revision, operation, peer), mean));
+            }
+            // The repeated-call detector keeps more series than a scrape
+            // should carry: those that repeat most are exported.
+            let mut shares: Vec<_> = state.repeated_call_shares().collect();
+            if shares.len() > MAX_PEER_SERIES_EXPORTED {
+                shares.select_nth_unstable_by(MAX_PEER_SERIES_EXPORTED, |a, b| b.3.total_cmp(&a.3));
+                shares.truncate(MAX_PEER_SERIES_EXPORTED);
+            }
+            for (revision, operation, peer, share) in shares {
+                rows[1].push((labels(revision, operation, peer), share));
+            }
+        }
+        let gauges = [&self.metrics.calls_per_request, &self.metrics.repeated_call_share];
+        for ((gauge, rows), exported) in gauges.into_iter().zip(rows).zip(&mut self.peer_series_exported) {
+            let mut current = std::collections::HashSet::with_capacity(rows.len());
+            for (labels, value) in rows {
+                gauge.with_label_values(&labels.each_ref().map(String::as_str)).set(value);
+                current.insert(labels);
+            }
+            for gone in exported.difference(&current) {
+                let _ = gauge.remove_label_values(&gone.each_ref().map(String::as_str));
+            }
+            *exported = current;
         }
     }
 
@@ -302,6 +363,11 @@ impl ShardObserver for LiveShard {
         }
         self.analysis.tick(elapsed, &mut self.scratch);
         self.flush_updates();
+        self.since_peer_series_export += elapsed;
+        if self.since_peer_series_export >= PEER_SERIES_EXPORT_INTERVAL {
+            self.since_peer_series_export = std::time::Duration::ZERO;
+            self.export_peer_series();
+        }
         let due = self.persistence.as_mut().is_some_and(|p| {
             p.since_flush += elapsed;
             p.since_flush >= p.interval

@@ -351,6 +351,22 @@ impl ServiceState {
         self.peers.requests_dropped.saturating_add(self.fanout.overflow)
     }
 
+    /// Mean calls per request to each peer, over each revision's requests
+    /// that called it: (revision, operation, peer, mean).
+    pub fn calls_per_request(&self) -> impl Iterator<Item = (&Sym, &Sym, &Sym, f64)> + '_ {
+        self.fanout
+            .means()
+            .filter_map(|(id, operation, peer, mean)| Some((&self.timeline.get(id)?.revision, operation, peer, mean)))
+    }
+
+    /// Share of each revision's requests that repeated an unsafe call to a
+    /// peer: (revision, operation, peer, share).
+    pub fn repeated_call_shares(&self) -> impl Iterator<Item = (&Sym, &Sym, &Sym, f64)> + '_ {
+        self.repeats
+            .shares()
+            .filter_map(|(id, operation, peer, share)| Some((&self.timeline.get(id)?.revision, operation, peer, share)))
+    }
+
     /// Fan-out drifts firing now: ((operation, peer), incident).
     pub fn fanout_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::fanout::Incident)> {
         self.fanout.incidents()

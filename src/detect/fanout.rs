@@ -281,6 +281,15 @@ impl FanoutDetector {
         nanos(self.config.window).max(1)
     }
 
+    /// Mean calls per request of each (revision, operation, peer) over the
+    /// revision's requests that called the peer, for the dashboards.
+    pub fn means(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {
+        self.series
+            .iter()
+            .filter(|(_, series)| series.total.requests() > 0)
+            .map(|((revision, operation, peer), series)| (*revision, operation, peer, series.total.mean()))
+    }
+
     /// Counts one request's calls per peer.
     pub fn on_request(&mut self, request: &RequestCalls) {
         if !self.config.enabled {

@@ -72,6 +72,17 @@ pub struct RepeatDetector {
 }
 
 impl RepeatDetector {
+    /// Share of each (revision, operation, peer)'s requests that made the
+    /// unsafe call more than once, for the dashboards.
+    pub fn shares(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {
+        self.counts
+            .iter()
+            .filter(|(_, counts)| counts.requests > 0)
+            .map(|((revision, operation, peer), counts)| {
+                (*revision, operation, peer, counts.repeated as f64 / counts.requests as f64)
+            })
+    }
+
     pub fn new(config: RepeatedCallConfig) -> RepeatDetector {
         // Patterns were validated with the configuration.
         let critical = config.critical_peers.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();

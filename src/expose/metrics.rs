@@ -62,6 +62,8 @@ pub struct Metrics {
     pub operations_folded: IntCounterVec,
     pub calls_without_caller: IntCounterVec,
     pub requests_untallied: IntCounterVec,
+    pub calls_per_request: prometheus::GaugeVec,
+    pub repeated_call_share: prometheus::GaugeVec,
     pub outbound_peers: IntGaugeVec,
     pub attributions: IntCounterVec,
     pub revisions_unresolved: IntCounterVec,
@@ -218,6 +220,22 @@ impl Metrics {
                 "Requests whose calls per peer were not counted by the fan-out and repeated-call detectors: too many requests open at once, or too many (revision, operation, peer) series.",
             ),
             &["service_name", ENVIRONMENT],
+        )
+        .expect("valid metric");
+        let calls_per_request = prometheus::GaugeVec::new(
+            Opts::new(
+                "driftwatch_calls_per_request",
+                "Mean outbound calls to a peer per request of an operation, over the revision's requests that called it (the fan-out detector's series).",
+            ),
+            &["service_name", ENVIRONMENT, "operation", "peer", "revision"],
+        )
+        .expect("valid metric");
+        let repeated_call_share = prometheus::GaugeVec::new(
+            Opts::new(
+                "driftwatch_repeated_call_share",
+                "Share of an operation's requests that made the same non-idempotent call (POST, PATCH, publish, resend) to a peer more than once, over the revision's requests that made it (the repeated-call detector's series).",
+            ),
+            &["service_name", ENVIRONMENT, "operation", "peer", "revision"],
         )
         .expect("valid metric");
         let operations_folded = IntCounterVec::new(
@@ -409,6 +427,8 @@ impl Metrics {
             Box::new(operations_folded.clone()),
             Box::new(calls_without_caller.clone()),
             Box::new(requests_untallied.clone()),
+            Box::new(calls_per_request.clone()),
+            Box::new(repeated_call_share.clone()),
             Box::new(outbound_peers.clone()),
             Box::new(attributions.clone()),
             Box::new(revisions_unresolved.clone()),
@@ -482,6 +502,8 @@ impl Metrics {
             operations_folded,
             calls_without_caller,
             requests_untallied,
+            calls_per_request,
+            repeated_call_share,
             outbound_peers,
             attributions,
             revisions_unresolved,
