@@ -81,6 +81,32 @@ pub struct ErrorLabelResult {
     pub resolution: Option<String>,
 }
 
+/// Fan-out rises from at most `TARGET_MAX_BASE_CALLS` to at least
+/// `TARGET_MIN_CALLS` calls per request, on operations of at least
+/// `TARGET_MIN_RATE`, form the fan-out recall class.
+pub const TARGET_MAX_BASE_CALLS: f64 = 1.0;
+pub const TARGET_MIN_CALLS: f64 = 5.0;
+
+/// One labelled fan-out regression and whether it was caught.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutLabelResult {
+    pub service: String,
+    pub operation: String,
+    pub peer: String,
+    pub revision: String,
+    pub deploy_at_s: u64,
+    pub rate: f64,
+    /// Mean calls per request to the peer before and after.
+    pub calls_before: f64,
+    pub calls_after: f64,
+    pub detected: bool,
+    pub delay_s: Option<f64>,
+    pub serving_until_s: u64,
+    pub coverage: Option<f64>,
+    pub false_resolves: usize,
+    pub resolution: Option<String>,
+}
+
 /// One labelled new outbound peer and whether it was reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerLabelResult {
@@ -116,6 +142,7 @@ pub struct ScenarioResult {
     pub labels: Vec<LabelResult>,
     pub peer_labels: Vec<PeerLabelResult>,
     pub error_labels: Vec<ErrorLabelResult>,
+    pub fanout_labels: Vec<FanoutLabelResult>,
     /// Services whose requests fail at all (the only ones an error-rate
     /// detector can misjudge).
     pub error_services: usize,
@@ -158,6 +185,18 @@ pub struct Summary {
     pub error_median_delay_s: Option<f64>,
     /// Resolutions while a labelled error-rate drift still served.
     pub error_false_resolves: usize,
+    pub fanout_labels: usize,
+    pub fanout_recall: f64,
+    /// Recall on fan-out rises from ≤ 1 to ≥ 5 calls per request at ≥ 20
+    /// requests/s.
+    pub fanout_target_class_labels: usize,
+    pub fanout_target_class_recall: f64,
+    pub fanout_false_alerts: usize,
+    /// Over every service-week of the corpus.
+    pub fanout_false_alerts_per_service_week: f64,
+    pub fanout_median_delay_s: Option<f64>,
+    /// Resolutions while a labelled fan-out drift still served.
+    pub fanout_false_resolves: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -330,9 +369,12 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
         .filter(|e| e.kind == EventKind::ErrorRateRegression)
         .collect();
     let (error_labels, error_false_alerts) = score_errors(scenario, &error_events, resolved_at);
+    let fanout_events: Vec<&DriftEvent> = all_events.iter().filter(|e| e.kind == EventKind::FanoutRegression).collect();
+    let (fanout_labels, fanout_false_alerts) = score_fanout(scenario, &fanout_events, resolved_at);
     let mut false_alerts: Vec<FalseAlert> = false_alerts;
     false_alerts.extend(peer_false_alerts);
     false_alerts.extend(error_false_alerts);
+    false_alerts.extend(fanout_false_alerts);
     ScenarioResult {
         name: scenario.name.clone(),
         description: scenario.description.clone(),
@@ -343,6 +385,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
         labels,
         peer_labels,
         error_labels,
+        fanout_labels,
         error_services: scenario
             .services
             .iter()
@@ -486,6 +529,81 @@ fn score_errors(
     (labels, false_alerts)
 }
 
+/// Labels are the changes that make an operation's requests call a peer
+/// more times each; any other `fanout_regression` event, or one detected
+/// before its label's deploy, is a false alert.
+fn score_fanout(
+    scenario: &Scenario,
+    events: &[&DriftEvent],
+    resolved_at: &HashMap<String, u64>,
+) -> (Vec<FanoutLabelResult>, Vec<FalseAlert>) {
+    let mut labels = Vec::new();
+    let mut raised_since: HashMap<(&str, &str, &str), u64> = HashMap::new();
+    for service in &scenario.services {
+        for (d, deploy) in service.deploys.iter().enumerate() {
+            for (c, change) in deploy.changes.iter().enumerate() {
+                let Some(op) = service.operations.iter().find(|o| o.name == change.operation) else {
+                    continue;
+                };
+                for calls in &change.calls {
+                    let Some(call) = op.calls.iter().find(|call| call.peer == calls.peer) else {
+                        continue;
+                    };
+                    let before = call.mean_times();
+                    if f64::from(calls.times) <= before {
+                        continue;
+                    }
+                    let at = deploy.at.as_secs();
+                    let since = raised_since
+                        .entry((service.name.as_str(), op.name.as_str(), calls.peer.as_str()))
+                        .or_insert(at);
+                    *since = (*since).min(at);
+                    let until = serving_until(scenario, service, d, c, &op.name);
+                    let of_peer: Vec<&DriftEvent> =
+                        events.iter().filter(|e| e.peer.as_deref() == Some(calls.peer.as_str())).copied().collect();
+                    let (hit, lifecycle) =
+                        detection(&of_peer, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
+                    labels.push(FanoutLabelResult {
+                        service: service.name.clone(),
+                        operation: op.name.clone(),
+                        peer: calls.peer.clone(),
+                        revision: deploy.revision.clone(),
+                        deploy_at_s: at,
+                        rate: op.rate,
+                        calls_before: before,
+                        calls_after: f64::from(calls.times),
+                        detected: hit.is_some(),
+                        delay_s: hit,
+                        serving_until_s: until,
+                        coverage: lifecycle.as_ref().and_then(|l| l.coverage),
+                        false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
+                        resolution: lifecycle.and_then(|l| l.resolution),
+                    });
+                }
+            }
+        }
+    }
+    let false_alerts = events
+        .iter()
+        .filter(|e| {
+            let key = (e.service.as_str(), e.operation.as_deref().unwrap_or(""), e.peer.as_deref().unwrap_or(""));
+            raised_since
+                .get(&key)
+                .is_none_or(|since| seconds(e.detected_unix_nanos) < *since as f64)
+        })
+        .map(|e| FalseAlert {
+            kind: e.kind,
+            service: e.service.clone(),
+            operation: e.operation.clone().unwrap_or_default(),
+            peer: e.peer.clone(),
+            revision: e.revision.clone(),
+            detected_at_s: seconds(e.detected_unix_nanos),
+            relative_increase: e.fanout.as_ref().map_or(0.0, |f| f.relative_increase),
+        })
+        .collect();
+    (labels, false_alerts)
+}
+
 /// Labels are the peers each deploy's `new_calls` introduce that the
 /// service had not called before; any other `new_outbound_peer` event is a
 /// false alert.
@@ -601,6 +719,14 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         }
     }
     let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    let fanout_labels: Vec<&FanoutLabelResult> = results.iter().flat_map(|r| &r.fanout_labels).collect();
+    let fanout_target: Vec<&&FanoutLabelResult> = fanout_labels
+        .iter()
+        .filter(|l| l.calls_before <= TARGET_MAX_BASE_CALLS && l.calls_after >= TARGET_MIN_CALLS && l.rate >= TARGET_MIN_RATE)
+        .collect();
+    let fanout_false_alerts = false_of(EventKind::FanoutRegression);
+    let mut fanout_delays: Vec<f64> = fanout_labels.iter().filter_map(|l| l.delay_s).collect();
+    fanout_delays.sort_by(f64::total_cmp);
     Summary {
         scenarios: results.len(),
         labels: labels.len(),
@@ -637,6 +763,18 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         },
         error_median_delay_s: error_delays.get(error_delays.len().saturating_sub(1) / 2).copied(),
         error_false_resolves: error_labels.iter().map(|l| l.false_resolves).sum(),
+        fanout_labels: fanout_labels.len(),
+        fanout_recall: ratio(fanout_labels.iter().filter(|l| l.detected).count(), fanout_labels.len()),
+        fanout_target_class_labels: fanout_target.len(),
+        fanout_target_class_recall: ratio(fanout_target.iter().filter(|l| l.detected).count(), fanout_target.len()),
+        fanout_false_alerts,
+        fanout_false_alerts_per_service_week: if service_weeks > 0.0 {
+            fanout_false_alerts as f64 / service_weeks
+        } else {
+            0.0
+        },
+        fanout_median_delay_s: fanout_delays.get(fanout_delays.len().saturating_sub(1) / 2).copied(),
+        fanout_false_resolves: fanout_labels.iter().map(|l| l.false_resolves).sum(),
     }
 }
 
@@ -647,8 +785,20 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7} {:>6}",
-            "scenario", "service", "spans", "regressions", "caught", "false", "delay", "new peers", "false", "errors", "false"
+            "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7} {:>6} {:>7} {:>6}",
+            "scenario",
+            "service",
+            "spans",
+            "regressions",
+            "caught",
+            "false",
+            "delay",
+            "new peers",
+            "false",
+            "errors",
+            "false",
+            "fan-out",
+            "false"
         );
         for r in &self.scenarios {
             let caught = r.labels.iter().filter(|l| l.detected).count();
@@ -662,10 +812,11 @@ impl Report {
                 .count();
             let peers_caught = r.peer_labels.iter().filter(|l| l.detected).count();
             let errors_caught = r.error_labels.iter().filter(|l| l.detected).count();
+            let fanout_caught = r.fanout_labels.iter().filter(|l| l.detected).count();
             let false_of = |kind| r.false_alerts.iter().filter(|f| f.kind == kind).count();
             let _ = writeln!(
                 out,
-                "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7} {:>6}",
+                "{:<34} {:>8} {:>5} {:>11} {:>7} {:>6} {:>8} {:>9} {:>6} {:>7} {:>6} {:>7} {:>6}",
                 r.name,
                 format!("{}x{}", r.services, human_duration(r.duration_s)),
                 human_count(r.spans),
@@ -676,7 +827,9 @@ impl Report {
                 format!("{peers_caught}/{}", r.peer_labels.len()),
                 false_of(EventKind::NewOutboundPeer),
                 format!("{errors_caught}/{}", r.error_labels.len()),
-                false_of(EventKind::ErrorRateRegression)
+                false_of(EventKind::ErrorRateRegression),
+                format!("{fanout_caught}/{}", r.fanout_labels.len()),
+                false_of(EventKind::FanoutRegression)
             );
         }
         let s = &self.summary;
@@ -737,6 +890,23 @@ impl Report {
             s.error_service_weeks,
             fmt(s.error_median_delay_s),
             s.error_false_resolves
+        );
+        let _ = writeln!(
+            out,
+            "fan-out regressions caught:           {:.1}% of {}; rises from <= 1 to >= 5 calls at >= 20 req/s: {:.1}% of {}",
+            s.fanout_recall * 100.0,
+            s.fanout_labels,
+            s.fanout_target_class_recall * 100.0,
+            s.fanout_target_class_labels
+        );
+        let _ = writeln!(
+            out,
+            "fan-out false alerts:                 {:.2} per service-week ({} in {:.2}), median delay {}, {} false resolves",
+            s.fanout_false_alerts_per_service_week,
+            s.fanout_false_alerts,
+            s.service_weeks,
+            fmt(s.fanout_median_delay_s),
+            s.fanout_false_resolves
         );
         out
     }

@@ -116,6 +116,23 @@ pub struct CallSpec {
     /// Duration of the call as a share of the request's.
     #[serde(default = "default_share")]
     pub share: f64,
+    /// Times a request that makes the call makes it...
+    #[serde(default = "one_call")]
+    pub times: u32,
+    /// ...plus a uniform 0 to this many more (items in a cart).
+    #[serde(default)]
+    pub times_spread: u32,
+}
+
+impl CallSpec {
+    /// Mean calls per request that makes the call.
+    pub fn mean_times(&self) -> f64 {
+        f64::from(self.times) + f64::from(self.times_spread) / 2.0
+    }
+}
+
+fn one_call() -> u32 {
+    1
 }
 
 fn default_share() -> f64 {
@@ -174,6 +191,8 @@ impl NewCallSpec {
             probability: self.probability,
             every: None,
             share: self.share,
+            times: 1,
+            times_spread: 0,
         }
     }
 }
@@ -200,6 +219,18 @@ pub struct ChangeSpec {
     /// regression.
     #[serde(default)]
     pub errors: f64,
+    /// Calls per request to a peer the operation already calls, from this
+    /// deploy on. More than before is a labelled fan-out regression.
+    #[serde(default)]
+    pub calls: Vec<CallsChange>,
+}
+
+/// A change of how many times each request calls a peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsChange {
+    pub peer: String,
+    pub times: u32,
 }
 
 fn one() -> f64 {
@@ -299,6 +330,17 @@ impl Scenario {
                             "deploy {:?} changes unknown operation {:?}",
                             deploy.revision, operation
                         ));
+                    }
+                }
+                for change in &deploy.changes {
+                    let op = service.operations.iter().find(|o| o.name == change.operation);
+                    for calls in &change.calls {
+                        if !op.is_some_and(|o| o.calls.iter().any(|c| c.peer == calls.peer)) {
+                            return Err(format!(
+                                "deploy {:?} changes the calls of {:?} to {:?}, which it does not call",
+                                deploy.revision, change.operation, calls.peer
+                            ));
+                        }
                     }
                 }
             }

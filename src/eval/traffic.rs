@@ -168,6 +168,7 @@ impl<'a> TrafficGenerator<'a> {
                     let span_id = rng.next_u64() | 1;
                     let trace_id = u128::from(rng.next_u64());
                     let lineage = service.lineage[deploy];
+                    let carried = &service.carried[deploy];
                     for call in state.calls.iter_mut().filter(|c| lineage >= c.since) {
                         let due = match call.spec.every {
                             Some(every) => t.is_multiple_of(every.as_secs().max(1)) && call.last_second != Some(t),
@@ -177,28 +178,46 @@ impl<'a> TrafficGenerator<'a> {
                             continue;
                         }
                         call.last_second = Some(t);
+                        let changed = carried
+                            .iter()
+                            .filter(|c| c.operation == spec.name)
+                            .flat_map(|c| &c.calls)
+                            .filter(|c| c.peer == call.spec.peer)
+                            .map(|c| c.times)
+                            .last();
+                        // Drawn only where a spread is configured, so other
+                        // scenarios keep their random stream.
+                        let times = match changed {
+                            Some(times) => times,
+                            None if call.spec.times_spread > 0 => {
+                                call.spec.times + (rng.next_u64() % (u64::from(call.spec.times_spread) + 1)) as u32
+                            }
+                            None => call.spec.times,
+                        };
                         let call_nanos = (duration as f64 * call.spec.share) as u64;
-                        out.push(SpanFact {
-                            service: service.name.clone(),
-                            environment: None,
-                            revision: service.revisions[deploy].clone(),
-                            operation: self.client_operation.clone(),
-                            kind: SpanKind::Client,
-                            start_unix_nanos: start + (duration - call_nanos) / 2,
-                            end_unix_nanos: start + (duration - call_nanos) / 2 + call_nanos,
-                            status: SpanStatus::Unset,
-                            trace_id,
-                            span_id: rng.next_u64() | 1,
-                            parent_span_id: span_id,
-                            peer: Some(call.peer.clone()),
-                            code: None,
-                            route: None,
-                            error_type: None,
-                            error_code: None,
-                            scope: None,
-                            repository: None,
-                            non_idempotent: false,
-                        });
+                        for _ in 0..times {
+                            out.push(SpanFact {
+                                service: service.name.clone(),
+                                environment: None,
+                                revision: service.revisions[deploy].clone(),
+                                operation: self.client_operation.clone(),
+                                kind: SpanKind::Client,
+                                start_unix_nanos: start + (duration - call_nanos) / 2,
+                                end_unix_nanos: start + (duration - call_nanos) / 2 + call_nanos,
+                                status: SpanStatus::Unset,
+                                trace_id,
+                                span_id: rng.next_u64() | 1,
+                                parent_span_id: span_id,
+                                peer: Some(call.peer.clone()),
+                                code: None,
+                                route: None,
+                                error_type: None,
+                                error_code: None,
+                                scope: None,
+                                repository: None,
+                                non_idempotent: false,
+                            });
+                        }
                     }
                     out.push(SpanFact {
                         service: service.name.clone(),
