@@ -264,6 +264,14 @@ fn scenario_corpus_meets_the_targets() {
     );
     assert_eq!(summary["fanout_false_resolves"].as_u64(), Some(0), "{summary}\n{table}");
     assert!(table.contains("fan-out regressions caught"), "{table}");
+    let kinds = summary["kinds"].as_array().expect("kinds");
+    for kind in ["repeated_unsafe_call", "new_dependency"] {
+        let measured = kinds.iter().find(|k| k["kind"] == kind).unwrap_or_else(|| panic!("{kind}: {summary}"));
+        assert!(measured["labels"].as_u64().expect("count") >= 10, "{measured}");
+        assert!(measured["recall"].as_f64().expect("recall") >= 0.95, "{measured}\n{table}");
+        assert_eq!(measured["false_alerts"].as_u64(), Some(0), "{measured}\n{table}");
+        assert!(measured["median_delay_s"].as_f64().expect("delay") <= 60.0, "{measured}\n{table}");
+    }
 }
 
 #[test]

@@ -107,6 +107,34 @@ pub struct FanoutLabelResult {
     pub resolution: Option<String>,
 }
 
+/// One labelled repeated unsafe call (`subject`: the peer) or new
+/// dependency (`subject`: the instrumentation scope), and whether it was
+/// reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindLabelResult {
+    pub kind: EventKind,
+    pub service: String,
+    pub operation: String,
+    pub subject: String,
+    pub revision: String,
+    pub deploy_at_s: u64,
+    pub detected: bool,
+    pub delay_s: Option<f64>,
+}
+
+/// What eval measured of one kind scored by [`KindLabelResult`]s.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindSummary {
+    pub kind: EventKind,
+    pub labels: usize,
+    pub detected: usize,
+    pub recall: f64,
+    pub false_alerts: usize,
+    /// Over every service-week of the corpus.
+    pub false_alerts_per_service_week: f64,
+    pub median_delay_s: Option<f64>,
+}
+
 /// One labelled new outbound peer and whether it was reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerLabelResult {
@@ -143,6 +171,8 @@ pub struct ScenarioResult {
     pub peer_labels: Vec<PeerLabelResult>,
     pub error_labels: Vec<ErrorLabelResult>,
     pub fanout_labels: Vec<FanoutLabelResult>,
+    /// Repeated unsafe calls and new dependencies.
+    pub kind_labels: Vec<KindLabelResult>,
     /// Services whose requests fail at all (the only ones an error-rate
     /// detector can misjudge).
     pub error_services: usize,
@@ -197,6 +227,8 @@ pub struct Summary {
     pub fanout_median_delay_s: Option<f64>,
     /// Resolutions while a labelled fan-out drift still served.
     pub fanout_false_resolves: usize,
+    /// Repeated unsafe calls, then new dependencies.
+    pub kinds: Vec<KindSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -371,7 +403,9 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
     let (error_labels, error_false_alerts) = score_errors(scenario, &error_events, resolved_at);
     let fanout_events: Vec<&DriftEvent> = all_events.iter().filter(|e| e.kind == EventKind::FanoutRegression).collect();
     let (fanout_labels, fanout_false_alerts) = score_fanout(scenario, &fanout_events, resolved_at);
+    let (kind_labels, kind_false_alerts) = score_kinds(scenario, all_events);
     let mut false_alerts: Vec<FalseAlert> = false_alerts;
+    false_alerts.extend(kind_false_alerts);
     false_alerts.extend(peer_false_alerts);
     false_alerts.extend(error_false_alerts);
     false_alerts.extend(fanout_false_alerts);
@@ -386,6 +420,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
         peer_labels,
         error_labels,
         fanout_labels,
+        kind_labels,
         error_services: scenario
             .services
             .iter()
@@ -550,9 +585,9 @@ fn score_fanout(
                         continue;
                     };
                     let before = call.mean_times();
-                    if f64::from(calls.times) <= before {
+                    let Some(times) = calls.times.filter(|t| f64::from(*t) > before) else {
                         continue;
-                    }
+                    };
                     let at = deploy.at.as_secs();
                     let since = raised_since
                         .entry((service.name.as_str(), op.name.as_str(), calls.peer.as_str()))
@@ -571,7 +606,7 @@ fn score_fanout(
                         deploy_at_s: at,
                         rate: op.rate,
                         calls_before: before,
-                        calls_after: f64::from(calls.times),
+                        calls_after: f64::from(times),
                         detected: hit.is_some(),
                         delay_s: hit,
                         serving_until_s: until,
@@ -599,6 +634,92 @@ fn score_fanout(
             revision: e.revision.clone(),
             detected_at_s: seconds(e.detected_unix_nanos),
             relative_increase: e.fanout.as_ref().map_or(0.0, |f| f.relative_increase),
+        })
+        .collect();
+    (labels, false_alerts)
+}
+
+/// Labels: a change that makes requests repeat a non-idempotent call they
+/// made at most once (`repeated_unsafe_call`, by peer), and a new call made
+/// with a library the service never used (`new_dependency`, by scope). An
+/// event of either kind that matches no label, by service, subject and
+/// revision, is a false alert.
+fn score_kinds(scenario: &Scenario, events: &[DriftEvent]) -> (Vec<KindLabelResult>, Vec<FalseAlert>) {
+    let subject = |e: &DriftEvent| -> Option<String> {
+        match e.kind {
+            EventKind::RepeatedUnsafeCall => e.peer.clone(),
+            EventKind::NewDependency => e.dependency.as_ref().map(|d| d.scope.clone()),
+            _ => None,
+        }
+    };
+    let mut labels = Vec::new();
+    for service in &scenario.services {
+        let mut scopes: std::collections::HashSet<&str> =
+            service.operations.iter().flat_map(|o| &o.calls).filter_map(|c| c.scope.as_deref()).collect();
+        for deploy in &service.deploys {
+            let mut found = Vec::new();
+            for change in &deploy.changes {
+                let Some(op) = service.operations.iter().find(|o| o.name == change.operation) else {
+                    continue;
+                };
+                for calls in change.calls.iter().filter(|c| c.repeat.is_some_and(|r| r > 0.0)) {
+                    let once = op.calls.iter().any(|c| {
+                        c.peer == calls.peer && c.non_idempotent && c.times == 1 && c.times_spread == 0 && c.repeat == 0.0
+                    });
+                    if once {
+                        found.push((EventKind::RepeatedUnsafeCall, &change.operation, calls.peer.as_str()));
+                    }
+                }
+            }
+            for call in &deploy.new_calls {
+                if let Some(scope) = call.scope.as_deref()
+                    && scopes.insert(scope)
+                {
+                    found.push((EventKind::NewDependency, &call.operation, scope));
+                }
+            }
+            let at = deploy.at.as_secs();
+            for (kind, operation, what) in found {
+                let hit = events
+                    .iter()
+                    .filter(|e| {
+                        e.kind == kind
+                            && e.service == service.name
+                            && e.revision == deploy.revision
+                            && subject(e).as_deref() == Some(what)
+                    })
+                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+                    .filter(|delay| *delay >= 0.0)
+                    .min_by(f64::total_cmp);
+                labels.push(KindLabelResult {
+                    kind,
+                    service: service.name.clone(),
+                    operation: operation.clone(),
+                    subject: what.to_owned(),
+                    revision: deploy.revision.clone(),
+                    deploy_at_s: at,
+                    detected: hit.is_some(),
+                    delay_s: hit,
+                });
+            }
+        }
+    }
+    let false_alerts = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::RepeatedUnsafeCall | EventKind::NewDependency))
+        .filter(|e| {
+            !labels.iter().any(|l| {
+                l.kind == e.kind && l.service == e.service && l.revision == e.revision && subject(e).as_deref() == Some(&l.subject)
+            })
+        })
+        .map(|e| FalseAlert {
+            kind: e.kind,
+            service: e.service.clone(),
+            operation: e.operation.clone().unwrap_or_default(),
+            peer: subject(e),
+            revision: e.revision.clone(),
+            detected_at_s: seconds(e.detected_unix_nanos),
+            relative_increase: 0.0,
         })
         .collect();
     (labels, false_alerts)
@@ -727,6 +848,30 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
     let fanout_false_alerts = false_of(EventKind::FanoutRegression);
     let mut fanout_delays: Vec<f64> = fanout_labels.iter().filter_map(|l| l.delay_s).collect();
     fanout_delays.sort_by(f64::total_cmp);
+    let kinds = [EventKind::RepeatedUnsafeCall, EventKind::NewDependency]
+        .into_iter()
+        .map(|kind| {
+            let labels: Vec<&KindLabelResult> =
+                results.iter().flat_map(|r| &r.kind_labels).filter(|l| l.kind == kind).collect();
+            let detected = labels.iter().filter(|l| l.detected).count();
+            let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.delay_s).collect();
+            delays.sort_by(f64::total_cmp);
+            let false_alerts = false_of(kind);
+            KindSummary {
+                kind,
+                labels: labels.len(),
+                detected,
+                recall: ratio(detected, labels.len()),
+                false_alerts,
+                false_alerts_per_service_week: if service_weeks > 0.0 {
+                    false_alerts as f64 / service_weeks
+                } else {
+                    0.0
+                },
+                median_delay_s: delays.get(delays.len().saturating_sub(1) / 2).copied(),
+            }
+        })
+        .collect();
     Summary {
         scenarios: results.len(),
         labels: labels.len(),
@@ -775,6 +920,7 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         },
         fanout_median_delay_s: fanout_delays.get(fanout_delays.len().saturating_sub(1) / 2).copied(),
         fanout_false_resolves: fanout_labels.iter().map(|l| l.false_resolves).sum(),
+        kinds,
     }
 }
 
@@ -908,6 +1054,18 @@ impl Report {
             fmt(s.fanout_median_delay_s),
             s.fanout_false_resolves
         );
+        for kind in &s.kinds {
+            let _ = writeln!(
+                out,
+                "{:<38}{:.1}% of {}, {} false ({:.2} per service-week), median delay {}",
+                format!("{} reported:", kind.kind.as_str()),
+                kind.recall * 100.0,
+                kind.labels,
+                kind.false_alerts,
+                kind.false_alerts_per_service_week,
+                fmt(kind.median_delay_s)
+            );
+        }
         out
     }
 }

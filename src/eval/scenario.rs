@@ -122,6 +122,15 @@ pub struct CallSpec {
     /// ...plus a uniform 0 to this many more (items in a cart).
     #[serde(default)]
     pub times_spread: u32,
+    /// A call that must not be repeated (an HTTP POST, a publish).
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// Share of the requests making the call that make it once more.
+    #[serde(default)]
+    pub repeat: f64,
+    /// The instrumentation scope (library) its spans come from.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 impl CallSpec {
@@ -182,6 +191,12 @@ pub struct NewCallSpec {
     pub probability: f64,
     #[serde(default = "default_share")]
     pub share: f64,
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// The library the new call is made with: one the service never used
+    /// before is a labelled `new_dependency`.
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 impl NewCallSpec {
@@ -193,6 +208,9 @@ impl NewCallSpec {
             share: self.share,
             times: 1,
             times_spread: 0,
+            non_idempotent: self.non_idempotent,
+            repeat: 0.0,
+            scope: self.scope.clone(),
         }
     }
 }
@@ -230,7 +248,15 @@ pub struct ChangeSpec {
 #[serde(deny_unknown_fields)]
 pub struct CallsChange {
     pub peer: String,
-    pub times: u32,
+    /// Calls per request from now on: more than before is a labelled
+    /// fan-out regression.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Share of requests that make the call once more from now on: on a
+    /// non-idempotent call made at most once before, a labelled repeated
+    /// unsafe call.
+    #[serde(default)]
+    pub repeat: Option<f64>,
 }
 
 fn one() -> f64 {

@@ -26,6 +26,7 @@ struct CallState {
     since: usize,
     spec: CallSpec,
     peer: Sym,
+    scope: Option<Sym>,
     /// For periodic calls: the second of the last one.
     last_second: Option<u64>,
 }
@@ -87,6 +88,7 @@ impl<'a> TrafficGenerator<'a> {
                                 .map(|(since, spec)| CallState {
                                     since,
                                     peer: Sym::from(spec.peer.as_str()),
+                                    scope: spec.scope.as_deref().map(Sym::from),
                                     spec,
                                     last_second: None,
                                 })
@@ -178,22 +180,27 @@ impl<'a> TrafficGenerator<'a> {
                             continue;
                         }
                         call.last_second = Some(t);
-                        let changed = carried
-                            .iter()
-                            .filter(|c| c.operation == spec.name)
-                            .flat_map(|c| &c.calls)
-                            .filter(|c| c.peer == call.spec.peer)
-                            .map(|c| c.times)
-                            .last();
-                        // Drawn only where a spread is configured, so other
-                        // scenarios keep their random stream.
-                        let times = match changed {
+                        let changes = || {
+                            carried
+                                .iter()
+                                .filter(|c| c.operation == spec.name)
+                                .flat_map(|c| &c.calls)
+                                .filter(|c| c.peer == call.spec.peer)
+                        };
+                        // Drawn only where a spread or a repeat is
+                        // configured, so other scenarios keep their random
+                        // stream.
+                        let mut times = match changes().filter_map(|c| c.times).last() {
                             Some(times) => times,
                             None if call.spec.times_spread > 0 => {
                                 call.spec.times + (rng.next_u64() % (u64::from(call.spec.times_spread) + 1)) as u32
                             }
                             None => call.spec.times,
                         };
+                        let repeat = changes().filter_map(|c| c.repeat).last().unwrap_or(call.spec.repeat);
+                        if repeat > 0.0 && rng.uniform() < repeat {
+                            times += 1;
+                        }
                         let call_nanos = (duration as f64 * call.spec.share) as u64;
                         for _ in 0..times {
                             out.push(SpanFact {
@@ -213,9 +220,9 @@ impl<'a> TrafficGenerator<'a> {
                                 route: None,
                                 error_type: None,
                                 error_code: None,
-                                scope: None,
+                                scope: call.scope.clone(),
                                 repository: None,
-                                non_idempotent: false,
+                                non_idempotent: call.spec.non_idempotent,
                             });
                         }
                     }
