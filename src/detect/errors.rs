@@ -34,7 +34,9 @@ use super::event::{
     DriftEvent, ErrorRates, ErrorTypeCount, EventKind, MAX_RATE_POINTS, RatePoint, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
     Severity, event_id, fingerprint, rfc3339,
 };
-use super::stats::{Summary, WindowMoments, fisher_greater, new_histogram, persistent_errors};
+use super::stats::{
+    Dispersion, Summary, WindowMoments, errors_without_worst_half, fisher_greater, new_histogram, persistent_errors,
+};
 use crate::analyze::operations::{OTHER, OpId};
 use crate::analyze::service::ServiceView;
 use crate::analyze::timeline::{RevId, RevisionEntry};
@@ -132,6 +134,10 @@ struct Comparison<'a> {
     baseline: ErrorCount,
     current: ErrorCount,
     persistent: bool,
+    /// The baseline's overdispersion (see [`Dispersion`]).
+    dispersion: f64,
+    /// The persistence span without its worst half of groups.
+    trimmed: Option<ErrorCount>,
 }
 
 pub struct ErrorRateDetector {
@@ -313,6 +319,7 @@ impl ErrorRateDetector {
         let earlier = recent_deploy.then(|| self.last_good(service, op, revision.id)).flatten();
         let mut current = ErrorCount::default();
         let mut baseline = ErrorCount::default();
+        let mut dispersion = Dispersion::new(GROUP_SPANS);
         let persistence: Vec<WindowMoments> = match earlier {
             Some(b) => {
                 // After a deploy everything this revision served is
@@ -329,6 +336,7 @@ impl ErrorRateDetector {
                 for base in service.history(op, b) {
                     for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
                         baseline.add(&m);
+                        dispersion.add(&m);
                     }
                 }
                 recent.into_iter().chain(older).collect()
@@ -343,6 +351,7 @@ impl ErrorRateDetector {
                 let older: Vec<WindowMoments> = series.retired_moments(self.baseline_windows + judged).collect();
                 for m in older.iter().skip(judged) {
                     baseline.add(m);
+                    dispersion.add(m);
                 }
                 recent.into_iter().chain(older.into_iter().take(judged)).collect()
             }
@@ -350,6 +359,14 @@ impl ErrorRateDetector {
         // Each group must rise by half the margins on its own.
         let floor = (baseline.rate() * (1.0 + self.config.relative_increase * RESOLVE_MARGIN_SHARE))
             .max(baseline.rate() + self.config.absolute_increase * RESOLVE_MARGIN_SHARE);
+        let trimmed = errors_without_worst_half(
+            persistence.iter().copied(),
+            self.config.persistence_windows,
+            GROUP_SPANS,
+            nanos(self.config.persistence),
+            self.window_nanos,
+        )
+        .map(|(spans, errors)| ErrorCount { errors, spans });
         let persistent = persistent_errors(
             persistence.into_iter(),
             floor,
@@ -365,6 +382,8 @@ impl ErrorRateDetector {
             baseline,
             current,
             persistent,
+            dispersion: dispersion.factor(),
+            trimmed,
         })
     }
 
@@ -385,7 +404,26 @@ impl ErrorRateDetector {
         if !c.persistent || c.current.errors < self.config.min_errors || !self.rose(c.baseline, c.current, 1.0) {
             return None;
         }
-        let p = fisher_greater(c.current.errors, c.current.spans, c.baseline.errors, c.baseline.spans);
+        // Errors that come in bursts in the baseline (a flaky dependency)
+        // vary more than a binomial's: both samples count as `dispersion`
+        // times fewer independent spans.
+        let scaled = |n: u64| (n as f64 / c.dispersion).round() as u64;
+        let test = |current: ErrorCount| {
+            fisher_greater(
+                scaled(current.errors),
+                scaled(current.spans),
+                scaled(c.baseline.errors),
+                scaled(c.baseline.spans),
+            )
+        };
+        // The rise must also show, significantly and by half the margins,
+        // in the persistence span without its worst half: an outage of a
+        // flaky dependency that fills the current window does not.
+        let trimmed = c.trimmed?;
+        if !self.rose(c.baseline, trimmed, RESOLVE_MARGIN_SHARE) || test(trimmed) >= threshold {
+            return None;
+        }
+        let p = test(c.current);
         (p < threshold).then_some(p)
     }
 

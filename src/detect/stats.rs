@@ -311,6 +311,93 @@ fn ln_factorial(n: u64) -> f64 {
 /// dependency fails a large share of requests, but only for a while: it
 /// lifts the groups it overlaps, not two thirds of a span longer than
 /// itself, whereas a regression lifts them all.
+/// Groups a dispersion estimate needs; with fewer it is 1.
+const MIN_DISPERSION_GROUPS: usize = 5;
+
+/// The overdispersion of error counts: windows merged in order into groups
+/// of at least `group_spans` spans, then Pearson's χ² of the groups' errors
+/// against their pooled rate, over its degrees of freedom. It is about 1
+/// when each span fails independently at one rate, and larger when errors
+/// come in bursts (a flaky dependency's outages). At least 1.
+#[derive(Debug, Clone, Default)]
+pub struct Dispersion {
+    group_spans: u64,
+    open: (u64, u64),
+    groups: Vec<(u64, u64)>,
+}
+
+impl Dispersion {
+    pub fn new(group_spans: u64) -> Dispersion {
+        Dispersion {
+            group_spans: group_spans.max(1),
+            ..Default::default()
+        }
+    }
+
+    pub fn add(&mut self, window: &WindowMoments) {
+        self.open.0 += window.count;
+        self.open.1 += window.errors.min(window.count);
+        if self.open.0 >= self.group_spans {
+            self.groups.push(std::mem::take(&mut self.open));
+        }
+    }
+
+    pub fn factor(&self) -> f64 {
+        if self.groups.len() < MIN_DISPERSION_GROUPS {
+            return 1.0;
+        }
+        let (spans, errors) = self.groups.iter().fold((0u64, 0u64), |(s, e), g| (s + g.0, e + g.1));
+        let p = errors as f64 / spans as f64;
+        if p <= 0.0 || p >= 1.0 {
+            return 1.0;
+        }
+        let chi2: f64 = self
+            .groups
+            .iter()
+            .map(|&(n, e)| {
+                let expected = n as f64 * p;
+                (e as f64 - expected).powi(2) / (expected * (1.0 - p))
+            })
+            .sum();
+        (chi2 / (self.groups.len() - 1) as f64).max(1.0)
+    }
+}
+
+/// The traffic of the last `span_nanos` (newest first in `recent`), cut
+/// into groups of at least `group_spans` spans, without its worst half of
+/// groups: (spans, errors) pooled over the rest. A burst of errors that
+/// covers a third of the span is dropped whole, with the groups it only
+/// touches, so what is left shows whether the rise is in the traffic or
+/// only in the burst. `None`
+/// with fewer than `min_groups` groups, or before the span is covered.
+pub fn errors_without_worst_half(
+    recent: impl Iterator<Item = WindowMoments>,
+    min_groups: usize,
+    group_spans: u64,
+    span_nanos: u64,
+    window_nanos: u64,
+) -> Option<(u64, u64)> {
+    let mut groups: Vec<(u64, u64)> = Vec::new();
+    let mut group = (0u64, 0u64);
+    let mut newest_end: Option<u64> = None;
+    for window in recent {
+        let end = *newest_end.get_or_insert(window.start_unix_nanos.saturating_add(window_nanos));
+        group.0 += window.count;
+        group.1 += window.errors.min(window.count);
+        if group.0 < group_spans.max(1) {
+            continue;
+        }
+        groups.push(std::mem::take(&mut group));
+        if groups.len() >= min_groups.max(1) && end.saturating_sub(window.start_unix_nanos) >= span_nanos {
+            // Worst first: by error rate, compared exactly.
+            groups.sort_by(|a, b| (u128::from(b.1) * u128::from(a.0)).cmp(&(u128::from(a.1) * u128::from(b.0))));
+            let kept = &groups[groups.len() / 2..];
+            return Some(kept.iter().fold((0, 0), |(s, e), g| (s + g.0, e + g.1)));
+        }
+    }
+    None
+}
+
 pub fn persistent_errors(
     recent: impl Iterator<Item = WindowMoments>,
     floor_rate: f64,
@@ -646,5 +733,53 @@ mod tests {
     fn p_values_that_underflow_are_bounded_not_zero() {
         assert_eq!(describe_p_value(0.0), "p < 1e-300");
         assert_eq!(describe_p_value(5.4e-23), "p = 5.4e-23");
+    }
+
+    /// Ten-second windows of `rate` requests each, newest first, failing
+    /// at `base` except in the windows `outage` covers, which fail at 25%.
+    fn error_windows(n: u64, rate: u64, base: f64, outage: std::ops::Range<u64>, seed: u64) -> Vec<WindowMoments> {
+        let mut rng = Rng::new(seed);
+        (0..n)
+            .map(|i| {
+                let p = if outage.contains(&i) { 0.25 } else { base };
+                let errors = (0..rate).filter(|_| rng.uniform() < p).count() as u64;
+                WindowMoments {
+                    start_unix_nanos: (1000 - i) * 10_000_000_000,
+                    count: rate,
+                    errors,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bursts_of_errors_raise_the_dispersion_and_steady_errors_do_not() {
+        let mut steady = Dispersion::new(200);
+        for w in error_windows(180, 300, 0.01, 0..0, 3) {
+            steady.add(&w);
+        }
+        assert!(steady.factor() < 1.6, "{}", steady.factor());
+        let mut flaky = Dispersion::new(200);
+        for w in error_windows(180, 300, 0.01, 40..46, 3).iter().chain(&error_windows(60, 300, 0.01, 20..26, 4)) {
+            flaky.add(w);
+        }
+        assert!(flaky.factor() > 5.0, "{}", flaky.factor());
+        assert_eq!(Dispersion::new(200).factor(), 1.0, "no groups: no evidence of bursts");
+    }
+
+    #[test]
+    fn an_outage_filling_a_third_of_the_span_is_dropped_and_a_steady_rise_is_kept() {
+        const S10: u64 = 10_000_000_000;
+        // Three minutes of 40 requests/s at 1%, a minute of it in an outage.
+        let outage = error_windows(18, 400, 0.01, 0..6, 5);
+        let (spans, errors) = errors_without_worst_half(outage.into_iter(), 6, 200, 18 * S10, S10).expect("covered");
+        assert!((errors as f64 / spans as f64) < 0.015, "{errors}/{spans}");
+        // The same three minutes after a deploy that fails 4% throughout.
+        let risen = error_windows(18, 400, 0.04, 0..0, 6);
+        let (spans, errors) = errors_without_worst_half(risen.into_iter(), 6, 200, 18 * S10, S10).expect("covered");
+        assert!((errors as f64 / spans as f64) > 0.025, "{errors}/{spans}");
+        // A minute is not three.
+        assert_eq!(errors_without_worst_half(error_windows(6, 400, 0.01, 0..0, 7).into_iter(), 6, 200, 18 * S10, S10), None);
     }
 }
