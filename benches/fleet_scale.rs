@@ -113,6 +113,8 @@ fn snapshot(replica: usize, round: u64, operations: usize) -> Vec<u8> {
             .collect(),
         scopes: Vec::new(),
         firing: Vec::new(),
+        calls: Vec::new(),
+        repeats: Vec::new(),
     };
     serde_json::to_vec(&body).expect("JSON")
 }

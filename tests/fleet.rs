@@ -62,6 +62,8 @@ fn snapshot_body(service: &str, revision: &str, spans: u64) -> Vec<u8> {
         }],
         scopes: Vec::new(),
         firing: Vec::new(),
+        calls: Vec::new(),
+        repeats: Vec::new(),
     };
     serde_json::to_vec(&snapshot).expect("JSON")
 }

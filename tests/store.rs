@@ -225,3 +225,67 @@ fn a_drift_that_fired_before_a_kill_before_any_flush_resolves_after_the_restart(
         .count();
     assert_eq!(firing_alerts, 1, "nobody is paged twice for one drift");
 }
+
+/// The fan-out and repeated-call baselines survive kill -9: after the
+/// restart, a revision whose requests call the inventory five times each
+/// (POSTs, so repeated unsafe calls too) is judged against the calls per
+/// request rev-1 made before the kill, which only the store remembers.
+#[test]
+fn calls_per_request_baselines_survive_a_kill() {
+    let store = tempfile::tempdir().expect("store");
+    let config = format!(
+        "[store]\npath = {:?}\nflush_interval = \"1s\"\n",
+        store.path().display().to_string()
+    );
+    let traffic = |revision| driftwatch::simulate::EndpointTraffic {
+        peers: &["inventory.internal"],
+        ..checkout(revision, 1.0)
+    };
+    let mut rng = Rng::new(12);
+    let deploy = now_nanos() / S * S - 3 * 60 * S;
+    {
+        let mut old = Driftwatch::start(&config);
+        send_traffic(&old, &traffic("rev-1"), deploy - 5 * 60 * S, 5 * 60, &mut rng);
+        eventually(Duration::from_secs(10), "rev-1 analysed", || {
+            old.metrics()
+                .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
+                == 12_000.0
+        });
+        std::thread::sleep(Duration::from_millis(2500));
+        old.child.kill().expect("kill -9");
+        old.child.wait().expect("wait");
+    }
+    let new = Driftwatch::start(&config);
+    for batch in traffic("rev-2").generate(deploy, 3 * 60, &mut rng).chunks(60) {
+        let mut spans = batch.concat();
+        let calls: Vec<_> = spans.iter().filter(|s| s.parent_span_id != 0).cloned().collect();
+        for call in calls {
+            for _ in 0..4 {
+                spans.push(driftwatch::simulate::SyntheticSpan {
+                    span_id: rng.next_u64() | 1,
+                    ..call.clone()
+                });
+            }
+        }
+        common::post_spans(&new, &spans);
+    }
+    let url = format!("http://{}/api/v1/events", new.admin);
+    let mut events = Vec::new();
+    eventually(Duration::from_secs(60), "a fan-out and a repeated call against the stored rev-1", || {
+        let Ok((200, body)) = http_get(&url) else { return false };
+        let parsed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        events = parsed["events"].as_array().cloned().unwrap_or_default();
+        ["fanout_regression", "repeated_unsafe_call"]
+            .iter()
+            .all(|kind| events.iter().any(|e| e["kind"] == *kind))
+    });
+    for event in events.iter().filter(|e| e["kind"] == "fanout_regression" || e["kind"] == "repeated_unsafe_call") {
+        assert_eq!(event["peer"], "inventory.internal:443", "{event}");
+        assert_eq!((event["revision"].as_str(), event["baseline_revision"].as_str()), (Some("rev-2"), Some("rev-1")));
+    }
+    let fanout = events.iter().find(|e| e["kind"] == "fanout_regression").expect("fan-out");
+    assert!(fanout["fanout"]["baseline"]["requests"].as_u64().expect("requests") >= 5_000, "{fanout}");
+    assert_eq!(fanout["fanout"]["baseline"]["max"], 1, "{fanout}");
+    let repeated = events.iter().find(|e| e["kind"] == "repeated_unsafe_call").expect("repeat");
+    assert!(repeated["repeats"]["baseline_requests"].as_u64().expect("requests") >= 5_000, "{repeated}");
+}

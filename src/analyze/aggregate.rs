@@ -281,6 +281,8 @@ impl Aggregate {
             peers: self.peers.values().map(|h| h.value.clone()).collect(),
             scopes: self.scopes.values().map(|h| h.value.clone()).collect(),
             firing: Vec::new(),
+            calls: Vec::new(),
+            repeats: Vec::new(),
         }
     }
 
@@ -389,6 +391,8 @@ mod tests {
                 spans: replica,
             }],
             firing: Vec::new(),
+            calls: Vec::new(),
+            repeats: Vec::new(),
         }
     }
 

@@ -216,6 +216,8 @@ mod tests {
                 spans: peer_calls,
             }],
             firing: Vec::new(),
+            calls: Vec::new(),
+            repeats: Vec::new(),
         }
     }
 

@@ -385,6 +385,29 @@ impl ServiceState {
         self.fanout.restore_firing(key, revision, event_id, onset, baseline, seen_in);
     }
 
+    /// The fan-out and repeated-call detectors' series, for the snapshots.
+    pub(super) fn calls_series(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, &crate::detect::fanout::CallsHistogram)> + '_ {
+        self.fanout.series_totals()
+    }
+
+    pub(super) fn repeat_counts(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, [u64; 5])> + '_ {
+        self.repeats.counts()
+    }
+
+    pub(super) fn restore_calls_series(
+        &mut self,
+        revision: RevId,
+        operation: Sym,
+        peer: Sym,
+        total: crate::detect::fanout::CallsHistogram,
+    ) {
+        self.fanout.restore_series(revision, operation, peer, total);
+    }
+
+    pub(super) fn restore_repeat_counts(&mut self, revision: RevId, operation: Sym, peer: Sym, counts: [u64; 5]) {
+        self.repeats.restore_counts(revision, operation, peer, counts);
+    }
+
     pub(super) fn restore_repeat_firing(&mut self, operation: Sym, peer: Sym, revision: RevId, event_id: String, first: u64) {
         self.repeats.restore_firing(operation, peer, revision, event_id, first);
     }

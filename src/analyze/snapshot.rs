@@ -148,6 +148,35 @@ pub struct ServiceSnapshot {
     /// restart instead of firing forever.
     #[serde(default)]
     pub firing: Vec<FiringSnapshot>,
+    /// Calls per request to each peer, the fan-out detector's baselines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallsSnapshot>,
+    /// Requests that made and repeated an unsafe call, the repeated-call
+    /// detector's baselines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<RepeatSnapshot>,
+}
+
+/// Calls per request of one (revision, operation, peer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CallsSnapshot {
+    pub revision: String,
+    pub operation: String,
+    pub peer: String,
+    /// (calls, requests) per bucket, a bucket named by its smallest value.
+    pub buckets: Vec<(u64, u64)>,
+    pub mean: f64,
+}
+
+/// The unsafe calls of one (revision, operation, peer): requests that made
+/// it, those that repeated it, the most calls in one, and the first and
+/// last repeat (event time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepeatSnapshot {
+    pub revision: String,
+    pub operation: String,
+    pub peer: String,
+    pub counts: [u64; 5],
 }
 
 impl ServiceSnapshot {
@@ -183,6 +212,8 @@ impl ServiceSnapshot {
             peers: Vec::new(),
             scopes: Vec::new(),
             firing: Vec::new(),
+            calls: Vec::new(),
+            repeats: Vec::new(),
         }
     }
 }
@@ -515,6 +546,29 @@ impl ServiceState {
             peers,
             scopes,
             firing,
+            calls: self
+                .calls_series()
+                .filter_map(|(rev, operation, peer, total)| {
+                    Some(CallsSnapshot {
+                        revision: revision_name(rev)?,
+                        operation: operation.to_string(),
+                        peer: peer.to_string(),
+                        buckets: total.buckets().map(|(calls, n)| (u64::from(calls), n)).collect(),
+                        mean: total.mean(),
+                    })
+                })
+                .collect(),
+            repeats: self
+                .repeat_counts()
+                .filter_map(|(rev, operation, peer, counts)| {
+                    Some(RepeatSnapshot {
+                        revision: revision_name(rev)?,
+                        operation: operation.to_string(),
+                        peer: peer.to_string(),
+                        counts,
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -555,6 +609,17 @@ impl ServiceState {
         }
         for s in &snapshot.scopes {
             state.learn_scope(Sym::from(s.scope.as_str()), s.known());
+        }
+        for c in &snapshot.calls {
+            if let Some(revision) = state.timeline.id_of(&c.revision) {
+                let total = crate::detect::fanout::CallsHistogram::from_buckets(&c.buckets, c.mean);
+                state.restore_calls_series(revision, Sym::from(c.operation.as_str()), Sym::from(c.peer.as_str()), total);
+            }
+        }
+        for r in &snapshot.repeats {
+            if let Some(revision) = state.timeline.id_of(&r.revision) {
+                state.restore_repeat_counts(revision, Sym::from(r.operation.as_str()), Sym::from(r.peer.as_str()), r.counts);
+            }
         }
         for f in &snapshot.firing {
             // A drift held again from its stored event may name a revision

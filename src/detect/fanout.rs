@@ -281,6 +281,23 @@ impl FanoutDetector {
         nanos(self.config.window).max(1)
     }
 
+    /// Calls per request of each (revision, operation, peer) over the
+    /// revision's life, for the snapshots.
+    pub fn series_totals(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, &CallsHistogram)> + '_ {
+        self.series
+            .iter()
+            .map(|((revision, operation, peer), series)| (*revision, operation, peer, &series.total))
+    }
+
+    /// Restores a series' calls per request from a snapshot, as traffic
+    /// older than its recent windows: a baseline, not a current sample.
+    pub fn restore_series(&mut self, revision: RevId, operation: Sym, peer: Sym, total: CallsHistogram) {
+        if self.series.len() >= MAX_SERIES {
+            return;
+        }
+        self.series.entry((revision, operation, peer)).or_default().total = total;
+    }
+
     /// Mean calls per request of each (revision, operation, peer) over the
     /// revision's requests that called the peer, for the dashboards.
     pub fn means(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {

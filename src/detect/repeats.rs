@@ -94,6 +94,33 @@ impl RepeatDetector {
         }
     }
 
+    /// Each (revision, operation, peer)'s counts, for the snapshots:
+    /// (requests, repeated requests, most calls in one, first and last
+    /// repeat).
+    pub fn counts(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, [u64; 5])> + '_ {
+        self.counts.iter().map(|((revision, operation, peer), c)| {
+            (*revision, operation, peer, [c.requests, c.repeated, u64::from(c.max_calls), c.first_repeat, c.last_repeat])
+        })
+    }
+
+    /// Restores counts [`RepeatDetector::counts`] gave.
+    pub fn restore_counts(&mut self, revision: RevId, operation: Sym, peer: Sym, counts: [u64; 5]) {
+        if self.counts.len() >= MAX_SERIES {
+            return;
+        }
+        let [requests, repeated, max_calls, first_repeat, last_repeat] = counts;
+        self.counts.insert(
+            (revision, operation, peer),
+            Counts {
+                requests,
+                repeated,
+                max_calls: u32::try_from(max_calls).unwrap_or(u32::MAX),
+                first_repeat,
+                last_repeat,
+            },
+        );
+    }
+
     /// Counts one request's unsafe calls.
     pub fn on_request(&mut self, request: &RequestCalls) {
         if !self.config.enabled {
