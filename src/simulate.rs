@@ -109,7 +109,8 @@ pub use crate::rng::Rng;
 
 /// One service's traffic for a stretch of event time: entry spans of one
 /// operation (with `code.*` and `http.route`), each making an HTTP POST
-/// client call to every peer.
+/// client call to every peer, from the scopes of the Python SDK's Flask
+/// and `requests` instrumentations.
 #[derive(Debug, Clone)]
 pub struct EndpointTraffic<'a> {
     pub service: &'a str,
@@ -142,7 +143,7 @@ impl EndpointTraffic<'_> {
                         batch.push(SyntheticSpan {
                             service: self.service.into(),
                             revision: self.revision.into(),
-                            scope: None,
+                            scope: Some("opentelemetry.instrumentation.requests".into()),
                             name: "POST".into(),
                             kind: crate::receive::wire::span_kind::CLIENT,
                             trace_id,
@@ -163,7 +164,7 @@ impl EndpointTraffic<'_> {
                     batch.push(SyntheticSpan {
                         service: self.service.into(),
                         revision: self.revision.into(),
-                        scope: None,
+                        scope: Some("opentelemetry.instrumentation.flask".into()),
                         name: self.operation.into(),
                         kind: crate::receive::wire::span_kind::SERVER,
                         trace_id,

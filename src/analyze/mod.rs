@@ -106,6 +106,9 @@ pub struct LiveShard {
     /// share), as label values, so those whose revision went are removed;
     /// and the time since they were refreshed.
     peer_series_exported: [std::collections::HashSet<PeerSeriesLabels>; 2],
+    /// Instrumentation scopes exported: `service_name`,
+    /// `deployment_environment_name`, `scope`.
+    scopes_exported: std::collections::HashSet<[String; 3]>,
     since_peer_series_export: std::time::Duration,
 }
 
@@ -138,8 +141,30 @@ impl LiveShard {
             durations: Default::default(),
             exported: Default::default(),
             peer_series_exported: Default::default(),
+            scopes_exported: Default::default(),
             since_peer_series_export: std::time::Duration::ZERO,
         }
+    }
+
+    /// Sets `driftwatch_instrumentation_scope_first_seen_timestamp_seconds`
+    /// from every service's known scopes, and removes those forgotten.
+    fn export_scopes(&mut self) {
+        let mut current = std::collections::HashSet::with_capacity(self.scopes_exported.len());
+        for state in self.analysis.services() {
+            let [service, environment] = self.metrics.service_labels(&state.key);
+            for (scope, known) in state.known_scopes() {
+                let labels = [service.to_owned(), environment.to_owned(), label_value(scope).to_owned()];
+                self.metrics
+                    .scope_first_seen
+                    .with_label_values(&labels.each_ref().map(String::as_str))
+                    .set(known.first_seen as f64 / 1e9);
+                current.insert(labels);
+            }
+        }
+        for gone in self.scopes_exported.difference(&current) {
+            let _ = self.metrics.scope_first_seen.remove_label_values(&gone.each_ref().map(String::as_str));
+        }
+        self.scopes_exported = current;
     }
 
     /// Sets `driftwatch_calls_per_request` and
@@ -367,6 +392,7 @@ impl ShardObserver for LiveShard {
         if self.since_peer_series_export >= PEER_SERIES_EXPORT_INTERVAL {
             self.since_peer_series_export = std::time::Duration::ZERO;
             self.export_peer_series();
+            self.export_scopes();
         }
         let due = self.persistence.as_mut().is_some_and(|p| {
             p.since_flush += elapsed;

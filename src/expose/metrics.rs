@@ -64,6 +64,7 @@ pub struct Metrics {
     pub requests_untallied: IntCounterVec,
     pub calls_per_request: prometheus::GaugeVec,
     pub repeated_call_share: prometheus::GaugeVec,
+    pub scope_first_seen: prometheus::GaugeVec,
     pub outbound_peers: IntGaugeVec,
     pub attributions: IntCounterVec,
     pub revisions_unresolved: IntCounterVec,
@@ -236,6 +237,14 @@ impl Metrics {
                 "Share of an operation's requests that made the same non-idempotent call (POST, PATCH, publish, resend) to a peer more than once, over the revision's requests that made it (the repeated-call detector's series).",
             ),
             &["service_name", ENVIRONMENT, "operation", "peer", "revision"],
+        )
+        .expect("valid metric");
+        let scope_first_seen = prometheus::GaugeVec::new(
+            Opts::new(
+                "driftwatch_instrumentation_scope_first_seen_timestamp_seconds",
+                "When the service's spans first came from an instrumentation scope (a library: database driver, HTTP client, messaging) within the new-dependency detector's lookback.",
+            ),
+            &["service_name", ENVIRONMENT, "scope"],
         )
         .expect("valid metric");
         let operations_folded = IntCounterVec::new(
@@ -429,6 +438,7 @@ impl Metrics {
             Box::new(requests_untallied.clone()),
             Box::new(calls_per_request.clone()),
             Box::new(repeated_call_share.clone()),
+            Box::new(scope_first_seen.clone()),
             Box::new(outbound_peers.clone()),
             Box::new(attributions.clone()),
             Box::new(revisions_unresolved.clone()),
@@ -504,6 +514,7 @@ impl Metrics {
             requests_untallied,
             calls_per_request,
             repeated_call_share,
+            scope_first_seen,
             outbound_peers,
             attributions,
             revisions_unresolved,
