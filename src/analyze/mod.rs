@@ -122,6 +122,24 @@ const PEER_SERIES_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// Per-peer request series exported per service and metric, at most.
 const MAX_PEER_SERIES_EXPORTED: usize = crate::detect::fanout::MAX_SERIES;
 
+/// Sets `gauge` to `rows` (label values, value) and removes the series of
+/// `exported` that `rows` no longer holds; `exported` becomes `rows`' labels.
+fn refresh_gauge<const N: usize>(
+    gauge: &prometheus::GaugeVec,
+    exported: &mut std::collections::HashSet<[String; N]>,
+    rows: Vec<([String; N], f64)>,
+) {
+    let mut current = std::collections::HashSet::with_capacity(rows.len());
+    for (labels, value) in rows {
+        gauge.with_label_values(&labels.each_ref().map(String::as_str)).set(value);
+        current.insert(labels);
+    }
+    for gone in exported.difference(&current) {
+        let _ = gauge.remove_label_values(&gone.each_ref().map(String::as_str));
+    }
+    *exported = current;
+}
+
 type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collections::HashSet<crate::extract::Sym>>;
 
 /// Duration histogram handles cached per shard; the cache is rebuilt past this.
@@ -149,22 +167,15 @@ impl LiveShard {
     /// Sets `driftwatch_instrumentation_scope_first_seen_timestamp_seconds`
     /// from every service's known scopes, and removes those forgotten.
     fn export_scopes(&mut self) {
-        let mut current = std::collections::HashSet::with_capacity(self.scopes_exported.len());
+        let mut rows = Vec::with_capacity(self.scopes_exported.len());
         for state in self.analysis.services() {
             let [service, environment] = self.metrics.service_labels(&state.key);
             for (scope, known) in state.known_scopes() {
                 let labels = [service.to_owned(), environment.to_owned(), label_value(scope).to_owned()];
-                self.metrics
-                    .scope_first_seen
-                    .with_label_values(&labels.each_ref().map(String::as_str))
-                    .set(known.first_seen as f64 / 1e9);
-                current.insert(labels);
+                rows.push((labels, known.first_seen as f64 / 1e9));
             }
         }
-        for gone in self.scopes_exported.difference(&current) {
-            let _ = self.metrics.scope_first_seen.remove_label_values(&gone.each_ref().map(String::as_str));
-        }
-        self.scopes_exported = current;
+        refresh_gauge(&self.metrics.scope_first_seen, &mut self.scopes_exported, rows);
     }
 
     /// Sets `driftwatch_calls_per_request` and
@@ -199,15 +210,7 @@ impl LiveShard {
         }
         let gauges = [&self.metrics.calls_per_request, &self.metrics.repeated_call_share];
         for ((gauge, rows), exported) in gauges.into_iter().zip(rows).zip(&mut self.peer_series_exported) {
-            let mut current = std::collections::HashSet::with_capacity(rows.len());
-            for (labels, value) in rows {
-                gauge.with_label_values(&labels.each_ref().map(String::as_str)).set(value);
-                current.insert(labels);
-            }
-            for gone in exported.difference(&current) {
-                let _ = gauge.remove_label_values(&gone.each_ref().map(String::as_str));
-            }
-            *exported = current;
+            refresh_gauge(gauge, exported, rows);
         }
     }
 

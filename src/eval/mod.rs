@@ -820,10 +820,6 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         .iter()
         .map(|r| r.error_services as f64 * r.duration_s as f64 / WEEK_SECONDS)
         .sum();
-    let mut error_delays: Vec<f64> = error_labels.iter().filter_map(|l| l.delay_s).collect();
-    error_delays.sort_by(f64::total_cmp);
-    let mut peer_delays: Vec<f64> = peer_labels.iter().filter_map(|l| l.delay_s).collect();
-    peer_delays.sort_by(f64::total_cmp);
     let service_weeks: f64 = results
         .iter()
         .map(|r| r.services as f64 * r.duration_s as f64 / WEEK_SECONDS)
@@ -846,16 +842,12 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         .filter(|l| l.calls_before <= TARGET_MAX_BASE_CALLS && l.calls_after >= TARGET_MIN_CALLS && l.rate >= TARGET_MIN_RATE)
         .collect();
     let fanout_false_alerts = false_of(EventKind::FanoutRegression);
-    let mut fanout_delays: Vec<f64> = fanout_labels.iter().filter_map(|l| l.delay_s).collect();
-    fanout_delays.sort_by(f64::total_cmp);
     let kinds = [EventKind::RepeatedUnsafeCall, EventKind::NewDependency]
         .into_iter()
         .map(|kind| {
             let labels: Vec<&KindLabelResult> =
                 results.iter().flat_map(|r| &r.kind_labels).filter(|l| l.kind == kind).collect();
             let detected = labels.iter().filter(|l| l.detected).count();
-            let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.delay_s).collect();
-            delays.sort_by(f64::total_cmp);
             let false_alerts = false_of(kind);
             KindSummary {
                 kind,
@@ -863,12 +855,8 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
                 detected,
                 recall: ratio(detected, labels.len()),
                 false_alerts,
-                false_alerts_per_service_week: if service_weeks > 0.0 {
-                    false_alerts as f64 / service_weeks
-                } else {
-                    0.0
-                },
-                median_delay_s: delays.get(delays.len().saturating_sub(1) / 2).copied(),
+                false_alerts_per_service_week: per_week(false_alerts, service_weeks),
+                median_delay_s: median(labels.iter().filter_map(|l| l.delay_s)),
             }
         })
         .collect();
@@ -881,17 +869,13 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         target_class_recall: ratio(target_detected, target.len()),
         false_alerts,
         service_weeks,
-        false_alerts_per_service_week: if service_weeks > 0.0 {
-            false_alerts as f64 / service_weeks
-        } else {
-            0.0
-        },
+        false_alerts_per_service_week: per_week(false_alerts, service_weeks),
         median_delay_s: quantile(0.5),
         p90_delay_s: quantile(0.9),
         peer_labels: peer_labels.len(),
         peer_recall: ratio(peer_detected, peer_labels.len()),
         peer_false_alerts,
-        peer_median_delay_s: peer_delays.get(peer_delays.len().saturating_sub(1) / 2).copied(),
+        peer_median_delay_s: median(peer_labels.iter().filter_map(|l| l.delay_s)),
         false_resolves: labels.iter().map(|l| l.false_resolves).sum(),
         coverage: if serving > 0.0 { covered / serving } else { 1.0 },
         min_coverage: labels.iter().filter_map(|l| l.coverage).min_by(f64::total_cmp),
@@ -901,24 +885,16 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         error_target_class_recall: ratio(error_target.iter().filter(|l| l.detected).count(), error_target.len()),
         error_false_alerts,
         error_service_weeks,
-        error_false_alerts_per_service_week: if error_service_weeks > 0.0 {
-            error_false_alerts as f64 / error_service_weeks
-        } else {
-            0.0
-        },
-        error_median_delay_s: error_delays.get(error_delays.len().saturating_sub(1) / 2).copied(),
+        error_false_alerts_per_service_week: per_week(error_false_alerts, error_service_weeks),
+        error_median_delay_s: median(error_labels.iter().filter_map(|l| l.delay_s)),
         error_false_resolves: error_labels.iter().map(|l| l.false_resolves).sum(),
         fanout_labels: fanout_labels.len(),
         fanout_recall: ratio(fanout_labels.iter().filter(|l| l.detected).count(), fanout_labels.len()),
         fanout_target_class_labels: fanout_target.len(),
         fanout_target_class_recall: ratio(fanout_target.iter().filter(|l| l.detected).count(), fanout_target.len()),
         fanout_false_alerts,
-        fanout_false_alerts_per_service_week: if service_weeks > 0.0 {
-            fanout_false_alerts as f64 / service_weeks
-        } else {
-            0.0
-        },
-        fanout_median_delay_s: fanout_delays.get(fanout_delays.len().saturating_sub(1) / 2).copied(),
+        fanout_false_alerts_per_service_week: per_week(fanout_false_alerts, service_weeks),
+        fanout_median_delay_s: median(fanout_labels.iter().filter_map(|l| l.delay_s)),
         fanout_false_resolves: fanout_labels.iter().map(|l| l.false_resolves).sum(),
         kinds,
     }
@@ -1068,6 +1044,18 @@ impl Report {
         }
         out
     }
+}
+
+/// Events per service-week, 0 without any.
+fn per_week(count: usize, service_weeks: f64) -> f64 {
+    if service_weeks > 0.0 { count as f64 / service_weeks } else { 0.0 }
+}
+
+/// The median of `delays` (the lower one of an even count).
+fn median(delays: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut delays: Vec<f64> = delays.collect();
+    delays.sort_by(f64::total_cmp);
+    delays.get(delays.len().saturating_sub(1) / 2).copied()
 }
 
 fn human_duration(seconds: u64) -> String {
