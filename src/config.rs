@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 /// override file settings, e.g. `DRIFTWATCH_RECEIVER__GRPC_LISTEN`.
 pub const ENV_PREFIX: &str = "DRIFTWATCH_";
 
+/// Sessions a replica opens at most on the fleet database, unless
+/// `store.fleet_pool_size` says.
+pub const DEFAULT_FLEET_POOL_SIZE: usize = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {path} does not exist; pass an existing file to --config or omit it to use the defaults")]
@@ -246,7 +250,7 @@ impl Config {
             )));
         }
         if let Some(url) = &self.store.postgres_url {
-            let parsed = crate::store::pg_tls::settings(url)
+            let parsed = crate::tls::postgres::settings(url)
                 .map_err(|e| e.to_string())
                 .and_then(|s| s.url.parse::<tokio_postgres::Config>().map_err(|e| e.to_string()));
             if let Err(e) = parsed {
@@ -976,7 +980,7 @@ impl Default for StoreConfig {
             postgres_url_file: None,
             replica: None,
             fleet_lease: Duration::from_secs(60),
-            fleet_pool_size: crate::store::fleet::DEFAULT_POOL_SIZE,
+            fleet_pool_size: DEFAULT_FLEET_POOL_SIZE,
         }
     }
 }
@@ -1231,7 +1235,7 @@ pub struct AiConfig {
     /// e.g. `{ tool = "corp-agent", confidence = "high", email = "agent@corp.example" }`;
     /// matchers: email, github_id, github_login, trailer = { key, value_prefix },
     /// line_contains, name_suffix, subject_prefix.
-    pub rules: Vec<crate::attribute::classify::Rule>,
+    pub rules: Vec<crate::authorship::Rule>,
 }
 
 /// Whether `url` is an absolute http(s) URL with a host, as a browser reads

@@ -25,7 +25,7 @@ use crate::analyze::aggregate::{Aggregate, AggregateError, apply, decode_snapsho
 use crate::analyze::snapshot::ServiceSnapshot;
 use crate::analyze::window::WindowLayout;
 use crate::detect::MAX_EVENTS;
-use crate::expose::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::pipeline::FleetNotice;
 use crate::store::fleet::{FleetError, FleetStore};
 

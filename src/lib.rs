@@ -1,9 +1,29 @@
 //! driftwatch: an OTLP trace collector that detects runtime drift —
-//! latency regressions and unexpected outbound calls — in the services that
-//! send it traces.
+//! latency and error-rate regressions, fan-out, repeated unsafe calls, new
+//! outbound peers and new libraries — in the services that send it traces,
+//! and names the commits that caused it.
 //!
 //! The modules follow the data flow: [`receive`] → [`extract`] →
-//! [`analyze`] → [`expose`]. [`server`] wires them into the running sidecar.
+//! [`analyze`] (with the [`detect`]ors) → [`pipeline`] → [`attribute`] →
+//! [`alert`] and [`store`]; [`expose`] serves what they found, and
+//! [`server`] wires them into the running sidecar. A stage imports the
+//! stages it hands data to and the vocabulary below it, never one that
+//! hands data to it:
+//!
+//! * leaves, which import only each other: [`text`], [`rng`],
+//!   [`authorship`], [`auth`], [`memory`], [`coverage`], [`tls`],
+//!   [`telemetry`] (logs), the wire codec in [`receive`] (`wire`, `view`,
+//!   `codec`, `otlp`) and [`detect`]'s `kind` and `histogram`;
+//! * [`config`], then [`extract`], then the event model (`detect::event`,
+//!   `detect::stats`), then the self-metrics (`telemetry::metrics`);
+//! * [`store`] → [`analyze`] and [`detect`] → [`attribute`] → [`alert`] →
+//!   [`pipeline`] → [`fleet`] → [`forward`] → [`record`] → [`receive`] →
+//!   [`expose`], [`verdict`] and [`serve`] → [`server`];
+//! * the tools on top: [`demo`], [`eval`], [`loadgen`], [`simulate`],
+//!   [`compare`], [`gate`].
+//!
+//! `tests/layers.rs` holds this order and fails on an import against it or
+//! on a cycle.
 
 pub mod alert;
 pub mod analyze;

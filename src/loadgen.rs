@@ -21,7 +21,7 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use crate::receive::grpc::RawCodec;
+use crate::receive::codec::RawCodec;
 use crate::receive::wire::{ExportTraceServiceResponse, span_kind};
 use crate::rng::Rng;
 use crate::simulate::{AttrValue, SyntheticSpan, encode_request};

@@ -19,7 +19,7 @@ use crate::alert::Dispatcher;
 use crate::attribute::{Attribution, Attributor};
 use crate::detect::event::{Deploy, DriftEvent, EventKind, EventLog, EventState, EventUpdate, Resolution, Severity};
 use crate::detect::{MAX_EVENTS, SharedEventLog};
-use crate::expose::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::store::EmbeddedStore;
 use crate::store::fleet::{FleetStore, Leave};
 

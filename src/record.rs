@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use bytes::Bytes;
 use prost::Message;
 
-use crate::expose::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the recording {path} (record.path): {source}")]

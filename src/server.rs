@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::detect::SharedEventLog;
 use crate::detect::event::{DriftEvent, EventState};
 use crate::expose::admin::{self, AdminState};
-use crate::expose::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::fleet::FleetSync;
 use crate::forward::Forwarder;
 use crate::pipeline::{Downstream, EventPipeline};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use common::{Driftwatch, eventually, now_nanos, run_python};
-use driftwatch::receive::grpc::RawCodec;
+use driftwatch::receive::codec::RawCodec;
 use driftwatch::simulate::{SyntheticSpan, encode_request};
 use prost::Message;
 

@@ -23,7 +23,7 @@ use crate::text::error_chain;
 use crate::config::{AlertsConfig, Route};
 use crate::detect::SharedEventLog;
 use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState, fingerprint};
-use crate::expose::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::extract::ServiceKey;
 use crate::rng::Rng;
 use crate::store::fleet::{Claim, DeliveryKey, FleetStore};

@@ -12,10 +12,12 @@ pub mod aggregate;
 pub mod fleet;
 pub mod operations;
 pub mod peers;
+pub mod persist;
 pub mod service;
 pub mod shard;
 pub mod snapshot;
 pub mod timeline;
+pub mod view;
 pub mod window;
 
 use std::hash::{Hash, Hasher};
@@ -27,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::AnalyzeConfig;
 use crate::detect::event::EventUpdate;
-use crate::expose::metrics::{Metrics, label_value};
+use crate::telemetry::metrics::{Metrics, label_value};
 use crate::extract::{ServiceKey, SpanFact};
 use service::AnalysisSettings;
 use shard::ShardAnalysis;

@@ -9,6 +9,7 @@ use super::fleet::FleetBaseline;
 use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
+use super::view::{ErrorTypes, OperationInfo, ServiceView, hint};
 use super::window::{LatencyWindows, WindowLayout};
 use crate::config::{
     AnalyzeConfig, DependencyConfig, ErrorRateConfig, FanoutConfig, LatencyConfig, OutboundConfig, RepeatedCallConfig,
@@ -16,11 +17,11 @@ use crate::config::{
 use crate::detect::fanout::FanoutDetector;
 use crate::detect::dependency::DependencyDetector;
 use crate::detect::repeats::RepeatDetector;
-use crate::detect::errors::{ErrorCount, ErrorRateDetector, ErrorTypes};
+use crate::detect::errors::{ErrorCount, ErrorRateDetector};
 use crate::detect::event::EventUpdate;
 use crate::detect::latency::LatencyDetector;
 use crate::detect::outbound::OutboundDetector;
-use crate::extract::{CodeLocation, ServiceKey, SpanFact, Sym};
+use crate::extract::{ServiceKey, SpanFact, Sym};
 
 /// Settings derived once from the configuration and shared by all services.
 #[derive(Debug, Clone)]
@@ -83,16 +84,6 @@ impl AnalysisSettings {
     fn delay_nanos(&self) -> u64 {
         u64::try_from(self.latency.evaluation_delay.as_nanos()).unwrap_or(u64::MAX)
     }
-}
-
-/// What the latest spans of an operation say about where they come from.
-#[derive(Debug, Clone, Default)]
-pub struct OperationInfo {
-    pub code: Option<CodeLocation>,
-    pub route: Option<Sym>,
-    /// Where the latest failing span's exception was raised (else that
-    /// span's own `code.*`).
-    pub error_code: Option<CodeLocation>,
 }
 
 /// The outcome of recording one span.
@@ -654,70 +645,5 @@ impl ServiceState {
         if errors.enabled() {
             errors.evaluate(&view, at, out);
         }
-    }
-}
-
-/// A read-only view of a service for the detectors.
-pub struct ServiceView<'a> {
-    pub key: &'a ServiceKey,
-    pub operations: &'a OperationTable,
-    pub timeline: &'a RevisionTimeline,
-    pub latency: &'a HashMap<(OpId, RevId), LatencyWindows>,
-    pub op_info: &'a HashMap<OpId, OperationInfo>,
-    pub error_types: &'a HashMap<(OpId, RevId), ErrorTypes>,
-    pub fleet: Option<&'a FleetBaseline>,
-}
-
-impl<'a> ServiceView<'a> {
-    /// The most recent revision before `revision` that served `op` with at
-    /// least `min_samples` spans (here and, in fleet mode, elsewhere) and
-    /// that `regressed` does not rule out: a detector's last good revision.
-    pub fn last_good(
-        &self,
-        op: OpId,
-        revision: RevId,
-        min_samples: u64,
-        regressed: impl Fn(RevId) -> bool,
-    ) -> Option<&'a super::timeline::RevisionEntry> {
-        self.timeline
-            .before(revision)
-            .find(|b| !regressed(b.id) && self.history(op, b).map(|s| s.total()).sum::<u64>() >= min_samples)
-    }
-
-    /// Where the spans of `op` come from, as events report it.
-    pub fn code_hint(&self, op: OpId) -> crate::detect::event::CodeHint {
-        self.op_info
-            .get(&op)
-            .map(|info| hint(info.code.as_ref(), info))
-            .unwrap_or_default()
-    }
-
-    /// Where the failing spans of `op` fail: their exceptions' raise site
-    /// (or their own `code.*`), else where the operation's spans come from.
-    pub fn error_code_hint(&self, op: OpId) -> crate::detect::event::CodeHint {
-        self.op_info
-            .get(&op)
-            .map(|info| hint(info.error_code.as_ref().or(info.code.as_ref()), info))
-            .unwrap_or_default()
-    }
-
-    /// The latency history of `op` under `revision`: this replica's and, in
-    /// fleet mode, the other replicas'.
-    pub fn history(&self, op: OpId, revision: &super::timeline::RevisionEntry) -> impl Iterator<Item = &LatencyWindows> {
-        let local = self.latency.get(&(op, revision.id));
-        let fleet = self
-            .fleet
-            .zip(self.operations.name(op))
-            .and_then(|(fleet, name)| fleet.series(name, &revision.revision));
-        local.into_iter().chain(fleet)
-    }
-}
-
-fn hint(code: Option<&CodeLocation>, info: &OperationInfo) -> crate::detect::event::CodeHint {
-    crate::detect::event::CodeHint {
-        function: code.and_then(|c| c.function.as_deref().map(str::to_owned)),
-        filepath: code.and_then(|c| c.filepath.as_deref().map(str::to_owned)),
-        lineno: code.and_then(|c| c.lineno),
-        route: info.route.as_deref().map(str::to_owned),
     }
 }

@@ -8,9 +8,9 @@
 //! and subject prefixes. Non-AI bots (Dependabot, Renovate, GitHub Actions)
 //! are their own class. No marker means *unknown*, not human.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-pub use crate::authorship::{AiAuthorship, Confidence};
+pub use crate::authorship::{AiAuthorship, Confidence, Matcher, Rule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "class", rename_all = "snake_case")]
@@ -42,37 +42,6 @@ pub struct CommitIdentity<'a> {
     pub author_email: &'a str,
     pub committer_name: &'a str,
     pub committer_email: &'a str,
-}
-
-/// How a rule recognises its marker.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Matcher {
-    /// An author, committer or co-author e-mail, case-insensitive.
-    Email(String),
-    /// The numeric id of a GitHub noreply address (`<id>+<login>@users.noreply.github.com`).
-    GithubId(u64),
-    /// The login of a GitHub noreply address, for bots whose id is not known.
-    GithubLogin(String),
-    /// A trailer (`Key: value`) whose value starts with the given text; an
-    /// empty prefix matches any value.
-    Trailer { key: String, value_prefix: String },
-    /// Any line of the message containing the text, case-insensitive.
-    LineContains(String),
-    /// An author or committer name ending with the text.
-    NameSuffix(String),
-    /// The subject line starting with the text.
-    SubjectPrefix(String),
-}
-
-/// One rule: a matcher and what it means.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub tool: String,
-    pub confidence: Confidence,
-    #[serde(flatten)]
-    pub matcher: Matcher,
 }
 
 /// Known non-AI bots by GitHub id, checked before the AI rules.

@@ -17,24 +17,8 @@ use classify::Classifier;
 use repo::{RepoError, RepoReader};
 
 use crate::config::GitRepoConfig;
+pub use crate::detect::event::Attribution;
 use crate::detect::event::{DriftEvent, Suspect};
-
-/// What attribution concluded for one event.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attribution {
-    /// The event's revision as a full SHA, when the repository knows it.
-    pub revision: Option<String>,
-    pub baseline_revision: Option<String>,
-    pub suspects: Vec<Suspect>,
-    /// A sentence for people: why there are (no) suspects.
-    pub note: Option<String>,
-    /// A span revision the repository does not know.
-    pub unresolved: Option<String>,
-    /// Commits of the range are missing because the checkout is shallow.
-    pub shallow: bool,
-    /// CODEOWNERS owners of the files the linked top suspects changed.
-    pub owners: Vec<String>,
-}
 
 /// What to change when a shallow checkout lacks the history attribution needs.
 const DEEPEN: &str = "fetch deeper history: git-sync --depth=0 (or a depth that covers your deploys), \

@@ -38,10 +38,9 @@ use super::stats::{
     Dispersion, Summary, WindowMoments, errors_without_worst_half, fisher_greater, new_histogram, persistent_errors,
 };
 use crate::analyze::operations::{OTHER, OpId};
-use crate::analyze::service::ServiceView;
+use crate::analyze::view::ServiceView;
 use crate::analyze::timeline::{RevId, RevisionEntry};
 use crate::config::{ErrorRateConfig, LatencyConfig};
-use crate::extract::Sym;
 
 /// Spans in each group of the persistence test: enough that a regression
 /// from 0.5% to 2% errors shows in most groups (four errors expected
@@ -51,40 +50,8 @@ const GROUP_SPANS: u64 = 200;
 /// firing margin.
 const RESOLVE_MARGIN_SHARE: f64 = 0.5;
 
-/// Error types kept per operation and revision; more distinct types are
-/// only counted.
-const MAX_ERROR_TYPES: usize = 16;
 /// New error types an event lists.
 const LISTED_ERROR_TYPES: usize = 5;
-
-/// How often an operation of one revision failed with each error type,
-/// bounded to the first `MAX_ERROR_TYPES` types.
-#[derive(Debug, Clone, Default)]
-pub struct ErrorTypes {
-    counts: Vec<(Sym, u64)>,
-    /// Failures of types beyond the bound.
-    pub untracked: u64,
-}
-
-impl ErrorTypes {
-    pub fn add(&mut self, error_type: &Sym) {
-        if let Some((_, count)) = self.counts.iter_mut().find(|(t, _)| t == error_type) {
-            *count += 1;
-        } else if self.counts.len() < MAX_ERROR_TYPES {
-            self.counts.push((error_type.clone(), 1));
-        } else {
-            self.untracked += 1;
-        }
-    }
-
-    pub fn contains(&self, error_type: &str) -> bool {
-        self.counts.iter().any(|(t, _)| &**t == error_type)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&Sym, u64)> {
-        self.counts.iter().map(|(t, c)| (t, *c))
-    }
-}
 
 /// Errors among spans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

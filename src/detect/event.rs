@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use super::kind::{EventKind, Severity};
+pub use super::stats::Distribution;
 use super::stats::Summary;
 use crate::extract::ServiceKey;
 
@@ -143,15 +144,6 @@ pub struct ErrorTypeCount {
     pub count: u64,
 }
 
-/// Latency distributions as shares of spans per bin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Distribution {
-    /// Bin edges in milliseconds (one more than bins).
-    pub edges_ms: Vec<f64>,
-    pub baseline: Vec<f64>,
-    pub current: Vec<f64>,
-}
-
 /// Where the drifting spans come from in the code (`code.*`, `http.route`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CodeHint {
@@ -219,6 +211,24 @@ pub struct PullRequest {
     pub number: u64,
     pub url: Option<String>,
 }
+
+/// What attribution concluded for one event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attribution {
+    /// The event's revision as a full SHA, when the repository knows it.
+    pub revision: Option<String>,
+    pub baseline_revision: Option<String>,
+    pub suspects: Vec<Suspect>,
+    /// A sentence for people: why there are (no) suspects.
+    pub note: Option<String>,
+    /// A span revision the repository does not know.
+    pub unresolved: Option<String>,
+    /// Commits of the range are missing because the checkout is shallow.
+    pub shallow: bool,
+    /// CODEOWNERS owners of the files the linked top suspects changed.
+    pub owners: Vec<String>,
+}
+
 
 /// A detected drift (the `Event` of the public API).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -482,7 +492,7 @@ impl EventLog {
 
     /// Records attribution: suspects, the note, and the revisions as full
     /// SHAs where the repository resolved them.
-    pub fn set_attribution(&mut self, id: &str, attribution: &crate::attribute::Attribution) -> Option<DriftEvent> {
+    pub fn set_attribution(&mut self, id: &str, attribution: &Attribution) -> Option<DriftEvent> {
         let &i = self.index.get(id)?;
         let event = &mut self.events[i];
         event.suspects = attribution.suspects.clone();

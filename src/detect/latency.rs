@@ -50,7 +50,7 @@ use super::stats::{
     LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram, persistent_shift, scaled,
 };
 use crate::analyze::operations::{OTHER, OpId};
-use crate::analyze::service::ServiceView;
+use crate::analyze::view::ServiceView;
 use crate::analyze::timeline::{RevId, RevisionEntry};
 use crate::config::LatencyConfig;
 

@@ -61,13 +61,22 @@ impl Summary {
     }
 }
 
+/// Latency distributions as shares of spans per bin.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Distribution {
+    /// Bin edges in milliseconds (one more than bins).
+    pub edges_ms: Vec<f64>,
+    pub baseline: Vec<f64>,
+    pub current: Vec<f64>,
+}
+
 /// Both histograms over `bins` log-spaced bins spanning their common
 /// range (p0.1 to p99.9), as shares of each histogram's spans.
 pub fn distribution(
     baseline: &LatencyHistogram,
     current: &LatencyHistogram,
     bins: usize,
-) -> Option<crate::detect::event::Distribution> {
+) -> Option<Distribution> {
     if baseline.is_empty() || current.is_empty() || bins == 0 {
         return None;
     }
@@ -86,7 +95,7 @@ pub fn distribution(
         let total = h.len().max(1) as f64;
         counts.into_iter().map(|c| c as f64 / total).collect()
     };
-    Some(crate::detect::event::Distribution {
+    Some(Distribution {
         edges_ms: edges.iter().map(|e| (e / 1000.0 * 1000.0).round() / 1000.0).collect(),
         baseline: shares(baseline),
         current: shares(current),

@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::detect::SharedEventLog;
 
 /// State shared by the admin routes.
@@ -93,10 +93,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     if let Some(store) = &state.store {
-        state.metrics.observe_store(&store.health());
+        store.health().observe(&state.metrics);
     }
     if let Some(fleet) = &state.fleet {
-        state.metrics.observe_fleet(&fleet.health());
+        fleet.health().observe(&state.metrics);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

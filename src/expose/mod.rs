@@ -3,5 +3,4 @@
 
 pub mod admin;
 pub mod api;
-pub mod metrics;
 pub mod ui;

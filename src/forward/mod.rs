@@ -19,8 +19,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::{ForwardCompression, ForwardConfig, ForwardProtocol};
-use crate::expose::metrics::Metrics;
-use crate::receive::grpc::RawCodec;
+use crate::telemetry::metrics::Metrics;
+use crate::receive::codec::RawCodec;
 
 /// The OTLP signal of a request: traces are analysed; metrics and logs are
 /// only acknowledged and forwarded, so SDKs that export every signal to

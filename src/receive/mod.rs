@@ -4,6 +4,7 @@
 //! the OTLP status that tells the client what to do (partial success, fix the
 //! request, or retry later).
 
+pub mod codec;
 pub mod grpc;
 pub mod http;
 pub mod otlp;
@@ -19,7 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::analyze::{AnalysisQueue, QueueFull};
 use crate::config::ReceiverConfig;
-use crate::expose::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use crate::extract::{Extractor, Rejections, SpanFact};
 use crate::forward::{Forwarder, Refusal};
 

@@ -48,9 +48,6 @@ use crate::detect::event::{DriftEvent, EventState};
 /// The schema this build reads and writes.
 pub const FLEET_SCHEMA_VERSION: i32 = 2;
 
-/// Sessions a replica opens at most, unless `store.fleet_pool_size` says.
-pub const DEFAULT_POOL_SIZE: usize = 2;
-
 /// How long one operation (and the wait for a session) may take: a third of
 /// the lease, so a stuck database cannot let a replica's holds lapse.
 fn session_deadline(lease: Duration) -> Duration {
@@ -254,6 +251,11 @@ impl FleetHealth {
     pub fn degraded(&self) -> bool {
         !self.joined || self.error.is_some()
     }
+
+    /// Brings `driftwatch_fleet_degraded` in `metrics` up to this.
+    pub fn observe(&self, metrics: &crate::telemetry::metrics::Metrics) {
+        metrics.fleet_degraded.set(i64::from(self.degraded()));
+    }
 }
 
 impl FleetError {
@@ -272,9 +274,9 @@ impl FleetStore {
         Ok(store)
     }
 
-    /// [`FleetStore::open_sized`] with [`DEFAULT_POOL_SIZE`] sessions.
+    /// [`FleetStore::open_sized`] with [`DEFAULT_FLEET_POOL_SIZE`](crate::config::DEFAULT_FLEET_POOL_SIZE) sessions.
     pub fn open(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
-        FleetStore::open_sized(url, replica, lease, DEFAULT_POOL_SIZE)
+        FleetStore::open_sized(url, replica, lease, crate::config::DEFAULT_FLEET_POOL_SIZE)
     }
 
     /// Opens the store without reaching the database: only a malformed URL
@@ -282,12 +284,12 @@ impl FleetStore {
     /// At most `pool_size` sessions are open at once.
     pub fn open_sized(url: &str, replica: String, lease: Duration, pool_size: usize) -> Result<FleetStore, FleetError> {
         let target = describe(url);
-        let tls_error = |e: super::pg_tls::PgTlsError| FleetError::Connect {
+        let tls_error = |e: crate::tls::postgres::PgTlsError| FleetError::Connect {
             target: target.clone(),
             message: e.to_string(),
         };
-        let settings = super::pg_tls::settings(url).map_err(tls_error)?;
-        let tls = super::pg_tls::connector(&settings).map_err(tls_error)?;
+        let settings = crate::tls::postgres::settings(url).map_err(tls_error)?;
+        let tls = crate::tls::postgres::connector(&settings).map_err(tls_error)?;
         let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e: tokio_postgres::Error| FleetError::Connect {
             target: target.clone(),
             message: error_text(&e),

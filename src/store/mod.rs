@@ -15,7 +15,6 @@
 //! writes what was kept once space returns.
 
 pub mod fleet;
-pub mod pg_tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +24,7 @@ use std::sync::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::detect::event::{Deploy, DriftEvent, EventState};
+use crate::telemetry::metrics::Metrics;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -192,6 +192,20 @@ pub struct StoreHealth {
     pub errors: u64,
     /// Kept items given up because the memory bound was reached.
     pub dropped: u64,
+}
+
+impl StoreHealth {
+    /// Brings the store's gauges and counters in `metrics` up to this.
+    pub fn observe(&self, metrics: &Metrics) {
+        metrics.store_degraded.set(i64::from(self.error.is_some()));
+        metrics.store_pending.set(self.pending as i64);
+        metrics
+            .store_errors
+            .inc_by(self.errors.saturating_sub(metrics.store_errors.get()));
+        metrics
+            .store_dropped
+            .inc_by(self.dropped.saturating_sub(metrics.store_dropped.get()));
+    }
 }
 
 impl EmbeddedStore {

@@ -3,6 +3,8 @@
 //! (then `RUST_LOG`), default `info`. Colours only when stderr is a
 //! terminal, so files and log collectors get plain text.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

@@ -9,6 +9,8 @@
 //! restart. A renewal that cannot be read is logged and the certificate in
 //! use is kept: a half-written file never takes a listener down.
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};

@@ -570,21 +570,6 @@ impl Metrics {
         [self.service_label(service), environment]
     }
 
-    /// Brings the store's gauges and counters up to `health`.
-    pub fn observe_store(&self, health: &crate::store::StoreHealth) {
-        self.store_degraded.set(i64::from(health.error.is_some()));
-        self.store_pending.set(health.pending as i64);
-        self.store_errors
-            .inc_by(health.errors.saturating_sub(self.store_errors.get()));
-        self.store_dropped
-            .inc_by(health.dropped.saturating_sub(self.store_dropped.get()));
-    }
-
-    /// Brings `driftwatch_fleet_degraded` up to `health`.
-    pub fn observe_fleet(&self, health: &crate::store::fleet::FleetHealth) {
-        self.fleet_degraded.set(i64::from(health.degraded()));
-    }
-
     /// The text exposition of every registered metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
