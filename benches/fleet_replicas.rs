@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::postgres::{TestDatabase, server_cpu_seconds};
 use common::{Driftwatch, Receiver, checkout_traffic, http_get, now_nanos, send_traffic};
-use driftwatch::simulate::{EndpointTraffic, Rng};
+use driftwatch::tools::simulate::{EndpointTraffic, Rng};
 
 const S: u64 = 1_000_000_000;
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use driftwatch::analyze::service::AnalysisSettings;
 use driftwatch::analyze::snapshot::{PeerSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, SeriesSnapshot, ServiceSnapshot};
 use driftwatch::fleet::{FleetSync, combine};
-use driftwatch::store::fleet::FleetStore;
+use driftwatch::fleet::store::FleetStore;
 
 const S: u64 = 1_000_000_000;
 

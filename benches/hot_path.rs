@@ -11,7 +11,7 @@ use driftwatch::analyze::shard::ShardAnalysis;
 use driftwatch::config::Config;
 use driftwatch::extract::{Extractor, SpanFact, SpanKind, SpanStatus, Sym};
 use driftwatch::receive::view::RequestView;
-use driftwatch::simulate::realistic_request;
+use driftwatch::tools::simulate::realistic_request;
 
 const NOW: u64 = 1_800_000_000 * 1_000_000_000;
 

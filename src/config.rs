@@ -259,13 +259,12 @@ impl Config {
                 )));
             }
         }
-        if let Some(url) = &self.alerts.external_url {
-            if !is_browser_url(url) {
+        if let Some(url) = &self.alerts.external_url
+            && !is_browser_url(url) {
                 return Err(ConfigError::Invalid(format!(
                     "alerts.external_url {url:?} is not an http(s) URL; write the address people open, e.g. https://driftwatch.example.com"
                 )));
             }
-        }
         if !(1..=64).contains(&self.store.fleet_pool_size) {
             return Err(ConfigError::Invalid("store.fleet_pool_size must be between 1 and 64".into()));
         }
@@ -394,7 +393,9 @@ impl Config {
             && f.absolute_increase.is_finite()
             && f.absolute_increase >= 0.0
             && f.critical_ratio.is_finite();
-        if !margins_ok || !(f.alpha > 0.0 && f.alpha < 1.0) || f.window.is_zero() || f.min_requests == 0 {
+        // Written so that NaN fails.
+        let alpha_ok = f.alpha > 0.0 && f.alpha < 1.0;
+        if !margins_ok || !alpha_ok || f.window.is_zero() || f.min_requests == 0 {
             return Err(ConfigError::Invalid(
                 "detect.fanout: margins must be finite and not negative, alpha in (0, 1), window above 0 and min_requests at least 1"
                     .into(),

@@ -10,38 +10,41 @@
 //! stages it hands data to and the vocabulary below it, never one that
 //! hands data to it:
 //!
-//! * leaves, which import only each other: [`text`], [`rng`],
+//! * leaves, which import only each other: [`text`], [`rng`], [`clock`],
 //!   [`authorship`], [`auth`], [`memory`], [`coverage`], [`tls`],
 //!   [`telemetry`] (logs), the wire codec in [`receive`] (`wire`, `view`,
 //!   `codec`, `otlp`) and [`detect`]'s `kind` and `histogram`;
 //! * [`config`], then [`extract`], then the event model (`detect::event`,
-//!   `detect::stats`), then the self-metrics (`telemetry::metrics`);
-//! * [`store`] → [`analyze`] and [`detect`] → [`attribute`] → [`alert`] →
-//!   [`pipeline`] → [`fleet`] → [`forward`] → [`record`] → [`receive`] →
+//!   `detect::details`, `detect::stats`), then the self-metrics
+//!   (`telemetry::metrics`);
+//! * [`store`] (with `fleet::store`) → [`analyze`] and [`detect`] (with
+//!   `fleet::aggregate`, `fleet::baseline`) → [`attribute`] → [`alert`] →
+//!   [`pipeline`] → [`fleet`]'s sync → [`forward`] → [`record`] → [`receive`] →
 //!   [`expose`], [`verdict`] and [`serve`] → [`server`];
-//! * the tools on top: [`demo`], [`eval`], [`loadgen`], [`simulate`],
-//!   [`compare`], [`gate`].
+//! * the commands on top: [`compare`], [`gate`], and the [`tools`] (the
+//!   demo, `eval`, the load generator, synthetic traffic), which production
+//!   code never imports.
 //!
 //! `tests/layers.rs` holds this order and fails on an import against it or
 //! on a cycle.
+
+#![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod analyze;
 pub mod attribute;
 pub mod auth;
 pub mod authorship;
+pub mod clock;
 pub mod compare;
 pub mod config;
 pub mod coverage;
-pub mod demo;
 pub mod detect;
-pub mod eval;
 pub mod expose;
 pub mod extract;
 pub mod fleet;
 pub mod forward;
 pub mod gate;
-pub mod loadgen;
 pub mod memory;
 pub mod pipeline;
 pub mod receive;
@@ -49,9 +52,9 @@ pub mod record;
 pub mod rng;
 pub mod serve;
 pub mod server;
-pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod text;
+pub mod tools;
 pub mod verdict;
 pub mod tls;

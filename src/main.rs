@@ -1,5 +1,7 @@
 //! The `driftwatch` command line.
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -98,7 +100,7 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         sample_every: std::time::Duration,
         #[command(flatten)]
-        shape: driftwatch::loadgen::Shape,
+        shape: driftwatch::tools::loadgen::Shape,
         /// Send the same event times in every request instead of advancing
         /// them with the wall clock.
         #[arg(long)]
@@ -243,7 +245,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Demo { serve } => runtime()?.block_on(driftwatch::demo::run(driftwatch::demo::DemoOptions { serve })),
+        Command::Demo { serve } => runtime()?.block_on(driftwatch::tools::demo::run(driftwatch::tools::demo::DemoOptions { serve })),
         Command::Eval {
             dir,
             attribution: true,
@@ -269,7 +271,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             frozen_time,
             json,
         } => runtime()?.block_on(async {
-            let report = driftwatch::loadgen::run(driftwatch::loadgen::LoadOptions {
+            let report = driftwatch::tools::loadgen::run(driftwatch::tools::loadgen::LoadOptions {
                 endpoint,
                 streams,
                 duration,
@@ -314,6 +316,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
 /// command the way it ends `git log`, by SIGPIPE, instead of a panic on
 /// the next print. Only for the commands that print and do no network I/O
 /// of their own; a server must survive a peer that closes its socket.
+#[expect(unsafe_code, reason = "libc::signal has no safe wrapper in the standard library")]
 fn die_quietly_on_closed_stdout() {
     #[cfg(unix)]
     // SAFETY: restoring the default disposition of SIGPIPE before any
@@ -420,9 +423,9 @@ fn compare(args: CompareArgs) -> ExitCode {
 fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let settings = AnalysisSettings::from_config(&config);
-    let scenarios = driftwatch::eval::load_corpus(dir)?;
+    let scenarios = driftwatch::tools::eval::load_corpus(dir)?;
     let to_stdout = json.is_some_and(|p| p == Path::new("-"));
-    let report = driftwatch::eval::evaluate(&scenarios, &settings, |result| {
+    let report = driftwatch::tools::eval::evaluate(&scenarios, &settings, |result| {
         if !to_stdout {
             eprintln!("  replayed {} ({} spans)", result.name, result.spans);
         }
@@ -431,8 +434,8 @@ fn eval(dir: &Path, config: Option<&Path>, json: Option<&Path>) -> anyhow::Resul
 }
 
 fn eval_attribution(dir: &Path, json: Option<&Path>) -> anyhow::Result<()> {
-    let cases = driftwatch::eval::attribution::load_cases(dir)?;
-    let report = driftwatch::eval::attribution::evaluate(&cases)?;
+    let cases = driftwatch::tools::eval::attribution::load_cases(dir)?;
+    let report = driftwatch::tools::eval::attribution::evaluate(&cases)?;
     print_report(serde_json::to_string_pretty(&report)?, &report.table(), json)
 }
 

@@ -21,7 +21,7 @@ use crate::detect::event::{Deploy, DriftEvent, EventKind, EventLog, EventState, 
 use crate::detect::{MAX_EVENTS, SharedEventLog};
 use crate::telemetry::metrics::Metrics;
 use crate::store::EmbeddedStore;
-use crate::store::fleet::{FleetStore, Leave};
+use crate::fleet::store::{FleetStore, Leave};
 
 /// What the pipeline feeds.
 #[derive(Clone)]

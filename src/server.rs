@@ -26,7 +26,7 @@ use crate::fleet::FleetSync;
 use crate::forward::Forwarder;
 use crate::pipeline::{Downstream, EventPipeline};
 use crate::receive::{self, Ingest};
-use crate::store::fleet::FleetStore;
+use crate::fleet::store::FleetStore;
 use crate::store::{EmbeddedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Fleet(#[from] crate::store::fleet::FleetError),
+    Fleet(#[from] crate::fleet::store::FleetError),
     #[error("cannot set up alert delivery: {0}")]
     Alerts(String),
     #[error(transparent)]
@@ -407,8 +407,8 @@ impl Server {
 /// cannot cure (a schema from a newer driftwatch) stops the start.
 async fn at_start<T>(
     fleet: Option<&FleetStore>,
-    read: impl AsyncFnOnce(&FleetStore) -> Result<T, crate::store::fleet::FleetError>,
-) -> Result<Option<T>, crate::store::fleet::FleetError> {
+    read: impl AsyncFnOnce(&FleetStore) -> Result<T, crate::fleet::store::FleetError>,
+) -> Result<Option<T>, crate::fleet::store::FleetError> {
     let Some(fleet) = fleet else { return Ok(None) };
     if fleet.health().error.is_some() {
         return Ok(None);
@@ -467,9 +467,7 @@ async fn retire_events(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let now = crate::clock::unix_nanos();
         let cutoff = now.saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
         let retired = log.write().unwrap_or_else(|e| e.into_inner()).retire_resolved(cutoff);
         if !retired.is_empty() {

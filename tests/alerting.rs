@@ -382,7 +382,7 @@ fn no_secret_reaches_the_log_even_at_debug_level() {
             .post(dw.http_url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
             .header("authorization", "Bearer otlptokensecret")
-            .body(driftwatch::simulate::encode_request(&[span]))
+            .body(driftwatch::tools::simulate::encode_request(&[span]))
             .send()
             .await
             .expect("send");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::git::{GitRepo, HUMAN};
 use common::{Driftwatch, driftwatch_bin, eventually, http_get, now_nanos};
-use driftwatch::simulate::{EndpointTraffic, Rng, SyntheticSpan, encode_request};
+use driftwatch::tools::simulate::{EndpointTraffic, Rng, SyntheticSpan, encode_request};
 
 fn commits_json(repo: &GitRepo, extra: &[&str]) -> Vec<serde_json::Value> {
     let output = Command::new(driftwatch_bin())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::git::{GitRepo, HUMAN};
 use common::{Driftwatch, Receiver, eventually, free_port, http_get, now_nanos, post_spans, python};
-use driftwatch::simulate::{EndpointTraffic, Rng};
+use driftwatch::tools::simulate::{EndpointTraffic, Rng};
 
 const S: u64 = 1_000_000_000;
 

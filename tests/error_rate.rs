@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::now_nanos;
-use driftwatch::simulate::Rng;
+use driftwatch::tools::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
 

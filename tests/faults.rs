@@ -187,7 +187,7 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[test]
 fn distinct_huge_names_cost_bounded_memory() {
-    use driftwatch::simulate::{AttrValue, SyntheticSpan};
+    use driftwatch::tools::simulate::{AttrValue, SyntheticSpan};
     let dw = Driftwatch::start("");
     let now = common::now_nanos();
     // 100 requests, each a span with its own 1 MiB route and name.
@@ -232,7 +232,7 @@ fn delivered(requests: &[common::Received], service: &str, status: &str) -> usiz
 #[test]
 fn kill_9_at_random_moments_of_delivery_to_a_flapping_sink_loses_no_alert_or_resolution() {
     use common::{checkout_traffic, now_nanos, send_traffic};
-    use driftwatch::simulate::Rng;
+    use driftwatch::tools::simulate::Rng;
     const S: u64 = 1_000_000_000;
     let store = tempfile::tempdir().expect("store");
     // The sink fails about half of the time, then is down altogether for a
@@ -266,11 +266,11 @@ fn kill_9_at_random_moments_of_delivery_to_a_flapping_sink_loses_no_alert_or_res
         if i > 0 {
             // The fix of the previous service's drift rolls out.
             let previous = services[i - 1];
-            let fix = driftwatch::simulate::EndpointTraffic { service: previous, ..checkout_traffic("rev-3", 1.0) };
+            let fix = driftwatch::tools::simulate::EndpointTraffic { service: previous, ..checkout_traffic("rev-3", 1.0) };
             send_traffic(&dw, &fix, now - 3 * 60 * S, 3 * 60, &mut rng);
         }
-        let base = driftwatch::simulate::EndpointTraffic { service, ..checkout_traffic("rev-1", 1.0) };
-        let slow = driftwatch::simulate::EndpointTraffic { service, ..checkout_traffic("rev-2", 1.6) };
+        let base = driftwatch::tools::simulate::EndpointTraffic { service, ..checkout_traffic("rev-1", 1.0) };
+        let slow = driftwatch::tools::simulate::EndpointTraffic { service, ..checkout_traffic("rev-2", 1.6) };
         send_traffic(&dw, &base, now - 16 * 60 * S, 10 * 60, &mut rng);
         send_traffic(&dw, &slow, now - 6 * 60 * S, 3 * 60, &mut rng);
         let events_url = format!("http://{}/api/v1/events", dw.admin);

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use common::postgres::{PgBouncer, TestDatabase};
 use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
-use driftwatch::detect::event::{DriftEvent, EventState, example_event};
-use driftwatch::simulate::{EndpointTraffic, Rng};
+use driftwatch::detect::event::{DriftEvent, EventKind, EventState};
+use driftwatch::extract::ServiceKey;
+use driftwatch::tools::simulate::{EndpointTraffic, Rng};
 use driftwatch::fleet::combine;
-use driftwatch::store::fleet::{Claim, DeliveryKey, FleetStore, Leave};
+use driftwatch::fleet::store::{Claim, DeliveryKey, FleetStore, Leave};
 
 const S: u64 = 1_000_000_000;
 
@@ -254,9 +255,12 @@ fn replicas_behind_pgbouncer_in_transaction_pooling_alert_once_on_a_few_server_s
 
 /// A firing latency event as a replica's detector would raise it.
 fn event(id: &str, fingerprint: &str, detected: u64) -> DriftEvent {
-    let mut event = example_event(id, detected);
-    event.fingerprint = fingerprint.into();
-    event
+    DriftEvent {
+        id: id.into(),
+        fingerprint: fingerprint.into(),
+        operation: Some("op".into()),
+        ..DriftEvent::firing(EventKind::LatencyRegression, &ServiceKey::new("s", None), "op", "r", detected, detected)
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

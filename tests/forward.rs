@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Driftwatch, eventually, free_port, now_nanos};
-use driftwatch::simulate::{SyntheticSpan, encode_request};
+use driftwatch::tools::simulate::{SyntheticSpan, encode_request};
 
 fn batch(service: &str, n: u64, offset: u64) -> Vec<u8> {
     let now = now_nanos();

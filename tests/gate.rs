@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Driftwatch, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
-use driftwatch::simulate::Rng;
+use driftwatch::tools::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
 

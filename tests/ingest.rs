@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 use common::{Driftwatch, eventually, now_nanos, run_python};
 use driftwatch::receive::codec::RawCodec;
-use driftwatch::simulate::{SyntheticSpan, encode_request};
+use driftwatch::tools::simulate::{SyntheticSpan, encode_request};
 use prost::Message;
 
 const SERVER: i32 = 2;

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Driftwatch, eventually, http_get, now_nanos, run_python};
-use driftwatch::simulate::Rng;
+use driftwatch::tools::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
 
@@ -276,7 +276,7 @@ fn scenario_corpus_meets_the_targets() {
 
 #[test]
 fn high_cardinality_span_names_stay_bounded() {
-    use driftwatch::simulate::{SyntheticSpan, encode_request};
+    use driftwatch::tools::simulate::{SyntheticSpan, encode_request};
     let dw = Driftwatch::start("[analyze]\nmax_operations = 20\n");
     let now = now_nanos();
     for batch in 0..20u64 {
@@ -328,7 +328,7 @@ fn high_cardinality_span_names_stay_bounded() {
 
 #[test]
 fn label_values_are_capped_in_bytes_and_expire_with_their_revisions() {
-    use driftwatch::simulate::SyntheticSpan;
+    use driftwatch::tools::simulate::SyntheticSpan;
     let dw = Driftwatch::start("");
     let now = now_nanos();
     let huge = "s".repeat(300_000);

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "text",
             "rng",
             "authorship",
+            "clock",
             "auth",
             "memory",
             "coverage",
@@ -41,10 +42,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("configuration", &["config"]),
     ("span facts: what one span says", &["extract"]),
-    ("the event model: drift events and their statistics", &["detect::stats", "detect::event"]),
+    ("the event model: drift events, their details and statistics", &[
+        "detect::stats",
+        "detect::event",
+        "detect::details",
+    ]),
     ("self-metrics", &["telemetry::metrics"]),
-    ("the store: local events, outbox, snapshots and the fleet database", &["store"]),
-    ("analysis and detectors", &["analyze", "detect"]),
+    ("the store: local events, outbox, snapshots and the fleet database", &["store", "fleet::store"]),
+    ("analysis and detectors, with the fleet's merged baselines", &[
+        "analyze",
+        "detect",
+        "fleet::aggregate",
+        "fleet::baseline",
+    ]),
     ("attribution", &["attribute"]),
     ("alerting", &["alert"]),
     ("the event pipeline", &["pipeline"]),
@@ -54,8 +64,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the receivers", &["receive"]),
     ("what is served: API, pages, admin, verdicts", &["expose", "verdict", "serve"]),
     ("wiring", &["server"]),
-    ("tools: demo, eval, load generation, simulation, comparison, gates", &[
-        "demo", "eval", "loadgen", "simulate", "compare", "gate",
+    ("commands and tools: comparison, gates, and the workshop (demo, eval, load, simulation)", &[
+        "compare", "gate", "tools",
     ]),
     ("the crate root", &[""]),
 ];
@@ -180,67 +190,77 @@ fn module_of<'a>(segments: &[&str], known: &'a BTreeMap<String, String>) -> Opti
 fn imports(module: &str, code: &str, known: &BTreeMap<String, String>) -> BTreeSet<String> {
     let own: Vec<&str> = if module.is_empty() { Vec::new() } else { module.split("::").collect() };
     let mut out = BTreeSet::new();
-    let mut add = |segments: Vec<&str>| {
-        if let Some(target) = module_of(&segments, known) {
+    // A path as written: `crate::…`, or `super::…` / `self::…` relative to
+    // the file's module (`super` is the parent whether the file is `a/b.rs`
+    // or `a/b/mod.rs`). Inside an inline `mod x { … }`, `super` and `self`
+    // resolve within the file, so they are not followed there.
+    let mut add = |path: &str, in_inline_mod: bool| {
+        let segments: Vec<&str> = path.split("::").map(str::trim).filter(|s| !s.is_empty()).collect();
+        let resolved = match segments.first().copied() {
+            Some("crate") => segments[1..].to_vec(),
+            Some("super") if !in_inline_mod => {
+                let ups = segments.iter().take_while(|s| **s == "super").count();
+                let mut base = own.clone();
+                base.truncate(base.len().saturating_sub(ups));
+                base.extend_from_slice(&segments[ups..]);
+                base
+            }
+            Some("self") if !in_inline_mod => own.iter().copied().chain(segments[1..].iter().copied()).collect(),
+            _ => return,
+        };
+        if let Some(target) = module_of(&resolved, known) {
             if target != module && !target.is_empty() {
                 out.insert(target.to_owned());
             }
         }
     };
-    // `use` statements, which may span lines.
-    let mut statement: Option<(bool, String)> = None;
+    let mut statement: Option<String> = None;
+    let mut depth = 0usize;
+    let mut inline_mods: Vec<usize> = Vec::new();
     for line in code.lines() {
         let trimmed = line.trim_start();
+        let declaration = trimmed.trim_start_matches("pub(crate) ").trim_start_matches("pub ");
+        if declaration.starts_with("mod ") && trimmed.contains('{') {
+            inline_mods.push(depth);
+        }
+        depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
+        while inline_mods.last().is_some_and(|&d| depth <= d) {
+            inline_mods.pop();
+        }
+        let in_inline_mod = !inline_mods.is_empty();
+        // `use` statements, which may span lines and nest braces.
         if statement.is_none() {
             let rest = trimmed
                 .strip_prefix("pub(crate) use ")
                 .or_else(|| trimmed.strip_prefix("pub use "))
                 .or_else(|| trimmed.strip_prefix("use "));
-            if let Some(rest) = rest {
-                statement = Some((line.len() == trimmed.len(), String::new()));
-                statement.as_mut().expect("just set").1.push_str(rest);
-            }
-        } else if let Some((_, text)) = statement.as_mut() {
+            statement = rest.map(str::to_owned);
+        } else if let Some(text) = statement.as_mut() {
             text.push_str(trimmed);
         }
-        if let Some((top_level, text)) = statement.take_if(|(_, t)| t.contains(';')) {
-            let tree = text.split(';').next().unwrap_or_default();
-            for path in expand(tree) {
-                let segments: Vec<&str> = path.split("::").map(str::trim).collect();
-                match segments.first().copied() {
-                    Some("crate") => add(segments[1..].to_vec()),
-                    // `super` and `self` inside an inline module resolve
-                    // within the file; only the top level's are followed.
-                    Some("super") if top_level => {
-                        // `super` is the parent module, whether the file
-                        // is `a/b.rs` or `a/b/mod.rs`.
-                        let ups = segments.iter().take_while(|s| **s == "super").count();
-                        let mut base = own.clone();
-                        base.truncate(base.len().saturating_sub(ups));
-                        base.extend_from_slice(&segments[ups..]);
-                        add(base);
-                    }
-                    Some("self") if top_level => {
-                        let mut base = own.clone();
-                        base.extend_from_slice(&segments[1..]);
-                        add(base);
-                    }
-                    _ => {}
-                }
+        if let Some(text) = statement.take_if(|t| t.contains(';')) {
+            for path in expand(text.split(';').next().unwrap_or_default()) {
+                add(&path, in_inline_mod);
             }
-        }
-    }
-    // `crate::…` paths written in code.
-    for (at, _) in code.match_indices("crate::") {
-        let before = code[..at].chars().next_back();
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
             continue;
         }
-        let path: String = code[at + "crate::".len()..]
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-            .collect();
-        add(path.split("::").filter(|s| !s.is_empty()).collect());
+        if statement.is_some() {
+            continue;
+        }
+        // Paths written in code.
+        for root in ["crate::", "super::", "self::"] {
+            for (at, _) in line.match_indices(root) {
+                let before = line[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
+                    continue;
+                }
+                let path: String = line[at..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                add(&path, in_inline_mod);
+            }
+        }
     }
     out
 }
@@ -366,14 +386,15 @@ fn the_check_sees_imports_and_cycles() {
     for m in ["", "a", "a::b", "a::c", "c"] {
         known.insert(m.to_owned(), String::new());
     }
-    let code = "use crate::a::b::{Thing, other::{X, Y}};\nuse super::c;\nfn f() { crate::c::g(); }\n// crate::nope\n";
+    let code = "use crate::a::b::{Thing, other::{X, Y}};\nuse super::c;\nfn f() { crate::c::g(); }\n// crate::nope\n\
+                mod inline {\n    use super::super::Nope;\n    fn g() { super::Nope::new(); }\n}\n";
     let found = imports("a::b", &production_code(code), &known);
     assert_eq!(
         found,
         BTreeSet::from(["a::c".to_owned(), "c".to_owned()]),
         "`super::c` from a/b.rs is a::c; `crate::c::g` is c; comments name nothing"
     );
-    let found = imports("a", &production_code("use crate::a::b::Thing;\nuse crate::c;\n"), &known);
+    let found = imports("a", &production_code("use crate::a::b::Thing;\nfn f() -> self::b::T { super::c::T }\n"), &known);
     assert_eq!(found, BTreeSet::from(["a::b".to_owned(), "c".to_owned()]));
     let tests_only = "fn f() {}\n#[cfg(test)]\nmod tests {\n    use crate::c;\n}\n";
     assert!(imports("a", &production_code(tests_only), &known).is_empty());
@@ -385,4 +406,7 @@ fn the_check_sees_imports_and_cycles() {
     assert_eq!(layer_of("detect::event"), Some(3));
     assert_eq!(layer_of("detect::latency"), Some(6));
     assert_eq!(layer_of("telemetry::metrics"), Some(4));
+    assert_eq!(layer_of("fleet::store"), layer_of("store"));
+    assert_eq!(layer_of("fleet::baseline"), layer_of("analyze"));
+    assert!(layer_of("fleet::sync") > layer_of("pipeline"));
 }

@@ -152,7 +152,7 @@ fn metadata_endpoint_and_allowlist_are_critical() {
     // The metadata address is unreachable here; send its client span
     // directly, as an SDK would after a timed-out call.
     let now = common::now_nanos();
-    let span = driftwatch::simulate::SyntheticSpan {
+    let span = driftwatch::tools::simulate::SyntheticSpan {
         service: "pay".into(),
         revision: "r1".into(),
         scope: None,
@@ -179,7 +179,7 @@ fn metadata_endpoint_and_allowlist_are_critical() {
             .expect("HTTP client")
             .post(dw.http_url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
-            .body(driftwatch::simulate::encode_request(&[span]))
+            .body(driftwatch::tools::simulate::encode_request(&[span]))
             .send()
             .await
             .expect("send")

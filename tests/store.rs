@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{
     Driftwatch, Receiver, checkout_traffic as checkout, eventually, free_port, http_get, metadata_call, now_nanos, send_traffic,
 };
-use driftwatch::simulate::Rng;
+use driftwatch::tools::simulate::Rng;
 
 const S: u64 = 1_000_000_000;
 
@@ -237,7 +237,7 @@ fn calls_per_request_baselines_survive_a_kill() {
         "[store]\npath = {:?}\nflush_interval = \"1s\"\n",
         store.path().display().to_string()
     );
-    let traffic = |revision| driftwatch::simulate::EndpointTraffic {
+    let traffic = |revision| driftwatch::tools::simulate::EndpointTraffic {
         peers: &["inventory.internal"],
         ..checkout(revision, 1.0)
     };
@@ -261,7 +261,7 @@ fn calls_per_request_baselines_survive_a_kill() {
         let calls: Vec<_> = spans.iter().filter(|s| s.parent_span_id != 0).cloned().collect();
         for call in calls {
             for _ in 0..4 {
-                spans.push(driftwatch::simulate::SyntheticSpan {
+                spans.push(driftwatch::tools::simulate::SyntheticSpan {
                     span_id: rng.next_u64() | 1,
                     ..call.clone()
                 });

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Driftwatch, eventually, http_get, now_nanos, post_spans};
-use driftwatch::simulate::{EndpointTraffic, Rng};
+use driftwatch::tools::simulate::{EndpointTraffic, Rng};
 
 const S: u64 = 1_000_000_000;
 const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";

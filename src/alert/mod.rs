@@ -13,7 +13,7 @@ pub mod render;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -26,7 +26,7 @@ use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState, fingerprin
 use crate::telemetry::metrics::Metrics;
 use crate::extract::ServiceKey;
 use crate::rng::Rng;
-use crate::store::fleet::{Claim, DeliveryKey, FleetStore};
+use crate::fleet::store::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, Notice, Notification, OutboxEntry, StoreError};
 
 /// How a sink is reached.
@@ -147,9 +147,7 @@ pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::unix_millis()
 }
 
 /// Alerts of one deploy (of a service in one environment), kind and status
@@ -497,7 +495,6 @@ impl Dispatcher {
 
     /// The URL, body, signing key and bearer token of a drift notification;
     /// `None` when there is nothing to send.
-    #[allow(clippy::type_complexity)]
     fn drift_request<'a>(
         &self,
         sink: &'a Sink,
@@ -507,19 +504,19 @@ impl Dispatcher {
         let mut bearer = None;
         let (url, value, secret) = match &sink.kind {
             SinkKind::Webhook { url, secret } => {
-                let mut value = render::webhook(status, &events);
+                let mut value = render::webhook(status, events);
                 render::label_webhook(&mut value, &sink.route.labels);
                 (url.clone(), value, secret.as_ref())
             }
             SinkKind::Alertmanager { url, bearer_token } => {
                 bearer = bearer_token.as_deref();
-                let mut value = render::alertmanager(&events, &self.base_url, now_ms());
+                let mut value = render::alertmanager(events, &self.base_url, now_ms());
                 render::label_alertmanager(&mut value, &sink.route.labels);
                 (format!("{}/api/v2/alerts", url.trim_end_matches('/')), value, None)
             }
             SinkKind::Slack { webhook_url, mentions } => {
-                let mut value = render::slack(status, &events, &self.base_url);
-                render::mention_owners(&mut value, &events, mentions);
+                let mut value = render::slack(status, events, &self.base_url);
+                render::mention_owners(&mut value, events, mentions);
                 render::label_slack(&mut value, &sink.route.labels);
                 (webhook_url.clone(), value, None)
             }
@@ -735,7 +732,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(
-        at.duration_since(SystemTime::now())
+        at.duration_since(crate::clock::now())
             .unwrap_or_default()
             .min(Duration::from_secs(3600)),
     )

@@ -8,8 +8,6 @@
 //! limit. (The strings a fact names live in the interner, which has a byte
 //! budget of its own.)
 
-pub mod aggregate;
-pub mod fleet;
 pub mod operations;
 pub mod peers;
 pub mod persist;
@@ -423,7 +421,7 @@ pub struct ShardLink {
     /// (service, snapshot JSON) after each flush.
     pub publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     /// Fresh fleet baselines of the shard's services.
-    pub adopt: std::sync::mpsc::Receiver<Vec<Arc<fleet::FleetBaseline>>>,
+    pub adopt: std::sync::mpsc::Receiver<Vec<Arc<crate::fleet::baseline::FleetBaseline>>>,
 }
 
 /// Where and how often a live shard writes its state.

@@ -135,7 +135,7 @@ impl OperationTable {
             }
         }
         let mut candidates: Vec<(Sym, u64)> = self.candidates.drain().collect();
-        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
         let mut candidates = candidates.into_iter().peekable();
         for id in &evicted {
             self.untrack(*id);

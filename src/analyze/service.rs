@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::fleet::FleetBaseline;
+use crate::fleet::baseline::FleetBaseline;
 use super::operations::{OTHER, OpId, OperationTable};
 use super::peers::PeerSets;
 use super::timeline::{RevId, RevisionTimeline};
@@ -317,7 +317,7 @@ impl ServiceState {
     }
 
     /// Outbound drifts firing now.
-    pub fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::outbound::PeerReason], u64)> {
+    pub fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::details::PeerReason], u64)> {
         self.outbound.firing()
     }
 
@@ -442,7 +442,7 @@ impl ServiceState {
         peer: Sym,
         revision: RevId,
         event_id: String,
-        reasons: Vec<crate::detect::outbound::PeerReason>,
+        reasons: Vec<crate::detect::details::PeerReason>,
         first_seen: u64,
     ) {
         self.outbound.restore_firing(peer, revision, event_id, reasons, first_seen);

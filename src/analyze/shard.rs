@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::fleet::FleetBaseline;
+use crate::fleet::baseline::FleetBaseline;
 use super::service::{AnalysisSettings, Recorded, ServiceState};
 use crate::detect::event::EventUpdate;
 use crate::extract::{ServiceKey, SpanFact};
@@ -157,8 +157,8 @@ impl ShardAnalysis {
 mod tests {
     use super::*;
     use crate::detect::event::{EventKind, EventLog, EventState};
-    use crate::eval::scenario::Scenario;
-    use crate::eval::traffic::{EPOCH_UNIX_NANOS, TrafficGenerator};
+    use crate::tools::eval::scenario::Scenario;
+    use crate::tools::eval::traffic::{EPOCH_UNIX_NANOS, TrafficGenerator};
 
     fn replay(scenario_toml: &str) -> EventLog {
         let scenario: Scenario = toml::from_str(scenario_toml).expect("scenario");

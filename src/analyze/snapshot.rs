@@ -231,7 +231,7 @@ pub struct FiringSnapshot {
     #[serde(default)]
     pub peer: Option<String>,
     #[serde(default)]
-    pub reasons: Vec<crate::detect::outbound::PeerReason>,
+    pub reasons: Vec<crate::detect::details::PeerReason>,
     #[serde(default)]
     pub first_seen: u64,
     /// The frozen baseline of a latency regression: (value, count) buckets.
@@ -344,7 +344,7 @@ pub fn histogram_buckets(histogram: &LatencyHistogram) -> Vec<(u64, u64)> {
 pub fn histogram_from(buckets: &[(u64, u64)]) -> LatencyHistogram {
     let mut histogram = new_histogram();
     for (value, count) in buckets {
-        let _ = histogram.record_n((*value).max(1), u32::try_from(*count).unwrap_or(u32::MAX));
+        histogram.record_n((*value).max(1), u32::try_from(*count).unwrap_or(u32::MAX));
     }
     histogram
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::fleet::FleetBaseline;
+use crate::fleet::baseline::FleetBaseline;
 use super::operations::{OpId, OperationTable};
 use super::timeline::{RevId, RevisionEntry, RevisionTimeline};
 use super::window::LatencyWindows;

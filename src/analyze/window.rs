@@ -86,7 +86,7 @@ impl LatencyWindows {
     ) -> LatencyWindows {
         let mut windows = LatencyWindows::new(layout);
         windows.total = histogram.len();
-        let _ = windows.blocks_sum.add(&histogram);
+        windows.blocks_sum.add(&histogram);
         let start = watermark - watermark % layout.block_nanos.max(1);
         windows.blocks[1] = Some(Block { start, histogram });
         windows.moments = moments.into_iter().collect();
@@ -146,7 +146,7 @@ impl LatencyWindows {
         let window = self.layout.window_nanos;
         let at = at - at % window;
         for w in self.ring.iter().filter(|w| w.start >= self.settled && w.start < at) {
-            let _ = self.ring_sum.add(&w.histogram);
+            self.ring_sum.add(&w.histogram);
         }
         self.settled = self.settled.max(at);
         self.roll(at.saturating_sub(window), self.layout.ring_len);
@@ -184,7 +184,7 @@ impl LatencyWindows {
     fn retire(&mut self, mut window: Window) {
         if window.moments.count > 0 {
             if window.start < self.settled {
-                let _ = self.ring_sum.subtract(&window.histogram);
+                self.ring_sum.subtract(&window.histogram);
             }
             let block_nanos = self.layout.block_nanos;
             let needs_new_block = self.blocks[1].as_ref().is_none_or(|b| window.start >= b.start + block_nanos);
@@ -192,7 +192,7 @@ impl LatencyWindows {
                 let start = window.start - window.start % block_nanos;
                 let mut recycled = self.blocks[0].take().map(|b| b.histogram);
                 if let Some(oldest) = recycled.as_mut() {
-                    let _ = self.blocks_sum.subtract(&*oldest);
+                    self.blocks_sum.subtract(&*oldest);
                     oldest.reset();
                 }
                 // A block older than two block lengths is stale: drop it too.
@@ -200,7 +200,7 @@ impl LatencyWindows {
                 self.blocks[0] = match previous {
                     Some(b) if b.start + 2 * block_nanos > start => Some(b),
                     Some(b) => {
-                        let _ = self.blocks_sum.subtract(&b.histogram);
+                        self.blocks_sum.subtract(&b.histogram);
                         None
                     }
                     None => None,
@@ -211,8 +211,8 @@ impl LatencyWindows {
                 });
             }
             if let Some(block) = self.blocks[1].as_mut() {
-                let _ = block.histogram.add(&window.histogram);
-                let _ = self.blocks_sum.add(&window.histogram);
+                block.histogram.add(&window.histogram);
+                self.blocks_sum.add(&window.histogram);
             }
             self.moments.push_back(window.moments);
             while self.moments.len() > self.layout.moments_len {
@@ -238,15 +238,15 @@ impl LatencyWindows {
 
     /// Everything settled: the ring's settled windows and the blocks.
     pub fn all(&self, into: &mut LatencyHistogram) {
-        let _ = into.add(&self.blocks_sum);
-        let _ = into.add(&self.ring_sum);
+        into.add(&self.blocks_sum);
+        into.add(&self.ring_sum);
     }
 
     /// Everything retained, settled or not (for snapshots).
     pub fn retained(&self, into: &mut LatencyHistogram) {
-        let _ = into.add(&self.blocks_sum);
+        into.add(&self.blocks_sum);
         for w in &self.ring {
-            let _ = into.add(&w.histogram);
+            into.add(&w.histogram);
         }
     }
 

@@ -22,11 +22,14 @@ pub struct Agent {
     pub model: String,
 }
 
+/// The lines of a file one session wrote: (session, line ranges).
+pub type SessionLines = (String, Vec<RangeInclusive<u32>>);
+
 /// One commit's note.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthorshipNote {
     /// path → (session, line ranges).
-    pub files: HashMap<String, Vec<(String, Vec<RangeInclusive<u32>>)>>,
+    pub files: HashMap<String, Vec<SessionLines>>,
     /// session → agent.
     pub agents: HashMap<String, Agent>,
 }

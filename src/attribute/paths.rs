@@ -50,7 +50,7 @@ pub fn map_path(span_path: &str, files: &[String], subdir: Option<&str>, rules: 
         };
         let prefix = rules.path_prefix.as_deref().map(normalize).unwrap_or_default();
         let mapped = if prefix.is_empty() { rest.to_owned() } else { format!("{prefix}/{rest}") };
-        if files.iter().any(|f| *f == mapped) {
+        if files.contains(&mapped) {
             return PathMatch::Found(mapped);
         }
     }

@@ -652,7 +652,7 @@ mod tests {
         let mut event = crate::detect::event::example_event("e", 1);
         event.kind = EventKind::NewDependency;
         event.code = Default::default();
-        event.dependency = Some(crate::detect::dependency::DependencyStats {
+        event.dependency = Some(crate::detect::details::DependencyStats {
             scope: "opentelemetry.instrumentation.redis".into(),
             spans: 40,
             operations: Vec::new(),

@@ -271,7 +271,7 @@ impl RepoReader {
             }
         }
         self.assign_merges(&repo, &mut range.commits, &merges)?;
-        range.commits.sort_by(|a, b| b.committed_at.cmp(&a.committed_at));
+        range.commits.sort_by_key(|c| std::cmp::Reverse(c.committed_at));
         Ok(range)
     }
 

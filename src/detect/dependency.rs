@@ -19,9 +19,9 @@
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use serde::{Deserialize, Serialize};
 
-use super::event::{DriftEvent, EventKind, EventState, EventUpdate, event_id, fingerprint, rfc3339};
+use super::event::{DriftEvent, EventKind, EventUpdate};
+use super::details::{DependencyStats, OperationCount};
 use super::nanos;
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::DependencyConfig;
@@ -41,23 +41,6 @@ const MAX_SEEN_IN: usize = 64;
 pub struct KnownScope {
     pub first_seen: u64,
     pub last_seen: u64,
-    pub spans: u64,
-}
-
-/// The details of a `new_dependency` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DependencyStats {
-    /// `InstrumentationScope.name`.
-    pub scope: String,
-    /// Spans from the scope when the event fired.
-    pub spans: u64,
-    /// The operations (span names) the scope's spans carry, most first.
-    pub operations: Vec<OperationCount>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OperationCount {
-    pub operation: String,
     pub spans: u64,
 }
 
@@ -284,41 +267,17 @@ fn build_event(
         })
         .collect();
     operations.sort_by(|a, b| b.spans.cmp(&a.spans).then_with(|| a.operation.cmp(&b.operation)));
-    let fingerprint = fingerprint(service, EventKind::NewDependency, scope, &revision);
     let onset = candidate.first_seen.min(at);
     DriftEvent {
-        id: event_id(&fingerprint, at),
-        fingerprint,
-        kind: EventKind::NewDependency,
-        state: EventState::Firing,
         severity,
-        service: service.service.to_string(),
-        environment: service.environment.as_deref().map(str::to_owned),
         operation: operations.first().map(|o| o.operation.clone()),
-        peer: None,
-        attribution: None,
-        revision,
         baseline_revision,
-        seen_in: Vec::new(),
-        onset: rfc3339(onset),
-        detected_at: rfc3339(at),
-        resolved_at: None,
-        resolution: None,
-        stats: None,
-        outbound: None,
-        repository: None,
-        repeats: None,
-        fanout: None,
         dependency: Some(DependencyStats {
             scope: scope.to_string(),
             spans: candidate.spans.total,
             operations,
         }),
-        code: Default::default(),
-        suspects: Vec::new(),
-        owners: Vec::new(),
-        onset_unix_nanos: onset,
-        detected_unix_nanos: at,
+        ..DriftEvent::firing(EventKind::NewDependency, service, scope, &revision, onset, at)
     }
 }
 

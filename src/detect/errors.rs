@@ -31,8 +31,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::nanos;
 use super::event::{
-    DriftEvent, ErrorRates, ErrorTypeCount, EventKind, MAX_RATE_POINTS, RatePoint, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason,
-    Severity, event_id, fingerprint, rfc3339,
+    DriftEvent, ErrorRates, ErrorTypeCount, EventKind, MAX_RATE_POINTS, RatePoint, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity,
 };
 use super::stats::{
     Dispersion, Summary, WindowMoments, errors_without_worst_half, fisher_greater, new_histogram, persistent_errors,
@@ -517,14 +516,13 @@ impl ErrorRateDetector {
 
     fn build_event(&self, service: &ServiceView<'_>, c: &Comparison<'_>, p_value: f64, tests: usize, at: u64) -> DriftEvent {
         let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
-        let fingerprint = fingerprint(service.key, EventKind::ErrorRateRegression, &operation, &c.revision.revision);
         // Latency context of the same traffic, for the page and the alert.
         let mut current_latency = new_histogram();
         let mut baseline_latency = new_histogram();
         if let Some(series) = service.latency.get(&(c.op, c.revision.id)) {
-            let _ = current_latency.add(series.current());
+            current_latency.add(series.current());
             if c.baseline_revision.is_none() {
-                let _ = baseline_latency.add(series.trailing());
+                baseline_latency.add(series.trailing());
             }
         }
         if let Some(b) = c.baseline_revision {
@@ -551,22 +549,9 @@ impl ErrorRateDetector {
         };
         let code = service.error_code_hint(c.op);
         DriftEvent {
-            id: event_id(&fingerprint, at),
-            fingerprint,
-            kind: EventKind::ErrorRateRegression,
-            state: EventState::Firing,
             severity,
-            service: service.key.service.to_string(),
-            environment: service.key.environment.as_deref().map(str::to_owned),
-            operation: Some(operation),
-            peer: None,
-            revision: c.revision.revision.to_string(),
+            operation: Some(operation.clone()),
             baseline_revision: c.baseline_revision.map(|b| b.revision.to_string()),
-            seen_in: Vec::new(),
-            onset: rfc3339(onset),
-            detected_at: rfc3339(at),
-            resolved_at: None,
-            resolution: None,
             stats: Some(LatencyStats {
                 baseline: summary(&baseline_latency, c.baseline),
                 current: summary(&current_latency, c.current),
@@ -585,20 +570,12 @@ impl ErrorRateDetector {
                 tests: tests as u32,
                 distribution: None,
             }),
-            outbound: None,
-            repository: None,
-            repeats: None,
-            fanout: None,
-            dependency: None,
             code,
-            suspects: Vec::new(),
-            owners: Vec::new(),
             attribution: c
                 .baseline_revision
                 .is_none()
                 .then(|| "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()),
-            onset_unix_nanos: onset,
-            detected_unix_nanos: at,
+            ..DriftEvent::firing(EventKind::ErrorRateRegression, service.key, &operation, &c.revision.revision, onset, at)
         }
     }
 }

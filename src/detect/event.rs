@@ -267,18 +267,18 @@ pub struct DriftEvent {
     pub stats: Option<LatencyStats>,
     /// Details of a `new_outbound_peer` event: why, how often, from where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbound: Option<super::outbound::OutboundStats>,
+    pub outbound: Option<super::details::OutboundStats>,
     /// Details of a `new_dependency` event: the scope and where it shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dependency: Option<super::dependency::DependencyStats>,
+    pub dependency: Option<super::details::DependencyStats>,
     /// Details of a `repeated_unsafe_call` event: how many requests repeated
     /// the call, against the baseline's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repeats: Option<super::repeats::RepeatStats>,
+    pub repeats: Option<super::details::RepeatStats>,
     /// Details of a `fanout_regression` event: calls per request to the
     /// peer before and after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fanout: Option<super::fanout::FanoutStats>,
+    pub fanout: Option<super::details::FanoutStats>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub code: CodeHint,
     pub suspects: Vec<Suspect>,
@@ -297,6 +297,53 @@ pub struct DriftEvent {
 }
 
 impl DriftEvent {
+    /// A new firing drift of `kind` in `service`'s `revision`: its identity
+    /// (the [`fingerprint`] of `subject` — the operation, peer or scope that
+    /// drifts — and the [`event_id`] at `detected_unix_nanos`) and its times,
+    /// with severity `warning` and every detail empty. A detector sets what
+    /// its kind reports with struct update syntax:
+    /// `DriftEvent { operation: Some(op), stats: Some(stats), ..DriftEvent::firing(…) }`.
+    pub fn firing(
+        kind: EventKind,
+        service: &ServiceKey,
+        subject: &str,
+        revision: &str,
+        onset_unix_nanos: u64,
+        detected_unix_nanos: u64,
+    ) -> DriftEvent {
+        let fingerprint = fingerprint(service, kind, subject, revision);
+        DriftEvent {
+            id: event_id(&fingerprint, detected_unix_nanos),
+            fingerprint,
+            kind,
+            state: EventState::Firing,
+            severity: Severity::Warning,
+            service: service.service.to_string(),
+            environment: service.environment.as_deref().map(str::to_owned),
+            operation: None,
+            peer: None,
+            revision: revision.to_owned(),
+            repository: None,
+            baseline_revision: None,
+            seen_in: Vec::new(),
+            onset: rfc3339(onset_unix_nanos),
+            detected_at: rfc3339(detected_unix_nanos),
+            resolved_at: None,
+            resolution: None,
+            stats: None,
+            outbound: None,
+            dependency: None,
+            repeats: None,
+            fanout: None,
+            code: CodeHint::default(),
+            suspects: Vec::new(),
+            owners: Vec::new(),
+            attribution: None,
+            onset_unix_nanos,
+            detected_unix_nanos,
+        }
+    }
+
     /// The service and environment that drifted.
     pub fn service_key(&self) -> ServiceKey {
         ServiceKey::new(&self.service, self.environment.as_deref())
@@ -562,38 +609,14 @@ impl EventLog {
     }
 }
 
-/// A plain firing latency event, for tests.
-#[doc(hidden)]
+/// A plain firing latency event, for unit tests.
+#[cfg(test)]
 pub fn example_event(id: &str, detected: u64) -> DriftEvent {
     DriftEvent {
         id: id.into(),
         fingerprint: "f".into(),
-        kind: EventKind::LatencyRegression,
-        state: EventState::Firing,
-        severity: Severity::Warning,
-        service: "s".into(),
-        environment: None,
         operation: Some("op".into()),
-        peer: None,
-        revision: "r".into(),
-        baseline_revision: None,
-        seen_in: Vec::new(),
-        onset: rfc3339(detected),
-        detected_at: rfc3339(detected),
-        resolved_at: None,
-        resolution: None,
-        stats: None,
-        outbound: None,
-        repository: None,
-        repeats: None,
-        fanout: None,
-        dependency: None,
-        code: CodeHint::default(),
-        suspects: vec![],
-        owners: Vec::new(),
-        attribution: None,
-        onset_unix_nanos: detected,
-        detected_unix_nanos: detected,
+        ..DriftEvent::firing(EventKind::LatencyRegression, &ServiceKey::new("s", None), "op", "r", detected, detected)
     }
 }
 

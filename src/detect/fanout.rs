@@ -31,9 +31,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Serialize};
-
-use super::event::{DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339};
+use super::event::{DriftEvent, EventKind, EventUpdate, Severity};
+use super::details::{CallsSummary, FanoutStats};
 use super::nanos;
 use super::stats::mann_whitney_counts;
 use crate::analyze::peers::RequestCalls;
@@ -156,19 +155,6 @@ impl CallsHistogram {
     }
 }
 
-/// Calls per request of one side of a comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallsSummary {
-    pub requests: u64,
-    pub mean: f64,
-    pub p50: u32,
-    pub p95: u32,
-    pub max: u32,
-    /// (calls, requests) per bucket; a bucket is named by its smallest
-    /// value (exact up to 15 calls).
-    pub histogram: Vec<(u32, u64)>,
-}
-
 impl CallsSummary {
     pub fn of(h: &CallsHistogram) -> CallsSummary {
         CallsSummary {
@@ -180,20 +166,6 @@ impl CallsSummary {
             histogram: h.buckets().collect(),
         }
     }
-}
-
-/// The details of a `fanout_regression` event: calls per request to the
-/// peer, before and after.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FanoutStats {
-    pub baseline: CallsSummary,
-    pub current: CallsSummary,
-    /// Relative rise of the mean (4.0 = five times as many calls).
-    pub relative_increase: f64,
-    /// One-sided Mann-Whitney p-value, before the Bonferroni correction.
-    pub p_value: f64,
-    /// Series compared in the same evaluation (the Bonferroni factor).
-    pub tests: u32,
 }
 
 /// Calls per request of one (revision, operation, peer).
@@ -439,34 +411,16 @@ impl FanoutDetector {
             // requests that rose.
             let onset = entry.first_seen_unix_nanos.min(at);
             let (operation, peer) = &key;
-            let fingerprint = fingerprint(service, EventKind::FanoutRegression, &format!("{operation}\u{1f}{peer}"), &entry.revision);
             let before = base.mean();
             let event = DriftEvent {
-                id: event_id(&fingerprint, at),
-                fingerprint,
-                kind: EventKind::FanoutRegression,
-                state: EventState::Firing,
                 severity: if recent.mean() >= before * self.config.critical_ratio.max(1.0) {
                     Severity::Critical
                 } else {
                     Severity::Warning
                 },
-                service: service.service.to_string(),
-                environment: service.environment.as_deref().map(str::to_owned),
                 operation: Some(operation.to_string()),
                 peer: Some(peer.to_string()),
-                revision: entry.revision.to_string(),
-                repository: None,
                 baseline_revision: Some(baseline_revision.to_string()),
-                seen_in: Vec::new(),
-                onset: rfc3339(onset),
-                detected_at: rfc3339(at),
-                resolved_at: None,
-                resolution: None,
-                stats: None,
-                outbound: None,
-                dependency: None,
-                repeats: None,
                 fanout: Some(FanoutStats {
                     baseline: CallsSummary::of(&base),
                     current: CallsSummary::of(&recent),
@@ -478,12 +432,7 @@ impl FanoutDetector {
                     p_value,
                     tests: tests as u32,
                 }),
-                code: Default::default(),
-                suspects: Vec::new(),
-                owners: Vec::new(),
-                attribution: None,
-                onset_unix_nanos: onset,
-                detected_unix_nanos: at,
+                ..DriftEvent::firing(EventKind::FanoutRegression, service, &format!("{operation}\u{1f}{peer}"), &entry.revision, onset, at)
             };
             self.incidents.insert(
                 key,

@@ -42,10 +42,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::nanos;
-use super::event::{
-    DriftEvent, EventKind, EventState, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity, event_id,
-    fingerprint, rfc3339,
-};
+use super::event::{DriftEvent, EventKind, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity};
 use super::stats::{
     LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram, persistent_shift, scaled,
 };
@@ -219,13 +216,13 @@ impl LatencyDetector {
                     let new_since_drift =
                         revision.first_seen_unix_nanos > introduced && !self.regressed.contains(&(op, revision.id));
                     if series.current().len() >= self.config.min_samples {
-                        let _ = current.add(series.current());
+                        current.add(series.current());
                     } else if new_since_drift && !series.current().is_empty() {
                         // A revision new since the drift: all it served is
                         // after the deploy, so a quiet endpoint may use it.
                         series.all(&mut current);
                     } else {
-                        let _ = current.add(series.current());
+                        current.add(series.current());
                     }
                     checks.entry(op).or_default().push(Check { op, revision, current });
                 } else if let Some(comparison) = self.compare(service, op, revision, at) {
@@ -314,7 +311,7 @@ impl LatencyDetector {
                 // After a deploy everything this revision served is
                 // post-deploy, so a quiet endpoint may use all of it.
                 if series.current().len() >= self.config.min_samples {
-                    let _ = current.add(series.current());
+                    current.add(series.current());
                 } else {
                     series.all(&mut current);
                 }
@@ -328,8 +325,8 @@ impl LatencyDetector {
                 persistent_shift(recent, &baseline_moments, chunks, min_chunk, PERSISTENCE_Z)
             }
             None => {
-                let _ = current.add(series.current());
-                let _ = baseline.add(series.trailing());
+                current.add(series.current());
+                baseline.add(series.trailing());
                 for m in series.retired_moments(self.baseline_windows) {
                     baseline_moments.merge(&m);
                 }
@@ -518,7 +515,6 @@ fn verdict(config: &LatencyConfig, baseline: &LatencyHistogram, current: &Latenc
 fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStats, at: u64) -> DriftEvent {
     let operation = service.operations.name(c.op).map(|s| s.to_string()).unwrap_or_default();
     let onset = estimate_onset(service, c).min(at);
-    let fingerprint = fingerprint(service.key, EventKind::LatencyRegression, &operation, &c.revision.revision);
     let code = service.code_hint(c.op);
     let severity = if stats.relative_increase >= CRITICAL_RELATIVE_INCREASE {
         Severity::Critical
@@ -526,37 +522,16 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
         Severity::Warning
     };
     DriftEvent {
-        id: event_id(&fingerprint, at),
-        fingerprint,
-        kind: EventKind::LatencyRegression,
-        state: EventState::Firing,
         severity,
-        service: service.key.service.to_string(),
-        environment: service.key.environment.as_deref().map(str::to_owned),
-        operation: Some(operation),
-        peer: None,
-        revision: c.revision.revision.to_string(),
+        operation: Some(operation.clone()),
         baseline_revision: c.baseline_revision.map(|b| b.revision.to_string()),
-        seen_in: Vec::new(),
-        onset: rfc3339(onset),
-        detected_at: rfc3339(at),
-        resolved_at: None,
-        resolution: None,
         stats: Some(stats),
-        outbound: None,
-        repository: None,
-        repeats: None,
-        fanout: None,
-        dependency: None,
         code,
-        suspects: Vec::new(),
-        owners: Vec::new(),
         attribution: c
             .baseline_revision
             .is_none()
             .then(|| "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()),
-        onset_unix_nanos: onset,
-        detected_unix_nanos: at,
+        ..DriftEvent::firing(EventKind::LatencyRegression, service.key, &operation, &c.revision.revision, onset, at)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the API, the metrics and the alerting read.
 
 pub mod dependency;
+pub mod details;
 pub mod errors;
 pub mod event;
 pub mod fanout;

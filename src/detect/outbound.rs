@@ -17,49 +17,14 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
+use super::details::{CallerSummary, OutboundStats, PeerReason};
 use super::nanos;
-use super::event::{
-    DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339,
-};
+use super::event::{DriftEvent, EventKind, EventUpdate, Severity};
 use crate::analyze::peers::{JOIN_WINDOW_NANOS, NO_PARENT, Novelty, PeerSets, is_placeholder_caller};
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::OutboundConfig;
 use crate::extract::{ServiceKey, Sym};
 use crate::extract::peer::{is_metadata_endpoint, peer_host};
-
-/// Why a peer was reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PeerReason {
-    /// Not called by the service within the lookback.
-    NewPeer,
-    /// Outside `detect.outbound.allow`.
-    NotAllowed,
-    /// A link-local or cloud instance-metadata address.
-    MetadataEndpoint,
-}
-
-/// One operation that calls the peer, and what the call costs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallerSummary {
-    pub operation: String,
-    pub calls: u64,
-    /// p95 duration of the client span.
-    pub p95_call_ms: f64,
-    /// Median share of the calling operation's duration spent in the call.
-    pub median_share: f64,
-}
-
-/// The details of a `new_outbound_peer` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboundStats {
-    pub reasons: Vec<PeerReason>,
-    /// Calls by the revision when the event fired.
-    pub calls: u64,
-    pub callers: Vec<CallerSummary>,
-}
 
 #[derive(Debug)]
 struct Candidate {
@@ -285,43 +250,21 @@ fn build_event(
         .iter()
         .find(|c| !is_placeholder_caller(&c.operation))
         .map(|c| c.operation.clone());
-    let fingerprint = fingerprint(service, EventKind::NewOutboundPeer, peer, &revision);
     let onset = candidate.first_seen.min(at);
     DriftEvent {
-        id: event_id(&fingerprint, at),
-        fingerprint,
-        kind: EventKind::NewOutboundPeer,
-        state: EventState::Firing,
         severity: if critical { Severity::Critical } else { Severity::Warning },
-        service: service.service.to_string(),
-        environment: service.environment.as_deref().map(str::to_owned),
         operation,
         peer: Some(peer.to_string()),
         attribution: baseline_revision
             .is_none()
             .then(|| "first revision seen: no earlier revision to compare with".to_owned()),
-        revision,
         baseline_revision,
-        seen_in: Vec::new(),
-        onset: rfc3339(onset),
-        detected_at: rfc3339(at),
-        resolved_at: None,
-        resolution: None,
-        stats: None,
         outbound: Some(OutboundStats {
             reasons: candidate.reasons.clone(),
             calls: candidate.calls.total,
             callers,
         }),
-        repository: None,
-        repeats: None,
-        fanout: None,
-        dependency: None,
-        code: Default::default(),
-        suspects: Vec::new(),
-        owners: Vec::new(),
-        onset_unix_nanos: onset,
-        detected_unix_nanos: at,
+        ..DriftEvent::firing(EventKind::NewOutboundPeer, service, peer, &revision, onset, at)
     }
 }
 

@@ -18,9 +18,8 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::event::{DriftEvent, EventKind, EventState, EventUpdate, Severity, event_id, fingerprint, rfc3339};
+use super::event::{DriftEvent, EventKind, EventUpdate, Severity};
+use super::details::RepeatStats;
 use super::nanos;
 use crate::analyze::peers::RequestCalls;
 use crate::analyze::timeline::{RevId, RevisionTimeline};
@@ -31,19 +30,6 @@ use crate::extract::{ServiceKey, Sym};
 const MAX_SERIES: usize = 4096;
 /// Later revisions an incident records, at most.
 const MAX_SEEN_IN: usize = 64;
-
-/// The details of a `repeated_unsafe_call` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RepeatStats {
-    /// Requests of the drifting revision that made the call.
-    pub requests: u64,
-    /// Of those, the ones that made it more than once.
-    pub repeated_requests: u64,
-    /// The most times one request made it.
-    pub max_calls_per_request: u32,
-    /// Requests of the baseline revision that made the call (each once).
-    pub baseline_requests: u64,
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Counts {
@@ -198,42 +184,19 @@ impl RepeatDetector {
             let Some((baseline, base)) = baseline.filter(|(_, c)| c.repeated == 0) else { continue };
             let Some(entry) = timeline.get(*revision) else { continue };
             let critical = self.critical.iter().any(|p| p.matches(peer));
-            let fingerprint = fingerprint(service, EventKind::RepeatedUnsafeCall, &format!("{operation}\u{1f}{peer}"), &entry.revision);
             let onset = counts.first_repeat.min(at);
             let event = DriftEvent {
-                id: event_id(&fingerprint, at),
-                fingerprint,
-                kind: EventKind::RepeatedUnsafeCall,
-                state: EventState::Firing,
                 severity: if critical { Severity::Critical } else { Severity::Warning },
-                service: service.service.to_string(),
-                environment: service.environment.as_deref().map(str::to_owned),
                 operation: Some(operation.to_string()),
                 peer: Some(peer.to_string()),
-                revision: entry.revision.to_string(),
-                repository: None,
                 baseline_revision: Some(baseline.revision.to_string()),
-                seen_in: Vec::new(),
-                onset: rfc3339(onset),
-                detected_at: rfc3339(at),
-                resolved_at: None,
-                resolution: None,
-                stats: None,
-                outbound: None,
-                dependency: None,
                 repeats: Some(RepeatStats {
                     requests: counts.requests,
                     repeated_requests: counts.repeated,
                     max_calls_per_request: counts.max_calls,
                     baseline_requests: base.requests,
                 }),
-                fanout: None,
-                code: Default::default(),
-                suspects: Vec::new(),
-                owners: Vec::new(),
-                attribution: None,
-                onset_unix_nanos: onset,
-                detected_unix_nanos: at,
+                ..DriftEvent::firing(EventKind::RepeatedUnsafeCall, service, &format!("{operation}\u{1f}{peer}"), &entry.revision, onset, at)
             };
             fired.push((key, *revision, onset, counts.last_repeat, event));
         }

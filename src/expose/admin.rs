@@ -28,7 +28,7 @@ pub struct AdminState {
     /// The embedded store, whose health `/readyz` and `/metrics` report.
     pub store: Option<Arc<crate::store::EmbeddedStore>>,
     /// The fleet's store, whose health `/readyz` and `/metrics` report.
-    pub fleet: Option<Arc<crate::store::fleet::FleetStore>>,
+    pub fleet: Option<Arc<crate::fleet::store::FleetStore>>,
     /// What the shards saw of each revision, for the verdict.
     pub coverage: crate::coverage::CoverageBoard,
     pub verdict: crate::verdict::Rules,

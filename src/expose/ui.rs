@@ -15,7 +15,7 @@ use axum::routing::get;
 
 use crate::detect::SharedEventLog;
 use crate::detect::event::{Distribution, DriftEvent, EventKind, EventState, Severity};
-use crate::detect::fanout::CallsSummary;
+use crate::detect::details::CallsSummary;
 
 pub fn router(events: SharedEventLog) -> Router {
     Router::new()
@@ -511,14 +511,14 @@ pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -
     );
     for (values, color, name) in [(&d.baseline, "#607d8b", "baseline"), (&d.current, "#d32f2f", "current")] {
         let mut path = format!("M{:.1},{:.1}", x(d.edges_ms[0]), y(0.0));
-        for i in 0..bins {
+        for (edges, value) in d.edges_ms.windows(2).zip(values.iter()).take(bins) {
             let _ = write!(
                 path,
                 " L{:.1},{:.1} L{:.1},{:.1}",
-                x(d.edges_ms[i]),
-                y(values[i]),
-                x(d.edges_ms[i + 1]),
-                y(values[i])
+                x(edges[0]),
+                y(*value),
+                x(edges[1]),
+                y(*value)
             );
         }
         let _ = write!(path, " L{:.1},{:.1} Z", x(d.edges_ms[bins]), y(0.0));

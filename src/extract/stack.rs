@@ -21,7 +21,7 @@ pub fn raising_frame(trace: &str) -> Option<Frame<'_>> {
     let trace = crate::text::truncate(trace, MAX_SCAN_BYTES);
     if trace.contains("Traceback (most recent call last)") || trace.trim_start().starts_with("File \"") {
         // Python: innermost frame last.
-        return trace.lines().filter_map(python_frame).filter(|f| !library(&f.file)).last();
+        return trace.lines().filter_map(python_frame).rfind(|f| !library(&f.file));
     }
     if trace.contains("goroutine ") {
         return go_frames(trace).find(|f| !library(&f.file));

@@ -88,6 +88,9 @@ struct Item {
     reservation: Reservation,
 }
 
+/// A running forwarder and its task.
+pub type Started = (Arc<Forwarder>, JoinHandle<()>);
+
 /// The handle receivers use.
 pub struct Forwarder {
     queue: mpsc::UnboundedSender<Item>,
@@ -118,7 +121,7 @@ impl Forwarder {
     pub fn start(
         config: &ForwardConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<Option<(Arc<Forwarder>, JoinHandle<()>)>, ForwardError> {
+    ) -> Result<Option<Started>, ForwardError> {
         let Some(endpoint) = config.endpoint.clone() else {
             return Ok(None);
         };

@@ -12,7 +12,7 @@ pub mod view;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -362,9 +362,7 @@ impl Ingest {
 }
 
 fn unix_nanos_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    crate::clock::unix_nanos()
 }
 
 /// A `google.rpc.Status` carrying `RetryInfo`, as OTLP prescribes for

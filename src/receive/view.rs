@@ -658,7 +658,7 @@ mod tests {
 
     #[test]
     fn corrupted_requests_never_panic_and_are_refused_whenever_the_generated_decoder_refuses_them() {
-        let original = crate::simulate::realistic_request(16, 1_800_000_000_000_000_000, 7);
+        let original = crate::tools::simulate::realistic_request(16, 1_800_000_000_000_000_000, 7);
         let mut rng = crate::rng::Rng::new(42);
         let mut refused = 0;
         for _ in 0..20_000 {

@@ -14,7 +14,6 @@
 //! reopens the database (redb refuses every write after an I/O error) and
 //! writes what was kept once space returns.
 
-pub mod fleet;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +89,7 @@ impl From<EventState> for Notification {
 /// for a deploy marker.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
+#[expect(clippy::large_enum_variant, reason = "one per queued alert, never in a hot path; boxing would change nothing a reader sees")]
 pub enum Notice {
     Drift { status: EventState, event: DriftEvent },
     Deploy { deploy: Deploy },
@@ -266,9 +266,7 @@ impl EmbeddedStore {
         if !path.exists() {
             return Ok(None);
         }
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let stamp = crate::clock::since_epoch().as_secs();
         let aside = dir.join(format!("{FILE_NAME}.damaged-{stamp}"));
         std::fs::rename(&path, &aside).map_err(|e| StoreError::Io {
             path: path.clone(),

@@ -424,8 +424,8 @@ impl Drop for Receiver {
 
 /// The `checkout` service's `POST /checkout` at 20 requests/s around 40 ms,
 /// `slowdown` times slower, in `revision`.
-pub fn checkout_traffic(revision: &str, slowdown: f64) -> driftwatch::simulate::EndpointTraffic<'_> {
-    driftwatch::simulate::EndpointTraffic {
+pub fn checkout_traffic(revision: &str, slowdown: f64) -> driftwatch::tools::simulate::EndpointTraffic<'_> {
+    driftwatch::tools::simulate::EndpointTraffic {
         service: "checkout",
         revision,
         operation: "POST /checkout",
@@ -442,10 +442,10 @@ pub fn checkout_traffic(revision: &str, slowdown: f64) -> driftwatch::simulate::
 /// Sends `seconds` of `traffic` from `start`, a minute per request.
 pub fn send_traffic(
     dw: &Driftwatch,
-    traffic: &driftwatch::simulate::EndpointTraffic<'_>,
+    traffic: &driftwatch::tools::simulate::EndpointTraffic<'_>,
     start: u64,
     seconds: u64,
-    rng: &mut driftwatch::simulate::Rng,
+    rng: &mut driftwatch::tools::simulate::Rng,
 ) {
     for batch in traffic.generate(start, seconds, rng).chunks(60) {
         post_spans(dw, &batch.concat());
@@ -453,7 +453,7 @@ pub fn send_traffic(
 }
 
 /// Posts spans to driftwatch's OTLP/HTTP receiver.
-pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::simulate::SyntheticSpan]) {
+pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::tools::simulate::SyntheticSpan]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -464,7 +464,7 @@ pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::simulate::SyntheticSpan]
             .expect("HTTP client")
             .post(dw.http_url("/v1/traces"))
             .header("content-type", "application/x-protobuf")
-            .body(driftwatch::simulate::encode_request(spans))
+            .body(driftwatch::tools::simulate::encode_request(spans))
             .send()
             .await
             .expect("send spans");
@@ -473,8 +473,8 @@ pub fn post_spans(dw: &Driftwatch, spans: &[driftwatch::simulate::SyntheticSpan]
 }
 
 /// A CLIENT span of `service` calling `url` (no parent), ending `ago_ms` ago.
-pub fn client_call(service: &str, revision: &str, url: &str, ago_ms: u64, id: u64) -> driftwatch::simulate::SyntheticSpan {
-    driftwatch::simulate::SyntheticSpan {
+pub fn client_call(service: &str, revision: &str, url: &str, ago_ms: u64, id: u64) -> driftwatch::tools::simulate::SyntheticSpan {
+    driftwatch::tools::simulate::SyntheticSpan {
         service: service.into(),
         revision: revision.into(),
         scope: None,

@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use super::Notification;
+use crate::store::Notification;
 use crate::detect::event::{DriftEvent, EventState};
 
 /// The schema this build reads and writes.
@@ -669,7 +669,7 @@ impl FleetStore {
     /// it from `event` when none fires. Returns the fleet's event: its id
     /// is the one every replica uses.
     pub async fn open_event(&self, event: &DriftEvent) -> Result<DriftEvent, FleetError> {
-        let body = super::encode_event(event).map_err(|e| self.query_error(e))?;
+        let body = crate::store::encode_event(event).map_err(|e| self.query_error(e))?;
         let opened = self
             .run(async |client| {
                 let q = self.q();
@@ -756,7 +756,7 @@ impl FleetStore {
 
     /// Records a new version of an event (suspects after attribution).
     pub async fn update_event(&self, event: &DriftEvent) -> Result<(), FleetError> {
-        let body = super::encode_event(event).map_err(|e| self.query_error(e))?;
+        let body = crate::store::encode_event(event).map_err(|e| self.query_error(e))?;
         self.run(async |client| {
             client
                 .execute_typed(
@@ -777,7 +777,7 @@ impl FleetStore {
         // Whatever the database says, this replica holds it no more: should
         // the leave fail, the hold lapses with the lease.
         self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&resolved.id);
-        let body = super::encode_event(resolved).map_err(|e| self.query_error(e))?;
+        let body = crate::store::encode_event(resolved).map_err(|e| self.query_error(e))?;
         let lease = self.lease.as_secs_f64();
         self.run(async |client| {
             let q = self.q();
@@ -878,7 +878,7 @@ impl FleetStore {
                             reason: crate::detect::event::ResolutionReason::TrafficGone,
                             revision: None,
                         });
-                        let body = super::encode_event(&event).map_err(|e| self.query_error(e))?;
+                        let body = crate::store::encode_event(&event).map_err(|e| self.query_error(e))?;
                         txn.execute(
                             "UPDATE driftwatch_events SET state = 'resolved', body = $2, updated_at = now() WHERE id = $1",
                             &[&id, &body],
@@ -1124,7 +1124,7 @@ impl FleetStore {
 
     /// An event as stored, under its fleet id and in its row's state.
     fn event_from(&self, id: String, body: &[u8], state: &str) -> Result<DriftEvent, FleetError> {
-        let mut event = super::decode_event(body).map_err(|message| FleetError::Decode {
+        let mut event = crate::store::decode_event(body).map_err(|message| FleetError::Decode {
             target: self.target.clone(),
             message,
         })?;

@@ -15,7 +15,7 @@
 //! stall (no coordinated omission).
 
 use std::ops::Range;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
@@ -24,7 +24,7 @@ use prost::Message;
 use crate::receive::codec::RawCodec;
 use crate::receive::wire::{ExportTraceServiceResponse, span_kind};
 use crate::rng::Rng;
-use crate::simulate::{AttrValue, SyntheticSpan, encode_request};
+use crate::tools::simulate::{AttrValue, SyntheticSpan, encode_request};
 
 /// The traffic's shape.
 #[derive(Debug, Clone, serde::Serialize, clap::Args)]
@@ -375,9 +375,7 @@ struct StreamResult {
 }
 
 fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    crate::clock::unix_nanos()
 }
 
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {

@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 
-use super::snapshot::{PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, histogram_from};
-use super::window::{LatencyWindows, WindowLayout};
+use crate::analyze::snapshot::{PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, histogram_from};
+use crate::analyze::window::{LatencyWindows, WindowLayout};
 use crate::detect::stats::{WindowMoments, new_histogram};
 use crate::extract::{ServiceKey, Sym};
 
@@ -88,7 +88,7 @@ impl FleetBaseline {
                     m.count += count;
                     m.sum_ln += sum_ln;
                     m.sum_ln2 += sum_ln2;
-                    m.errors += super::snapshot::errors_at(&s.errors, start).min(count);
+                    m.errors += crate::analyze::snapshot::errors_at(&s.errors, start).min(count);
                 }
             }
         }

@@ -190,14 +190,14 @@ impl<'a> TrafficGenerator<'a> {
                         // Drawn only where a spread or a repeat is
                         // configured, so other scenarios keep their random
                         // stream.
-                        let mut times = match changes().filter_map(|c| c.times).last() {
+                        let mut times = match changes().filter_map(|c| c.times).next_back() {
                             Some(times) => times,
                             None if call.spec.times_spread > 0 => {
                                 call.spec.times + (rng.next_u64() % (u64::from(call.spec.times_spread) + 1)) as u32
                             }
                             None => call.spec.times,
                         };
-                        let repeat = changes().filter_map(|c| c.repeat).last().unwrap_or(call.spec.repeat);
+                        let repeat = changes().filter_map(|c| c.repeat).next_back().unwrap_or(call.spec.repeat);
                         if repeat > 0.0 && rng.uniform() < repeat {
                             times += 1;
                         }

@@ -12,14 +12,14 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::config::{Config, GitRepoConfig};
 use crate::detect::event::{DriftEvent, EventKind};
 use crate::server::Server;
-use crate::simulate::{EndpointTraffic, Rng, encode_request};
+use crate::tools::simulate::{EndpointTraffic, Rng, encode_request};
 
 const S: u64 = 1_000_000_000;
 
@@ -150,7 +150,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let client = crate::tls::http_client().build().context("cannot build an HTTP client")?;
     let url = format!("http://{}/v1/traces", server.http_addr());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64 / S * S;
+    let now = crate::clock::unix_nanos() / S * S;
     let mut rng = Rng::new(7);
     // Three releases in event time: 12, 6 and 6 minutes, ending now.
     let plan: [(usize, u64, f64, &[&str]); 3] = [
@@ -272,11 +272,11 @@ fn expected_kinds(events: &[DriftEvent]) -> bool {
 /// Charges a declined card again in `RETRIED_SHARE` of the requests of a
 /// one-second batch: a second POST to the gateway in the same trace, marked
 /// as a resend, after the first.
-fn retry_some_charges(batch: &mut Vec<crate::simulate::SyntheticSpan>, rng: &mut Rng) {
+fn retry_some_charges(batch: &mut Vec<crate::tools::simulate::SyntheticSpan>, rng: &mut Rng) {
     let charges: Vec<usize> = (0..batch.len())
         .filter(|&i| {
             batch[i].attributes.iter().any(|(key, value)| {
-                key == "http.url" && matches!(value, crate::simulate::AttrValue::Str(url) if url.contains(GATEWAY))
+                key == "http.url" && matches!(value, crate::tools::simulate::AttrValue::Str(url) if url.contains(GATEWAY))
             })
         })
         .collect();

@@ -20,14 +20,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::analyze::ShardLink;
-use crate::analyze::fleet::FleetBaseline;
-use crate::analyze::aggregate::{Aggregate, AggregateError, apply, decode_snapshot};
+use crate::fleet::baseline::FleetBaseline;
+use crate::fleet::aggregate::{Aggregate, AggregateError, apply, decode_snapshot};
 use crate::analyze::snapshot::ServiceSnapshot;
 use crate::analyze::window::WindowLayout;
 use crate::detect::MAX_EVENTS;
 use crate::telemetry::metrics::Metrics;
 use crate::pipeline::FleetNotice;
-use crate::store::fleet::{FleetError, FleetStore};
+use crate::fleet::store::{FleetError, FleetStore};
 
 pub struct FleetSync {
     store: Arc<FleetStore>,
@@ -63,7 +63,6 @@ pub type Baselines = Vec<(String, i64, Arc<FleetBaseline>, u32)>;
 
 impl FleetSync {
     /// A link for each of `shards` shards, and the task's side.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<FleetStore>,
         layout: WindowLayout,
@@ -363,7 +362,7 @@ fn others_of(body: &[u8], own: Option<&[u8]>) -> Result<(ServiceSnapshot, u32), 
     Ok((sum.to_snapshot(), replicas))
 }
 
-/// [`crate::store::fleet::Combine`] for analysis snapshots.
+/// [`crate::fleet::store::Combine`] for analysis snapshots.
 pub fn combine(service: &str, aggregate: Option<&[u8]>, minus: &[&[u8]], plus: &[&[u8]]) -> Result<Vec<u8>, String> {
     let (name, environment) = match service.split_once('\u{1f}') {
         Some((name, environment)) => (name, Some(environment)),
@@ -373,9 +372,7 @@ pub fn combine(service: &str, aggregate: Option<&[u8]>, minus: &[&[u8]], plus: &
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    crate::clock::unix_nanos()
 }
 
 /// This replica's name: `store.replica`, else the host name (the pod name

@@ -11,13 +11,13 @@
 //! holder. Clean-evaluation streaks are kept as a count of replicas per
 //! streak length, so their maximum stays exact when one replica's streak
 //! ends. A replica reads the aggregate minus its own snapshot: the other
-//! replicas, merged, as [`super::fleet::FleetBaseline`] wants them.
+//! replicas, merged, as [`super::baseline::FleetBaseline`] wants them.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{
+use crate::analyze::snapshot::{
     PeerSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, ScopeSnapshot, SeriesSnapshot, ServiceSnapshot, Sighting,
 };
 
@@ -233,14 +233,13 @@ impl Aggregate {
             for &(start, errors) in &s.errors {
                 take(&mut sum.errors, start, errors);
             }
-            if s.clean_evaluations > 0 {
-                if let Some(replicas) = sum.clean.get_mut(&s.clean_evaluations) {
+            if s.clean_evaluations > 0
+                && let Some(replicas) = sum.clean.get_mut(&s.clean_evaluations) {
                     *replicas = replicas.saturating_sub(1);
                     if *replicas == 0 {
                         sum.clean.remove(&s.clean_evaluations);
                     }
                 }
-            }
             if sum.holders == 0 || sum.buckets.is_empty() {
                 self.series.remove(&key);
             }
