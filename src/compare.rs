@@ -202,7 +202,7 @@ pub fn run(options: CompareOptions) -> Result<Report, CompareError> {
             "{in_base} drift(s) within the base recording itself (the base is not steady); they are not counted against the head"
         ));
     }
-    let mut events: Vec<DriftEvent> = log.list().iter().filter(|e| e.revision == head_name).cloned().collect();
+    let mut events: Vec<DriftEvent> = log.list().iter().filter(|e| e.revision == head_name).map(|e| (**e).clone()).collect();
     for event in &mut events {
         // The report speaks of the comparison, not of a live incident.
         event.state = EventState::Firing;

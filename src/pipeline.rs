@@ -1,24 +1,31 @@
 //! The event pipeline: where detect meets persist, attribute and alert.
 //!
-//! Detector updates arrive in order. Each is applied to the shared event
-//! log and written to the store; a fired event is attributed to commits in
-//! the background (git work is blocking) and then handed to the alert
-//! outbox, so alerts carry their suspects; a resolution goes to the outbox
-//! at once. A later revision that still shows a firing drift is recorded on
+//! Detector updates arrive in order, through a bounded queue. The
+//! pipeline's task owns the event log: it applies each update, writes it to
+//! the store, and publishes a snapshot for readers (the API, the pages, the
+//! alert dispatcher). A fired event is attributed to commits on a blocking
+//! thread (git work is blocking); the task records the result and hands the
+//! event to the alert outbox, so alerts carry their suspects. A resolution
+//! goes to the outbox at once. Resolved events past `store.event_retention`
+//! are retired hourly. A later revision that still shows a firing drift is recorded on
 //! the same event (`seen_in`) and pages nobody; Alertmanager's periodic
 //! refresh carries the note. In fleet mode an event joins the fleet's event of the same
 //! fingerprint (and takes its id), a resolution leaves it, and the fleet's
 //! store reports what other replicas resolved.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::alert::Dispatcher;
 use crate::attribute::{Attribution, Attributor};
-use crate::detect::event::{Deploy, DriftEvent, EventKind, EventLog, EventState, EventUpdate, Resolution, Severity};
-use crate::detect::{MAX_EVENTS, SharedEventLog};
+use crate::detect::MAX_EVENTS;
+use crate::detect::event::{
+    Deploy, DriftEvent, EventKind, EventLog, EventState, EventUpdate, EventsView, PublishedLog, Resolution, Severity,
+    UpdateSender, update_queue,
+};
 use crate::telemetry::metrics::Metrics;
 use crate::store::EmbeddedStore;
 use crate::fleet::store::{FleetStore, Leave};
@@ -33,31 +40,44 @@ pub struct Downstream {
     pub fleet: Option<Arc<FleetStore>>,
     /// Where attribution (blocking work) hands async work back.
     pub runtime: tokio::runtime::Handle,
+    /// Resolved events older than this are retired from the log and the
+    /// store (`store.event_retention`); `None` keeps them.
+    pub event_retention: Option<Duration>,
 }
 
+/// Fleet notices queued for the pipeline, at most; the fleet sync waits
+/// when the queue is full.
+pub const MAX_QUEUED_NOTICES: usize = 64;
+
+/// The queue of fleet notices, bounded by [`MAX_QUEUED_NOTICES`].
+pub fn notice_queue() -> (mpsc::Sender<FleetNotice>, mpsc::Receiver<FleetNotice>) {
+    mpsc::channel(MAX_QUEUED_NOTICES)
+}
+
+/// How often resolved events past retention are retired.
+const RETIRE_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub struct EventPipeline {
-    pub log: SharedEventLog,
+    view: EventsView,
     task: JoinHandle<()>,
 }
 
 impl EventPipeline {
-    /// An event log holding `events` (as loaded from the store).
-    pub fn log_of(events: Vec<DriftEvent>) -> SharedEventLog {
+    /// An event log holding `events` (as loaded from the store), ready for
+    /// its owner.
+    pub fn log_of(events: Vec<DriftEvent>) -> PublishedLog {
         let mut log = EventLog::new(MAX_EVENTS);
         for event in events {
             log.apply(EventUpdate::Fired(Box::new(event)));
         }
-        Arc::new(std::sync::RwLock::new(log))
+        PublishedLog::new(log)
     }
 
-    /// Starts applying updates to `log`.
-    pub fn start(
-        metrics: Arc<Metrics>,
-        downstream: Downstream,
-        log: SharedEventLog,
-    ) -> (EventPipeline, mpsc::UnboundedSender<EventUpdate>) {
-        let (tx, rx) = mpsc::unbounded_channel::<EventUpdate>();
-        let (_, notices) = mpsc::unbounded_channel();
+    /// Starts applying updates to `log`, which the pipeline's task owns from
+    /// now on.
+    pub fn start(metrics: Arc<Metrics>, downstream: Downstream, log: PublishedLog) -> (EventPipeline, UpdateSender) {
+        let (tx, rx) = update_queue();
+        let (_, notices) = notice_queue();
         (EventPipeline::start_with(metrics, downstream, log, rx, notices), tx)
     }
 
@@ -66,95 +86,57 @@ impl EventPipeline {
     pub fn start_with(
         metrics: Arc<Metrics>,
         downstream: Downstream,
-        log: SharedEventLog,
-        mut updates: mpsc::UnboundedReceiver<EventUpdate>,
-        mut notices: mpsc::UnboundedReceiver<FleetNotice>,
+        mut log: PublishedLog,
+        mut updates: mpsc::Receiver<EventUpdate>,
+        mut notices: mpsc::Receiver<FleetNotice>,
     ) -> EventPipeline {
-        update_gauges(&log, &metrics);
-        let task = {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut attributions = tokio::task::JoinSet::new();
-                let mut notices_open = true;
-                loop {
-                    let update = tokio::select! {
-                        update = updates.recv() => match update {
-                            Some(update) => update,
-                            None => break,
-                        },
-                        notice = notices.recv(), if notices_open => {
-                            match notice {
-                                Some(notice) => apply_notice(&downstream, &log, &metrics, notice),
-                                None => notices_open = false,
-                            }
-                            update_gauges(&log, &metrics);
-                            continue;
-                        }
-                    };
-                    match update {
-                        EventUpdate::Deployed(deploy) => announce(&downstream, *deploy).await,
-                        EventUpdate::Fired(event) => {
-                            let refire = log
-                                .read()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .list()
-                                .iter()
-                                .any(|e| e.fingerprint == event.fingerprint && e.state == EventState::Resolved);
-                            let Some(event) = open(&downstream, &log, &metrics, *event).await else {
-                                continue;
-                            };
-                            if refire {
-                                metrics.drift_refires.with_label_values(&[event.kind.as_str()]).inc();
-                            }
-                            persist(&downstream, &event);
-                            tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
-                                operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
-                                revision = %event.revision, "drift detected");
-                            let severity = if event.severity == Severity::Critical {
-                                "critical"
-                            } else {
-                                "warning"
-                            };
-                            metrics.drift_events.with_label_values(&[event.kind.as_str(), severity]).inc();
-                            let (log, metrics, downstream) = (log.clone(), metrics.clone(), downstream.clone());
-                            attributions.spawn_blocking(move || attribute_and_alert(&downstream, event, &log, &metrics));
-                        }
-                        EventUpdate::SeenIn { id, revision, .. } => {
-                            let Some(event) = carry(&downstream, &log, &id, revision).await else {
-                                continue;
-                            };
-                            persist(&downstream, &event);
-                            share(&downstream, &event);
-                            tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
-                                seen_in = ?event.seen_in, "drift still present in a later revision");
-                        }
-                        EventUpdate::Resolved {
-                            id,
-                            at_unix_nanos,
-                            resolution,
-                        } => {
-                            let resolution = full_resolution(&downstream, &log, &id, resolution).await;
-                            let Some(event) = close(&downstream, &log, &metrics, &id, at_unix_nanos, resolution).await else {
-                                continue;
-                            };
-                            persist(&downstream, &event);
-                            let reason = event.resolution.as_ref().map_or("unknown", |r| r.reason.as_str());
-                            metrics
-                                .drift_resolutions
-                                .with_label_values(&[event.kind.as_str(), reason])
-                                .inc();
-                            tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, reason, "drift resolved");
-                            suspect_gauge(&metrics, &event, false);
-                            alert(&downstream, &event);
+        update_gauges(log.log(), &metrics);
+        let view = log.view();
+        let task = tokio::spawn(async move {
+            let mut attributions: JoinSet<(DriftEvent, Attribution)> = JoinSet::new();
+            let (mut updates_open, mut notices_open) = (true, true);
+            let mut retire = tokio::time::interval(RETIRE_INTERVAL);
+            retire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Until both queues close: the fleet sync, which may still be
+            // sending notices after the shards finished, never waits on a
+            // queue nobody reads.
+            while updates_open || notices_open {
+                tokio::select! {
+                    update = updates.recv(), if updates_open => match update {
+                        Some(update) => apply_update(&downstream, &mut log, &metrics, &mut attributions, update).await,
+                        None => updates_open = false,
+                    },
+                    notice = notices.recv(), if notices_open => match notice {
+                        Some(notice) => apply_notice(&downstream, log.log_mut(), &metrics, notice),
+                        None => notices_open = false,
+                    },
+                    Some(done) = attributions.join_next(), if !attributions.is_empty() => {
+                        if let Ok((event, attribution)) = done {
+                            attributed(&downstream, log.log_mut(), &metrics, event, &attribution);
                         }
                     }
-                    update_gauges(&log, &metrics);
-                    while attributions.try_join_next().is_some() {}
+                    _ = retire.tick(), if downstream.event_retention.is_some() => {
+                        retire_events(&downstream, log.log_mut());
+                    }
                 }
-                while attributions.join_next().await.is_some() {}
-            })
-        };
-        EventPipeline { log, task }
+                update_gauges(log.log(), &metrics);
+                metrics.event_updates_queued.set((updates.max_capacity() - updates.capacity()) as i64);
+                log.publish();
+            }
+            while let Some(done) = attributions.join_next().await {
+                if let Ok((event, attribution)) = done {
+                    attributed(&downstream, log.log_mut(), &metrics, event, &attribution);
+                }
+            }
+            update_gauges(log.log(), &metrics);
+            log.publish();
+        });
+        EventPipeline { view, task }
+    }
+
+    /// What readers see of the events.
+    pub fn view(&self) -> &EventsView {
+        &self.view
     }
 
     /// Waits until every update sent before the senders closed is applied,
@@ -174,12 +156,11 @@ pub enum FleetNotice {
     Resolved(Box<DriftEvent>),
 }
 
-fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, notice: FleetNotice) {
+fn apply_notice(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, notice: FleetNotice) {
     match notice {
         FleetNotice::Events(events) => {
             let mut ended = Vec::new();
             {
-                let mut log = log.write().unwrap_or_else(|e| e.into_inner());
                 for mut event in events {
                     let Some(known) = log.get(&event.id) else {
                         log.upsert(event);
@@ -215,7 +196,7 @@ fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics
         }
         FleetNotice::Resolved(event) => {
             let event = *event;
-            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+            log.upsert(event.clone());
             persist(downstream, &event);
             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved in the fleet");
             suspect_gauge(metrics, &event, false);
@@ -229,12 +210,9 @@ fn apply_notice(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics
 /// the drift alike; it is returned even when another replica's copy was
 /// already known here, so this replica's outbox also holds the alert (the
 /// fleet's store decides who sends it).
-async fn open(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, event: DriftEvent) -> Option<DriftEvent> {
+async fn open(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, event: DriftEvent) -> Option<DriftEvent> {
     let Some(fleet) = &downstream.fleet else {
-        return log
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(EventUpdate::Fired(Box::new(event)));
+        return log.apply(EventUpdate::Fired(Box::new(event)));
     };
     let event = match fleet.open_event(&event).await {
         Ok(fleet_event) => fleet_event,
@@ -244,14 +222,13 @@ async fn open(downstream: &Downstream, log: &SharedEventLog, metrics: &Metrics, 
             event
         }
     };
-    log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+    log.upsert(event.clone());
     Some(event)
 }
 
 /// The id under which the log holds the detector's event `id`: the same,
 /// or in fleet mode the fleet's firing event of its fingerprint.
-fn logged_id(log: &SharedEventLog, id: &str) -> Option<String> {
-    let log = log.read().unwrap_or_else(|e| e.into_inner());
+fn logged_id(log: &EventLog, id: &str) -> Option<String> {
     if log.get(id).is_some() {
         return Some(id.to_owned());
     }
@@ -267,8 +244,7 @@ struct Source {
 }
 
 impl Source {
-    fn of(log: &SharedEventLog, id: &str) -> Option<Source> {
-        let log = log.read().unwrap_or_else(|e| e.into_inner());
+    fn of(log: &EventLog, id: &str) -> Option<Source> {
         let event = log.get(id)?;
         Some(Source {
             service: event.service.clone(),
@@ -293,11 +269,11 @@ async fn full_sha(downstream: &Downstream, source: Source, revision: String) -> 
 }
 
 /// Records that a later revision still shows a firing drift.
-async fn carry(downstream: &Downstream, log: &SharedEventLog, id: &str, revision: String) -> Option<DriftEvent> {
+async fn carry(downstream: &Downstream, log: &mut EventLog, id: &str, revision: String) -> Option<DriftEvent> {
     let logged = logged_id(log, id)?;
     let source = Source::of(log, &logged)?;
     let revision = full_sha(downstream, source, revision).await;
-    log.write().unwrap_or_else(|e| e.into_inner()).apply(EventUpdate::SeenIn {
+    log.apply(EventUpdate::SeenIn {
         id: logged,
         revision,
         at_unix_nanos: 0,
@@ -305,7 +281,7 @@ async fn carry(downstream: &Downstream, log: &SharedEventLog, id: &str, revision
 }
 
 /// The resolution with its revision as a full SHA.
-async fn full_resolution(downstream: &Downstream, log: &SharedEventLog, id: &str, mut resolution: Resolution) -> Resolution {
+async fn full_resolution(downstream: &Downstream, log: &EventLog, id: &str, mut resolution: Resolution) -> Resolution {
     let source = logged_id(log, id).and_then(|id| Source::of(log, &id));
     if let Some(source) = source
         && let Some(revision) = resolution.revision.take()
@@ -319,14 +295,14 @@ async fn full_resolution(downstream: &Downstream, log: &SharedEventLog, id: &str
 /// fleet's event resolves only once no live replica sees it firing.
 async fn close(
     downstream: &Downstream,
-    log: &SharedEventLog,
+    log: &mut EventLog,
     metrics: &Metrics,
     id: &str,
     at: u64,
     resolution: Resolution,
 ) -> Option<DriftEvent> {
     let Some(fleet) = &downstream.fleet else {
-        return log.write().unwrap_or_else(|e| e.into_inner()).apply(EventUpdate::Resolved {
+        return log.apply(EventUpdate::Resolved {
             id: id.to_owned(),
             at_unix_nanos: at,
             resolution,
@@ -334,10 +310,7 @@ async fn close(
     };
     // The detector knows its own id; the log holds the fleet's.
     let fingerprint = crate::detect::event::fingerprint_of(id);
-    let known = {
-        let log = log.read().unwrap_or_else(|e| e.into_inner());
-        log.firing_with_fingerprint(fingerprint).cloned()
-    };
+    let known = log.firing_with_fingerprint(fingerprint).cloned();
     // Not in this replica's view (evicted, or the view is behind): the
     // fleet's store still knows it, and this replica must let go of it.
     let known = match known {
@@ -354,7 +327,7 @@ async fn close(
     event.resolution = Some(resolution);
     match fleet.leave_event(&event).await {
         Ok(Leave::Resolved(event)) => {
-            log.write().unwrap_or_else(|e| e.into_inner()).upsert((*event).clone());
+            log.upsert((*event).clone());
             Some(*event)
         }
         Ok(Leave::StillFiring) => {
@@ -364,7 +337,7 @@ async fn close(
         // Queued here too, so the resolution survives the resolver going
         // away; the fleet's claims send it once.
         Ok(Leave::AlreadyResolved) | Ok(Leave::Unknown) => {
-            log.write().unwrap_or_else(|e| e.into_inner()).upsert(event.clone());
+            log.upsert(event.clone());
             Some(event)
         }
         Err(error) => {
@@ -377,8 +350,7 @@ async fn close(
     }
 }
 
-fn update_gauges(log: &SharedEventLog, metrics: &Metrics) {
-    let log = log.read().unwrap_or_else(|e| e.into_inner());
+fn update_gauges(log: &EventLog, metrics: &Metrics) {
     for kind in EventKind::ALL {
         metrics
             .drifts_firing
@@ -434,25 +406,107 @@ fn alert(downstream: &Downstream, event: &DriftEvent) {
     }
 }
 
-/// Attributes a fired event (when a repository is configured), records the
-/// result, and queues its alerts.
-fn attribute_and_alert(downstream: &Downstream, event: DriftEvent, log: &SharedEventLog, metrics: &Metrics) {
-    let event = match &downstream.attributor {
-        Some(attributor) => {
-            let attribution = attribute(attributor, &event, metrics);
-            let updated = log
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .set_attribution(&event.id, &attribution);
-            let updated = updated.unwrap_or(event);
-            persist(downstream, &updated);
-            share(downstream, &updated);
-            suspect_gauge(metrics, &updated, updated.state == crate::detect::event::EventState::Firing);
-            updated
+/// Applies one detector update.
+async fn apply_update(
+    downstream: &Downstream,
+    log: &mut PublishedLog,
+    metrics: &Arc<Metrics>,
+    attributions: &mut JoinSet<(DriftEvent, Attribution)>,
+    update: EventUpdate,
+) {
+    match update {
+        EventUpdate::Deployed(deploy) => announce(downstream, *deploy).await,
+        EventUpdate::Fired(event) => {
+            let refire = log
+                .log()
+                .list()
+                .iter()
+                .any(|e| e.fingerprint == event.fingerprint && e.state == EventState::Resolved);
+            let Some(event) = open(downstream, log.log_mut(), metrics, *event).await else {
+                return;
+            };
+            if refire {
+                metrics.drift_refires.with_label_values(&[event.kind.as_str()]).inc();
+            }
+            persist(downstream, &event);
+            tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
+                operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
+                revision = %event.revision, "drift detected");
+            let severity = if event.severity == Severity::Critical {
+                "critical"
+            } else {
+                "warning"
+            };
+            metrics.drift_events.with_label_values(&[event.kind.as_str(), severity]).inc();
+            match downstream.attributor.clone() {
+                // Git work is blocking: it runs off the async threads, and
+                // the result comes back to this task (`attributed`).
+                Some(attributor) => {
+                    let metrics = metrics.clone();
+                    attributions.spawn_blocking(move || {
+                        let attribution = attribute(&attributor, &event, &metrics);
+                        (event, attribution)
+                    });
+                }
+                None => alert(downstream, &event),
+            }
         }
-        None => event,
-    };
+        EventUpdate::SeenIn { id, revision, .. } => {
+            let Some(event) = carry(downstream, log.log_mut(), &id, revision).await else {
+                return;
+            };
+            persist(downstream, &event);
+            share(downstream, &event);
+            tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
+                seen_in = ?event.seen_in, "drift still present in a later revision");
+        }
+        EventUpdate::Resolved {
+            id,
+            at_unix_nanos,
+            resolution,
+        } => {
+            let resolution = full_resolution(downstream, log.log(), &id, resolution).await;
+            let Some(event) = close(downstream, log.log_mut(), metrics, &id, at_unix_nanos, resolution).await else {
+                return;
+            };
+            persist(downstream, &event);
+            let reason = event.resolution.as_ref().map_or("unknown", |r| r.reason.as_str());
+            metrics
+                .drift_resolutions
+                .with_label_values(&[event.kind.as_str(), reason])
+                .inc();
+            tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, reason, "drift resolved");
+            suspect_gauge(metrics, &event, false);
+            alert(downstream, &event);
+        }
+    }
+}
+
+/// Records a fired event's attribution (suspects, the note, full SHAs) and
+/// queues its alerts, so they carry the suspects. An event the log no
+/// longer holds is alerted as it fired.
+fn attributed(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, event: DriftEvent, attribution: &Attribution) {
+    let event = log.set_attribution(&event.id, attribution).unwrap_or(event);
+    persist(downstream, &event);
+    share(downstream, &event);
+    suspect_gauge(metrics, &event, event.state == EventState::Firing);
     alert(downstream, &event);
+}
+
+/// Drops resolved events detected longer than `store.event_retention` ago,
+/// from the log and from the store.
+fn retire_events(downstream: &Downstream, log: &mut EventLog) {
+    let Some(retention) = downstream.event_retention else { return };
+    let cutoff = crate::clock::unix_nanos().saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
+    let retired = log.retire_resolved(cutoff);
+    if retired.is_empty() {
+        return;
+    }
+    let Some(store) = &downstream.store else { return };
+    match store.delete_events(&retired) {
+        Ok(()) => tracing::info!(events = retired.len(), "retired resolved events past store.event_retention"),
+        Err(error) => tracing::error!(%error, "cannot delete retired events"),
+    }
 }
 
 /// `driftwatch_suspect_info` for the event's top suspect: set while the

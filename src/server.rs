@@ -18,7 +18,7 @@ use crate::tls::{Alpn, Listener};
 use crate::attribute::Attributor;
 use crate::attribute::classify::Classifier;
 use crate::config::Config;
-use crate::detect::SharedEventLog;
+use crate::detect::event::EventsView;
 use crate::detect::event::{DriftEvent, EventState};
 use crate::expose::admin::{self, AdminState};
 use crate::telemetry::metrics::Metrics;
@@ -129,6 +129,7 @@ impl Server {
             .cloned()
             .collect();
         let log = EventPipeline::log_of(events);
+        let events_view = log.view();
         let attributor = (!config.git.repos.is_empty()).then(|| {
             Arc::new(Attributor::new(
                 &config.git.repos,
@@ -140,7 +141,7 @@ impl Server {
             .external_url
             .clone()
             .unwrap_or_else(|| format!("http://{admin_addr}"));
-        let mut dispatcher = Dispatcher::new(&config.alerts, store.clone(), metrics.clone(), log.clone(), base_url)
+        let mut dispatcher = Dispatcher::new(&config.alerts, store.clone(), metrics.clone(), events_view, base_url)
             .map_err(|e| StartError::Alerts(e.to_string()))?;
         if let Some(fleet) = &fleet {
             dispatcher = dispatcher.with_fleet(fleet.clone(), config.store.fleet_lease);
@@ -150,21 +151,16 @@ impl Server {
         let alerts = tokio::spawn(dispatcher.clone().run(alerts_stopped));
         // Ends with the alert dispatcher, at shutdown.
         tokio::spawn(keep_store_writing(store.clone(), stop_alerts.subscribe()));
-        tokio::spawn(retire_events(
-            log.clone(),
-            store.clone(),
-            config.store.event_retention,
-            stop_alerts.subscribe(),
-        ));
         let downstream = Downstream {
             attributor,
             store: Some(store.clone()),
             dispatcher: Some(dispatcher),
             fleet: fleet.clone(),
             runtime: tokio::runtime::Handle::current(),
+            event_retention: Some(config.store.event_retention),
         };
-        let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (notices, notices_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (updates, updates_rx) = crate::detect::event::update_queue();
+        let (notices, notices_rx) = crate::pipeline::notice_queue();
         let events = EventPipeline::start_with(metrics.clone(), downstream, log, updates_rx, notices_rx);
         let mut snapshots = load_snapshots(&store)?;
         // A replica that lost its local store (a new volume under the same
@@ -293,7 +289,7 @@ impl Server {
                 AdminState {
                     metrics: metrics.clone(),
                     ready: ready.clone(),
-                    events: events.log.clone(),
+                    events: events.view().clone(),
                     store: Some(store.clone()),
                     fleet: fleet.clone(),
                     coverage,
@@ -350,8 +346,8 @@ impl Server {
     }
 
     /// The drift events raised so far.
-    pub fn events(&self) -> &SharedEventLog {
-        &self.events.log
+    pub fn events(&self) -> &EventsView {
+        self.events.view()
     }
 
     /// Serves until `signal` completes, then shuts down gracefully.
@@ -455,30 +451,6 @@ async fn keep_store_writing(store: Arc<EmbeddedStore>, mut stop: watch::Receiver
         if health.error.is_some() || health.pending > 0 {
             let store = store.clone();
             let _ = tokio::task::spawn_blocking(move || store.recover()).await;
-        }
-    }
-}
-
-/// Deletes resolved events older than `retention`, hourly, until `stop`.
-async fn retire_events(
-    log: SharedEventLog,
-    store: Arc<EmbeddedStore>,
-    retention: std::time::Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let now = crate::clock::unix_nanos();
-        let cutoff = now.saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
-        let retired = log.write().unwrap_or_else(|e| e.into_inner()).retire_resolved(cutoff);
-        if !retired.is_empty() {
-            match store.delete_events(&retired) {
-                Ok(()) => tracing::info!(events = retired.len(), "retired resolved events past store.event_retention"),
-                Err(error) => tracing::error!(%error, "cannot delete retired events"),
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-            _ = stop.changed() => return,
         }
     }
 }

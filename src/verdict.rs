@@ -157,7 +157,12 @@ fn describe(event: &DriftEvent) -> String {
 }
 
 /// Decides, from what the analysis saw of the service and the events.
-pub fn decide(request: &Request, rules: &Rules, coverage: Option<&ServiceCoverage>, events: &[DriftEvent]) -> Verdict {
+pub fn decide<'a>(
+    request: &Request,
+    rules: &Rules,
+    coverage: Option<&ServiceCoverage>,
+    events: impl IntoIterator<Item = &'a DriftEvent>,
+) -> Verdict {
     let in_revision = |e: &&DriftEvent| {
         e.service == request.service
             && request.environment.as_ref().is_none_or(|env| e.environment.as_ref() == Some(env))
@@ -165,7 +170,7 @@ pub fn decide(request: &Request, rules: &Rules, coverage: Option<&ServiceCoverag
             && (revision_matches(&request.revision, &e.revision)
                 || e.seen_in.iter().any(|r| revision_matches(&request.revision, r)))
     };
-    let firing: Vec<DriftEvent> = events.iter().filter(in_revision).cloned().collect();
+    let firing: Vec<DriftEvent> = events.into_iter().filter(in_revision).cloned().collect();
     let revision: Option<&RevisionCoverage> = coverage.and_then(|c| {
         c.revisions
             .iter()

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::text::error_chain;
 use crate::config::{AlertsConfig, Route};
-use crate::detect::SharedEventLog;
+use crate::detect::event::EventsView;
 use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState, fingerprint};
 use crate::telemetry::metrics::Metrics;
 use crate::extract::ServiceKey;
@@ -178,13 +178,17 @@ enum Delivery {
     },
 }
 
+/// Longest the dispatcher goes without reading the outbox: a safety net for
+/// entries it was not told about (written back by a store that recovered).
+const IDLE_SCAN: Duration = Duration::from_secs(5);
+
 pub struct Dispatcher {
     store: Arc<EmbeddedStore>,
     sinks: Vec<Sink>,
     config: AlertsConfig,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
-    events: SharedEventLog,
+    events: EventsView,
     base_url: String,
     in_flight: Mutex<HashSet<u64>>,
     limits: HashMap<String, Arc<Semaphore>>,
@@ -199,7 +203,7 @@ impl Dispatcher {
         config: &AlertsConfig,
         store: Arc<EmbeddedStore>,
         metrics: Arc<Metrics>,
-        events: SharedEventLog,
+        events: EventsView,
         base_url: String,
     ) -> Result<Dispatcher, reqwest::Error> {
         let client = crate::tls::http_client()
@@ -292,7 +296,10 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers until `stop` turns true.
+    /// Delivers until `stop` turns true. The outbox is read when something
+    /// changed (an alert was queued, a delivery settled) or when the next
+    /// entry falls due, not on a fixed beat; at most [`IDLE_SCAN`] passes
+    /// without a read.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut last_refresh = tokio::time::Instant::now();
         self.update_pending();
@@ -304,13 +311,25 @@ impl Dispatcher {
                 last_refresh = tokio::time::Instant::now();
                 self.refresh_alertmanager();
             }
-            match self.store.outbox() {
-                Ok(entries) => self.dispatch_due(entries),
-                Err(error) => tracing::error!(%error, "cannot read the alert outbox"),
-            }
+            // A read of the whole outbox: off the async threads.
+            let store = self.store.clone();
+            let next_due = match tokio::task::spawn_blocking(move || store.outbox()).await {
+                Ok(Ok(entries)) => self.dispatch_due(entries),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "cannot read the alert outbox");
+                    None
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the alert outbox read failed");
+                    None
+                }
+            };
+            let until_due = next_due.map_or(IDLE_SCAN, |due| Duration::from_millis(due.saturating_sub(now_ms())));
+            let until_refresh = self.config.repeat_interval.saturating_sub(last_refresh.elapsed());
+            let wait = until_due.min(until_refresh).min(IDLE_SCAN).max(Duration::from_millis(1));
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -320,8 +339,8 @@ impl Dispatcher {
     /// are not repeated.
     fn refresh_alertmanager(&self) {
         let firing: Vec<DriftEvent> = {
-            let log = self.events.read().unwrap_or_else(|e| e.into_inner());
-            log.list().iter().filter(|e| e.state == EventState::Firing).cloned().collect()
+            let log = self.events.current();
+            log.list().iter().filter(|e| e.state == EventState::Firing).map(|e| (**e).clone()).collect()
         };
         let round = now_ms() / (self.config.repeat_interval.as_millis() as u64).max(1) + 1;
         for event in firing {
@@ -331,8 +350,14 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) {
+    /// Starts delivering the groups that are due; returns when the next of
+    /// the others falls due (a group's wait ends, a retry's backoff ends).
+    /// Groups waiting for a sink's concurrency slot are woken when a
+    /// delivery settles.
+    fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) -> Option<u64> {
         let now = now_ms();
+        let mut next_due: Option<u64> = None;
+        let mut due_at = |at: u64| next_due = Some(next_due.map_or(at, |n| n.min(at)));
         let group_wait = self.config.group_wait.as_millis() as u64;
         let mut groups: HashMap<GroupKey, Vec<OutboxEntry>> = HashMap::new();
         {
@@ -345,9 +370,14 @@ impl Dispatcher {
             let oldest = group.iter().map(|e| e.created_at_ms).min().unwrap_or(now);
             let fresh = group.iter().all(|e| e.attempts == 0);
             if fresh && oldest + group_wait > now {
+                due_at(oldest + group_wait);
                 continue;
             }
-            let due: Vec<OutboxEntry> = group.into_iter().filter(|e| e.next_attempt_ms <= now).collect();
+            let (due, later): (Vec<OutboxEntry>, Vec<OutboxEntry>) =
+                group.into_iter().partition(|e| e.next_attempt_ms <= now);
+            if let Some(at) = later.iter().map(|e| e.next_attempt_ms).min() {
+                due_at(at);
+            }
             if due.is_empty() {
                 continue;
             }
@@ -378,6 +408,7 @@ impl Dispatcher {
                 drop(permit);
             });
         }
+        next_due
     }
 
     /// In fleet mode, claims the entries in the database and keeps those
@@ -594,7 +625,7 @@ impl Dispatcher {
     }
 
     fn group_still_firing(&self, event: &DriftEvent) -> bool {
-        let log = self.events.read().unwrap_or_else(|e| e.into_inner());
+        let log = self.events.current();
         log.list().iter().any(|e| {
             e.state == EventState::Firing
                 && e.service == event.service
@@ -671,11 +702,16 @@ impl Dispatcher {
         self.release(entries);
     }
 
+    /// Lets settled entries be dispatched again, and wakes the dispatcher:
+    /// a sink's concurrency slot or a retry time may have freed up.
     fn release(&self, entries: &[OutboxEntry]) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        for entry in entries {
-            in_flight.remove(&entry.id);
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for entry in entries {
+                in_flight.remove(&entry.id);
+            }
         }
+        self.wake.notify_one();
     }
 
     /// Exponential backoff with ±50% jitter, capped.

@@ -73,6 +73,12 @@ pub trait ShardObserver: Send + 'static {
     /// Called once the queue has closed and every batch was observed.
     fn finish(&mut self) {}
 
+    /// Hands on what `observe`, `tick` or `finish` raised, waiting while
+    /// the consumer's queue is full.
+    fn hand_on(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     /// What the shard saw of `service`'s revisions, when asked.
     fn coverage(&self, _service: &str, _environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
         None
@@ -84,7 +90,7 @@ pub trait ShardObserver: Send + 'static {
 pub struct LiveShard {
     analysis: ShardAnalysis,
     metrics: Arc<Metrics>,
-    updates: mpsc::UnboundedSender<EventUpdate>,
+    updates: crate::detect::event::UpdateSender,
     scratch: Vec<EventUpdate>,
     persistence: Option<Persistence>,
     /// Folded-span totals already exported, per service.
@@ -146,7 +152,7 @@ type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collec
 const MAX_DURATION_SERIES: usize = 20_000;
 
 impl LiveShard {
-    pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: mpsc::UnboundedSender<EventUpdate>) -> LiveShard {
+    pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: crate::detect::event::UpdateSender) -> LiveShard {
         LiveShard {
             analysis: ShardAnalysis::new(settings),
             metrics,
@@ -380,7 +386,6 @@ impl ShardObserver for LiveShard {
                 .with_label_values(&["max_services"])
                 .inc_by(outcome.over_service_limit);
         }
-        self.flush_updates();
     }
 
     fn tick(&mut self, elapsed: std::time::Duration) {
@@ -390,7 +395,6 @@ impl ShardObserver for LiveShard {
             }
         }
         self.analysis.tick(elapsed, &mut self.scratch);
-        self.flush_updates();
         self.since_peer_series_export += elapsed;
         if self.since_peer_series_export >= PEER_SERIES_EXPORT_INTERVAL {
             self.since_peer_series_export = std::time::Duration::ZERO;
@@ -408,6 +412,21 @@ impl ShardObserver for LiveShard {
 
     fn finish(&mut self) {
         self.flush();
+    }
+
+    async fn hand_on(&mut self) {
+        let (updates, metrics) = (&self.updates, &self.metrics);
+        for update in self.scratch.drain(..) {
+            let update = match updates.try_send(update) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Full(update)) => update,
+                // The pipeline lives as long as the process; a send fails
+                // only during shutdown, when nobody reads events any more.
+                Err(mpsc::error::TrySendError::Closed(_)) => continue,
+            };
+            metrics.event_updates_waited.inc();
+            let _ = updates.send(update).await;
+        }
     }
 
     fn coverage(&self, service: &str, environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
@@ -453,16 +472,6 @@ impl Persistence {
     pub fn with_fleet(mut self, link: ShardLink) -> Persistence {
         self.fleet = Some(link);
         self
-    }
-}
-
-impl LiveShard {
-    fn flush_updates(&mut self) {
-        for update in self.scratch.drain(..) {
-            // The receiver lives as long as the process; a send fails only
-            // during shutdown, when nobody reads events any more.
-            let _ = self.updates.send(update);
-        }
     }
 }
 
@@ -650,6 +659,7 @@ async fn run_shard<O: ShardObserver>(
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 observer.observe(&batch);
+                observer.hand_on().await;
                 let bytes = batch_bytes(&batch);
                 queued.fetch_sub(batch.len(), Ordering::AcqRel);
                 queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -658,6 +668,7 @@ async fn run_shard<O: ShardObserver>(
             }
             now = ticker.tick() => {
                 observer.tick(now - last_tick);
+                observer.hand_on().await;
                 last_tick = now;
             }
             Some(query) = questions.recv() => {
@@ -666,6 +677,7 @@ async fn run_shard<O: ShardObserver>(
         }
     }
     observer.finish();
+    observer.hand_on().await;
 }
 
 #[cfg(test)]
@@ -676,6 +688,36 @@ mod tests {
     struct Idle;
     impl ShardObserver for Idle {
         fn observe(&mut self, _facts: &[SpanFact]) {}
+    }
+
+    #[tokio::test]
+    async fn a_full_update_queue_makes_the_shard_wait_and_loses_nothing() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, mut rx) = mpsc::channel(1);
+        let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
+        let mut shard = LiveShard::new(settings, metrics.clone(), tx);
+        shard.scratch.extend((0..3).map(|i| EventUpdate::SeenIn {
+            id: format!("e{i}"),
+            revision: "r2".into(),
+            at_unix_nanos: 0,
+        }));
+        let handing_on = tokio::spawn(async move {
+            shard.hand_on().await;
+            shard
+        });
+        tokio::task::yield_now().await;
+        assert!(!handing_on.is_finished(), "the shard waits while the queue is full");
+        let mut ids = Vec::new();
+        while ids.len() < 3 {
+            match rx.recv().await {
+                Some(EventUpdate::SeenIn { id, .. }) => ids.push(id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let shard = handing_on.await.expect("no panic");
+        assert_eq!(ids, ["e0", "e1", "e2"], "in order, none dropped");
+        assert!(shard.scratch.is_empty());
+        assert!(metrics.event_updates_waited.get() >= 1, "the wait is counted");
     }
 
     fn fact(service: &str, with_code: bool) -> SpanFact {

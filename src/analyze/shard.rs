@@ -377,7 +377,7 @@ mod tests {
                 }
             }
         }
-        log.list().iter().map(|e| serde_json::to_value(e).expect("json")).collect()
+        log.list().iter().map(|e| serde_json::to_value(&**e).expect("json")).collect()
     }
 
     #[test]

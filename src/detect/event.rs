@@ -2,10 +2,11 @@
 //! `/api/v1/events` and sent to alert sinks, and the in-memory log that
 //! keeps them.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
 
 pub use super::kind::{EventKind, Severity};
 pub use super::stats::Distribution;
@@ -454,12 +455,29 @@ pub enum EventUpdate {
     },
 }
 
+/// Detector updates queued for the event pipeline, at most. A shard that
+/// finds the queue full waits (counted in
+/// `driftwatch_event_updates_waited_total`), so no update is dropped: the
+/// analysis queue behind it fills, and the receivers answer with a
+/// retryable status.
+pub const MAX_QUEUED_UPDATES: usize = 4096;
+
+/// Where the shards send detector updates.
+pub type UpdateSender = mpsc::Sender<EventUpdate>;
+
+/// The queue of detector updates, bounded by [`MAX_QUEUED_UPDATES`].
+pub fn update_queue() -> (UpdateSender, mpsc::Receiver<EventUpdate>) {
+    mpsc::channel(MAX_QUEUED_UPDATES)
+}
+
 /// All events, newest first by detection time; bounded (resolved events are
-/// dropped first when full).
-#[derive(Default)]
+/// dropped first when full). Events are shared (`Arc`): a snapshot for
+/// readers costs a pointer per event, and a change copies only the event it
+/// changes. Lookups by id scan the log, which holds at most `MAX_EVENTS`
+/// and changes only when drifts do.
+#[derive(Debug, Clone, Default)]
 pub struct EventLog {
-    events: Vec<DriftEvent>,
-    index: HashMap<String, usize>,
+    events: Vec<Arc<DriftEvent>>,
     max_events: usize,
 }
 
@@ -467,7 +485,6 @@ impl EventLog {
     pub fn new(max_events: usize) -> EventLog {
         EventLog {
             events: Vec::new(),
-            index: HashMap::new(),
             max_events: max_events.max(1),
         }
     }
@@ -478,23 +495,23 @@ impl EventLog {
         match update {
             EventUpdate::Deployed(_) => None,
             EventUpdate::Fired(event) => {
-                if self.index.contains_key(&event.id) {
+                if self.position(&event.id).is_some() {
                     return None;
                 }
                 if self.events.len() >= self.max_events {
                     self.evict();
                 }
                 let event = *event;
-                self.events.push(event.clone());
-                self.reindex();
+                self.insert(event.clone());
                 Some(event)
             }
             EventUpdate::SeenIn { id, revision, .. } => {
-                let &i = self.index.get(&id)?;
-                let event = &mut self.events[i];
-                if event.state != EventState::Firing || event.revision == revision || event.seen_in.contains(&revision) {
+                let i = self.position(&id)?;
+                let known = &self.events[i];
+                if known.state != EventState::Firing || known.revision == revision || known.seen_in.contains(&revision) {
                     return None;
                 }
+                let event = Arc::make_mut(&mut self.events[i]);
                 event.seen_in.push(revision);
                 Some(event.clone())
             }
@@ -503,11 +520,11 @@ impl EventLog {
                 at_unix_nanos,
                 resolution,
             } => {
-                let &i = self.index.get(&id)?;
-                let event = &mut self.events[i];
-                if event.state != EventState::Firing {
+                let i = self.position(&id)?;
+                if self.events[i].state != EventState::Firing {
                     return None;
                 }
+                let event = Arc::make_mut(&mut self.events[i]);
                 event.state = EventState::Resolved;
                 event.resolved_at = Some(rfc3339(at_unix_nanos));
                 event.resolution = Some(resolution);
@@ -519,10 +536,13 @@ impl EventLog {
     /// Inserts `event`, or replaces the event with its id (the fleet's
     /// version of an event wins over this replica's).
     pub fn upsert(&mut self, event: DriftEvent) {
-        match self.index.get(&event.id) {
-            Some(&i) => {
-                self.events[i] = event;
-                self.reindex();
+        match self.position(&event.id) {
+            Some(i) if self.events[i].detected_unix_nanos == event.detected_unix_nanos => {
+                self.events[i] = Arc::new(event);
+            }
+            Some(i) => {
+                self.events.remove(i);
+                self.insert(event);
             }
             None => {
                 self.apply(EventUpdate::Fired(Box::new(event)));
@@ -534,14 +554,15 @@ impl EventLog {
     pub fn firing_with_fingerprint(&self, fingerprint: &str) -> Option<&DriftEvent> {
         self.events
             .iter()
+            .map(|e| &**e)
             .find(|e| e.state == EventState::Firing && e.fingerprint == fingerprint)
     }
 
     /// Records attribution: suspects, the note, and the revisions as full
     /// SHAs where the repository resolved them.
     pub fn set_attribution(&mut self, id: &str, attribution: &Attribution) -> Option<DriftEvent> {
-        let &i = self.index.get(id)?;
-        let event = &mut self.events[i];
+        let i = self.position(id)?;
+        let event = Arc::make_mut(&mut self.events[i]);
         event.suspects = attribution.suspects.clone();
         event.owners = attribution.owners.clone();
         event.attribution = attribution.note.clone().or(event.attribution.take());
@@ -557,17 +578,26 @@ impl EventLog {
     /// Drops resolved events detected before `cutoff_unix_nanos`; returns
     /// their ids.
     pub fn retire_resolved(&mut self, cutoff_unix_nanos: u64) -> Vec<String> {
-        let retired: Vec<String> = self
-            .events
-            .iter()
-            .filter(|e| e.state == EventState::Resolved && e.detected_unix_nanos < cutoff_unix_nanos)
-            .map(|e| e.id.clone())
-            .collect();
-        if !retired.is_empty() {
-            self.events.retain(|e| !retired.contains(&e.id));
-            self.reindex();
+        let retired = |e: &DriftEvent| e.state == EventState::Resolved && e.detected_unix_nanos < cutoff_unix_nanos;
+        let ids: Vec<String> = self.events.iter().filter(|e| retired(e)).map(|e| e.id.clone()).collect();
+        if !ids.is_empty() {
+            self.events.retain(|e| !retired(e));
         }
-        retired
+        ids
+    }
+
+    fn position(&self, id: &str) -> Option<usize> {
+        self.events.iter().position(|e| e.id == id)
+    }
+
+    /// Newest first: by detection time, then by id.
+    fn insert(&mut self, event: DriftEvent) {
+        use std::cmp::Reverse;
+        let new = (Reverse(event.detected_unix_nanos), event.id.as_str());
+        let at = self
+            .events
+            .partition_point(|e| (Reverse(e.detected_unix_nanos), e.id.as_str()) < new);
+        self.events.insert(at, Arc::new(event));
     }
 
     fn evict(&mut self) {
@@ -582,22 +612,19 @@ impl EventLog {
         }
     }
 
-    fn reindex(&mut self) {
-        self.events.sort_by(|a, b| {
-            b.detected_unix_nanos
-                .cmp(&a.detected_unix_nanos)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        self.index = self.events.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
-    }
-
     /// Newest first.
-    pub fn list(&self) -> &[DriftEvent] {
+    pub fn list(&self) -> &[Arc<DriftEvent>] {
         &self.events
     }
 
+    /// The events, newest first, as owned records (for tools that replay
+    /// traffic into a log of their own).
+    pub fn into_events(self) -> Vec<DriftEvent> {
+        self.events.into_iter().map(Arc::unwrap_or_clone).collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<&DriftEvent> {
-        self.index.get(id).map(|&i| &self.events[i])
+        self.position(id).map(|i| &*self.events[i])
     }
 
     /// Firing events by kind.
@@ -606,6 +633,61 @@ impl EventLog {
             .iter()
             .filter(|e| e.kind == kind && e.state == EventState::Firing)
             .count()
+    }
+}
+
+/// What readers (the API, the pages, the alert dispatcher) see of the event
+/// log: the snapshot its owner last published. Taking it never waits on
+/// the owner, and the owner never waits on a reader.
+#[derive(Debug, Clone)]
+pub struct EventsView(watch::Receiver<Arc<EventLog>>);
+
+impl EventsView {
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<EventLog> {
+        self.0.borrow().clone()
+    }
+
+    /// A view of a log nobody changes (tools and tests).
+    pub fn fixed(log: EventLog) -> EventsView {
+        PublishedLog::new(log).view()
+    }
+}
+
+/// The event log with the channel its readers watch: its one owner (the
+/// event pipeline's task) changes the log and publishes a snapshot.
+pub struct PublishedLog {
+    log: EventLog,
+    tx: watch::Sender<Arc<EventLog>>,
+    /// The log changed since the last snapshot.
+    dirty: bool,
+}
+
+impl PublishedLog {
+    pub fn new(log: EventLog) -> PublishedLog {
+        let (tx, _) = watch::channel(Arc::new(log.clone()));
+        PublishedLog { log, tx, dirty: false }
+    }
+
+    pub fn view(&self) -> EventsView {
+        EventsView(self.tx.subscribe())
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// The log, to change; readers see the change at the next [`publish`](Self::publish).
+    pub fn log_mut(&mut self) -> &mut EventLog {
+        self.dirty = true;
+        &mut self.log
+    }
+
+    /// Hands readers a snapshot of the log, if it changed.
+    pub fn publish(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.tx.send_replace(Arc::new(self.log.clone()));
+        }
     }
 }
 
@@ -699,6 +781,43 @@ mod tests {
     fn an_event_id_names_its_fingerprint() {
         let fp = fingerprint(&ServiceKey::new("checkout", None), EventKind::LatencyRegression, "POST /pay", "abc");
         assert_eq!(fingerprint_of(&event_id(&fp, 1_700_000_000_000_000_000)), fp);
+    }
+
+    #[test]
+    fn readers_see_a_snapshot_until_the_owner_publishes() {
+        let mut published = PublishedLog::new(EventLog::new(10));
+        let view = published.view();
+        published.log_mut().apply(EventUpdate::Fired(Box::new(event("a", 1))));
+        assert!(view.current().get("a").is_none(), "not before it is published");
+        published.publish();
+        let before = view.current();
+        assert_eq!(before.get("a").map(|e| e.state), Some(EventState::Firing));
+        published.log_mut().apply(EventUpdate::Resolved {
+            id: "a".into(),
+            at_unix_nanos: 2,
+            resolution: Resolution {
+                reason: ResolutionReason::Fixed,
+                revision: None,
+            },
+        });
+        published.publish();
+        assert_eq!(before.get("a").map(|e| e.state), Some(EventState::Firing), "a snapshot never changes");
+        assert_eq!(view.current().get("a").map(|e| e.state), Some(EventState::Resolved));
+    }
+
+    #[test]
+    fn the_log_stays_ordered_newest_first_whatever_the_arrival_order() {
+        let mut log = EventLog::new(10);
+        for (id, at) in [("b", 5), ("a", 9), ("c", 5), ("d", 1)] {
+            log.apply(EventUpdate::Fired(Box::new(event(id, at))));
+        }
+        let ids: Vec<&str> = log.list().iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        let mut moved = (*log.list()[3]).clone();
+        moved.detected_unix_nanos = 7;
+        log.upsert(moved);
+        let ids: Vec<&str> = log.list().iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "d", "b", "c"], "a replaced event takes its new place");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Detect: the drift detectors and the events they raise.
 //!
 //! Detectors run inside the analysis shards (see `analyze::service`); their
-//! updates flow through `crate::pipeline` into the shared [`EventLog`] that
-//! the API, the metrics and the alerting read.
+//! updates flow through `crate::pipeline`, whose task owns the
+//! [`event::EventLog`]; the API, the pages and the alerting read the
+//! snapshots it publishes ([`event::EventsView`]).
 
 pub mod dependency;
 pub mod details;
@@ -15,10 +16,6 @@ pub mod latency;
 pub mod outbound;
 pub mod repeats;
 pub mod stats;
-
-use std::sync::{Arc, RwLock};
-
-use event::EventLog;
 
 /// A duration in nanoseconds of event time, saturating (durations come
 /// from the configuration, which allows any).
@@ -138,6 +135,3 @@ pub fn carriers(
 
 /// Events kept in memory for the API.
 pub const MAX_EVENTS: usize = 10_000;
-
-/// The shared, readable record of events.
-pub type SharedEventLog = Arc<RwLock<EventLog>>;

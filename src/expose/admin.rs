@@ -17,14 +17,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::telemetry::metrics::Metrics;
-use crate::detect::SharedEventLog;
+use crate::detect::event::EventsView;
 
 /// State shared by the admin routes.
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    pub events: SharedEventLog,
+    pub events: EventsView,
     /// The embedded store, whose health `/readyz` and `/metrics` report.
     pub store: Option<Arc<crate::store::EmbeddedStore>>,
     /// The fleet's store, whose health `/readyz` and `/metrics` report.

@@ -13,7 +13,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::coverage::CoverageBoard;
-use crate::detect::SharedEventLog;
+use crate::detect::event::EventsView;
 use crate::detect::event::{DriftEvent, EventKind, EventState, Severity};
 use crate::verdict::{Outcome, Request, Rules, revision_matches};
 
@@ -21,7 +21,7 @@ use crate::verdict::{Outcome, Request, Rules, revision_matches};
 /// verdict.
 #[derive(Clone)]
 pub struct ApiState {
-    pub events: SharedEventLog,
+    pub events: EventsView,
     pub coverage: CoverageBoard,
     pub rules: Rules,
 }
@@ -145,10 +145,11 @@ async fn list_events(State(state): State<ApiState>, Query(params): Params) -> Re
         Ok(filter) => filter,
         Err(message) => return bad_request(message),
     };
-    let log = state.events.read().unwrap_or_else(|e| e.into_inner());
+    let log = state.events.current();
     let events: Vec<&DriftEvent> = log
         .list()
         .iter()
+        .map(|e| &**e)
         .filter(|e| filter.keeps(e))
         .take(filter.limit.unwrap_or(usize::MAX))
         .collect();
@@ -156,7 +157,7 @@ async fn list_events(State(state): State<ApiState>, Query(params): Params) -> Re
 }
 
 async fn get_event(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    let log = state.events.read().unwrap_or_else(|e| e.into_inner());
+    let log = state.events.current();
     match log.get(&id) {
         Some(event) => Json(event).into_response(),
         None => (
@@ -222,8 +223,8 @@ async fn verdict(State(state): State<ApiState>, Query(params): Params) -> Respon
         }
     }
     let verdict = {
-        let log = state.events.read().unwrap_or_else(|e| e.into_inner());
-        crate::verdict::decide(&request, &state.rules, coverage.as_ref(), log.list())
+        let log = state.events.current();
+        crate::verdict::decide(&request, &state.rules, coverage.as_ref(), log.list().iter().map(|e| &**e))
     };
     // Argo Rollouts' web provider reads the JSON of any 200; Flagger's
     // webhooks read the status code, with `status_codes=true`.

@@ -13,11 +13,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::detect::SharedEventLog;
+use crate::detect::event::EventsView;
 use crate::detect::event::{Distribution, DriftEvent, EventKind, EventState, Severity};
 use crate::detect::details::CallsSummary;
 
-pub fn router(events: SharedEventLog) -> Router {
+pub fn router(events: EventsView) -> Router {
     Router::new()
         .route("/ui", get(list))
         .route("/ui/events/{id}", get(incident))
@@ -77,8 +77,8 @@ fn subject(event: &DriftEvent) -> String {
     }
 }
 
-async fn list(State(events): State<SharedEventLog>) -> Response {
-    let log = events.read().unwrap_or_else(|e| e.into_inner());
+async fn list(State(events): State<EventsView>) -> Response {
+    let log = events.current();
     let mut body = String::from("<h1>driftwatch: drift events</h1>");
     if log.list().is_empty() {
         body.push_str("<p class=\"muted\">No drift detected yet.</p>");
@@ -105,8 +105,8 @@ async fn list(State(events): State<SharedEventLog>) -> Response {
     page("driftwatch events", &body)
 }
 
-async fn incident(State(events): State<SharedEventLog>, Path(id): Path<String>) -> Response {
-    let event = events.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+async fn incident(State(events): State<EventsView>, Path(id): Path<String>) -> Response {
+    let event = events.current().get(&id).cloned();
     let Some(event) = event else {
         let body = format!(
             "<h1>No such event</h1><p>No event with id <code>{}</code>. <a href=\"/ui\">All events</a></p>",

@@ -34,7 +34,7 @@ pub struct FleetSync {
     layout: WindowLayout,
     shards: Vec<std::sync::mpsc::Sender<Vec<Arc<FleetBaseline>>>>,
     published: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    notices: mpsc::UnboundedSender<FleetNotice>,
+    notices: mpsc::Sender<FleetNotice>,
     metrics: Arc<Metrics>,
     interval: Duration,
     lease: Duration,
@@ -67,7 +67,7 @@ impl FleetSync {
         store: Arc<FleetStore>,
         layout: WindowLayout,
         shards: usize,
-        notices: mpsc::UnboundedSender<FleetNotice>,
+        notices: mpsc::Sender<FleetNotice>,
         metrics: Arc<Metrics>,
         config: &crate::config::StoreConfig,
     ) -> (FleetSync, Vec<ShardLink>) {
@@ -271,7 +271,7 @@ impl FleetSync {
         match self.store.sweep(&now).await {
             Ok(resolved) => {
                 for event in resolved {
-                    let _ = self.notices.send(FleetNotice::Resolved(Box::new(event)));
+                    let _ = self.notices.send(FleetNotice::Resolved(Box::new(event))).await;
                 }
             }
             Err(error) => {
@@ -293,7 +293,7 @@ impl FleetSync {
                     self.events_seen = latest.into_iter().chain(self.events_seen).reduce(f64::max);
                 }
                 if !events.is_empty() {
-                    let _ = self.notices.send(FleetNotice::Events(events));
+                    let _ = self.notices.send(FleetNotice::Events(events)).await;
                 }
             }
             Err(error) => {

@@ -10,8 +10,9 @@
 //! as the Collector's Prometheus exporters spell them; the environment is
 //! empty (so absent to Prometheus) when the spans name none.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -52,6 +53,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub analysis_queue_spans: IntGauge,
     pub analysis_queue_bytes: IntGauge,
+    /// Detector updates waiting for the event pipeline.
+    pub event_updates_queued: IntGauge,
+    /// Times a shard waited because the event pipeline's queue was full.
+    pub event_updates_waited: IntCounter,
     pub spans_analyzed: IntCounterVec,
     pub spans_not_analyzed: IntCounterVec,
     pub drifts_firing: IntGaugeVec,
@@ -90,8 +95,8 @@ pub struct Metrics {
     pub forward_queue_bytes: IntGauge,
     pub recorded: IntCounterVec,
     pub other_signals: IntCounterVec,
-    services_seen: Mutex<HashSet<String>>,
-    environments_seen: Mutex<HashSet<String>>,
+    services_seen: LabelSet,
+    environments_seen: LabelSet,
 }
 
 impl Metrics {
@@ -151,6 +156,16 @@ impl Metrics {
         .expect("valid metric");
         let analysis_queue_spans =
             IntGauge::new("driftwatch_analysis_queue_spans", "Spans accepted and waiting for analysis.").expect("valid metric");
+        let event_updates_queued = IntGauge::new(
+            "driftwatch_event_updates_queued",
+            "Detector updates (fired, carried, resolved drifts) waiting for the event pipeline.",
+        )
+        .expect("valid metric");
+        let event_updates_waited = IntCounter::new(
+            "driftwatch_event_updates_waited_total",
+            "Times an analysis shard waited because the event pipeline's queue was full (nothing is dropped).",
+        )
+        .expect("valid metric");
         let analysis_queue_bytes = IntGauge::new(
             "driftwatch_analysis_queue_bytes",
             "Bytes held by spans waiting for analysis, their interned strings aside.",
@@ -426,6 +441,8 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(analysis_queue_spans.clone()),
             Box::new(analysis_queue_bytes.clone()),
+            Box::new(event_updates_queued.clone()),
+            Box::new(event_updates_waited.clone()),
             Box::new(spans_analyzed.clone()),
             Box::new(spans_not_analyzed.clone()),
             Box::new(drifts_firing.clone()),
@@ -502,6 +519,8 @@ impl Metrics {
             request_duration,
             analysis_queue_spans,
             analysis_queue_bytes,
+            event_updates_queued,
+            event_updates_waited,
             spans_analyzed,
             spans_not_analyzed,
             drifts_firing,
@@ -538,8 +557,8 @@ impl Metrics {
             suspect_info,
             forward_requests,
             forward_queue_bytes,
-            services_seen: Mutex::new(HashSet::new()),
-            environments_seen: Mutex::new(HashSet::new()),
+            services_seen: LabelSet::new(MAX_SERVICE_LABELS),
+            environments_seen: LabelSet::new(MAX_ENVIRONMENT_LABELS),
         }
     }
 
@@ -552,7 +571,7 @@ impl Metrics {
     /// [`MAX_LABEL_BYTES`], and past [`MAX_SERVICE_LABELS`] distinct names
     /// folded into [`OTHER_LABEL`].
     pub fn service_label<'a>(&self, service: &'a str) -> &'a str {
-        bounded(&self.services_seen, MAX_SERVICE_LABELS, service)
+        self.services_seen.admit(label_value(service))
     }
 
     /// The `service_name` and `deployment_environment_name` label values of
@@ -564,7 +583,7 @@ impl Metrics {
     /// [`Metrics::service_labels`] of a service named by strings (an event's).
     pub fn labels_of<'a>(&self, service: &'a str, environment: Option<&'a str>) -> [&'a str; 2] {
         let environment = match environment {
-            Some(environment) => bounded(&self.environments_seen, MAX_ENVIRONMENT_LABELS, environment),
+            Some(environment) => self.environments_seen.admit(label_value(environment)),
             None => "",
         };
         [self.service_label(service), environment]
@@ -579,19 +598,52 @@ impl Metrics {
     }
 }
 
-/// `value` as a label value, or [`OTHER_LABEL`] once `seen` holds `max`
-/// other values.
-fn bounded<'a>(seen: &Mutex<HashSet<String>>, max: usize, value: &'a str) -> &'a str {
-    let value = label_value(value);
-    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.contains(value) {
-        return value;
+/// The label values admitted so far, at most `max`: read and grown on the
+/// hot path without a lock. Open addressing over write-once slots, at least
+/// twice as many as `max` (so a probe always ends at the value or at an
+/// empty slot); a slot, once set, never changes, and two callers adding the
+/// same value race for the same first empty slot, which only one can set.
+struct LabelSet {
+    slots: Box<[OnceLock<Box<str>>]>,
+    /// Slots set or being set.
+    len: AtomicUsize,
+    max: usize,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl LabelSet {
+    fn new(max: usize) -> LabelSet {
+        let slots = (max * 2).max(2).next_power_of_two();
+        LabelSet {
+            slots: (0..slots).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            max,
+            hasher: foldhash::fast::FixedState::with_seed(0x6477),
+        }
     }
-    if seen.len() < max {
-        seen.insert(value.to_owned());
-        return value;
+
+    /// `value`, or [`OTHER_LABEL`] once `max` other values are held.
+    fn admit<'a>(&self, value: &'a str) -> &'a str {
+        let mask = self.slots.len() - 1;
+        let mut i = self.hasher.hash_one(value) as usize & mask;
+        loop {
+            match self.slots[i].get() {
+                Some(held) if **held == *value => return value,
+                Some(_) => i = (i + 1) & mask,
+                None => {
+                    if self.len.fetch_add(1, Ordering::AcqRel) >= self.max {
+                        self.len.fetch_sub(1, Ordering::AcqRel);
+                        return OTHER_LABEL;
+                    }
+                    if self.slots[i].set(value.into()).is_ok() {
+                        return value;
+                    }
+                    // Another caller set this slot first: look at it again.
+                    self.len.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
     }
-    OTHER_LABEL
 }
 
 impl Default for Metrics {
@@ -603,6 +655,34 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_sets_admit_each_value_once_under_contention() {
+        let set = std::sync::Arc::new(LabelSet::new(64));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let set = set.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        set.admit(&format!("v{}", (i * 7 + t) % 100));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no panic");
+        }
+        for i in 0..100 {
+            set.admit(&format!("v{i}"));
+        }
+        let held: Vec<&str> = set.slots.iter().filter_map(|s| s.get().map(|v| &**v)).collect();
+        let distinct: std::collections::HashSet<&str> = held.iter().copied().collect();
+        assert_eq!(held.len(), 64, "the bound is reached exactly");
+        assert_eq!(distinct.len(), held.len(), "no value is held twice");
+        for value in held {
+            assert_eq!(set.admit(value), value, "an admitted value stays admitted");
+        }
+    }
 
     #[test]
     fn service_labels_are_bounded() {

@@ -227,7 +227,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("  waiting for detection and attribution...");
     let deadline = Instant::now() + Duration::from_secs(40);
     let events = loop {
-        let events: Vec<DriftEvent> = server.events().read().unwrap_or_else(|e| e.into_inner()).list().to_vec();
+        let events: Vec<DriftEvent> = server.events().current().list().iter().map(|e| (**e).clone()).collect();
         let complete = expected_kinds(&events) && events.iter().all(|e| e.attribution.is_some());
         if complete || Instant::now() > deadline {
             break events;

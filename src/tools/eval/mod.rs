@@ -301,7 +301,7 @@ pub fn run_scenario(scenario: &Scenario, settings: &AnalysisSettings) -> Scenari
             log.apply(update);
         }
     }
-    score(scenario, log.list(), &resolved_at, spans)
+    score(scenario, &log.into_events(), &resolved_at, spans)
 }
 
 /// Until when (scenario seconds) the change `(deploy, change)` of
@@ -1093,7 +1093,7 @@ mod tests {
                 log.apply(update);
             }
         }
-        log.list().to_vec()
+        log.into_events()
     }
 
     fn only(events: &[DriftEvent]) -> &DriftEvent {
