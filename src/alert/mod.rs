@@ -12,6 +12,7 @@
 pub mod render;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -193,6 +194,10 @@ pub struct Dispatcher {
     in_flight: Mutex<HashSet<u64>>,
     limits: HashMap<String, Arc<Semaphore>>,
     wake: Notify,
+    /// Counts releases of in-flight entries: a scan of the outbox that a
+    /// release overlapped may list entries already settled, so it is read
+    /// again instead of dispatched.
+    released: AtomicU64,
     rng: Mutex<Rng>,
     /// Fleet mode: the database that decides which replica delivers.
     fleet: Option<(Arc<FleetStore>, Duration)>,
@@ -226,6 +231,7 @@ impl Dispatcher {
             in_flight: Mutex::new(HashSet::new()),
             limits,
             wake: Notify::new(),
+            released: AtomicU64::new(0),
             rng: Mutex::new(Rng::new(now_ms())),
             fleet: None,
         })
@@ -311,9 +317,16 @@ impl Dispatcher {
                 last_refresh = tokio::time::Instant::now();
                 self.refresh_alertmanager();
             }
-            // A read of the whole outbox: off the async threads.
+            // A read of the whole outbox: off the async threads. A delivery
+            // that settles meanwhile may have removed entries the read still
+            // lists (and no longer marks them in flight): read again.
             let store = self.store.clone();
-            let next_due = match tokio::task::spawn_blocking(move || store.outbox()).await {
+            let released = self.released.load(Ordering::SeqCst);
+            let scan = tokio::task::spawn_blocking(move || store.outbox()).await;
+            if self.released.load(Ordering::SeqCst) != released {
+                continue;
+            }
+            let next_due = match scan {
                 Ok(Ok(entries)) => self.dispatch_due(entries),
                 Ok(Err(error)) => {
                     tracing::error!(%error, "cannot read the alert outbox");
@@ -711,6 +724,7 @@ impl Dispatcher {
                 in_flight.remove(&entry.id);
             }
         }
+        self.released.fetch_add(1, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
