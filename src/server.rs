@@ -12,17 +12,17 @@ use tokio::task::JoinHandle;
 
 use crate::alert::Dispatcher;
 use crate::analyze::service::AnalysisSettings;
-use crate::analyze::snapshot::{SNAPSHOT_VERSION, ServiceSnapshot};
+use crate::analyze::snapshot::ServiceSnapshot;
 use crate::analyze::{self, AnalysisWorkers, LiveShard, Persistence};
 use crate::tls::{Alpn, Listener};
 use crate::attribute::Attributor;
 use crate::attribute::classify::Classifier;
 use crate::config::Config;
 use crate::detect::event::EventsView;
-use crate::detect::event::{DriftEvent, EventState};
 use crate::expose::admin::{self, AdminState};
 use crate::telemetry::metrics::Metrics;
 use crate::fleet::FleetSync;
+use crate::fleet::restore::{RestoreError, Restored, at_start, restore};
 use crate::forward::Forwarder;
 use crate::pipeline::{Downstream, EventPipeline};
 use crate::receive::{self, Ingest};
@@ -41,6 +41,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::store::FleetError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
     #[error("cannot set up alert delivery: {0}")]
     Alerts(String),
     #[error(transparent)]
@@ -113,22 +115,8 @@ impl Server {
             }
             None => None,
         };
-        let mut events = store.load_events()?;
-        let local: std::collections::HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
-        // The fleet's version of an event wins over this replica's copy.
-        if let Some(shared) = at_start(fleet.as_deref(), async |f| f.events(crate::detect::MAX_EVENTS as i64).await).await? {
-            let ids: std::collections::HashSet<&str> = shared.iter().map(|e| e.id.as_str()).collect();
-            events.retain(|e| !ids.contains(e.id.as_str()));
-            events.extend(shared);
-        }
-        // Drifts this replica recorded as firing (in a fleet, still firing
-        // by the fleet's account) are the ones its detectors must hold.
-        let held: Vec<DriftEvent> = events
-            .iter()
-            .filter(|e| e.state == EventState::Firing && local.contains(&e.id))
-            .cloned()
-            .collect();
-        let log = EventPipeline::log_of(events);
+        let restored = restore(&store, fleet.as_deref()).await?;
+        let log = EventPipeline::log_of(restored.events);
         let events_view = log.view();
         let attributor = (!config.git.repos.is_empty()).then(|| {
             Arc::new(Attributor::new(
@@ -162,30 +150,12 @@ impl Server {
         let (updates, updates_rx) = crate::detect::event::update_queue();
         let (notices, notices_rx) = crate::pipeline::notice_queue();
         let events = EventPipeline::start_with(metrics.clone(), downstream, log, updates_rx, notices_rx);
-        let mut snapshots = load_snapshots(&store)?;
-        // A replica that lost its local store (a new volume under the same
-        // name) starts from what it last published, so its next flush does
-        // not erase that from the fleet.
-        if let Some(published) = at_start(fleet.as_deref(), async |f| f.own_snapshots().await).await? {
-            for (service, body) in published {
-                if snapshots.iter().any(|s| s.store_key() == service) {
-                    continue;
-                }
-                match serde_json::from_slice::<ServiceSnapshot>(&body) {
-                    Ok(snapshot) if snapshot.version <= SNAPSHOT_VERSION => snapshots.push(snapshot),
-                    _ => tracing::warn!(%service, "this replica's snapshot in the fleet store is unreadable; starting afresh"),
-                }
-            }
-        }
-        crate::analyze::snapshot::reconcile(&mut snapshots, &held.iter().collect::<Vec<_>>());
-        // Drifts the restored detectors still see firing stay held: now,
-        // or by the fleet sync once the database answers.
-        let firing: Vec<String> = snapshots
-            .iter()
-            .flat_map(|s| &s.firing)
-            .map(|f| crate::detect::event::fingerprint_of(&f.event_id).to_owned())
-            .collect();
-        let rejoined = at_start(fleet.as_deref(), async |f| f.rejoin(&firing).await).await?.is_some();
+        let Restored {
+            snapshots,
+            firing,
+            rejoined,
+            ..
+        } = restored;
         let shards = config.analyze.shards.max(1);
         let mut links: Vec<Option<crate::analyze::ShardLink>> = Vec::new();
         let mut fleet_sync = None;
@@ -394,49 +364,6 @@ impl Server {
             })
         }))
     }
-}
-
-/// A read of the fleet's database at start. `None` without a fleet, or when
-/// the database is away (or an earlier read found it away, so the start
-/// does not wait on it twice): the replica then starts on its own, and the
-/// fleet sync joins when the database answers. A refusal that waiting
-/// cannot cure (a schema from a newer driftwatch) stops the start.
-async fn at_start<T>(
-    fleet: Option<&FleetStore>,
-    read: impl AsyncFnOnce(&FleetStore) -> Result<T, crate::fleet::store::FleetError>,
-) -> Result<Option<T>, crate::fleet::store::FleetError> {
-    let Some(fleet) = fleet else { return Ok(None) };
-    if fleet.health().error.is_some() {
-        return Ok(None);
-    }
-    match read(fleet).await {
-        Ok(value) => Ok(Some(value)),
-        Err(error) if error.is_transient() => {
-            tracing::warn!(%error, "the fleet's database is away: this replica starts on its own, detects locally and joins when it answers");
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// The analysis snapshots in the store; one this build cannot read is an
-/// error naming the store, not a silent reset.
-fn load_snapshots(store: &EmbeddedStore) -> Result<Vec<ServiceSnapshot>, StoreError> {
-    let mut out = Vec::new();
-    for (service, bytes) in store.snapshots()? {
-        let snapshot: ServiceSnapshot = serde_json::from_slice(&bytes).map_err(|e| StoreError::Decode {
-            path: store.path().to_owned(),
-            message: format!("snapshot of service {service:?}: {e}"),
-        })?;
-        if snapshot.version > SNAPSHOT_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: store.path().to_owned(),
-                found: u64::from(snapshot.version),
-            });
-        }
-        out.push(snapshot);
-    }
-    Ok(out)
 }
 
 /// Every second while the store is degraded (a full disk), reopens it and

@@ -2,7 +2,7 @@
 //! that baselines, incidents and alert deliveries outlive the pods that saw
 //! them.
 //!
-//! The wing has four parts, each at its own layer of the data flow:
+//! The wing has five parts, each at its own layer of the data flow:
 //!
 //! * [`store`]: the database — snapshots and aggregates, events, leases on
 //!   firing drifts, delivery claims; what it guarantees is in its docs;
@@ -10,12 +10,15 @@
 //!   in the database and updated by exact subtraction and addition;
 //! * [`baseline`]: the other replicas' merged view of a service, which the
 //!   analysis consults beside its own state;
+//! * [`restore`]: what a replica restores at start, from its own store and
+//!   the fleet's database;
 //! * [`sync`]: the background task that publishes this replica's snapshots,
 //!   reads the aggregates, hands the shards their baselines, keeps the
 //!   leases and sweeps events.
 
 pub mod aggregate;
 pub mod baseline;
+pub mod restore;
 pub mod store;
 pub mod sync;
 
