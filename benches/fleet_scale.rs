@@ -115,6 +115,7 @@ fn snapshot(replica: usize, round: u64, operations: usize) -> Vec<u8> {
         firing: Vec::new(),
         calls: Vec::new(),
         repeats: Vec::new(),
+        regressed: Vec::new(),
     };
     serde_json::to_vec(&body).expect("JSON")
 }

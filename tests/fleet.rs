@@ -65,6 +65,7 @@ fn snapshot_body(service: &str, revision: &str, spans: u64) -> Vec<u8> {
         firing: Vec::new(),
         calls: Vec::new(),
         repeats: Vec::new(),
+        regressed: Vec::new(),
     };
     serde_json::to_vec(&snapshot).expect("JSON")
 }

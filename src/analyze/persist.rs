@@ -5,7 +5,8 @@
 
 use super::service::{AnalysisSettings, ServiceState};
 use super::snapshot::{
-    CallsSnapshot, FiringSnapshot, PeerSnapshot, RepeatSnapshot, RevisionSnapshot, ScopeSnapshot, SeriesSnapshot,
+    CallsSnapshot, FiringSnapshot, PeerSnapshot, RegressedSnapshot, RepeatSnapshot, RevisionSnapshot, ScopeSnapshot,
+    SeriesSnapshot,
     SNAPSHOT_VERSION, ServiceSnapshot, errors_at, histogram_buckets, histogram_from,
 };
 use super::window::LatencyWindows;
@@ -188,6 +189,21 @@ impl ServiceState {
             )
             .collect();
         firing.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        let mut regressed: Vec<RegressedSnapshot> = self
+            .regressed()
+            .into_iter()
+            .filter_map(|(kind, rev, operation, peer)| {
+                Some(RegressedSnapshot {
+                    kind,
+                    revision: revision_name(rev)?,
+                    operation: operation.to_string(),
+                    peer: peer.map(|p| p.to_string()),
+                })
+            })
+            .collect();
+        regressed.sort_by(|a, b| {
+            (a.kind.as_str(), &a.revision, &a.operation, &a.peer).cmp(&(b.kind.as_str(), &b.revision, &b.operation, &b.peer))
+        });
         ServiceSnapshot {
             version: SNAPSHOT_VERSION,
             service: self.key.service.to_string(),
@@ -231,6 +247,7 @@ impl ServiceState {
                     })
                 })
                 .collect(),
+            regressed,
         }
     }
 
@@ -281,6 +298,12 @@ impl ServiceState {
         for r in &snapshot.repeats {
             if let Some(revision) = state.timeline.id_of(&r.revision) {
                 state.restore_repeat_counts(revision, Sym::from(r.operation.as_str()), Sym::from(r.peer.as_str()), r.counts);
+            }
+        }
+        for r in &snapshot.regressed {
+            if let Some(revision) = state.timeline.id_of(&r.revision) {
+                let peer = r.peer.as_deref().map(Sym::from);
+                state.restore_regressed(r.kind, revision, Sym::from(r.operation.as_str()), peer);
             }
         }
         for f in &snapshot.firing {

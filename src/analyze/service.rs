@@ -18,7 +18,7 @@ use crate::detect::fanout::FanoutDetector;
 use crate::detect::dependency::DependencyDetector;
 use crate::detect::repeats::RepeatDetector;
 use crate::detect::errors::{ErrorCount, ErrorRateDetector};
-use crate::detect::event::EventUpdate;
+use crate::detect::event::{EventKind, EventUpdate};
 use crate::detect::latency::LatencyDetector;
 use crate::detect::outbound::OutboundDetector;
 use crate::extract::{ServiceKey, SpanFact, Sym};
@@ -309,6 +309,44 @@ impl ServiceState {
     /// Latency drifts firing now, by operation.
     pub fn latency_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::latency::Incident)> {
         self.detector.incidents()
+    }
+
+    /// What carried a drift and is never a baseline again: (kind,
+    /// revision, operation, peer), latency and error rates by operation,
+    /// fan-out by operation and peer.
+    pub fn regressed(&self) -> Vec<(EventKind, RevId, Sym, Option<Sym>)> {
+        let name = |op: OpId| self.operations.name(op).cloned();
+        self
+            .detector
+            .regressed()
+            .filter_map(|(op, rev)| Some((EventKind::LatencyRegression, rev, name(op)?, None)))
+            .chain(
+                self.errors
+                    .regressed()
+                    .filter_map(|(op, rev)| Some((EventKind::ErrorRateRegression, rev, name(op)?, None))),
+            )
+            .chain(
+                self.fanout
+                    .regressed()
+                    .map(|(rev, op, peer)| (EventKind::FanoutRegression, *rev, op.clone(), Some(peer.clone()))),
+            )
+            .collect()
+    }
+
+    /// Restores what [`regressed`](Self::regressed) listed.
+    pub fn restore_regressed(&mut self, kind: EventKind, revision: RevId, operation: Sym, peer: Option<Sym>) {
+        match (kind, peer) {
+            (EventKind::LatencyRegression, _) => {
+                let op = self.operations.resolve(&operation, self.watermark);
+                self.detector.restore_regressed(op, revision);
+            }
+            (EventKind::ErrorRateRegression, _) => {
+                let op = self.operations.resolve(&operation, self.watermark);
+                self.errors.restore_regressed(op, revision);
+            }
+            (EventKind::FanoutRegression, Some(peer)) => self.fanout.restore_regressed(revision, operation, peer),
+            _ => {}
+        }
     }
 
     /// Error-rate drifts firing now, by operation.

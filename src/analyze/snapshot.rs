@@ -153,6 +153,21 @@ pub struct ServiceSnapshot {
     /// detector's baselines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repeats: Vec<RepeatSnapshot>,
+    /// What carried a drift, firing or resolved: never a baseline again,
+    /// after a restart as before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regressed: Vec<RegressedSnapshot>,
+}
+
+/// A revision that carried a drift of `kind` in `operation` (and, for
+/// fan-out, in its calls to `peer`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegressedSnapshot {
+    pub kind: EventKind,
+    pub revision: String,
+    pub operation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// Calls per request of one (revision, operation, peer).
@@ -212,6 +227,7 @@ impl ServiceSnapshot {
             firing: Vec::new(),
             calls: Vec::new(),
             repeats: Vec::new(),
+            regressed: Vec::new(),
         }
     }
 }
@@ -467,6 +483,62 @@ mod tests {
             "{after:?}"
         );
         assert!(!after.iter().any(|u| matches!(u, EventUpdate::Fired(_))), "nothing fires twice");
+    }
+
+    #[test]
+    fn a_revision_that_regressed_is_no_baseline_after_a_restart() {
+        use crate::detect::event::{EventUpdate, ResolutionReason};
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let tick = 50_000_000u64;
+        let t0 = 1_700_000_000_000_000_000u64;
+        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every| {
+            for i in from..to {
+                let mut span = fact("POST /pay", revision, t0 + i * tick, 20, SpanKind::Server, None);
+                if i % every == 0 {
+                    span.status = SpanStatus::Error;
+                }
+                state.record(&span, &settings);
+                state.evaluate_due(&settings, updates);
+            }
+        };
+        let fired = |updates: &[EventUpdate]| {
+            updates
+                .iter()
+                .find_map(|u| match u {
+                    EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(event.clone()),
+                    _ => None,
+                })
+        };
+        // r1 fails one request in 200; r2 one in 20, and is rolled back.
+        let mut updates = Vec::new();
+        send(&mut state, &mut updates, 0, 12_000, "r1", 200);
+        send(&mut state, &mut updates, 12_000, 16_000, "r2", 20);
+        let first = fired(&updates).expect("r2 fires");
+        send(&mut state, &mut updates, 16_000, 22_000, "r1", 200);
+        let resolution = updates.iter().find_map(|u| match u {
+            EventUpdate::Resolved { id, resolution, .. } if *id == first.id => Some(resolution.reason),
+            _ => None,
+        });
+        assert_eq!(resolution, Some(ResolutionReason::RolledBack), "{updates:?}");
+
+        let snapshot = state.snapshot(u64::MAX);
+        assert!(
+            snapshot.regressed.iter().any(|r| r.kind == EventKind::ErrorRateRegression
+                && r.revision == "r2"
+                && r.operation == "POST /pay"),
+            "{:?}",
+            snapshot.regressed
+        );
+        let back: ServiceSnapshot = serde_json::from_slice(&serde_json::to_vec(&snapshot).expect("json")).expect("parse");
+        let mut restored = ServiceState::restore(&back, &settings);
+        // r3 brings r2's failures back: judged against r1, the last good
+        // revision, not against r2, the most recent one.
+        let mut after = Vec::new();
+        send(&mut restored, &mut after, 22_000, 26_000, "r3", 20);
+        let again = fired(&after).expect("r3 fires after the restart");
+        assert_eq!(again.revision, "r3");
+        assert_eq!(again.baseline_revision.as_deref(), Some("r1"));
     }
 
     #[test]

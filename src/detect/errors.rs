@@ -140,6 +140,17 @@ impl ErrorRateDetector {
         self.incidents.iter().map(|(op, incident)| (*op, incident))
     }
 
+    /// (operation, revision) pairs that carried a drift: never a baseline
+    /// again, across restarts (they are kept in the snapshot).
+    pub fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
+        self.regressed.iter().copied()
+    }
+
+    /// Restores a pair [`regressed`](Self::regressed) listed.
+    pub fn restore_regressed(&mut self, op: OpId, revision: RevId) {
+        self.regressed.insert((op, revision));
+    }
+
     /// Resumes a drift that was firing before a restart.
     pub fn restore_firing(
         &mut self,

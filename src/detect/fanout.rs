@@ -516,6 +516,17 @@ impl FanoutDetector {
         self.incidents.iter()
     }
 
+    /// (revision, operation, peer) series that carried a drift: never a
+    /// baseline again, across restarts (they are kept in the snapshot).
+    pub fn regressed(&self) -> impl Iterator<Item = &(RevId, Sym, Sym)> {
+        self.regressed.iter()
+    }
+
+    /// Restores a series [`regressed`](Self::regressed) listed.
+    pub fn restore_regressed(&mut self, revision: RevId, operation: Sym, peer: Sym) {
+        self.regressed.insert((revision, operation, peer));
+    }
+
     /// Resumes a drift that was firing before a restart.
     pub fn restore_firing(
         &mut self,

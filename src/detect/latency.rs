@@ -144,6 +144,17 @@ impl LatencyDetector {
         self.incidents.iter().map(|(op, incident)| (*op, incident))
     }
 
+    /// (operation, revision) pairs that carried a drift: never a baseline
+    /// again, across restarts (they are kept in the snapshot).
+    pub fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
+        self.regressed.iter().copied()
+    }
+
+    /// Restores a pair [`regressed`](Self::regressed) listed.
+    pub fn restore_regressed(&mut self, op: OpId, revision: RevId) {
+        self.regressed.insert((op, revision));
+    }
+
     /// Resumes a drift that was firing before a restart: it resolves like
     /// any other, and its revisions are no baseline.
     pub fn restore_firing(

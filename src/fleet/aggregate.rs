@@ -282,6 +282,7 @@ impl Aggregate {
             firing: Vec::new(),
             calls: Vec::new(),
             repeats: Vec::new(),
+            regressed: Vec::new(),
         }
     }
 
@@ -392,6 +393,7 @@ mod tests {
             firing: Vec::new(),
             calls: Vec::new(),
             repeats: Vec::new(),
+            regressed: Vec::new(),
         }
     }
 

@@ -218,6 +218,7 @@ mod tests {
             firing: Vec::new(),
             calls: Vec::new(),
             repeats: Vec::new(),
+            regressed: Vec::new(),
         }
     }
 
