@@ -397,6 +397,28 @@ mod tests {
         }
     }
 
+    /// 20 requests/s of `POST /pay` by `revision`, from tick `ticks.start`
+    /// to `ticks.end`, one request in `every` failing, each evaluated as it
+    /// arrives.
+    fn pay(
+        state: &mut ServiceState,
+        settings: &AnalysisSettings,
+        updates: &mut Vec<crate::detect::event::EventUpdate>,
+        ticks: std::ops::Range<u64>,
+        revision: &str,
+        every: u64,
+    ) {
+        let (tick, t0) = (50_000_000u64, 1_700_000_000_000_000_000u64);
+        for i in ticks {
+            let mut span = fact("POST /pay", revision, t0 + i * tick, 20, SpanKind::Server, None);
+            if i % every == 0 {
+                span.status = SpanStatus::Error;
+            }
+            state.record(&span, settings);
+            state.evaluate_due(settings, updates);
+        }
+    }
+
     #[test]
     fn a_snapshot_round_trips_through_json() {
         let settings = AnalysisSettings::from_config(&Config::default());
@@ -432,20 +454,11 @@ mod tests {
         use crate::detect::event::EventUpdate;
         let settings = AnalysisSettings::from_config(&Config::default());
         let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
-        let tick = 50_000_000u64;
-        let t0 = 1_700_000_000_000_000_000u64;
         let mut updates = Vec::new();
         // 20 requests/s: ten minutes of r1 failing one in 200, then r2
         // failing one in 20.
         let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every| {
-            for i in from..to {
-                let mut span = fact("POST /pay", revision, t0 + i * tick, 20, SpanKind::Server, None);
-                if i % every == 0 {
-                    span.status = SpanStatus::Error;
-                }
-                state.record(&span, &settings);
-                state.evaluate_due(&settings, updates);
-            }
+            pay(state, &settings, updates, from..to, revision, every)
         };
         send(&mut state, &mut updates, 0, 12_000, "r1", 200);
         send(&mut state, &mut updates, 12_000, 16_000, "r2", 20);
@@ -490,17 +503,8 @@ mod tests {
         use crate::detect::event::{EventUpdate, ResolutionReason};
         let settings = AnalysisSettings::from_config(&Config::default());
         let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
-        let tick = 50_000_000u64;
-        let t0 = 1_700_000_000_000_000_000u64;
         let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every| {
-            for i in from..to {
-                let mut span = fact("POST /pay", revision, t0 + i * tick, 20, SpanKind::Server, None);
-                if i % every == 0 {
-                    span.status = SpanStatus::Error;
-                }
-                state.record(&span, &settings);
-                state.evaluate_due(&settings, updates);
-            }
+            pay(state, &settings, updates, from..to, revision, every)
         };
         let fired = |updates: &[EventUpdate]| {
             updates
