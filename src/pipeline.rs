@@ -497,7 +497,7 @@ fn attributed(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, ev
 /// from the log and from the store.
 fn retire_events(downstream: &Downstream, log: &mut EventLog) {
     let Some(retention) = downstream.event_retention else { return };
-    let cutoff = crate::clock::unix_nanos().saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
+    let cutoff = crate::clock::unix_nanos().saturating_sub(crate::detect::nanos(retention));
     let retired = log.retire_resolved(cutoff);
     if retired.is_empty() {
         return;

@@ -647,11 +647,6 @@ impl EventsView {
     pub fn current(&self) -> Arc<EventLog> {
         self.0.borrow().clone()
     }
-
-    /// A view of a log nobody changes (tools and tests).
-    pub fn fixed(log: EventLog) -> EventsView {
-        PublishedLog::new(log).view()
-    }
 }
 
 /// The event log with the channel its readers watch: its one owner (the
