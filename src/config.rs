@@ -789,7 +789,8 @@ impl Default for DependencyConfig {
 /// `absolute_increase`; the one-sided Fisher exact p-value is below `alpha`
 /// divided by the number of operations tested; and two thirds of the groups
 /// of 200 spans spanning the last `persistence` of traffic show half the
-/// rise on their own.
+/// rise on their own. Shortly after a deploy over a baseline without bursts,
+/// a rise that came evenly fires at once instead (`steady_persistence`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ErrorRateConfig {
@@ -808,6 +809,12 @@ pub struct ErrorRateConfig {
     #[serde(with = "humantime_serde")]
     pub persistence: Duration,
     pub persistence_windows: usize,
+    /// After a deploy whose baseline revision failed steadily (no burst in
+    /// its retained traffic), a rise spread evenly over the new revision's
+    /// traffic may fire once that revision has served this long, instead of
+    /// waiting for `persistence`. Zero turns this off.
+    #[serde(with = "humantime_serde")]
+    pub steady_persistence: Duration,
     pub consecutive: u32,
     /// Clean evaluations in a row (every serving revision back below half
     /// a margin over the baseline, and not significantly above it raised by
@@ -827,8 +834,9 @@ impl Default for ErrorRateConfig {
             relative_increase: 1.0,
             absolute_increase: 0.01,
             alpha: 0.01,
-            persistence: Duration::from_secs(180),
+            persistence: Duration::from_secs(240),
             persistence_windows: 6,
+            steady_persistence: Duration::from_secs(30),
             consecutive: 2,
             resolve_after: 3,
             critical_increase: 0.05,

@@ -685,3 +685,62 @@ impl ServiceState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::snapshot::tests::{PAY_T0, pay};
+    use crate::config::Config;
+    use crate::detect::event::{DriftEvent, EventUpdate};
+    use std::time::Duration;
+
+    const TICK: u64 = 50_000_000;
+
+    /// Ten minutes of r1 failing where `baseline_fails`, then six of r2
+    /// failing where `fails`: the error-rate event that fires, if any, and
+    /// how long after r2's first request it did.
+    fn deploy(baseline_fails: impl Fn(u64) -> bool, fails: impl Fn(u64) -> bool) -> Option<(DriftEvent, Duration)> {
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let mut updates = Vec::new();
+        pay(&mut state, &settings, &mut updates, 0..12_000, "r1", baseline_fails);
+        pay(&mut state, &settings, &mut updates, 12_000..19_200, "r2", fails);
+        let event = updates.into_iter().find_map(|u| match u {
+            EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(*event),
+            _ => None,
+        })?;
+        let detected = humantime::parse_rfc3339(&event.detected_at).expect("RFC 3339");
+        let deployed = std::time::UNIX_EPOCH + Duration::from_nanos(PAY_T0 + 12_000 * TICK);
+        let delay = detected.duration_since(deployed).expect("after the deploy");
+        Some((event, delay))
+    }
+
+    /// A burst of a quarter of requests failing for five seconds every five
+    /// minutes, over one request in 200.
+    fn flaky(i: u64) -> bool {
+        if i % 6_000 < 100 { i % 4 == 0 } else { i % 200 == 0 }
+    }
+
+    #[test]
+    fn a_steady_rise_after_a_deploy_over_a_steady_baseline_fires_within_a_minute() {
+        let (event, delay) = deploy(|i| i % 200 == 0, |i| i % 40 == 0).expect("fires");
+        assert_eq!(event.revision, "r2");
+        assert_eq!(event.baseline_revision.as_deref(), Some("r1"));
+        assert!(delay <= Duration::from_secs(60), "{delay:?}");
+    }
+
+    #[test]
+    fn a_rise_over_a_baseline_with_bursts_waits_for_the_persistence_span() {
+        let persistence = Config::default().detect.error_rate.persistence;
+        let (event, delay) = deploy(flaky, |i| i % 25 == 0).expect("fires");
+        assert_eq!(event.revision, "r2");
+        assert!(delay >= persistence, "{delay:?}: a flaky dependency's baseline needs the whole span");
+    }
+
+    #[test]
+    fn a_burst_right_after_a_deploy_over_a_steady_baseline_does_not_fire() {
+        // Twenty seconds of a quarter failing, ten seconds into r2.
+        let burst = |i: u64| if (12_200..12_600).contains(&i) { i % 4 == 0 } else { i % 200 == 0 };
+        assert!(deploy(|i| i % 200 == 0, burst).is_none());
+    }
+}

@@ -366,7 +366,7 @@ pub fn histogram_from(buckets: &[(u64, u64)]) -> LatencyHistogram {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::analyze::service::{AnalysisSettings, ServiceState};
     use crate::extract::Sym;
@@ -397,21 +397,24 @@ mod tests {
         }
     }
 
+    /// Event time of tick 0 of [`pay`]; a tick is 50 ms.
+    pub(crate) const PAY_T0: u64 = 1_700_000_000_000_000_000;
+
     /// 20 requests/s of `POST /pay` by `revision`, from tick `ticks.start`
-    /// to `ticks.end`, one request in `every` failing, each evaluated as it
-    /// arrives.
-    fn pay(
+    /// to `ticks.end` (50 ms each, from [`PAY_T0`]), the requests of the
+    /// ticks where `fails` holds failing, each evaluated as it arrives.
+    pub(crate) fn pay(
         state: &mut ServiceState,
         settings: &AnalysisSettings,
         updates: &mut Vec<crate::detect::event::EventUpdate>,
         ticks: std::ops::Range<u64>,
         revision: &str,
-        every: u64,
+        fails: impl Fn(u64) -> bool,
     ) {
-        let (tick, t0) = (50_000_000u64, 1_700_000_000_000_000_000u64);
+        let tick = 50_000_000u64;
         for i in ticks {
-            let mut span = fact("POST /pay", revision, t0 + i * tick, 20, SpanKind::Server, None);
-            if i % every == 0 {
+            let mut span = fact("POST /pay", revision, PAY_T0 + i * tick, 20, SpanKind::Server, None);
+            if fails(i) {
                 span.status = SpanStatus::Error;
             }
             state.record(&span, settings);
@@ -457,8 +460,8 @@ mod tests {
         let mut updates = Vec::new();
         // 20 requests/s: ten minutes of r1 failing one in 200, then r2
         // failing one in 20.
-        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every| {
-            pay(state, &settings, updates, from..to, revision, every)
+        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every: u64| {
+            pay(state, &settings, updates, from..to, revision, |i: u64| i % every == 0)
         };
         send(&mut state, &mut updates, 0, 12_000, "r1", 200);
         send(&mut state, &mut updates, 12_000, 16_000, "r2", 20);
@@ -503,8 +506,8 @@ mod tests {
         use crate::detect::event::{EventUpdate, ResolutionReason};
         let settings = AnalysisSettings::from_config(&Config::default());
         let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
-        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every| {
-            pay(state, &settings, updates, from..to, revision, every)
+        let send = |state: &mut ServiceState, updates: &mut Vec<EventUpdate>, from: u64, to: u64, revision, every: u64| {
+            pay(state, &settings, updates, from..to, revision, |i: u64| i % every == 0)
         };
         let fired = |updates: &[EventUpdate]| {
             updates

@@ -12,12 +12,20 @@
 //! current one `min_errors` errors, the rate rose by the relative AND the
 //! absolute margin, the one-sided Fisher exact p-value is below `alpha / m`
 //! (`m` the operations tested in this evaluation, Bonferroni), and the rise
-//! persists: the last `persistence` of traffic (three minutes), cut into
+//! persists: the last `persistence` of traffic (four minutes), cut into
 //! groups of 200 spans (at least `persistence_windows` of them), shows half
 //! the rise in two thirds of its groups. So an outage of a flaky
 //! dependency (one bad minute), or a 0.1% → 0.2% blip on a small sample,
 //! does not fire; nor does a dependency that fails every revision alike,
 //! since the baseline fails as often.
+//!
+//! The steady path: after a deploy whose baseline revision shows no burst
+//! of errors in its retained traffic, a rise that came evenly over the new
+//! revision's whole life fires once that life reaches
+//! `steady_persistence`, without waiting for the persistence span. A flaky
+//! dependency's outage is a burst in one of the two unless it covers the
+//! new revision's whole life, so the steady path buys detection within a
+//! minute of a deploy without paging on outages.
 //!
 //! The lifecycle is the latency detector's: one incident per operation,
 //! against a frozen baseline; later revisions that still show it join it
@@ -45,6 +53,22 @@ use crate::config::{ErrorRateConfig, LatencyConfig};
 /// from 0.5% to 2% errors shows in most groups (four errors expected
 /// against a floor of two).
 const GROUP_SPANS: u64 = 200;
+/// Spans in each group of the steadiness tests of the steady path.
+const STEADY_GROUP_SPANS: u64 = 50;
+/// Groups a baseline needs before it can count as steady (five minutes of
+/// traffic: groups are at least one window).
+const STEADY_BASELINE_GROUPS: usize = 30;
+/// Groups the new revision's traffic needs before its errors can count as
+/// spread evenly.
+const STEADY_CURRENT_GROUPS: usize = 3;
+/// A baseline is steady when its errors vary at most this much more than
+/// a binomial's (Pearson's χ² over its degrees of freedom): one burst of a
+/// flaky dependency in an hour of traffic lifts it far above.
+const STEADY_BASELINE_DISPERSION: f64 = 1.5;
+/// The new revision's errors are spread evenly when their groups vary at
+/// most this much more than a binomial's; about 3% of true steady rises
+/// over five groups vary more and wait for `persistence`.
+const STEADY_CURRENT_DISPERSION: f64 = 2.5;
 /// Resolution hysteresis: traffic is clean only below this share of a
 /// firing margin.
 const RESOLVE_MARGIN_SHARE: f64 = 0.5;
@@ -104,6 +128,10 @@ struct Comparison<'a> {
     dispersion: f64,
     /// The persistence span without its worst half of groups.
     trimmed: Option<ErrorCount>,
+    /// After a deploy, a baseline revision without bursts and a new
+    /// revision whose errors came evenly since it started serving, at
+    /// least `steady_persistence` ago: the rise needs no `persistence`.
+    steady: bool,
 }
 
 pub struct ErrorRateDetector {
@@ -257,7 +285,9 @@ impl ErrorRateDetector {
             };
             let streak = self.streaks.entry(key).or_default();
             *streak += 1;
-            if *streak < self.config.consecutive {
+            // The steady path's evidence already spans the revision's whole
+            // life: it needs no second evaluation over the same traffic.
+            if *streak < self.config.consecutive && !comparison.steady {
                 continue;
             }
             let event = self.build_event(service, comparison, p_value, tests, at);
@@ -297,6 +327,7 @@ impl ErrorRateDetector {
         let mut current = ErrorCount::default();
         let mut baseline = ErrorCount::default();
         let mut dispersion = Dispersion::new(GROUP_SPANS);
+        let mut steady = false;
         let persistence: Vec<WindowMoments> = match earlier {
             Some(b) => {
                 // After a deploy everything this revision served is
@@ -310,13 +341,19 @@ impl ErrorRateDetector {
                         current.add(m);
                     }
                 }
+                let mut baseline_history = Dispersion::new(STEADY_GROUP_SPANS);
                 for base in service.history(op, b) {
                     for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
                         baseline.add(&m);
                         dispersion.add(&m);
                     }
+                    for m in base.retained_moments() {
+                        baseline_history.add(&m);
+                    }
                 }
-                recent.into_iter().chain(older).collect()
+                let since_deploy: Vec<WindowMoments> = recent.into_iter().chain(older).collect();
+                steady = self.steady_rise(revision, at, &baseline_history, &since_deploy);
+                since_deploy
             }
             None => {
                 for m in &recent {
@@ -361,7 +398,29 @@ impl ErrorRateDetector {
             persistent,
             dispersion: dispersion.factor(),
             trimmed,
+            steady,
         })
+    }
+
+    /// Whether a rise since a deploy may skip the persistence span: the
+    /// steady path is on, the new revision has served `steady_persistence`,
+    /// the baseline revision's retained traffic (`history`) shows no burst
+    /// and the new revision's errors since it started serving
+    /// (`since_deploy`, newest first) came evenly. A flaky dependency's
+    /// outage shows as a burst in one or the other unless it covers the new
+    /// revision's whole life, so only a regression that came with the
+    /// deploy fires this early.
+    fn steady_rise(&self, revision: &RevisionEntry, at: u64, history: &Dispersion, since_deploy: &[WindowMoments]) -> bool {
+        let span = nanos(self.config.steady_persistence);
+        let age = at.saturating_sub(revision.first_seen_unix_nanos);
+        if span == 0 || age < span || age >= nanos(self.config.persistence) || !history.steady(STEADY_BASELINE_GROUPS, STEADY_BASELINE_DISPERSION) {
+            return false;
+        }
+        let mut current = Dispersion::new(STEADY_GROUP_SPANS);
+        for m in since_deploy.iter().rev() {
+            current.add(m);
+        }
+        current.steady(STEADY_CURRENT_GROUPS, STEADY_CURRENT_DISPERSION)
     }
 
     /// Windows of the persistence span older than the current window.
@@ -378,7 +437,14 @@ impl ErrorRateDetector {
 
     /// The p-value of a bad comparison, or `None` when it is clean.
     fn judge(&self, c: &Comparison<'_>, threshold: f64) -> Option<f64> {
-        if !c.persistent || c.current.errors < self.config.min_errors || !self.rose(c.baseline, c.current, 1.0) {
+        if c.current.errors < self.config.min_errors || !self.rose(c.baseline, c.current, 1.0) {
+            return None;
+        }
+        if c.steady {
+            let p = fisher_greater(c.current.errors, c.current.spans, c.baseline.errors, c.baseline.spans);
+            return (p < threshold).then_some(p);
+        }
+        if !c.persistent {
             return None;
         }
         // Errors that come in bursts in the baseline (a flaky dependency)

@@ -320,6 +320,9 @@ fn ln_factorial(n: u64) -> f64 {
 /// dependency fails a large share of requests, but only for a while: it
 /// lifts the groups it overlaps, not two thirds of a span longer than
 /// itself, whereas a regression lifts them all.
+/// The family-wise chance that [`Dispersion::steady`] takes a group of
+/// errors that came one by one for a burst.
+const BURST_ALPHA: f64 = 0.01;
 /// Groups a dispersion estimate needs; with fewer it is 1.
 const MIN_DISPERSION_GROUPS: usize = 5;
 
@@ -351,8 +354,41 @@ impl Dispersion {
         }
     }
 
+    /// Complete groups so far.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether enough groups were seen to judge, their overdispersion is at
+    /// most `limit`, and no group alone holds significantly more errors
+    /// than the others (one-sided Fisher test against the rest, below
+    /// `BURST_ALPHA` over the number of groups): errors that came one by
+    /// one, not in bursts. The overdispersion alone would miss one burst
+    /// in a long history, where its share of χ² is diluted.
+    pub fn steady(&self, min_groups: usize, limit: f64) -> bool {
+        if self.groups.len() < min_groups.max(2) || self.overdispersion() > limit {
+            return false;
+        }
+        let (spans, errors) = self.groups.iter().fold((0u64, 0u64), |(s, e), g| (s + g.0, e + g.1));
+        let threshold = BURST_ALPHA / self.groups.len() as f64;
+        let expected_max = |g: &(u64, u64)| errors as f64 * g.0 as f64 / spans.max(1) as f64;
+        self.groups.iter().all(|g| {
+            // Only a group above its share can be a burst.
+            g.1 as f64 <= expected_max(g) || fisher_greater(g.1, g.0, errors - g.1, spans - g.0) >= threshold
+        })
+    }
+
     pub fn factor(&self) -> f64 {
         if self.groups.len() < MIN_DISPERSION_GROUPS {
+            return 1.0;
+        }
+        self.overdispersion()
+    }
+
+    /// Pearson's χ² of the groups over its degrees of freedom, at least 1
+    /// (1 with fewer than two groups).
+    fn overdispersion(&self) -> f64 {
+        if self.groups.len() < 2 {
             return 1.0;
         }
         let (spans, errors) = self.groups.iter().fold((0u64, 0u64), |(s, e), g| (s + g.0, e + g.1));
@@ -775,6 +811,23 @@ mod tests {
         }
         assert!(flaky.factor() > 5.0, "{}", flaky.factor());
         assert_eq!(Dispersion::new(200).factor(), 1.0, "no groups: no evidence of bursts");
+    }
+
+    #[test]
+    fn one_burst_in_an_hour_is_no_steady_baseline_though_it_barely_lifts_the_dispersion() {
+        // An hour of 10 requests/s failing 5%, in groups of one window.
+        let mut steady = Dispersion::new(100);
+        for w in error_windows(360, 100, 0.05, 0..0, 8) {
+            steady.add(&w);
+        }
+        assert!(steady.steady(30, 1.5), "{}", steady.factor());
+        let mut burst = Dispersion::new(100);
+        for w in error_windows(360, 100, 0.05, 200..201, 8) {
+            burst.add(&w);
+        }
+        assert!(burst.factor() < 1.5, "diluted over 359 degrees of freedom: {}", burst.factor());
+        assert!(!burst.steady(30, 1.5), "ten seconds of a quarter failing is a burst");
+        assert!(!Dispersion::new(100).steady(1, 1.5), "no groups: nothing to call steady");
     }
 
     #[test]
