@@ -136,6 +136,55 @@ fn a_new_pod_detects_a_regression_against_the_baseline_an_old_pod_learned() {
 }
 
 #[test]
+fn a_new_pod_detects_a_loop_of_charges_against_the_calls_per_request_an_old_pod_learned() {
+    let db = TestDatabase::create();
+    let deploy = now_nanos() / S * S - 4 * 60 * S;
+    let charges = |revision, peers| EndpointTraffic {
+        peers,
+        ..checkout(revision, 1.0)
+    };
+    {
+        let mut old = Driftwatch::start(&replica_config(&db, "checkout-7d9f-old", ""));
+        // One charge per checkout.
+        send(&old, &charges("rev-1", &["payments.example"]), deploy - 12 * 60 * S, 12 * 60, 1);
+        eventually(Duration::from_secs(10), "rev-1 analysed", || {
+            old.metrics()
+                .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
+                == 28_800.0
+        });
+        assert!(old.terminate().success(), "{}", old.stderr());
+    }
+    // rev-2 charges three times per checkout; this pod never saw rev-1.
+    let new = Driftwatch::start(&replica_config(&db, "checkout-5c4b-new", ""));
+    let thrice = ["payments.example"; 3];
+    send(&new, &charges("rev-2", &thrice), deploy, 4 * 60, 2);
+    let mut found = Vec::new();
+    eventually(Duration::from_secs(30), "fan-out and repeated charges against the fleet's baseline", || {
+        found = events(&new);
+        found.len() >= 2
+    });
+    let mut kinds: Vec<&str> = found.iter().map(|e| e["kind"].as_str().expect("kind")).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["fanout_regression", "repeated_unsafe_call"], "{found:#?}");
+    for event in &found {
+        assert_eq!(event["revision"], "rev-2", "{event}");
+        assert_eq!(event["peer"], "payments.example:443", "{event}");
+        assert_eq!(
+            event["baseline_revision"], "rev-1",
+            "the calls per request of rev-1 came from the old pod through PostgreSQL: {event}"
+        );
+    }
+    let fanout = found.iter().find(|e| e["kind"] == "fanout_regression").expect("fan-out");
+    assert!(
+        fanout["fanout"]["baseline"]["requests"].as_u64().expect("requests") >= 10_000,
+        "{fanout}"
+    );
+    assert_eq!(fanout["fanout"]["baseline"]["max"], 1, "{fanout}");
+    let repeats = found.iter().find(|e| e["kind"] == "repeated_unsafe_call").expect("repeats");
+    assert!(repeats["repeats"]["baseline_requests"].as_u64().expect("requests") >= 10_000, "{repeats}");
+}
+
+#[test]
 fn two_replicas_detecting_the_same_drift_send_one_alert_and_one_resolution() {
     let db = TestDatabase::create();
     let webhook = Receiver::start(&[]);

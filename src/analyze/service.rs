@@ -653,8 +653,8 @@ impl ServiceState {
             self.fanout.on_request(&request);
         }
         self.outbound.evaluate(&self.key, &self.peers, &self.timeline, at, out);
-        self.repeats.evaluate(&self.key, &self.timeline, at, out);
-        self.fanout.evaluate(&self.key, &self.timeline, at, out);
+        self.repeats.evaluate(&self.key, &self.timeline, self.fleet.as_deref(), at, out);
+        self.fanout.evaluate(&self.key, &self.timeline, self.fleet.as_deref(), at, out);
         self.dependencies.evaluate(&self.key, &self.timeline, at, out);
         let ServiceState {
             key,

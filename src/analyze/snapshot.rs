@@ -192,6 +192,33 @@ pub struct RepeatSnapshot {
     pub counts: [u64; 5],
 }
 
+impl CallsSnapshot {
+    /// Requests counted.
+    pub fn requests(&self) -> u64 {
+        self.buckets.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Calls made in them (the mean times the requests).
+    pub fn calls(&self) -> f64 {
+        if self.mean.is_finite() { self.mean * self.requests() as f64 } else { 0.0 }
+    }
+}
+
+/// Adds `other`'s repeat counts ([`RepeatSnapshot::counts`]) to `into`:
+/// requests and repeats add up, the most calls in one request and the last
+/// repeat widen, and the first repeat is the earliest of those that
+/// repeated.
+pub fn add_repeat_counts(into: &mut [u64; 5], other: &[u64; 5]) {
+    let [requests, repeated, max_calls, first, last] = *other;
+    into[0] += requests;
+    if repeated > 0 {
+        into[3] = if into[1] == 0 { first } else { into[3].min(first) };
+    }
+    into[1] += repeated;
+    into[2] = into[2].max(max_calls);
+    into[4] = into[4].max(last);
+}
+
 impl ServiceSnapshot {
     /// The service and environment the snapshot is of.
     pub fn key(&self) -> ServiceKey {

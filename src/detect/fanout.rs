@@ -15,7 +15,8 @@
 //!
 //! A comparison is *bad* when the revision's recent requests number at
 //! least `min_requests`, the baseline — the last revision before it that
-//! made the call in `min_requests` requests and did not regress it — has
+//! made the call in `min_requests` requests (counting, in fleet mode, the
+//! other replicas' requests of that revision) and did not regress it — has
 //! as many, the mean calls per request rose by the relative AND the
 //! absolute margin, and the one-sided Mann-Whitney test (tie-corrected, on
 //! the exact counts) gives a p-value below `alpha / m`, `m` the series
@@ -39,6 +40,7 @@ use crate::analyze::peers::RequestCalls;
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::FanoutConfig;
 use crate::extract::{ServiceKey, Sym};
+use crate::fleet::baseline::FleetBaseline;
 
 /// (revision, operation, peer) series kept per service, at most; requests
 /// of further series are counted in `overflow`.
@@ -326,10 +328,12 @@ impl FanoutDetector {
     }
 
     /// The last revision before `revision` that made the call in
-    /// `min_requests` requests and did not regress it.
+    /// `min_requests` requests (here and, in fleet mode, on the other
+    /// replicas) and did not regress it.
     fn baseline<'t>(
         &self,
         timeline: &'t RevisionTimeline,
+        fleet: Option<&FleetBaseline>,
         revision: RevId,
         operation: &Sym,
         peer: &Sym,
@@ -339,12 +343,26 @@ impl FanoutDetector {
             if self.regressed.contains(&key) {
                 return None;
             }
-            let series = self.series.get(&key)?;
-            (series.total.requests() >= self.config.min_requests).then_some((b, series.total))
+            let local = self.series.get(&key).map(|s| s.total);
+            let elsewhere = fleet
+                .and_then(|f| f.calls(operation, &b.revision, peer))
+                .map(|c| CallsHistogram::from_buckets(&c.buckets, c.mean));
+            let mut total = local.or(elsewhere)?;
+            if let (Some(_), Some(elsewhere)) = (local, elsewhere) {
+                total.merge(&elsewhere);
+            }
+            (total.requests() >= self.config.min_requests).then_some((b, total))
         })
     }
 
-    pub fn evaluate(&mut self, service: &ServiceKey, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
+    pub fn evaluate(
+        &mut self,
+        service: &ServiceKey,
+        timeline: &RevisionTimeline,
+        fleet: Option<&FleetBaseline>,
+        at: u64,
+        out: &mut Vec<EventUpdate>,
+    ) {
         if !self.config.enabled {
             return;
         }
@@ -362,7 +380,7 @@ impl FanoutDetector {
             if self.incidents.contains_key(&key) {
                 checks.entry(key).or_default().push((*revision, recent));
             } else if recent.requests() >= self.config.min_requests
-                && let Some((baseline, base)) = self.baseline(timeline, *revision, operation, peer)
+                && let Some((baseline, base)) = self.baseline(timeline, fleet, *revision, operation, peer)
             {
                 comparisons.push((*revision, key, baseline.revision.clone(), base, recent));
             }
@@ -636,9 +654,9 @@ mod tests {
         let mut d = detector();
         deploy(&mut d, &mut timeline, |i| 3 + (i % 5) as u32);
         let mut out = Vec::new();
-        d.evaluate(&service, &timeline, 200 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 200 * SECOND, &mut out);
         assert!(out.is_empty(), "persistence: {out:?}");
-        d.evaluate(&service, &timeline, 210 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 210 * SECOND, &mut out);
         let event = match &out[..] {
             [EventUpdate::Fired(event)] => event.clone(),
             other => panic!("one event: {other:?}"),
@@ -659,7 +677,7 @@ mod tests {
         }
         let mut resolved = None;
         for step in 0..20 {
-            d.evaluate(&service, &timeline, 400 * SECOND + step * 10 * SECOND, &mut out);
+            d.evaluate(&service, &timeline, None, 400 * SECOND + step * 10 * SECOND, &mut out);
             if let Some(EventUpdate::Resolved { resolution, .. }) = out.last() {
                 resolved = Some(resolution.clone());
                 break;
@@ -678,7 +696,7 @@ mod tests {
         deploy(&mut d, &mut timeline, |i| 1 + (i % 3 == 0) as u32);
         let mut out = Vec::new();
         for step in 0..10 {
-            d.evaluate(&service, &timeline, 200 * SECOND + step * 10 * SECOND, &mut out);
+            d.evaluate(&service, &timeline, None, 200 * SECOND + step * 10 * SECOND, &mut out);
         }
         assert!(out.is_empty(), "{out:?}");
         // More traffic now goes to an operation that always made ten calls:
@@ -698,7 +716,7 @@ mod tests {
             d.on_request(&request(r2, "GET /report", 100 * SECOND + i * SECOND / 2, 10));
         }
         for step in 0..10 {
-            d.evaluate(&service, &timeline, 200 * SECOND + step * 10 * SECOND, &mut out);
+            d.evaluate(&service, &timeline, None, 200 * SECOND + step * 10 * SECOND, &mut out);
         }
         assert!(out.is_empty(), "{out:?}");
     }

@@ -9,8 +9,8 @@
 //! they are batched. A drift fires once `min_repeats` requests of a
 //! revision repeated the call and the last good revision served at least
 //! `min_baseline_requests` requests making it, none of them twice. Counts
-//! are kept from the time driftwatch saw the revisions; a baseline that ran
-//! only before a restart has none, and nothing fires against it.
+//! are kept in the snapshots, so they survive a restart, and in fleet mode
+//! the other replicas' counts of a revision join this replica's own.
 //!
 //! One (operation, peer) is one incident: later revisions that still
 //! repeat the call join it (`seen_in`); it resolves once no request
@@ -22,9 +22,11 @@ use super::event::{DriftEvent, EventKind, EventUpdate, Severity};
 use super::details::RepeatStats;
 use super::nanos;
 use crate::analyze::peers::RequestCalls;
+use crate::analyze::snapshot::add_repeat_counts;
 use crate::analyze::timeline::{RevId, RevisionTimeline};
 use crate::config::RepeatedCallConfig;
 use crate::extract::{ServiceKey, Sym};
+use crate::fleet::baseline::FleetBaseline;
 
 /// (revision, operation, peer) series counted per service, at most.
 const MAX_SERIES: usize = 4096;
@@ -38,6 +40,25 @@ struct Counts {
     max_calls: u32,
     first_repeat: u64,
     last_repeat: u64,
+}
+
+impl Counts {
+    /// As the snapshots hold them: (requests, repeated requests, most calls
+    /// in one, first and last repeat).
+    fn as_array(&self) -> [u64; 5] {
+        [self.requests, self.repeated, u64::from(self.max_calls), self.first_repeat, self.last_repeat]
+    }
+
+    fn from_array(counts: [u64; 5]) -> Counts {
+        let [requests, repeated, max_calls, first_repeat, last_repeat] = counts;
+        Counts {
+            requests,
+            repeated,
+            max_calls: u32::try_from(max_calls).unwrap_or(u32::MAX),
+            first_repeat,
+            last_repeat,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -84,9 +105,9 @@ impl RepeatDetector {
     /// (requests, repeated requests, most calls in one, first and last
     /// repeat).
     pub fn counts(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, [u64; 5])> + '_ {
-        self.counts.iter().map(|((revision, operation, peer), c)| {
-            (*revision, operation, peer, [c.requests, c.repeated, u64::from(c.max_calls), c.first_repeat, c.last_repeat])
-        })
+        self.counts
+            .iter()
+            .map(|((revision, operation, peer), c)| (*revision, operation, peer, c.as_array()))
     }
 
     /// Restores counts [`RepeatDetector::counts`] gave.
@@ -94,17 +115,7 @@ impl RepeatDetector {
         if self.counts.len() >= MAX_SERIES {
             return;
         }
-        let [requests, repeated, max_calls, first_repeat, last_repeat] = counts;
-        self.counts.insert(
-            (revision, operation, peer),
-            Counts {
-                requests,
-                repeated,
-                max_calls: u32::try_from(max_calls).unwrap_or(u32::MAX),
-                first_repeat,
-                last_repeat,
-            },
-        );
+        self.counts.insert((revision, operation, peer), Counts::from_array(counts));
     }
 
     /// Counts one request's unsafe calls.
@@ -141,7 +152,14 @@ impl RepeatDetector {
         }
     }
 
-    pub fn evaluate(&mut self, service: &ServiceKey, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
+    pub fn evaluate(
+        &mut self,
+        service: &ServiceKey,
+        timeline: &RevisionTimeline,
+        fleet: Option<&FleetBaseline>,
+        at: u64,
+        out: &mut Vec<EventUpdate>,
+    ) {
         if !self.config.enabled {
             return;
         }
@@ -176,10 +194,17 @@ impl RepeatDetector {
                 continue;
             }
             // The last revision before this one that made the call often
-            // enough: it must never have repeated it.
+            // enough (here and, in fleet mode, on the other replicas): it
+            // must never have repeated it.
             let baseline = timeline.before(*revision).find_map(|b| {
-                let c = self.counts.get(&(b.id, operation.clone(), peer.clone()))?;
-                (c.requests >= self.config.min_baseline_requests).then_some((b, *c))
+                let local = self.counts.get(&(b.id, operation.clone(), peer.clone())).map(|c| c.as_array());
+                let elsewhere = fleet.and_then(|f| f.repeats(operation, &b.revision, peer));
+                let mut merged = local.or(elsewhere)?;
+                if let (Some(_), Some(elsewhere)) = (local, elsewhere) {
+                    add_repeat_counts(&mut merged, &elsewhere);
+                }
+                let c = Counts::from_array(merged);
+                (c.requests >= self.config.min_baseline_requests).then_some((b, c))
             });
             let Some((baseline, base)) = baseline.filter(|(_, c)| c.repeated == 0) else { continue };
             let Some(entry) = timeline.get(*revision) else { continue };
@@ -282,7 +307,7 @@ mod tests {
             // Half of r2's requests charge twice.
             d.on_request(&request(r2, 100 * SECOND + i * SECOND, 1 + (i % 2) as u32));
         }
-        d.evaluate(&service, &timeline, 111 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 111 * SECOND, &mut out);
         let event = match &out[..] {
             [EventUpdate::Fired(event)] => event,
             other => panic!("one event: {other:?}"),
@@ -296,9 +321,9 @@ mod tests {
         // Nothing fires twice; r1 serves again and no request repeats.
         out.clear();
         timeline.observe(&Sym::from("r1"), 300 * SECOND, 2000 * SECOND);
-        d.evaluate(&service, &timeline, 200 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 200 * SECOND, &mut out);
         assert!(out.is_empty(), "{out:?}");
-        d.evaluate(&service, &timeline, 2000 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 2000 * SECOND, &mut out);
         match &out[..] {
             [EventUpdate::Resolved { resolution, .. }] => {
                 assert_eq!(resolution.reason, super::super::event::ResolutionReason::RolledBack)
@@ -319,7 +344,7 @@ mod tests {
             d.on_request(&request(r2, 100 * SECOND + i * SECOND, 2));
         }
         let mut out = Vec::new();
-        d.evaluate(&service, &timeline, 111 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 111 * SECOND, &mut out);
         assert!(out.is_empty(), "{out:?}");
         // A baseline that repeated too: the behaviour is not new.
         let mut d = detector();
@@ -329,7 +354,7 @@ mod tests {
         for i in 0..10 {
             d.on_request(&request(r2, 100 * SECOND + i * SECOND, 2));
         }
-        d.evaluate(&service, &timeline, 111 * SECOND, &mut out);
+        d.evaluate(&service, &timeline, None, 111 * SECOND, &mut out);
         assert!(out.is_empty(), "{out:?}");
     }
 }

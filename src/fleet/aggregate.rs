@@ -4,13 +4,15 @@
 //!
 //! Each publish replaces a replica's contribution inside one transaction:
 //! the aggregate minus that replica's previous snapshot plus its new one.
-//! What adds up is subtracted exactly: histogram buckets, window moments,
-//! error counts and span counts are integers or sums; the few quantities
+//! What adds up is subtracted exactly: histogram buckets (of latency and
+//! of calls per request), window moments, error, span and request counts
+//! are integers or sums; the few quantities
 //! that only widen (lifetimes, the largest call count) are kept with the
 //! number of snapshots that hold them, so they leave with their last
-//! holder. Clean-evaluation streaks are kept as a count of replicas per
-//! streak length, so their maximum stays exact when one replica's streak
-//! ends. A replica reads the aggregate minus its own snapshot: the other
+//! holder (as do the most calls in one request and the first and last
+//! repeat of an unsafe call). Clean-evaluation streaks are kept as a count
+//! of replicas per streak length, so their maximum stays exact when one
+//! replica's streak ends. A replica reads the aggregate minus its own snapshot: the other
 //! replicas, merged, as [`super::baseline::FleetBaseline`] wants them.
 
 use std::collections::BTreeMap;
@@ -18,7 +20,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::snapshot::{
-    PeerSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, ScopeSnapshot, SeriesSnapshot, ServiceSnapshot, Sighting,
+    CallsSnapshot, PeerSnapshot, RepeatSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, ScopeSnapshot, SeriesSnapshot,
+    ServiceSnapshot, Sighting, add_repeat_counts,
 };
 
 /// The aggregate format version, stored inside each aggregate.
@@ -39,6 +42,34 @@ struct SeriesSum {
     errors: BTreeMap<u64, u64>,
     /// Streak length → replicas with that streak (zero streaks left out).
     clean: BTreeMap<u32, u32>,
+}
+
+/// Calls per request of one (operation, revision, peer), summed over
+/// replicas.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct CallsSum {
+    operation: String,
+    revision: String,
+    peer: String,
+    holders: u32,
+    /// Bucket (its smallest call count) → requests.
+    buckets: BTreeMap<u64, u64>,
+    /// Calls made in those requests (each replica's mean times its
+    /// requests).
+    calls: f64,
+}
+
+/// Unsafe calls of one (operation, revision, peer), summed over replicas.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RepeatSum {
+    operation: String,
+    revision: String,
+    peer: String,
+    holders: u32,
+    /// As [`RepeatSnapshot::counts`]: requests and repeats add up and are
+    /// taken back exactly; the most calls in one request and the first and
+    /// last repeat only widen, and leave with their last holder.
+    counts: [u64; 5],
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +124,12 @@ pub struct Aggregate {
     peers: BTreeMap<String, Held<PeerSnapshot>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     scopes: BTreeMap<String, Held<ScopeSnapshot>>,
+    /// The fan-out detector's baselines, keyed as [`calls_key`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    calls: BTreeMap<String, CallsSum>,
+    /// The repeated-call detector's baselines, keyed as [`calls_key`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    repeats: BTreeMap<String, RepeatSum>,
 }
 
 /// Why an aggregate could not be brought up to date.
@@ -119,6 +156,8 @@ impl Aggregate {
             series: BTreeMap::new(),
             peers: BTreeMap::new(),
             scopes: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            repeats: BTreeMap::new(),
         }
     }
 
@@ -190,6 +229,29 @@ impl Aggregate {
                 *sum.clean.entry(s.clean_evaluations).or_default() += 1;
             }
         }
+        for c in &snapshot.calls {
+            let sum = self.calls.entry(calls_key(&c.operation, &c.revision, &c.peer)).or_insert_with(|| CallsSum {
+                operation: c.operation.clone(),
+                revision: c.revision.clone(),
+                peer: c.peer.clone(),
+                ..CallsSum::default()
+            });
+            sum.holders += 1;
+            for &(bucket, requests) in &c.buckets {
+                *sum.buckets.entry(bucket).or_default() += requests;
+            }
+            sum.calls += c.calls();
+        }
+        for r in &snapshot.repeats {
+            let sum = self.repeats.entry(calls_key(&r.operation, &r.revision, &r.peer)).or_insert_with(|| RepeatSum {
+                operation: r.operation.clone(),
+                revision: r.revision.clone(),
+                peer: r.peer.clone(),
+                ..RepeatSum::default()
+            });
+            sum.holders += 1;
+            add_repeat_counts(&mut sum.counts, &r.counts);
+        }
         Ok(())
     }
 
@@ -244,6 +306,28 @@ impl Aggregate {
                 self.series.remove(&key);
             }
         }
+        for c in &snapshot.calls {
+            let key = calls_key(&c.operation, &c.revision, &c.peer);
+            let Some(sum) = self.calls.get_mut(&key) else { continue };
+            sum.holders = sum.holders.saturating_sub(1);
+            for &(bucket, requests) in &c.buckets {
+                take(&mut sum.buckets, bucket, requests);
+            }
+            sum.calls = (sum.calls - c.calls()).max(0.0);
+            if sum.holders == 0 || sum.buckets.is_empty() {
+                self.calls.remove(&key);
+            }
+        }
+        for r in &snapshot.repeats {
+            let key = calls_key(&r.operation, &r.revision, &r.peer);
+            let Some(sum) = self.repeats.get_mut(&key) else { continue };
+            sum.holders = sum.holders.saturating_sub(1);
+            sum.counts[0] = sum.counts[0].saturating_sub(r.counts[0]);
+            sum.counts[1] = sum.counts[1].saturating_sub(r.counts[1]);
+            if sum.holders == 0 {
+                self.repeats.remove(&key);
+            }
+        }
         if self.replicas == 0 {
             *self = Aggregate::empty(&self.service, self.environment.as_deref());
         }
@@ -280,8 +364,30 @@ impl Aggregate {
             peers: self.peers.values().map(|h| h.value.clone()).collect(),
             scopes: self.scopes.values().map(|h| h.value.clone()).collect(),
             firing: Vec::new(),
-            calls: Vec::new(),
-            repeats: Vec::new(),
+            calls: self
+                .calls
+                .values()
+                .map(|c| {
+                    let requests: u64 = c.buckets.values().sum();
+                    CallsSnapshot {
+                        revision: c.revision.clone(),
+                        operation: c.operation.clone(),
+                        peer: c.peer.clone(),
+                        buckets: c.buckets.iter().map(|(b, n)| (*b, *n)).collect(),
+                        mean: if requests == 0 { 0.0 } else { c.calls / requests as f64 },
+                    }
+                })
+                .collect(),
+            repeats: self
+                .repeats
+                .values()
+                .map(|r| RepeatSnapshot {
+                    revision: r.revision.clone(),
+                    operation: r.operation.clone(),
+                    peer: r.peer.clone(),
+                    counts: r.counts,
+                })
+                .collect(),
             regressed: Vec::new(),
         }
     }
@@ -343,6 +449,11 @@ fn series_key(s: &SeriesSnapshot) -> String {
     format!("{}\u{1f}{}", s.operation, s.revision)
 }
 
+/// The key of one (operation, revision, peer), unit separators between.
+fn calls_key(operation: &str, revision: &str, peer: &str) -> String {
+    format!("{operation}\u{1f}{revision}\u{1f}{peer}")
+}
+
 fn take(map: &mut BTreeMap<u64, u64>, key: u64, count: u64) {
     if let Some(have) = map.get_mut(&key) {
         *have = have.saturating_sub(count);
@@ -391,8 +502,19 @@ mod tests {
                 spans: replica,
             }],
             firing: Vec::new(),
-            calls: Vec::new(),
-            repeats: Vec::new(),
+            calls: vec![CallsSnapshot {
+                revision: revision.into(),
+                operation: "GET /cart".into(),
+                peer: "db:5432".into(),
+                buckets: vec![(1, 10 * replica), (2 + replica % 2, replica)],
+                mean: 1.0 + 0.1 * replica as f64,
+            }],
+            repeats: vec![RepeatSnapshot {
+                revision: revision.into(),
+                operation: "POST /pay".into(),
+                peer: "payments:443".into(),
+                counts: [20 * replica, replica % 2, 1 + replica % 2, if replica % 2 == 1 { 300 + replica } else { 0 }, 800 + replica],
+            }],
             regressed: Vec::new(),
         }
     }
@@ -426,6 +548,17 @@ mod tests {
             assert!((x.2 - y.2).abs() < 1e-9 && (x.3 - y.3).abs() < 1e-9);
         }
         assert_eq!(sum.replicas, 5);
+        // Calls per request and unsafe calls: r1's left with their last
+        // holder, r2's add up.
+        assert_eq!(a.calls.len(), 1, "{:?}", a.calls);
+        assert_eq!((a.calls[0].revision.as_str(), &a.calls[0].buckets), ("r2", &b.calls[0].buckets));
+        assert_eq!(a.calls[0].buckets, [(1, 150), (2, 6), (3, 9)]);
+        // Σ (1 + 0.1 r)(11 r) over r = 1..5, over the 165 requests.
+        assert!((a.calls[0].mean - (165.0 + 1.1 * 55.0) / 165.0).abs() < 1e-9, "{}", a.calls[0].mean);
+        assert_eq!(a.repeats.len(), 1);
+        assert_eq!(a.repeats[0].revision, "r2");
+        assert_eq!(a.repeats[0].counts, b.repeats[0].counts);
+        assert_eq!(a.repeats[0].counts, [300, 3, 2, 301, 805], "repeats add up; the first is the earliest that repeated");
     }
 
     #[test]
@@ -456,6 +589,8 @@ mod tests {
         assert!(!others.peers.iter().any(|p| p.peer == "db-2:5432"), "its own peer left with it");
         let scopes: Vec<_> = others.scopes.iter().map(|s| s.scope.as_str()).collect();
         assert_eq!(scopes, ["scope-0", "scope-1"], "replicas 1 and 3 still hold scope-1");
+        assert_eq!(others.calls[0].requests(), 11 * (1 + 3 + 4));
+        assert_eq!(others.repeats[0].counts[..2], [20 * (1 + 3 + 4), 2]);
         assert_eq!(sum.replicas, 3);
         sum.subtract(&all[0]).expect("same service");
         sum.subtract(&all[2]).expect("same service");

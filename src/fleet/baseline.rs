@@ -5,19 +5,25 @@
 //! pods. In fleet mode each replica publishes its own snapshot; every other
 //! replica merges them into a `FleetBaseline` and consults it next to its
 //! own state: the revisions the fleet ran, their latency histograms and
-//! change-point moments (summed), and the peers the service is known to
-//! call. It is kept apart from the replica's own data and replaced whole at
+//! change-point moments (summed), calls per request and unsafe-call counts
+//! (summed), and the peers the service is known to call. It is kept apart from the replica's own data and replaced whole at
 //! each refresh, so sharing back and forth never counts a span twice.
 
 use std::collections::HashMap;
 
-use crate::analyze::snapshot::{PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, histogram_from};
+use crate::analyze::snapshot::{
+    CallsSnapshot, PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, add_repeat_counts,
+    histogram_from,
+};
 use crate::analyze::window::{LatencyWindows, WindowLayout};
 use crate::detect::stats::{WindowMoments, new_histogram};
 use crate::extract::{ServiceKey, Sym};
 
 /// A series being merged: its histogram and its moments by window start.
 type MergedSeries = (crate::detect::stats::LatencyHistogram, HashMap<u64, WindowMoments>);
+
+/// (operation, revision, peer) names.
+type CallKey = (Sym, Sym, Sym);
 
 pub struct FleetBaseline {
     pub key: ServiceKey,
@@ -31,6 +37,11 @@ pub struct FleetBaseline {
     /// The most clean comparisons in a row any replica made, by
     /// (operation, revision) name.
     clean: HashMap<(Sym, Sym), u32>,
+    /// Calls per request, merged, by (operation, revision, peer) name.
+    calls: HashMap<CallKey, CallsSnapshot>,
+    /// Unsafe-call counts (as [`crate::analyze::snapshot::RepeatSnapshot`]),
+    /// merged, by (operation, revision, peer) name.
+    repeats: HashMap<CallKey, [u64; 5]>,
     pub replicas: usize,
 }
 
@@ -45,6 +56,8 @@ impl FleetBaseline {
         let mut scopes: HashMap<&str, ScopeSnapshot> = HashMap::new();
         let mut histograms: HashMap<(&str, &str), MergedSeries> = HashMap::new();
         let mut clean: HashMap<(Sym, Sym), u32> = HashMap::new();
+        let mut calls: HashMap<CallKey, (std::collections::BTreeMap<u64, u64>, f64)> = HashMap::new();
+        let mut repeats: HashMap<CallKey, [u64; 5]> = HashMap::new();
         let mut first_seen: Option<u64> = None;
         let mut watermark = 0;
         for snapshot in snapshots.iter().filter(of_service) {
@@ -70,6 +83,17 @@ impl FleetBaseline {
             }
             for s in &snapshot.scopes {
                 scopes.entry(&s.scope).and_modify(|m| m.widen(s)).or_insert_with(|| s.clone());
+            }
+            let key = |operation: &str, revision: &str, peer: &str| (Sym::from(operation), Sym::from(revision), Sym::from(peer));
+            for c in &snapshot.calls {
+                let (buckets, made) = calls.entry(key(&c.operation, &c.revision, &c.peer)).or_default();
+                for &(bucket, requests) in &c.buckets {
+                    *buckets.entry(bucket).or_default() += requests;
+                }
+                *made += c.calls();
+            }
+            for r in &snapshot.repeats {
+                add_repeat_counts(repeats.entry(key(&r.operation, &r.revision, &r.peer)).or_default(), &r.counts);
             }
             for s in &snapshot.series {
                 if s.clean_evaluations > 0 {
@@ -111,8 +135,36 @@ impl FleetBaseline {
             scopes: scopes.into_values().collect(),
             series,
             clean,
+            calls: calls
+                .into_iter()
+                .map(|((operation, revision, peer), (buckets, made))| {
+                    let requests: u64 = buckets.values().sum();
+                    let merged = CallsSnapshot {
+                        revision: revision.to_string(),
+                        operation: operation.to_string(),
+                        peer: peer.to_string(),
+                        buckets: buckets.into_iter().collect(),
+                        mean: if requests == 0 { 0.0 } else { made / requests as f64 },
+                    };
+                    ((operation, revision, peer), merged)
+                })
+                .collect(),
+            repeats,
             replicas: snapshots.iter().filter(of_service).count(),
         }
+    }
+
+    /// The other replicas' calls per request to `peer` in `operation` under
+    /// `revision`, merged.
+    pub fn calls(&self, operation: &Sym, revision: &Sym, peer: &Sym) -> Option<&CallsSnapshot> {
+        self.calls.get(&(operation.clone(), revision.clone(), peer.clone()))
+    }
+
+    /// The other replicas' unsafe calls to `peer` in `operation` under
+    /// `revision`, merged (as [`crate::analyze::snapshot::RepeatSnapshot`]'s
+    /// counts).
+    pub fn repeats(&self, operation: &Sym, revision: &Sym, peer: &Sym) -> Option<[u64; 5]> {
+        self.repeats.get(&(operation.clone(), revision.clone(), peer.clone())).copied()
     }
 
     /// The most clean comparisons in a row another replica made of
@@ -254,6 +306,37 @@ mod tests {
             fleet.series(&Sym::from("GET /"), &Sym::from("r9")).is_none(),
             "other services are left out"
         );
+    }
+
+    #[test]
+    fn replicas_calls_per_request_and_unsafe_calls_add_up() {
+        use crate::analyze::snapshot::{CallsSnapshot, RepeatSnapshot};
+        let layout = AnalysisSettings::from_config(&Config::default()).layout;
+        let with_calls = |buckets: Vec<(u64, u64)>, mean: f64, counts: [u64; 5]| ServiceSnapshot {
+            calls: vec![CallsSnapshot {
+                revision: "r1".into(),
+                operation: "GET /".into(),
+                peer: "db:5432".into(),
+                buckets,
+                mean,
+            }],
+            repeats: vec![RepeatSnapshot {
+                revision: "r1".into(),
+                operation: "GET /".into(),
+                peer: "db:5432".into(),
+                counts,
+            }],
+            ..snapshot("r1", 100, 200, vec![(10_000, 1)], 1)
+        };
+        let a = with_calls(vec![(1, 30), (2, 10)], 1.25, [40, 0, 1, 0, 0]);
+        let b = with_calls(vec![(1, 60)], 1.0, [60, 2, 3, 150, 190]);
+        let fleet = FleetBaseline::merge(&ServiceKey::new("checkout", None), &[a, b], layout);
+        let (op, r1, db) = (Sym::from("GET /"), Sym::from("r1"), Sym::from("db:5432"));
+        let calls = fleet.calls(&op, &r1, &db).expect("merged calls");
+        assert_eq!(calls.buckets, [(1, 90), (2, 10)]);
+        assert!((calls.mean - 110.0 / 100.0).abs() < 1e-12, "{}", calls.mean);
+        assert_eq!(fleet.repeats(&op, &r1, &db), Some([100, 2, 3, 150, 190]));
+        assert!(fleet.calls(&op, &Sym::from("r2"), &db).is_none());
     }
 
     #[test]
