@@ -248,6 +248,14 @@ fn scenario_corpus_meets_the_targets() {
         summary["error_target_class_recall"].as_f64().expect("recall") >= 0.95,
         "{summary}\n{table}"
     );
+    assert!(
+        summary["error_false_alerts_per_service_week"].as_f64().expect("rate") <= 1.0,
+        "{summary}\n{table}"
+    );
+    assert!(
+        summary["error_median_delay_s"].as_f64().expect("delay") <= 60.0,
+        "{summary}\n{table}"
+    );
     assert_eq!(summary["error_false_resolves"].as_u64(), Some(0), "{summary}\n{table}");
     assert!(summary["fanout_target_class_labels"].as_u64().expect("count") >= 12, "{summary}");
     assert!(
