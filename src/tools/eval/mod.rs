@@ -42,6 +42,14 @@ pub struct LabelResult {
     pub deploy_at_s: u64,
     pub rate: f64,
     pub expected_p95_increase: f64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Whether a labelled drift was caught, how soon, and how its incident
+/// followed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
     pub detected: bool,
     /// Event time from the start of the rollout to the alert.
     pub delay_s: Option<f64>,
@@ -73,12 +81,8 @@ pub struct ErrorLabelResult {
     /// Share of requests failing before and after.
     pub errors_before: f64,
     pub errors_after: f64,
-    pub detected: bool,
-    pub delay_s: Option<f64>,
-    pub serving_until_s: u64,
-    pub coverage: Option<f64>,
-    pub false_resolves: usize,
-    pub resolution: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// Fan-out rises from at most `TARGET_MAX_BASE_CALLS` to at least
@@ -99,12 +103,8 @@ pub struct FanoutLabelResult {
     /// Mean calls per request to the peer before and after.
     pub calls_before: f64,
     pub calls_after: f64,
-    pub detected: bool,
-    pub delay_s: Option<f64>,
-    pub serving_until_s: u64,
-    pub coverage: Option<f64>,
-    pub false_resolves: usize,
-    pub resolution: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// One labelled repeated unsafe call (`subject`: the peer) or new
@@ -357,7 +357,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
                 let entry = regressed_since.entry((service.name.as_str(), op.name.as_str())).or_insert(at);
                 *entry = (*entry).min(at);
                 let until = serving_until(scenario, service, d, c, &op.name);
-                let (hit, lifecycle) = detection(&events, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
+                let outcome = detection(&events, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
                 labels.push(LabelResult {
                     service: service.name.clone(),
                     operation: op.name.clone(),
@@ -365,12 +365,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
                     deploy_at_s: at,
                     rate: op.rate,
                     expected_p95_increase: rise,
-                    detected: hit.is_some(),
-                    delay_s: hit,
-                    serving_until_s: until,
-                    coverage: lifecycle.as_ref().and_then(|l| l.coverage),
-                    false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
-                    resolution: lifecycle.and_then(|l| l.resolution),
+                    outcome,
                 });
             }
         }
@@ -444,7 +439,7 @@ fn detection(
     at: u64,
     until: u64,
     resolved_at: &HashMap<String, u64>,
-) -> (Option<f64>, Option<Lifecycle>) {
+) -> Outcome {
     let of_operation = |e: &&&DriftEvent| e.service == service && e.operation.as_deref() == Some(operation);
     let hit = events
         .iter()
@@ -464,7 +459,15 @@ fn detection(
             )
         })
         .collect();
-    (hit, hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64)))
+    let lifecycle = hit.map(|delay| lifecycle(&incidents, at as f64 + delay, until as f64));
+    Outcome {
+        detected: hit.is_some(),
+        delay_s: hit,
+        serving_until_s: until,
+        coverage: lifecycle.as_ref().and_then(|l| l.coverage),
+        false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
+        resolution: lifecycle.and_then(|l| l.resolution),
+    }
 }
 
 struct Lifecycle {
@@ -525,7 +528,7 @@ fn score_errors(
                 let since = raised_since.entry((service.name.as_str(), op.name.as_str())).or_insert(at);
                 *since = (*since).min(at);
                 let until = serving_until(scenario, service, d, c, &op.name);
-                let (hit, lifecycle) = detection(events, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
+                let outcome = detection(events, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
                 labels.push(ErrorLabelResult {
                     service: service.name.clone(),
                     operation: op.name.clone(),
@@ -534,12 +537,7 @@ fn score_errors(
                     rate: op.rate,
                     errors_before: op.errors,
                     errors_after: change.errors,
-                    detected: hit.is_some(),
-                    delay_s: hit,
-                    serving_until_s: until,
-                    coverage: lifecycle.as_ref().and_then(|l| l.coverage),
-                    false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
-                    resolution: lifecycle.and_then(|l| l.resolution),
+                    outcome,
                 });
             }
         }
@@ -596,8 +594,7 @@ fn score_fanout(
                     let until = serving_until(scenario, service, d, c, &op.name);
                     let of_peer: Vec<&DriftEvent> =
                         events.iter().filter(|e| e.peer.as_deref() == Some(calls.peer.as_str())).copied().collect();
-                    let (hit, lifecycle) =
-                        detection(&of_peer, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
+                    let outcome = detection(&of_peer, &service.name, &op.name, &deploy.revision, at, until, resolved_at);
                     labels.push(FanoutLabelResult {
                         service: service.name.clone(),
                         operation: op.name.clone(),
@@ -607,12 +604,7 @@ fn score_fanout(
                         rate: op.rate,
                         calls_before: before,
                         calls_after: f64::from(times),
-                        detected: hit.is_some(),
-                        delay_s: hit,
-                        serving_until_s: until,
-                        coverage: lifecycle.as_ref().and_then(|l| l.coverage),
-                        false_resolves: lifecycle.as_ref().map_or(0, |l| l.false_resolves),
-                        resolution: lifecycle.and_then(|l| l.resolution),
+                        outcome,
                     });
                 }
             }
@@ -786,12 +778,12 @@ fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelRes
 
 fn summarise(results: &[ScenarioResult]) -> Summary {
     let labels: Vec<&LabelResult> = results.iter().flat_map(|r| &r.labels).collect();
-    let detected = labels.iter().filter(|l| l.detected).count();
+    let detected = labels.iter().filter(|l| l.outcome.detected).count();
     let target: Vec<&&LabelResult> = labels
         .iter()
         .filter(|l| l.expected_p95_increase >= TARGET_MIN_P95_INCREASE && l.rate >= TARGET_MIN_RATE)
         .collect();
-    let target_detected = target.iter().filter(|l| l.detected).count();
+    let target_detected = target.iter().filter(|l| l.outcome.detected).count();
     let latency_false = |r: &&ScenarioResult| {
         r.false_alerts
             .iter()
@@ -810,7 +802,7 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
     };
     let peer_false_alerts = false_of(EventKind::NewOutboundPeer);
     let error_labels: Vec<&ErrorLabelResult> = results.iter().flat_map(|r| &r.error_labels).collect();
-    let error_detected = error_labels.iter().filter(|l| l.detected).count();
+    let error_detected = error_labels.iter().filter(|l| l.outcome.detected).count();
     let error_target: Vec<&&ErrorLabelResult> = error_labels
         .iter()
         .filter(|l| l.errors_before <= TARGET_MAX_BASE_ERRORS && l.errors_after >= TARGET_MIN_ERRORS && l.rate >= TARGET_MIN_RATE)
@@ -824,13 +816,13 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         .iter()
         .map(|r| r.services as f64 * r.duration_s as f64 / WEEK_SECONDS)
         .sum();
-    let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.delay_s).collect();
+    let mut delays: Vec<f64> = labels.iter().filter_map(|l| l.outcome.delay_s).collect();
     delays.sort_by(f64::total_cmp);
     let quantile = |q: f64| (!delays.is_empty()).then(|| delays[((delays.len() - 1) as f64 * q).round() as usize]);
     let (mut covered, mut serving) = (0.0, 0.0);
     for l in &labels {
-        if let (Some(coverage), Some(delay)) = (l.coverage, l.delay_s) {
-            let time = l.serving_until_s as f64 - (l.deploy_at_s as f64 + delay);
+        if let (Some(coverage), Some(delay)) = (l.outcome.coverage, l.outcome.delay_s) {
+            let time = l.outcome.serving_until_s as f64 - (l.deploy_at_s as f64 + delay);
             covered += coverage * time;
             serving += time;
         }
@@ -876,26 +868,26 @@ fn summarise(results: &[ScenarioResult]) -> Summary {
         peer_recall: ratio(peer_detected, peer_labels.len()),
         peer_false_alerts,
         peer_median_delay_s: median(peer_labels.iter().filter_map(|l| l.delay_s)),
-        false_resolves: labels.iter().map(|l| l.false_resolves).sum(),
+        false_resolves: labels.iter().map(|l| l.outcome.false_resolves).sum(),
         coverage: if serving > 0.0 { covered / serving } else { 1.0 },
-        min_coverage: labels.iter().filter_map(|l| l.coverage).min_by(f64::total_cmp),
+        min_coverage: labels.iter().filter_map(|l| l.outcome.coverage).min_by(f64::total_cmp),
         error_labels: error_labels.len(),
         error_recall: ratio(error_detected, error_labels.len()),
         error_target_class_labels: error_target.len(),
-        error_target_class_recall: ratio(error_target.iter().filter(|l| l.detected).count(), error_target.len()),
+        error_target_class_recall: ratio(error_target.iter().filter(|l| l.outcome.detected).count(), error_target.len()),
         error_false_alerts,
         error_service_weeks,
         error_false_alerts_per_service_week: per_week(error_false_alerts, error_service_weeks),
-        error_median_delay_s: median(error_labels.iter().filter_map(|l| l.delay_s)),
-        error_false_resolves: error_labels.iter().map(|l| l.false_resolves).sum(),
+        error_median_delay_s: median(error_labels.iter().filter_map(|l| l.outcome.delay_s)),
+        error_false_resolves: error_labels.iter().map(|l| l.outcome.false_resolves).sum(),
         fanout_labels: fanout_labels.len(),
-        fanout_recall: ratio(fanout_labels.iter().filter(|l| l.detected).count(), fanout_labels.len()),
+        fanout_recall: ratio(fanout_labels.iter().filter(|l| l.outcome.detected).count(), fanout_labels.len()),
         fanout_target_class_labels: fanout_target.len(),
-        fanout_target_class_recall: ratio(fanout_target.iter().filter(|l| l.detected).count(), fanout_target.len()),
+        fanout_target_class_recall: ratio(fanout_target.iter().filter(|l| l.outcome.detected).count(), fanout_target.len()),
         fanout_false_alerts,
         fanout_false_alerts_per_service_week: per_week(fanout_false_alerts, service_weeks),
-        fanout_median_delay_s: median(fanout_labels.iter().filter_map(|l| l.delay_s)),
-        fanout_false_resolves: fanout_labels.iter().map(|l| l.false_resolves).sum(),
+        fanout_median_delay_s: median(fanout_labels.iter().filter_map(|l| l.outcome.delay_s)),
+        fanout_false_resolves: fanout_labels.iter().map(|l| l.outcome.false_resolves).sum(),
         kinds,
     }
 }
@@ -923,8 +915,8 @@ impl Report {
             "false"
         );
         for r in &self.scenarios {
-            let caught = r.labels.iter().filter(|l| l.detected).count();
-            let mut delays: Vec<f64> = r.labels.iter().filter_map(|l| l.delay_s).collect();
+            let caught = r.labels.iter().filter(|l| l.outcome.detected).count();
+            let mut delays: Vec<f64> = r.labels.iter().filter_map(|l| l.outcome.delay_s).collect();
             delays.sort_by(f64::total_cmp);
             let delay = delays.get(delays.len() / 2).map_or("-".to_owned(), |d| format!("{d:.0}s"));
             let latency_false = r
@@ -933,8 +925,8 @@ impl Report {
                 .filter(|f| f.kind == EventKind::LatencyRegression)
                 .count();
             let peers_caught = r.peer_labels.iter().filter(|l| l.detected).count();
-            let errors_caught = r.error_labels.iter().filter(|l| l.detected).count();
-            let fanout_caught = r.fanout_labels.iter().filter(|l| l.detected).count();
+            let errors_caught = r.error_labels.iter().filter(|l| l.outcome.detected).count();
+            let fanout_caught = r.fanout_labels.iter().filter(|l| l.outcome.detected).count();
             let false_of = |kind| r.false_alerts.iter().filter(|f| f.kind == kind).count();
             let _ = writeln!(
                 out,
