@@ -18,7 +18,13 @@ pub fn since_epoch() -> Duration {
 
 /// Nanoseconds since the Unix epoch (saturating, in the year 2554).
 pub fn unix_nanos() -> u64 {
-    u64::try_from(since_epoch().as_nanos()).unwrap_or(u64::MAX)
+    nanos(since_epoch())
+}
+
+/// A duration in nanoseconds, saturating: durations come from the
+/// configuration, which allows any, and event time is kept in `u64`.
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -171,7 +171,7 @@ pub fn run(options: CompareOptions) -> Result<Report, CompareError> {
     // The head starts one evaluation interval after the base ends.
     let base_end = base.facts.iter().map(|f| f.end_unix_nanos).max().unwrap_or(0);
     let head_start = head.facts.iter().map(|f| f.start_unix_nanos).min().unwrap_or(0);
-    let gap = u64::try_from(options.settings.latency.evaluation_interval.as_nanos()).unwrap_or(u64::MAX);
+    let gap = crate::clock::nanos(options.settings.latency.evaluation_interval);
     let target = base_end.saturating_add(gap);
     for fact in &mut head.facts {
         fact.start_unix_nanos = fact.start_unix_nanos - head_start + target;

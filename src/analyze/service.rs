@@ -42,8 +42,8 @@ pub struct AnalysisSettings {
 
 impl AnalysisSettings {
     pub fn new(analyze: &AnalyzeConfig, detect: &crate::config::DetectConfig) -> AnalysisSettings {
+        use crate::clock::nanos;
         let latency = &detect.latency;
-        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let window = nanos(analyze.window).max(1);
         let windows_in = |d: std::time::Duration| nanos(d).div_ceil(window) as usize;
         AnalysisSettings {
@@ -76,13 +76,12 @@ impl AnalysisSettings {
     }
 
     fn interval_nanos(&self) -> u64 {
-        u64::try_from(self.latency.evaluation_interval.as_nanos())
-            .unwrap_or(u64::MAX)
+        crate::clock::nanos(self.latency.evaluation_interval)
             .max(1)
     }
 
     fn delay_nanos(&self) -> u64 {
-        u64::try_from(self.latency.evaluation_delay.as_nanos()).unwrap_or(u64::MAX)
+        crate::clock::nanos(self.latency.evaluation_delay)
     }
 }
 
@@ -219,7 +218,7 @@ impl ServiceState {
         }
         if let Some(peer) = fact.peer.as_ref().filter(|_| fact.kind.is_outbound()) {
             self.calls_out = true;
-            let lookback = u64::try_from(settings.outbound.lookback.as_nanos()).unwrap_or(u64::MAX);
+            let lookback = crate::clock::nanos(settings.outbound.lookback);
             let novelty = self.peers.record_call(fact, peer, revision, lookback);
             self.outbound.on_call(peer, revision, fact.start_unix_nanos, novelty);
             return Recorded::Analysed;

@@ -73,7 +73,7 @@ impl ShardAnalysis {
     /// quiet, so their evaluations — and resolutions — still happen live.
     /// Replays never call this, so they stay deterministic.
     pub fn tick(&mut self, elapsed: std::time::Duration, out: &mut Vec<EventUpdate>) {
-        let elapsed = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = crate::clock::nanos(elapsed);
         for service in self.services.values_mut() {
             if service.idle_tick(elapsed) {
                 service.evaluate_due(&self.settings, out);

@@ -17,11 +17,7 @@ pub mod outbound;
 pub mod repeats;
 pub mod stats;
 
-/// A duration in nanoseconds of event time, saturating (durations come
-/// from the configuration, which allows any).
-pub fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
+pub use crate::clock::nanos;
 
 /// How a drift whose signal stopped for `resolve_after` ended, judged by
 /// the newest revision serving within `resolve_after`: `rolled_back` when

@@ -304,7 +304,7 @@ impl Extractor {
     pub fn new(max_future_skew: std::time::Duration, max_interned: usize) -> Extractor {
         Extractor {
             interner: Interner::new(max_interned),
-            max_future_skew_nanos: u64::try_from(max_future_skew.as_nanos()).unwrap_or(u64::MAX),
+            max_future_skew_nanos: crate::clock::nanos(max_future_skew),
         }
     }
 
