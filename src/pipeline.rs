@@ -107,16 +107,16 @@ impl EventPipeline {
                         None => updates_open = false,
                     },
                     notice = notices.recv(), if notices_open => match notice {
-                        Some(notice) => apply_notice(&downstream, log.log_mut(), &metrics, notice),
+                        Some(notice) => apply_notice(&downstream, log.log_mut(), &metrics, notice).await,
                         None => notices_open = false,
                     },
                     Some(done) = attributions.join_next(), if !attributions.is_empty() => {
                         if let Ok((event, attribution)) = done {
-                            attributed(&downstream, log.log_mut(), &metrics, event, &attribution);
+                            attributed(&downstream, log.log_mut(), &metrics, event, &attribution).await;
                         }
                     }
                     _ = retire.tick(), if downstream.event_retention.is_some() => {
-                        retire_events(&downstream, log.log_mut());
+                        retire_events(&downstream, log.log_mut()).await;
                     }
                 }
                 update_gauges(log.log(), &metrics);
@@ -125,7 +125,7 @@ impl EventPipeline {
             }
             while let Some(done) = attributions.join_next().await {
                 if let Ok((event, attribution)) = done {
-                    attributed(&downstream, log.log_mut(), &metrics, event, &attribution);
+                    attributed(&downstream, log.log_mut(), &metrics, event, &attribution).await;
                 }
             }
             update_gauges(log.log(), &metrics);
@@ -156,7 +156,7 @@ pub enum FleetNotice {
     Resolved(Box<DriftEvent>),
 }
 
-fn apply_notice(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, notice: FleetNotice) {
+async fn apply_notice(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, notice: FleetNotice) {
     match notice {
         FleetNotice::Events(events) => {
             let mut ended = Vec::new();
@@ -189,18 +189,18 @@ fn apply_notice(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, 
             // resolution too, so it is sent even if that replica goes away
             // before delivering it; the fleet's claims send it once.
             for event in ended {
-                persist(downstream, &event);
+                persist(downstream, &event).await;
                 suspect_gauge(metrics, &event, false);
-                alert(downstream, &event);
+                alert(downstream, &event).await;
             }
         }
         FleetNotice::Resolved(event) => {
             let event = *event;
             log.upsert(event.clone());
-            persist(downstream, &event);
+            persist(downstream, &event).await;
             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, "drift resolved in the fleet");
             suspect_gauge(metrics, &event, false);
-            alert(downstream, &event);
+            alert(downstream, &event).await;
         }
     }
 }
@@ -359,12 +359,29 @@ fn update_gauges(log: &EventLog, metrics: &Metrics) {
     }
 }
 
-fn persist(downstream: &Downstream, event: &DriftEvent) {
-    if let Some(store) = &downstream.store
-        && let Err(error) = store.put_events(std::slice::from_ref(event))
-    {
-        tracing::error!(%error, id = %event.id, "cannot persist an event");
+/// Runs `work` (a store write: a redb commit, which syncs to disk) on the
+/// blocking pool and waits for it: the pipeline keeps its order, and the
+/// async threads keep serving while the disk is slow. `None` if it
+/// panicked, which is logged.
+async fn off_runtime<T: Send + 'static>(what: &'static str, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Some(done),
+        Err(error) => {
+            tracing::error!(%error, "{what} failed");
+            None
+        }
     }
+}
+
+async fn persist(downstream: &Downstream, event: &DriftEvent) {
+    let Some(store) = downstream.store.clone() else { return };
+    let event = event.clone();
+    off_runtime("persisting an event", move || {
+        if let Err(error) = store.put_events(std::slice::from_ref(&event)) {
+            tracing::error!(%error, id = %event.id, "cannot persist an event");
+        }
+    })
+    .await;
 }
 
 /// Shares a new version of an event (its suspects) with the fleet.
@@ -393,17 +410,23 @@ async fn announce(downstream: &Downstream, mut deploy: Deploy) {
         deploy.previous_revision = Some(full_sha(downstream, source(), previous).await);
     }
     tracing::info!(service = %deploy.service, revision = %deploy.revision, "new revision serving");
-    if let Err(error) = dispatcher.announce(&deploy) {
-        tracing::error!(%error, id = %deploy.id, "cannot queue a deploy marker");
-    }
+    off_runtime("queueing a deploy marker", move || {
+        if let Err(error) = dispatcher.announce(&deploy) {
+            tracing::error!(%error, id = %deploy.id, "cannot queue a deploy marker");
+        }
+    })
+    .await;
 }
 
-fn alert(downstream: &Downstream, event: &DriftEvent) {
-    if let Some(dispatcher) = &downstream.dispatcher
-        && let Err(error) = dispatcher.notify(event)
-    {
-        tracing::error!(%error, id = %event.id, "cannot queue alerts");
-    }
+async fn alert(downstream: &Downstream, event: &DriftEvent) {
+    let Some(dispatcher) = downstream.dispatcher.clone() else { return };
+    let event = event.clone();
+    off_runtime("queueing alerts", move || {
+        if let Err(error) = dispatcher.notify(&event) {
+            tracing::error!(%error, id = %event.id, "cannot queue alerts");
+        }
+    })
+    .await;
 }
 
 /// Applies one detector update.
@@ -428,7 +451,7 @@ async fn apply_update(
             if refire {
                 metrics.drift_refires.with_label_values(&[event.kind.as_str()]).inc();
             }
-            persist(downstream, &event);
+            persist(downstream, &event).await;
             tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
                 operation = event.operation.as_deref().unwrap_or(""), peer = event.peer.as_deref().unwrap_or(""),
                 revision = %event.revision, "drift detected");
@@ -448,14 +471,14 @@ async fn apply_update(
                         (event, attribution)
                     });
                 }
-                None => alert(downstream, &event),
+                None => alert(downstream, &event).await,
             }
         }
         EventUpdate::SeenIn { id, revision, .. } => {
             let Some(event) = carry(downstream, log.log_mut(), &id, revision).await else {
                 return;
             };
-            persist(downstream, &event);
+            persist(downstream, &event).await;
             share(downstream, &event);
             tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
                 seen_in = ?event.seen_in, "drift still present in a later revision");
@@ -469,7 +492,7 @@ async fn apply_update(
             let Some(event) = close(downstream, log.log_mut(), metrics, &id, at_unix_nanos, resolution).await else {
                 return;
             };
-            persist(downstream, &event);
+            persist(downstream, &event).await;
             let reason = event.resolution.as_ref().map_or("unknown", |r| r.reason.as_str());
             metrics
                 .drift_resolutions
@@ -477,7 +500,7 @@ async fn apply_update(
                 .inc();
             tracing::info!(id = %event.id, kind = event.kind.as_str(), service = %event.service, reason, "drift resolved");
             suspect_gauge(metrics, &event, false);
-            alert(downstream, &event);
+            alert(downstream, &event).await;
         }
     }
 }
@@ -485,28 +508,29 @@ async fn apply_update(
 /// Records a fired event's attribution (suspects, the note, full SHAs) and
 /// queues its alerts, so they carry the suspects. An event the log no
 /// longer holds is alerted as it fired.
-fn attributed(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, event: DriftEvent, attribution: &Attribution) {
+async fn attributed(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, event: DriftEvent, attribution: &Attribution) {
     let event = log.set_attribution(&event.id, attribution).unwrap_or(event);
-    persist(downstream, &event);
+    persist(downstream, &event).await;
     share(downstream, &event);
     suspect_gauge(metrics, &event, event.state == EventState::Firing);
-    alert(downstream, &event);
+    alert(downstream, &event).await;
 }
 
 /// Drops resolved events detected longer than `store.event_retention` ago,
 /// from the log and from the store.
-fn retire_events(downstream: &Downstream, log: &mut EventLog) {
+async fn retire_events(downstream: &Downstream, log: &mut EventLog) {
     let Some(retention) = downstream.event_retention else { return };
     let cutoff = crate::clock::unix_nanos().saturating_sub(crate::detect::nanos(retention));
     let retired = log.retire_resolved(cutoff);
     if retired.is_empty() {
         return;
     }
-    let Some(store) = &downstream.store else { return };
-    match store.delete_events(&retired) {
+    let Some(store) = downstream.store.clone() else { return };
+    off_runtime("deleting retired events", move || match store.delete_events(&retired) {
         Ok(()) => tracing::info!(events = retired.len(), "retired resolved events past store.event_retention"),
         Err(error) => tracing::error!(%error, "cannot delete retired events"),
-    }
+    })
+    .await;
 }
 
 /// `driftwatch_suspect_info` for the event's top suspect: set while the

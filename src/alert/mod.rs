@@ -308,14 +308,14 @@ impl Dispatcher {
     /// without a read.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut last_refresh = tokio::time::Instant::now();
-        self.update_pending();
+        self.blocking(Dispatcher::update_pending).await;
         loop {
             if *stop.borrow() {
                 break;
             }
             if last_refresh.elapsed() >= self.config.repeat_interval {
                 last_refresh = tokio::time::Instant::now();
-                self.refresh_alertmanager();
+                self.blocking(Dispatcher::refresh_alertmanager).await;
             }
             // A read of the whole outbox: off the async threads. A delivery
             // that settles meanwhile may have removed entries the read still
@@ -345,6 +345,16 @@ impl Dispatcher {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
+        }
+    }
+
+    /// Runs `work` — outbox writes, which are redb commits that sync to
+    /// disk — on the blocking pool and waits for it, so a slow disk never
+    /// stalls the async threads.
+    async fn blocking(self: &Arc<Self>, work: impl FnOnce(&Dispatcher) + Send + 'static) {
+        let this = self.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || work(&this)).await {
+            tracing::error!(%error, "an alert outbox write failed");
         }
     }
 
@@ -398,16 +408,15 @@ impl Dispatcher {
                 // The sink was removed from the configuration: its entries
                 // can never be delivered.
                 tracing::warn!(sink = %due[0].sink, entries = due.len(), "dropping alerts for a sink no longer configured");
-                self.finish(&due, "dead");
+                self.mark_in_flight(&due);
+                let this = self.clone();
+                tokio::spawn(async move { this.blocking(move |d| d.finish(&due, "dead")).await });
                 continue;
             };
             let Some(permit) = self.limits.get(&sink.name).and_then(|s| s.clone().try_acquire_owned().ok()) else {
                 continue;
             };
-            {
-                let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                in_flight.extend(due.iter().map(|e| e.id));
-            }
+            self.mark_in_flight(&due);
             let this = self.clone();
             tokio::spawn(async move {
                 let (due, keys) = this.arbitrate(&sink, due).await;
@@ -416,7 +425,7 @@ impl Dispatcher {
                     if matches!(outcome, Delivery::Delivered) {
                         this.record_delivered(&keys).await;
                     }
-                    this.settle(&sink, due, outcome);
+                    this.blocking(move |d| d.settle(&sink, due, outcome)).await;
                 }
                 drop(permit);
             });
@@ -429,7 +438,7 @@ impl Dispatcher {
     /// outbox (`deduplicated`), entries another live replica holds wait.
     /// When the database is unreachable for longer than the lease, entries
     /// are delivered anyway: a duplicate page beats a missing one.
-    async fn arbitrate(&self, sink: &Sink, entries: Vec<OutboxEntry>) -> (Vec<OutboxEntry>, Vec<DeliveryKey>) {
+    async fn arbitrate(self: &Arc<Self>, sink: &Sink, entries: Vec<OutboxEntry>) -> (Vec<OutboxEntry>, Vec<DeliveryKey>) {
         let Some((fleet, lease)) = &self.fleet else {
             return (entries, Vec::new());
         };
@@ -453,7 +462,8 @@ impl Dispatcher {
                     .partition(|e| now.saturating_sub(e.created_at_ms) > lease_ms);
                 if !waiting.is_empty() {
                     tracing::warn!(sink = %sink.name, %error, "cannot arbitrate alert delivery in the fleet store; waiting");
-                    self.postpone(waiting, now + 1_000, Some(error.to_string()));
+                    let error = error.to_string();
+                    self.blocking(move |d| d.postpone(waiting, now + 1_000, Some(error))).await;
                 }
                 if !overdue.is_empty() {
                     tracing::error!(sink = %sink.name, %error, alerts = overdue.len(),
@@ -475,10 +485,10 @@ impl Dispatcher {
         }
         if !done.is_empty() {
             tracing::info!(sink = %sink.name, alerts = done.len(), "alerts already delivered by another replica");
-            self.finish(&done, "deduplicated");
+            self.blocking(move |d| d.finish(&done, "deduplicated")).await;
         }
         if !held.is_empty() {
-            self.postpone(held, now + lease_ms / 2, None);
+            self.blocking(move |d| d.postpone(held, now + lease_ms / 2, None)).await;
         }
         (won, won_keys)
     }
@@ -713,6 +723,13 @@ impl Dispatcher {
             .with_label_values(&[label, outcome])
             .inc_by(entries.len() as u64);
         self.release(entries);
+    }
+
+    /// Marks entries as being delivered: no scan dispatches them again
+    /// until they are released.
+    fn mark_in_flight(&self, entries: &[OutboxEntry]) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        in_flight.extend(entries.iter().map(|e| e.id));
     }
 
     /// Lets settled entries be dispatched again, and wakes the dispatcher:
