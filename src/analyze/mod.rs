@@ -8,6 +8,7 @@
 //! limit. (The strings a fact names live in the interner, which has a byte
 //! budget of its own.)
 
+pub mod mailbox;
 pub mod operations;
 pub mod peers;
 pub mod persist;
@@ -276,8 +277,10 @@ impl LiveShard {
             if let Err(error) = p.store.put_snapshot(&key, &bytes) {
                 tracing::error!(%error, service = %snapshot.service, "cannot write the analysis snapshot");
             }
-            if let Some(link) = &p.fleet {
-                let _ = link.publish.send((key, bytes));
+            if let Some(link) = &p.fleet
+                && link.publish.put(key, bytes)
+            {
+                self.metrics.fleet_publishes.with_label_values(&["superseded"]).inc();
             }
         }
     }
@@ -437,8 +440,8 @@ impl ShardObserver for LiveShard {
 /// A shard's end of its link to the fleet (`crate::fleet` holds the other
 /// end): where its snapshots go, and where fresh fleet baselines come from.
 pub struct ShardLink {
-    /// (service, snapshot JSON) after each flush.
-    pub publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    /// Each service's snapshot JSON after each flush, latest only.
+    pub publish: mailbox::SnapshotSender,
     /// Fresh fleet baselines of the shard's services.
     pub adopt: std::sync::mpsc::Receiver<Vec<Arc<crate::fleet::baseline::FleetBaseline>>>,
 }
@@ -462,7 +465,7 @@ impl Persistence {
         Persistence {
             store,
             interval,
-            retention_nanos: u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX),
+            retention_nanos: crate::clock::nanos(retention),
             since_flush: std::time::Duration::ZERO,
             fleet: None,
         }

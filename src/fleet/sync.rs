@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::analyze::ShardLink;
+use crate::analyze::mailbox::SnapshotMailbox;
 use crate::fleet::baseline::FleetBaseline;
 use crate::fleet::aggregate::{Aggregate, AggregateError, apply, decode_snapshot};
 use crate::analyze::snapshot::ServiceSnapshot;
@@ -33,7 +34,7 @@ pub struct FleetSync {
     store: Arc<FleetStore>,
     layout: WindowLayout,
     shards: Vec<std::sync::mpsc::Sender<Vec<Arc<FleetBaseline>>>>,
-    published: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    published: SnapshotMailbox,
     notices: mpsc::Sender<FleetNotice>,
     metrics: Arc<Metrics>,
     interval: Duration,
@@ -71,14 +72,14 @@ impl FleetSync {
         metrics: Arc<Metrics>,
         config: &crate::config::StoreConfig,
     ) -> (FleetSync, Vec<ShardLink>) {
-        let (publish, published) = mpsc::unbounded_channel();
+        let published = SnapshotMailbox::new();
         let mut senders = Vec::with_capacity(shards);
         let mut links = Vec::with_capacity(shards);
         for _ in 0..shards {
             let (tx, rx) = std::sync::mpsc::channel();
             senders.push(tx);
             links.push(ShardLink {
-                publish: publish.clone(),
+                publish: published.sender(),
                 adopt: rx,
             });
         }
@@ -159,9 +160,9 @@ impl FleetSync {
         let mut last_maintain: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                message = self.published.recv() => match message {
-                    Some((service, body)) => {
-                        pending.insert(service, body);
+                message = self.published.take() => match message {
+                    Some(snapshots) => {
+                        pending.extend(snapshots);
                         continue;
                     }
                     None => {

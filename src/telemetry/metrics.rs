@@ -361,7 +361,7 @@ impl Metrics {
         let fleet_publishes = IntCounterVec::new(
             Opts::new(
                 "driftwatch_fleet_publishes_total",
-                "Snapshots offered to the fleet by outcome (written; unchanged: nothing but the clock moved, so nothing was written).",
+                "Snapshots offered to the fleet by outcome (written; unchanged: nothing but the clock moved, so nothing was written; superseded: a newer flush of the service replaced it before the database took it).",
             ),
             &["outcome"],
         )
