@@ -81,6 +81,8 @@ pub struct Server {
     stop_alerts: watch::Sender<bool>,
     alerts: JoinHandle<()>,
     fleet_sync: Option<JoinHandle<()>>,
+    /// Writes the shards' snapshots to the embedded store.
+    snapshot_writer: JoinHandle<()>,
     record_writer: Option<crate::record::Writer>,
 }
 
@@ -178,19 +180,22 @@ impl Server {
         } else {
             drop(notices);
         }
+        let local_snapshots = analyze::mailbox::SnapshotMailbox::new();
         let (queue, workers, coverage) = analyze::start(&config.analyze, metrics.clone(), |index| {
             let mine: Vec<ServiceSnapshot> = snapshots
                 .iter()
                 .filter(|s| analyze::shard_index(&s.service, shards) == index)
                 .cloned()
                 .collect();
-            let mut persistence = Persistence::new(store.clone(), config.store.flush_interval, config.store.baseline_retention);
+            let mut persistence =
+                Persistence::new(local_snapshots.sender(), config.store.flush_interval, config.store.baseline_retention);
             if let Some(link) = links.get_mut(index).and_then(Option::take) {
                 persistence = persistence.with_fleet(link);
             }
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
         drop(updates);
+        let snapshot_writer = tokio::spawn(analyze::mailbox::write_to_store(local_snapshots, store.clone()));
         let forwarder = Forwarder::start(&config.forward, metrics.clone())?.map(|(forwarder, _sender)| forwarder);
         let mut ingest = Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder);
         if config.receiver.memory_limit_mib > 0 {
@@ -294,6 +299,7 @@ impl Server {
             stop_alerts,
             alerts,
             fleet_sync,
+            snapshot_writer,
             record_writer,
         })
     }
@@ -347,6 +353,8 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         }
         self.workers.drain().await;
+        // Ends once the shards' final snapshots are written.
+        let _ = self.snapshot_writer.await;
         if let Some(sync) = self.fleet_sync {
             // Ends once the shards' final snapshots are published.
             let _ = sync.await;

@@ -1,4 +1,5 @@
 //! `SnapshotMailbox`: where shards leave their analysis snapshots for the
+//! task that writes them to the embedded store, and in fleet mode for the
 //! fleet sync task.
 //!
 //! A snapshot is a service's whole state, so only the latest one matters:
@@ -6,7 +7,8 @@
 //! therefore holds at most one snapshot per service however long the
 //! fleet's database stalls, which a queue of every flush would not. It
 //! closes when the last shard's sender is dropped, after that shard's final
-//! flush: the sync task publishes what is left and stops.
+//! flush: the reader writes or publishes what is left and stops. The
+//! shards thus never wait on a disk or a database.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,6 +89,26 @@ impl Drop for SnapshotSender {
     fn drop(&mut self) {
         self.shared.senders.fetch_sub(1, Ordering::SeqCst);
         self.shared.notify.notify_one();
+    }
+}
+
+/// Writes what the shards leave in `mailbox` to the embedded store, on
+/// the blocking pool (a redb commit syncs to disk), until the mailbox
+/// closes after every shard's final flush.
+pub async fn write_to_store(mailbox: SnapshotMailbox, store: Arc<crate::store::EmbeddedStore>) {
+    while let Some(snapshots) = mailbox.take().await {
+        let store = store.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            for (key, bytes) in snapshots {
+                if let Err(error) = store.put_snapshot(&key, &bytes) {
+                    tracing::error!(%error, service = %key.replace('\u{1f}', " "), "cannot write the analysis snapshot");
+                }
+            }
+        })
+        .await;
+        if let Err(error) = written {
+            tracing::error!(%error, "writing the analysis snapshots failed");
+        }
     }
 }
 

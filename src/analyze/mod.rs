@@ -274,14 +274,13 @@ impl LiveShard {
                 }
             };
             let key = snapshot.store_key();
-            if let Err(error) = p.store.put_snapshot(&key, &bytes) {
-                tracing::error!(%error, service = %snapshot.service, "cannot write the analysis snapshot");
-            }
             if let Some(link) = &p.fleet
-                && link.publish.put(key, bytes)
+                && link.publish.put(key.clone(), bytes.clone())
             {
                 self.metrics.fleet_publishes.with_label_values(&["superseded"]).inc();
             }
+            // Written by `mailbox::write_to_store`, off the shard.
+            p.local.put(key, bytes);
         }
     }
 }
@@ -448,7 +447,8 @@ pub struct ShardLink {
 
 /// Where and how often a live shard writes its state.
 pub struct Persistence {
-    pub store: Arc<crate::store::EmbeddedStore>,
+    /// Snapshots for the embedded store (see [`mailbox::write_to_store`]).
+    pub local: mailbox::SnapshotSender,
     pub interval: std::time::Duration,
     pub retention_nanos: u64,
     since_flush: std::time::Duration,
@@ -458,12 +458,12 @@ pub struct Persistence {
 
 impl Persistence {
     pub fn new(
-        store: Arc<crate::store::EmbeddedStore>,
+        local: mailbox::SnapshotSender,
         interval: std::time::Duration,
         retention: std::time::Duration,
     ) -> Persistence {
         Persistence {
-            store,
+            local,
             interval,
             retention_nanos: crate::clock::nanos(retention),
             since_flush: std::time::Duration::ZERO,
