@@ -155,14 +155,17 @@ struct Template {
     body: Vec<u8>,
     /// Offsets of the 16-byte trace ids.
     trace_ids: Vec<usize>,
+    /// Offsets of the 8-byte span and parent span ids.
+    span_ids: Vec<usize>,
     /// Offsets of the fixed64 start and end times.
     times: Vec<usize>,
     spans: u64,
 }
 
 impl Template {
-    /// The request as sent: times shifted by `shift` nanoseconds, trace ids
-    /// salted so that no two requests share a trace.
+    /// The request as sent: times shifted by `shift` nanoseconds, trace and
+    /// span ids salted so that no two requests share a trace or a span (a
+    /// span and its parent get the same salt, so they stay linked).
     fn render(&self, shift: u64, salt: u64) -> Bytes {
         let mut out = BytesMut::from(&self.body[..]);
         for &at in &self.times {
@@ -171,7 +174,7 @@ impl Template {
             field.copy_from_slice(&time.to_le_bytes());
         }
         let salt = salt.to_be_bytes();
-        for &at in &self.trace_ids {
+        for &at in self.trace_ids.iter().chain(&self.span_ids) {
             for (byte, s) in out[at..at + 8].iter_mut().zip(salt) {
                 *byte ^= s;
             }
@@ -294,10 +297,11 @@ fn pad_attributes(attributes: &mut Vec<(String, AttrValue)>, shape: &Shape, fill
 fn build_template(shape: &Shape, index: usize, base_nanos: u64) -> anyhow::Result<Template> {
     let spans = template_spans(shape, index, base_nanos);
     let body = encode_request(&spans);
-    let (trace_ids, times) = patch_points(&body).context("walk a generated request")?;
+    let (trace_ids, span_ids, times) = patch_points(&body).context("walk a generated request")?;
     Ok(Template {
         body,
         trace_ids,
+        span_ids,
         times,
         spans: spans.len() as u64,
     })
@@ -341,9 +345,12 @@ fn fields(buf: &[u8], base: usize) -> Result<Vec<(u32, Range<usize>)>, Malformed
     Ok(out)
 }
 
-/// Offsets of every span's trace id and of its start and end times.
-fn patch_points(body: &[u8]) -> Result<(Vec<usize>, Vec<usize>), Malformed> {
-    let (mut trace_ids, mut times) = (Vec::new(), Vec::new());
+/// Offsets of every span's trace id, of its span and parent span ids, and
+/// of its start and end times.
+type PatchPoints = (Vec<usize>, Vec<usize>, Vec<usize>);
+
+fn patch_points(body: &[u8]) -> Result<PatchPoints, Malformed> {
+    let (mut trace_ids, mut span_ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
     let nested = |range: Range<usize>, number: u32| -> Result<Vec<Range<usize>>, Malformed> {
         Ok(fields(&body[range.clone()], range.start)?
             .into_iter()
@@ -357,6 +364,7 @@ fn patch_points(body: &[u8]) -> Result<(Vec<usize>, Vec<usize>), Malformed> {
                 for (field, range) in fields(&body[span.clone()], span.start)? {
                     match field {
                         1 if range.len() == 16 => trace_ids.push(range.start),
+                        2 | 4 if range.len() == 8 => span_ids.push(range.start),
                         7 | 8 if range.len() == 8 => times.push(range.start),
                         _ => {}
                     }
@@ -364,7 +372,7 @@ fn patch_points(body: &[u8]) -> Result<(Vec<usize>, Vec<usize>), Malformed> {
             }
         }
     }
-    Ok((trace_ids, times))
+    Ok((trace_ids, span_ids, times))
 }
 
 struct StreamResult {
@@ -634,6 +642,7 @@ mod tests {
             assert!(b.end_time_unix_nano <= base && b.end_time_unix_nano + 2_000_000_000 >= base, "ends just before the base");
             assert_ne!(a.trace_id, b.trace_id);
             assert_eq!(a.trace_id[8..], b.trace_id[8..]);
+            assert_ne!(a.span_id, b.span_id, "no two requests share a span id");
             assert_eq!((&a.name, &a.attributes, a.kind), (&b.name, &b.attributes, b.kind));
         }
         // A client span stays in its server span's trace.
