@@ -26,7 +26,7 @@
 //! Everything here is bounded: peers per service, callers per peer, the
 //! join cache, the pending queue and the open request tallies.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
 
@@ -152,6 +152,10 @@ struct PendingCall {
     /// latest span of the chain (the call is attributed after it), and the
     /// entry span's id.
     link: Option<(Sym, u64, u64, u64)>,
+    /// The call's place in arrival order: the pending queue is sorted by it.
+    seq: u64,
+    /// While unlinked: the span id its walk missed.
+    awaiting: u64,
 }
 
 /// The walk from a call's parent to its entry span.
@@ -211,9 +215,15 @@ pub struct PeerSets {
     pending: VecDeque<PendingCall>,
     /// Pending calls before this index have been tried for a link.
     linked_upto: usize,
-    /// Span ids that waiting calls miss; one arriving asks for a relink.
-    awaited: HashSet<u64, RandomState>,
-    relink: bool,
+    /// The next pending call's `seq`.
+    next_seq: u64,
+    /// Span ids that waiting calls miss → those calls' `seq`s. A span
+    /// arriving re-walks only the calls that waited for it, so calls whose
+    /// parents never come (sampled out, lost context) cost nothing more
+    /// than their first walk.
+    awaited: HashMap<u64, Vec<u64>, RandomState>,
+    /// `seq`s of calls whose missing span has arrived, to walk again.
+    arrived: Vec<u64>,
     rng: Rng,
     /// Calls whose peer could not be remembered (table full).
     pub overflow: u64,
@@ -237,8 +247,9 @@ impl Default for PeerSets {
             calls_dropped: 0,
             pending: VecDeque::new(),
             linked_upto: 0,
-            awaited: HashSet::default(),
-            relink: false,
+            next_seq: 0,
+            awaited: HashMap::default(),
+            arrived: Vec::new(),
             rng: Rng::new(0x5eed),
             overflow: 0,
         }
@@ -267,8 +278,10 @@ impl PeerSets {
                 self.join.remove(&id);
             }
         }
-        if !self.awaited.is_empty() && self.awaited.contains(&fact.span_id) {
-            self.relink = true;
+        if !self.awaited.is_empty()
+            && let Some(waiting) = self.awaited.remove(&fact.span_id)
+        {
+            self.arrived.extend(waiting);
         }
     }
 
@@ -280,36 +293,56 @@ impl PeerSets {
         self.pending_cap = (PENDING_BUDGET / services).max(MIN_SHARE);
     }
 
-    /// Links the calls recorded since the last time, and every waiting
-    /// call when a span one of them missed has arrived. Run after each batch.
+    /// Links the calls recorded since the last time, and the waiting calls
+    /// whose missing span has arrived. Run after each batch.
     pub fn link_new_calls(&mut self) {
-        let from = if self.relink { 0 } else { self.linked_upto };
-        if from < self.pending.len() {
-            self.link_from(from);
+        for i in self.linked_upto..self.pending.len() {
+            self.link_at(i);
+        }
+        self.linked_upto = self.pending.len();
+        if self.arrived.is_empty() {
+            return;
+        }
+        let mut arrived = std::mem::take(&mut self.arrived);
+        arrived.sort_unstable();
+        arrived.dedup();
+        for seq in arrived.drain(..) {
+            // Calls that left the queue meanwhile are not found.
+            if let Ok(i) = self.pending.binary_search_by_key(&seq, |c| c.seq) {
+                self.link_at(i);
+            }
+        }
+        self.arrived = arrived;
+    }
+
+    /// Walks pending call `i` to its entry span, or records what it misses.
+    fn link_at(&mut self, i: usize) {
+        let call = &self.pending[i];
+        if call.link.is_some() || call.parent == 0 {
+            return;
+        }
+        let (seq, end) = (call.seq, call.end);
+        match self.walk(call.parent) {
+            Walk::Found(operation, duration, ready, entry) => {
+                self.pending[i].link = Some((operation, duration, ready.max(end), entry));
+            }
+            Walk::Missing(id) => {
+                self.pending[i].awaiting = id;
+                self.awaited.entry(id).or_default().push(seq);
+            }
         }
     }
 
-    fn link_from(&mut self, from: usize) {
-        if from == 0 {
-            self.awaited.clear();
-        }
-        for i in from..self.pending.len() {
-            let call = &self.pending[i];
-            if call.link.is_some() || call.parent == 0 {
-                continue;
-            }
-            match self.walk(call.parent) {
-                Walk::Found(operation, duration, ready, entry) => {
-                    let ready = ready.max(call.end);
-                    self.pending[i].link = Some((operation, duration, ready, entry));
-                }
-                Walk::Missing(id) => {
-                    self.awaited.insert(id);
-                }
+    /// The waiting lists, rebuilt from the calls still pending (those that
+    /// left, attributed or dropped, wait no more).
+    fn rebuild_awaited(&mut self) {
+        self.awaited.clear();
+        self.arrived.clear();
+        for call in &self.pending {
+            if call.link.is_none() && call.parent != 0 {
+                self.awaited.entry(call.awaiting).or_default().push(call.seq);
             }
         }
-        self.linked_upto = self.pending.len();
-        self.relink = false;
     }
 
     /// Walks up from `span` to the nearest SERVER/CONSUMER ancestor (or a
@@ -376,7 +409,10 @@ impl PeerSets {
             duration_nanos: fact.duration_nanos(),
             non_idempotent: fact.non_idempotent,
             link: None,
+            seq: self.next_seq,
+            awaiting: 0,
         });
+        self.next_seq += 1;
         Novelty { unseen }
     }
 
@@ -392,7 +428,7 @@ impl PeerSets {
     /// attributed in event-time order, so the callers an evaluation at `at`
     /// sees do not depend on how the spans were batched.
     pub fn resolve_pending(&mut self, at: u64) {
-        self.link_from(0);
+        self.link_new_calls();
         let mut ready = Vec::new();
         let mut still_pending = VecDeque::with_capacity(self.pending.len());
         while let Some(mut call) = self.pending.pop_front() {
@@ -419,6 +455,7 @@ impl PeerSets {
         }
         self.pending = still_pending;
         self.linked_upto = self.pending.len();
+        self.rebuild_awaited();
         ready.sort_by(|(a, a_caller, ..), (b, b_caller, ..)| {
             (a.end, a.duration_nanos, a.parent, a_caller).cmp(&(b.end, b.duration_nanos, b.parent, b_caller))
         });
@@ -662,6 +699,32 @@ mod tests {
         // ...and then to the entry span.
         peers.resolve_pending(5_001);
         assert_eq!(&*peers.usage(0, &peer).expect("usage").callers[0].operation, "POST /checkout");
+    }
+
+    #[test]
+    fn a_parent_arriving_after_an_evaluation_walks_again_only_the_calls_that_waited_for_it() {
+        let mut peers = PeerSets::default();
+        peers.set_share(1);
+        let peer = Sym::from("db:5432");
+        // A thousand orphans, whose parents never come, and one call whose
+        // server span comes late.
+        for i in 0..1_000u64 {
+            peers.record_call(&span(10_000 + i, 50_000 + i, SpanKind::Client, "SELECT", 100, 10), &peer, 0, u64::MAX);
+        }
+        peers.record_call(&span(2, 1, SpanKind::Client, "SELECT", 100, 10), &peer, 0, u64::MAX);
+        peers.link_new_calls();
+        assert_eq!(peers.awaited.len(), 1_001, "each waits for its own parent");
+        // An evaluation before the parent arrives keeps them all waiting.
+        peers.resolve_pending(1_000);
+        assert_eq!(peers.awaited.len(), 1_001);
+        peers.remember(&span(1, 0, SpanKind::Server, "GET /cart", 50, 500));
+        assert_eq!(peers.arrived, vec![1_000u64], "only the call that waited for it is walked again");
+        peers.link_new_calls();
+        peers.resolve_pending(2_000);
+        let callers = &peers.usage(0, &peer).expect("usage").callers;
+        assert_eq!(callers.len(), 1);
+        assert_eq!(&*callers[0].operation, "GET /cart");
+        assert_eq!(peers.awaited.len(), 1_000, "the orphans still wait, until the join window ends");
     }
 
     #[test]
