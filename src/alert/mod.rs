@@ -537,55 +537,23 @@ impl Dispatcher {
             },
             Notice::Drift { status, .. } => {
                 let events: Vec<&DriftEvent> = entries.iter().filter_map(|e| e.notice.event()).collect();
-                match self.drift_request(sink, *status, &events) {
-                    Some(request) => request,
-                    // Other drifts of this deploy still fire: the incident stays open.
-                    None => return Delivery::Delivered,
+                if self.holds_open(sink, *status, &events) {
+                    return Delivery::Delivered;
                 }
+                drift_request(sink, *status, &events, &self.base_url)
             }
         };
         self.post(sink, &url, &value, secret, bearer, &delivery_id).await
     }
 
-    /// The URL, body, signing key and bearer token of a drift notification;
-    /// `None` when there is nothing to send.
-    fn drift_request<'a>(
-        &self,
-        sink: &'a Sink,
-        status: EventState,
-        events: &[&DriftEvent],
-    ) -> Option<(String, serde_json::Value, Option<&'a String>, Option<&'a str>)> {
-        let mut bearer = None;
-        let (url, value, secret) = match &sink.kind {
-            SinkKind::Webhook { url, secret } => {
-                let mut value = render::webhook(status, events);
-                render::label_webhook(&mut value, &sink.route.labels);
-                (url.clone(), value, secret.as_ref())
-            }
-            SinkKind::Alertmanager { url, bearer_token } => {
-                bearer = bearer_token.as_deref();
-                let mut value = render::alertmanager(events, &self.base_url, now_ms());
-                render::label_alertmanager(&mut value, &sink.route.labels);
-                (format!("{}/api/v2/alerts", url.trim_end_matches('/')), value, None)
-            }
-            SinkKind::Slack { webhook_url, mentions } => {
-                let mut value = render::slack(status, events, &self.base_url);
-                render::mention_owners(&mut value, events, mentions);
-                render::label_slack(&mut value, &sink.route.labels);
-                (webhook_url.clone(), value, None)
-            }
-            SinkKind::PagerDuty { routing_key, url } => {
-                let first = events[0];
-                let dedup_key = fingerprint(&first.service_key(), first.kind, "deploy", &first.revision);
-                if status == EventState::Resolved && self.group_still_firing(first) {
-                    return None;
-                }
-                let mut value = render::pagerduty(routing_key, status, &dedup_key, events, &self.base_url);
-                render::label_pagerduty(&mut value, &sink.route.labels);
-                (url.clone(), value, None)
-            }
-        };
-        Some((url, value, secret, bearer))
+    /// Whether a resolution must not be sent: a PagerDuty incident is one
+    /// per deploy (its dedup key), so resolving it while another drift of
+    /// the same deploy still fires would close that one too. The incident
+    /// stays open, and the last drift's resolution closes it.
+    fn holds_open(&self, sink: &Sink, status: EventState, events: &[&DriftEvent]) -> bool {
+        matches!(sink.kind, SinkKind::PagerDuty { .. })
+            && status == EventState::Resolved
+            && events.first().is_some_and(|first| self.group_still_firing(first))
     }
 
     /// Posts one notification and reads what the receiver made of it.
@@ -752,6 +720,41 @@ impl Dispatcher {
         let jitter = 0.5 + self.rng.lock().unwrap_or_else(|e| e.into_inner()).uniform();
         Duration::from_secs_f64((capped * jitter).min(self.config.max_backoff.as_secs_f64()))
     }
+}
+
+/// A sink's request: the URL, body, signing key and bearer token.
+type Request<'a> = (String, serde_json::Value, Option<&'a String>, Option<&'a str>);
+
+/// The request that tells `sink` the drifts `events` changed to `status`.
+fn drift_request<'a>(sink: &'a Sink, status: EventState, events: &[&DriftEvent], base_url: &str) -> Request<'a> {
+    let mut bearer = None;
+    let (url, value, secret) = match &sink.kind {
+        SinkKind::Webhook { url, secret } => {
+            let mut value = render::webhook(status, events);
+            render::label_webhook(&mut value, &sink.route.labels);
+            (url.clone(), value, secret.as_ref())
+        }
+        SinkKind::Alertmanager { url, bearer_token } => {
+            bearer = bearer_token.as_deref();
+            let mut value = render::alertmanager(events, base_url, now_ms());
+            render::label_alertmanager(&mut value, &sink.route.labels);
+            (format!("{}/api/v2/alerts", url.trim_end_matches('/')), value, None)
+        }
+        SinkKind::Slack { webhook_url, mentions } => {
+            let mut value = render::slack(status, events, base_url);
+            render::mention_owners(&mut value, events, mentions);
+            render::label_slack(&mut value, &sink.route.labels);
+            (webhook_url.clone(), value, None)
+        }
+        SinkKind::PagerDuty { routing_key, url } => {
+            let first = events[0];
+            let dedup_key = fingerprint(&first.service_key(), first.kind, "deploy", &first.revision);
+            let mut value = render::pagerduty(routing_key, status, &dedup_key, events, base_url);
+            render::label_pagerduty(&mut value, &sink.route.labels);
+            (url.clone(), value, None)
+        }
+    };
+    (url, value, secret, bearer)
 }
 
 /// The URL, body and signing key that announce `deploy` to `sink`: a
