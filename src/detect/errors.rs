@@ -341,18 +341,14 @@ impl ErrorRateDetector {
                         current.add(m);
                     }
                 }
-                let mut baseline_history = Dispersion::new(STEADY_GROUP_SPANS);
                 for base in service.history(op, b) {
                     for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
                         baseline.add(&m);
                         dispersion.add(&m);
                     }
-                    for m in base.retained_moments() {
-                        baseline_history.add(&m);
-                    }
                 }
                 let since_deploy: Vec<WindowMoments> = recent.into_iter().chain(older).collect();
-                steady = self.steady_rise(revision, at, &baseline_history, &since_deploy);
+                steady = self.steady_rise(service, op, b, revision, at, &since_deploy);
                 since_deploy
             }
             None => {
@@ -403,17 +399,33 @@ impl ErrorRateDetector {
     }
 
     /// Whether a rise since a deploy may skip the persistence span: the
-    /// steady path is on, the new revision has served `steady_persistence`,
-    /// the baseline revision's retained traffic (`history`) shows no burst
-    /// and the new revision's errors since it started serving
-    /// (`since_deploy`, newest first) came evenly. A flaky dependency's
-    /// outage shows as a burst in one or the other unless it covers the new
-    /// revision's whole life, so only a regression that came with the
-    /// deploy fires this early.
-    fn steady_rise(&self, revision: &RevisionEntry, at: u64, history: &Dispersion, since_deploy: &[WindowMoments]) -> bool {
+    /// steady path is on, the new revision has served `steady_persistence`
+    /// and not yet `persistence`, the retained traffic of `baseline` (the
+    /// revision before) shows no burst, and the new revision's errors since
+    /// it started serving (`since_deploy`, newest first) came evenly. A
+    /// flaky dependency's outage shows as a burst in one or the other
+    /// unless it covers the new revision's whole life, so only a regression
+    /// that came with the deploy fires this early. Outside that stretch of
+    /// the revision's life nothing is read.
+    fn steady_rise(
+        &self,
+        service: &ServiceView<'_>,
+        op: OpId,
+        baseline: &RevisionEntry,
+        revision: &RevisionEntry,
+        at: u64,
+        since_deploy: &[WindowMoments],
+    ) -> bool {
         let span = nanos(self.config.steady_persistence);
         let age = at.saturating_sub(revision.first_seen_unix_nanos);
-        if span == 0 || age < span || age >= nanos(self.config.persistence) || !history.steady(STEADY_BASELINE_GROUPS, STEADY_BASELINE_DISPERSION) {
+        if span == 0 || age < span || age >= nanos(self.config.persistence) {
+            return false;
+        }
+        let mut history = Dispersion::new(STEADY_GROUP_SPANS);
+        for m in service.history(op, baseline).flat_map(|series| series.retained_moments()) {
+            history.add(&m);
+        }
+        if !history.steady(STEADY_BASELINE_GROUPS, STEADY_BASELINE_DISPERSION) {
             return false;
         }
         let mut current = Dispersion::new(STEADY_GROUP_SPANS);
@@ -657,8 +669,6 @@ impl ErrorRateDetector {
     }
 }
 
-/// The error types `c.revision` failed with that its baseline revision
-/// never did (after a deploy; nothing to compare with otherwise).
 /// The error rate per window of the baseline and of the drifting revision
 /// (merged across replicas in fleet mode), the newest `MAX_RATE_POINTS`.
 fn timeline(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<RatePoint> {
@@ -693,6 +703,8 @@ fn timeline(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<RatePoint> {
     timeline
 }
 
+/// The error types `c.revision` failed with that its baseline revision
+/// never did (after a deploy; nothing to compare with otherwise).
 fn new_error_types(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<ErrorTypeCount> {
     let Some(baseline) = c.baseline_revision else {
         return Vec::new();

@@ -312,14 +312,6 @@ fn ln_factorial(n: u64) -> f64 {
     libm::lgamma(n as f64 + 1.0)
 }
 
-/// The persistence test of error rates. The most recent traffic (newest
-/// window first in `recent`) is cut into groups of at least `group_spans`
-/// spans each, until the groups cover `span_nanos` of event time and number
-/// at least `min_groups`. It passes when at least two thirds of the groups
-/// have an error proportion above `floor_rate`. An outage of a flaky
-/// dependency fails a large share of requests, but only for a while: it
-/// lifts the groups it overlaps, not two thirds of a span longer than
-/// itself, whereas a regression lifts them all.
 /// The family-wise chance that [`Dispersion::steady`] takes a group of
 /// errors that came one by one for a burst.
 const BURST_ALPHA: f64 = 0.01;
@@ -354,11 +346,6 @@ impl Dispersion {
         }
     }
 
-    /// Complete groups so far.
-    pub fn groups(&self) -> usize {
-        self.groups.len()
-    }
-
     /// Whether enough groups were seen to judge, their overdispersion is at
     /// most `limit`, and no group alone holds significantly more errors
     /// than the others (one-sided Fisher test against the rest, below
@@ -371,10 +358,10 @@ impl Dispersion {
         }
         let (spans, errors) = self.groups.iter().fold((0u64, 0u64), |(s, e), g| (s + g.0, e + g.1));
         let threshold = BURST_ALPHA / self.groups.len() as f64;
-        let expected_max = |g: &(u64, u64)| errors as f64 * g.0 as f64 / spans.max(1) as f64;
+        let expected = |g: &(u64, u64)| errors as f64 * g.0 as f64 / spans.max(1) as f64;
         self.groups.iter().all(|g| {
             // Only a group above its share can be a burst.
-            g.1 as f64 <= expected_max(g) || fisher_greater(g.1, g.0, errors - g.1, spans - g.0) >= threshold
+            g.1 as f64 <= expected(g) || fisher_greater(g.1, g.0, errors - g.1, spans - g.0) >= threshold
         })
     }
 
@@ -443,6 +430,14 @@ pub fn errors_without_worst_half(
     None
 }
 
+/// The persistence test of error rates. The most recent traffic (newest
+/// window first in `recent`) is cut into groups of at least `group_spans`
+/// spans each, until the groups cover `span_nanos` of event time and number
+/// at least `min_groups`. It passes when at least two thirds of the groups
+/// have an error proportion above `floor_rate`. An outage of a flaky
+/// dependency fails a large share of requests, but only for a while: it
+/// lifts the groups it overlaps, not two thirds of a span longer than
+/// itself, whereas a regression lifts them all.
 pub fn persistent_errors(
     recent: impl Iterator<Item = WindowMoments>,
     floor_rate: f64,
