@@ -688,12 +688,10 @@ impl ServiceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::snapshot::tests::{PAY_T0, pay};
+    use crate::analyze::snapshot::tests::{PAY_T0, PAY_TICK, pay};
     use crate::config::Config;
     use crate::detect::event::{DriftEvent, EventUpdate};
     use std::time::Duration;
-
-    const TICK: u64 = 50_000_000;
 
     /// Ten minutes of r1 failing where `baseline_fails`, then six of r2
     /// failing where `fails`: the error-rate event that fires, if any, and
@@ -709,7 +707,7 @@ mod tests {
             _ => None,
         })?;
         let detected = humantime::parse_rfc3339(&event.detected_at).expect("RFC 3339");
-        let deployed = std::time::UNIX_EPOCH + Duration::from_nanos(PAY_T0 + 12_000 * TICK);
+        let deployed = std::time::UNIX_EPOCH + Duration::from_nanos(PAY_T0 + 12_000 * PAY_TICK);
         let delay = detected.duration_since(deployed).expect("after the deploy");
         Some((event, delay))
     }

@@ -424,8 +424,10 @@ pub(crate) mod tests {
         }
     }
 
-    /// Event time of tick 0 of [`pay`]; a tick is 50 ms.
+    /// Event time of tick 0 of [`pay`].
     pub(crate) const PAY_T0: u64 = 1_700_000_000_000_000_000;
+    /// A tick of [`pay`]: 50 ms.
+    pub(crate) const PAY_TICK: u64 = 50_000_000;
 
     /// 20 requests/s of `POST /pay` by `revision`, from tick `ticks.start`
     /// to `ticks.end` (50 ms each, from [`PAY_T0`]), the requests of the
@@ -438,9 +440,8 @@ pub(crate) mod tests {
         revision: &str,
         fails: impl Fn(u64) -> bool,
     ) {
-        let tick = 50_000_000u64;
         for i in ticks {
-            let mut span = fact("POST /pay", revision, PAY_T0 + i * tick, 20, SpanKind::Server, None);
+            let mut span = fact("POST /pay", revision, PAY_T0 + i * PAY_TICK, 20, SpanKind::Server, None);
             if fails(i) {
                 span.status = SpanStatus::Error;
             }
