@@ -9,143 +9,27 @@
 //! (Alertmanager labels, PagerDuty `dedup_key`, the webhook's event id and
 //! `X-Driftwatch-Delivery`).
 
-pub mod render;
+pub mod sinks;
+
+pub use sinks::sign;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::text::error_chain;
-use crate::config::{AlertsConfig, Route};
+use crate::config::AlertsConfig;
 use crate::detect::event::EventsView;
-use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState, fingerprint};
+use crate::detect::event::{Deploy, DriftEvent, EventKind, EventState};
 use crate::telemetry::metrics::Metrics;
 use crate::extract::ServiceKey;
 use crate::rng::Rng;
 use crate::fleet::store::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, Notice, Notification, OutboxEntry, StoreError};
-
-/// How a sink is reached.
-#[derive(Clone)]
-pub enum SinkKind {
-    Webhook { url: String, secret: Option<String> },
-    Alertmanager { url: String, bearer_token: Option<String> },
-    /// `mentions`: CODEOWNERS owner → Slack mention (`<!subteam^S0123>`).
-    Slack {
-        webhook_url: String,
-        mentions: std::collections::BTreeMap<String, String>,
-    },
-    PagerDuty { routing_key: String, url: String },
-}
-
-/// Addresses and keys stay out of debug output: a Slack webhook URL and a
-/// PagerDuty routing key are secrets, and any URL may carry credentials.
-impl std::fmt::Debug for SinkKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SinkKind::Webhook { .. } => "Webhook { .. }",
-            SinkKind::Alertmanager { .. } => "Alertmanager { .. }",
-            SinkKind::Slack { .. } => "Slack { .. }",
-            SinkKind::PagerDuty { .. } => "PagerDuty { .. }",
-        })
-    }
-}
-
-/// One configured destination.
-#[derive(Debug, Clone)]
-pub struct Sink {
-    /// Stable name, e.g. `webhook[0]`: the outbox refers to sinks by it.
-    pub name: String,
-    pub kind: SinkKind,
-    route: Route,
-    services: Vec<glob::Pattern>,
-}
-
-impl Sink {
-    fn new(name: String, kind: SinkKind, route: &Route) -> Sink {
-        let services = route.services.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
-        Sink {
-            name,
-            kind,
-            route: route.clone(),
-            services,
-        }
-    }
-
-    /// Whether the sink's route takes this event.
-    pub fn accepts(&self, event: &DriftEvent) -> bool {
-        (self.services.is_empty() || self.services.iter().any(|p| p.matches(&event.service)))
-            && (self.route.kinds.is_empty() || self.route.kinds.contains(&event.kind))
-            && self.route.min_severity.is_none_or(|min| event.severity >= min)
-    }
-
-    /// Whether the sink announces deploys of this service.
-    pub fn accepts_deploy(&self, deploy: &Deploy) -> bool {
-        self.route.deploys
-            && matches!(self.kind, SinkKind::Webhook { .. } | SinkKind::PagerDuty { .. })
-            && (self.services.is_empty() || self.services.iter().any(|p| p.matches(&deploy.service)))
-    }
-
-    fn label(&self) -> &'static str {
-        match self.kind {
-            SinkKind::Webhook { .. } => "webhook",
-            SinkKind::Alertmanager { .. } => "alertmanager",
-            SinkKind::Slack { .. } => "slack",
-            SinkKind::PagerDuty { .. } => "pagerduty",
-        }
-    }
-}
-
-/// The configured sinks, in a stable order.
-pub fn sinks(config: &AlertsConfig) -> Vec<Sink> {
-    let mut sinks = Vec::new();
-    for (i, s) in config.webhook.iter().enumerate() {
-        sinks.push(Sink::new(
-            format!("webhook[{i}]"),
-            SinkKind::Webhook {
-                url: s.url.clone(),
-                secret: s.secret.clone(),
-            },
-            &s.route,
-        ));
-    }
-    for (i, s) in config.alertmanager.iter().enumerate() {
-        sinks.push(Sink::new(
-            format!("alertmanager[{i}]"),
-            SinkKind::Alertmanager {
-                url: s.url.clone(),
-                bearer_token: s.bearer_token.clone(),
-            },
-            &s.route,
-        ));
-    }
-    for (i, s) in config.slack.iter().enumerate() {
-        sinks.push(Sink::new(
-            format!("slack[{i}]"),
-            SinkKind::Slack {
-                webhook_url: s.webhook_url.clone(),
-                mentions: s.mentions.clone(),
-            },
-            &s.route,
-        ));
-    }
-    for (i, s) in config.pagerduty.iter().enumerate() {
-        sinks.push(Sink::new(
-            format!("pagerduty[{i}]"),
-            SinkKind::PagerDuty {
-                routing_key: s.routing_key.clone(),
-                url: s.url.clone(),
-            },
-            &s.route,
-        ));
-    }
-    sinks
-}
+use sinks::{Sink, SinkKind, deploy_request, drift_request, sinks};
 
 fn now_ms() -> u64 {
     crate::clock::unix_millis()
@@ -722,78 +606,6 @@ impl Dispatcher {
     }
 }
 
-/// A sink's request: the URL, body, signing key and bearer token.
-type Request<'a> = (String, serde_json::Value, Option<&'a String>, Option<&'a str>);
-
-/// The request that tells `sink` the drifts `events` changed to `status`.
-fn drift_request<'a>(sink: &'a Sink, status: EventState, events: &[&DriftEvent], base_url: &str) -> Request<'a> {
-    let mut bearer = None;
-    let (url, value, secret) = match &sink.kind {
-        SinkKind::Webhook { url, secret } => {
-            let mut value = render::webhook(status, events);
-            render::label_webhook(&mut value, &sink.route.labels);
-            (url.clone(), value, secret.as_ref())
-        }
-        SinkKind::Alertmanager { url, bearer_token } => {
-            bearer = bearer_token.as_deref();
-            let mut value = render::alertmanager(events, base_url, now_ms());
-            render::label_alertmanager(&mut value, &sink.route.labels);
-            (format!("{}/api/v2/alerts", url.trim_end_matches('/')), value, None)
-        }
-        SinkKind::Slack { webhook_url, mentions } => {
-            let mut value = render::slack(status, events, base_url);
-            render::mention_owners(&mut value, events, mentions);
-            render::label_slack(&mut value, &sink.route.labels);
-            (webhook_url.clone(), value, None)
-        }
-        SinkKind::PagerDuty { routing_key, url } => {
-            let first = events[0];
-            let dedup_key = fingerprint(&first.service_key(), first.kind, "deploy", &first.revision);
-            let mut value = render::pagerduty(routing_key, status, &dedup_key, events, base_url);
-            render::label_pagerduty(&mut value, &sink.route.labels);
-            (url.clone(), value, None)
-        }
-    };
-    (url, value, secret, bearer)
-}
-
-/// The URL, body and signing key that announce `deploy` to `sink`: a
-/// webhook `{"status": "deploy"}`, or a PagerDuty Change Event (sent to
-/// `/v2/change/enqueue` beside the configured Events API URL).
-fn deploy_request<'a>(sink: &'a Sink, deploy: &Deploy, base_url: &str) -> Option<(String, serde_json::Value, Option<&'a String>)> {
-    match &sink.kind {
-        SinkKind::Webhook { url, secret } => {
-            let mut value = render::webhook_deploy(deploy);
-            render::label_webhook(&mut value, &sink.route.labels);
-            Some((url.clone(), value, secret.as_ref()))
-        }
-        SinkKind::PagerDuty { routing_key, url } => {
-            let mut value = render::pagerduty_change(routing_key, deploy, base_url);
-            render::label_pagerduty(&mut value, &sink.route.labels);
-            Some((change_events_url(url), value, None))
-        }
-        SinkKind::Alertmanager { .. } | SinkKind::Slack { .. } => None,
-    }
-}
-
-/// PagerDuty's Change Events endpoint beside its Events API endpoint.
-fn change_events_url(events_url: &str) -> String {
-    let base = events_url.trim_end_matches('/');
-    match base.strip_suffix("/v2/enqueue") {
-        Some(root) => format!("{root}/v2/change/enqueue"),
-        None => format!("{base}/change/enqueue"),
-    }
-}
-
-/// `sha256=<hex>` HMAC of the body.
-pub fn sign(key: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
 /// `Retry-After` as seconds or an HTTP date.
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
@@ -811,52 +623,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_matches_a_known_vector() {
-        // RFC 4231 test case 2.
-        assert_eq!(
-            sign("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn routes_filter_by_service_kind_and_severity() {
-        use crate::detect::event::{Severity, example_event};
-        let route: Route =
-            toml::from_str("services = [\"check*\"]\nkinds = [\"latency_regression\"]\nmin_severity = \"critical\"\n")
-                .expect("route");
-        let sink = Sink::new(
-            "webhook[0]".into(),
-            SinkKind::Webhook {
-                url: "http://x".into(),
-                secret: None,
-            },
-            &route,
-        );
-        let mut event = example_event("e", 1);
-        event.service = "checkout".into();
-        event.severity = Severity::Critical;
-        assert!(sink.accepts(&event));
-        event.severity = Severity::Warning;
-        assert!(!sink.accepts(&event), "below the minimum severity");
-        event.severity = Severity::Critical;
-        event.service = "search".into();
-        assert!(!sink.accepts(&event), "service outside the glob");
-        event.service = "checkout".into();
-        event.kind = EventKind::NewOutboundPeer;
-        assert!(!sink.accepts(&event), "kind not routed");
-        let everything = Sink::new(
-            "slack[0]".into(),
-            SinkKind::Slack {
-                webhook_url: "http://x".into(),
-                mentions: Default::default(),
-            },
-            &Route::default(),
-        );
-        assert!(everything.accepts(&event));
-    }
 
     #[test]
     fn retry_after_forms() {
