@@ -11,7 +11,7 @@
 //! hands data to it:
 //!
 //! * leaves, which import only each other: [`text`], [`rng`], [`clock`],
-//!   [`authorship`], [`auth`], [`memory`], [`coverage`], [`tls`],
+//!   [`authorship`], [`auth`], [`blocking`], [`memory`], [`coverage`], [`tls`],
 //!   [`telemetry`] (logs), the wire codec in [`receive`] (`wire`, `view`,
 //!   `codec`, `otlp`) and [`detect`]'s `kind` and `histogram`;
 //! * [`config`], then [`extract`], then the event model (`detect::event`,
@@ -35,6 +35,7 @@ pub mod analyze;
 pub mod attribute;
 pub mod auth;
 pub mod authorship;
+pub mod blocking;
 pub mod clock;
 pub mod compare;
 pub mod config;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::alert::Dispatcher;
+use crate::blocking::off_runtime;
 use crate::attribute::{Attribution, Attributor};
 use crate::detect::MAX_EVENTS;
 use crate::detect::event::{
@@ -356,20 +357,6 @@ fn update_gauges(log: &EventLog, metrics: &Metrics) {
             .drifts_firing
             .with_label_values(&[kind.as_str()])
             .set(log.firing(kind) as i64);
-    }
-}
-
-/// Runs `work` (a store write: a redb commit, which syncs to disk) on the
-/// blocking pool and waits for it: the pipeline keeps its order, and the
-/// async threads keep serving while the disk is slow. `None` if it
-/// panicked, which is logged.
-async fn off_runtime<T: Send + 'static>(what: &'static str, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(done) => Some(done),
-        Err(error) => {
-            tracing::error!(%error, "{what} failed");
-            None
-        }
     }
 }
 

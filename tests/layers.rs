@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "authorship",
             "clock",
             "auth",
+            "blocking",
             "memory",
             "coverage",
             "tls",

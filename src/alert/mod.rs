@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::blocking::off_runtime;
 use crate::text::error_chain;
 use crate::config::AlertsConfig;
 use crate::detect::event::EventsView;
@@ -206,20 +207,17 @@ impl Dispatcher {
             // lists (and no longer marks them in flight): read again.
             let store = self.store.clone();
             let released = self.released.load(Ordering::SeqCst);
-            let scan = tokio::task::spawn_blocking(move || store.outbox()).await;
+            let scan = off_runtime("the alert outbox read", move || store.outbox()).await;
             if self.released.load(Ordering::SeqCst) != released {
                 continue;
             }
             let next_due = match scan {
-                Ok(Ok(entries)) => self.dispatch_due(entries),
-                Ok(Err(error)) => {
+                Some(Ok(entries)) => self.dispatch_due(entries),
+                Some(Err(error)) => {
                     tracing::error!(%error, "cannot read the alert outbox");
                     None
                 }
-                Err(error) => {
-                    tracing::error!(%error, "the alert outbox read failed");
-                    None
-                }
+                None => None,
             };
             let until_due = next_due.map_or(IDLE_SCAN, |due| Duration::from_millis(due.saturating_sub(now_ms())));
             let until_refresh = self.config.repeat_interval.saturating_sub(last_refresh.elapsed());
@@ -237,9 +235,7 @@ impl Dispatcher {
     /// stalls the async threads.
     async fn blocking(self: &Arc<Self>, work: impl FnOnce(&Dispatcher) + Send + 'static) {
         let this = self.clone();
-        if let Err(error) = tokio::task::spawn_blocking(move || work(&this)).await {
-            tracing::error!(%error, "an alert outbox write failed");
-        }
+        off_runtime("an alert outbox write", move || work(&this)).await;
     }
 
     /// Re-sends firing alerts to Alertmanager, which expires alerts that

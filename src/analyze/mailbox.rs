@@ -98,7 +98,7 @@ impl Drop for SnapshotSender {
 pub async fn write_to_store(mailbox: SnapshotMailbox, store: Arc<crate::store::EmbeddedStore>) {
     while let Some(snapshots) = mailbox.take().await {
         let store = store.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        crate::blocking::off_runtime("writing the analysis snapshots", move || {
             for (key, bytes) in snapshots {
                 if let Err(error) = store.put_snapshot(&key, &bytes) {
                     tracing::error!(%error, service = %key.replace('\u{1f}', " "), "cannot write the analysis snapshot");
@@ -106,9 +106,6 @@ pub async fn write_to_store(mailbox: SnapshotMailbox, store: Arc<crate::store::E
             }
         })
         .await;
-        if let Err(error) = written {
-            tracing::error!(%error, "writing the analysis snapshots failed");
-        }
     }
 }
 
