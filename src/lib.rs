@@ -11,12 +11,13 @@
 //! hands data to it:
 //!
 //! * leaves, which import only each other: [`text`], [`rng`], [`clock`],
-//!   [`authorship`], [`auth`], [`blocking`], [`memory`], [`coverage`], [`tls`],
-//!   [`telemetry`] (logs), the wire codec in [`receive`] (`wire`, `view`,
-//!   `codec`, `otlp`) and [`detect`]'s `kind` and `histogram`;
+//!   [`authorship`], [`auth`], [`blocking`], [`memory`], [`coverage`],
+//!   [`service`] (the key every stage names a service by), [`tls`],
+//!   [`telemetry`] (logs and the self-metrics registry), the wire codec in
+//!   [`receive`] (`wire`, `view`, `codec`, `otlp`) and [`detect`]'s `kind`
+//!   and `histogram`;
 //! * [`config`], then [`extract`], then the event model (`detect::event`,
-//!   `detect::details`, `detect::stats`), then the self-metrics
-//!   (`telemetry::metrics`);
+//!   `detect::details`, `detect::stats`);
 //! * [`store`] (with `fleet::store`) → [`analyze`] and [`detect`] (with
 //!   `fleet::aggregate`, `fleet::baseline`) → [`attribute`] → [`alert`] →
 //!   [`pipeline`] → [`fleet`]'s sync → [`forward`] → [`record`] → [`receive`] →
@@ -53,6 +54,7 @@ pub mod record;
 pub mod rng;
 pub mod serve;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod text;

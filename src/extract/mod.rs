@@ -18,8 +18,7 @@ pub use intern::Interner;
 use crate::receive::view::{ExceptionSite, KeyValueView, RequestView, SpanView, WireError};
 use crate::receive::wire::span_kind;
 
-/// An interned string shared by every fact that names it.
-pub type Sym = Arc<str>;
+pub use crate::service::{ServiceKey, Sym};
 
 /// Resource attributes naming the running revision, in order of preference.
 pub const REVISION_ATTRIBUTES: &[&str] = &["vcs.ref.head.revision", "vcs.repository.ref.revision", "service.version"];
@@ -160,32 +159,6 @@ pub struct SpanFact {
     /// An outbound call that is not safe to repeat: an HTTP POST or PATCH,
     /// a messaging publish, or a resend (`http.request.resend_count` > 0).
     pub non_idempotent: bool,
-}
-
-/// What the analysis keeps apart: a service in one deployment environment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
-    pub service: Sym,
-    pub environment: Option<Sym>,
-}
-
-impl ServiceKey {
-    pub fn new(service: &str, environment: Option<&str>) -> ServiceKey {
-        ServiceKey {
-            service: Sym::from(service),
-            environment: environment.map(Sym::from),
-        }
-    }
-}
-
-impl std::fmt::Display for ServiceKey {
-    /// `checkout`, or `checkout (production)`: for logs and messages.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.environment {
-            Some(environment) => write!(f, "{} ({environment})", self.service),
-            None => f.write_str(&self.service),
-        }
-    }
 }
 
 impl SpanFact {

@@ -576,7 +576,7 @@ impl Metrics {
 
     /// The `service_name` and `deployment_environment_name` label values of
     /// a service, each bounded as [`Metrics::service_label`] is.
-    pub fn service_labels<'a>(&self, key: &'a crate::extract::ServiceKey) -> [&'a str; 2] {
+    pub fn service_labels<'a>(&self, key: &'a crate::service::ServiceKey) -> [&'a str; 2] {
         self.labels_of(&key.service, key.environment.as_deref())
     }
 
