@@ -324,7 +324,7 @@ async fn close(
     };
     let mut event = known?;
     event.state = EventState::Resolved;
-    event.resolved_at = Some(crate::detect::event::rfc3339(at));
+    event.resolved_at = Some(crate::clock::Timestamp::from_unix_nanos(at));
     event.resolution = Some(resolution);
     match fleet.leave_event(&event).await {
         Ok(Leave::Resolved(event)) => {

@@ -298,7 +298,7 @@ fn git_ai_notes_mark_lines_and_agents() {
     let event: driftwatch::detect::event::DriftEvent = serde_json::from_value(serde_json::json!({
         "id": "e", "fingerprint": "f", "kind": "new_outbound_peer", "state": "firing", "severity": "warning",
         "service": "pay", "operation": "POST /pay", "peer": "api.fraudscore.io:443",
-        "revision": &sha[..9], "baseline_revision": "HEAD~1", "onset": "", "detected_at": "", "resolved_at": null, "suspects": []
+        "revision": &sha[..9], "baseline_revision": "HEAD~1", "onset": "2026-01-01T00:00:00Z", "detected_at": "2026-01-01T00:01:00Z", "resolved_at": null, "suspects": []
     }))
     .expect("event");
     let attribution = attributor.attribute(&event).expect("attribution");
@@ -631,7 +631,7 @@ fn a_shallow_checkout_says_what_history_is_missing_and_how_to_fetch_it() {
     let event: driftwatch::detect::event::DriftEvent = serde_json::from_value(serde_json::json!({
         "id": "e", "fingerprint": "f", "kind": "new_outbound_peer", "state": "firing", "severity": "warning",
         "service": "checkout", "operation": "POST /checkout", "peer": "api.new-vendor.io:443",
-        "revision": head, "baseline_revision": base, "onset": "", "detected_at": "", "resolved_at": null, "suspects": []
+        "revision": head, "baseline_revision": base, "onset": "2026-01-01T00:00:00Z", "detected_at": "2026-01-01T00:01:00Z", "resolved_at": null, "suspects": []
     }))
     .expect("event");
     let attribution = attributor.attribute(&event).expect("attribution");

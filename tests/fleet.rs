@@ -18,6 +18,11 @@ use driftwatch::fleet::store::{Claim, DeliveryKey, FleetStore, Leave};
 
 const S: u64 = 1_000_000_000;
 
+/// An RFC 3339 time as the core keeps it.
+fn at(text: &str) -> driftwatch::clock::Timestamp {
+    driftwatch::clock::Timestamp::parse(text).expect("RFC 3339")
+}
+
 fn replica_config(db: &TestDatabase, replica: &str, extra: &str) -> String {
     format!(
         "[store]\npostgres_url = {:?}\nreplica = {replica:?}\nflush_interval = \"1s\"\nfleet_lease = \"3s\"\n{extra}",
@@ -374,7 +379,7 @@ fn replicas_share_one_event_per_fingerprint_until_the_last_one_sees_it_end() {
 
         let mut resolved = opened_a.clone();
         resolved.state = EventState::Resolved;
-        resolved.resolved_at = Some("2026-11-24T10:00:00.000Z".into());
+        resolved.resolved_at = Some(at("2026-11-24T10:00:00.000Z"));
         assert_eq!(
             a.leave_event(&resolved).await.expect("leave"),
             Leave::StillFiring,
@@ -403,15 +408,15 @@ fn a_replica_that_vanished_does_not_hold_an_event_open() {
         let alive = FleetStore::connect(&db.url, "alive".into(), lease).await.expect("connect");
         gone.open_event(&event("fp2-1", "fp2", 1)).await.expect("open");
         assert!(
-            alive.sweep("2026-11-24T10:00:00.000Z").await.expect("sweep").is_empty(),
+            alive.sweep(at("2026-11-24T10:00:00.000Z")).await.expect("sweep").is_empty(),
             "the lease holds"
         );
         tokio::time::sleep(lease + Duration::from_millis(500)).await;
-        let resolved = alive.sweep("2026-11-24T10:00:00.000Z").await.expect("sweep");
+        let resolved = alive.sweep(at("2026-11-24T10:00:00.000Z")).await.expect("sweep");
         assert_eq!(resolved.len(), 1, "the lapsed holder's drift resolves");
         assert_eq!(resolved[0].state, EventState::Resolved);
         assert!(
-            alive.sweep("2026-11-24T10:00:01.000Z").await.expect("sweep").is_empty(),
+            alive.sweep(at("2026-11-24T10:00:01.000Z")).await.expect("sweep").is_empty(),
             "resolved once"
         );
     });
@@ -605,8 +610,8 @@ fn a_restarted_replica_holds_only_the_drifts_its_detectors_still_see() {
         for _ in 0..8 {
             tokio::time::sleep(Duration::from_millis(500)).await;
             // Either replica's sweep may be the one that resolves.
-            resolved.extend(after.sweep("2026-11-24T10:00:00.000Z").await.expect("renew"));
-            resolved.extend(other.sweep("2026-11-24T10:00:00.000Z").await.expect("sweep"));
+            resolved.extend(after.sweep(at("2026-11-24T10:00:00.000Z")).await.expect("renew"));
+            resolved.extend(other.sweep(at("2026-11-24T10:00:00.000Z")).await.expect("sweep"));
         }
         let ids: Vec<&str> = resolved.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(

@@ -706,9 +706,8 @@ mod tests {
             EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(*event),
             _ => None,
         })?;
-        let detected = humantime::parse_rfc3339(&event.detected_at).expect("RFC 3339");
-        let deployed = std::time::UNIX_EPOCH + Duration::from_nanos(PAY_T0 + 12_000 * PAY_TICK);
-        let delay = detected.duration_since(deployed).expect("after the deploy");
+        let deployed = PAY_T0 + 12_000 * PAY_TICK;
+        let delay = Duration::from_nanos(event.detected_at.unix_nanos().checked_sub(deployed).expect("after the deploy"));
         Some((event, delay))
     }
 

@@ -219,10 +219,10 @@ mod tests {
         assert_eq!(event.state, EventState::Resolved, "the fixed revision replaced it");
         let deploy = EPOCH_UNIX_NANOS + 40 * 60 * 1_000_000_000;
         assert!(
-            event.onset_unix_nanos >= deploy && event.onset_unix_nanos < deploy + 30_000_000_000,
+            event.onset.unix_nanos() >= deploy && event.onset.unix_nanos() < deploy + 30_000_000_000,
             "onset at the deploy"
         );
-        assert!(event.detected_unix_nanos - deploy <= 90_000_000_000);
+        assert!(event.detected_at.unix_nanos() - deploy <= 90_000_000_000);
     }
 
     #[test]
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(events[0].baseline_revision, None);
         assert!(events[0].attribution.as_deref().is_some_and(|a| a.contains("no deploy")));
         let change = EPOCH_UNIX_NANOS + 50 * 60 * 1_000_000_000;
-        let onset_error = events[0].onset_unix_nanos.abs_diff(change);
+        let onset_error = events[0].onset.unix_nanos().abs_diff(change);
         assert!(
             onset_error <= 20_000_000_000,
             "onset estimated within 20 s of the change: {onset_error}"

@@ -46,7 +46,7 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
                 snapshots.push(ServiceSnapshot::empty(
                     &event.service,
                     event.environment.as_deref(),
-                    event.detected_unix_nanos,
+                    event.detected_at.unix_nanos(),
                 ));
                 snapshots.len() - 1
             }
@@ -67,14 +67,14 @@ pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
                 None,
                 event.peer.clone(),
                 event.outbound.as_ref().map(|o| o.reasons.clone()).unwrap_or_default(),
-                event.onset_unix_nanos,
+                event.onset.unix_nanos(),
             ),
-            EventKind::NewDependency => (None, None, Vec::new(), event.onset_unix_nanos),
+            EventKind::NewDependency => (None, None, Vec::new(), event.onset.unix_nanos()),
             EventKind::RepeatedUnsafeCall | EventKind::FanoutRegression => {
-                (event.operation.clone(), event.peer.clone(), Vec::new(), event.onset_unix_nanos)
+                (event.operation.clone(), event.peer.clone(), Vec::new(), event.onset.unix_nanos())
             }
             EventKind::LatencyRegression | EventKind::ErrorRateRegression => {
-                (event.operation.clone(), None, Vec::new(), event.onset_unix_nanos)
+                (event.operation.clone(), None, Vec::new(), event.onset.unix_nanos())
             }
         };
         let scope = event.dependency.as_ref().map(|d| d.scope.clone());

@@ -3,7 +3,6 @@
 //! keeps them.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -11,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 pub use super::kind::{EventKind, Severity};
 pub use super::stats::Distribution;
 use super::stats::Summary;
+use crate::clock::Timestamp;
 use crate::extract::ServiceKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,9 +258,9 @@ pub struct DriftEvent {
     /// Later revisions that still show the drift (the same incident).
     #[serde(default)]
     pub seen_in: Vec<String>,
-    pub onset: String,
-    pub detected_at: String,
-    pub resolved_at: Option<String>,
+    pub onset: Timestamp,
+    pub detected_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
     /// How the drift ended; `None` while it fires.
     #[serde(default)]
     pub resolution: Option<Resolution>,
@@ -290,11 +290,6 @@ pub struct DriftEvent {
     /// Why the suspect list is what it is (e.g. no deploy in range).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attribution: Option<String>,
-    /// Event times in nanoseconds, for ordering and evaluation.
-    #[serde(skip)]
-    pub onset_unix_nanos: u64,
-    #[serde(skip)]
-    pub detected_unix_nanos: u64,
 }
 
 impl DriftEvent {
@@ -327,8 +322,8 @@ impl DriftEvent {
             repository: None,
             baseline_revision: None,
             seen_in: Vec::new(),
-            onset: rfc3339(onset_unix_nanos),
-            detected_at: rfc3339(detected_unix_nanos),
+            onset: Timestamp::from_unix_nanos(onset_unix_nanos),
+            detected_at: Timestamp::from_unix_nanos(detected_unix_nanos),
             resolved_at: None,
             resolution: None,
             stats: None,
@@ -340,8 +335,6 @@ impl DriftEvent {
             suspects: Vec::new(),
             owners: Vec::new(),
             attribution: None,
-            onset_unix_nanos,
-            detected_unix_nanos,
         }
     }
 
@@ -387,11 +380,6 @@ pub fn fingerprint_of(id: &str) -> &str {
     id.rsplit_once('-').map_or(id, |(fingerprint, _)| fingerprint)
 }
 
-/// RFC 3339 with millisecond precision, UTC.
-pub fn rfc3339(unix_nanos: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(unix_nanos)).to_string()
-}
-
 /// A revision of a service that began serving after another one did: the
 /// deploy marker that sinks show next to incidents. Not a drift.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -408,7 +396,7 @@ pub struct Deploy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
     /// When its first span started (event time).
-    pub first_seen: String,
+    pub first_seen: Timestamp,
 }
 
 impl Deploy {
@@ -426,7 +414,7 @@ impl Deploy {
             revision: revision.to_owned(),
             previous_revision: previous_revision.map(str::to_owned),
             repository: repository.map(str::to_owned),
-            first_seen: rfc3339(first_seen_unix_nanos),
+            first_seen: Timestamp::from_unix_nanos(first_seen_unix_nanos),
         }
     }
 
@@ -526,7 +514,7 @@ impl EventLog {
                 }
                 let event = Arc::make_mut(&mut self.events[i]);
                 event.state = EventState::Resolved;
-                event.resolved_at = Some(rfc3339(at_unix_nanos));
+                event.resolved_at = Some(Timestamp::from_unix_nanos(at_unix_nanos));
                 event.resolution = Some(resolution);
                 Some(event.clone())
             }
@@ -537,7 +525,7 @@ impl EventLog {
     /// version of an event wins over this replica's).
     pub fn upsert(&mut self, event: DriftEvent) {
         match self.position(&event.id) {
-            Some(i) if self.events[i].detected_unix_nanos == event.detected_unix_nanos => {
+            Some(i) if self.events[i].detected_at.unix_nanos() == event.detected_at.unix_nanos() => {
                 self.events[i] = Arc::new(event);
             }
             Some(i) => {
@@ -578,7 +566,7 @@ impl EventLog {
     /// Drops resolved events detected before `cutoff_unix_nanos`; returns
     /// their ids.
     pub fn retire_resolved(&mut self, cutoff_unix_nanos: u64) -> Vec<String> {
-        let retired = |e: &DriftEvent| e.state == EventState::Resolved && e.detected_unix_nanos < cutoff_unix_nanos;
+        let retired = |e: &DriftEvent| e.state == EventState::Resolved && e.detected_at.unix_nanos() < cutoff_unix_nanos;
         let ids: Vec<String> = self.events.iter().filter(|e| retired(e)).map(|e| e.id.clone()).collect();
         if !ids.is_empty() {
             self.events.retain(|e| !retired(e));
@@ -593,10 +581,10 @@ impl EventLog {
     /// Newest first: by detection time, then by id.
     fn insert(&mut self, event: DriftEvent) {
         use std::cmp::Reverse;
-        let new = (Reverse(event.detected_unix_nanos), event.id.as_str());
+        let new = (Reverse(event.detected_at.unix_nanos()), event.id.as_str());
         let at = self
             .events
-            .partition_point(|e| (Reverse(e.detected_unix_nanos), e.id.as_str()) < new);
+            .partition_point(|e| (Reverse(e.detected_at.unix_nanos()), e.id.as_str()) < new);
         self.events.insert(at, Arc::new(event));
     }
 
@@ -605,7 +593,7 @@ impl EventLog {
             .events
             .iter()
             .enumerate()
-            .min_by_key(|(_, e)| (e.state == EventState::Firing, e.detected_unix_nanos))
+            .min_by_key(|(_, e)| (e.state == EventState::Firing, e.detected_at.unix_nanos()))
             .map(|(i, _)| i);
         if let Some(i) = victim {
             self.events.remove(i);
@@ -768,7 +756,7 @@ mod tests {
             .expect("known");
         assert_eq!(resolved.state, EventState::Resolved);
         assert_eq!(resolved.resolution.as_ref().map(|r| r.reason), Some(ResolutionReason::Fixed));
-        assert_eq!(resolved.resolved_at.as_deref(), Some("1970-01-01T00:00:03.000Z"));
+        assert_eq!(resolved.resolved_at.map(Timestamp::rfc3339).as_deref(), Some("1970-01-01T00:00:03.000Z"));
         assert_eq!(log.firing(EventKind::LatencyRegression), 1);
     }
 
@@ -809,7 +797,7 @@ mod tests {
         let ids: Vec<&str> = log.list().iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
         let mut moved = (*log.list()[3]).clone();
-        moved.detected_unix_nanos = 7;
+        moved.detected_at = Timestamp::from_unix_nanos(7);
         log.upsert(moved);
         let ids: Vec<&str> = log.list().iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["a", "d", "b", "c"], "a replaced event takes its new place");

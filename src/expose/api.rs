@@ -135,8 +135,8 @@ impl Filter {
             && self.revision.as_ref().is_none_or(|r| {
                 revision_matches(r, &event.revision) || event.seen_in.iter().any(|seen| revision_matches(r, seen))
             })
-            && self.since.is_none_or(|t| event.detected_unix_nanos >= t)
-            && self.until.is_none_or(|t| event.detected_unix_nanos < t)
+            && self.since.is_none_or(|t| event.detected_at.unix_nanos() >= t)
+            && self.until.is_none_or(|t| event.detected_at.unix_nanos() < t)
     }
 }
 

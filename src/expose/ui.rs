@@ -96,7 +96,7 @@ async fn list(State(events): State<EventsView>) -> Response {
                 escape(&e.id),
                 escape(&subject(e)),
                 escape(&e.revision[..e.revision.len().min(12)]),
-                escape(&e.detected_at),
+                e.detected_at,
                 suspect
             );
         }
@@ -150,11 +150,11 @@ pub fn render_incident(event: &DriftEvent) -> String {
                 .join(", ")
         },
         escape(event.baseline_revision.as_deref().unwrap_or("—")),
-        escape(&event.onset),
-        escape(&event.detected_at),
+        event.onset,
+        event.detected_at,
         escape(&match (&event.resolved_at, &event.resolution) {
             (Some(at), Some(resolution)) => format!("{at} — {}", resolution.describe()),
-            (Some(at), None) => at.clone(),
+            (Some(at), None) => at.to_string(),
             (None, _) => "—".to_owned(),
         }),
     );
@@ -590,6 +590,7 @@ fn format_ms(ms: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Timestamp;
 
     #[test]
     fn escapes_markup() {
@@ -643,7 +644,7 @@ mod tests {
             "{page}"
         );
         event.state = crate::detect::event::EventState::Resolved;
-        event.resolved_at = Some("2023-11-14T22:20:00.000Z".into());
+        event.resolved_at = Timestamp::parse("2023-11-14T22:20:00.000Z");
         event.resolution = Some(crate::detect::event::Resolution {
             reason: crate::detect::event::ResolutionReason::RolledBack,
             revision: Some("r0".into()),

@@ -826,7 +826,7 @@ impl FleetStore {
     /// resolves firing events that no live replica holds any more (their
     /// replicas left, or died). Returns the events this call resolved: the
     /// caller sends their resolutions.
-    pub async fn sweep(&self, now_rfc3339: &str) -> Result<Vec<DriftEvent>, FleetError> {
+    pub async fn sweep(&self, now: crate::clock::Timestamp) -> Result<Vec<DriftEvent>, FleetError> {
         let lease = self.lease.as_secs_f64();
         let held: Vec<String> = self.held.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         self.run(async |client| {
@@ -872,7 +872,7 @@ impl FleetStore {
                 }
                 let event = match self.event_from(id.clone(), &body, "resolved") {
                     Ok(mut event) => {
-                        event.resolved_at = Some(now_rfc3339.to_owned());
+                        event.resolved_at = Some(now);
                         // No live replica observes it any more.
                         event.resolution.get_or_insert(crate::detect::event::Resolution {
                             reason: crate::detect::event::ResolutionReason::TrafficGone,

@@ -267,9 +267,9 @@ impl FleetSync {
     }
 
     async fn sweep(&mut self) {
-        let now = crate::detect::event::rfc3339(now_nanos());
+        let now = crate::clock::Timestamp::from_unix_nanos(now_nanos());
         let started = std::time::Instant::now();
-        match self.store.sweep(&now).await {
+        match self.store.sweep(now).await {
             Ok(resolved) => {
                 for event in resolved {
                     let _ = self.notices.send(FleetNotice::Resolved(Box::new(event))).await;

@@ -22,6 +22,7 @@ use std::sync::{Mutex, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use crate::clock::Timestamp;
 use crate::detect::event::{Deploy, DriftEvent, EventState};
 use crate::telemetry::metrics::Metrics;
 
@@ -613,8 +614,8 @@ impl From<&DriftEvent> for StoredEvent {
     fn from(event: &DriftEvent) -> Self {
         StoredEvent {
             event: event.clone(),
-            onset_unix_nanos: event.onset_unix_nanos,
-            detected_unix_nanos: event.detected_unix_nanos,
+            onset_unix_nanos: event.onset.unix_nanos(),
+            detected_unix_nanos: event.detected_at.unix_nanos(),
         }
     }
 }
@@ -622,8 +623,8 @@ impl From<&DriftEvent> for StoredEvent {
 impl From<StoredEvent> for DriftEvent {
     fn from(stored: StoredEvent) -> Self {
         let mut event = stored.event;
-        event.onset_unix_nanos = stored.onset_unix_nanos;
-        event.detected_unix_nanos = stored.detected_unix_nanos;
+        event.onset = Timestamp::from_unix_nanos(stored.onset_unix_nanos);
+        event.detected_at = Timestamp::from_unix_nanos(stored.detected_unix_nanos);
         event
     }
 }
@@ -641,8 +642,8 @@ impl From<&OutboxEntry> for StoredOutboxEntry {
         let event = entry.notice.event();
         StoredOutboxEntry {
             entry: entry.clone(),
-            onset_unix_nanos: event.map_or(0, |e| e.onset_unix_nanos),
-            detected_unix_nanos: event.map_or(0, |e| e.detected_unix_nanos),
+            onset_unix_nanos: event.map_or(0, |e| e.onset.unix_nanos()),
+            detected_unix_nanos: event.map_or(0, |e| e.detected_at.unix_nanos()),
         }
     }
 }
@@ -651,8 +652,8 @@ impl From<StoredOutboxEntry> for OutboxEntry {
     fn from(stored: StoredOutboxEntry) -> Self {
         let mut entry = stored.entry;
         if let Notice::Drift { event, .. } = &mut entry.notice {
-            event.onset_unix_nanos = stored.onset_unix_nanos;
-            event.detected_unix_nanos = stored.detected_unix_nanos;
+            event.onset = Timestamp::from_unix_nanos(stored.onset_unix_nanos);
+            event.detected_at = Timestamp::from_unix_nanos(stored.detected_unix_nanos);
         }
         entry
     }
@@ -664,7 +665,7 @@ mod tests {
 
     fn event(id: &str) -> DriftEvent {
         let mut event = crate::detect::event::example_event(id, 22);
-        event.onset_unix_nanos = 11;
+        event.onset = Timestamp::from_unix_nanos(11);
         event
     }
 
@@ -699,10 +700,10 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         let events = store.load_events().expect("load");
         assert_eq!(events.len(), 2);
-        assert_eq!(events[0].detected_unix_nanos, 22, "event times survive too");
+        assert_eq!(events[0].detected_at.unix_nanos(), 22, "event times survive to the nanosecond");
         let outbox = store.outbox().expect("outbox");
         assert_eq!(outbox.len(), 2);
-        assert_eq!(outbox[0].notice.event().map(|e| e.onset_unix_nanos), Some(11));
+        assert_eq!(outbox[0].notice.event().map(|e| e.onset.unix_nanos()), Some(11));
         assert_eq!(outbox[1].notice.notification(), Notification::Deploy);
         assert_eq!(outbox[1].notice.revision(), "r2");
         store.remove_outbox(&[1, 2]).expect("remove");

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::render::{MAX_FIELD_CHARS, headline, incident_url, lifecycle_note, sanitize, severity, top_suspect};
+use crate::clock::Timestamp;
 use crate::detect::event::{DriftEvent, EventKind, EventState};
 
 /// The alerts endpoint under the configured Alertmanager URL.
@@ -72,8 +73,8 @@ pub(super) fn body(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Value
                 EventState::Resolved => event
                     .resolved_at
                     .clone()
-                    .unwrap_or_else(|| crate::detect::event::rfc3339(now_ms * 1_000_000)),
-                EventState::Firing => crate::detect::event::rfc3339((now_ms + 3_600_000) * 1_000_000),
+                    .unwrap_or_else(|| Timestamp::from_unix_nanos(now_ms * 1_000_000)),
+                EventState::Firing => Timestamp::from_unix_nanos((now_ms + 3_600_000) * 1_000_000),
             };
             json!({
                 "labels": labels,

@@ -207,7 +207,7 @@ fn run(case: &Case) -> Result<CaseResult, CaseError> {
         "id": "case", "fingerprint": "case", "kind": case.drift.kind, "state": "firing", "severity": "warning",
         "service": "svc", "operation": case.drift.operation, "peer": case.drift.peer,
         "revision": revision, "baseline_revision": baseline,
-        "onset": "", "detected_at": "", "resolved_at": null, "suspects": [],
+        "onset": "2026-01-01T00:00:00Z", "detected_at": "2026-01-01T00:01:00Z", "resolved_at": null, "suspects": [],
         "code": {"function": case.drift.function, "filepath": case.drift.filepath, "route": case.drift.route},
         "dependency": case.drift.scope.as_ref().map(|scope| serde_json::json!({"scope": scope, "spans": 1, "operations": []})),
     }))

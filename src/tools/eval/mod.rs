@@ -378,7 +378,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
             // operation is in force (it may repeat for later revisions).
             regressed_since
                 .get(&(e.service.as_str(), op))
-                .is_none_or(|since| seconds(e.detected_unix_nanos) < *since as f64)
+                .is_none_or(|since| seconds(e.detected_at.unix_nanos()) < *since as f64)
         })
         .map(|e| FalseAlert {
             kind: e.kind,
@@ -386,7 +386,7 @@ fn score(scenario: &Scenario, all_events: &[DriftEvent], resolved_at: &HashMap<S
             operation: e.operation.clone().unwrap_or_default(),
             peer: None,
             revision: e.revision.clone(),
-            detected_at_s: seconds(e.detected_unix_nanos),
+            detected_at_s: seconds(e.detected_at.unix_nanos()),
             relative_increase: e.stats.as_ref().map_or(0.0, |s| s.relative_increase),
         })
         .collect();
@@ -445,7 +445,7 @@ fn detection(
         .iter()
         .filter(of_operation)
         .filter(|e| e.revision == revision)
-        .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+        .map(|e| seconds(e.detected_at.unix_nanos()) - at as f64)
         .filter(|delay| *delay >= 0.0)
         .min_by(f64::total_cmp);
     let incidents: Vec<(f64, Option<f64>, Option<String>)> = events
@@ -453,7 +453,7 @@ fn detection(
         .filter(of_operation)
         .map(|e| {
             (
-                seconds(e.detected_unix_nanos),
+                seconds(e.detected_at.unix_nanos()),
                 resolved_at.get(&e.id).map(|r| seconds(*r)),
                 e.resolution.as_ref().map(|r| r.reason.as_str().to_owned()),
             )
@@ -547,7 +547,7 @@ fn score_errors(
         .filter(|e| {
             raised_since
                 .get(&(e.service.as_str(), e.operation.as_deref().unwrap_or("")))
-                .is_none_or(|since| seconds(e.detected_unix_nanos) < *since as f64)
+                .is_none_or(|since| seconds(e.detected_at.unix_nanos()) < *since as f64)
         })
         .map(|e| FalseAlert {
             kind: e.kind,
@@ -555,7 +555,7 @@ fn score_errors(
             operation: e.operation.clone().unwrap_or_default(),
             peer: None,
             revision: e.revision.clone(),
-            detected_at_s: seconds(e.detected_unix_nanos),
+            detected_at_s: seconds(e.detected_at.unix_nanos()),
             relative_increase: e.stats.as_ref().map_or(0.0, |s| s.relative_increase),
         })
         .collect();
@@ -616,7 +616,7 @@ fn score_fanout(
             let key = (e.service.as_str(), e.operation.as_deref().unwrap_or(""), e.peer.as_deref().unwrap_or(""));
             raised_since
                 .get(&key)
-                .is_none_or(|since| seconds(e.detected_unix_nanos) < *since as f64)
+                .is_none_or(|since| seconds(e.detected_at.unix_nanos()) < *since as f64)
         })
         .map(|e| FalseAlert {
             kind: e.kind,
@@ -624,7 +624,7 @@ fn score_fanout(
             operation: e.operation.clone().unwrap_or_default(),
             peer: e.peer.clone(),
             revision: e.revision.clone(),
-            detected_at_s: seconds(e.detected_unix_nanos),
+            detected_at_s: seconds(e.detected_at.unix_nanos()),
             relative_increase: e.fanout.as_ref().map_or(0.0, |f| f.relative_increase),
         })
         .collect();
@@ -680,7 +680,7 @@ fn score_kinds(scenario: &Scenario, events: &[DriftEvent]) -> (Vec<KindLabelResu
                             && e.revision == deploy.revision
                             && subject(e).as_deref() == Some(what)
                     })
-                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+                    .map(|e| seconds(e.detected_at.unix_nanos()) - at as f64)
                     .filter(|delay| *delay >= 0.0)
                     .min_by(f64::total_cmp);
                 labels.push(KindLabelResult {
@@ -710,7 +710,7 @@ fn score_kinds(scenario: &Scenario, events: &[DriftEvent]) -> (Vec<KindLabelResu
             operation: e.operation.clone().unwrap_or_default(),
             peer: subject(e),
             revision: e.revision.clone(),
-            detected_at_s: seconds(e.detected_unix_nanos),
+            detected_at_s: seconds(e.detected_at.unix_nanos()),
             relative_increase: 0.0,
         })
         .collect();
@@ -742,7 +742,7 @@ fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelRes
                             && e.peer.as_deref() == Some(new_call.peer.as_str())
                             && e.revision == deploy.revision
                     })
-                    .map(|e| seconds(e.detected_unix_nanos) - at as f64)
+                    .map(|e| seconds(e.detected_at.unix_nanos()) - at as f64)
                     .filter(|delay| *delay >= 0.0)
                     .min_by(f64::total_cmp);
                 labels.push(PeerLabelResult {
@@ -769,7 +769,7 @@ fn score_peers(scenario: &Scenario, events: &[&DriftEvent]) -> (Vec<PeerLabelRes
             operation: e.operation.clone().unwrap_or_default(),
             peer: e.peer.clone(),
             revision: e.revision.clone(),
-            detected_at_s: seconds(e.detected_unix_nanos),
+            detected_at_s: seconds(e.detected_at.unix_nanos()),
             relative_increase: 0.0,
         })
         .collect();
@@ -1133,11 +1133,8 @@ mod tests {
                 }),
                 "{scenario}: {event:#?}"
             );
-            let resolved = humantime::parse_rfc3339(event.resolved_at.as_deref().expect("resolved")).expect("time");
-            let resolved_s = resolved
-                .duration_since(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(EPOCH_UNIX_NANOS))
-                .expect("after the epoch")
-                .as_secs();
+            let resolved = event.resolved_at.expect("resolved").unix_nanos();
+            let resolved_s = resolved.checked_sub(EPOCH_UNIX_NANOS).expect("after the epoch") / 1_000_000_000;
             assert!(
                 resolved_s >= not_before_s,
                 "{scenario}: resolved at {resolved_s}s, while the drift still served"
