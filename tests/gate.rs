@@ -111,6 +111,13 @@ fn a_rollout_gate_passes_a_good_revision_fails_a_regression_and_waits_for_traffi
     assert_eq!(count("revision=rev-2"), 0);
     assert_eq!(count("since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&limit=1"), 1);
     assert_eq!(count("until=2000-01-01T00:00:00Z"), 0);
+    // An offset is applied: the detection time, written an hour ahead at +01:00.
+    let detected = events("").1["events"][0]["detected_at"].as_str().map(str::to_owned).expect("detected_at");
+    let detected = driftwatch::clock::Timestamp::parse(&detected).expect("RFC 3339").unix_nanos();
+    let at_plus_one = |nanos: u64| driftwatch::clock::Timestamp::from_unix_nanos(nanos + 3_600 * S).rfc3339().replace('Z', "%2B01:00");
+    assert_eq!(count(&format!("since={}", at_plus_one(detected))), 1, "since is inclusive");
+    assert_eq!(count(&format!("since={}", at_plus_one(detected + 1_000_000))), 0);
+    assert_eq!(count(&format!("until={}", at_plus_one(detected))), 0, "until is exclusive");
     for bad in ["servce=checkout", "state=open", "kind=slow", "limit=0", "since=yesterday", "service=a&service=b"] {
         let (status, body) = events(bad);
         assert_eq!(status, 400, "{bad}: {body}");

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::clock::Timestamp;
 use crate::coverage::CoverageBoard;
 use crate::detect::event::EventsView;
 use crate::detect::event::{DriftEvent, EventKind, EventState, Severity};
@@ -66,14 +67,11 @@ fn kinds(text: &str) -> Result<Vec<EventKind>, String> {
         .collect()
 }
 
-fn time(name: &str, text: &str) -> Result<u64, String> {
-    let at = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("{name}={text:?} is not an RFC 3339 time ({e}); write e.g. 2026-11-26T10:00:00Z"))?;
-    let nanos = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("{name}={text:?} is before 1970"))?
-        .as_nanos();
-    Ok(u64::try_from(nanos).unwrap_or(u64::MAX))
+/// A time filter: RFC 3339, its offset applied (`+` is `%2B` in a query).
+fn time(name: &str, text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(text).ok_or_else(|| {
+        format!("{name}={text:?} is not an RFC 3339 time from 1970 on; write e.g. 2026-11-26T10:00:00Z or 2026-11-26T11:00:00%2B01:00")
+    })
 }
 
 /// The filters of `GET /api/v1/events`.
@@ -84,8 +82,8 @@ struct Filter {
     kinds: Option<Vec<EventKind>>,
     state: Option<EventState>,
     revision: Option<String>,
-    since: Option<u64>,
-    until: Option<u64>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
     limit: Option<usize>,
 }
 
@@ -135,8 +133,8 @@ impl Filter {
             && self.revision.as_ref().is_none_or(|r| {
                 revision_matches(r, &event.revision) || event.seen_in.iter().any(|seen| revision_matches(r, seen))
             })
-            && self.since.is_none_or(|t| event.detected_at.unix_nanos() >= t)
-            && self.until.is_none_or(|t| event.detected_at.unix_nanos() < t)
+            && self.since.is_none_or(|t| event.detected_at >= t)
+            && self.until.is_none_or(|t| event.detected_at < t)
     }
 }
 
