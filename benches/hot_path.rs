@@ -9,7 +9,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use driftwatch::analyze::service::AnalysisSettings;
 use driftwatch::analyze::shard::ShardAnalysis;
 use driftwatch::config::Config;
-use driftwatch::extract::{Extractor, SpanFact, SpanKind, SpanStatus, Sym};
+use driftwatch::extract::{Extractor, SpanFact, SpanKind, Sym};
 use driftwatch::receive::view::RequestView;
 use driftwatch::tools::simulate::realistic_request;
 
@@ -68,25 +68,9 @@ fn detector_tick(c: &mut Criterion) {
     let revision = Sym::from("r1");
     let names: Vec<Sym> = (0..OPERATIONS).map(|i| Sym::from(format!("GET /op/{i}").as_str())).collect();
     let fact = |op: &Sym, end: u64, millis: u64| SpanFact {
-        service: service.clone(),
-        environment: None,
-        revision: revision.clone(),
-        operation: op.clone(),
-        kind: SpanKind::Server,
-        start_unix_nanos: end - millis * 1_000_000,
-        end_unix_nanos: end,
-        status: SpanStatus::Unset,
         trace_id: 1,
         span_id: 1,
-        parent_span_id: 0,
-        peer: None,
-        code: None,
-        route: None,
-        error_type: None,
-        error_code: None,
-        scope: None,
-        repository: None,
-        non_idempotent: false,
+        ..SpanFact::new(service.clone(), revision.clone(), op.clone(), SpanKind::Server, end - millis * 1_000_000, end)
     };
     let mut warm = ShardAnalysis::new(settings.clone());
     let mut updates = Vec::new();

@@ -686,7 +686,7 @@ async fn run_shard<O: ShardObserver>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::{CodeLocation, SpanKind, SpanStatus, Sym};
+    use crate::extract::{CodeLocation, SpanKind, Sym};
 
     struct Idle;
     impl ShardObserver for Idle {
@@ -725,18 +725,8 @@ mod tests {
 
     fn fact(service: &str, with_code: bool) -> SpanFact {
         SpanFact {
-            service: Sym::from(service),
-            environment: None,
-            revision: Sym::from("r"),
-            operation: Sym::from("op"),
-            kind: SpanKind::Server,
-            start_unix_nanos: 1,
-            end_unix_nanos: 2,
-            status: SpanStatus::Unset,
             trace_id: 1,
             span_id: 1,
-            parent_span_id: 0,
-            peer: None,
             code: with_code.then(|| {
                 Box::new(CodeLocation {
                     function: None,
@@ -744,12 +734,7 @@ mod tests {
                     lineno: Some(1),
                 })
             }),
-            route: None,
-            error_type: None,
-            error_code: None,
-            scope: None,
-            repository: None,
-            non_idempotent: false,
+            ..SpanFact::new(Sym::from(service), Sym::from("r"), Sym::from("op"), SpanKind::Server, 1, 2)
         }
     }
 

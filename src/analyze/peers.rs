@@ -594,29 +594,13 @@ impl PeerSets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::SpanStatus;
 
     fn span(id: u64, parent: u64, kind: SpanKind, op: &str, start: u64, duration: u64) -> SpanFact {
         SpanFact {
-            service: Sym::from("s"),
-            environment: None,
-            revision: Sym::from("r"),
-            operation: Sym::from(op),
-            kind,
-            start_unix_nanos: start,
-            end_unix_nanos: start + duration,
-            status: SpanStatus::Unset,
             trace_id: 1,
             span_id: id,
             parent_span_id: parent,
-            peer: None,
-            code: None,
-            route: None,
-            error_type: None,
-            error_code: None,
-            scope: None,
-            repository: None,
-            non_idempotent: false,
+            ..SpanFact::new(Sym::from("s"), Sym::from("r"), Sym::from(op), kind, start, start + duration)
         }
     }
 

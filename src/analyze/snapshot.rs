@@ -402,25 +402,10 @@ pub(crate) mod tests {
 
     fn fact(op: &str, revision: &str, end: u64, millis: u64, kind: SpanKind, peer: Option<&str>) -> SpanFact {
         SpanFact {
-            service: Sym::from("s"),
-            environment: None,
-            revision: Sym::from(revision),
-            operation: Sym::from(op),
-            kind,
-            start_unix_nanos: end - millis * 1_000_000,
-            end_unix_nanos: end,
-            status: SpanStatus::Unset,
             trace_id: 1,
             span_id: end,
-            parent_span_id: 0,
             peer: peer.map(Sym::from),
-            code: None,
-            route: None,
-            error_type: None,
-            error_code: None,
-            scope: None,
-            repository: None,
-            non_idempotent: false,
+            ..SpanFact::new(Sym::from("s"), Sym::from(revision), Sym::from(op), kind, end - millis * 1_000_000, end)
         }
     }
 

@@ -162,6 +162,42 @@ pub struct SpanFact {
 }
 
 impl SpanFact {
+    /// A span of `operation` in `service`'s `revision`, from `start` to
+    /// `end` (Unix nanoseconds), with no environment, status, ids, peer or
+    /// code location. Synthetic traffic, benches and tests set the rest
+    /// with struct update syntax:
+    /// `SpanFact { peer: Some(peer), ..SpanFact::new(…) }`.
+    pub fn new(
+        service: Sym,
+        revision: Sym,
+        operation: Sym,
+        kind: SpanKind,
+        start_unix_nanos: u64,
+        end_unix_nanos: u64,
+    ) -> SpanFact {
+        SpanFact {
+            service,
+            environment: None,
+            revision,
+            operation,
+            kind,
+            start_unix_nanos,
+            end_unix_nanos,
+            status: SpanStatus::Unset,
+            trace_id: 0,
+            span_id: 0,
+            parent_span_id: 0,
+            peer: None,
+            code: None,
+            route: None,
+            error_type: None,
+            error_code: None,
+            scope: None,
+            repository: None,
+            non_idempotent: false,
+        }
+    }
+
     pub fn key(&self) -> ServiceKey {
         ServiceKey {
             service: self.service.clone(),

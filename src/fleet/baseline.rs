@@ -342,30 +342,21 @@ mod tests {
     #[test]
     fn a_replica_adopts_the_fleets_revisions_without_churning_a_full_timeline() {
         use crate::analyze::service::ServiceState;
-        use crate::extract::{SpanFact, SpanKind, SpanStatus};
+        use crate::extract::{SpanFact, SpanKind};
         let settings = AnalysisSettings::from_config(&Config::default());
         let mut state = ServiceState::new(ServiceKey::new("checkout", None), &settings);
         state.record(
             &SpanFact {
-                service: Sym::from("checkout"),
-                environment: None,
-                revision: Sym::from("local"),
-                operation: Sym::from("GET /"),
-                kind: SpanKind::Server,
-                start_unix_nanos: 1_000_000,
-                end_unix_nanos: 2_000_000,
-                status: SpanStatus::Unset,
                 trace_id: 1,
                 span_id: 1,
-                parent_span_id: 0,
-                peer: None,
-                code: None,
-                route: None,
-                error_type: None,
-                error_code: None,
-                scope: None,
-                repository: None,
-                non_idempotent: false,
+                ..SpanFact::new(
+                    Sym::from("checkout"),
+                    Sym::from("local"),
+                    Sym::from("GET /"),
+                    SpanKind::Server,
+                    1_000_000,
+                    2_000_000,
+                )
             },
             &settings,
         );

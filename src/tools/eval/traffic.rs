@@ -204,48 +204,35 @@ impl<'a> TrafficGenerator<'a> {
                         let call_nanos = (duration as f64 * call.spec.share) as u64;
                         for _ in 0..times {
                             out.push(SpanFact {
-                                service: service.name.clone(),
-                                environment: None,
-                                revision: service.revisions[deploy].clone(),
-                                operation: self.client_operation.clone(),
-                                kind: SpanKind::Client,
-                                start_unix_nanos: start + (duration - call_nanos) / 2,
-                                end_unix_nanos: start + (duration - call_nanos) / 2 + call_nanos,
-                                status: SpanStatus::Unset,
                                 trace_id,
                                 span_id: rng.next_u64() | 1,
                                 parent_span_id: span_id,
                                 peer: Some(call.peer.clone()),
-                                code: None,
-                                route: None,
-                                error_type: None,
-                                error_code: None,
                                 scope: call.scope.clone(),
-                                repository: None,
                                 non_idempotent: call.spec.non_idempotent,
+                                ..SpanFact::new(
+                                    service.name.clone(),
+                                    service.revisions[deploy].clone(),
+                                    self.client_operation.clone(),
+                                    SpanKind::Client,
+                                    start + (duration - call_nanos) / 2,
+                                    start + (duration - call_nanos) / 2 + call_nanos,
+                                )
                             });
                         }
                     }
                     out.push(SpanFact {
-                        service: service.name.clone(),
-                        environment: None,
-                        revision: service.revisions[deploy].clone(),
-                        operation: state.name.clone(),
-                        kind: SpanKind::Server,
-                        start_unix_nanos: start,
-                        end_unix_nanos: start + duration,
                         status,
                         trace_id,
                         span_id,
-                        parent_span_id: 0,
-                        peer: None,
-                        code: None,
-                        route: None,
-                        error_type: None,
-                        error_code: None,
-                        scope: None,
-                        repository: None,
-                        non_idempotent: false,
+                        ..SpanFact::new(
+                            service.name.clone(),
+                            service.revisions[deploy].clone(),
+                            state.name.clone(),
+                            SpanKind::Server,
+                            start,
+                            start + duration,
+                        )
                     });
                 }
             }
