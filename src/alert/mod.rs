@@ -621,6 +621,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pagerduty_incident_stays_open_while_another_drift_of_its_deploy_fires() {
+        use crate::detect::event::{EventLog, PublishedLog, example_event};
+        let config: AlertsConfig = toml::from_str(
+            "[[pagerduty]]\nrouting_key = \"rk\"\nurl = \"http://127.0.0.1:9/v2/enqueue\"\n\
+             [[slack]]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n",
+        )
+        .expect("config");
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+        // Two latency drifts of one deploy (service s, revision r): one
+        // PagerDuty incident between them.
+        let first = example_event("e1", 1);
+        let mut second = example_event("e2", 2);
+        second.fingerprint = "f2".into();
+        second.operation = Some("GET /other".into());
+        let mut log = PublishedLog::new(EventLog::new(10));
+        log.log_mut().upsert(first.clone());
+        log.log_mut().upsert(second.clone());
+        log.publish();
+        let dispatcher =
+            Dispatcher::new(&config, store, Arc::new(Metrics::new()), log.view(), "http://dw".into()).expect("dispatcher");
+        let pagerduty = dispatcher.sinks.iter().find(|s| s.label() == "pagerduty").expect("pagerduty");
+        let slack = dispatcher.sinks.iter().find(|s| s.label() == "slack").expect("slack");
+
+        let mut resolved = first.clone();
+        resolved.state = EventState::Resolved;
+        assert!(dispatcher.holds_open(pagerduty, EventState::Resolved, &[&resolved]), "the other drift still fires");
+        assert!(!dispatcher.holds_open(slack, EventState::Resolved, &[&resolved]), "Slack hears of each drift");
+        assert!(!dispatcher.holds_open(pagerduty, EventState::Firing, &[&first]), "a trigger is never held");
+
+        // A firing drift of another revision or kind is another incident.
+        let mut later = example_event("e3", 3);
+        (later.fingerprint, later.revision) = ("f3".into(), "r2".into());
+        let mut peer = example_event("e4", 4);
+        (peer.fingerprint, peer.kind) = ("f4".into(), EventKind::NewOutboundPeer);
+        second.state = EventState::Resolved;
+        log.log_mut().upsert(second);
+        log.log_mut().upsert(later);
+        log.log_mut().upsert(peer);
+        log.publish();
+        assert!(
+            !dispatcher.holds_open(pagerduty, EventState::Resolved, &[&resolved]),
+            "the deploy's last drift resolved: the incident closes"
+        );
+    }
+
+    #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
