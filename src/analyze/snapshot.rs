@@ -6,6 +6,8 @@
 //! Histograms are stored as their recorded (value, count) buckets: a few
 //! hundred pairs, exact, and independent of the histogram's memory layout.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::detect::dependency::KnownScope;
@@ -202,6 +204,28 @@ impl CallsSnapshot {
     pub fn calls(&self) -> f64 {
         if self.mean.is_finite() { self.mean * self.requests() as f64 } else { 0.0 }
     }
+
+    /// The calls per request of a sum over replicas ([`add_calls`]):
+    /// requests per bucket, and the calls made in them.
+    pub fn summed(operation: &str, revision: &str, peer: &str, buckets: &BTreeMap<u64, u64>, calls: f64) -> CallsSnapshot {
+        let requests: u64 = buckets.values().sum();
+        CallsSnapshot {
+            revision: revision.to_owned(),
+            operation: operation.to_owned(),
+            peer: peer.to_owned(),
+            buckets: buckets.iter().map(|(b, n)| (*b, *n)).collect(),
+            mean: if requests == 0 { 0.0 } else { calls / requests as f64 },
+        }
+    }
+}
+
+/// Adds `other`'s requests per bucket and calls to a sum over replicas:
+/// the sum's mean is then [`CallsSnapshot::summed`]'s, exactly.
+pub fn add_calls(buckets: &mut BTreeMap<u64, u64>, calls: &mut f64, other: &CallsSnapshot) {
+    for &(bucket, requests) in &other.buckets {
+        *buckets.entry(bucket).or_default() += requests;
+    }
+    *calls += other.calls();
 }
 
 /// Adds `other`'s repeat counts ([`RepeatSnapshot::counts`]) to `into`:

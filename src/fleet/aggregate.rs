@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::snapshot::{
     CallsSnapshot, PeerSnapshot, RepeatSnapshot, RevisionSnapshot, SNAPSHOT_VERSION, ScopeSnapshot, SeriesSnapshot,
-    ServiceSnapshot, Sighting, add_repeat_counts,
+    ServiceSnapshot, Sighting, add_calls, add_repeat_counts,
 };
 
 /// The aggregate format version, stored inside each aggregate.
@@ -237,10 +237,7 @@ impl Aggregate {
                 ..CallsSum::default()
             });
             sum.holders += 1;
-            for &(bucket, requests) in &c.buckets {
-                *sum.buckets.entry(bucket).or_default() += requests;
-            }
-            sum.calls += c.calls();
+            add_calls(&mut sum.buckets, &mut sum.calls, c);
         }
         for r in &snapshot.repeats {
             let sum = self.repeats.entry(calls_key(&r.operation, &r.revision, &r.peer)).or_insert_with(|| RepeatSum {
@@ -367,16 +364,7 @@ impl Aggregate {
             calls: self
                 .calls
                 .values()
-                .map(|c| {
-                    let requests: u64 = c.buckets.values().sum();
-                    CallsSnapshot {
-                        revision: c.revision.clone(),
-                        operation: c.operation.clone(),
-                        peer: c.peer.clone(),
-                        buckets: c.buckets.iter().map(|(b, n)| (*b, *n)).collect(),
-                        mean: if requests == 0 { 0.0 } else { c.calls / requests as f64 },
-                    }
-                })
+                .map(|c| CallsSnapshot::summed(&c.operation, &c.revision, &c.peer, &c.buckets, c.calls))
                 .collect(),
             repeats: self
                 .repeats

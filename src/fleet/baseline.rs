@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::analyze::snapshot::{
-    CallsSnapshot, PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, add_repeat_counts,
+    CallsSnapshot, PeerSnapshot, RevisionSnapshot, ScopeSnapshot, ServiceSnapshot, Sighting, add_calls, add_repeat_counts,
     histogram_from,
 };
 use crate::analyze::window::{LatencyWindows, WindowLayout};
@@ -87,10 +87,7 @@ impl FleetBaseline {
             let key = |operation: &str, revision: &str, peer: &str| (Sym::from(operation), Sym::from(revision), Sym::from(peer));
             for c in &snapshot.calls {
                 let (buckets, made) = calls.entry(key(&c.operation, &c.revision, &c.peer)).or_default();
-                for &(bucket, requests) in &c.buckets {
-                    *buckets.entry(bucket).or_default() += requests;
-                }
-                *made += c.calls();
+                add_calls(buckets, made, c);
             }
             for r in &snapshot.repeats {
                 add_repeat_counts(repeats.entry(key(&r.operation, &r.revision, &r.peer)).or_default(), &r.counts);
@@ -138,14 +135,7 @@ impl FleetBaseline {
             calls: calls
                 .into_iter()
                 .map(|((operation, revision, peer), (buckets, made))| {
-                    let requests: u64 = buckets.values().sum();
-                    let merged = CallsSnapshot {
-                        revision: revision.to_string(),
-                        operation: operation.to_string(),
-                        peer: peer.to_string(),
-                        buckets: buckets.into_iter().collect(),
-                        mean: if requests == 0 { 0.0 } else { made / requests as f64 },
-                    };
+                    let merged = CallsSnapshot::summed(&operation, &revision, &peer, &buckets, made);
                     ((operation, revision, peer), merged)
                 })
                 .collect(),

@@ -70,10 +70,7 @@ pub(super) fn body(events: &[&DriftEvent], base_url: &str, now_ms: u64) -> Value
             // re-sends while the drift lasts); resolved ones end when the
             // drift ended.
             let ends_at = match event.state {
-                EventState::Resolved => event
-                    .resolved_at
-                    .clone()
-                    .unwrap_or_else(|| Timestamp::from_unix_nanos(now_ms * 1_000_000)),
+                EventState::Resolved => event.resolved_at.unwrap_or_else(|| Timestamp::from_unix_nanos(now_ms * 1_000_000)),
                 EventState::Firing => Timestamp::from_unix_nanos((now_ms + 3_600_000) * 1_000_000),
             };
             json!({
