@@ -121,7 +121,7 @@ impl EventPipeline {
                     }
                 }
                 update_gauges(log.log(), &metrics);
-                metrics.event_updates_queued.set((updates.max_capacity() - updates.capacity()) as i64);
+                metrics.events.updates_queued.set((updates.max_capacity() - updates.capacity()) as i64);
                 log.publish();
             }
             while let Some(done) = attributions.join_next().await {
@@ -218,7 +218,7 @@ async fn open(downstream: &Downstream, log: &mut EventLog, metrics: &Metrics, ev
     let event = match fleet.open_event(&event).await {
         Ok(fleet_event) => fleet_event,
         Err(error) => {
-            metrics.fleet_errors.with_label_values(&["open_event"]).inc();
+            metrics.fleet.errors.with_label_values(&["open_event"]).inc();
             tracing::warn!(%error, id = %event.id, "cannot record the event in the fleet store; keeping it local");
             event
         }
@@ -317,7 +317,7 @@ async fn close(
     let known = match known {
         Some(event) => Some(event),
         None => fleet.firing_event(fingerprint).await.unwrap_or_else(|error| {
-            metrics.fleet_errors.with_label_values(&["leave_event"]).inc();
+            metrics.fleet.errors.with_label_values(&["leave_event"]).inc();
             tracing::warn!(%error, fingerprint, "cannot look up the fleet's event");
             None
         }),
@@ -344,7 +344,7 @@ async fn close(
         Err(error) => {
             // This replica's hold lapses with the lease; a sweep then
             // resolves the drift unless another replica still sees it.
-            metrics.fleet_errors.with_label_values(&["leave_event"]).inc();
+            metrics.fleet.errors.with_label_values(&["leave_event"]).inc();
             tracing::warn!(%error, id = %event.id, "cannot record the resolution in the fleet store; the fleet resolves it once this replica's hold lapses");
             None
         }
@@ -354,6 +354,7 @@ async fn close(
 fn update_gauges(log: &EventLog, metrics: &Metrics) {
     for kind in EventKind::ALL {
         metrics
+            .events
             .drifts_firing
             .with_label_values(&[kind.as_str()])
             .set(log.firing(kind) as i64);
@@ -436,7 +437,7 @@ async fn apply_update(
                 return;
             };
             if refire {
-                metrics.drift_refires.with_label_values(&[event.kind.as_str()]).inc();
+                metrics.events.drift_refires.with_label_values(&[event.kind.as_str()]).inc();
             }
             persist(downstream, &event).await;
             tracing::warn!(id = %event.id, kind = event.kind.as_str(), service = %event.service,
@@ -447,7 +448,7 @@ async fn apply_update(
             } else {
                 "warning"
             };
-            metrics.drift_events.with_label_values(&[event.kind.as_str(), severity]).inc();
+            metrics.events.drift_events.with_label_values(&[event.kind.as_str(), severity]).inc();
             match downstream.attributor.clone() {
                 // Git work is blocking: it runs off the async threads, and
                 // the result comes back to this task (`attributed`).
@@ -482,6 +483,7 @@ async fn apply_update(
             persist(downstream, &event).await;
             let reason = event.resolution.as_ref().map_or("unknown", |r| r.reason.as_str());
             metrics
+                .events
                 .drift_resolutions
                 .with_label_values(&[event.kind.as_str(), reason])
                 .inc();
@@ -536,9 +538,9 @@ fn suspect_gauge(metrics: &Metrics, event: &DriftEvent, firing: bool) {
         tool,
     ];
     if firing {
-        metrics.suspect_info.with_label_values(&labels).set(1);
+        metrics.events.suspect_info.with_label_values(&labels).set(1);
     } else {
-        let _ = metrics.suspect_info.remove_label_values(&labels);
+        let _ = metrics.events.suspect_info.remove_label_values(&labels);
     }
 }
 
@@ -547,6 +549,7 @@ fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> 
         Ok(attribution) => {
             if attribution.unresolved.is_some() {
                 metrics
+                    .events
                     .revisions_unresolved
                     .with_label_values(&metrics.labels_of(&event.service, event.environment.as_deref()))
                     .inc();
@@ -574,6 +577,6 @@ fn attribute(attributor: &Attributor, event: &DriftEvent, metrics: &Metrics) -> 
             )
         }
     };
-    metrics.attributions.with_label_values(&[outcome]).inc();
+    metrics.events.attributions.with_label_values(&[outcome]).inc();
     attribution
 }

@@ -97,7 +97,7 @@ impl Recorder {
         if admitted {
             self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
         }
-        self.metrics.recorded.with_label_values(&["dropped"]).inc();
+        self.metrics.receive.recorded.with_label_values(&["dropped"]).inc();
         if !self.warned.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 "the recording falls behind: requests are left out of it (driftwatch_record_requests_total{{outcome=\"dropped\"}})"
@@ -124,11 +124,11 @@ fn write_all(
             .and_then(|()| out.write_all(b"\n"));
         match written {
             Ok(()) => {
-                metrics.recorded.with_label_values(&["written"]).inc();
+                metrics.receive.recorded.with_label_values(&["written"]).inc();
                 failing = false;
             }
             Err(error) => {
-                metrics.recorded.with_label_values(&["failed"]).inc();
+                metrics.receive.recorded.with_label_values(&["failed"]).inc();
                 if !failing {
                     tracing::error!(path = %path.display(), %error, "cannot write to the recording");
                 }

@@ -183,7 +183,7 @@ impl Dispatcher {
 
     fn update_pending(&self) {
         if let Ok(n) = self.store.outbox_len() {
-            self.metrics.outbox_pending.set(n as i64);
+            self.metrics.alert.outbox_pending.set(n as i64);
         }
     }
 
@@ -336,7 +336,7 @@ impl Dispatcher {
         let claims = match fleet.claim(&keys).await {
             Ok(claims) => claims,
             Err(error) => {
-                self.metrics.fleet_errors.with_label_values(&["claim"]).inc();
+                self.metrics.fleet.errors.with_label_values(&["claim"]).inc();
                 let (overdue, waiting): (Vec<OutboxEntry>, Vec<OutboxEntry>) = entries
                     .into_iter()
                     .partition(|e| now.saturating_sub(e.created_at_ms) > lease_ms);
@@ -399,7 +399,7 @@ impl Dispatcher {
         if let Err(error) = fleet.delivered(keys).await {
             // The lease still holds the claim; should it lapse first,
             // another replica may deliver again (at least once).
-            self.metrics.fleet_errors.with_label_values(&["delivered"]).inc();
+            self.metrics.fleet.errors.with_label_values(&["delivered"]).inc();
             tracing::warn!(%error, "cannot record a delivery in the fleet store");
         }
     }
@@ -546,7 +546,8 @@ impl Dispatcher {
                         tracing::error!(%error, "cannot record a delivery attempt");
                     }
                     self.metrics
-                        .alert_deliveries
+                        .alert
+                        .deliveries
                         .with_label_values(&[sink.label(), "retrying"])
                         .inc_by(updated.len() as u64);
                     self.release(&updated);
@@ -567,7 +568,8 @@ impl Dispatcher {
             .and_then(|e| self.sinks.iter().find(|s| s.name == e.sink))
             .map_or("unknown", Sink::label);
         self.metrics
-            .alert_deliveries
+            .alert
+            .deliveries
             .with_label_values(&[label, outcome])
             .inc_by(entries.len() as u64);
         self.release(entries);

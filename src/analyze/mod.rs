@@ -182,7 +182,7 @@ impl LiveShard {
                 rows.push((labels, known.first_seen as f64 / 1e9));
             }
         }
-        refresh_gauge(&self.metrics.scope_first_seen, &mut self.scopes_exported, rows);
+        refresh_gauge(&self.metrics.analysis.scope_first_seen, &mut self.scopes_exported, rows);
     }
 
     /// Sets `driftwatch_calls_per_request` and
@@ -215,7 +215,7 @@ impl LiveShard {
                 rows[1].push((labels(revision, operation, peer), share));
             }
         }
-        let gauges = [&self.metrics.calls_per_request, &self.metrics.repeated_call_share];
+        let gauges = [&self.metrics.analysis.calls_per_request, &self.metrics.analysis.repeated_call_share];
         for ((gauge, rows), exported) in gauges.into_iter().zip(rows).zip(&mut self.peer_series_exported) {
             refresh_gauge(gauge, exported, rows);
         }
@@ -251,12 +251,12 @@ impl LiveShard {
                 continue;
             };
             let labels = [service[0], service[1], label_value(&revision)];
-            let _ = self.metrics.revision_first_seen.remove_label_values(&labels);
-            let _ = self.metrics.revision_last_seen.remove_label_values(&labels);
+            let _ = self.metrics.analysis.revision_first_seen.remove_label_values(&labels);
+            let _ = self.metrics.analysis.revision_last_seen.remove_label_values(&labels);
             for operation in operations {
                 let labels = [service[0], service[1], label_value(&operation), label_value(&revision)];
-                let _ = self.metrics.span_duration.remove_label_values(&labels);
-                let _ = self.metrics.span_errors.remove_label_values(&labels);
+                let _ = self.metrics.analysis.span_duration.remove_label_values(&labels);
+                let _ = self.metrics.analysis.span_errors.remove_label_values(&labels);
                 self.durations.remove(&(key.clone(), operation, revision.clone()));
             }
         }
@@ -277,7 +277,7 @@ impl LiveShard {
             if let Some(link) = &p.fleet
                 && link.publish.put(key.clone(), bytes.clone())
             {
-                self.metrics.fleet_publishes.with_label_values(&["superseded"]).inc();
+                self.metrics.fleet.publishes.with_label_values(&["superseded"]).inc();
             }
             // Written by `mailbox::write_to_store`, off the shard.
             p.local.put(key, bytes);
@@ -292,6 +292,7 @@ impl ShardObserver for LiveShard {
             let key = run[0].key();
             let service = self.metrics.service_labels(&key);
             self.metrics
+                .analysis
                 .spans_analyzed
                 .with_label_values(&service)
                 .inc_by(run.len() as u64);
@@ -316,8 +317,8 @@ impl ShardObserver for LiveShard {
                             .insert(operation.clone());
                         let labels = [service[0], service[1], label_value(operation), label_value(&fact.revision)];
                         (
-                            self.metrics.span_duration.with_label_values(&labels),
-                            self.metrics.span_errors.with_label_values(&labels),
+                            self.metrics.analysis.span_duration.with_label_values(&labels),
+                            self.metrics.analysis.span_errors.with_label_values(&labels),
                         )
                     });
                     histogram.observe(fact.duration_nanos() as f64 / 1e9);
@@ -337,25 +338,30 @@ impl ShardObserver for LiveShard {
                         .or_default();
                     let labels = [service[0], service[1], label_value(&revision.revision)];
                     self.metrics
+                        .analysis
                         .revision_first_seen
                         .with_label_values(&labels)
                         .set(revision.first_seen_unix_nanos as f64 / 1e9);
                     self.metrics
+                        .analysis
                         .revision_last_seen
                         .with_label_values(&labels)
                         .set(revision.last_seen_unix_nanos as f64 / 1e9);
                 }
                 self.metrics
+                    .analysis
                     .operations_tracked
                     .with_label_values(&service)
                     .set(state.operations.tracked_len() as i64);
                 self.metrics
+                    .analysis
                     .outbound_peers
                     .with_label_values(&service)
                     .set(state.peers.known_len() as i64);
                 let folded = state.operations.folded_spans();
                 let exported = self.folded_exported.entry(key.clone()).or_insert(0);
                 self.metrics
+                    .analysis
                     .operations_folded
                     .with_label_values(&service)
                     .inc_by(folded - *exported);
@@ -363,6 +369,7 @@ impl ShardObserver for LiveShard {
                 let dropped = state.peers.calls_dropped;
                 let exported = self.uncalled_exported.entry(key.clone()).or_insert(0);
                 self.metrics
+                    .analysis
                     .calls_without_caller
                     .with_label_values(&service)
                     .inc_by(dropped.saturating_sub(*exported));
@@ -370,6 +377,7 @@ impl ShardObserver for LiveShard {
                 let untallied = state.requests_untallied();
                 let exported = self.untallied_exported.entry(key.clone()).or_insert(0);
                 self.metrics
+                    .analysis
                     .requests_untallied
                     .with_label_values(&service)
                     .inc_by(untallied.saturating_sub(*exported));
@@ -378,12 +386,14 @@ impl ShardObserver for LiveShard {
         }
         if outcome.too_late > 0 {
             self.metrics
+                .analysis
                 .spans_not_analyzed
                 .with_label_values(&["too_late"])
                 .inc_by(outcome.too_late);
         }
         if outcome.over_service_limit > 0 {
             self.metrics
+                .analysis
                 .spans_not_analyzed
                 .with_label_values(&["max_services"])
                 .inc_by(outcome.over_service_limit);
@@ -426,7 +436,7 @@ impl ShardObserver for LiveShard {
                 // only during shutdown, when nobody reads events any more.
                 Err(mpsc::error::TrySendError::Closed(_)) => continue,
             };
-            metrics.event_updates_waited.inc();
+            metrics.analysis.event_updates_waited.inc();
             let _ = updates.send(update).await;
         }
     }
@@ -578,8 +588,8 @@ impl AnalysisQueue {
             let queued = self.queued.fetch_sub(n, Ordering::AcqRel) - n;
             return Err(full(queued));
         }
-        self.metrics.analysis_queue_spans.add(n as i64);
-        self.metrics.analysis_queue_bytes.add(bytes as i64);
+        self.metrics.analysis.queue_spans.add(n as i64);
+        self.metrics.analysis.queue_bytes.add(bytes as i64);
         if self.shards.len() == 1 {
             self.send(0, facts);
             return Ok(());
@@ -607,10 +617,10 @@ impl AnalysisQueue {
     fn adjust_bytes(&self, admitted: usize, actual: usize) {
         if actual >= admitted {
             self.queued_bytes.fetch_add(actual - admitted, Ordering::AcqRel);
-            self.metrics.analysis_queue_bytes.add((actual - admitted) as i64);
+            self.metrics.analysis.queue_bytes.add((actual - admitted) as i64);
         } else {
             self.queued_bytes.fetch_sub(admitted - actual, Ordering::AcqRel);
-            self.metrics.analysis_queue_bytes.sub((admitted - actual) as i64);
+            self.metrics.analysis.queue_bytes.sub((admitted - actual) as i64);
         }
     }
 
@@ -621,8 +631,8 @@ impl AnalysisQueue {
             // The worker is gone (shutdown): release the admission.
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-            self.metrics.analysis_queue_spans.sub(n as i64);
-            self.metrics.analysis_queue_bytes.sub(bytes as i64);
+            self.metrics.analysis.queue_spans.sub(n as i64);
+            self.metrics.analysis.queue_bytes.sub(bytes as i64);
         }
     }
 
@@ -666,8 +676,8 @@ async fn run_shard<O: ShardObserver>(
                 let bytes = batch_bytes(&batch);
                 queued.fetch_sub(batch.len(), Ordering::AcqRel);
                 queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                metrics.analysis_queue_spans.sub(batch.len() as i64);
-                metrics.analysis_queue_bytes.sub(bytes as i64);
+                metrics.analysis.queue_spans.sub(batch.len() as i64);
+                metrics.analysis.queue_bytes.sub(bytes as i64);
             }
             now = ticker.tick() => {
                 observer.tick(now - last_tick);
@@ -720,7 +730,7 @@ mod tests {
         let shard = handing_on.await.expect("no panic");
         assert_eq!(ids, ["e0", "e1", "e2"], "in order, none dropped");
         assert!(shard.scratch.is_empty());
-        assert!(metrics.event_updates_waited.get() >= 1, "the wait is counted");
+        assert!(metrics.analysis.event_updates_waited.get() >= 1, "the wait is counted");
     }
 
     fn fact(service: &str, with_code: bool) -> SpanFact {
@@ -755,7 +765,7 @@ mod tests {
         assert_eq!(refused.queued, 60, "a refused batch leaves no admission behind");
         assert!(refused.queued_bytes <= config.max_queued_bytes);
         assert_eq!(queue.queued(), 60);
-        assert_eq!(metrics.analysis_queue_bytes.get() as usize, refused.queued_bytes);
+        assert_eq!(metrics.analysis.queue_bytes.get() as usize, refused.queued_bytes);
         // Facts without code locations are smaller, so more of them fit.
         queue
             .try_submit((0..30).map(|i| fact(&format!("s{i}"), false)).collect())

@@ -254,7 +254,7 @@ impl FleetHealth {
 
     /// Brings `driftwatch_fleet_degraded` in `metrics` up to this.
     pub fn observe(&self, metrics: &crate::telemetry::metrics::Metrics) {
-        metrics.fleet_degraded.set(i64::from(self.degraded()));
+        metrics.fleet.degraded.set(i64::from(self.degraded()));
     }
 }
 

@@ -139,7 +139,7 @@ impl FleetSync {
         let mut split = vec![Vec::new(); self.shards.len().max(1)];
         for (service, version, baseline, replicas) in baselines {
             let labels = self.metrics.service_labels(&baseline.key);
-            self.metrics.fleet_replicas.with_label_values(&labels).set(i64::from(replicas));
+            self.metrics.fleet.replicas.with_label_values(&labels).set(i64::from(replicas));
             self.versions.insert(service, version);
             let shards = split.len();
             split[crate::analyze::shard_index(&baseline.key.service, shards)].push(baseline);
@@ -197,12 +197,12 @@ impl FleetSync {
             match self.store.rejoin(firing).await {
                 Ok(()) => self.rejoin = None,
                 Err(error) => {
-                    self.metrics.fleet_errors.with_label_values(&["rejoin"]).inc();
+                    self.metrics.fleet.errors.with_label_values(&["rejoin"]).inc();
                     tracing::debug!(%error, "the fleet's database is still away");
                 }
             }
         }
-        self.metrics.fleet_degraded.set(i64::from(self.store.health().degraded()));
+        self.metrics.fleet.degraded.set(i64::from(self.store.health().degraded()));
     }
 
     /// Publishes the snapshots that changed since they were last published.
@@ -215,25 +215,26 @@ impl FleetSync {
                 s
             });
             if content.is_some() && self.last_published.get(&service) == content.as_ref() {
-                self.metrics.fleet_publishes.with_label_values(&["unchanged"]).inc();
+                self.metrics.fleet.publishes.with_label_values(&["unchanged"]).inc();
                 continue;
             }
             let started = std::time::Instant::now();
             let published = self.store.publish(&service, &body, &combine).await;
             self.metrics
-                .fleet_duration
+                .fleet
+                .duration
                 .with_label_values(&["publish"])
                 .observe(started.elapsed().as_secs_f64());
             match published {
                 Ok(()) => {
-                    self.metrics.fleet_publishes.with_label_values(&["written"]).inc();
+                    self.metrics.fleet.publishes.with_label_values(&["written"]).inc();
                     match content {
                         Some(content) => self.last_published.insert(service, content),
                         None => self.last_published.remove(&service),
                     };
                 }
                 Err(error) => {
-                    self.metrics.fleet_errors.with_label_values(&["publish"]).inc();
+                    self.metrics.fleet.errors.with_label_values(&["publish"]).inc();
                     tracing::warn!(%service, %error, "cannot publish the analysis snapshot to the fleet");
                 }
             }
@@ -254,13 +255,14 @@ impl FleetSync {
         let narrowed = (!services.is_empty()).then_some(services.as_slice());
         let read = FleetSync::baselines(&self.store, self.layout, narrowed, &known).await;
         self.metrics
-            .fleet_duration
+            .fleet
+            .duration
             .with_label_values(&["refresh"])
             .observe(started.elapsed().as_secs_f64());
         match read {
             Ok(baselines) => self.seed(baselines),
             Err(error) => {
-                self.metrics.fleet_errors.with_label_values(&["refresh"]).inc();
+                self.metrics.fleet.errors.with_label_values(&["refresh"]).inc();
                 tracing::warn!(%error, "cannot read the fleet's baselines");
             }
         }
@@ -276,12 +278,13 @@ impl FleetSync {
                 }
             }
             Err(error) => {
-                self.metrics.fleet_errors.with_label_values(&["sweep"]).inc();
+                self.metrics.fleet.errors.with_label_values(&["sweep"]).inc();
                 tracing::warn!(%error, "cannot renew this replica's drifts in the fleet store");
             }
         }
         self.metrics
-            .fleet_duration
+            .fleet
+            .duration
             .with_label_values(&["sweep"])
             .observe(started.elapsed().as_secs_f64());
         // Only what changed since the last read, from a lease before it: a
@@ -298,12 +301,13 @@ impl FleetSync {
                 }
             }
             Err(error) => {
-                self.metrics.fleet_errors.with_label_values(&["refresh"]).inc();
+                self.metrics.fleet.errors.with_label_values(&["refresh"]).inc();
                 tracing::warn!(%error, "cannot read the fleet's events");
             }
         }
         self.metrics
-            .fleet_duration
+            .fleet
+            .duration
             .with_label_values(&["events"])
             .observe(started.elapsed().as_secs_f64());
     }
@@ -317,7 +321,8 @@ impl FleetSync {
         {
             Ok(Some(done)) => {
                 self.metrics
-                    .fleet_duration
+                    .fleet
+                    .duration
                     .with_label_values(&["maintain"])
                     .observe(started.elapsed().as_secs_f64());
                 tracing::info!(
@@ -329,7 +334,7 @@ impl FleetSync {
             }
             Ok(None) => {}
             Err(error) => {
-                self.metrics.fleet_errors.with_label_values(&["maintain"]).inc();
+                self.metrics.fleet.errors.with_label_values(&["maintain"]).inc();
                 tracing::warn!(%error, "cannot apply retention in the fleet store");
             }
         }
@@ -340,10 +345,10 @@ impl FleetSync {
     fn report_io(&mut self) {
         let totals = self.store.io().totals();
         let counters = [
-            (&self.metrics.fleet_rows, "read"),
-            (&self.metrics.fleet_bytes, "read"),
-            (&self.metrics.fleet_rows, "written"),
-            (&self.metrics.fleet_bytes, "written"),
+            (&self.metrics.fleet.rows, "read"),
+            (&self.metrics.fleet.bytes, "read"),
+            (&self.metrics.fleet.rows, "written"),
+            (&self.metrics.fleet.bytes, "written"),
         ];
         for ((counter, direction), (now, before)) in counters.into_iter().zip(totals.iter().zip(self.io_reported)) {
             counter.with_label_values(&[direction]).inc_by(now.saturating_sub(before));

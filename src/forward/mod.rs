@@ -147,11 +147,12 @@ impl Forwarder {
                         // is marked sent, not a copy of the flag.
                         let (mut item, _permit) = (item, permit);
                         let outcome = upstream.send_with_retries(&item.body, item.signal, retries, backoff).await;
-                        metrics.forward_requests.with_label_values(&[outcome]).inc();
+                        metrics.forward.requests.with_label_values(&[outcome]).inc();
                         item.reservation.sent = true;
                         forwarder.queued_bytes.fetch_sub(item.reservation.bytes, Ordering::AcqRel);
                         metrics
-                            .forward_queue_bytes
+                            .forward
+                            .queue_bytes
                             .set(forwarder.queued_bytes.load(Ordering::Acquire) as i64);
                     });
                 }
@@ -174,7 +175,7 @@ impl Forwarder {
             }),
             Err(_) => {
                 if !self.prefer_no_loss {
-                    self.metrics.forward_requests.with_label_values(&["dropped_queue_full"]).inc();
+                    self.metrics.forward.requests.with_label_values(&["dropped_queue_full"]).inc();
                 }
                 Err(Refusal::Full {
                     backpressure: self.prefer_no_loss,
@@ -186,7 +187,8 @@ impl Forwarder {
     /// Queues an accepted request.
     pub fn send(&self, body: Bytes, signal: Signal, reservation: Reservation) {
         self.metrics
-            .forward_queue_bytes
+            .forward
+            .queue_bytes
             .set(self.queued_bytes.load(Ordering::Acquire) as i64);
         // The senders live as long as the process.
         let _ = self.queue.send(Item {

@@ -177,6 +177,7 @@ impl Ingest {
         let result = self.export_inner(transport, body);
         self.record(transport, &result);
         self.metrics
+            .receive
             .request_duration
             .with_label_values(&[transport.as_label()])
             .observe(started.elapsed().as_secs_f64());
@@ -190,6 +191,7 @@ impl Ingest {
     pub fn export_other(&self, signal: crate::forward::Signal, transport: Transport, body: Bytes) -> Result<(), IngestError> {
         let count = |outcome: &str| {
             self.metrics
+                .receive
                 .other_signals
                 .with_label_values(&[signal.as_label(), transport.as_label(), outcome])
                 .inc();
@@ -239,6 +241,7 @@ impl Ingest {
     /// framing, decompression limits), where the transport detected it.
     pub fn record_refused(&self, transport: Transport, error: &IngestError) {
         self.metrics
+            .receive
             .requests
             .with_label_values(&[transport.as_label(), error.outcome()])
             .inc();
@@ -333,6 +336,7 @@ impl Ingest {
         for (service, n) in runs {
             let [service, environment] = self.metrics.service_labels(service);
             self.metrics
+                .receive
                 .spans_received
                 .with_label_values(&[service, environment, transport.as_label()])
                 .inc_by(*n);
@@ -342,6 +346,7 @@ impl Ingest {
     fn count_rejected(&self, reason: &str, transport: Transport, n: usize) {
         if n > 0 {
             self.metrics
+                .receive
                 .spans_rejected
                 .with_label_values(&[reason, transport.as_label()])
                 .inc_by(n as u64);
@@ -355,6 +360,7 @@ impl Ingest {
             Err(e) => e.outcome(),
         };
         self.metrics
+            .receive
             .requests
             .with_label_values(&[transport.as_label(), outcome])
             .inc();

@@ -198,14 +198,16 @@ pub struct StoreHealth {
 impl StoreHealth {
     /// Brings the store's gauges and counters in `metrics` up to this.
     pub fn observe(&self, metrics: &Metrics) {
-        metrics.store_degraded.set(i64::from(self.error.is_some()));
-        metrics.store_pending.set(self.pending as i64);
+        metrics.store.degraded.set(i64::from(self.error.is_some()));
+        metrics.store.pending.set(self.pending as i64);
         metrics
-            .store_errors
-            .inc_by(self.errors.saturating_sub(metrics.store_errors.get()));
+            .store
+            .errors
+            .inc_by(self.errors.saturating_sub(metrics.store.errors.get()));
         metrics
-            .store_dropped
-            .inc_by(self.dropped.saturating_sub(metrics.store_dropped.get()));
+            .store
+            .dropped
+            .inc_by(self.dropped.saturating_sub(metrics.store.dropped.get()));
     }
 }
 
