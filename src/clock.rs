@@ -26,6 +26,12 @@ impl Timestamp {
         Timestamp(unix_nanos)
     }
 
+    /// Whole seconds since the epoch (git's commit times); before 1970
+    /// reads as the epoch.
+    pub fn from_unix_secs(unix_secs: i64) -> Timestamp {
+        Timestamp(u64::try_from(unix_secs).unwrap_or(0).saturating_mul(1_000_000_000))
+    }
+
     pub const fn unix_nanos(self) -> u64 {
         self.0
     }

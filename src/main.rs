@@ -479,7 +479,7 @@ fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Opt
                     "commit": c.id,
                     "summary": c.summary,
                     "author": c.author(),
-                    "committed_at": Timestamp::from_unix_nanos(u64::try_from(c.committed_at).unwrap_or(0).saturating_mul(1_000_000_000)),
+                    "committed_at": Timestamp::from_unix_secs(c.committed_at),
                     "authorship": c.authorship,
                     "ai": c.authorship.ai(),
                     "lines_added": c.files.iter().map(|f| f.lines_added).sum::<u32>(),
@@ -504,7 +504,7 @@ fn commits(repo: &Path, range: Option<&str>, subdir: Option<String>, config: Opt
             Authorship::Bot { name, marker } => (format!("bot: {name}"), "-".into(), marker.clone()),
             Authorship::Unknown => ("unknown".into(), "-".into(), "-".into()),
         };
-        let date = Timestamp::from_unix_nanos(u64::try_from(c.committed_at).unwrap_or(0).saturating_mul(1_000_000_000)).rfc3339();
+        let date = Timestamp::from_unix_secs(c.committed_at).rfc3339();
         println!(
             "{:<12} {:<10} {:<22} {:<20} {:<7} {:<40} {}",
             &c.id[..12.min(c.id.len())],

@@ -452,7 +452,7 @@ fn score_commit(commit: &CommitRecord, clues: &Clues) -> (Suspect, u8) {
         commit: commit.id.clone(),
         summary: commit.summary.clone(),
         author: commit.author(),
-        committed_at: crate::clock::Timestamp::from_unix_nanos(u64::try_from(commit.committed_at).unwrap_or(0).saturating_mul(1_000_000_000)).rfc3339(),
+        committed_at: crate::clock::Timestamp::from_unix_secs(commit.committed_at),
         ai,
         score: (s.score(size) * 1000.0).round() / 1000.0,
         linked: s.linked(),

@@ -164,7 +164,7 @@ pub struct Suspect {
     pub commit: String,
     pub summary: String,
     pub author: String,
-    pub committed_at: String,
+    pub committed_at: Timestamp,
     pub ai: Option<crate::authorship::AiAuthorship>,
     pub score: f64,
     /// Whether its diff links it to the drift (it touches the peer, the

@@ -321,7 +321,7 @@ pub fn render_incident(event: &DriftEvent) -> String {
                 escape(&s.commit[..s.commit.len().min(12)]),
                 escape(&s.summary),
                 escape(&s.author),
-                escape(&s.committed_at)
+                escape(&s.committed_at.rfc3339())
             );
         }
         b.push_str("</table>");

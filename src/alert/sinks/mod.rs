@@ -261,7 +261,7 @@ mod tests {
             commit: "0123456789abcdef0123456789abcdef01234567".into(),
             summary: "Add the new vendor (#412)".into(),
             author: "Dana <dana@example.com>".into(),
-            committed_at: "2026-01-01T00:00:00Z".into(),
+            committed_at: crate::clock::Timestamp::from_unix_secs(1_767_225_600),
             ai: None,
             score: 0.9,
             linked: true,
