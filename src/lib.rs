@@ -28,36 +28,39 @@
 //!
 //! `tests/layers.rs` holds this order and fails on an import against it or
 //! on a cycle.
+//!
+//! Only what the binary, the integration tests and the benches use is
+//! public; the other modules are `pub(crate)`.
 
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod analyze;
 pub mod attribute;
-pub mod auth;
-pub mod authorship;
-pub mod blocking;
+pub(crate) mod auth;
+pub(crate) mod authorship;
+pub(crate) mod blocking;
 pub mod clock;
 pub mod compare;
 pub mod config;
-pub mod coverage;
+pub(crate) mod coverage;
 pub mod detect;
-pub mod expose;
+pub(crate) mod expose;
 pub mod extract;
 pub mod fleet;
-pub mod forward;
+pub(crate) mod forward;
 pub mod gate;
-pub mod memory;
-pub mod pipeline;
+pub(crate) mod memory;
+pub(crate) mod pipeline;
 pub mod receive;
-pub mod record;
-pub mod rng;
-pub mod serve;
+pub(crate) mod record;
+pub(crate) mod rng;
+pub(crate) mod serve;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod store;
 pub mod telemetry;
-pub mod text;
+pub(crate) mod text;
 pub mod tools;
 pub mod verdict;
 pub mod tls;

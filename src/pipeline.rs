@@ -25,7 +25,6 @@ use crate::attribute::{Attribution, Attributor};
 use crate::detect::MAX_EVENTS;
 use crate::detect::event::{
     Deploy, DriftEvent, EventKind, EventLog, EventState, EventUpdate, EventsView, PublishedLog, Resolution, Severity,
-    UpdateSender, update_queue,
 };
 use crate::telemetry::metrics::Metrics;
 use crate::store::EmbeddedStore;
@@ -74,17 +73,10 @@ impl EventPipeline {
         PublishedLog::new(log)
     }
 
-    /// Starts applying updates to `log`, which the pipeline's task owns from
-    /// now on.
-    pub fn start(metrics: Arc<Metrics>, downstream: Downstream, log: PublishedLog) -> (EventPipeline, UpdateSender) {
-        let (tx, rx) = update_queue();
-        let (_, notices) = notice_queue();
-        (EventPipeline::start_with(metrics, downstream, log, rx, notices), tx)
-    }
-
-    /// Like `start`, in fleet mode: `notices` carries what the fleet's
-    /// store says other replicas did.
-    pub fn start_with(
+    /// Starts applying `updates` to `log`, which the pipeline's task owns
+    /// from now on; `notices` carries what the fleet's store says other
+    /// replicas did (nothing outside fleet mode).
+    pub fn start(
         metrics: Arc<Metrics>,
         downstream: Downstream,
         mut log: PublishedLog,

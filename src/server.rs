@@ -151,7 +151,7 @@ impl Server {
         };
         let (updates, updates_rx) = crate::detect::event::update_queue();
         let (notices, notices_rx) = crate::pipeline::notice_queue();
-        let events = EventPipeline::start_with(metrics.clone(), downstream, log, updates_rx, notices_rx);
+        let events = EventPipeline::start(metrics.clone(), downstream, log, updates_rx, notices_rx);
         let Restored {
             snapshots,
             firing,
