@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::postgres::{PgBouncer, TestDatabase};
 use common::{Driftwatch, Receiver, checkout_traffic as checkout, eventually, http_get, now_nanos, send_traffic};
-use driftwatch::detect::event::{DriftEvent, EventKind, EventState};
-use driftwatch::extract::ServiceKey;
+use driftwatch::detect::event::{DriftEvent, EventState, example_event};
 use driftwatch::tools::simulate::{EndpointTraffic, Rng};
 use driftwatch::fleet::combine;
 use driftwatch::fleet::store::{Claim, DeliveryKey, FleetStore, Leave};
@@ -310,12 +309,7 @@ fn replicas_behind_pgbouncer_in_transaction_pooling_alert_once_on_a_few_server_s
 
 /// A firing latency event as a replica's detector would raise it.
 fn event(id: &str, fingerprint: &str, detected: u64) -> DriftEvent {
-    DriftEvent {
-        id: id.into(),
-        fingerprint: fingerprint.into(),
-        operation: Some("op".into()),
-        ..DriftEvent::firing(EventKind::LatencyRegression, &ServiceKey::new("s", None), "op", "r", detected, detected)
-    }
+    DriftEvent { fingerprint: fingerprint.into(), ..example_event(id, detected) }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

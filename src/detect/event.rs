@@ -674,8 +674,9 @@ impl PublishedLog {
     }
 }
 
-/// A plain firing latency event, for unit tests.
-#[cfg(test)]
+/// A plain firing latency event, for tests (the unit tests, and through the
+/// `test-util` feature the integration tests and benches).
+#[cfg(any(test, feature = "test-util"))]
 pub fn example_event(id: &str, detected: u64) -> DriftEvent {
     DriftEvent {
         id: id.into(),
