@@ -286,14 +286,14 @@ impl AsyncWrite for Capped {
 }
 
 /// A connection that fails once nothing moved either way for `timeout`.
-struct Idle {
-    stream: TcpStream,
+struct Idle<S = TcpStream> {
+    stream: S,
     timeout: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl Idle {
-    fn new(stream: TcpStream, timeout: Duration) -> Idle {
+impl<S> Idle<S> {
+    fn new(stream: S, timeout: Duration) -> Idle<S> {
         Idle {
             stream,
             timeout,
@@ -307,7 +307,7 @@ impl Idle {
     }
 }
 
-impl AsyncRead for Idle {
+impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
@@ -326,7 +326,7 @@ impl AsyncRead for Idle {
     }
 }
 
-impl AsyncWrite for Idle {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.stream).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
@@ -341,5 +341,53 @@ impl AsyncWrite for Idle {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    /// Within a millisecond of `expected` after `start` (the timer wheel's
+    /// resolution; the paused clock jumps straight to each deadline).
+    fn at(start: Instant, expected: Duration) {
+        let elapsed = start.elapsed();
+        assert!(elapsed >= expected && elapsed <= expected + Duration::from_millis(1), "{elapsed:?}, not {expected:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_cut_after_the_timeout_without_traffic_and_traffic_either_way_defers_the_cut() {
+        let timeout = Duration::from_secs(10);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut connection = Idle::new(server, timeout);
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"GET").await.expect("write");
+            client
+        });
+        let mut buf = [0u8; 8];
+        let n = connection.read(&mut buf).await.expect("the request's first bytes, before the cut");
+        assert_eq!(&buf[..n], b"GET");
+        at(start, Duration::from_secs(6));
+        // An answer at 12 s counts as traffic too: the cut moves to 22 s.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        connection.write_all(b"HTTP").await.expect("answer");
+        let _client = sender.await.expect("sender");
+        let error = connection.read(&mut buf).await.expect_err("silent for the whole timeout");
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        at(start, Duration::from_secs(22));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_sends_is_cut_at_the_timeout() {
+        let (_client, server) = tokio::io::duplex(64);
+        let mut connection = Idle::new(server, Duration::from_secs(10));
+        let start = Instant::now();
+        let error = connection.read(&mut [0u8; 8]).await.expect_err("nothing arrives");
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        at(start, Duration::from_secs(10));
     }
 }
