@@ -93,10 +93,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     if let Some(store) = &state.store {
-        store.health().observe(&state.metrics);
+        store.health().observe(&state.metrics.store);
     }
     if let Some(fleet) = &state.fleet {
-        fleet.health().observe(&state.metrics);
+        fleet.health().observe(&state.metrics.fleet);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

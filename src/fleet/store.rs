@@ -252,9 +252,9 @@ impl FleetHealth {
         !self.joined || self.error.is_some()
     }
 
-    /// Brings `driftwatch_fleet_degraded` in `metrics` up to this.
-    pub fn observe(&self, metrics: &crate::telemetry::metrics::Metrics) {
-        metrics.fleet.degraded.set(i64::from(self.degraded()));
+    /// Brings `driftwatch_fleet_degraded` up to this.
+    pub fn observe(&self, metrics: &crate::telemetry::metrics::FleetMetrics) {
+        metrics.degraded.set(i64::from(self.degraded()));
     }
 }
 

@@ -202,7 +202,7 @@ impl FleetSync {
                 }
             }
         }
-        self.metrics.fleet.degraded.set(i64::from(self.store.health().degraded()));
+        self.store.health().observe(&self.metrics.fleet);
     }
 
     /// Publishes the snapshots that changed since they were last published.

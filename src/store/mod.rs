@@ -24,7 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::clock::Timestamp;
 use crate::detect::event::{Deploy, DriftEvent, EventState};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::StoreMetrics;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -196,18 +196,12 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
-    /// Brings the store's gauges and counters in `metrics` up to this.
-    pub fn observe(&self, metrics: &Metrics) {
-        metrics.store.degraded.set(i64::from(self.error.is_some()));
-        metrics.store.pending.set(self.pending as i64);
-        metrics
-            .store
-            .errors
-            .inc_by(self.errors.saturating_sub(metrics.store.errors.get()));
-        metrics
-            .store
-            .dropped
-            .inc_by(self.dropped.saturating_sub(metrics.store.dropped.get()));
+    /// Brings the store's gauges and counters up to this.
+    pub fn observe(&self, metrics: &StoreMetrics) {
+        metrics.degraded.set(i64::from(self.error.is_some()));
+        metrics.pending.set(self.pending as i64);
+        metrics.errors.inc_by(self.errors.saturating_sub(metrics.errors.get()));
+        metrics.dropped.inc_by(self.dropped.saturating_sub(metrics.dropped.get()));
     }
 }
 

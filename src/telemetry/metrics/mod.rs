@@ -139,11 +139,6 @@ impl Metrics {
         }
     }
 
-    /// The registry, for other stages to add their own collectors.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// A client-supplied service name as a bounded label value: cut to
     /// [`MAX_LABEL_BYTES`], and past [`MAX_SERVICE_LABELS`] distinct names
     /// folded into [`OTHER_LABEL`].
