@@ -29,7 +29,7 @@ pub enum AuthError {
 }
 
 /// A token read from a file.
-pub struct BearerToken {
+pub(crate) struct BearerToken {
     path: PathBuf,
     key: &'static str,
     state: Mutex<TokenState>,
@@ -43,7 +43,7 @@ struct TokenState {
 
 impl BearerToken {
     /// Reads the token in `path`; `key` names the setting in errors.
-    pub fn from_file(path: &Path, key: &'static str) -> Result<BearerToken, AuthError> {
+    pub(crate) fn from_file(path: &Path, key: &'static str) -> Result<BearerToken, AuthError> {
         let (digest, modified) = read(path, key)?;
         Ok(BearerToken {
             path: path.to_owned(),
@@ -57,7 +57,7 @@ impl BearerToken {
     }
 
     /// Whether an `Authorization` header value carries the token.
-    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+    pub(crate) fn accepts(&self, authorization: Option<&str>) -> bool {
         let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
             return false;
         };
@@ -100,7 +100,7 @@ fn read(path: &Path, key: &'static str) -> Result<([u8; 32], Option<SystemTime>)
 }
 
 /// An axum layer that answers 401 unless the request carries `token`.
-pub fn require(router: axum::Router, token: Option<std::sync::Arc<BearerToken>>) -> axum::Router {
+pub(crate) fn require(router: axum::Router, token: Option<std::sync::Arc<BearerToken>>) -> axum::Router {
     let Some(token) = token else { return router };
     router.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {

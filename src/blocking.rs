@@ -5,7 +5,7 @@
 
 /// Runs `work` on the blocking pool and waits for it. `None` if it
 /// panicked, which is logged as "`what` failed".
-pub async fn off_runtime<T: Send + 'static>(what: &'static str, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(crate) async fn off_runtime<T: Send + 'static>(what: &'static str, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     match tokio::task::spawn_blocking(work).await {
         Ok(done) => Some(done),
         Err(error) => {

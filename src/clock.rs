@@ -36,11 +36,6 @@ impl Timestamp {
         self.0
     }
 
-    /// The wall clock now.
-    pub fn now() -> Timestamp {
-        Timestamp(unix_nanos())
-    }
-
     /// RFC 3339, UTC, milliseconds.
     pub fn rfc3339(self) -> String {
         self.to_string()
@@ -93,31 +88,31 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// Time since the Unix epoch.
-pub fn since_epoch() -> Duration {
+pub(crate) fn since_epoch() -> Duration {
     #[expect(clippy::disallowed_methods, reason = "the one place the wall clock is read")]
     let now = SystemTime::now();
     now.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 /// Nanoseconds since the Unix epoch (saturating, in the year 2554).
-pub fn unix_nanos() -> u64 {
+pub(crate) fn unix_nanos() -> u64 {
     nanos(since_epoch())
 }
 
 /// A duration in nanoseconds, saturating: durations come from the
 /// configuration, which allows any, and event time is kept in `u64`.
-pub fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_millis() -> u64 {
+pub(crate) fn unix_millis() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The wall clock as a `SystemTime`, for comparing with HTTP dates and
 /// file times.
-pub fn now() -> SystemTime {
+pub(crate) fn now() -> SystemTime {
     UNIX_EPOCH + since_epoch()
 }
 

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variables with this prefix and a `__` section separator
 /// override file settings, e.g. `DRIFTWATCH_RECEIVER__GRPC_LISTEN`.
-pub const ENV_PREFIX: &str = "DRIFTWATCH_";
+pub(crate) const ENV_PREFIX: &str = "DRIFTWATCH_";
 
 /// Sessions a replica opens at most on the fleet database, unless
 /// `store.fleet_pool_size` says.
-pub const DEFAULT_FLEET_POOL_SIZE: usize = 2;
+pub(crate) const DEFAULT_FLEET_POOL_SIZE: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -604,7 +604,7 @@ impl Default for AdminConfig {
 
 /// The most bytes one queued span holds, its interned strings aside; the
 /// analysis queue checks its span type against it when it compiles.
-pub const QUEUED_SPAN_BYTES_BOUND: usize = 320;
+pub(crate) const QUEUED_SPAN_BYTES_BOUND: usize = 320;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1262,11 +1262,11 @@ pub(crate) mod humantime_serde {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         parse(&String::deserialize(d)?)
     }
 
@@ -1276,12 +1276,12 @@ pub(crate) mod humantime_serde {
     }
 
     /// The same for optional durations.
-    pub mod option {
+    pub(crate) mod option {
         use std::time::Duration;
 
         use serde::{Deserialize, Deserializer};
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             Option::<String>::deserialize(d)?.map(|text| super::parse(&text)).transpose()
         }
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// One service as the analysis saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceCoverage {
+pub(crate) struct ServiceCoverage {
     pub service: String,
     /// `deployment.environment.name` of the spans, if they name one.
     #[serde(default)]
@@ -21,7 +21,7 @@ pub struct ServiceCoverage {
 
 /// One revision of a service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RevisionCoverage {
+pub(crate) struct RevisionCoverage {
     /// As the spans name it (full or abbreviated SHA, or a tag).
     pub revision: String,
     pub first_seen_unix_nanos: u64,
@@ -31,7 +31,7 @@ pub struct RevisionCoverage {
 
 /// One operation served by a revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OperationCoverage {
+pub(crate) struct OperationCoverage {
     pub operation: String,
     /// Spans of this operation in this revision (in fleet mode, across the
     /// replicas whose snapshots this one merged).
@@ -46,7 +46,7 @@ pub struct OperationCoverage {
 }
 
 /// A question to the shard that owns `service`.
-pub struct CoverageQuery {
+pub(crate) struct CoverageQuery {
     pub service: String,
     /// `None`: the service's spans that name no environment, or its only
     /// environment.
@@ -57,7 +57,7 @@ pub struct CoverageQuery {
 /// The readers' side: asks the shard that owns a service, which answers
 /// between two batches. Nothing is computed unless someone asks.
 #[derive(Clone, Default)]
-pub struct CoverageBoard {
+pub(crate) struct CoverageBoard {
     shards: Vec<tokio::sync::mpsc::Sender<CoverageQuery>>,
     route: Option<fn(&str, usize) -> usize>,
 }
@@ -67,7 +67,7 @@ const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl CoverageBoard {
     /// `route` names the shard of a service among `shards.len()`.
-    pub fn new(shards: Vec<tokio::sync::mpsc::Sender<CoverageQuery>>, route: fn(&str, usize) -> usize) -> CoverageBoard {
+    pub(crate) fn new(shards: Vec<tokio::sync::mpsc::Sender<CoverageQuery>>, route: fn(&str, usize) -> usize) -> CoverageBoard {
         CoverageBoard {
             shards,
             route: Some(route),
@@ -77,7 +77,7 @@ impl CoverageBoard {
     /// The coverage of `service` in `environment` (see [`CoverageQuery`]),
     /// if a shard analyses it; `None` too when the shard is gone (shutdown)
     /// or does not answer in time.
-    pub async fn service(&self, service: &str, environment: Option<&str>) -> Option<ServiceCoverage> {
+    pub(crate) async fn service(&self, service: &str, environment: Option<&str>) -> Option<ServiceCoverage> {
         let route = self.route?;
         let shard = self.shards.get(route(service, self.shards.len()))?;
         let (reply, answer) = tokio::sync::oneshot::channel();

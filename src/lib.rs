@@ -29,8 +29,9 @@
 //! `tests/layers.rs` holds this order and fails on an import against it or
 //! on a cycle.
 //!
-//! Only what the binary, the integration tests and the benches use is
-//! public; the other modules are `pub(crate)`.
+//! Visibility is `pub(crate)` by default, for modules and items alike:
+//! only what the binary, the integration tests, the benches and the fuzz
+//! targets use is `pub`.
 
 #![forbid(unsafe_code)]
 

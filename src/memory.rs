@@ -13,17 +13,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How often resident memory is read.
-pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// The latest resident-memory sample, in bytes.
 #[derive(Debug, Default)]
-pub struct Resident {
+pub(crate) struct Resident {
     bytes: AtomicU64,
 }
 
 impl Resident {
     /// A sample that a background task refreshes until the runtime ends.
-    pub fn sampled() -> Arc<Resident> {
+    pub(crate) fn sampled() -> Arc<Resident> {
         let resident = Arc::new(Resident::default());
         resident.refresh();
         let weak = Arc::downgrade(&resident);
@@ -39,7 +39,7 @@ impl Resident {
         resident
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 

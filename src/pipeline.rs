@@ -32,7 +32,7 @@ use crate::fleet::store::{FleetStore, Leave};
 
 /// What the pipeline feeds.
 #[derive(Clone)]
-pub struct Downstream {
+pub(crate) struct Downstream {
     pub attributor: Option<Arc<Attributor>>,
     pub store: Option<Arc<EmbeddedStore>>,
     pub dispatcher: Option<Arc<Dispatcher>>,
@@ -47,17 +47,17 @@ pub struct Downstream {
 
 /// Fleet notices queued for the pipeline, at most; the fleet sync waits
 /// when the queue is full.
-pub const MAX_QUEUED_NOTICES: usize = 64;
+pub(crate) const MAX_QUEUED_NOTICES: usize = 64;
 
 /// The queue of fleet notices, bounded by [`MAX_QUEUED_NOTICES`].
-pub fn notice_queue() -> (mpsc::Sender<FleetNotice>, mpsc::Receiver<FleetNotice>) {
+pub(crate) fn notice_queue() -> (mpsc::Sender<FleetNotice>, mpsc::Receiver<FleetNotice>) {
     mpsc::channel(MAX_QUEUED_NOTICES)
 }
 
 /// How often resolved events past retention are retired.
 const RETIRE_INTERVAL: Duration = Duration::from_secs(3600);
 
-pub struct EventPipeline {
+pub(crate) struct EventPipeline {
     view: EventsView,
     task: JoinHandle<()>,
 }
@@ -65,7 +65,7 @@ pub struct EventPipeline {
 impl EventPipeline {
     /// An event log holding `events` (as loaded from the store), ready for
     /// its owner.
-    pub fn log_of(events: Vec<DriftEvent>) -> PublishedLog {
+    pub(crate) fn log_of(events: Vec<DriftEvent>) -> PublishedLog {
         let mut log = EventLog::new(MAX_EVENTS);
         for event in events {
             log.apply(EventUpdate::Fired(Box::new(event)));
@@ -76,7 +76,7 @@ impl EventPipeline {
     /// Starts applying `updates` to `log`, which the pipeline's task owns
     /// from now on; `notices` carries what the fleet's store says other
     /// replicas did (nothing outside fleet mode).
-    pub fn start(
+    pub(crate) fn start(
         metrics: Arc<Metrics>,
         downstream: Downstream,
         mut log: PublishedLog,
@@ -128,20 +128,20 @@ impl EventPipeline {
     }
 
     /// What readers see of the events.
-    pub fn view(&self) -> &EventsView {
+    pub(crate) fn view(&self) -> &EventsView {
         &self.view
     }
 
     /// Waits until every update sent before the senders closed is applied,
     /// attributed and queued for alerting.
-    pub async fn drain(self) {
+    pub(crate) async fn drain(self) {
         let _ = self.task.await;
     }
 }
 
 /// What the fleet's store reports about other replicas' work.
 #[derive(Debug)]
-pub enum FleetNotice {
+pub(crate) enum FleetNotice {
     /// The fleet's events, newest first: this replica's view follows them.
     Events(Vec<DriftEvent>),
     /// A drift this replica resolved for the fleet (its replicas all left

@@ -27,7 +27,7 @@ pub struct RecordError {
 }
 
 /// The receivers' side: hands requests to the writer.
-pub struct Recorder {
+pub(crate) struct Recorder {
     queue: std::sync::mpsc::SyncSender<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
@@ -36,19 +36,19 @@ pub struct Recorder {
 }
 
 /// The writer thread, joined at shutdown once every [`Recorder`] is gone.
-pub struct Writer {
+pub(crate) struct Writer {
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
     /// Waits until the queue is written and the file flushed. Blocking.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.thread.join();
     }
 }
 
 /// Opens (appending to) `path` and starts the writer.
-pub fn start(path: &Path, max_queue_bytes: usize, metrics: Arc<Metrics>) -> Result<(Recorder, Writer), RecordError> {
+pub(crate) fn start(path: &Path, max_queue_bytes: usize, metrics: Arc<Metrics>) -> Result<(Recorder, Writer), RecordError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -83,7 +83,7 @@ pub fn start(path: &Path, max_queue_bytes: usize, metrics: Arc<Metrics>) -> Resu
 
 impl Recorder {
     /// Queues an accepted request for the recording; never waits.
-    pub fn record(&self, body: &Bytes) {
+    pub(crate) fn record(&self, body: &Bytes) {
         let n = body.len();
         let admitted = self
             .queued_bytes

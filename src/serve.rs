@@ -29,14 +29,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 /// How many connections a listener holds, and how long headers may take.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
 }
 
 /// Serves `router` over HTTP/1 on `listener` until `stopped` turns true;
 /// then stops accepting and lets requests in flight finish.
-pub async fn http(
+pub(crate) async fn http(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnectionLimits,
@@ -137,7 +137,7 @@ async fn until_true(flag: &mut watch::Receiver<bool>) {
 /// Accepted connections for tonic, each holding a permit of a semaphore of
 /// `max_connections`, with TCP_NODELAY set, closed after `idle_timeout`
 /// without traffic, and wrapped in TLS when `tls` is set.
-pub fn capped_incoming(
+pub(crate) fn capped_incoming(
     listener: TcpListener,
     max_connections: usize,
     idle_timeout: Duration,
@@ -199,7 +199,7 @@ pub fn capped_incoming(
 }
 
 /// The stream of connections `capped_incoming` accepts.
-pub struct Incoming {
+pub(crate) struct Incoming {
     rx: mpsc::Receiver<std::io::Result<Capped>>,
 }
 
@@ -212,7 +212,7 @@ impl futures_core::Stream for Incoming {
 }
 
 /// A connection that gives its permit back when it closes.
-pub struct Capped {
+pub(crate) struct Capped {
     stream: Stream,
     _permit: OwnedSemaphorePermit,
 }

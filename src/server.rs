@@ -304,25 +304,20 @@ impl Server {
         })
     }
 
-    pub fn grpc_addr(&self) -> SocketAddr {
+    pub(crate) fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }
 
-    pub fn http_addr(&self) -> SocketAddr {
+    pub(crate) fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
+    pub(crate) fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
 
-    /// The shared ingest path, for in-process producers such as the demo.
-    pub fn ingest(&self) -> &Arc<Ingest> {
-        &self.ingest
-    }
-
     /// The drift events raised so far.
-    pub fn events(&self) -> &EventsView {
+    pub(crate) fn events(&self) -> &EventsView {
         self.events.view()
     }
 
@@ -333,7 +328,7 @@ impl Server {
     }
 
     /// Stops accepting, finishes in-flight requests, drains the analysis.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
+    pub(crate) async fn shutdown(self) -> Result<(), ServeError> {
         tracing::info!("shutting down: no longer ready, draining receivers");
         self.ready.store(false, Ordering::Release);
         let _ = self.stop_receivers.send(true);

@@ -16,7 +16,7 @@ pub struct ServiceKey {
 }
 
 impl ServiceKey {
-    pub fn new(service: &str, environment: Option<&str>) -> ServiceKey {
+    pub(crate) fn new(service: &str, environment: Option<&str>) -> ServiceKey {
         ServiceKey {
             service: Sym::from(service),
             environment: environment.map(Sym::from),

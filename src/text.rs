@@ -1,7 +1,7 @@
 //! Small text utilities shared by every stage.
 
 /// `text` cut to at most `max_bytes`, at a character boundary.
-pub fn truncate(text: &str, max_bytes: usize) -> &str {
+pub(crate) fn truncate(text: &str, max_bytes: usize) -> &str {
     if text.len() <= max_bytes {
         return text;
     }
@@ -13,7 +13,7 @@ pub fn truncate(text: &str, max_bytes: usize) -> &str {
 }
 
 /// An error and its causes, one after the other.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -26,7 +26,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// A proportion as a percentage with the precision rare errors need:
 /// "0.45%", "2.1%", "37%".
-pub fn percent(rate: f64) -> String {
+pub(crate) fn percent(rate: f64) -> String {
     let p = rate * 100.0;
     if p < 1.0 {
         format!("{p:.2}%")

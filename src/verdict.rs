@@ -37,7 +37,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Pass => "pass",
             Outcome::Fail => "fail",
@@ -48,13 +48,13 @@ impl Outcome {
 
 /// What the detectors require, from the configuration.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub min_samples: u64,
     pub consecutive: u32,
 }
 
 impl Rules {
-    pub fn from_config(config: &crate::config::Config) -> Rules {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Rules {
         Rules {
             min_samples: config.detect.latency.min_samples,
             consecutive: config.detect.latency.consecutive.max(1),
@@ -64,7 +64,7 @@ impl Rules {
 
 /// One question.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub service: String,
     /// `deployment.environment.name`. Without it, drifts of every
     /// environment count, and the traffic judged is the service's that
@@ -116,7 +116,7 @@ pub struct OperationVerdict {
 
 /// Whether `asked` names the revision `known`: equal, or one an
 /// abbreviation of the other (at least 7 characters, case-insensitive).
-pub fn revision_matches(asked: &str, known: &str) -> bool {
+pub(crate) fn revision_matches(asked: &str, known: &str) -> bool {
     if asked.is_empty() {
         return false;
     }
@@ -157,7 +157,7 @@ fn describe(event: &DriftEvent) -> String {
 }
 
 /// Decides, from what the analysis saw of the service and the events.
-pub fn decide<'a>(
+pub(crate) fn decide<'a>(
     request: &Request,
     rules: &Rules,
     coverage: Option<&ServiceCoverage>,

@@ -9,7 +9,7 @@
 //! (Alertmanager labels, PagerDuty `dedup_key`, the webhook's event id and
 //! `X-Driftwatch-Delivery`).
 
-pub mod sinks;
+pub(crate) mod sinks;
 
 pub use sinks::sign;
 
@@ -68,7 +68,7 @@ enum Delivery {
 /// entries it was not told about (written back by a store that recovered).
 const IDLE_SCAN: Duration = Duration::from_secs(5);
 
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     store: Arc<EmbeddedStore>,
     sinks: Vec<Sink>,
     config: AlertsConfig,
@@ -89,7 +89,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(crate) fn new(
         config: &AlertsConfig,
         store: Arc<EmbeddedStore>,
         metrics: Arc<Metrics>,
@@ -124,24 +124,20 @@ impl Dispatcher {
 
     /// Delivers only what this replica wins in `fleet` (see `FleetStore`):
     /// replicas that detect the same drift alert once.
-    pub fn with_fleet(mut self, fleet: Arc<FleetStore>, lease: Duration) -> Dispatcher {
+    pub(crate) fn with_fleet(mut self, fleet: Arc<FleetStore>, lease: Duration) -> Dispatcher {
         self.fleet = Some((fleet, lease));
         self
     }
 
-    pub fn has_sinks(&self) -> bool {
-        !self.sinks.is_empty()
-    }
-
     /// Writes one outbox entry per routed sink for the event's current
     /// state, durably, before returning.
-    pub fn notify(&self, event: &DriftEvent) -> Result<usize, StoreError> {
+    pub(crate) fn notify(&self, event: &DriftEvent) -> Result<usize, StoreError> {
         self.notify_sinks(event, 0, |_| true)
     }
 
     /// Writes one outbox entry per sink that announces deploys of the
     /// service, durably, before returning.
-    pub fn announce(&self, deploy: &Deploy) -> Result<usize, StoreError> {
+    pub(crate) fn announce(&self, deploy: &Deploy) -> Result<usize, StoreError> {
         let sinks: Vec<&Sink> = self.sinks.iter().filter(|s| s.accepts_deploy(deploy)).collect();
         let notice = Notice::Deploy { deploy: deploy.clone() };
         self.enqueue(sinks, &deploy.id, notice, 0)
@@ -191,7 +187,7 @@ impl Dispatcher {
     /// changed (an alert was queued, a delivery settled) or when the next
     /// entry falls due, not on a fixed beat; at most [`IDLE_SCAN`] passes
     /// without a read.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut last_refresh = tokio::time::Instant::now();
         self.blocking(Dispatcher::update_pending).await;
         loop {

@@ -24,23 +24,23 @@ struct Shared {
 }
 
 /// The sync task's end.
-pub struct SnapshotMailbox {
+pub(crate) struct SnapshotMailbox {
     shared: Arc<Shared>,
 }
 
 /// A shard's end; the mailbox closes when every sender is dropped.
-pub struct SnapshotSender {
+pub(crate) struct SnapshotSender {
     shared: Arc<Shared>,
 }
 
 impl SnapshotMailbox {
-    pub fn new() -> SnapshotMailbox {
+    pub(crate) fn new() -> SnapshotMailbox {
         SnapshotMailbox {
             shared: Arc::new(Shared::default()),
         }
     }
 
-    pub fn sender(&self) -> SnapshotSender {
+    pub(crate) fn sender(&self) -> SnapshotSender {
         self.shared.senders.fetch_add(1, Ordering::SeqCst);
         SnapshotSender {
             shared: self.shared.clone(),
@@ -49,7 +49,7 @@ impl SnapshotMailbox {
 
     /// The snapshots left since the last call, by service, once there are
     /// any; `None` once every sender is gone and nothing is left.
-    pub async fn take(&self) -> Option<HashMap<String, Vec<u8>>> {
+    pub(crate) async fn take(&self) -> Option<HashMap<String, Vec<u8>>> {
         loop {
             let taken = std::mem::take(&mut *self.shared.slots.lock().unwrap_or_else(|e| e.into_inner()));
             if !taken.is_empty() {
@@ -72,7 +72,7 @@ impl Default for SnapshotMailbox {
 
 impl SnapshotSender {
     /// Leaves `service`'s snapshot; true if it replaced one not yet taken.
-    pub fn put(&self, service: String, snapshot: Vec<u8>) -> bool {
+    pub(crate) fn put(&self, service: String, snapshot: Vec<u8>) -> bool {
         let replaced = self
             .shared
             .slots
@@ -95,7 +95,7 @@ impl Drop for SnapshotSender {
 /// Writes what the shards leave in `mailbox` to the embedded store, on
 /// the blocking pool (a redb commit syncs to disk), until the mailbox
 /// closes after every shard's final flush.
-pub async fn write_to_store(mailbox: SnapshotMailbox, store: Arc<crate::store::EmbeddedStore>) {
+pub(crate) async fn write_to_store(mailbox: SnapshotMailbox, store: Arc<crate::store::EmbeddedStore>) {
     while let Some(snapshots) = mailbox.take().await {
         let store = store.clone();
         crate::blocking::off_runtime("writing the analysis snapshots", move || {

@@ -8,16 +8,16 @@
 //! limit. (The strings a fact names live in the interner, which has a byte
 //! budget of its own.)
 
-pub mod mailbox;
-pub mod operations;
-pub mod peers;
-pub mod persist;
+pub(crate) mod mailbox;
+pub(crate) mod operations;
+pub(crate) mod peers;
+pub(crate) mod persist;
 pub mod service;
 pub mod shard;
 pub mod snapshot;
-pub mod timeline;
-pub mod view;
-pub mod window;
+pub(crate) mod timeline;
+pub(crate) mod view;
+pub(crate) mod window;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The queue refused a batch because admitting it would exceed the bound.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("analysis queue full: {queued} spans ({queued_bytes} bytes) queued, limits {limit} spans and {limit_bytes} bytes")]
-pub struct QueueFull {
+pub(crate) struct QueueFull {
     pub queued: usize,
     pub queued_bytes: usize,
     pub limit: usize,
@@ -48,7 +48,7 @@ pub struct QueueFull {
 }
 
 /// The bytes a queued fact holds, its interned strings aside.
-pub fn fact_bytes(fact: &SpanFact) -> usize {
+pub(crate) fn fact_bytes(fact: &SpanFact) -> usize {
     let location = std::mem::size_of::<crate::extract::CodeLocation>();
     std::mem::size_of::<SpanFact>()
         + fact.code.as_ref().map_or(0, |_| location)
@@ -65,7 +65,7 @@ fn batch_bytes(facts: &[SpanFact]) -> usize {
 }
 
 /// What a shard does with each batch.
-pub trait ShardObserver: Send + 'static {
+pub(crate) trait ShardObserver: Send + 'static {
     fn observe(&mut self, facts: &[SpanFact]);
 
     /// Called about once a second of wall-clock time.
@@ -88,7 +88,7 @@ pub trait ShardObserver: Send + 'static {
 
 /// The live shard: analyses each batch, counts it, and hands drift updates
 /// to the event pipeline.
-pub struct LiveShard {
+pub(crate) struct LiveShard {
     analysis: ShardAnalysis,
     metrics: Arc<Metrics>,
     updates: crate::detect::event::UpdateSender,
@@ -153,7 +153,7 @@ type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collec
 const MAX_DURATION_SERIES: usize = 20_000;
 
 impl LiveShard {
-    pub fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: crate::detect::event::UpdateSender) -> LiveShard {
+    pub(crate) fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: crate::detect::event::UpdateSender) -> LiveShard {
         LiveShard {
             analysis: ShardAnalysis::new(settings),
             metrics,
@@ -223,7 +223,7 @@ impl LiveShard {
 
     /// Restores `snapshots` and writes the shard's state to `store` every
     /// `flush_interval` and when the shard finishes.
-    pub fn with_persistence(mut self, persistence: Persistence, snapshots: &[ServiceSnapshot]) -> LiveShard {
+    pub(crate) fn with_persistence(mut self, persistence: Persistence, snapshots: &[ServiceSnapshot]) -> LiveShard {
         for snapshot in snapshots {
             self.analysis.restore(snapshot);
         }
@@ -448,7 +448,7 @@ impl ShardObserver for LiveShard {
 
 /// A shard's end of its link to the fleet (`crate::fleet` holds the other
 /// end): where its snapshots go, and where fresh fleet baselines come from.
-pub struct ShardLink {
+pub(crate) struct ShardLink {
     /// Each service's snapshot JSON after each flush, latest only.
     pub publish: mailbox::SnapshotSender,
     /// Fresh fleet baselines of the shard's services.
@@ -456,7 +456,7 @@ pub struct ShardLink {
 }
 
 /// Where and how often a live shard writes its state.
-pub struct Persistence {
+pub(crate) struct Persistence {
     /// Snapshots for the embedded store (see [`mailbox::write_to_store`]).
     pub local: mailbox::SnapshotSender,
     pub interval: std::time::Duration,
@@ -467,7 +467,7 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    pub fn new(
+    pub(crate) fn new(
         local: mailbox::SnapshotSender,
         interval: std::time::Duration,
         retention: std::time::Duration,
@@ -482,7 +482,7 @@ impl Persistence {
     }
 
     /// Shares snapshots with the fleet through `link`.
-    pub fn with_fleet(mut self, link: ShardLink) -> Persistence {
+    pub(crate) fn with_fleet(mut self, link: ShardLink) -> Persistence {
         self.fleet = Some(link);
         self
     }
@@ -490,7 +490,7 @@ impl Persistence {
 
 /// The sending side, shared by all receivers.
 #[derive(Clone)]
-pub struct AnalysisQueue {
+pub(crate) struct AnalysisQueue {
     shards: Arc<[mpsc::UnboundedSender<Vec<SpanFact>>]>,
     queued: Arc<AtomicUsize>,
     queued_bytes: Arc<AtomicUsize>,
@@ -501,7 +501,7 @@ pub struct AnalysisQueue {
 
 /// The shard that owns `service`: stable across runs, so restored state
 /// lands where the service's spans will.
-pub fn shard_index(service: &str, shards: usize) -> usize {
+pub(crate) fn shard_index(service: &str, shards: usize) -> usize {
     let mut hasher = std::hash::DefaultHasher::new();
     service.hash(&mut hasher);
     (hasher.finish() as usize) % shards.max(1)
@@ -510,12 +510,12 @@ pub fn shard_index(service: &str, shards: usize) -> usize {
 /// The consuming side: one task per shard. Dropping every
 /// [`AnalysisQueue`] and awaiting [`AnalysisWorkers::drain`] processes what
 /// was admitted and stops.
-pub struct AnalysisWorkers {
+pub(crate) struct AnalysisWorkers {
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl AnalysisWorkers {
-    pub async fn drain(self) {
+    pub(crate) async fn drain(self) {
         for task in self.tasks {
             let _ = task.await;
         }
@@ -523,7 +523,7 @@ impl AnalysisWorkers {
 }
 
 /// Starts the shard workers; `observer` makes the state of each shard.
-pub fn start<O: ShardObserver>(
+pub(crate) fn start<O: ShardObserver>(
     config: &AnalyzeConfig,
     metrics: Arc<Metrics>,
     mut observer: impl FnMut(usize) -> O,
@@ -563,7 +563,7 @@ pub fn start<O: ShardObserver>(
 
 impl AnalysisQueue {
     /// Admits a batch, or refuses all of it when the queue is full.
-    pub fn try_submit(&self, facts: Vec<SpanFact>) -> Result<(), QueueFull> {
+    pub(crate) fn try_submit(&self, facts: Vec<SpanFact>) -> Result<(), QueueFull> {
         let n = facts.len();
         if n == 0 {
             return Ok(());
@@ -641,7 +641,7 @@ impl AnalysisQueue {
     }
 
     /// Spans admitted and not yet analysed.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
 }

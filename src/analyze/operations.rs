@@ -12,14 +12,14 @@ use std::collections::HashMap;
 
 use crate::extract::Sym;
 
-pub type OpId = u32;
+pub(crate) type OpId = u32;
 
 /// Id and name of the operation that untracked spans fold into.
-pub const OTHER: OpId = 0;
-pub const OTHER_NAME: &str = "__other__";
+pub(crate) const OTHER: OpId = 0;
+pub(crate) const OTHER_NAME: &str = "__other__";
 
 /// The name of the fold, as a shared string.
-pub fn other_name() -> Sym {
+pub(crate) fn other_name() -> Sym {
     thread_local! {
         static OTHER_SYM: Sym = Sym::from(OTHER_NAME);
     }
@@ -38,7 +38,7 @@ struct Slot {
     period_count: u64,
 }
 
-pub struct OperationTable {
+pub(crate) struct OperationTable {
     ids: HashMap<Sym, OpId>,
     /// Indexed by `OpId`; slot 0 is `__other__`. `None` is a free id.
     slots: Vec<Option<Slot>>,
@@ -49,7 +49,7 @@ pub struct OperationTable {
 }
 
 impl OperationTable {
-    pub fn new(max_tracked: usize) -> OperationTable {
+    pub(crate) fn new(max_tracked: usize) -> OperationTable {
         let other = Slot {
             name: Sym::from(OTHER_NAME),
             last_seen: 0,
@@ -66,7 +66,7 @@ impl OperationTable {
     }
 
     /// The id of `name`, tracking it if there is room, else [`OTHER`].
-    pub fn resolve(&mut self, name: &Sym, now: u64) -> OpId {
+    pub(crate) fn resolve(&mut self, name: &Sym, now: u64) -> OpId {
         if let Some(&id) = self.ids.get(name) {
             if let Some(slot) = self.slots[id as usize].as_mut() {
                 slot.last_seen = slot.last_seen.max(now);
@@ -124,7 +124,7 @@ impl OperationTable {
     /// Ends a counting period at `now`: evicts operations idle for longer
     /// than `idle_nanos`, promotes busy candidates. Returns the evicted ids,
     /// whose state the caller must drop before they are reused.
-    pub fn end_period(&mut self, now: u64, idle_nanos: u64) -> Vec<OpId> {
+    pub(crate) fn end_period(&mut self, now: u64, idle_nanos: u64) -> Vec<OpId> {
         let mut evicted = Vec::new();
         for id in 1..self.slots.len() {
             if self.slots[id]
@@ -180,16 +180,16 @@ impl OperationTable {
         }
     }
 
-    pub fn is_tracked(&self, name: &str) -> bool {
+    pub(crate) fn is_tracked(&self, name: &str) -> bool {
         self.ids.contains_key(name)
     }
 
-    pub fn name(&self, id: OpId) -> Option<&Sym> {
+    pub(crate) fn name(&self, id: OpId) -> Option<&Sym> {
         self.slots.get(id as usize).and_then(|s| s.as_ref()).map(|s| &s.name)
     }
 
     /// Tracked operations (not `__other__`).
-    pub fn tracked(&self) -> impl Iterator<Item = (OpId, &Sym)> {
+    pub(crate) fn tracked(&self) -> impl Iterator<Item = (OpId, &Sym)> {
         self.slots
             .iter()
             .enumerate()
@@ -197,12 +197,12 @@ impl OperationTable {
             .filter_map(|(id, s)| s.as_ref().map(|s| (id as OpId, &s.name)))
     }
 
-    pub fn tracked_len(&self) -> usize {
+    pub(crate) fn tracked_len(&self) -> usize {
         self.ids.len()
     }
 
     /// Spans folded into `__other__` since the table was created.
-    pub fn folded_spans(&self) -> u64 {
+    pub(crate) fn folded_spans(&self) -> u64 {
         self.folded_spans
     }
 }

@@ -35,31 +35,31 @@ use crate::extract::{SpanFact, SpanKind, Sym};
 use crate::rng::Rng;
 
 /// Peers remembered per service; the least recently called is forgotten.
-pub const MAX_PEERS: usize = 512;
+pub(crate) const MAX_PEERS: usize = 512;
 /// Calling operations remembered per peer.
-pub const MAX_CALLERS: usize = 16;
+pub(crate) const MAX_CALLERS: usize = 16;
 /// Spans kept for parent lookups, per shard: every service of the shard
 /// holds an equal share of it, at least `MIN_SHARE`.
-pub const JOIN_BUDGET: usize = 65_536;
+pub(crate) const JOIN_BUDGET: usize = 65_536;
 /// The smallest share of the join and pending budgets a service holds.
-pub const MIN_SHARE: usize = 256;
+pub(crate) const MIN_SHARE: usize = 256;
 /// Calls waiting for their caller, per shard, shared out like the join
 /// budget: when a service's share is full, its oldest waiting call stops
 /// waiting; it stays counted for its peer, with no caller, in
 /// `calls_dropped`.
-pub const PENDING_BUDGET: usize = 65_536;
+pub(crate) const PENDING_BUDGET: usize = 65_536;
 /// How long (event time) a call waits for its parents.
-pub const JOIN_WINDOW_NANOS: u64 = 30_000_000_000;
+pub(crate) const JOIN_WINDOW_NANOS: u64 = 30_000_000_000;
 /// Parents walked at most from a client span to its entry span.
 const MAX_HOPS: usize = 16;
 /// Samples kept per (peer, caller) for the latency contribution.
 const RESERVOIR: usize = 128;
 
-pub const UNKNOWN_CALLER: &str = "(unknown caller)";
-pub const NO_PARENT: &str = "(no parent span)";
+pub(crate) const UNKNOWN_CALLER: &str = "(unknown caller)";
+pub(crate) const NO_PARENT: &str = "(no parent span)";
 
 /// Whether a caller name stands for "not found" rather than an operation.
-pub fn is_placeholder_caller(operation: &str) -> bool {
+pub(crate) fn is_placeholder_caller(operation: &str) -> bool {
     operation == UNKNOWN_CALLER || operation == NO_PARENT
 }
 
@@ -75,7 +75,7 @@ struct Link {
 
 /// Latency of calls to a peer from one operation.
 #[derive(Debug, Clone)]
-pub struct CallerStats {
+pub(crate) struct CallerStats {
     pub operation: Sym,
     pub calls: u64,
     /// (call duration in ms, share of the caller's span duration).
@@ -105,12 +105,12 @@ impl CallerStats {
     }
 
     /// p95 of the call duration, in ms.
-    pub fn p95_call_ms(&self) -> f64 {
+    pub(crate) fn p95_call_ms(&self) -> f64 {
         quantile(self.samples.iter().map(|s| s.0), 0.95)
     }
 
     /// Median share of the caller's duration spent in the call.
-    pub fn median_share(&self) -> f64 {
+    pub(crate) fn median_share(&self) -> f64 {
         quantile(self.samples.iter().map(|s| s.1), 0.5)
     }
 }
@@ -126,7 +126,7 @@ fn quantile(values: impl Iterator<Item = f32>, q: f64) -> f64 {
 
 /// One peer as called by one revision.
 #[derive(Debug, Clone)]
-pub struct PeerUse {
+pub(crate) struct PeerUse {
     pub calls: u64,
     pub first_seen: u64,
     pub last_seen: u64,
@@ -135,7 +135,7 @@ pub struct PeerUse {
 
 /// One peer across the service's history (all revisions).
 #[derive(Debug, Clone, Copy)]
-pub struct KnownPeer {
+pub(crate) struct KnownPeer {
     pub first_seen: u64,
     pub last_seen: u64,
     pub calls: u64,
@@ -169,14 +169,14 @@ enum Walk {
 /// What recording a call learned about its peer, before the call was
 /// added to the history.
 #[derive(Debug, Clone, Copy)]
-pub struct Novelty {
+pub(crate) struct Novelty {
     /// The service had not called this peer within the lookback.
     pub unseen: bool,
 }
 
 /// The calls one request made, per peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestCalls {
+pub(crate) struct RequestCalls {
     pub operation: Sym,
     pub revision: RevId,
     /// When the request's calls were linked (event time).
@@ -187,7 +187,7 @@ pub struct RequestCalls {
 
 /// How often one request called one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerCalls {
+pub(crate) struct PeerCalls {
     pub peer: Sym,
     pub calls: u32,
     /// Of those, the non-idempotent ones.
@@ -197,7 +197,7 @@ pub struct PeerCalls {
 /// Peers tallied per request, at most.
 const MAX_REQUEST_PEERS: usize = 8;
 
-pub struct PeerSets {
+pub(crate) struct PeerSets {
     known: HashMap<Sym, KnownPeer>,
     /// Open per-request tallies by entry span id.
     requests: HashMap<u64, RequestCalls, RandomState>,
@@ -258,7 +258,7 @@ impl Default for PeerSets {
 
 impl PeerSets {
     /// Remembers a span for parent lookups (every span can be a parent).
-    pub fn remember(&mut self, fact: &SpanFact) {
+    pub(crate) fn remember(&mut self, fact: &SpanFact) {
         if fact.span_id == 0 {
             return;
         }
@@ -287,7 +287,7 @@ impl PeerSets {
 
     /// Sets this service's share of the shard's join and pending budgets,
     /// among `services`.
-    pub fn set_share(&mut self, services: usize) {
+    pub(crate) fn set_share(&mut self, services: usize) {
         let services = services.max(1);
         self.join_cap = (JOIN_BUDGET / services).max(MIN_SHARE);
         self.pending_cap = (PENDING_BUDGET / services).max(MIN_SHARE);
@@ -295,7 +295,7 @@ impl PeerSets {
 
     /// Links the calls recorded since the last time, and the waiting calls
     /// whose missing span has arrived. Run after each batch.
-    pub fn link_new_calls(&mut self) {
+    pub(crate) fn link_new_calls(&mut self) {
         for i in self.linked_upto..self.pending.len() {
             self.link_at(i);
         }
@@ -366,7 +366,7 @@ impl PeerSets {
 
     /// Records an outbound call to `peer` by `revision`; `lookback_nanos`
     /// decides whether the peer counts as unseen.
-    pub fn record_call(&mut self, fact: &SpanFact, peer: &Sym, revision: RevId, lookback_nanos: u64) -> Novelty {
+    pub(crate) fn record_call(&mut self, fact: &SpanFact, peer: &Sym, revision: RevId, lookback_nanos: u64) -> Novelty {
         let (start, end) = (fact.start_unix_nanos, fact.end_unix_nanos);
         let unseen = self
             .known
@@ -427,7 +427,7 @@ impl PeerSets {
     /// spans that ended before `at` (event time) take part, and calls are
     /// attributed in event-time order, so the callers an evaluation at `at`
     /// sees do not depend on how the spans were batched.
-    pub fn resolve_pending(&mut self, at: u64) {
+    pub(crate) fn resolve_pending(&mut self, at: u64) {
         self.link_new_calls();
         let mut ready = Vec::new();
         let mut still_pending = VecDeque::with_capacity(self.pending.len());
@@ -512,7 +512,7 @@ impl PeerSets {
     }
 
     /// The request tallies closed since the last call, in event-time order.
-    pub fn take_finished(&mut self) -> Vec<RequestCalls> {
+    pub(crate) fn take_finished(&mut self) -> Vec<RequestCalls> {
         std::mem::take(&mut self.finished)
     }
 
@@ -537,16 +537,16 @@ impl PeerSets {
         usage.callers[index].add(call_ms, share, &mut self.rng);
     }
 
-    pub fn known(&self, peer: &str) -> Option<&KnownPeer> {
+    pub(crate) fn known(&self, peer: &str) -> Option<&KnownPeer> {
         self.known.get(peer)
     }
 
-    pub fn known_peers(&self) -> impl Iterator<Item = (&Sym, &KnownPeer)> {
+    pub(crate) fn known_peers(&self) -> impl Iterator<Item = (&Sym, &KnownPeer)> {
         self.known.iter()
     }
 
     /// Re-creates a known peer from a snapshot.
-    pub fn restore_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
+    pub(crate) fn restore_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
         if self.known.len() < MAX_PEERS {
             self.known.insert(
                 peer,
@@ -562,7 +562,7 @@ impl PeerSets {
     /// Learns a peer another replica knows: its lifetime widens, its call
     /// count becomes the larger of the two (counts from other replicas are
     /// not added, so sharing back and forth never inflates them).
-    pub fn learn_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
+    pub(crate) fn learn_known(&mut self, peer: Sym, first_seen: u64, last_seen: u64, calls: u64) {
         match self.known.get_mut(&peer) {
             Some(known) => {
                 known.first_seen = known.first_seen.min(first_seen);
@@ -573,20 +573,21 @@ impl PeerSets {
         }
     }
 
-    pub fn known_len(&self) -> usize {
+    pub(crate) fn known_len(&self) -> usize {
         self.known.len()
     }
 
-    pub fn usage(&self, revision: RevId, peer: &str) -> Option<&PeerUse> {
+    pub(crate) fn usage(&self, revision: RevId, peer: &str) -> Option<&PeerUse> {
         self.by_revision.get(&revision).and_then(|u| u.get(peer))
     }
 
     /// Peers called by a revision.
-    pub fn of_revision(&self, revision: RevId) -> impl Iterator<Item = (&Sym, &PeerUse)> {
+    #[cfg(test)]
+    pub(crate) fn of_revision(&self, revision: RevId) -> impl Iterator<Item = (&Sym, &PeerUse)> {
         self.by_revision.get(&revision).into_iter().flatten()
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.by_revision.remove(&revision);
     }
 }

@@ -17,7 +17,7 @@ use crate::extract::Sym;
 impl ServiceState {
     /// The state worth keeping across restarts. Revisions whose last span
     /// is older than `retention_nanos` before the watermark are left out.
-    pub fn snapshot(&self, retention_nanos: u64) -> ServiceSnapshot {
+    pub(crate) fn snapshot(&self, retention_nanos: u64) -> ServiceSnapshot {
         let horizon = self.watermark.saturating_sub(retention_nanos);
         let kept: Vec<_> = self
             .timeline
@@ -253,7 +253,7 @@ impl ServiceState {
 
     /// A service state rebuilt from a snapshot: its baselines hold the
     /// snapshot's traffic as older-than-current data.
-    pub fn restore(snapshot: &ServiceSnapshot, settings: &AnalysisSettings) -> ServiceState {
+    pub(crate) fn restore(snapshot: &ServiceSnapshot, settings: &AnalysisSettings) -> ServiceState {
         let mut state = ServiceState::new(snapshot.key(), settings);
         for r in &snapshot.revisions {
             let revision = Sym::from(r.revision.as_str());

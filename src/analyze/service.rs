@@ -41,7 +41,7 @@ pub struct AnalysisSettings {
 }
 
 impl AnalysisSettings {
-    pub fn new(analyze: &AnalyzeConfig, detect: &crate::config::DetectConfig) -> AnalysisSettings {
+    pub(crate) fn new(analyze: &AnalyzeConfig, detect: &crate::config::DetectConfig) -> AnalysisSettings {
         use crate::clock::nanos;
         let latency = &detect.latency;
         let window = nanos(analyze.window).max(1);
@@ -87,14 +87,14 @@ impl AnalysisSettings {
 
 /// The outcome of recording one span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
+pub(crate) enum Recorded {
     Analysed,
     /// Ended more than `max_lateness` before the service's newest span.
     TooLate,
 }
 
 /// The analysis state of one service.
-pub struct ServiceState {
+pub(crate) struct ServiceState {
     pub key: ServiceKey,
     pub operations: OperationTable,
     pub timeline: RevisionTimeline,
@@ -132,7 +132,7 @@ const IDLE_AFTER_NANOS: u64 = 5_000_000_000;
 const MAX_CATCH_UP_EVALUATIONS: u64 = 64;
 
 impl ServiceState {
-    pub fn new(key: ServiceKey, settings: &AnalysisSettings) -> ServiceState {
+    pub(crate) fn new(key: ServiceKey, settings: &AnalysisSettings) -> ServiceState {
         ServiceState {
             key,
             operations: OperationTable::new(settings.max_operations),
@@ -164,7 +164,7 @@ impl ServiceState {
     /// Takes in one span: first runs the evaluations that its end time
     /// makes due (so they see exactly the spans that ended before them, in
     /// whatever batches those came), then records it.
-    pub fn observe(&mut self, fact: &SpanFact, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) -> Recorded {
+    pub(crate) fn observe(&mut self, fact: &SpanFact, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) -> Recorded {
         let end = fact.end_unix_nanos;
         if end.saturating_add(settings.max_lateness_nanos) < self.watermark {
             return Recorded::TooLate;
@@ -272,7 +272,7 @@ impl ServiceState {
     /// join the timeline (so a revision this replica never served can be
     /// the baseline of the one it serves), their peers count as known, and
     /// their latency history backs baselines next to this replica's own.
-    pub fn adopt_fleet(&mut self, fleet: Arc<FleetBaseline>) {
+    pub(crate) fn adopt_fleet(&mut self, fleet: Arc<FleetBaseline>) {
         // Newest first, and only while they would stay: a fleet with more
         // revisions than the timeline holds must not churn it at each refresh.
         let mut revisions: Vec<_> = fleet.revisions.iter().collect();
@@ -306,14 +306,14 @@ impl ServiceState {
     }
 
     /// Latency drifts firing now, by operation.
-    pub fn latency_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::latency::Incident)> {
+    pub(crate) fn latency_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::latency::Incident)> {
         self.detector.incidents()
     }
 
     /// What carried a drift and is never a baseline again: (kind,
     /// revision, operation, peer), latency and error rates by operation,
     /// fan-out by operation and peer.
-    pub fn regressed(&self) -> Vec<(EventKind, RevId, Sym, Option<Sym>)> {
+    pub(crate) fn regressed(&self) -> Vec<(EventKind, RevId, Sym, Option<Sym>)> {
         let name = |op: OpId| self.operations.name(op).cloned();
         self
             .detector
@@ -333,7 +333,7 @@ impl ServiceState {
     }
 
     /// Restores what [`regressed`](Self::regressed) listed.
-    pub fn restore_regressed(&mut self, kind: EventKind, revision: RevId, operation: Sym, peer: Option<Sym>) {
+    pub(crate) fn restore_regressed(&mut self, kind: EventKind, revision: RevId, operation: Sym, peer: Option<Sym>) {
         match (kind, peer) {
             (EventKind::LatencyRegression, _) => {
                 let op = self.operations.resolve(&operation, self.watermark);
@@ -349,39 +349,39 @@ impl ServiceState {
     }
 
     /// Error-rate drifts firing now, by operation.
-    pub fn error_rate_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::errors::Incident)> {
+    pub(crate) fn error_rate_firing(&self) -> impl Iterator<Item = (OpId, &crate::detect::errors::Incident)> {
         self.errors.incidents()
     }
 
     /// Outbound drifts firing now.
-    pub fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::details::PeerReason], u64)> {
+    pub(crate) fn outbound_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[crate::detect::details::PeerReason], u64)> {
         self.outbound.firing()
     }
 
     /// New-dependency drifts firing now: (scope, revision, event id, first span).
-    pub fn dependency_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, u64)> {
+    pub(crate) fn dependency_firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, u64)> {
         self.dependencies.firing()
     }
 
     /// The scopes the service's spans came from within the lookback.
-    pub fn known_scopes(&self) -> impl Iterator<Item = (&Sym, &crate::detect::dependency::KnownScope)> {
+    pub(crate) fn known_scopes(&self) -> impl Iterator<Item = (&Sym, &crate::detect::dependency::KnownScope)> {
         self.dependencies.known()
     }
 
     /// Repeated-unsafe-call drifts firing now: ((operation, peer), incident).
-    pub fn repeats_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::repeats::Incident)> {
+    pub(crate) fn repeats_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::repeats::Incident)> {
         self.repeats.incidents()
     }
 
     /// Requests whose calls per peer were not counted (see
     /// `driftwatch_requests_untallied_total`).
-    pub fn requests_untallied(&self) -> u64 {
+    pub(crate) fn requests_untallied(&self) -> u64 {
         self.peers.requests_dropped.saturating_add(self.fanout.overflow)
     }
 
     /// Mean calls per request to each peer, over each revision's requests
     /// that called it: (revision, operation, peer, mean).
-    pub fn calls_per_request(&self) -> impl Iterator<Item = (&Sym, &Sym, &Sym, f64)> + '_ {
+    pub(crate) fn calls_per_request(&self) -> impl Iterator<Item = (&Sym, &Sym, &Sym, f64)> + '_ {
         self.fanout
             .means()
             .filter_map(|(id, operation, peer, mean)| Some((&self.timeline.get(id)?.revision, operation, peer, mean)))
@@ -389,14 +389,14 @@ impl ServiceState {
 
     /// Share of each revision's requests that repeated an unsafe call to a
     /// peer: (revision, operation, peer, share).
-    pub fn repeated_call_shares(&self) -> impl Iterator<Item = (&Sym, &Sym, &Sym, f64)> + '_ {
+    pub(crate) fn repeated_call_shares(&self) -> impl Iterator<Item = (&Sym, &Sym, &Sym, f64)> + '_ {
         self.repeats
             .shares()
             .filter_map(|(id, operation, peer, share)| Some((&self.timeline.get(id)?.revision, operation, peer, share)))
     }
 
     /// Fan-out drifts firing now: ((operation, peer), incident).
-    pub fn fanout_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::fanout::Incident)> {
+    pub(crate) fn fanout_firing(&self) -> impl Iterator<Item = (&(Sym, Sym), &crate::detect::fanout::Incident)> {
         self.fanout.incidents()
     }
 
@@ -487,13 +487,13 @@ impl ServiceState {
 
     /// When the service's first span was seen (event time).
     /// This replica's clean comparisons in a row of `op` in `revision`.
-    pub fn clean_evaluations(&self, op: OpId, revision: RevId) -> u32 {
+    pub(crate) fn clean_evaluations(&self, op: OpId, revision: RevId) -> u32 {
         self.detector.clean_evaluations(op, revision)
     }
 
     /// What this service's revisions served, per operation, with the
     /// detector's clean evaluations: the facts of a rollout verdict.
-    pub fn coverage(&self) -> crate::coverage::ServiceCoverage {
+    pub(crate) fn coverage(&self) -> crate::coverage::ServiceCoverage {
         use crate::coverage::{OperationCoverage, RevisionCoverage, ServiceCoverage};
         let samples = |op: OpId, revision: &super::timeline::RevisionEntry| -> u64 {
             let local = self.latency.get(&(op, revision.id)).map_or(0, LatencyWindows::total);
@@ -550,7 +550,7 @@ impl ServiceState {
         }
     }
 
-    pub fn first_seen(&self) -> Option<u64> {
+    pub(crate) fn first_seen(&self) -> Option<u64> {
         self.outbound.first_seen()
     }
 
@@ -564,7 +564,7 @@ impl ServiceState {
 
     /// Accounts `elapsed` wall-clock time without spans; once idle, moves
     /// the watermark forward by it. Returns whether the watermark moved.
-    pub fn idle_tick(&mut self, elapsed: u64) -> bool {
+    pub(crate) fn idle_tick(&mut self, elapsed: u64) -> bool {
         let before = self.idle_nanos;
         self.idle_nanos = self.idle_nanos.saturating_add(elapsed);
         if self.watermark == 0 || self.idle_nanos <= IDLE_AFTER_NANOS {
@@ -577,7 +577,7 @@ impl ServiceState {
 
     /// Runs every evaluation whose boundary the watermark has passed (plus
     /// the evaluation delay), in event-time order.
-    pub fn evaluate_due(&mut self, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
+    pub(crate) fn evaluate_due(&mut self, settings: &AnalysisSettings, out: &mut Vec<EventUpdate>) {
         self.evaluate_until(self.watermark, settings, out);
     }
 

@@ -72,7 +72,7 @@ impl ShardAnalysis {
     /// Lets event time follow the wall clock for services that have gone
     /// quiet, so their evaluations — and resolutions — still happen live.
     /// Replays never call this, so they stay deterministic.
-    pub fn tick(&mut self, elapsed: std::time::Duration, out: &mut Vec<EventUpdate>) {
+    pub(crate) fn tick(&mut self, elapsed: std::time::Duration, out: &mut Vec<EventUpdate>) {
         let elapsed = crate::clock::nanos(elapsed);
         for service in self.services.values_mut() {
             if service.idle_tick(elapsed) {
@@ -82,12 +82,12 @@ impl ShardAnalysis {
     }
 
     /// Snapshots of every service (see `snapshot`).
-    pub fn snapshots(&self, retention_nanos: u64) -> Vec<super::snapshot::ServiceSnapshot> {
+    pub(crate) fn snapshots(&self, retention_nanos: u64) -> Vec<super::snapshot::ServiceSnapshot> {
         self.services.values().map(|s| s.snapshot(retention_nanos)).collect()
     }
 
     /// Adds a service restored from a snapshot.
-    pub fn restore(&mut self, snapshot: &super::snapshot::ServiceSnapshot) {
+    pub(crate) fn restore(&mut self, snapshot: &super::snapshot::ServiceSnapshot) {
         let mut state = ServiceState::restore(snapshot, &self.settings);
         if let Some(fleet) = self.fleet.get(&state.key) {
             state.adopt_fleet(fleet.clone());
@@ -96,7 +96,7 @@ impl ShardAnalysis {
     }
 
     /// Replaces the other replicas' view of the shard's services.
-    pub fn adopt_fleet(&mut self, baselines: Vec<Arc<FleetBaseline>>) {
+    pub(crate) fn adopt_fleet(&mut self, baselines: Vec<Arc<FleetBaseline>>) {
         for fleet in baselines {
             if let Some(state) = self.services.get_mut(&fleet.key) {
                 state.adopt_fleet(fleet.clone());
@@ -111,7 +111,7 @@ impl ShardAnalysis {
     ///
     /// Without an environment: the service's spans that name none, or, if
     /// all of them name one and it is the same, that environment's.
-    pub fn coverage(&self, service: &str, environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
+    pub(crate) fn coverage(&self, service: &str, environment: Option<&str>) -> Option<crate::coverage::ServiceCoverage> {
         let key = match environment {
             Some(environment) => ServiceKey::new(service, Some(environment)),
             None => self.only_environment(service)?,
@@ -144,11 +144,11 @@ impl ShardAnalysis {
         keys.all(|k| *k == first).then_some(first)
     }
 
-    pub fn services(&self) -> impl Iterator<Item = &ServiceState> {
+    pub(crate) fn services(&self) -> impl Iterator<Item = &ServiceState> {
         self.services.values()
     }
 
-    pub fn service(&self, key: &ServiceKey) -> Option<&ServiceState> {
+    pub(crate) fn service(&self, key: &ServiceKey) -> Option<&ServiceState> {
         self.services.get(key)
     }
 }

@@ -25,7 +25,7 @@ use crate::extract::ServiceKey;
 /// * a firing event that no snapshot holds (it fired after the last flush,
 ///   then the process died) is held again, judged against the last good
 ///   revision before it, and resolves like any other.
-pub fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
+pub(crate) fn reconcile(snapshots: &mut Vec<ServiceSnapshot>, firing: &[&DriftEvent]) {
     let held = |s: &ServiceSnapshot, fingerprint: &str| s.firing.iter().any(|f| fingerprint_of(&f.event_id) == fingerprint);
     for snapshot in snapshots.iter_mut() {
         let key = snapshot.key();
@@ -196,18 +196,18 @@ pub struct RepeatSnapshot {
 
 impl CallsSnapshot {
     /// Requests counted.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.buckets.iter().map(|(_, n)| n).sum()
     }
 
     /// Calls made in them (the mean times the requests).
-    pub fn calls(&self) -> f64 {
+    pub(crate) fn calls(&self) -> f64 {
         if self.mean.is_finite() { self.mean * self.requests() as f64 } else { 0.0 }
     }
 
     /// The calls per request of a sum over replicas ([`add_calls`]):
     /// requests per bucket, and the calls made in them.
-    pub fn summed(operation: &str, revision: &str, peer: &str, buckets: &BTreeMap<u64, u64>, calls: f64) -> CallsSnapshot {
+    pub(crate) fn summed(operation: &str, revision: &str, peer: &str, buckets: &BTreeMap<u64, u64>, calls: f64) -> CallsSnapshot {
         let requests: u64 = buckets.values().sum();
         CallsSnapshot {
             revision: revision.to_owned(),
@@ -221,7 +221,7 @@ impl CallsSnapshot {
 
 /// Adds `other`'s requests per bucket and calls to a sum over replicas:
 /// the sum's mean is then [`CallsSnapshot::summed`]'s, exactly.
-pub fn add_calls(buckets: &mut BTreeMap<u64, u64>, calls: &mut f64, other: &CallsSnapshot) {
+pub(crate) fn add_calls(buckets: &mut BTreeMap<u64, u64>, calls: &mut f64, other: &CallsSnapshot) {
     for &(bucket, requests) in &other.buckets {
         *buckets.entry(bucket).or_default() += requests;
     }
@@ -232,7 +232,7 @@ pub fn add_calls(buckets: &mut BTreeMap<u64, u64>, calls: &mut f64, other: &Call
 /// requests and repeats add up, the most calls in one request and the last
 /// repeat widen, and the first repeat is the earliest of those that
 /// repeated.
-pub fn add_repeat_counts(into: &mut [u64; 5], other: &[u64; 5]) {
+pub(crate) fn add_repeat_counts(into: &mut [u64; 5], other: &[u64; 5]) {
     let [requests, repeated, max_calls, first, last] = *other;
     into[0] += requests;
     if repeated > 0 {
@@ -245,13 +245,13 @@ pub fn add_repeat_counts(into: &mut [u64; 5], other: &[u64; 5]) {
 
 impl ServiceSnapshot {
     /// The service and environment the snapshot is of.
-    pub fn key(&self) -> ServiceKey {
+    pub(crate) fn key(&self) -> ServiceKey {
         ServiceKey::new(&self.service, self.environment.as_deref())
     }
 
     /// The key the snapshot is stored under, locally and in the fleet: the
     /// service, with its environment after a unit separator when it has one.
-    pub fn store_key(&self) -> String {
+    pub(crate) fn store_key(&self) -> String {
         match &self.environment {
             Some(environment) => format!("{}\u{1f}{environment}", self.service),
             None => self.service.clone(),
@@ -259,7 +259,7 @@ impl ServiceSnapshot {
     }
 
     /// Whether `event` is a drift of this snapshot's service and environment.
-    pub fn holds_service_of(&self, event: &DriftEvent) -> bool {
+    pub(crate) fn holds_service_of(&self, event: &DriftEvent) -> bool {
         self.service == event.service && self.environment == event.environment
     }
 
@@ -365,7 +365,7 @@ pub struct ScopeSnapshot {
 }
 
 impl ScopeSnapshot {
-    pub fn known(&self) -> KnownScope {
+    pub(crate) fn known(&self) -> KnownScope {
         KnownScope {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
@@ -376,7 +376,7 @@ impl ScopeSnapshot {
 
 /// Something seen over a stretch of time, as several replicas merge it:
 /// the earliest first and the latest last sighting, the largest count.
-pub trait Sighting: Clone {
+pub(crate) trait Sighting: Clone {
     fn widen(&mut self, other: &Self);
 }
 
@@ -397,18 +397,18 @@ impl Sighting for ScopeSnapshot {
 }
 
 /// The errors a snapshot's series recorded in the window starting at `start`.
-pub fn errors_at(errors: &[(u64, u64)], start: u64) -> u64 {
+pub(crate) fn errors_at(errors: &[(u64, u64)], start: u64) -> u64 {
     errors.iter().filter(|(s, _)| *s == start).map(|(_, e)| e).sum()
 }
 
-pub fn histogram_buckets(histogram: &LatencyHistogram) -> Vec<(u64, u64)> {
+pub(crate) fn histogram_buckets(histogram: &LatencyHistogram) -> Vec<(u64, u64)> {
     histogram
         .iter_recorded()
         .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
         .collect()
 }
 
-pub fn histogram_from(buckets: &[(u64, u64)]) -> LatencyHistogram {
+pub(crate) fn histogram_from(buckets: &[(u64, u64)]) -> LatencyHistogram {
     let mut histogram = new_histogram();
     for (value, count) in buckets {
         histogram.record_n((*value).max(1), u32::try_from(*count).unwrap_or(u32::MAX));

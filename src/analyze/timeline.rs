@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use crate::extract::Sym;
 
-pub type RevId = u32;
+pub(crate) type RevId = u32;
 
 #[derive(Debug, Clone)]
-pub struct RevisionEntry {
+pub(crate) struct RevisionEntry {
     pub id: RevId,
     pub revision: Sym,
     pub first_seen_unix_nanos: u64,
@@ -20,7 +20,7 @@ pub struct RevisionEntry {
     pub repository: Option<Sym>,
 }
 
-pub struct RevisionTimeline {
+pub(crate) struct RevisionTimeline {
     ids: HashMap<Sym, RevId>,
     /// Ordered by first appearance.
     entries: Vec<RevisionEntry>,
@@ -29,7 +29,7 @@ pub struct RevisionTimeline {
 }
 
 impl RevisionTimeline {
-    pub fn new(max_revisions: usize) -> RevisionTimeline {
+    pub(crate) fn new(max_revisions: usize) -> RevisionTimeline {
         RevisionTimeline {
             ids: HashMap::new(),
             entries: Vec::new(),
@@ -40,14 +40,14 @@ impl RevisionTimeline {
 
     /// Records a span of `revision`; returns its id and, when this made the
     /// timeline drop its oldest revision, that revision's id.
-    pub fn observe(&mut self, revision: &Sym, start: u64, end: u64) -> (RevId, Option<RevId>) {
+    pub(crate) fn observe(&mut self, revision: &Sym, start: u64, end: u64) -> (RevId, Option<RevId>) {
         self.extend(revision, start, end, 1)
     }
 
     /// Widens a revision's known lifetime to `start..end` (creating it if
     /// needed) and adds `spans` to its count. Other replicas' revisions come
     /// in this way, with no spans of this replica.
-    pub fn extend(&mut self, revision: &Sym, start: u64, end: u64, spans: u64) -> (RevId, Option<RevId>) {
+    pub(crate) fn extend(&mut self, revision: &Sym, start: u64, end: u64, spans: u64) -> (RevId, Option<RevId>) {
         if let Some(&id) = self.ids.get(revision) {
             if let Some(index) = self.entries.iter().rposition(|e| e.id == id) {
                 let entry = &mut self.entries[index];
@@ -96,7 +96,7 @@ impl RevisionTimeline {
     }
 
     /// Re-creates an entry from a snapshot.
-    pub fn restore(&mut self, revision: &Sym, first_seen: u64, last_seen: u64, spans: u64) {
+    pub(crate) fn restore(&mut self, revision: &Sym, first_seen: u64, last_seen: u64, spans: u64) {
         let (id, _) = self.observe(revision, first_seen, last_seen);
         if let Some(entry) = self.entries.iter_mut().find(|e| e.id == id) {
             entry.spans = spans;
@@ -105,13 +105,13 @@ impl RevisionTimeline {
 
     /// Whether a revision last seen at `last_seen` would stay in a full
     /// timeline rather than be the one dropped.
-    pub fn has_room_for(&self, last_seen: u64) -> bool {
+    pub(crate) fn has_room_for(&self, last_seen: u64) -> bool {
         self.entries.len() < self.max_revisions || self.entries.iter().any(|e| e.last_seen_unix_nanos < last_seen)
     }
 
     /// Notes the repository a revision's spans name; the first one named
     /// stays.
-    pub fn note_repository(&mut self, id: RevId, repository: &Sym) {
+    pub(crate) fn note_repository(&mut self, id: RevId, repository: &Sym) {
         if let Some(entry) = self.entries.iter_mut().rev().find(|e| e.id == id)
             && entry.repository.is_none()
         {
@@ -119,22 +119,22 @@ impl RevisionTimeline {
         }
     }
 
-    pub fn id_of(&self, revision: &str) -> Option<RevId> {
+    pub(crate) fn id_of(&self, revision: &str) -> Option<RevId> {
         self.ids.get(revision).copied()
     }
 
-    pub fn get(&self, id: RevId) -> Option<&RevisionEntry> {
+    pub(crate) fn get(&self, id: RevId) -> Option<&RevisionEntry> {
         self.entries.iter().find(|e| e.id == id)
     }
 
     /// Revisions in order of first appearance.
-    pub fn entries(&self) -> &[RevisionEntry] {
+    pub(crate) fn entries(&self) -> &[RevisionEntry] {
         &self.entries
     }
 
     /// Revisions that appeared before `id`, most recent first: baseline
     /// candidates.
-    pub fn before(&self, id: RevId) -> impl Iterator<Item = &RevisionEntry> {
+    pub(crate) fn before(&self, id: RevId) -> impl Iterator<Item = &RevisionEntry> {
         let position = self.entries.iter().position(|e| e.id == id).unwrap_or(0);
         self.entries[..position].iter().rev()
     }

@@ -16,7 +16,7 @@ use crate::extract::{CodeLocation, ServiceKey, Sym};
 
 /// What the latest spans of an operation say about where they come from.
 #[derive(Debug, Clone, Default)]
-pub struct OperationInfo {
+pub(crate) struct OperationInfo {
     pub code: Option<CodeLocation>,
     pub route: Option<Sym>,
     /// Where the latest failing span's exception was raised (else that
@@ -30,14 +30,14 @@ const MAX_ERROR_TYPES: usize = 16;
 /// How often an operation of one revision failed with each error type,
 /// bounded to the first `MAX_ERROR_TYPES` types.
 #[derive(Debug, Clone, Default)]
-pub struct ErrorTypes {
+pub(crate) struct ErrorTypes {
     counts: Vec<(Sym, u64)>,
     /// Failures of types beyond the bound.
     pub untracked: u64,
 }
 
 impl ErrorTypes {
-    pub fn add(&mut self, error_type: &Sym) {
+    pub(crate) fn add(&mut self, error_type: &Sym) {
         if let Some((_, count)) = self.counts.iter_mut().find(|(t, _)| t == error_type) {
             *count += 1;
         } else if self.counts.len() < MAX_ERROR_TYPES {
@@ -47,17 +47,17 @@ impl ErrorTypes {
         }
     }
 
-    pub fn contains(&self, error_type: &str) -> bool {
+    pub(crate) fn contains(&self, error_type: &str) -> bool {
         self.counts.iter().any(|(t, _)| &**t == error_type)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Sym, u64)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Sym, u64)> {
         self.counts.iter().map(|(t, c)| (t, *c))
     }
 }
 
 /// A read-only view of a service for the detectors.
-pub struct ServiceView<'a> {
+pub(crate) struct ServiceView<'a> {
     pub key: &'a ServiceKey,
     pub operations: &'a OperationTable,
     pub timeline: &'a RevisionTimeline,
@@ -71,7 +71,7 @@ impl<'a> ServiceView<'a> {
     /// The most recent revision before `revision` that served `op` with at
     /// least `min_samples` spans (here and, in fleet mode, elsewhere) and
     /// that `regressed` does not rule out: a detector's last good revision.
-    pub fn last_good(
+    pub(crate) fn last_good(
         &self,
         op: OpId,
         revision: RevId,
@@ -84,7 +84,7 @@ impl<'a> ServiceView<'a> {
     }
 
     /// Where the spans of `op` come from, as events report it.
-    pub fn code_hint(&self, op: OpId) -> CodeHint {
+    pub(crate) fn code_hint(&self, op: OpId) -> CodeHint {
         self.op_info
             .get(&op)
             .map(|info| hint(info.code.as_ref(), info))
@@ -93,7 +93,7 @@ impl<'a> ServiceView<'a> {
 
     /// Where the failing spans of `op` fail: their exceptions' raise site
     /// (or their own `code.*`), else where the operation's spans come from.
-    pub fn error_code_hint(&self, op: OpId) -> CodeHint {
+    pub(crate) fn error_code_hint(&self, op: OpId) -> CodeHint {
         self.op_info
             .get(&op)
             .map(|info| hint(info.error_code.as_ref().or(info.code.as_ref()), info))
@@ -102,7 +102,7 @@ impl<'a> ServiceView<'a> {
 
     /// The latency history of `op` under `revision`: this replica's and, in
     /// fleet mode, the other replicas'.
-    pub fn history(&self, op: OpId, revision: &RevisionEntry) -> impl Iterator<Item = &LatencyWindows> {
+    pub(crate) fn history(&self, op: OpId, revision: &RevisionEntry) -> impl Iterator<Item = &LatencyWindows> {
         let local = self.latency.get(&(op, revision.id));
         let fleet = self
             .fleet
@@ -114,7 +114,7 @@ impl<'a> ServiceView<'a> {
 
 /// Where spans come from, as events report it: `code`, and the route of
 /// the operation `info` describes.
-pub fn hint(code: Option<&CodeLocation>, info: &OperationInfo) -> CodeHint {
+pub(crate) fn hint(code: Option<&CodeLocation>, info: &OperationInfo) -> CodeHint {
     CodeHint {
         function: code.and_then(|c| c.function.as_deref().map(str::to_owned)),
         filepath: code.and_then(|c| c.filepath.as_deref().map(str::to_owned)),

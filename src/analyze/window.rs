@@ -62,7 +62,7 @@ pub struct LatencyWindows {
 }
 
 impl LatencyWindows {
-    pub fn new(layout: WindowLayout) -> LatencyWindows {
+    pub(crate) fn new(layout: WindowLayout) -> LatencyWindows {
         LatencyWindows {
             layout,
             ring: VecDeque::with_capacity(layout.ring_len + 1),
@@ -78,7 +78,7 @@ impl LatencyWindows {
 
     /// A series whose history is `histogram` (from a snapshot), held as
     /// baseline data older than the current window.
-    pub fn restored(
+    pub(crate) fn restored(
         layout: WindowLayout,
         histogram: LatencyHistogram,
         moments: Vec<WindowMoments>,
@@ -102,7 +102,7 @@ impl LatencyWindows {
     }
 
     /// Records one span ending at `end_unix_nanos`; `error` when it failed.
-    pub fn record(&mut self, end_unix_nanos: u64, duration_micros: u64, error: bool) {
+    pub(crate) fn record(&mut self, end_unix_nanos: u64, duration_micros: u64, error: bool) {
         let start = end_unix_nanos - end_unix_nanos % self.layout.window_nanos;
         self.roll(start, self.layout.ring_len + self.layout.lead_len);
         self.total += 1;
@@ -142,7 +142,7 @@ impl LatencyWindows {
     /// Prepares the series for an evaluation at `at`: windows that end by
     /// `at` are settled into the current sample, and windows older than the
     /// current sample roll into the baseline blocks.
-    pub fn settle(&mut self, at: u64) {
+    pub(crate) fn settle(&mut self, at: u64) {
         let window = self.layout.window_nanos;
         let at = at - at % window;
         for w in self.ring.iter().filter(|w| w.start >= self.settled && w.start < at) {
@@ -226,24 +226,24 @@ impl LatencyWindows {
     }
 
     /// The current sample: the ring's settled windows.
-    pub fn current(&self) -> &LatencyHistogram {
+    pub(crate) fn current(&self) -> &LatencyHistogram {
         &self.ring_sum
     }
 
     /// The trailing baseline: everything older than the ring, within the
     /// two blocks.
-    pub fn trailing(&self) -> &LatencyHistogram {
+    pub(crate) fn trailing(&self) -> &LatencyHistogram {
         &self.blocks_sum
     }
 
     /// Everything settled: the ring's settled windows and the blocks.
-    pub fn all(&self, into: &mut LatencyHistogram) {
+    pub(crate) fn all(&self, into: &mut LatencyHistogram) {
         into.add(&self.blocks_sum);
         into.add(&self.ring_sum);
     }
 
     /// Everything retained, settled or not (for snapshots).
-    pub fn retained(&self, into: &mut LatencyHistogram) {
+    pub(crate) fn retained(&self, into: &mut LatencyHistogram) {
         into.add(&self.blocks_sum);
         for w in &self.ring {
             into.add(&w.histogram);
@@ -252,17 +252,17 @@ impl LatencyWindows {
 
     /// The change-point series: retired windows then the ring's settled
     /// windows, oldest first.
-    pub fn moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
+    pub(crate) fn moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().copied().chain(self.settled_ring().map(|w| w.moments))
     }
 
     /// Every window's moments, settled or not (for snapshots).
-    pub fn retained_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
+    pub(crate) fn retained_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().copied().chain(self.ring.iter().map(|w| w.moments))
     }
 
     /// The ring's settled windows, newest first: the current traffic.
-    pub fn recent_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
+    pub(crate) fn recent_moments(&self) -> impl Iterator<Item = WindowMoments> + '_ {
         self.settled_ring().rev().map(|w| w.moments)
     }
 
@@ -271,7 +271,7 @@ impl LatencyWindows {
     }
 
     /// Retired windows, newest first, at most `limit`.
-    pub fn retired_moments(&self, limit: usize) -> impl Iterator<Item = WindowMoments> + '_ {
+    pub(crate) fn retired_moments(&self, limit: usize) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().rev().take(limit).copied()
     }
 }

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-pub use crate::authorship::{AiAuthorship, Confidence, Matcher, Rule};
+pub(crate) use crate::authorship::{AiAuthorship, Confidence, Matcher, Rule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "class", rename_all = "snake_case")]
@@ -60,7 +60,7 @@ fn rule(tool: &str, confidence: Confidence, matcher: Matcher) -> Rule {
 }
 
 /// The default rule set (ai-markers.md, late 2026).
-pub fn builtin_rules() -> Vec<Rule> {
+pub(crate) fn builtin_rules() -> Vec<Rule> {
     use Confidence::{High, Low, Medium};
     use Matcher::*;
     let email = |e: &str| Email(e.to_owned());
@@ -325,7 +325,7 @@ fn name_and_email(value: &str) -> Option<(&str, &str)> {
 }
 
 /// `<id>+<login>@users.noreply.github.com` → (id, login).
-pub fn github_noreply(email: &str) -> Option<(u64, &str)> {
+pub(crate) fn github_noreply(email: &str) -> Option<(u64, &str)> {
     let local = email.strip_suffix("@users.noreply.github.com").or_else(|| {
         let lower_at = email.len().checked_sub("@users.noreply.github.com".len())?;
         // Anyone with push access writes these: the cut may fall inside a

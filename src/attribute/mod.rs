@@ -5,19 +5,19 @@
 //! them with evidence. A drift with no deploy in range blames nobody.
 
 pub mod classify;
-pub mod notes;
-pub mod owners;
-pub mod paths;
-pub mod pull;
-pub mod rank;
-pub mod remote;
+pub(crate) mod notes;
+pub(crate) mod owners;
+pub(crate) mod paths;
+pub(crate) mod pull;
+pub(crate) mod rank;
+pub(crate) mod remote;
 pub mod repo;
 
 use classify::Classifier;
 use repo::{RepoError, RepoReader};
 
 use crate::config::GitRepoConfig;
-pub use crate::detect::event::Attribution;
+pub(crate) use crate::detect::event::Attribution;
 use crate::detect::event::{DriftEvent, Suspect};
 
 /// What to change when a shallow checkout lacks the history attribution needs.
@@ -52,7 +52,7 @@ impl Attributor {
     /// When the spans name their repository (`vcs.repository.url.full`),
     /// an entry of the service whose `web_url` or `origin` remote is that
     /// repository goes before the others.
-    pub fn repo_for(&self, service: &str, repository: Option<&str>) -> Option<&RepoReader> {
+    pub(crate) fn repo_for(&self, service: &str, repository: Option<&str>) -> Option<&RepoReader> {
         let bare = service.rsplit_once('/').map(|(_, name)| name);
         let candidates = || {
             let own = self.repos.iter().filter(move |(s, _)| s == service);
@@ -88,13 +88,9 @@ impl Attributor {
         if same { remote::web_url(named) } else { None }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.repos.is_empty()
-    }
-
     /// `revision` of `service` as a full SHA, when its repository knows it.
     /// Blocking: run it off the async threads.
-    pub fn full_revision(&self, service: &str, repository: Option<&str>, revision: &str) -> Option<String> {
+    pub(crate) fn full_revision(&self, service: &str, repository: Option<&str>, revision: &str) -> Option<String> {
         self.repo_for(service, repository)?.resolve(revision).ok().flatten()
     }
 

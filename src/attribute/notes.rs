@@ -23,7 +23,7 @@ pub struct Agent {
 }
 
 /// The lines of a file one session wrote: (session, line ranges).
-pub type SessionLines = (String, Vec<RangeInclusive<u32>>);
+pub(crate) type SessionLines = (String, Vec<RangeInclusive<u32>>);
 
 /// One commit's note.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,7 +35,7 @@ pub struct AuthorshipNote {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum NoteError {
+pub(crate) enum NoteError {
     #[error("git-ai note line {line}: {message}")]
     Syntax { line: usize, message: String },
     #[error("git-ai note JSON: {0}")]
@@ -55,7 +55,7 @@ struct PromptJson {
 }
 
 impl AuthorshipNote {
-    pub fn parse(text: &str) -> Result<AuthorshipNote, NoteError> {
+    pub(crate) fn parse(text: &str) -> Result<AuthorshipNote, NoteError> {
         let mut note = AuthorshipNote::default();
         let mut lines = text.lines().enumerate();
         let mut current: Option<String> = None;
@@ -97,7 +97,7 @@ impl AuthorshipNote {
     }
 
     /// The agent that wrote `line` of `path`, if the note says one did.
-    pub fn agent_for(&self, path: &str, line: u32) -> Option<Agent> {
+    pub(crate) fn agent_for(&self, path: &str, line: u32) -> Option<Agent> {
         let sessions = self.files.get(path)?;
         let (session, _) = sessions.iter().find(|(_, ranges)| ranges.iter().any(|r| r.contains(&line)))?;
         Some(self.agents.get(session).cloned().unwrap_or_else(|| Agent {
@@ -107,7 +107,7 @@ impl AuthorshipNote {
     }
 
     /// Whether the note attributes any line at all to an agent.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 }

@@ -14,9 +14,9 @@ use gix::glob::pattern::Case;
 use gix::glob::wildmatch::Mode;
 
 /// Where CODEOWNERS may live, in the order forges look.
-pub const LOCATIONS: &[&str] = &[".github/CODEOWNERS", ".gitlab/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS"];
+pub(crate) const LOCATIONS: &[&str] = &[".github/CODEOWNERS", ".gitlab/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS"];
 /// Owners reported per event.
-pub const MAX_OWNERS: usize = 10;
+pub(crate) const MAX_OWNERS: usize = 10;
 
 struct Rule {
     pattern: gix::glob::Pattern,
@@ -28,13 +28,13 @@ struct Rule {
 
 /// A parsed CODEOWNERS file.
 #[derive(Default)]
-pub struct CodeOwners {
+pub(crate) struct CodeOwners {
     /// Sections in file order; a file without headers has one.
     sections: Vec<Vec<Rule>>,
 }
 
 impl CodeOwners {
-    pub fn parse(text: &str) -> CodeOwners {
+    pub(crate) fn parse(text: &str) -> CodeOwners {
         let mut sections: Vec<Vec<Rule>> = vec![Vec::new()];
         let mut defaults: Vec<String> = Vec::new();
         for line in text.lines() {
@@ -81,7 +81,7 @@ impl CodeOwners {
     }
 
     /// The owners of `path` (from the repository root).
-    pub fn owners_of(&self, path: &str) -> Vec<String> {
+    pub(crate) fn owners_of(&self, path: &str) -> Vec<String> {
         let mut found = Vec::new();
         for section in &self.sections {
             if let Some(rule) = section.iter().rev().find(|rule| matches(rule, path)) {
@@ -150,7 +150,7 @@ fn matches(rule: &Rule, path: &str) -> bool {
 
 /// The owners of `paths`, in order of first appearance, at most
 /// [`MAX_OWNERS`].
-pub fn owners_of_paths<'a>(owners: &CodeOwners, paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+pub(crate) fn owners_of_paths<'a>(owners: &CodeOwners, paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for path in paths {
         for owner in owners.owners_of(path) {

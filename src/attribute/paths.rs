@@ -21,7 +21,7 @@ pub struct PathRules {
 
 /// What a span's path maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
+pub(crate) enum PathMatch {
     /// One repository file, from the repository root.
     Found(String),
     /// Several files share the longest suffix: these, at most five.
@@ -35,7 +35,7 @@ const MAX_AMBIGUOUS: usize = 5;
 
 /// The repository file among `files` (paths from the repository root,
 /// those below `subdir` when the service has one) that `span_path` names.
-pub fn map_path(span_path: &str, files: &[String], subdir: Option<&str>, rules: &PathRules) -> PathMatch {
+pub(crate) fn map_path(span_path: &str, files: &[String], subdir: Option<&str>, rules: &PathRules) -> PathMatch {
     let normal = normalize(span_path);
     if normal.is_empty() {
         return PathMatch::Missing;

@@ -16,7 +16,7 @@ enum Forge {
 }
 
 /// The pull or merge request `message` names, linked under `web_url`.
-pub fn pull_request(message: &str, web_url: Option<&str>) -> Option<PullRequest> {
+pub(crate) fn pull_request(message: &str, web_url: Option<&str>) -> Option<PullRequest> {
     let (number, forge) = number(message)?;
     let url = web_url.map(|base| {
         let base = base.trim_end_matches('/').trim_end_matches(".git");

@@ -22,7 +22,7 @@ use crate::detect::event::{DriftEvent, EventKind, Hunk, HunkLine, Suspect};
 use crate::extract::peer::peer_host;
 
 /// Suspects reported per event.
-pub const MAX_SUSPECTS: usize = 10;
+pub(crate) const MAX_SUSPECTS: usize = 10;
 /// Evidence lines reported per suspect.
 const MAX_EVIDENCE: usize = 6;
 /// Hunks shown per suspect, and lines of context either side of the line
@@ -61,7 +61,7 @@ fn ai_rank(confidence: Option<Confidence>) -> u8 {
 
 /// The drifting spans' file, as attribution found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileClue {
+pub(crate) enum FileClue {
     /// The repository path the spans' `code.file.path` maps to.
     Repo(String),
     /// The spans' own path, matched by suffix (the revision's files could
@@ -319,7 +319,7 @@ impl Scored {
 
 /// Ranks `commits` (all inside the deploy's range) for `event`; `file` is
 /// where the drifting spans' file is in the repository, when known.
-pub fn rank(event: &DriftEvent, commits: &[CommitRecord], file: Option<&FileClue>) -> Vec<Suspect> {
+pub(crate) fn rank(event: &DriftEvent, commits: &[CommitRecord], file: Option<&FileClue>) -> Vec<Suspect> {
     let clues = Clues::of(event, file);
     let mut scored: Vec<(Suspect, u8)> = commits.iter().map(|commit| score_commit(commit, &clues)).collect();
     scored.sort_by(|(a, a_ai), (b, b_ai)| {

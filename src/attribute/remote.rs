@@ -8,13 +8,13 @@
 
 /// A repository URL reduced to host and path, for comparison: scheme,
 /// user, port, a trailing `.git` and slashes dropped, lower-cased.
-pub fn repository_key(url: &str) -> Option<String> {
+pub(crate) fn repository_key(url: &str) -> Option<String> {
     split(url).map(|parts| format!("{}/{}", parts.host, parts.path).to_ascii_lowercase())
 }
 
 /// The address people open for a repository URL: `https://host/path` (the
 /// URL's own scheme and port when it is an HTTP one), without `.git`.
-pub fn web_url(url: &str) -> Option<String> {
+pub(crate) fn web_url(url: &str) -> Option<String> {
     let parts = split(url)?;
     let web = match (parts.scheme, parts.port) {
         ("http" | "https", Some(port)) => format!("{}://{}:{port}/{}", parts.scheme, parts.host, parts.path),

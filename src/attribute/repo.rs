@@ -16,13 +16,13 @@ use super::notes::AuthorshipNote;
 /// Commits read from one range at most; older ones are left out and said.
 pub const MAX_COMMITS: usize = 1000;
 /// Files of a revision listed at most, to map span paths into it.
-pub const MAX_TREE_FILES: usize = 200_000;
+pub(crate) const MAX_TREE_FILES: usize = 200_000;
 /// Blobs larger than this are not diffed line by line.
 const MAX_BLOB_BYTES: usize = 1 << 20;
 /// Added lines kept per file, for evidence.
 const MAX_ADDED_LINES: usize = 5000;
 /// The notes reference git-ai writes.
-pub const AI_NOTES_REF: &str = "refs/notes/ai";
+pub(crate) const AI_NOTES_REF: &str = "refs/notes/ai";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -73,7 +73,7 @@ impl CommitRecord {
         format!("{} <{}>", self.author_name, self.author_email)
     }
 
-    pub fn lines_changed(&self) -> u32 {
+    pub(crate) fn lines_changed(&self) -> u32 {
         self.files.iter().map(|f| f.lines_added + f.lines_removed).sum()
     }
 }
@@ -114,7 +114,8 @@ impl RepoReader {
     }
 
     /// The checkout this reader opens.
-    pub fn path(&self) -> &std::path::Path {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
 
@@ -126,7 +127,7 @@ impl RepoReader {
     }
 
     /// The URL of the checkout's `origin` remote, if it has one.
-    pub fn origin_url(&self) -> Option<String> {
+    pub(crate) fn origin_url(&self) -> Option<String> {
         let repo = self.open().ok()?;
         let url = repo.config_snapshot().string("remote.origin.url")?;
         Some(url.to_string())
@@ -141,13 +142,13 @@ impl RepoReader {
 
     /// Whether the checkout is a shallow clone (git-sync's `--depth`, CI's
     /// `fetch-depth`): its history stops at some depth.
-    pub fn is_shallow(&self) -> bool {
+    pub(crate) fn is_shallow(&self) -> bool {
         self.open().ok().is_some_and(|repo| repo.is_shallow().unwrap_or(false))
     }
 
     /// The full SHA of the commit a revision names (full or abbreviated SHA,
     /// tag, branch), or `None` when the repository does not know it.
-    pub fn resolve(&self, revision: &str) -> Result<Option<String>, RepoError> {
+    pub(crate) fn resolve(&self, revision: &str) -> Result<Option<String>, RepoError> {
         let repo = self.open()?;
         Ok(resolve_in(&repo, revision).map(|id| id.to_string()))
     }
@@ -155,7 +156,7 @@ impl RepoReader {
     /// The files (blobs and links) of `revision` below `subdir` (every file
     /// without one), as paths from the repository root: where a span's file
     /// path is looked up. At most [`MAX_TREE_FILES`].
-    pub fn files_at(&self, revision: &str) -> Result<Vec<String>, RepoError> {
+    pub(crate) fn files_at(&self, revision: &str) -> Result<Vec<String>, RepoError> {
         let repo = self.open()?;
         let root = self.tree_at(&repo, revision)?;
         let tree = match &self.subdir {
@@ -182,7 +183,7 @@ impl RepoReader {
     /// The text of the first of `paths` (from the repository root) that
     /// `revision` has as a text file; `None` when it has none of them, or
     /// only binary or oversized ones.
-    pub fn first_file_at(&self, revision: &str, paths: &[&str]) -> Result<Option<String>, RepoError> {
+    pub(crate) fn first_file_at(&self, revision: &str, paths: &[&str]) -> Result<Option<String>, RepoError> {
         let repo = self.open()?;
         let tree = self.tree_at(&repo, revision)?;
         for path in paths {

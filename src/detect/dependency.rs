@@ -30,7 +30,7 @@ use crate::extract::{ServiceKey, Sym};
 /// Scopes remembered per service, at most: instrumentation libraries are a
 /// handful per service; past this, new names are not tracked (and so never
 /// reported), which keeps a flood of made-up scope names bounded.
-pub const MAX_SCOPES: usize = 256;
+pub(crate) const MAX_SCOPES: usize = 256;
 /// Operations named per candidate, at most.
 const MAX_OPERATIONS: usize = 5;
 /// Later revisions a firing candidate still records, at most.
@@ -38,7 +38,7 @@ const MAX_SEEN_IN: usize = 64;
 
 /// When a scope's spans were seen, across revisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnownScope {
+pub(crate) struct KnownScope {
     pub first_seen: u64,
     pub last_seen: u64,
     pub spans: u64,
@@ -78,7 +78,7 @@ impl Candidate {
     }
 }
 
-pub struct DependencyDetector {
+pub(crate) struct DependencyDetector {
     config: DependencyConfig,
     ignore: Vec<glob::Pattern>,
     /// Looked up once per span: hashed with foldhash.
@@ -88,7 +88,7 @@ pub struct DependencyDetector {
 }
 
 impl DependencyDetector {
-    pub fn new(config: DependencyConfig, interval: std::time::Duration) -> DependencyDetector {
+    pub(crate) fn new(config: DependencyConfig, interval: std::time::Duration) -> DependencyDetector {
         // Patterns were validated with the configuration.
         let ignore = config.ignore.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
         DependencyDetector {
@@ -102,7 +102,7 @@ impl DependencyDetector {
 
     /// Screens one span from `scope` as it is recorded; `service_first_seen`
     /// is when the service's first span started (its learning begins).
-    pub fn on_span(
+    pub(crate) fn on_span(
         &mut self,
         scope: &Sym,
         operation: &Sym,
@@ -157,7 +157,7 @@ impl DependencyDetector {
         }
     }
 
-    pub fn evaluate(&mut self, service: &ServiceKey, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
+    pub(crate) fn evaluate(&mut self, service: &ServiceKey, timeline: &RevisionTimeline, at: u64, out: &mut Vec<EventUpdate>) {
         if !self.config.enabled {
             return;
         }
@@ -211,13 +211,13 @@ impl DependencyDetector {
     }
 
     /// The scopes the service's spans came from within the lookback.
-    pub fn known(&self) -> impl Iterator<Item = (&Sym, &KnownScope)> {
+    pub(crate) fn known(&self) -> impl Iterator<Item = (&Sym, &KnownScope)> {
         self.known.iter()
     }
 
     /// Learns a scope seen before a restart, or by another replica: the
     /// earliest first and the latest last sighting win.
-    pub fn learn_known(&mut self, scope: Sym, known: KnownScope) {
+    pub(crate) fn learn_known(&mut self, scope: Sym, known: KnownScope) {
         if let Some(k) = self.known.get_mut(&scope) {
             k.first_seen = k.first_seen.min(known.first_seen);
             k.last_seen = k.last_seen.max(known.last_seen);
@@ -228,19 +228,19 @@ impl DependencyDetector {
     }
 
     /// Firing drifts: (scope, revision, event id, first span).
-    pub fn firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, u64)> {
+    pub(crate) fn firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, u64)> {
         self.candidates
             .iter()
             .filter_map(|(scope, c)| c.firing.as_deref().map(|id| (scope, c.revision, id, c.first_seen)))
     }
 
     /// Resumes a drift that was firing before a restart.
-    pub fn restore_firing(&mut self, scope: Sym, revision: RevId, event_id: String, first_seen: u64) {
+    pub(crate) fn restore_firing(&mut self, scope: Sym, revision: RevId, event_id: String, first_seen: u64) {
         self.candidates
             .insert(scope, Candidate::new(revision, first_seen, Some(event_id)));
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.candidates.retain(|_, c| c.firing.is_some() || c.revision != revision);
     }
 }

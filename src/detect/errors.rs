@@ -78,13 +78,13 @@ const LISTED_ERROR_TYPES: usize = 5;
 
 /// Errors among spans.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ErrorCount {
+pub(crate) struct ErrorCount {
     pub errors: u64,
     pub spans: u64,
 }
 
 impl ErrorCount {
-    pub fn rate(self) -> f64 {
+    pub(crate) fn rate(self) -> f64 {
         if self.spans == 0 {
             0.0
         } else {
@@ -99,7 +99,7 @@ impl ErrorCount {
 }
 
 /// A firing error-rate drift of one operation.
-pub struct Incident {
+pub(crate) struct Incident {
     pub event_id: String,
     pub introduced: RevId,
     introduced_first_seen: u64,
@@ -134,7 +134,7 @@ struct Comparison<'a> {
     steady: bool,
 }
 
-pub struct ErrorRateDetector {
+pub(crate) struct ErrorRateDetector {
     config: ErrorRateConfig,
     /// The windows' settings: current window and deploy comparison.
     windows: LatencyConfig,
@@ -147,7 +147,7 @@ pub struct ErrorRateDetector {
 }
 
 impl ErrorRateDetector {
-    pub fn new(config: ErrorRateConfig, windows: LatencyConfig, baseline_windows: usize, window_nanos: u64) -> ErrorRateDetector {
+    pub(crate) fn new(config: ErrorRateConfig, windows: LatencyConfig, baseline_windows: usize, window_nanos: u64) -> ErrorRateDetector {
         ErrorRateDetector {
             config,
             windows,
@@ -159,28 +159,28 @@ impl ErrorRateDetector {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.config.enabled
     }
 
     /// Firing drifts, by operation.
-    pub fn incidents(&self) -> impl Iterator<Item = (OpId, &Incident)> {
+    pub(crate) fn incidents(&self) -> impl Iterator<Item = (OpId, &Incident)> {
         self.incidents.iter().map(|(op, incident)| (*op, incident))
     }
 
     /// (operation, revision) pairs that carried a drift: never a baseline
     /// again, across restarts (they are kept in the snapshot).
-    pub fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
+    pub(crate) fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
         self.regressed.iter().copied()
     }
 
     /// Restores a pair [`regressed`](Self::regressed) listed.
-    pub fn restore_regressed(&mut self, op: OpId, revision: RevId) {
+    pub(crate) fn restore_regressed(&mut self, op: OpId, revision: RevId) {
         self.regressed.insert((op, revision));
     }
 
     /// Resumes a drift that was firing before a restart.
-    pub fn restore_firing(
+    pub(crate) fn restore_firing(
         &mut self,
         op: OpId,
         revision: &RevisionEntry,
@@ -206,7 +206,7 @@ impl ErrorRateDetector {
         );
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.streaks.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);
         for incident in self.incidents.values_mut() {
@@ -214,13 +214,13 @@ impl ErrorRateDetector {
         }
     }
 
-    pub fn forget_operations(&mut self, ops: &[OpId]) {
+    pub(crate) fn forget_operations(&mut self, ops: &[OpId]) {
         self.streaks.retain(|(op, _), _| !ops.contains(op));
         self.regressed.retain(|(op, _)| !ops.contains(op));
         self.incidents.retain(|op, _| !ops.contains(op));
     }
 
-    pub fn evaluate(&mut self, service: &ServiceView<'_>, at: u64, out: &mut Vec<EventUpdate>) {
+    pub(crate) fn evaluate(&mut self, service: &ServiceView<'_>, at: u64, out: &mut Vec<EventUpdate>) {
         let current_window = nanos(self.windows.current_window);
         let mut active: Vec<&RevisionEntry> = service
             .timeline

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-pub use super::kind::{EventKind, Severity};
-pub use super::stats::Distribution;
+pub(crate) use super::kind::{EventKind, Severity};
+pub(crate) use super::stats::Distribution;
 use super::stats::Summary;
 use crate::clock::Timestamp;
 use crate::extract::ServiceKey;
@@ -18,16 +18,6 @@ use crate::extract::ServiceKey;
 pub enum EventState {
     Firing,
     Resolved,
-}
-
-impl EventState {
-    /// As the API, the webhook body and the stores spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventState::Firing => "firing",
-            EventState::Resolved => "resolved",
-        }
-    }
 }
 
 /// Why a drift ended.
@@ -45,7 +35,7 @@ pub enum ResolutionReason {
 }
 
 impl ResolutionReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ResolutionReason::Fixed => "fixed",
             ResolutionReason::RolledBack => "rolled_back",
@@ -64,7 +54,7 @@ pub struct Resolution {
 
 impl Resolution {
     /// A sentence for people: "fixed in abc123", "rolled back to …".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let short = |r: &str| r[..r.len().min(12)].to_owned();
         match (self.reason, self.revision.as_deref()) {
             (ResolutionReason::Fixed, Some(r)) => format!("fixed in {}", short(r)),
@@ -124,7 +114,7 @@ pub struct ErrorRates {
 }
 
 /// Points of an error-rate timeline, at most.
-pub const MAX_RATE_POINTS: usize = 180;
+pub(crate) const MAX_RATE_POINTS: usize = 180;
 
 /// One analysis window's spans and errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,7 +289,7 @@ impl DriftEvent {
     /// with severity `warning` and every detail empty. A detector sets what
     /// its kind reports with struct update syntax:
     /// `DriftEvent { operation: Some(op), stats: Some(stats), ..DriftEvent::firing(…) }`.
-    pub fn firing(
+    pub(crate) fn firing(
         kind: EventKind,
         service: &ServiceKey,
         subject: &str,
@@ -339,7 +329,7 @@ impl DriftEvent {
     }
 
     /// The service and environment that drifted.
-    pub fn service_key(&self) -> ServiceKey {
+    pub(crate) fn service_key(&self) -> ServiceKey {
         ServiceKey::new(&self.service, self.environment.as_deref())
     }
 }
@@ -350,7 +340,7 @@ fn is_default(code: &CodeHint) -> bool {
 
 /// The stable identity of a drift. A service without an environment keeps
 /// the fingerprint it had before environments were told apart.
-pub fn fingerprint(service: &ServiceKey, kind: EventKind, subject: &str, revision: &str) -> String {
+pub(crate) fn fingerprint(service: &ServiceKey, kind: EventKind, subject: &str, revision: &str) -> String {
     stable_hash(service, [kind.as_str(), subject, revision])
 }
 
@@ -371,12 +361,12 @@ fn stable_hash<'a>(service: &'a ServiceKey, parts: [&'a str; 3]) -> String {
 /// The event id: fingerprint and detection time (event time, ms). A drift
 /// that recurs after resolving is detected at a later evaluation, so it is
 /// a new event, and a replay of the same spans gives the same id.
-pub fn event_id(fingerprint: &str, detected_unix_nanos: u64) -> String {
+pub(crate) fn event_id(fingerprint: &str, detected_unix_nanos: u64) -> String {
     format!("{fingerprint}-{}", detected_unix_nanos / 1_000_000)
 }
 
 /// The fingerprint an event id was made from (see `event_id`).
-pub fn fingerprint_of(id: &str) -> &str {
+pub(crate) fn fingerprint_of(id: &str) -> &str {
     id.rsplit_once('-').map_or(id, |(fingerprint, _)| fingerprint)
 }
 
@@ -400,7 +390,7 @@ pub struct Deploy {
 }
 
 impl Deploy {
-    pub fn new(
+    pub(crate) fn new(
         service: &ServiceKey,
         revision: &str,
         previous_revision: Option<&str>,
@@ -418,7 +408,7 @@ impl Deploy {
         }
     }
 
-    pub fn service_key(&self) -> ServiceKey {
+    pub(crate) fn service_key(&self) -> ServiceKey {
         ServiceKey::new(&self.service, self.environment.as_deref())
     }
 }
@@ -448,13 +438,13 @@ pub enum EventUpdate {
 /// `driftwatch_event_updates_waited_total`), so no update is dropped: the
 /// analysis queue behind it fills, and the receivers answer with a
 /// retryable status.
-pub const MAX_QUEUED_UPDATES: usize = 4096;
+pub(crate) const MAX_QUEUED_UPDATES: usize = 4096;
 
 /// Where the shards send detector updates.
-pub type UpdateSender = mpsc::Sender<EventUpdate>;
+pub(crate) type UpdateSender = mpsc::Sender<EventUpdate>;
 
 /// The queue of detector updates, bounded by [`MAX_QUEUED_UPDATES`].
-pub fn update_queue() -> (UpdateSender, mpsc::Receiver<EventUpdate>) {
+pub(crate) fn update_queue() -> (UpdateSender, mpsc::Receiver<EventUpdate>) {
     mpsc::channel(MAX_QUEUED_UPDATES)
 }
 
@@ -464,13 +454,13 @@ pub fn update_queue() -> (UpdateSender, mpsc::Receiver<EventUpdate>) {
 /// changes. Lookups by id scan the log, which holds at most `MAX_EVENTS`
 /// and changes only when drifts do.
 #[derive(Debug, Clone, Default)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     events: Vec<Arc<DriftEvent>>,
     max_events: usize,
 }
 
 impl EventLog {
-    pub fn new(max_events: usize) -> EventLog {
+    pub(crate) fn new(max_events: usize) -> EventLog {
         EventLog {
             events: Vec::new(),
             max_events: max_events.max(1),
@@ -479,7 +469,7 @@ impl EventLog {
 
     /// Applies an update; returns the event as it now stands, or `None`
     /// when nothing changed (an unknown id, an event already known).
-    pub fn apply(&mut self, update: EventUpdate) -> Option<DriftEvent> {
+    pub(crate) fn apply(&mut self, update: EventUpdate) -> Option<DriftEvent> {
         match update {
             EventUpdate::Deployed(_) => None,
             EventUpdate::Fired(event) => {
@@ -523,7 +513,7 @@ impl EventLog {
 
     /// Inserts `event`, or replaces the event with its id (the fleet's
     /// version of an event wins over this replica's).
-    pub fn upsert(&mut self, event: DriftEvent) {
+    pub(crate) fn upsert(&mut self, event: DriftEvent) {
         match self.position(&event.id) {
             Some(i) if self.events[i].detected_at.unix_nanos() == event.detected_at.unix_nanos() => {
                 self.events[i] = Arc::new(event);
@@ -539,7 +529,7 @@ impl EventLog {
     }
 
     /// The firing event with this fingerprint, if any.
-    pub fn firing_with_fingerprint(&self, fingerprint: &str) -> Option<&DriftEvent> {
+    pub(crate) fn firing_with_fingerprint(&self, fingerprint: &str) -> Option<&DriftEvent> {
         self.events
             .iter()
             .map(|e| &**e)
@@ -548,7 +538,7 @@ impl EventLog {
 
     /// Records attribution: suspects, the note, and the revisions as full
     /// SHAs where the repository resolved them.
-    pub fn set_attribution(&mut self, id: &str, attribution: &Attribution) -> Option<DriftEvent> {
+    pub(crate) fn set_attribution(&mut self, id: &str, attribution: &Attribution) -> Option<DriftEvent> {
         let i = self.position(id)?;
         let event = Arc::make_mut(&mut self.events[i]);
         event.suspects = attribution.suspects.clone();
@@ -565,7 +555,7 @@ impl EventLog {
 
     /// Drops resolved events detected before `cutoff_unix_nanos`; returns
     /// their ids.
-    pub fn retire_resolved(&mut self, cutoff_unix_nanos: u64) -> Vec<String> {
+    pub(crate) fn retire_resolved(&mut self, cutoff_unix_nanos: u64) -> Vec<String> {
         let retired = |e: &DriftEvent| e.state == EventState::Resolved && e.detected_at.unix_nanos() < cutoff_unix_nanos;
         let ids: Vec<String> = self.events.iter().filter(|e| retired(e)).map(|e| e.id.clone()).collect();
         if !ids.is_empty() {
@@ -601,22 +591,22 @@ impl EventLog {
     }
 
     /// Newest first.
-    pub fn list(&self) -> &[Arc<DriftEvent>] {
+    pub(crate) fn list(&self) -> &[Arc<DriftEvent>] {
         &self.events
     }
 
     /// The events, newest first, as owned records (for tools that replay
     /// traffic into a log of their own).
-    pub fn into_events(self) -> Vec<DriftEvent> {
+    pub(crate) fn into_events(self) -> Vec<DriftEvent> {
         self.events.into_iter().map(Arc::unwrap_or_clone).collect()
     }
 
-    pub fn get(&self, id: &str) -> Option<&DriftEvent> {
+    pub(crate) fn get(&self, id: &str) -> Option<&DriftEvent> {
         self.position(id).map(|i| &*self.events[i])
     }
 
     /// Firing events by kind.
-    pub fn firing(&self, kind: EventKind) -> usize {
+    pub(crate) fn firing(&self, kind: EventKind) -> usize {
         self.events
             .iter()
             .filter(|e| e.kind == kind && e.state == EventState::Firing)
@@ -628,18 +618,18 @@ impl EventLog {
 /// log: the snapshot its owner last published. Taking it never waits on
 /// the owner, and the owner never waits on a reader.
 #[derive(Debug, Clone)]
-pub struct EventsView(watch::Receiver<Arc<EventLog>>);
+pub(crate) struct EventsView(watch::Receiver<Arc<EventLog>>);
 
 impl EventsView {
     /// The latest snapshot.
-    pub fn current(&self) -> Arc<EventLog> {
+    pub(crate) fn current(&self) -> Arc<EventLog> {
         self.0.borrow().clone()
     }
 }
 
 /// The event log with the channel its readers watch: its one owner (the
 /// event pipeline's task) changes the log and publishes a snapshot.
-pub struct PublishedLog {
+pub(crate) struct PublishedLog {
     log: EventLog,
     tx: watch::Sender<Arc<EventLog>>,
     /// The log changed since the last snapshot.
@@ -647,27 +637,27 @@ pub struct PublishedLog {
 }
 
 impl PublishedLog {
-    pub fn new(log: EventLog) -> PublishedLog {
+    pub(crate) fn new(log: EventLog) -> PublishedLog {
         let (tx, _) = watch::channel(Arc::new(log.clone()));
         PublishedLog { log, tx, dirty: false }
     }
 
-    pub fn view(&self) -> EventsView {
+    pub(crate) fn view(&self) -> EventsView {
         EventsView(self.tx.subscribe())
     }
 
-    pub fn log(&self) -> &EventLog {
+    pub(crate) fn log(&self) -> &EventLog {
         &self.log
     }
 
     /// The log, to change; readers see the change at the next [`publish`](Self::publish).
-    pub fn log_mut(&mut self) -> &mut EventLog {
+    pub(crate) fn log_mut(&mut self) -> &mut EventLog {
         self.dirty = true;
         &mut self.log
     }
 
     /// Hands readers a snapshot of the log, if it changed.
-    pub fn publish(&mut self) {
+    pub(crate) fn publish(&mut self) {
         if std::mem::take(&mut self.dirty) {
             self.tx.send_replace(Arc::new(self.log.clone()));
         }

@@ -44,9 +44,9 @@ use crate::fleet::baseline::FleetBaseline;
 
 /// (revision, operation, peer) series kept per service, at most; requests
 /// of further series are counted in `overflow`.
-pub const MAX_SERIES: usize = 256;
+pub(crate) const MAX_SERIES: usize = 256;
 /// Buckets of a [`CallsHistogram`].
-pub const BUCKETS: usize = 32;
+pub(crate) const BUCKETS: usize = 32;
 /// Later revisions an incident records, at most.
 const MAX_SEEN_IN: usize = 64;
 /// Resolution hysteresis: traffic is clean only below this share of a
@@ -57,7 +57,7 @@ const RESOLVE_MARGIN_SHARE: f64 = 0.5;
 /// two (16–23, 24–31, 32–47, …), the last holding 3072 and above. The mean
 /// and the maximum are exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CallsHistogram {
+pub(crate) struct CallsHistogram {
     counts: [u32; BUCKETS],
     sum: u64,
     max: u32,
@@ -74,7 +74,7 @@ impl CallsHistogram {
     }
 
     /// The smallest number of calls bucket `index` holds.
-    pub fn lower(index: usize) -> u32 {
+    pub(crate) fn lower(index: usize) -> u32 {
         if index < 16 {
             return index as u32;
         }
@@ -82,7 +82,7 @@ impl CallsHistogram {
         (1 << power) + ((index - 16) % 2) as u32 * (1 << (power - 1))
     }
 
-    pub fn add(&mut self, calls: u32) {
+    pub(crate) fn add(&mut self, calls: u32) {
         self.add_n(calls, 1);
     }
 
@@ -93,7 +93,7 @@ impl CallsHistogram {
         self.max = self.max.max(calls);
     }
 
-    pub fn merge(&mut self, other: &CallsHistogram) {
+    pub(crate) fn merge(&mut self, other: &CallsHistogram) {
         for (slot, n) in self.counts.iter_mut().zip(other.counts) {
             *slot = slot.saturating_add(n);
         }
@@ -101,23 +101,23 @@ impl CallsHistogram {
         self.max = self.max.max(other.max);
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.counts.iter().map(|&c| u64::from(c)).sum()
     }
 
-    pub fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         match self.requests() {
             0 => 0.0,
             n => self.sum as f64 / n as f64,
         }
     }
 
-    pub fn max(&self) -> u32 {
+    pub(crate) fn max(&self) -> u32 {
         self.max
     }
 
     /// The bucket (its smallest value) holding quantile `q`.
-    pub fn quantile(&self, q: f64) -> u32 {
+    pub(crate) fn quantile(&self, q: f64) -> u32 {
         let n = self.requests();
         if n == 0 {
             return 0;
@@ -134,7 +134,7 @@ impl CallsHistogram {
     }
 
     /// (smallest value, requests) of each non-empty bucket, in order.
-    pub fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.counts
             .iter()
             .enumerate()
@@ -144,7 +144,7 @@ impl CallsHistogram {
 
     /// Rebuilds a histogram from its buckets and mean (a stored baseline).
     /// The sum is restored from the mean, the maximum from the buckets.
-    pub fn from_buckets(buckets: &[(u64, u64)], mean: f64) -> CallsHistogram {
+    pub(crate) fn from_buckets(buckets: &[(u64, u64)], mean: f64) -> CallsHistogram {
         let mut histogram = CallsHistogram::default();
         for &(calls, n) in buckets {
             let calls = u32::try_from(calls).unwrap_or(u32::MAX);
@@ -158,7 +158,7 @@ impl CallsHistogram {
 }
 
 impl CallsSummary {
-    pub fn of(h: &CallsHistogram) -> CallsSummary {
+    pub(crate) fn of(h: &CallsHistogram) -> CallsSummary {
         CallsSummary {
             requests: h.requests(),
             mean: (h.mean() * 100.0).round() / 100.0,
@@ -211,7 +211,7 @@ impl Series {
 }
 
 #[derive(Debug)]
-pub struct Incident {
+pub(crate) struct Incident {
     pub event_id: String,
     pub introduced: RevId,
     pub onset: u64,
@@ -228,7 +228,7 @@ enum Verdict {
     Clean,
 }
 
-pub struct FanoutDetector {
+pub(crate) struct FanoutDetector {
     config: FanoutConfig,
     series: HashMap<(RevId, Sym, Sym), Series>,
     incidents: HashMap<(Sym, Sym), Incident>,
@@ -240,7 +240,7 @@ pub struct FanoutDetector {
 }
 
 impl FanoutDetector {
-    pub fn new(config: FanoutConfig) -> FanoutDetector {
+    pub(crate) fn new(config: FanoutConfig) -> FanoutDetector {
         FanoutDetector {
             config,
             series: HashMap::new(),
@@ -257,7 +257,7 @@ impl FanoutDetector {
 
     /// Calls per request of each (revision, operation, peer) over the
     /// revision's life, for the snapshots.
-    pub fn series_totals(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, &CallsHistogram)> + '_ {
+    pub(crate) fn series_totals(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, &CallsHistogram)> + '_ {
         self.series
             .iter()
             .map(|((revision, operation, peer), series)| (*revision, operation, peer, &series.total))
@@ -265,7 +265,7 @@ impl FanoutDetector {
 
     /// Restores a series' calls per request from a snapshot, as traffic
     /// older than its recent windows: a baseline, not a current sample.
-    pub fn restore_series(&mut self, revision: RevId, operation: Sym, peer: Sym, total: CallsHistogram) {
+    pub(crate) fn restore_series(&mut self, revision: RevId, operation: Sym, peer: Sym, total: CallsHistogram) {
         if self.series.len() >= MAX_SERIES {
             return;
         }
@@ -274,7 +274,7 @@ impl FanoutDetector {
 
     /// Mean calls per request of each (revision, operation, peer) over the
     /// revision's requests that called the peer, for the dashboards.
-    pub fn means(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {
+    pub(crate) fn means(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {
         self.series
             .iter()
             .filter(|(_, series)| series.total.requests() > 0)
@@ -282,7 +282,7 @@ impl FanoutDetector {
     }
 
     /// Counts one request's calls per peer.
-    pub fn on_request(&mut self, request: &RequestCalls) {
+    pub(crate) fn on_request(&mut self, request: &RequestCalls) {
         if !self.config.enabled {
             return;
         }
@@ -355,7 +355,7 @@ impl FanoutDetector {
         })
     }
 
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         service: &ServiceKey,
         timeline: &RevisionTimeline,
@@ -530,23 +530,23 @@ impl FanoutDetector {
     }
 
     /// Firing drifts: ((operation, peer), incident).
-    pub fn incidents(&self) -> impl Iterator<Item = (&(Sym, Sym), &Incident)> {
+    pub(crate) fn incidents(&self) -> impl Iterator<Item = (&(Sym, Sym), &Incident)> {
         self.incidents.iter()
     }
 
     /// (revision, operation, peer) series that carried a drift: never a
     /// baseline again, across restarts (they are kept in the snapshot).
-    pub fn regressed(&self) -> impl Iterator<Item = &(RevId, Sym, Sym)> {
+    pub(crate) fn regressed(&self) -> impl Iterator<Item = &(RevId, Sym, Sym)> {
         self.regressed.iter()
     }
 
     /// Restores a series [`regressed`](Self::regressed) listed.
-    pub fn restore_regressed(&mut self, revision: RevId, operation: Sym, peer: Sym) {
+    pub(crate) fn restore_regressed(&mut self, revision: RevId, operation: Sym, peer: Sym) {
         self.regressed.insert((revision, operation, peer));
     }
 
     /// Resumes a drift that was firing before a restart.
-    pub fn restore_firing(
+    pub(crate) fn restore_firing(
         &mut self,
         (operation, peer): (Sym, Sym),
         revision: RevId,
@@ -573,11 +573,11 @@ impl FanoutDetector {
     }
 
     /// Later revisions that carry a firing incident.
-    pub fn seen_in(incident: &Incident) -> &[RevId] {
+    pub(crate) fn seen_in(incident: &Incident) -> &[RevId] {
         &incident.seen_in
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.series.retain(|(r, _, _), _| *r != revision);
         self.streaks.retain(|(r, _, _), _| *r != revision);
         self.regressed.retain(|(r, _, _)| *r != revision);

@@ -24,10 +24,10 @@ const LEADING_ZERO_COUNT_BASE: u32 = 64 - SUB_BUCKET_HALF_COUNT_MAGNITUDE - 1;
 
 /// Largest value recorded as itself (1 hour in microseconds); larger
 /// values are recorded as this.
-pub const MAX_VALUE: u64 = 3_600_000_000;
+pub(crate) const MAX_VALUE: u64 = 3_600_000_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SparseHistogram {
+pub(crate) struct SparseHistogram {
     /// `(bucket index, count)`, sorted by index, counts above zero.
     buckets: Vec<(u16, u32)>,
     total: u64,
@@ -35,18 +35,18 @@ pub struct SparseHistogram {
 
 /// One bucket in use, as iteration yields it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     index: u16,
     count: u32,
 }
 
 impl Recorded {
     /// The highest value of the bucket.
-    pub fn value_iterated_to(&self) -> u64 {
+    pub(crate) fn value_iterated_to(&self) -> u64 {
         highest_equivalent(value_for(self.index))
     }
 
-    pub fn count_at_value(&self) -> u32 {
+    pub(crate) fn count_at_value(&self) -> u32 {
         self.count
     }
 }
@@ -85,44 +85,47 @@ fn lowest_equivalent(value: u64) -> u64 {
 }
 
 /// The highest value sharing `value`'s bucket.
-pub fn highest_equivalent(value: u64) -> u64 {
+pub(crate) fn highest_equivalent(value: u64) -> u64 {
     lowest_equivalent(value) + equivalent_range(value) - 1
 }
 
 /// The middle of `value`'s bucket (rounded up).
+#[cfg(test)]
 fn median_equivalent(value: u64) -> u64 {
     lowest_equivalent(value) + (equivalent_range(value) >> 1)
 }
 
 impl SparseHistogram {
-    pub fn new() -> SparseHistogram {
+    pub(crate) fn new() -> SparseHistogram {
         SparseHistogram::default()
     }
 
     /// Values recorded.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.total
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.total == 0
     }
 
     /// Buckets in use.
-    pub fn buckets(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buckets(&self) -> usize {
         self.buckets.len()
     }
 
     /// Heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * std::mem::size_of::<(u16, u32)>()
     }
 
-    pub fn record(&mut self, value: u64) {
+    pub(crate) fn record(&mut self, value: u64) {
         self.record_n(value, 1);
     }
 
-    pub fn record_n(&mut self, value: u64, count: u32) {
+    pub(crate) fn record_n(&mut self, value: u64, count: u32) {
         if count == 0 {
             return;
         }
@@ -135,7 +138,7 @@ impl SparseHistogram {
     }
 
     /// Adds every count of `other`.
-    pub fn add(&mut self, other: &SparseHistogram) {
+    pub(crate) fn add(&mut self, other: &SparseHistogram) {
         if other.is_empty() {
             return;
         }
@@ -178,7 +181,7 @@ impl SparseHistogram {
 
     /// Removes every count of `other`, which must have been added before
     /// (a count never goes below zero).
-    pub fn subtract(&mut self, other: &SparseHistogram) {
+    pub(crate) fn subtract(&mut self, other: &SparseHistogram) {
         let mut from = 0;
         for &(index, count) in &other.buckets {
             if let Ok(at) = self.buckets[from..].binary_search_by_key(&index, |b| b.0) {
@@ -193,19 +196,19 @@ impl SparseHistogram {
     }
 
     /// Empties it, keeping its allocation.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.buckets.clear();
         self.total = 0;
     }
 
     /// The buckets in use, lowest first.
-    pub fn iter_recorded(&self) -> impl Iterator<Item = Recorded> + '_ {
+    pub(crate) fn iter_recorded(&self) -> impl Iterator<Item = Recorded> + '_ {
         self.buckets.iter().map(|&(index, count)| Recorded { index, count })
     }
 
     /// The highest value of the bucket holding the `quantile`'s sample
     /// (the lowest value at quantile 0), or 0 when empty.
-    pub fn value_at_quantile(&self, quantile: f64) -> u64 {
+    pub(crate) fn value_at_quantile(&self, quantile: f64) -> u64 {
         let quantile = quantile.min(1.0);
         let wanted = ((quantile * self.total as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
@@ -220,7 +223,8 @@ impl SparseHistogram {
     }
 
     /// Values recorded in the buckets from `low`'s to `high`'s, inclusive.
-    pub fn count_between(&self, low: u64, high: u64) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count_between(&self, low: u64, high: u64) -> u64 {
         let (low, high) = (index_for(low), index_for(high));
         self.buckets
             .iter()
@@ -230,17 +234,20 @@ impl SparseHistogram {
     }
 
     /// The lowest value of the lowest bucket in use, or 0 when empty.
-    pub fn min(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn min(&self) -> u64 {
         self.buckets.first().map_or(0, |b| lowest_equivalent(value_for(b.0)))
     }
 
     /// The highest value of the highest bucket in use, or 0 when empty.
-    pub fn max(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn max(&self) -> u64 {
         self.buckets.last().map_or(0, |b| highest_equivalent(value_for(b.0)))
     }
 
     /// The mean, each value taken at its bucket's middle.
-    pub fn mean(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn mean(&self) -> f64 {
         if self.total == 0 {
             return 0.0;
         }

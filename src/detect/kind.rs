@@ -16,7 +16,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::LatencyRegression => "latency_regression",
             EventKind::NewOutboundPeer => "new_outbound_peer",
@@ -28,7 +28,7 @@ impl EventKind {
     }
 
     /// As people read it, in titles.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             EventKind::LatencyRegression => "Latency regression",
             EventKind::NewOutboundPeer => "New outbound peer",
@@ -40,7 +40,7 @@ impl EventKind {
     }
 
     /// Every kind, in a fixed order (for metrics that list them all).
-    pub const ALL: [EventKind; 6] = [
+    pub(crate) const ALL: [EventKind; 6] = [
         EventKind::LatencyRegression,
         EventKind::NewOutboundPeer,
         EventKind::ErrorRateRegression,
@@ -61,7 +61,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",

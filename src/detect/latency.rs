@@ -65,7 +65,7 @@ const MIN_CHUNK_SPANS: u64 = 10;
 const RESOLVE_MARGIN_SHARE: f64 = 0.5;
 
 /// A firing drift of one operation.
-pub struct Incident {
+pub(crate) struct Incident {
     pub event_id: String,
     /// The revision that introduced it.
     pub introduced: RevId,
@@ -89,7 +89,7 @@ enum Verdict {
     Clean,
 }
 
-pub struct LatencyDetector {
+pub(crate) struct LatencyDetector {
     config: LatencyConfig,
     /// Windows in the baseline span, for the persistence test's baseline.
     baseline_windows: usize,
@@ -123,7 +123,7 @@ struct Check<'a> {
 }
 
 impl LatencyDetector {
-    pub fn new(config: LatencyConfig, baseline_windows: usize) -> LatencyDetector {
+    pub(crate) fn new(config: LatencyConfig, baseline_windows: usize) -> LatencyDetector {
         LatencyDetector {
             config,
             baseline_windows,
@@ -135,29 +135,29 @@ impl LatencyDetector {
     }
 
     /// Clean comparisons in a row of `op` in `revision` with its baseline.
-    pub fn clean_evaluations(&self, op: OpId, revision: RevId) -> u32 {
+    pub(crate) fn clean_evaluations(&self, op: OpId, revision: RevId) -> u32 {
         self.clean.get(&(op, revision)).copied().unwrap_or(0)
     }
 
     /// Firing drifts, by operation.
-    pub fn incidents(&self) -> impl Iterator<Item = (OpId, &Incident)> {
+    pub(crate) fn incidents(&self) -> impl Iterator<Item = (OpId, &Incident)> {
         self.incidents.iter().map(|(op, incident)| (*op, incident))
     }
 
     /// (operation, revision) pairs that carried a drift: never a baseline
     /// again, across restarts (they are kept in the snapshot).
-    pub fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
+    pub(crate) fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
         self.regressed.iter().copied()
     }
 
     /// Restores a pair [`regressed`](Self::regressed) listed.
-    pub fn restore_regressed(&mut self, op: OpId, revision: RevId) {
+    pub(crate) fn restore_regressed(&mut self, op: OpId, revision: RevId) {
         self.regressed.insert((op, revision));
     }
 
     /// Resumes a drift that was firing before a restart: it resolves like
     /// any other, and its revisions are no baseline.
-    pub fn restore_firing(
+    pub(crate) fn restore_firing(
         &mut self,
         op: OpId,
         revision: &RevisionEntry,
@@ -183,7 +183,7 @@ impl LatencyDetector {
         );
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.streaks.retain(|(_, r), _| *r != revision);
         self.clean.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);
@@ -192,14 +192,14 @@ impl LatencyDetector {
         }
     }
 
-    pub fn forget_operations(&mut self, ops: &[OpId]) {
+    pub(crate) fn forget_operations(&mut self, ops: &[OpId]) {
         self.streaks.retain(|(op, _), _| !ops.contains(op));
         self.clean.retain(|(op, _), _| !ops.contains(op));
         self.regressed.retain(|(op, _)| !ops.contains(op));
         self.incidents.retain(|op, _| !ops.contains(op));
     }
 
-    pub fn evaluate(&mut self, service: &ServiceView<'_>, at: u64, out: &mut Vec<EventUpdate>) {
+    pub(crate) fn evaluate(&mut self, service: &ServiceView<'_>, at: u64, out: &mut Vec<EventUpdate>) {
         let current_window = nanos(self.config.current_window);
         let mut active: Vec<&RevisionEntry> = service
             .timeline

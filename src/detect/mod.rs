@@ -5,19 +5,19 @@
 //! [`event::EventLog`]; the API, the pages and the alerting read the
 //! snapshots it publishes ([`event::EventsView`]).
 
-pub mod dependency;
-pub mod details;
-pub mod errors;
+pub(crate) mod dependency;
+pub(crate) mod details;
+pub(crate) mod errors;
 pub mod event;
-pub mod fanout;
-pub mod histogram;
-pub mod kind;
-pub mod latency;
-pub mod outbound;
-pub mod repeats;
-pub mod stats;
+pub(crate) mod fanout;
+pub(crate) mod histogram;
+pub(crate) mod kind;
+pub(crate) mod latency;
+pub(crate) mod outbound;
+pub(crate) mod repeats;
+pub(crate) mod stats;
 
-pub use crate::clock::nanos;
+pub(crate) use crate::clock::nanos;
 
 /// How a drift whose signal stopped for `resolve_after` ended, judged by
 /// the newest revision serving within `resolve_after`: `rolled_back` when
@@ -25,7 +25,7 @@ pub use crate::clock::nanos;
 /// not one of the `carriers` (the introducing revision and those that
 /// still showed the drift), else `traffic_gone` — no longer observed,
 /// which is not the same as fixed.
-pub fn ended(
+pub(crate) fn ended(
     timeline: &crate::analyze::timeline::RevisionTimeline,
     introduced: crate::analyze::timeline::RevId,
     fallback_first_seen: u64,
@@ -62,7 +62,7 @@ pub fn ended(
 /// evaluation at `at` counts exactly those that started before `at`,
 /// however the spans were batched.
 #[derive(Debug)]
-pub struct Settled {
+pub(crate) struct Settled {
     /// Not yet evaluated, by evaluation interval: (count, last start).
     unsettled: std::collections::BTreeMap<u64, (u64, u64)>,
     /// Sightings that started before the last evaluation.
@@ -73,7 +73,7 @@ pub struct Settled {
 
 impl Settled {
     /// Nothing counted yet; `last` starts at `first_seen`.
-    pub fn new(first_seen: u64) -> Settled {
+    pub(crate) fn new(first_seen: u64) -> Settled {
         Settled {
             unsettled: std::collections::BTreeMap::new(),
             total: 0,
@@ -81,14 +81,14 @@ impl Settled {
         }
     }
 
-    pub fn count(&mut self, start: u64, interval: u64) {
+    pub(crate) fn count(&mut self, start: u64, interval: u64) {
         let slot = self.unsettled.entry(start / interval).or_default();
         slot.0 += 1;
         slot.1 = slot.1.max(start);
     }
 
     /// Folds the sightings that started before `at` into the totals.
-    pub fn settle(&mut self, at: u64, interval: u64) {
+    pub(crate) fn settle(&mut self, at: u64, interval: u64) {
         let later = self.unsettled.split_off(&(at / interval));
         for (_, (count, last)) in std::mem::replace(&mut self.unsettled, later) {
             self.total += count;
@@ -100,7 +100,7 @@ impl Settled {
 /// Later revisions that carry a firing drift: (revision, first sighting,
 /// reported). Each is reported once, at the first evaluation after it was
 /// seen.
-pub fn report_seen_in(
+pub(crate) fn report_seen_in(
     id: &str,
     seen_in: &mut [(crate::analyze::timeline::RevId, u64, bool)],
     timeline: &crate::analyze::timeline::RevisionTimeline,
@@ -122,7 +122,7 @@ pub fn report_seen_in(
 }
 
 /// The revision that introduced a drift and those that carried it since.
-pub fn carriers(
+pub(crate) fn carriers(
     introduced: crate::analyze::timeline::RevId,
     seen_in: &[(crate::analyze::timeline::RevId, u64, bool)],
 ) -> Vec<crate::analyze::timeline::RevId> {
@@ -130,4 +130,4 @@ pub fn carriers(
 }
 
 /// Events kept in memory for the API.
-pub const MAX_EVENTS: usize = 10_000;
+pub(crate) const MAX_EVENTS: usize = 10_000;

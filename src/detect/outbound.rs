@@ -54,7 +54,7 @@ impl Candidate {
 /// Later revisions a firing candidate still records, at most.
 const MAX_SEEN_IN: usize = 64;
 
-pub struct OutboundDetector {
+pub(crate) struct OutboundDetector {
     config: OutboundConfig,
     allow: Vec<(glob::Pattern, bool)>,
     candidates: HashMap<Sym, Candidate>,
@@ -64,7 +64,7 @@ pub struct OutboundDetector {
 }
 
 impl OutboundDetector {
-    pub fn new(config: OutboundConfig, interval: std::time::Duration) -> OutboundDetector {
+    pub(crate) fn new(config: OutboundConfig, interval: std::time::Duration) -> OutboundDetector {
         // Patterns were validated with the configuration.
         let allow = config
             .allow
@@ -81,7 +81,7 @@ impl OutboundDetector {
     }
 
     /// Whether the allowlist (if any) admits `peer`.
-    pub fn allowed(&self, peer: &str) -> bool {
+    pub(crate) fn allowed(&self, peer: &str) -> bool {
         self.allow.is_empty()
             || self
                 .allow
@@ -90,7 +90,7 @@ impl OutboundDetector {
     }
 
     /// Screens one call as it is recorded.
-    pub fn on_call(&mut self, peer: &Sym, revision: RevId, start: u64, novelty: Novelty) {
+    pub(crate) fn on_call(&mut self, peer: &Sym, revision: RevId, start: u64, novelty: Novelty) {
         if !self.config.enabled {
             return;
         }
@@ -124,23 +124,23 @@ impl OutboundDetector {
         }
     }
 
-    pub fn first_seen(&self) -> Option<u64> {
+    pub(crate) fn first_seen(&self) -> Option<u64> {
         self.service_first_seen
     }
 
     /// Notes the service's first span, so learning starts with it.
-    pub fn on_span(&mut self, start: u64) {
+    pub(crate) fn on_span(&mut self, start: u64) {
         self.service_first_seen.get_or_insert(start);
     }
 
     /// Notes that the service ran since `first_seen` elsewhere in the fleet:
     /// its learning period is behind it there, so it is here too.
-    pub fn learn_first_seen(&mut self, first_seen: u64) {
+    pub(crate) fn learn_first_seen(&mut self, first_seen: u64) {
         let current = self.service_first_seen.get_or_insert(first_seen);
         *current = (*current).min(first_seen);
     }
 
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         service: &ServiceKey,
         peers: &PeerSets,
@@ -202,7 +202,7 @@ impl OutboundDetector {
     }
 
     /// Firing drifts: (peer, revision, event id, reasons, first call).
-    pub fn firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[PeerReason], u64)> {
+    pub(crate) fn firing(&self) -> impl Iterator<Item = (&Sym, RevId, &str, &[PeerReason], u64)> {
         self.candidates.iter().filter_map(|(peer, c)| {
             c.firing
                 .as_deref()
@@ -211,12 +211,12 @@ impl OutboundDetector {
     }
 
     /// Resumes a drift that was firing before a restart.
-    pub fn restore_firing(&mut self, peer: Sym, revision: RevId, event_id: String, reasons: Vec<PeerReason>, first_seen: u64) {
+    pub(crate) fn restore_firing(&mut self, peer: Sym, revision: RevId, event_id: String, reasons: Vec<PeerReason>, first_seen: u64) {
         self.candidates
             .insert(peer, Candidate::new(revision, first_seen, reasons, Some(event_id)));
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.candidates.retain(|_, c| c.firing.is_some() || c.revision != revision);
     }
 }

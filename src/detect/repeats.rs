@@ -62,7 +62,7 @@ impl Counts {
 }
 
 #[derive(Debug)]
-pub struct Incident {
+pub(crate) struct Incident {
     pub revision: RevId,
     pub event_id: String,
     pub first_repeat: u64,
@@ -71,7 +71,7 @@ pub struct Incident {
     seen_in: Vec<(RevId, u64, bool)>,
 }
 
-pub struct RepeatDetector {
+pub(crate) struct RepeatDetector {
     config: RepeatedCallConfig,
     critical: Vec<glob::Pattern>,
     counts: HashMap<(RevId, Sym, Sym), Counts>,
@@ -81,7 +81,7 @@ pub struct RepeatDetector {
 impl RepeatDetector {
     /// Share of each (revision, operation, peer)'s requests that made the
     /// unsafe call more than once, for the dashboards.
-    pub fn shares(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {
+    pub(crate) fn shares(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, f64)> + '_ {
         self.counts
             .iter()
             .filter(|(_, counts)| counts.requests > 0)
@@ -90,7 +90,7 @@ impl RepeatDetector {
             })
     }
 
-    pub fn new(config: RepeatedCallConfig) -> RepeatDetector {
+    pub(crate) fn new(config: RepeatedCallConfig) -> RepeatDetector {
         // Patterns were validated with the configuration.
         let critical = config.critical_peers.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect();
         RepeatDetector {
@@ -104,14 +104,14 @@ impl RepeatDetector {
     /// Each (revision, operation, peer)'s counts, for the snapshots:
     /// (requests, repeated requests, most calls in one, first and last
     /// repeat).
-    pub fn counts(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, [u64; 5])> + '_ {
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (RevId, &Sym, &Sym, [u64; 5])> + '_ {
         self.counts
             .iter()
             .map(|((revision, operation, peer), c)| (*revision, operation, peer, c.as_array()))
     }
 
     /// Restores counts [`RepeatDetector::counts`] gave.
-    pub fn restore_counts(&mut self, revision: RevId, operation: Sym, peer: Sym, counts: [u64; 5]) {
+    pub(crate) fn restore_counts(&mut self, revision: RevId, operation: Sym, peer: Sym, counts: [u64; 5]) {
         if self.counts.len() >= MAX_SERIES {
             return;
         }
@@ -119,7 +119,7 @@ impl RepeatDetector {
     }
 
     /// Counts one request's unsafe calls.
-    pub fn on_request(&mut self, request: &RequestCalls) {
+    pub(crate) fn on_request(&mut self, request: &RequestCalls) {
         if !self.config.enabled {
             return;
         }
@@ -152,7 +152,7 @@ impl RepeatDetector {
         }
     }
 
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         service: &ServiceKey,
         timeline: &RevisionTimeline,
@@ -243,12 +243,12 @@ impl RepeatDetector {
     }
 
     /// Firing drifts: ((operation, peer), incident).
-    pub fn incidents(&self) -> impl Iterator<Item = (&(Sym, Sym), &Incident)> {
+    pub(crate) fn incidents(&self) -> impl Iterator<Item = (&(Sym, Sym), &Incident)> {
         self.incidents.iter()
     }
 
     /// Resumes a drift that was firing before a restart.
-    pub fn restore_firing(&mut self, operation: Sym, peer: Sym, revision: RevId, event_id: String, first_repeat: u64) {
+    pub(crate) fn restore_firing(&mut self, operation: Sym, peer: Sym, revision: RevId, event_id: String, first_repeat: u64) {
         self.incidents.insert(
             (operation, peer),
             Incident {
@@ -261,7 +261,7 @@ impl RepeatDetector {
         );
     }
 
-    pub fn forget_revision(&mut self, revision: RevId) {
+    pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.counts.retain(|(r, _, _), _| *r != revision);
     }
 }

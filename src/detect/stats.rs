@@ -10,25 +10,25 @@
 use crate::detect::histogram::SparseHistogram;
 
 /// Latency histograms: microseconds, 2 significant figures (1% precision).
-pub type LatencyHistogram = SparseHistogram;
+pub(crate) type LatencyHistogram = SparseHistogram;
 
 /// Largest latency recorded exactly, in microseconds (1 hour); longer spans
 /// are clamped to it.
-pub const MAX_TRACKABLE_MICROS: u64 = crate::detect::histogram::MAX_VALUE;
+pub(crate) const MAX_TRACKABLE_MICROS: u64 = crate::detect::histogram::MAX_VALUE;
 
 /// A new, empty latency histogram with the shared bucket layout.
-pub fn new_histogram() -> LatencyHistogram {
+pub(crate) fn new_histogram() -> LatencyHistogram {
     SparseHistogram::new()
 }
 
 /// Records a duration, clamped into the trackable range.
-pub fn record(histogram: &mut LatencyHistogram, micros: u64) {
+pub(crate) fn record(histogram: &mut LatencyHistogram, micros: u64) {
     histogram.record(micros.clamp(1, MAX_TRACKABLE_MICROS));
 }
 
 /// `histogram` with every value multiplied by `factor`: the baseline
 /// shifted by a margin, for tests of "slower by at least the margin".
-pub fn scaled(histogram: &LatencyHistogram, factor: f64) -> LatencyHistogram {
+pub(crate) fn scaled(histogram: &LatencyHistogram, factor: f64) -> LatencyHistogram {
     let mut out = new_histogram();
     for v in histogram.iter_recorded() {
         let value = (v.value_iterated_to() as f64 * factor).round() as u64;
@@ -47,7 +47,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(histogram: &LatencyHistogram) -> Summary {
+    pub(crate) fn of(histogram: &LatencyHistogram) -> Summary {
         if histogram.is_empty() {
             return Summary::default();
         }
@@ -72,7 +72,7 @@ pub struct Distribution {
 
 /// Both histograms over `bins` log-spaced bins spanning their common
 /// range (p0.1 to p99.9), as shares of each histogram's spans.
-pub fn distribution(
+pub(crate) fn distribution(
     baseline: &LatencyHistogram,
     current: &LatencyHistogram,
     bins: usize,
@@ -105,7 +105,7 @@ pub fn distribution(
 /// Result of the one-sided test "current is stochastically greater than
 /// baseline".
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MannWhitney {
+pub(crate) struct MannWhitney {
     /// U statistic of the current sample.
     pub u: f64,
     /// Standardised statistic (continuity- and tie-corrected).
@@ -119,7 +119,7 @@ pub struct MannWhitney {
 
 /// One-sided Mann-Whitney U test of `current > baseline` from histograms.
 /// Returns `None` when either side is empty or every value ties.
-pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistogram) -> Option<MannWhitney> {
+pub(crate) fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistogram) -> Option<MannWhitney> {
     mann_whitney_counts(
         baseline.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))),
         current.iter_recorded().map(|v| (v.value_iterated_to(), u64::from(v.count_at_value()))),
@@ -129,7 +129,7 @@ pub fn mann_whitney_greater(baseline: &LatencyHistogram, current: &LatencyHistog
 /// One-sided Mann-Whitney U test of `current > baseline` from two
 /// samples given as (value, count) pairs in increasing value order.
 /// Returns `None` when either side is empty or every value ties.
-pub fn mann_whitney_counts(
+pub(crate) fn mann_whitney_counts(
     baseline: impl Iterator<Item = (u64, u64)>,
     current: impl Iterator<Item = (u64, u64)>,
 ) -> Option<MannWhitney> {
@@ -192,7 +192,7 @@ pub fn mann_whitney_counts(
 
 /// A p-value for people: "p = 5.4e-23", or "p < 1e-300" where the normal
 /// tail underflows (an exact 0 would overstate what the test knows).
-pub fn describe_p_value(p: f64) -> String {
+pub(crate) fn describe_p_value(p: f64) -> String {
     if p < 1e-300 {
         "p < 1e-300".to_owned()
     } else {
@@ -201,7 +201,7 @@ pub fn describe_p_value(p: f64) -> String {
 }
 
 /// P(Z > z) for a standard normal Z.
-pub fn upper_tail(z: f64) -> f64 {
+pub(crate) fn upper_tail(z: f64) -> f64 {
     0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
 }
 
@@ -210,7 +210,7 @@ pub fn upper_tail(z: f64) -> f64 {
 /// multiplicative, and logs tame the tail); and how many of its spans were
 /// errors, for the error-rate detector.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct WindowMoments {
+pub(crate) struct WindowMoments {
     pub start_unix_nanos: u64,
     pub count: u64,
     pub sum_ln: f64,
@@ -219,21 +219,21 @@ pub struct WindowMoments {
 }
 
 impl WindowMoments {
-    pub fn add(&mut self, ln: f64, error: bool) {
+    pub(crate) fn add(&mut self, ln: f64, error: bool) {
         self.count += 1;
         self.sum_ln += ln;
         self.sum_ln2 += ln * ln;
         self.errors += u64::from(error);
     }
 
-    pub fn merge(&mut self, other: &WindowMoments) {
+    pub(crate) fn merge(&mut self, other: &WindowMoments) {
         self.count += other.count;
         self.sum_ln += other.sum_ln;
         self.sum_ln2 += other.sum_ln2;
         self.errors += other.errors;
     }
 
-    pub fn mean(&self) -> f64 {
+    pub(crate) fn mean(&self) -> f64 {
         if self.count == 0 {
             0.0
         } else {
@@ -242,7 +242,7 @@ impl WindowMoments {
     }
 
     /// Sample standard deviation of log-latency.
-    pub fn std_dev(&self) -> f64 {
+    pub(crate) fn std_dev(&self) -> f64 {
         if self.count < 2 {
             return 0.0;
         }
@@ -256,7 +256,7 @@ impl WindowMoments {
 /// P(X ≥ current_errors) for X hypergeometric with the table's margins. It
 /// stays exact for the small counts of rare errors, where a normal
 /// approximation would be far off.
-pub fn fisher_greater(current_errors: u64, current: u64, baseline_errors: u64, baseline: u64) -> f64 {
+pub(crate) fn fisher_greater(current_errors: u64, current: u64, baseline_errors: u64, baseline: u64) -> f64 {
     let (x, n1) = (current_errors.min(current), current);
     let n2 = baseline;
     let y = baseline_errors.min(baseline);
@@ -324,21 +324,21 @@ const MIN_DISPERSION_GROUPS: usize = 5;
 /// when each span fails independently at one rate, and larger when errors
 /// come in bursts (a flaky dependency's outages). At least 1.
 #[derive(Debug, Clone, Default)]
-pub struct Dispersion {
+pub(crate) struct Dispersion {
     group_spans: u64,
     open: (u64, u64),
     groups: Vec<(u64, u64)>,
 }
 
 impl Dispersion {
-    pub fn new(group_spans: u64) -> Dispersion {
+    pub(crate) fn new(group_spans: u64) -> Dispersion {
         Dispersion {
             group_spans: group_spans.max(1),
             ..Default::default()
         }
     }
 
-    pub fn add(&mut self, window: &WindowMoments) {
+    pub(crate) fn add(&mut self, window: &WindowMoments) {
         self.open.0 += window.count;
         self.open.1 += window.errors.min(window.count);
         if self.open.0 >= self.group_spans {
@@ -352,7 +352,7 @@ impl Dispersion {
     /// `BURST_ALPHA` over the number of groups): errors that came one by
     /// one, not in bursts. The overdispersion alone would miss one burst
     /// in a long history, where its share of χ² is diluted.
-    pub fn steady(&self, min_groups: usize, limit: f64) -> bool {
+    pub(crate) fn steady(&self, min_groups: usize, limit: f64) -> bool {
         if self.groups.len() < min_groups.max(2) || self.overdispersion() > limit {
             return false;
         }
@@ -365,7 +365,7 @@ impl Dispersion {
         })
     }
 
-    pub fn factor(&self) -> f64 {
+    pub(crate) fn factor(&self) -> f64 {
         if self.groups.len() < MIN_DISPERSION_GROUPS {
             return 1.0;
         }
@@ -402,7 +402,7 @@ impl Dispersion {
 /// touches, so what is left shows whether the rise is in the traffic or
 /// only in the burst. `None`
 /// with fewer than `min_groups` groups, or before the span is covered.
-pub fn errors_without_worst_half(
+pub(crate) fn errors_without_worst_half(
     recent: impl Iterator<Item = WindowMoments>,
     min_groups: usize,
     group_spans: u64,
@@ -438,7 +438,7 @@ pub fn errors_without_worst_half(
 /// dependency fails a large share of requests, but only for a while: it
 /// lifts the groups it overlaps, not two thirds of a span longer than
 /// itself, whereas a regression lifts them all.
-pub fn persistent_errors(
+pub(crate) fn persistent_errors(
     recent: impl Iterator<Item = WindowMoments>,
     floor_rate: f64,
     min_groups: usize,
@@ -470,7 +470,7 @@ pub fn persistent_errors(
 /// `min_chunk` spans) has a mean log-latency above the baseline's by more
 /// than `z` standard errors. This is the persistence test: a burst that
 /// touches one or two windows cannot pass it, however large.
-pub fn persistent_shift(
+pub(crate) fn persistent_shift(
     recent: impl Iterator<Item = WindowMoments>,
     baseline: &WindowMoments,
     chunks: usize,
@@ -504,7 +504,7 @@ pub fn persistent_shift(
 /// Estimates where the series shifted upward: the split maximising the
 /// weighted difference of segment means of log-latency (a CUSUM statistic).
 /// Returns the start of the first window after the change.
-pub fn change_point(windows: &[WindowMoments]) -> Option<u64> {
+pub(crate) fn change_point(windows: &[WindowMoments]) -> Option<u64> {
     let total_count: u64 = windows.iter().map(|w| w.count).sum();
     let total_sum: f64 = windows.iter().map(|w| w.sum_ln).sum();
     if windows.len() < 2 || total_count < 2 {

@@ -21,7 +21,7 @@ use crate::detect::event::EventsView;
 
 /// State shared by the admin routes.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub events: EventsView,
@@ -37,13 +37,13 @@ pub struct AdminState {
 /// Bearer tokens guarding the admin routes; `/healthz` and `/readyz` stay
 /// open for the kubelet's probes.
 #[derive(Clone, Default)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     /// `/api` and `/ui` (they show commit authors' names and e-mails).
     pub api: Option<Arc<crate::auth::BearerToken>>,
     pub metrics: Option<Arc<crate::auth::BearerToken>>,
 }
 
-pub fn router(state: AdminState, tokens: Tokens) -> Router {
+pub(crate) fn router(state: AdminState, tokens: Tokens) -> Router {
     let api = super::api::router(super::api::ApiState {
         events: state.events.clone(),
         coverage: state.coverage.clone(),

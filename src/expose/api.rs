@@ -21,13 +21,13 @@ use crate::verdict::{Outcome, Request, Rules, revision_matches};
 /// What the API reads: the event log, and the shards' coverage for the
 /// verdict.
 #[derive(Clone)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     pub events: EventsView,
     pub coverage: CoverageBoard,
     pub rules: Rules,
 }
 
-pub fn router(state: ApiState) -> Router {
+pub(crate) fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/{id}", get(get_event))

@@ -1,6 +1,6 @@
 //! Expose: what people and other systems read — `/metrics`, `/healthz`,
 //! `/readyz`, and (as the analysis grows) the JSON API and incident pages.
 
-pub mod admin;
-pub mod api;
-pub mod ui;
+pub(crate) mod admin;
+pub(crate) mod api;
+pub(crate) mod ui;

@@ -17,7 +17,7 @@ use crate::detect::event::EventsView;
 use crate::detect::event::{Distribution, DriftEvent, EventKind, EventState, Severity};
 use crate::detect::details::CallsSummary;
 
-pub fn router(events: EventsView) -> Router {
+pub(crate) fn router(events: EventsView) -> Router {
     Router::new()
         .route("/ui", get(list))
         .route("/ui/events/{id}", get(incident))
@@ -25,7 +25,7 @@ pub fn router(events: EventsView) -> Router {
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -123,7 +123,7 @@ async fn incident(State(events): State<EventsView>, Path(id): Path<String>) -> R
 }
 
 /// The body of an incident page.
-pub fn render_incident(event: &DriftEvent) -> String {
+pub(crate) fn render_incident(event: &DriftEvent) -> String {
     let mut b = String::new();
     let kind = event.kind.title();
     let _ = write!(
@@ -351,7 +351,7 @@ fn hunk_html(hunk: &crate::detect::event::Hunk) -> String {
 /// The error rate per analysis window, baseline windows grey and the
 /// drifting revision's red, on a time axis, with the deploy marked where
 /// the drifting revision's first window starts.
-pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> String {
+pub(crate) fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> String {
     let (width, height, left, right, top, bottom) = (760.0_f64, 180.0_f64, 56.0_f64, 12.0_f64, 12.0_f64, 36.0_f64);
     let rate = |p: &crate::detect::event::RatePoint| p.errors as f64 / p.spans.max(1) as f64;
     let (first, last) = match (points.iter().map(|p| p.start_ms).min(), points.iter().map(|p| p.start_ms).max()) {
@@ -408,7 +408,7 @@ pub fn error_rate_timeline_svg(points: &[crate::detect::event::RatePoint]) -> St
 
 /// The share of requests making each number of calls, before and after,
 /// as pairs of bars.
-pub fn calls_per_request_svg(baseline: &CallsSummary, current: &CallsSummary) -> String {
+pub(crate) fn calls_per_request_svg(baseline: &CallsSummary, current: &CallsSummary) -> String {
     let (width, height, left, bottom, top) = (760.0_f64, 220.0_f64, 50.0_f64, 36.0_f64, 16.0_f64);
     let mut values: Vec<u32> = baseline.histogram.iter().chain(&current.histogram).map(|(v, _)| *v).collect();
     values.sort_unstable();
@@ -467,7 +467,7 @@ pub fn calls_per_request_svg(baseline: &CallsSummary, current: &CallsSummary) ->
 }
 
 /// Two bars: the error rate before and after, on a scale that fits both.
-pub fn error_rate_svg(baseline: f64, current: f64) -> String {
+pub(crate) fn error_rate_svg(baseline: f64, current: f64) -> String {
     let (width, height, left, top, bar) = (760.0_f64, 120.0_f64, 90.0_f64, 16.0_f64, 32.0_f64);
     let peak = baseline.max(current).max(1e-9);
     let mut svg = format!(
@@ -496,7 +496,7 @@ pub fn error_rate_svg(baseline: f64, current: f64) -> String {
 
 /// Baseline and current distributions as overlaid histograms on a log
 /// time axis, with their p95s marked.
-pub fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -> String {
+pub(crate) fn distribution_svg(d: &Distribution, baseline_p95: f64, current_p95: f64) -> String {
     let (width, height, left, bottom, top) = (760.0_f64, 260.0_f64, 50.0_f64, 36.0_f64, 16.0_f64);
     let bins = d.baseline.len().min(d.current.len());
     if bins == 0 || d.edges_ms.len() < bins + 1 {

@@ -7,11 +7,11 @@ use crate::receive::view::{KeyValueView, ValueView};
 
 /// A borrowed view of one span's (or resource's) attributes.
 #[derive(Clone, Copy)]
-pub struct Attrs<'a>(pub &'a [KeyValueView<'a>]);
+pub(crate) struct Attrs<'a>(pub &'a [KeyValueView<'a>]);
 
 /// An attribute value, borrowed from the request buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AttrValue<'a> {
+pub(crate) enum AttrValue<'a> {
     Str(&'a str),
     Int(i64),
     Bool(bool),
@@ -24,7 +24,7 @@ impl<'a> Attrs<'a> {
     }
 
     /// The value under the first of `keys` that is present.
-    pub fn get(&self, keys: &[&str]) -> Option<AttrValue<'a>> {
+    pub(crate) fn get(&self, keys: &[&str]) -> Option<AttrValue<'a>> {
         keys.iter().find_map(|key| {
             Some(match self.raw(key)? {
                 // UTF-8 was validated for the whole span before extraction.
@@ -38,7 +38,7 @@ impl<'a> Attrs<'a> {
     }
 
     /// The first present key as a non-empty string; numbers are not strings.
-    pub fn str(&self, keys: &[&str]) -> Option<&'a str> {
+    pub(crate) fn str(&self, keys: &[&str]) -> Option<&'a str> {
         keys.iter().find_map(|key| match self.get(&[key])? {
             AttrValue::Str(s) if !s.trim().is_empty() => Some(s),
             _ => None,
@@ -47,7 +47,7 @@ impl<'a> Attrs<'a> {
 
     /// The first present key as an integer; numeric strings are accepted
     /// because some SDKs send ports and line numbers as strings.
-    pub fn int(&self, keys: &[&str]) -> Option<i64> {
+    pub(crate) fn int(&self, keys: &[&str]) -> Option<i64> {
         keys.iter().find_map(|key| match self.get(&[key])? {
             AttrValue::Int(i) => Some(i),
             AttrValue::Str(s) => s.trim().parse().ok(),
@@ -57,7 +57,7 @@ impl<'a> Attrs<'a> {
     }
 
     /// Whether every key and string value is valid UTF-8.
-    pub fn is_valid_utf8(&self) -> bool {
+    pub(crate) fn is_valid_utf8(&self) -> bool {
         self.0.iter().all(|kv| {
             is_utf8(kv.key)
                 && match kv.value {
@@ -70,7 +70,7 @@ impl<'a> Attrs<'a> {
 
 /// UTF-8 validity, with a fast path for the usual all-ASCII attribute.
 #[inline]
-pub fn is_utf8(bytes: &[u8]) -> bool {
+pub(crate) fn is_utf8(bytes: &[u8]) -> bool {
     bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
@@ -80,7 +80,7 @@ pub(crate) mod test_support {
     use crate::receive::view::{KeyValueView, ValueView};
 
     /// An attribute; its strings are leaked, which is fine in a test.
-    pub fn kv(key: &str, value: impl Into<TestValue>) -> KeyValueView<'static> {
+    pub(crate) fn kv(key: &str, value: impl Into<TestValue>) -> KeyValueView<'static> {
         let leak = |s: &str| -> &'static [u8] { Box::leak(s.as_bytes().to_vec().into_boxed_slice()) };
         let value = match value.into() {
             TestValue::Str(s) => ValueView::Str(leak(&s)),
@@ -90,7 +90,7 @@ pub(crate) mod test_support {
     }
 
     /// The same attribute as the protobuf message, to build requests.
-    pub fn wire_kv(key: &str, value: impl Into<TestValue>) -> crate::receive::wire::KeyValue {
+    pub(crate) fn wire_kv(key: &str, value: impl Into<TestValue>) -> crate::receive::wire::KeyValue {
         use crate::receive::wire::{AnyValue, KeyValue, any_value::Value};
         let value = match value.into() {
             TestValue::Str(s) => Value::StringValue(s.into_bytes().into()),
@@ -102,7 +102,7 @@ pub(crate) mod test_support {
         }
     }
 
-    pub enum TestValue {
+    pub(crate) enum TestValue {
         Str(String),
         Int(i64),
     }

@@ -21,16 +21,16 @@ use foldhash::fast::RandomState;
 
 /// Longest name kept, in bytes: longer service, operation, route, peer and
 /// code names are cut to this.
-pub const MAX_NAME_BYTES: usize = 256;
+pub(crate) const MAX_NAME_BYTES: usize = 256;
 /// Bytes of names the table retains at most.
-pub const MAX_TABLE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_TABLE_BYTES: usize = 16 << 20;
 
 /// `name` cut to [`MAX_NAME_BYTES`] at a character boundary.
-pub fn bounded_name(name: &str) -> &str {
+pub(crate) fn bounded_name(name: &str) -> &str {
     crate::text::truncate(name, MAX_NAME_BYTES)
 }
 
-pub struct Interner {
+pub(crate) struct Interner {
     table: RwLock<Table>,
     max_entries: usize,
 }
@@ -42,7 +42,7 @@ struct Table {
 }
 
 impl Interner {
-    pub fn new(max_entries: usize) -> Interner {
+    pub(crate) fn new(max_entries: usize) -> Interner {
         Interner {
             table: RwLock::new(Table::default()),
             max_entries,
@@ -50,7 +50,7 @@ impl Interner {
     }
 
     /// The shared copy of `s`, cut to [`MAX_NAME_BYTES`].
-    pub fn intern(&self, s: &str) -> Arc<str> {
+    pub(crate) fn intern(&self, s: &str) -> Arc<str> {
         let s = bounded_name(s);
         if let Some(found) = self.table.read().unwrap_or_else(|e| e.into_inner()).names.get(s) {
             return found.clone();
@@ -67,17 +67,15 @@ impl Interner {
         sym
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.table.read().unwrap_or_else(|e| e.into_inner()).names.len()
     }
 
     /// Bytes of names retained.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.table.read().unwrap_or_else(|e| e.into_inner()).bytes
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

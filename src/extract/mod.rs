@@ -7,13 +7,13 @@
 
 mod attrs;
 mod intern;
-pub mod peer;
-pub mod stack;
+pub(crate) mod peer;
+pub(crate) mod stack;
 
 use std::sync::Arc;
 
-pub use attrs::{AttrValue, Attrs};
-pub use intern::Interner;
+pub(crate) use attrs::Attrs;
+pub(crate) use intern::Interner;
 
 use crate::receive::view::{ExceptionSite, KeyValueView, RequestView, SpanView, WireError};
 use crate::receive::wire::span_kind;
@@ -21,20 +21,20 @@ use crate::receive::wire::span_kind;
 pub use crate::service::{ServiceKey, Sym};
 
 /// Resource attributes naming the running revision, in order of preference.
-pub const REVISION_ATTRIBUTES: &[&str] = &["vcs.ref.head.revision", "vcs.repository.ref.revision", "service.version"];
+pub(crate) const REVISION_ATTRIBUTES: &[&str] = &["vcs.ref.head.revision", "vcs.repository.ref.revision", "service.version"];
 
 /// The resource attribute naming the repository the running code was built
 /// from (`https://github.com/org/repo`).
-pub const REPOSITORY_ATTRIBUTE: &str = "vcs.repository.url.full";
+pub(crate) const REPOSITORY_ATTRIBUTE: &str = "vcs.repository.url.full";
 
 /// Resource attributes naming the deployment environment, in order of
 /// preference (the second is the name before semantic conventions 1.27).
-pub const ENVIRONMENT_ATTRIBUTES: &[&str] = &["deployment.environment.name", "deployment.environment"];
+pub(crate) const ENVIRONMENT_ATTRIBUTES: &[&str] = &["deployment.environment.name", "deployment.environment"];
 
 /// Service name used when a resource has none (the OTel SDK default).
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
+pub(crate) const UNKNOWN_SERVICE: &str = "unknown_service";
 /// Revision used when a resource names none.
-pub const UNKNOWN_REVISION: &str = "unknown";
+pub(crate) const UNKNOWN_REVISION: &str = "unknown";
 
 /// Timestamps before 2000-01-01 are unset clocks or unit mistakes.
 const EARLIEST_PLAUSIBLE_NANOS: u64 = 946_684_800 * 1_000_000_000;
@@ -63,12 +63,12 @@ impl SpanKind {
     }
 
     /// Spans that call out of the service and so name a peer.
-    pub fn is_outbound(self) -> bool {
+    pub(crate) fn is_outbound(self) -> bool {
         matches!(self, SpanKind::Client | SpanKind::Producer)
     }
 
     /// Spans that handle work coming into the service.
-    pub fn is_entry(self) -> bool {
+    pub(crate) fn is_entry(self) -> bool {
         matches!(self, SpanKind::Server | SpanKind::Consumer)
     }
 }
@@ -84,7 +84,7 @@ pub enum SpanStatus {
 }
 
 impl SpanStatus {
-    pub fn is_error(self) -> bool {
+    pub(crate) fn is_error(self) -> bool {
         self == SpanStatus::Error
     }
 }
@@ -198,7 +198,7 @@ impl SpanFact {
         }
     }
 
-    pub fn key(&self) -> ServiceKey {
+    pub(crate) fn key(&self) -> ServiceKey {
         ServiceKey {
             service: self.service.clone(),
             environment: self.environment.clone(),
@@ -207,7 +207,7 @@ impl SpanFact {
 
     /// Whether two facts belong to the same service and environment
     /// (interned, so usually a pointer comparison).
-    pub fn same_service(&self, other: &SpanFact) -> bool {
+    pub(crate) fn same_service(&self, other: &SpanFact) -> bool {
         let same = |a: &Sym, b: &Sym| Arc::ptr_eq(a, b) || a == b;
         same(&self.service, &other.service)
             && match (&self.environment, &other.environment) {
@@ -217,7 +217,7 @@ impl SpanFact {
             }
     }
 
-    pub fn duration_nanos(&self) -> u64 {
+    pub(crate) fn duration_nanos(&self) -> u64 {
         self.end_unix_nanos - self.start_unix_nanos
     }
 }
@@ -225,7 +225,7 @@ impl SpanFact {
 /// Why a span was refused. Each reason is a label of
 /// `driftwatch_spans_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SpanRejection {
+pub(crate) enum SpanRejection {
     InvalidUtf8,
     MissingTimestamp,
     EndBeforeStart,
@@ -233,14 +233,14 @@ pub enum SpanRejection {
 }
 
 impl SpanRejection {
-    pub const ALL: [SpanRejection; 4] = [
+    pub(crate) const ALL: [SpanRejection; 4] = [
         SpanRejection::InvalidUtf8,
         SpanRejection::MissingTimestamp,
         SpanRejection::EndBeforeStart,
         SpanRejection::FutureTimestamp,
     ];
 
-    pub fn as_label(self) -> &'static str {
+    pub(crate) fn as_label(self) -> &'static str {
         match self {
             SpanRejection::InvalidUtf8 => "invalid_utf8",
             SpanRejection::MissingTimestamp => "missing_timestamp",
@@ -270,15 +270,12 @@ impl Rejections {
         self.counts[reason as usize] += 1;
     }
 
-    pub fn add_many(&mut self, reason: SpanRejection, n: u32) {
-        self.counts[reason as usize] += n;
-    }
 
     pub fn total(&self) -> u32 {
         self.counts.iter().sum()
     }
 
-    pub fn by_reason(&self) -> impl Iterator<Item = (SpanRejection, u32)> + '_ {
+    pub(crate) fn by_reason(&self) -> impl Iterator<Item = (SpanRejection, u32)> + '_ {
         SpanRejection::ALL
             .iter()
             .map(|r| (*r, self.counts[*r as usize]))
@@ -286,7 +283,7 @@ impl Rejections {
     }
 
     /// The OTLP partial-success `error_message`.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let parts: Vec<String> = self
             .by_reason()
             .map(|(r, n)| format!("{n} span(s) rejected: {} [{}]", r.explain(), r.as_label()))

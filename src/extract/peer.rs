@@ -28,7 +28,7 @@ const URL: &[&str] = &["url.full", "http.url"];
 
 /// Writes the peer identity of a client/producer span into `out` (cleared
 /// first) and returns whether one was found.
-pub fn peer_identity(attrs: Attrs<'_>, out: &mut String) -> bool {
+pub(crate) fn peer_identity(attrs: Attrs<'_>, out: &mut String) -> bool {
     out.clear();
     if let Some(service) = attrs.str(&["peer.service"]) {
         out.push_str(service.trim());
@@ -122,7 +122,7 @@ const AWS_V6_METADATA: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec
 
 /// Whether a peer is a link-local or cloud instance-metadata address, which
 /// an application has no business calling: a classic SSRF target.
-pub fn is_metadata_endpoint(peer: &str) -> bool {
+pub(crate) fn is_metadata_endpoint(peer: &str) -> bool {
     let host = peer_host(peer);
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return match ip {
@@ -138,7 +138,7 @@ pub fn is_metadata_endpoint(peer: &str) -> bool {
 }
 
 /// The host part of a peer identity (`host:port`, `[v6]:port`, a bare name).
-pub fn peer_host(peer: &str) -> &str {
+pub(crate) fn peer_host(peer: &str) -> &str {
     let rest = peer.split_once("://").map_or(peer, |(_, r)| r);
     let rest = rest.split('/').next().unwrap_or(rest);
     if let Some(v6) = rest.strip_prefix('[') {

@@ -10,14 +10,14 @@ const MAX_SCAN_BYTES: usize = 16 * 1024;
 
 /// One frame: the function, the file and the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     pub function: Option<&'a str>,
     pub file: String,
     pub line: Option<u32>,
 }
 
 /// The frame of the service's own code nearest to the raise.
-pub fn raising_frame(trace: &str) -> Option<Frame<'_>> {
+pub(crate) fn raising_frame(trace: &str) -> Option<Frame<'_>> {
     let trace = crate::text::truncate(trace, MAX_SCAN_BYTES);
     if trace.contains("Traceback (most recent call last)") || trace.trim_start().starts_with("File \"") {
         // Python: innermost frame last.

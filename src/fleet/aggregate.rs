@@ -25,7 +25,7 @@ use crate::analyze::snapshot::{
 };
 
 /// The aggregate format version, stored inside each aggregate.
-pub const AGGREGATE_VERSION: u32 = 1;
+pub(crate) const AGGREGATE_VERSION: u32 = 1;
 
 /// One series summed over replicas.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ fn release<T>(map: &mut BTreeMap<String, Held<T>>, key: &str) {
 
 /// The sum of a service's snapshots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Aggregate {
+pub(crate) struct Aggregate {
     pub version: u32,
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +134,7 @@ pub struct Aggregate {
 
 /// Why an aggregate could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
-pub enum AggregateError {
+pub(crate) enum AggregateError {
     #[error("unreadable {what}: {message}")]
     Unreadable { what: &'static str, message: String },
     #[error("{what} was written by a newer driftwatch (format {found}); upgrade every replica")]
@@ -144,7 +144,7 @@ pub enum AggregateError {
 }
 
 impl Aggregate {
-    pub fn empty(service: &str, environment: Option<&str>) -> Aggregate {
+    pub(crate) fn empty(service: &str, environment: Option<&str>) -> Aggregate {
         Aggregate {
             version: AGGREGATE_VERSION,
             service: service.to_owned(),
@@ -161,7 +161,7 @@ impl Aggregate {
         }
     }
 
-    pub fn decode(body: &[u8]) -> Result<Aggregate, AggregateError> {
+    pub(crate) fn decode(body: &[u8]) -> Result<Aggregate, AggregateError> {
         let aggregate: Aggregate = serde_json::from_slice(body).map_err(|e| AggregateError::Unreadable {
             what: "fleet aggregate",
             message: e.to_string(),
@@ -175,12 +175,12 @@ impl Aggregate {
         Ok(aggregate)
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
     /// Adds one replica's snapshot.
-    pub fn add(&mut self, snapshot: &ServiceSnapshot) -> Result<(), AggregateError> {
+    pub(crate) fn add(&mut self, snapshot: &ServiceSnapshot) -> Result<(), AggregateError> {
         self.check(snapshot)?;
         self.replicas += 1;
         self.watermark = self.watermark.max(snapshot.watermark);
@@ -253,7 +253,7 @@ impl Aggregate {
     }
 
     /// Takes back a snapshot added before. What it alone held leaves.
-    pub fn subtract(&mut self, snapshot: &ServiceSnapshot) -> Result<(), AggregateError> {
+    pub(crate) fn subtract(&mut self, snapshot: &ServiceSnapshot) -> Result<(), AggregateError> {
         self.check(snapshot)?;
         self.replicas = self.replicas.saturating_sub(1);
         for r in &snapshot.revisions {
@@ -332,7 +332,7 @@ impl Aggregate {
     }
 
     /// The aggregate as one snapshot, as if one replica had seen it all.
-    pub fn to_snapshot(&self) -> ServiceSnapshot {
+    pub(crate) fn to_snapshot(&self) -> ServiceSnapshot {
         let mut revisions: Vec<RevisionSnapshot> = self.revisions.values().map(|h| h.value.clone()).collect();
         revisions.sort_by_key(|r| r.first_seen);
         ServiceSnapshot {
@@ -392,7 +392,7 @@ impl Aggregate {
 }
 
 /// Decodes a published snapshot, refusing a newer format.
-pub fn decode_snapshot(body: &[u8]) -> Result<ServiceSnapshot, AggregateError> {
+pub(crate) fn decode_snapshot(body: &[u8]) -> Result<ServiceSnapshot, AggregateError> {
     let snapshot: ServiceSnapshot = serde_json::from_slice(body).map_err(|e| AggregateError::Unreadable {
         what: "snapshot",
         message: e.to_string(),
@@ -409,7 +409,7 @@ pub fn decode_snapshot(body: &[u8]) -> Result<ServiceSnapshot, AggregateError> {
 /// The aggregate stored as `aggregate` (none yet: empty) with the snapshot
 /// bodies `minus` taken back and `plus` added, encoded again. Unreadable
 /// snapshots in `minus` are skipped: they were never added.
-pub fn apply(
+pub(crate) fn apply(
     key: (&str, Option<&str>),
     aggregate: Option<&[u8]>,
     minus: &[&[u8]],

@@ -47,7 +47,7 @@ pub struct FleetBaseline {
 
 impl FleetBaseline {
     /// Merges the snapshots of one service published by other replicas.
-    pub fn merge(key: &ServiceKey, snapshots: &[ServiceSnapshot], layout: WindowLayout) -> FleetBaseline {
+    pub(crate) fn merge(key: &ServiceKey, snapshots: &[ServiceSnapshot], layout: WindowLayout) -> FleetBaseline {
         let of_service = |s: &&ServiceSnapshot| {
             *s.service == *key.service && s.environment.as_deref() == key.environment.as_deref()
         };
@@ -146,25 +146,25 @@ impl FleetBaseline {
 
     /// The other replicas' calls per request to `peer` in `operation` under
     /// `revision`, merged.
-    pub fn calls(&self, operation: &Sym, revision: &Sym, peer: &Sym) -> Option<&CallsSnapshot> {
+    pub(crate) fn calls(&self, operation: &Sym, revision: &Sym, peer: &Sym) -> Option<&CallsSnapshot> {
         self.calls.get(&(operation.clone(), revision.clone(), peer.clone()))
     }
 
     /// The other replicas' unsafe calls to `peer` in `operation` under
     /// `revision`, merged (as [`crate::analyze::snapshot::RepeatSnapshot`]'s
     /// counts).
-    pub fn repeats(&self, operation: &Sym, revision: &Sym, peer: &Sym) -> Option<[u64; 5]> {
+    pub(crate) fn repeats(&self, operation: &Sym, revision: &Sym, peer: &Sym) -> Option<[u64; 5]> {
         self.repeats.get(&(operation.clone(), revision.clone(), peer.clone())).copied()
     }
 
     /// The most clean comparisons in a row another replica made of
     /// `operation` under `revision`.
-    pub fn clean_evaluations(&self, operation: &Sym, revision: &Sym) -> u32 {
+    pub(crate) fn clean_evaluations(&self, operation: &Sym, revision: &Sym) -> u32 {
         self.clean.get(&(operation.clone(), revision.clone())).copied().unwrap_or(0)
     }
 
     /// What the other replicas saw of each revision, per operation.
-    pub fn coverage(&self) -> crate::coverage::ServiceCoverage {
+    pub(crate) fn coverage(&self) -> crate::coverage::ServiceCoverage {
         use crate::coverage::{OperationCoverage, RevisionCoverage, ServiceCoverage};
         let samples = |op: &Sym, revision: &str| {
             self.series

@@ -16,10 +16,10 @@
 //!   reads the aggregates, hands the shards their baselines, keeps the
 //!   leases and sweeps events.
 
-pub mod aggregate;
-pub mod baseline;
-pub mod restore;
+pub(crate) mod aggregate;
+pub(crate) mod baseline;
+pub(crate) mod restore;
 pub mod store;
-pub mod sync;
+pub(crate) mod sync;
 
 pub use sync::{FleetSync, combine, replica_name};

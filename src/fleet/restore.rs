@@ -14,7 +14,7 @@ use crate::detect::event::{DriftEvent, EventState, fingerprint_of};
 use crate::store::{EmbeddedStore, StoreError};
 
 /// A starting replica's state.
-pub struct Restored {
+pub(crate) struct Restored {
     /// Every event the API shows at start.
     pub events: Vec<DriftEvent>,
     /// The shards' snapshots, reconciled with the events: a drift no event
@@ -37,7 +37,7 @@ pub enum RestoreError {
 
 /// Reads what this replica restores from `store` and, in fleet mode, from
 /// `fleet`.
-pub async fn restore(store: &EmbeddedStore, fleet: Option<&FleetStore>) -> Result<Restored, RestoreError> {
+pub(crate) async fn restore(store: &EmbeddedStore, fleet: Option<&FleetStore>) -> Result<Restored, RestoreError> {
     let mut events = store.load_events()?;
     let local: HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
     // The fleet's version of an event wins over this replica's copy.
@@ -87,7 +87,7 @@ pub async fn restore(store: &EmbeddedStore, fleet: Option<&FleetStore>) -> Resul
 /// `read` from the fleet's database at start: `None` outside fleet mode, or
 /// when the database is away (the replica starts on its own); an error that
 /// retrying cannot cure (a wrong password, a newer schema) stops the start.
-pub async fn at_start<T>(
+pub(crate) async fn at_start<T>(
     fleet: Option<&FleetStore>,
     read: impl AsyncFnOnce(&FleetStore) -> Result<T, FleetError>,
 ) -> Result<Option<T>, FleetError> {

@@ -46,7 +46,7 @@ use crate::store::Notification;
 use crate::detect::event::{DriftEvent, EventState};
 
 /// The schema this build reads and writes.
-pub const FLEET_SCHEMA_VERSION: i32 = 2;
+pub(crate) const FLEET_SCHEMA_VERSION: i32 = 2;
 
 /// How long one operation (and the wait for a session) may take: a third of
 /// the lease, so a stuck database cannot let a replica's holds lapse.
@@ -125,7 +125,7 @@ pub enum FleetError {
 /// How the caller adds snapshots up: (service, the aggregate as stored or
 /// `None` for an empty one, snapshots to take back, snapshots to add) → the
 /// new aggregate. The store keeps the sums; the caller knows their format.
-pub type Combine<'a> = &'a (dyn Fn(&str, Option<&[u8]>, &[&[u8]], &[&[u8]]) -> Result<Vec<u8>, String> + Send + Sync);
+pub(crate) type Combine<'a> = &'a (dyn Fn(&str, Option<&[u8]>, &[&[u8]], &[&[u8]]) -> Result<Vec<u8>, String> + Send + Sync);
 
 /// A service's aggregate as read, with this replica's own snapshot in it.
 #[derive(Debug, Clone)]
@@ -240,7 +240,7 @@ pub struct FleetStore {
 /// Whether the fleet's database answers, as `/readyz` and
 /// `driftwatch_fleet_degraded` report it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FleetHealth {
+pub(crate) struct FleetHealth {
     /// An operation has reached the database since the start.
     pub joined: bool,
     /// The last operation's failure; `None` once one succeeds again.
@@ -248,12 +248,12 @@ pub struct FleetHealth {
 }
 
 impl FleetHealth {
-    pub fn degraded(&self) -> bool {
+    pub(crate) fn degraded(&self) -> bool {
         !self.joined || self.error.is_some()
     }
 
     /// Brings `driftwatch_fleet_degraded` up to this.
-    pub fn observe(&self, metrics: &crate::telemetry::metrics::FleetMetrics) {
+    pub(crate) fn observe(&self, metrics: &crate::telemetry::metrics::FleetMetrics) {
         metrics.degraded.set(i64::from(self.degraded()));
     }
 }
@@ -261,7 +261,7 @@ impl FleetHealth {
 impl FleetError {
     /// Whether waiting may cure it (the server is away or slow), rather
     /// than a configuration or version that must change.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, FleetError::Connect { .. } | FleetError::Query { .. })
     }
 }
@@ -275,7 +275,7 @@ impl FleetStore {
     }
 
     /// [`FleetStore::open_sized`] with [`DEFAULT_FLEET_POOL_SIZE`](crate::config::DEFAULT_FLEET_POOL_SIZE) sessions.
-    pub fn open(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
+    pub(crate) fn open(url: &str, replica: String, lease: Duration) -> Result<FleetStore, FleetError> {
         FleetStore::open_sized(url, replica, lease, crate::config::DEFAULT_FLEET_POOL_SIZE)
     }
 
@@ -348,7 +348,7 @@ impl FleetStore {
     }
 
     /// Whether the database answered the last operation.
-    pub fn health(&self) -> FleetHealth {
+    pub(crate) fn health(&self) -> FleetHealth {
         self.health.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -357,11 +357,11 @@ impl FleetStore {
         &self.io
     }
 
-    pub fn replica(&self) -> &str {
+    pub(crate) fn replica(&self) -> &str {
         &self.replica
     }
 
-    pub fn target(&self) -> &str {
+    pub(crate) fn target(&self) -> &str {
         &self.target
     }
 
@@ -611,7 +611,7 @@ impl FleetStore {
     }
 
     /// Snapshots published by this replica: (service, body).
-    pub async fn own_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
+    pub(crate) async fn own_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
         self.run(async |client| {
             let rows = client
                 .query_typed(
@@ -755,7 +755,7 @@ impl FleetStore {
     }
 
     /// Records a new version of an event (suspects after attribution).
-    pub async fn update_event(&self, event: &DriftEvent) -> Result<(), FleetError> {
+    pub(crate) async fn update_event(&self, event: &DriftEvent) -> Result<(), FleetError> {
         let body = crate::store::encode_event(event).map_err(|e| self.query_error(e))?;
         self.run(async |client| {
             client
@@ -918,7 +918,7 @@ impl FleetStore {
     /// call returned it), most recently changed first, at most `limit`; and
     /// the latest change among them. A caller that asks again from a little
     /// before that moment misses no transaction that committed late.
-    pub async fn events_changed(&self, since: Option<f64>, limit: i64) -> Result<(Vec<DriftEvent>, Option<f64>), FleetError> {
+    pub(crate) async fn events_changed(&self, since: Option<f64>, limit: i64) -> Result<(Vec<DriftEvent>, Option<f64>), FleetError> {
         self.run(async |client| {
             let rows = client
                 .query_typed(

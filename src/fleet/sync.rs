@@ -60,11 +60,11 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
 
 /// The baselines read from the fleet's aggregates: (service, aggregate
 /// version, the other replicas merged, replicas in the aggregate).
-pub type Baselines = Vec<(String, i64, Arc<FleetBaseline>, u32)>;
+pub(crate) type Baselines = Vec<(String, i64, Arc<FleetBaseline>, u32)>;
 
 impl FleetSync {
     /// A link for each of `shards` shards, and the task's side.
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<FleetStore>,
         layout: WindowLayout,
         shards: usize,
@@ -105,7 +105,7 @@ impl FleetSync {
 
     /// Holds `firing` in the fleet once the database answers: it was away
     /// when the replica started.
-    pub fn rejoin_later(mut self, firing: Vec<String>) -> FleetSync {
+    pub(crate) fn rejoin_later(mut self, firing: Vec<String>) -> FleetSync {
         self.rejoin = Some(firing);
         self
     }
@@ -135,7 +135,7 @@ impl FleetSync {
 
     /// Hands each shard the baselines of its services: at start, before
     /// the shard sees its first span.
-    pub fn seed(&mut self, baselines: Baselines) {
+    pub(crate) fn seed(&mut self, baselines: Baselines) {
         let mut split = vec![Vec::new(); self.shards.len().max(1)];
         for (service, version, baseline, replicas) in baselines {
             let labels = self.metrics.service_labels(&baseline.key);
@@ -151,7 +151,7 @@ impl FleetSync {
         }
     }
 
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let beat = self.interval.min(self.lease / 3).max(Duration::from_millis(200));
         let mut ticker = tokio::time::interval(beat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

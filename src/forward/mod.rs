@@ -26,14 +26,14 @@ use crate::receive::codec::RawCodec;
 /// only acknowledged and forwarded, so SDKs that export every signal to
 /// driftwatch work unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Traces,
     Metrics,
     Logs,
 }
 
 impl Signal {
-    pub fn as_label(self) -> &'static str {
+    pub(crate) fn as_label(self) -> &'static str {
         match self {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
@@ -42,7 +42,7 @@ impl Signal {
     }
 
     /// The gRPC method of its export.
-    pub fn grpc_path(self) -> &'static str {
+    pub(crate) fn grpc_path(self) -> &'static str {
         match self {
             Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
@@ -51,7 +51,7 @@ impl Signal {
     }
 
     /// The OTLP/HTTP path of its export.
-    pub fn http_path(self) -> &'static str {
+    pub(crate) fn http_path(self) -> &'static str {
         match self {
             Signal::Traces => "/v1/traces",
             Signal::Metrics => "/v1/metrics",
@@ -61,7 +61,7 @@ impl Signal {
 }
 
 /// A place in the forwarding budget, taken before the request is accepted.
-pub struct Reservation {
+pub(crate) struct Reservation {
     bytes: usize,
     budget: Arc<AtomicUsize>,
     sent: bool,
@@ -77,7 +77,7 @@ impl Drop for Reservation {
 
 /// Why a request could not be queued for forwarding.
 #[derive(Debug, Clone, Copy)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The budget is spent; with `prefer_no_loss` the client must retry.
     Full { backpressure: bool },
 }
@@ -89,10 +89,10 @@ struct Item {
 }
 
 /// A running forwarder and its task.
-pub type Started = (Arc<Forwarder>, JoinHandle<()>);
+pub(crate) type Started = (Arc<Forwarder>, JoinHandle<()>);
 
 /// The handle receivers use.
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     queue: mpsc::UnboundedSender<Item>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
@@ -118,7 +118,7 @@ impl Forwarder {
     /// own task, holding one of `concurrency` permits: the requests in flight
     /// follow the upstream's latency (rate × latency) up to that cap, all
     /// over one reused connection.
-    pub fn start(
+    pub(crate) fn start(
         config: &ForwardConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Started>, ForwardError> {
@@ -163,7 +163,7 @@ impl Forwarder {
 
     /// Takes room for `bytes` in the budget, or says why not (and counts
     /// the drop when the request will still be accepted).
-    pub fn reserve(&self, bytes: usize) -> Result<Reservation, Refusal> {
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Reservation, Refusal> {
         let taken = self.queued_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
             (q + bytes <= self.max_bytes).then_some(q + bytes)
         });
@@ -185,7 +185,7 @@ impl Forwarder {
     }
 
     /// Queues an accepted request.
-    pub fn send(&self, body: Bytes, signal: Signal, reservation: Reservation) {
+    pub(crate) fn send(&self, body: Bytes, signal: Signal, reservation: Reservation) {
         self.metrics
             .forward
             .queue_bytes

@@ -27,18 +27,18 @@ use super::codec::RawCodec;
 use super::{Ingest, IngestError, Transport, rpc_status};
 use crate::forward::Signal;
 
-pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+pub(crate) const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 
 /// The gRPC trace service, to be added to a `tonic` router.
 #[derive(Clone)]
-pub struct TraceExportService {
+pub(crate) struct TraceExportService {
     ingest: Arc<Ingest>,
     token: Option<Arc<crate::auth::BearerToken>>,
     signal: Signal,
 }
 
 impl TraceExportService {
-    pub fn new(ingest: Arc<Ingest>) -> TraceExportService {
+    pub(crate) fn new(ingest: Arc<Ingest>) -> TraceExportService {
         TraceExportService {
             ingest,
             token: None,
@@ -47,7 +47,7 @@ impl TraceExportService {
     }
 
     /// The metrics service, served by the same limits and token.
-    pub fn metrics(&self) -> MetricsExportService {
+    pub(crate) fn metrics(&self) -> MetricsExportService {
         MetricsExportService(TraceExportService {
             signal: Signal::Metrics,
             ..self.clone()
@@ -55,7 +55,7 @@ impl TraceExportService {
     }
 
     /// The logs service, served by the same limits and token.
-    pub fn logs(&self) -> LogsExportService {
+    pub(crate) fn logs(&self) -> LogsExportService {
         LogsExportService(TraceExportService {
             signal: Signal::Logs,
             ..self.clone()
@@ -63,7 +63,7 @@ impl TraceExportService {
     }
 
     /// Requires exports to carry `token` (`authorization: Bearer …`).
-    pub fn with_token(mut self, token: Option<Arc<crate::auth::BearerToken>>) -> TraceExportService {
+    pub(crate) fn with_token(mut self, token: Option<Arc<crate::auth::BearerToken>>) -> TraceExportService {
         self.token = token;
         self
     }
@@ -75,7 +75,7 @@ impl NamedService for TraceExportService {
 
 /// `MetricsService/Export`: acknowledged and forwarded.
 #[derive(Clone)]
-pub struct MetricsExportService(TraceExportService);
+pub(crate) struct MetricsExportService(TraceExportService);
 
 impl NamedService for MetricsExportService {
     const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
@@ -83,7 +83,7 @@ impl NamedService for MetricsExportService {
 
 /// `LogsService/Export`: acknowledged and forwarded.
 #[derive(Clone)]
-pub struct LogsExportService(TraceExportService);
+pub(crate) struct LogsExportService(TraceExportService);
 
 impl NamedService for LogsExportService {
     const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
@@ -242,7 +242,7 @@ impl UnaryService<Bytes> for ExportHandler {
 
 /// The gRPC status OTLP prescribes for each refusal: UNAVAILABLE with
 /// RetryInfo for transient overload, non-retryable codes for bad requests.
-pub fn status_of(error: &IngestError) -> Status {
+pub(crate) fn status_of(error: &IngestError) -> Status {
     let code = match error {
         IngestError::Backpressure { .. } | IngestError::Overloaded { .. } | IngestError::MemoryLimit { .. } => Code::Unavailable,
         // Without RetryInfo, RESOURCE_EXHAUSTED is not retried: the

@@ -26,7 +26,7 @@ const JSON: &str = "application/json";
 
 /// The OTLP/HTTP routes: traces are analysed; metrics and logs are
 /// acknowledged and forwarded when forwarding is on.
-pub fn router(ingest: Arc<Ingest>) -> Router {
+pub(crate) fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
         .route(

@@ -5,9 +5,9 @@
 //! request, or retry later).
 
 pub mod codec;
-pub mod grpc;
+pub(crate) mod grpc;
 pub mod http;
-pub mod otlp;
+pub(crate) mod otlp;
 pub mod view;
 pub mod wire;
 
@@ -28,14 +28,14 @@ use crate::forward::{Forwarder, Refusal};
 const MAX_INTERNED_STRINGS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Grpc,
     HttpProtobuf,
     HttpJson,
 }
 
 impl Transport {
-    pub fn as_label(self) -> &'static str {
+    pub(crate) fn as_label(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
             Transport::HttpProtobuf => "http_protobuf",
@@ -74,7 +74,7 @@ pub enum IngestError {
 
 impl IngestError {
     /// The `outcome` label of `driftwatch_export_requests_total`.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             IngestError::Malformed(_) => "malformed",
             IngestError::TooLarge { .. } => "too_large",
@@ -87,7 +87,7 @@ impl IngestError {
     }
 
     /// Whether the client should retry the same request later.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             IngestError::Backpressure { retry_after, .. }
             | IngestError::Overloaded { retry_after, .. }
@@ -99,14 +99,13 @@ impl IngestError {
 
 /// The result of an accepted request: which spans, if any, were refused.
 #[derive(Debug, Default)]
-pub struct Accepted {
-    pub accepted: usize,
+pub(crate) struct Accepted {
     pub rejected: Rejections,
 }
 
 impl Accepted {
     /// The OTLP response: empty on full success, partial success otherwise.
-    pub fn response(&self) -> wire::ExportTraceServiceResponse {
+    pub(crate) fn response(&self) -> wire::ExportTraceServiceResponse {
         let rejected = self.rejected.total();
         wire::ExportTraceServiceResponse {
             partial_success: (rejected > 0).then(|| wire::ExportTracePartialSuccess {
@@ -118,7 +117,7 @@ impl Accepted {
 }
 
 /// The shared path of every receiver: limits, decode, extract, admit.
-pub struct Ingest {
+pub(crate) struct Ingest {
     config: ReceiverConfig,
     extractor: Extractor,
     analysis: AnalysisQueue,
@@ -132,7 +131,7 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(
+    pub(crate) fn new(
         config: ReceiverConfig,
         analysis: AnalysisQueue,
         metrics: Arc<Metrics>,
@@ -151,28 +150,24 @@ impl Ingest {
     }
 
     /// Records every accepted request through `recorder`.
-    pub fn with_recorder(mut self, recorder: crate::record::Recorder) -> Ingest {
+    pub(crate) fn with_recorder(mut self, recorder: crate::record::Recorder) -> Ingest {
         self.recorder = Some(recorder);
         self
     }
 
     /// Refuses new data while `resident` memory is above
     /// `receiver.memory_limit_mib`.
-    pub fn with_memory_limit(mut self, resident: Arc<crate::memory::Resident>) -> Ingest {
+    pub(crate) fn with_memory_limit(mut self, resident: Arc<crate::memory::Resident>) -> Ingest {
         self.resident = Some(resident);
         self
     }
 
-    pub fn config(&self) -> &ReceiverConfig {
+    pub(crate) fn config(&self) -> &ReceiverConfig {
         &self.config
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// Processes one protobuf-encoded export request and records its outcome.
-    pub fn export(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
+    pub(crate) fn export(&self, transport: Transport, body: Bytes) -> Result<Accepted, IngestError> {
         let started = Instant::now();
         let result = self.export_inner(transport, body);
         self.record(transport, &result);
@@ -188,7 +183,7 @@ impl Ingest {
     /// analysed; forwarded as it arrived when forwarding is on, otherwise
     /// acknowledged. Either way it is counted, so nothing disappears
     /// unseen.
-    pub fn export_other(&self, signal: crate::forward::Signal, transport: Transport, body: Bytes) -> Result<(), IngestError> {
+    pub(crate) fn export_other(&self, signal: crate::forward::Signal, transport: Transport, body: Bytes) -> Result<(), IngestError> {
         let count = |outcome: &str| {
             self.metrics
                 .receive
@@ -239,7 +234,7 @@ impl Ingest {
 
     /// Counts a request refused before it reached [`Ingest::export`] (bad
     /// framing, decompression limits), where the transport detected it.
-    pub fn record_refused(&self, transport: Transport, error: &IngestError) {
+    pub(crate) fn record_refused(&self, transport: Transport, error: &IngestError) {
         self.metrics
             .receive
             .requests
@@ -319,7 +314,7 @@ impl Ingest {
         if let (Some(forwarder), Some(body), Some(reservation)) = (&self.forwarder, forward_body, reservation) {
             forwarder.send(body, crate::forward::Signal::Traces, reservation);
         }
-        Ok(Accepted { accepted, rejected })
+        Ok(Accepted { rejected })
     }
 
     /// Spans per service, in runs: facts arrive grouped by resource, so a
@@ -373,7 +368,7 @@ fn unix_nanos_now() -> u64 {
 
 /// A `google.rpc.Status` carrying `RetryInfo`, as OTLP prescribes for
 /// retryable refusals.
-pub fn rpc_status(code: i32, message: &str, retry_after: Option<Duration>) -> wire::RpcStatus {
+pub(crate) fn rpc_status(code: i32, message: &str, retry_after: Option<Duration>) -> wire::RpcStatus {
     wire::RpcStatus {
         code,
         message: message.to_owned(),

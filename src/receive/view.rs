@@ -155,19 +155,19 @@ pub struct RequestView<'a> {
 
 /// One `ResourceSpans`: a resource and its spans.
 #[derive(Clone, Copy)]
-pub struct ResourceSpansView<'a> {
+pub(crate) struct ResourceSpansView<'a> {
     buf: &'a [u8],
 }
 
 /// One `ScopeSpans`: an instrumentation scope and its spans.
 #[derive(Clone, Copy)]
-pub struct ScopeSpansView<'a> {
+pub(crate) struct ScopeSpansView<'a> {
     buf: &'a [u8],
 }
 
 /// One span's fields; attributes are read on demand.
 #[derive(Clone, Copy, Default)]
-pub struct SpanView<'a> {
+pub(crate) struct SpanView<'a> {
     pub trace_id: &'a [u8],
     pub span_id: &'a [u8],
     pub parent_span_id: &'a [u8],
@@ -185,7 +185,7 @@ pub struct SpanView<'a> {
 /// Where an exception event says the exception was raised: its `code.*`
 /// attributes and its `exception.stacktrace`, still as bytes.
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
-pub struct ExceptionSite<'a> {
+pub(crate) struct ExceptionSite<'a> {
     pub stacktrace: Option<&'a [u8]>,
     pub function: Option<&'a [u8]>,
     pub filepath: Option<&'a [u8]>,
@@ -194,7 +194,7 @@ pub struct ExceptionSite<'a> {
 
 /// An attribute: key and value still as bytes of the request.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct KeyValueView<'a> {
+pub(crate) struct KeyValueView<'a> {
     pub key: &'a [u8],
     pub value: ValueView<'a>,
 }
@@ -202,7 +202,7 @@ pub struct KeyValueView<'a> {
 /// The attribute values driftwatch reads; arrays, maps and bytes are
 /// `Other`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ValueView<'a> {
+pub(crate) enum ValueView<'a> {
     Str(&'a [u8]),
     Bool(bool),
     Int(i64),
@@ -231,7 +231,7 @@ impl<'a> RequestView<'a> {
         self.spans
     }
 
-    pub fn resource_spans(&self) -> impl Iterator<Item = ResourceSpansView<'a>> + 'a {
+    pub(crate) fn resource_spans(&self) -> impl Iterator<Item = ResourceSpansView<'a>> + 'a {
         Fields::new(self.buf, "ExportTraceServiceRequest").filter_map(|(number, field)| match (number, field) {
             (1, Field::Bytes(buf)) => Some(ResourceSpansView { buf }),
             _ => None,
@@ -241,7 +241,7 @@ impl<'a> RequestView<'a> {
 
 impl<'a> ResourceSpansView<'a> {
     /// Appends the resource's attributes (checked by `parse`) to `out`.
-    pub fn resource_attributes(&self, out: &mut Vec<KeyValueView<'a>>) {
+    pub(crate) fn resource_attributes(&self, out: &mut Vec<KeyValueView<'a>>) {
         for (number, field) in Fields::new(self.buf, "ResourceSpans") {
             if let (1, Field::Bytes(resource)) = (number, field) {
                 for (number, field) in Fields::new(resource, "Resource") {
@@ -256,7 +256,7 @@ impl<'a> ResourceSpansView<'a> {
     }
 
     /// The resource's scopes, each with its spans.
-    pub fn scopes(&self) -> impl Iterator<Item = ScopeSpansView<'a>> + 'a {
+    pub(crate) fn scopes(&self) -> impl Iterator<Item = ScopeSpansView<'a>> + 'a {
         Fields::new(self.buf, "ResourceSpans").filter_map(|(number, field)| match (number, field) {
             (2, Field::Bytes(buf)) => Some(ScopeSpansView { buf }),
             _ => None,
@@ -264,7 +264,7 @@ impl<'a> ResourceSpansView<'a> {
     }
 
     /// The encoded spans of every scope, to read with `SpanView::read`.
-    pub fn spans(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub(crate) fn spans(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.scopes().flat_map(|scope| scope.spans())
     }
 }
@@ -272,7 +272,7 @@ impl<'a> ResourceSpansView<'a> {
 impl<'a> ScopeSpansView<'a> {
     /// `InstrumentationScope.name` (checked by `parse`): the library that
     /// produced the spans; empty when unset.
-    pub fn scope_name(&self) -> &'a [u8] {
+    pub(crate) fn scope_name(&self) -> &'a [u8] {
         let mut name: &'a [u8] = &[];
         for (number, field) in Fields::new(self.buf, "ScopeSpans") {
             if let (1, Field::Bytes(scope)) = (number, field) {
@@ -287,7 +287,7 @@ impl<'a> ScopeSpansView<'a> {
     }
 
     /// The encoded spans, to read with `SpanView::read`.
-    pub fn spans(self) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub(crate) fn spans(self) -> impl Iterator<Item = &'a [u8]> + 'a {
         Fields::new(self.buf, "ScopeSpans").filter_map(|(number, field)| match (number, field) {
             (2, Field::Bytes(span)) => Some(span),
             _ => None,
@@ -299,7 +299,7 @@ impl<'a> SpanView<'a> {
     /// Reads an encoded span in one pass, appending its attributes to
     /// `attributes`. Repeated scalars keep the last value, as protobuf
     /// decoders do.
-    pub fn read(buf: &'a [u8], attributes: &mut Vec<KeyValueView<'a>>) -> Result<SpanView<'a>, WireError> {
+    pub(crate) fn read(buf: &'a [u8], attributes: &mut Vec<KeyValueView<'a>>) -> Result<SpanView<'a>, WireError> {
         let mut span = SpanView::default();
         let mut fields = Fields::new(buf, "Span");
         while let Some((number, field)) = fields.next_field()? {

@@ -27,8 +27,8 @@ use crate::detect::event::{Deploy, DriftEvent, EventState};
 use crate::telemetry::metrics::StoreMetrics;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
-pub const FILE_NAME: &str = "driftwatch.redb";
+pub(crate) const SCHEMA_VERSION: u64 = 1;
+pub(crate) const FILE_NAME: &str = "driftwatch.redb";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
@@ -67,7 +67,7 @@ pub enum Notification {
 }
 
 impl Notification {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Notification::Firing => "firing",
             Notification::Resolved => "resolved",
@@ -91,13 +91,13 @@ impl From<EventState> for Notification {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 #[expect(clippy::large_enum_variant, reason = "one per queued alert, never in a hot path; boxing would change nothing a reader sees")]
-pub enum Notice {
+pub(crate) enum Notice {
     Drift { status: EventState, event: DriftEvent },
     Deploy { deploy: Deploy },
 }
 
 impl Notice {
-    pub fn notification(&self) -> Notification {
+    pub(crate) fn notification(&self) -> Notification {
         match self {
             Notice::Drift { status, .. } => Notification::from(*status),
             Notice::Deploy { .. } => Notification::Deploy,
@@ -106,28 +106,28 @@ impl Notice {
 
     /// The id receivers and the fleet deduplicate on: the event's, or the
     /// deploy's.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Notice::Drift { event, .. } => &event.id,
             Notice::Deploy { deploy } => &deploy.id,
         }
     }
 
-    pub fn service_key(&self) -> crate::extract::ServiceKey {
+    pub(crate) fn service_key(&self) -> crate::extract::ServiceKey {
         match self {
             Notice::Drift { event, .. } => event.service_key(),
             Notice::Deploy { deploy } => deploy.service_key(),
         }
     }
 
-    pub fn revision(&self) -> &str {
+    pub(crate) fn revision(&self) -> &str {
         match self {
             Notice::Drift { event, .. } => &event.revision,
             Notice::Deploy { deploy } => &deploy.revision,
         }
     }
 
-    pub fn event(&self) -> Option<&DriftEvent> {
+    pub(crate) fn event(&self) -> Option<&DriftEvent> {
         match self {
             Notice::Drift { event, .. } => Some(event),
             Notice::Deploy { .. } => None,
@@ -137,7 +137,7 @@ impl Notice {
 
 /// One pending delivery of an alert to one sink.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct OutboxEntry {
+pub(crate) struct OutboxEntry {
     /// Unique, increasing: the delivery id sinks can deduplicate on.
     pub id: u64,
     /// Index of the sink in the configuration, with its kind for safety
@@ -184,7 +184,7 @@ pub struct EmbeddedStore {
 
 /// What `health` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreHealth {
+pub(crate) struct StoreHealth {
     /// Why writes fail, while they do.
     pub error: Option<String>,
     /// Events and alert deliveries waiting in memory to be written.
@@ -197,7 +197,7 @@ pub struct StoreHealth {
 
 impl StoreHealth {
     /// Brings the store's gauges and counters up to this.
-    pub fn observe(&self, metrics: &StoreMetrics) {
+    pub(crate) fn observe(&self, metrics: &StoreMetrics) {
         metrics.degraded.set(i64::from(self.error.is_some()));
         metrics.pending.set(self.pending as i64);
         metrics.errors.inc_by(self.errors.saturating_sub(metrics.errors.get()));
@@ -272,7 +272,7 @@ impl EmbeddedStore {
         Ok(Some(aside))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -303,7 +303,7 @@ impl EmbeddedStore {
     }
 
     /// Whether the store writes, and what waits in memory.
-    pub fn health(&self) -> StoreHealth {
+    pub(crate) fn health(&self) -> StoreHealth {
         let pending = self.pending_events.lock().unwrap_or_else(|e| e.into_inner()).len()
             + self.pending_outbox.lock().unwrap_or_else(|e| e.into_inner()).len();
         StoreHealth {
@@ -317,7 +317,7 @@ impl EmbeddedStore {
     /// After a failure: reopens the database (redb refuses all writes after
     /// an I/O error) and writes the events and deliveries kept in memory.
     /// Blocking: run it off the async threads.
-    pub fn recover(&self) {
+    pub(crate) fn recover(&self) {
         if !self.broken.load(Ordering::Acquire) {
             return;
         }
@@ -409,7 +409,7 @@ impl EmbeddedStore {
 
     /// Stores (or replaces) events. When the store cannot be written, they
     /// are kept in memory (`Deferred`) and written by `recover`.
-    pub fn put_events(&self, events: &[DriftEvent]) -> Result<(), StoreError> {
+    pub(crate) fn put_events(&self, events: &[DriftEvent]) -> Result<(), StoreError> {
         let result = self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.io(e))?;
             {
@@ -442,7 +442,7 @@ impl EmbeddedStore {
         }
     }
 
-    pub fn load_events(&self) -> Result<Vec<DriftEvent>, StoreError> {
+    pub(crate) fn load_events(&self) -> Result<Vec<DriftEvent>, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(|e| self.io(e))?;
             let table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
@@ -457,7 +457,7 @@ impl EmbeddedStore {
     }
 
     /// Removes events by id (retention).
-    pub fn delete_events(&self, ids: &[String]) -> Result<(), StoreError> {
+    pub(crate) fn delete_events(&self, ids: &[String]) -> Result<(), StoreError> {
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.io(e))?;
             {
@@ -473,7 +473,7 @@ impl EmbeddedStore {
     /// Appends entries, assigning their ids, in one durable transaction.
     /// When the store cannot be written, they are kept in memory
     /// (`Deferred`) and enqueued by `recover`.
-    pub fn enqueue(&self, entries: &mut [OutboxEntry]) -> Result<(), StoreError> {
+    pub(crate) fn enqueue(&self, entries: &mut [OutboxEntry]) -> Result<(), StoreError> {
         let result = self.with_db(|db| self.enqueue_in(db, entries));
         if let Err(error) = result {
             let mut pending = self.pending_outbox.lock().unwrap_or_else(|e| e.into_inner());
@@ -509,7 +509,7 @@ impl EmbeddedStore {
     }
 
     /// Every pending entry, oldest first.
-    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+    pub(crate) fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(|e| self.io(e))?;
             let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
@@ -523,7 +523,7 @@ impl EmbeddedStore {
         })
     }
 
-    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+    pub(crate) fn outbox_len(&self) -> Result<u64, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(|e| self.io(e))?;
             let table = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
@@ -532,7 +532,7 @@ impl EmbeddedStore {
     }
 
     /// Records a failed attempt (or any other change) of existing entries.
-    pub fn update_outbox(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+    pub(crate) fn update_outbox(&self, entries: &[OutboxEntry]) -> Result<(), StoreError> {
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.io(e))?;
             {
@@ -547,7 +547,7 @@ impl EmbeddedStore {
     }
 
     /// Removes delivered (or dead) entries.
-    pub fn remove_outbox(&self, ids: &[u64]) -> Result<(), StoreError> {
+    pub(crate) fn remove_outbox(&self, ids: &[u64]) -> Result<(), StoreError> {
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.io(e))?;
             {
@@ -561,7 +561,7 @@ impl EmbeddedStore {
     }
 
     /// Replaces the analysis snapshot stored under `key`.
-    pub fn put_snapshot(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put_snapshot(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.with_db(|db| {
             let txn = db.begin_write().map_err(|e| self.io(e))?;
             {
@@ -572,7 +572,7 @@ impl EmbeddedStore {
         })
     }
 
-    pub fn snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    pub(crate) fn snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.with_db(|db| {
             let txn = db.begin_read().map_err(|e| self.io(e))?;
             let table = txn.open_table(SNAPSHOTS).map_err(|e| self.io(e))?;

@@ -3,7 +3,7 @@
 //! (then `RUST_LOG`), default `info`. Colours only when stderr is a
 //! terminal, so files and log collectors get plain text.
 
-pub mod metrics;
+pub(crate) mod metrics;
 
 use std::io::IsTerminal;
 

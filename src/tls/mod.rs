@@ -9,7 +9,7 @@
 //! restart. A renewal that cannot be read is logged and the certificate in
 //! use is kept: a half-written file never takes a listener down.
 
-pub mod postgres;
+pub(crate) mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
@@ -22,7 +22,7 @@ use rustls::sign::CertifiedKey;
 
 
 /// Installs ring as the process's rustls provider (idempotent).
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     // Err means a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -48,7 +48,7 @@ pub enum TlsError {
 
 /// The protocol a listener speaks inside TLS, offered by ALPN.
 #[derive(Debug, Clone, Copy)]
-pub enum Alpn {
+pub(crate) enum Alpn {
     /// gRPC: HTTP/2 only.
     H2,
     /// OTLP/HTTP and admin: HTTP/1.1.
@@ -57,7 +57,7 @@ pub enum Alpn {
 
 /// Where a listener's certificate lives and how often to look again.
 #[derive(Debug, Clone)]
-pub struct CertificateFiles {
+pub(crate) struct CertificateFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub reload_interval: Duration,
@@ -65,14 +65,14 @@ pub struct CertificateFiles {
 
 /// A certificate read from its files and watched for renewals; every
 /// listener made from it serves the same, current certificate.
-pub struct Certificate {
+pub(crate) struct Certificate {
     resolver: Arc<Reloading>,
 }
 
 impl Certificate {
     /// Loads the certificate and starts watching its files, until the last
     /// listener made from it is gone. `name` says which in logs.
-    pub async fn watch(files: &CertificateFiles, name: &'static str) -> Result<Certificate, TlsError> {
+    pub(crate) async fn watch(files: &CertificateFiles, name: &'static str) -> Result<Certificate, TlsError> {
         install_crypto_provider();
         let (key, stamp) = load(&files.cert_file, &files.key_file).await?;
         let resolver = Arc::new(Reloading {
@@ -85,13 +85,13 @@ impl Certificate {
 
 /// A listener's TLS: the acceptor to wrap accepted connections with.
 #[derive(Clone)]
-pub struct Listener {
+pub(crate) struct Listener {
     pub acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl Listener {
     /// Serves `certificate`, offering `alpn`.
-    pub fn new(certificate: &Certificate, alpn: Alpn) -> Listener {
+    pub(crate) fn new(certificate: &Certificate, alpn: Alpn) -> Listener {
         let mut server = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_cert_resolver(certificate.resolver.clone());

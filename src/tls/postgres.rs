@@ -28,7 +28,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 /// What the connection string asks of TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Prefer,
     Require,
@@ -38,7 +38,7 @@ pub enum SslMode {
 
 /// A connection string with its TLS settings taken out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// What tokio-postgres parses: `sslmode` is one it knows.
     pub url: String,
     pub mode: SslMode,
@@ -47,7 +47,7 @@ pub struct TlsSettings {
 
 /// The connection string's TLS settings could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum PgTlsError {
+pub(crate) enum PgTlsError {
     #[error("sslmode={0} is not one of disable, prefer, require, verify-ca, verify-full")]
     Mode(String),
     #[error("cannot read sslrootcert {path}: {source}")]
@@ -62,7 +62,7 @@ pub enum PgTlsError {
 
 /// Takes `sslmode` and `sslrootcert` out of a URL (`postgres://…?sslmode=…`)
 /// or key-value (`host=… sslmode=…`) connection string.
-pub fn settings(url: &str) -> Result<TlsSettings, PgTlsError> {
+pub(crate) fn settings(url: &str) -> Result<TlsSettings, PgTlsError> {
     let mut mode = None;
     let mut root_cert = None;
     let mut take = |key: &str, value: &str| match key {
@@ -148,7 +148,7 @@ fn percent_decode(value: &str) -> String {
 
 /// The connector for these settings. `disable` never starts TLS, so any
 /// connector does; the rustls one is returned for every mode.
-pub fn connector(settings: &TlsSettings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgTlsError> {
+pub(crate) fn connector(settings: &TlsSettings) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgTlsError> {
     crate::tls::install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let check_chain = match settings.mode {

@@ -106,7 +106,7 @@ pub struct LoadReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ShapeError {
+pub(crate) enum ShapeError {
     #[error("{0} must be at least 1")]
     Zero(&'static str),
     #[error("spans per request must be at least 2")]
@@ -116,7 +116,7 @@ pub enum ShapeError {
 }
 
 impl Shape {
-    pub fn validate(&self) -> Result<(), ShapeError> {
+    pub(crate) fn validate(&self) -> Result<(), ShapeError> {
         if self.services == 0 {
             return Err(ShapeError::Zero("services"));
         }
@@ -310,7 +310,7 @@ fn build_template(shape: &Shape, index: usize, base_nanos: u64) -> anyhow::Resul
 /// A generated request that the walker cannot read.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed request: {0}")]
-pub struct Malformed(String);
+pub(crate) struct Malformed(String);
 
 impl From<prost::DecodeError> for Malformed {
     fn from(e: prost::DecodeError) -> Self {

@@ -2,7 +2,7 @@
 //! loopback ports, Prometheus text parsing, and the Python OpenTelemetry SDK
 //! from the venv that `scripts/test` creates.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test crate includes this module and uses a part of it")]
 
 pub mod git;
 pub mod postgres;

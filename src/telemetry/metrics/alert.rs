@@ -6,7 +6,7 @@ use super::{counter_vec, gauge};
 
 /// The alert dispatcher's metrics.
 #[derive(Clone)]
-pub struct AlertMetrics {
+pub(crate) struct AlertMetrics {
     pub deliveries: IntCounterVec,
     pub outbox_pending: IntGauge,
 }

@@ -7,7 +7,7 @@ use super::{ENVIRONMENT, counter, counter_vec, float_gauge_vec, gauge, gauge_vec
 
 /// The analysis shards' metrics.
 #[derive(Clone)]
-pub struct AnalysisMetrics {
+pub(crate) struct AnalysisMetrics {
     pub queue_spans: IntGauge,
     pub queue_bytes: IntGauge,
     pub event_updates_waited: IntCounter,

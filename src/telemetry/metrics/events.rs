@@ -7,7 +7,7 @@ use super::{ENVIRONMENT, counter_vec, gauge, gauge_vec};
 
 /// The event pipeline's metrics.
 #[derive(Clone)]
-pub struct EventMetrics {
+pub(crate) struct EventMetrics {
     pub updates_queued: IntGauge,
     pub drifts_firing: IntGaugeVec,
     pub drift_events: IntCounterVec,

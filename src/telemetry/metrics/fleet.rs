@@ -6,7 +6,7 @@ use super::{ENVIRONMENT, counter_vec, gauge, gauge_vec, histogram_vec};
 
 /// The fleet path's metrics.
 #[derive(Clone)]
-pub struct FleetMetrics {
+pub(crate) struct FleetMetrics {
     pub errors: IntCounterVec,
     pub degraded: IntGauge,
     pub duration: HistogramVec,

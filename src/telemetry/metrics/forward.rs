@@ -6,7 +6,7 @@ use super::{counter_vec, gauge};
 
 /// The forwarder's metrics.
 #[derive(Clone)]
-pub struct ForwardMetrics {
+pub(crate) struct ForwardMetrics {
     pub requests: IntCounterVec,
     pub queue_bytes: IntGauge,
 }

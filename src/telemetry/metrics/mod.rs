@@ -31,28 +31,28 @@ mod forward;
 mod receive;
 mod store;
 
-pub use alert::AlertMetrics;
-pub use analysis::AnalysisMetrics;
-pub use events::EventMetrics;
-pub use fleet::FleetMetrics;
-pub use forward::ForwardMetrics;
-pub use receive::ReceiveMetrics;
-pub use store::StoreMetrics;
+pub(crate) use alert::AlertMetrics;
+pub(crate) use analysis::AnalysisMetrics;
+pub(crate) use events::EventMetrics;
+pub(crate) use fleet::FleetMetrics;
+pub(crate) use forward::ForwardMetrics;
+pub(crate) use receive::ReceiveMetrics;
+pub(crate) use store::StoreMetrics;
 
 /// Distinct `service_name` label values before folding into `__other__`.
-pub const MAX_SERVICE_LABELS: usize = 256;
+pub(crate) const MAX_SERVICE_LABELS: usize = 256;
 /// Distinct `deployment_environment_name` label values before folding into
 /// `__other__`.
-pub const MAX_ENVIRONMENT_LABELS: usize = 32;
+pub(crate) const MAX_ENVIRONMENT_LABELS: usize = 32;
 /// The label that keeps a service's environments apart.
-pub const ENVIRONMENT: &str = "deployment_environment_name";
-pub const OTHER_LABEL: &str = "__other__";
+pub(crate) const ENVIRONMENT: &str = "deployment_environment_name";
+pub(crate) const OTHER_LABEL: &str = "__other__";
 /// Longest label value exported, in bytes: client-supplied names (services,
 /// operations, revisions) are cut to this, at a character boundary.
-pub const MAX_LABEL_BYTES: usize = 128;
+pub(crate) const MAX_LABEL_BYTES: usize = 128;
 
 /// `value` cut to [`MAX_LABEL_BYTES`] at a character boundary.
-pub fn label_value(value: &str) -> &str {
+pub(crate) fn label_value(value: &str) -> &str {
     crate::text::truncate(value, MAX_LABEL_BYTES)
 }
 
@@ -89,7 +89,7 @@ fn histogram_vec(registry: &Registry, name: &str, help: &str, buckets: &[f64], l
 }
 
 /// Every `reason` of `driftwatch_spans_rejected_total`.
-pub const REJECTION_REASONS: &[&str] = &[
+pub(crate) const REJECTION_REASONS: &[&str] = &[
     "invalid_utf8",
     "missing_timestamp",
     "end_before_start",
@@ -100,7 +100,7 @@ pub const REJECTION_REASONS: &[&str] = &[
 
 /// The process's registry, each component's metrics, and the bounded
 /// service labels they share.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub receive: ReceiveMetrics,
     pub analysis: AnalysisMetrics,
@@ -114,7 +114,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         // process_cpu_seconds_total, process_resident_memory_bytes,
         // process_open_fds and the rest of the Prometheus conventions.
@@ -142,18 +142,18 @@ impl Metrics {
     /// A client-supplied service name as a bounded label value: cut to
     /// [`MAX_LABEL_BYTES`], and past [`MAX_SERVICE_LABELS`] distinct names
     /// folded into [`OTHER_LABEL`].
-    pub fn service_label<'a>(&self, service: &'a str) -> &'a str {
+    pub(crate) fn service_label<'a>(&self, service: &'a str) -> &'a str {
         self.services_seen.admit(label_value(service))
     }
 
     /// The `service_name` and `deployment_environment_name` label values of
     /// a service, each bounded as [`Metrics::service_label`] is.
-    pub fn service_labels<'a>(&self, key: &'a crate::service::ServiceKey) -> [&'a str; 2] {
+    pub(crate) fn service_labels<'a>(&self, key: &'a crate::service::ServiceKey) -> [&'a str; 2] {
         self.labels_of(&key.service, key.environment.as_deref())
     }
 
     /// [`Metrics::service_labels`] of a service named by strings (an event's).
-    pub fn labels_of<'a>(&self, service: &'a str, environment: Option<&'a str>) -> [&'a str; 2] {
+    pub(crate) fn labels_of<'a>(&self, service: &'a str, environment: Option<&'a str>) -> [&'a str; 2] {
         let environment = match environment {
             Some(environment) => self.environments_seen.admit(label_value(environment)),
             None => "",
@@ -162,7 +162,7 @@ impl Metrics {
     }
 
     /// The text exposition of every registered metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -6,7 +6,7 @@ use super::{ENVIRONMENT, REJECTION_REASONS, counter_vec, histogram_vec};
 
 /// The receivers' metrics.
 #[derive(Clone)]
-pub struct ReceiveMetrics {
+pub(crate) struct ReceiveMetrics {
     pub spans_received: IntCounterVec,
     pub spans_rejected: IntCounterVec,
     pub requests: IntCounterVec,

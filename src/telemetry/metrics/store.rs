@@ -7,7 +7,7 @@ use super::{counter, gauge};
 
 /// The embedded store's metrics.
 #[derive(Clone)]
-pub struct StoreMetrics {
+pub(crate) struct StoreMetrics {
     pub degraded: IntGauge,
     pub pending: IntGauge,
     pub errors: IntCounter,

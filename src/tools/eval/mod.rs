@@ -12,8 +12,8 @@
 //! ends.
 
 pub mod attribution;
-pub mod scenario;
-pub mod traffic;
+pub(crate) mod scenario;
+pub(crate) mod traffic;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,8 +29,8 @@ use traffic::{EPOCH_UNIX_NANOS, TrafficGenerator, expected_p95_increase};
 
 /// Regressions of at least this p95 rise, on operations of at least this
 /// rate, form the headline recall class.
-pub const TARGET_MIN_P95_INCREASE: f64 = 0.295;
-pub const TARGET_MIN_RATE: f64 = 20.0;
+pub(crate) const TARGET_MIN_P95_INCREASE: f64 = 0.295;
+pub(crate) const TARGET_MIN_RATE: f64 = 20.0;
 const WEEK_SECONDS: f64 = 7.0 * 86_400.0;
 
 /// One labelled regression and whether it was caught.
@@ -67,8 +67,8 @@ pub struct Outcome {
 /// Error-rate rises from at most this share to at least `TARGET_MIN_ERRORS`
 /// on operations of at least `TARGET_MIN_RATE` form the error-rate recall
 /// class.
-pub const TARGET_MAX_BASE_ERRORS: f64 = 0.005;
-pub const TARGET_MIN_ERRORS: f64 = 0.02;
+pub(crate) const TARGET_MAX_BASE_ERRORS: f64 = 0.005;
+pub(crate) const TARGET_MIN_ERRORS: f64 = 0.02;
 
 /// One labelled error-rate regression and whether it was caught.
 #[derive(Debug, Clone, Serialize)]
@@ -88,8 +88,8 @@ pub struct ErrorLabelResult {
 /// Fan-out rises from at most `TARGET_MAX_BASE_CALLS` to at least
 /// `TARGET_MIN_CALLS` calls per request, on operations of at least
 /// `TARGET_MIN_RATE`, form the fan-out recall class.
-pub const TARGET_MAX_BASE_CALLS: f64 = 1.0;
-pub const TARGET_MIN_CALLS: f64 = 5.0;
+pub(crate) const TARGET_MAX_BASE_CALLS: f64 = 1.0;
+pub(crate) const TARGET_MIN_CALLS: f64 = 5.0;
 
 /// One labelled fan-out regression and whether it was caught.
 #[derive(Debug, Clone, Serialize)]
@@ -282,7 +282,7 @@ pub fn evaluate(scenarios: &[Scenario], settings: &AnalysisSettings, mut progres
 }
 
 /// Replays one scenario and scores its events.
-pub fn run_scenario(scenario: &Scenario, settings: &AnalysisSettings) -> ScenarioResult {
+pub(crate) fn run_scenario(scenario: &Scenario, settings: &AnalysisSettings) -> ScenarioResult {
     let mut analysis = ShardAnalysis::new(Arc::new(settings.clone()));
     let mut generator = TrafficGenerator::new(scenario);
     let mut log = EventLog::new(usize::MAX);

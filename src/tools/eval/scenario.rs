@@ -135,7 +135,7 @@ pub struct CallSpec {
 
 impl CallSpec {
     /// Mean calls per request that makes the call.
-    pub fn mean_times(&self) -> f64 {
+    pub(crate) fn mean_times(&self) -> f64 {
         f64::from(self.times) + f64::from(self.times_spread) / 2.0
     }
 }
@@ -177,7 +177,7 @@ pub struct DeploySpec {
 
 impl DeploySpec {
     /// A deploy of a revision that ran before is a rollback to it.
-    pub fn rolls_back_to(&self, earlier: &[&str]) -> Option<usize> {
+    pub(crate) fn rolls_back_to(&self, earlier: &[&str]) -> Option<usize> {
         earlier.iter().position(|r| *r == self.revision)
     }
 }
@@ -200,7 +200,7 @@ pub struct NewCallSpec {
 }
 
 impl NewCallSpec {
-    pub fn call(&self) -> CallSpec {
+    pub(crate) fn call(&self) -> CallSpec {
         CallSpec {
             peer: self.peer.clone(),
             probability: self.probability,
@@ -274,7 +274,7 @@ pub struct RateChange {
 
 impl ServiceSpec {
     /// Revision names by index: the initial one, then one per deploy.
-    pub fn revision_names(&self) -> Vec<&str> {
+    pub(crate) fn revision_names(&self) -> Vec<&str> {
         std::iter::once(self.initial_revision.as_str())
             .chain(self.deploys.iter().map(|d| d.revision.as_str()))
             .collect()
@@ -284,7 +284,7 @@ impl ServiceSpec {
     /// change index): a deploy keeps its predecessor's, less those on the
     /// operations it fixes, plus its own; a rollback carries exactly what
     /// the revision it returns to carried.
-    pub fn carried_changes(&self) -> Vec<Vec<(usize, usize)>> {
+    pub(crate) fn carried_changes(&self) -> Vec<Vec<(usize, usize)>> {
         let names = self.revision_names();
         let mut carried: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
         for (i, deploy) in self.deploys.iter().enumerate() {
@@ -305,7 +305,7 @@ impl ServiceSpec {
 
     /// For each revision index, the index whose outbound calls it makes
     /// (itself, or for a rollback the revision it returns to).
-    pub fn call_lineage(&self) -> Vec<usize> {
+    pub(crate) fn call_lineage(&self) -> Vec<usize> {
         let names = self.revision_names();
         let mut lineage = vec![0];
         for (i, deploy) in self.deploys.iter().enumerate() {
@@ -317,7 +317,7 @@ impl ServiceSpec {
 }
 
 impl Scenario {
-    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    pub(crate) fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: display.clone(),

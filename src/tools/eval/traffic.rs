@@ -6,7 +6,7 @@ use crate::extract::{SpanFact, SpanKind, SpanStatus, Sym};
 use crate::rng::Rng;
 
 /// Scenario time zero: Monday 2026-01-05 00:00:00 UTC.
-pub const EPOCH_UNIX_NANOS: u64 = 1_767_571_200 * NANOS;
+pub(crate) const EPOCH_UNIX_NANOS: u64 = 1_767_571_200 * NANOS;
 const NANOS: u64 = 1_000_000_000;
 /// Share of requests failing during a flaky dependency's outage.
 const OUTAGE_ERRORS: f64 = 0.25;
@@ -43,7 +43,7 @@ struct ServiceTraffic<'a> {
     ops: Vec<OperationState>,
 }
 
-pub struct TrafficGenerator<'a> {
+pub(crate) struct TrafficGenerator<'a> {
     scenario: &'a Scenario,
     services: Vec<ServiceTraffic<'a>>,
     rng: Rng,
@@ -52,7 +52,7 @@ pub struct TrafficGenerator<'a> {
 }
 
 impl<'a> TrafficGenerator<'a> {
-    pub fn new(scenario: &'a Scenario) -> TrafficGenerator<'a> {
+    pub(crate) fn new(scenario: &'a Scenario) -> TrafficGenerator<'a> {
         let services = scenario
             .services
             .iter()
@@ -108,13 +108,14 @@ impl<'a> TrafficGenerator<'a> {
     }
 
     /// Seconds of event time generated so far.
-    pub fn elapsed_seconds(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn elapsed_seconds(&self) -> u64 {
         self.second
     }
 
     /// Appends the next second of traffic to `out`, grouped by service.
     /// Returns false once the scenario's duration is over.
-    pub fn next_second(&mut self, out: &mut Vec<SpanFact>) -> bool {
+    pub(crate) fn next_second(&mut self, out: &mut Vec<SpanFact>) -> bool {
         if self.second >= self.scenario.duration.as_secs() {
             return false;
         }
@@ -305,7 +306,7 @@ fn latency_ms(spec: &OperationSpec, rng: &mut Rng, in_burst: bool, t: u64, offse
 
 /// The relative p95 rise a change causes on its own, estimated by sampling
 /// the operation's latency model with and without it.
-pub fn expected_p95_increase(spec: &OperationSpec, change: &ChangeSpec, seed: u64) -> f64 {
+pub(crate) fn expected_p95_increase(spec: &OperationSpec, change: &ChangeSpec, seed: u64) -> f64 {
     let mut rng = Rng::new(seed);
     let n = 20_000;
     let mut before: Vec<f64> = (0..n).map(|_| rng.log_normal(spec.median_ms, spec.sigma)).collect();
