@@ -540,12 +540,25 @@ pub fn replay_until_resolved(
     );
     let url = format!("http://{}/api/v1/events", dw.admin);
     let mut events = serde_json::Value::Null;
-    eventually(Duration::from_secs(30), "every incident resolved", || {
-        let Ok((200, body)) = http_get(&url) else { return false };
-        events = serde_json::from_str(&body).expect("JSON");
-        events["events"]
-            .as_array()
-            .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["state"] == "resolved"))
-    });
-    (dw, events)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, body)) = http_get(&url) {
+            events = serde_json::from_str(&body).expect("JSON");
+            if events["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["state"] == "resolved"))
+            {
+                return (dw, events);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every incident to resolve; the events: {events:#}\n{}\n{}",
+            dw.stderr(),
+            http_get(&format!("http://{}/metrics", dw.admin))
+                .map(|(_, m)| m.lines().filter(|l| l.contains("spans_")).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
