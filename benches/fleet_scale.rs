@@ -116,6 +116,7 @@ fn snapshot(replica: usize, round: u64, operations: usize) -> Vec<u8> {
         calls: Vec::new(),
         repeats: Vec::new(),
         regressed: Vec::new(),
+        unsettled: Vec::new(),
     };
     serde_json::to_vec(&body).expect("JSON")
 }

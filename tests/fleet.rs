@@ -70,6 +70,7 @@ fn snapshot_body(service: &str, revision: &str, spans: u64) -> Vec<u8> {
         calls: Vec::new(),
         repeats: Vec::new(),
         regressed: Vec::new(),
+        unsettled: Vec::new(),
     };
     serde_json::to_vec(&snapshot).expect("JSON")
 }

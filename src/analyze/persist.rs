@@ -204,6 +204,19 @@ impl ServiceState {
         regressed.sort_by(|a, b| {
             (a.kind.as_str(), &a.revision, &a.operation, &a.peer).cmp(&(b.kind.as_str(), &b.revision, &b.operation, &b.peer))
         });
+        let mut unsettled: Vec<RegressedSnapshot> = self
+            .unsettled()
+            .into_iter()
+            .filter_map(|(rev, operation)| {
+                Some(RegressedSnapshot {
+                    kind: EventKind::ErrorRateRegression,
+                    revision: revision_name(rev)?,
+                    operation: operation.to_string(),
+                    peer: None,
+                })
+            })
+            .collect();
+        unsettled.sort_by(|a, b| (&a.revision, &a.operation).cmp(&(&b.revision, &b.operation)));
         ServiceSnapshot {
             version: SNAPSHOT_VERSION,
             service: self.key.service.to_string(),
@@ -248,6 +261,7 @@ impl ServiceState {
                 })
                 .collect(),
             regressed,
+            unsettled,
         }
     }
 
@@ -304,6 +318,11 @@ impl ServiceState {
             if let Some(revision) = state.timeline.id_of(&r.revision) {
                 let peer = r.peer.as_deref().map(Sym::from);
                 state.restore_regressed(r.kind, revision, Sym::from(r.operation.as_str()), peer);
+            }
+        }
+        for r in snapshot.unsettled.iter().filter(|r| r.kind == EventKind::ErrorRateRegression) {
+            if let Some(revision) = state.timeline.id_of(&r.revision) {
+                state.restore_unsettled(revision, Sym::from(r.operation.as_str()));
             }
         }
         for f in &snapshot.firing {

@@ -332,6 +332,21 @@ impl ServiceState {
             .collect()
     }
 
+    /// (revision, operation) pairs whose error-rate rise had not yet
+    /// persisted: no baseline for later revisions while so.
+    pub(crate) fn unsettled(&self) -> Vec<(RevId, Sym)> {
+        self.errors
+            .unsettled()
+            .filter_map(|(op, rev)| Some((rev, self.operations.name(op).cloned()?)))
+            .collect()
+    }
+
+    /// Restores a pair [`unsettled`](Self::unsettled) listed.
+    pub(crate) fn restore_unsettled(&mut self, revision: RevId, operation: Sym) {
+        let op = self.operations.resolve(&operation, self.watermark);
+        self.errors.restore_unsettled(op, revision);
+    }
+
     /// Restores what [`regressed`](Self::regressed) listed.
     pub(crate) fn restore_regressed(&mut self, kind: EventKind, revision: RevId, operation: Sym, peer: Option<Sym>) {
         match (kind, peer) {
@@ -738,5 +753,63 @@ mod tests {
         // Twenty seconds of a quarter failing, ten seconds into r2.
         let burst = |i: u64| if (12_200..12_600).contains(&i) { i % 4 == 0 } else { i % 200 == 0 };
         assert!(deploy(|i| i % 200 == 0, burst).is_none());
+    }
+
+    /// Over a baseline with bursts a rise needs the whole persistence span
+    /// (four minutes), and r2 serves three before r3 — a deploy that
+    /// changes nothing — replaces it: the rise is still one incident,
+    /// introduced by r2 and seen in r3, never r3 against r2.
+    #[test]
+    fn a_rise_a_quick_second_deploy_carries_on_is_one_incident_from_the_revision_that_brought_it() {
+        carried_rise(false);
+    }
+
+    /// The same, with a restart (a snapshot written and read back) while
+    /// r2's rise is still unsettled.
+    #[test]
+    fn a_rise_carried_across_a_deploy_survives_a_restart_before_it() {
+        carried_rise(true);
+    }
+
+    fn carried_rise(restart: bool) {
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let mut updates = Vec::new();
+        let rising = |i: u64| i % 25 == 0;
+        pay(&mut state, &settings, &mut updates, 0..12_000, "r1", flaky);
+        pay(&mut state, &settings, &mut updates, 12_000..15_600, "r2", rising);
+        if restart {
+            let snapshot = state.snapshot(u64::MAX);
+            assert!(
+                snapshot.unsettled.iter().any(|r| r.revision == "r2" && r.operation == "POST /pay"),
+                "{:?}",
+                snapshot.unsettled
+            );
+            let bytes = serde_json::to_vec(&snapshot).expect("json");
+            state = ServiceState::restore(&serde_json::from_slice(&bytes).expect("parse"), &settings);
+        }
+        pay(&mut state, &settings, &mut updates, 15_600..19_200, "r3", rising);
+        let fired: Vec<&DriftEvent> = updates
+            .iter()
+            .filter_map(|u| match u {
+                EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(&**event),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fired.len(), 1, "{fired:#?}");
+        let event = fired[0];
+        assert_eq!(event.revision, "r2", "the revision that brought the rise");
+        assert_eq!(event.baseline_revision.as_deref(), Some("r1"), "the last good revision, not r2");
+        let deployed = PAY_T0 + 12_000 * PAY_TICK;
+        assert!(
+            (deployed - 1_000_000_000..=deployed).contains(&event.onset.unix_nanos()),
+            "onset at r2's first span: {:?}",
+            event.onset
+        );
+        let seen_in_r3 = event.seen_in.iter().any(|r| r == "r3")
+            || updates.iter().any(|u| matches!(u, EventUpdate::SeenIn { id, revision, .. } if *id == event.id && revision == "r3"));
+        assert!(seen_in_r3, "{event:#?}");
+        let rates = event.stats.as_ref().and_then(|s| s.error_rate.as_ref()).expect("error rates");
+        assert!(rates.current > 0.03 && rates.baseline < 0.01, "{rates:?}");
     }
 }

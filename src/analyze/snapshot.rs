@@ -159,6 +159,11 @@ pub struct ServiceSnapshot {
     /// after a restart as before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regressed: Vec<RegressedSnapshot>,
+    /// Revisions whose rise in an operation's error rate had not yet
+    /// persisted: no baseline for the next revision, after a restart as
+    /// before it (`peer` is always absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsettled: Vec<RegressedSnapshot>,
 }
 
 /// A revision that carried a drift of `kind` in `operation` (and, for
@@ -279,6 +284,7 @@ impl ServiceSnapshot {
             calls: Vec::new(),
             repeats: Vec::new(),
             regressed: Vec::new(),
+            unsettled: Vec::new(),
         }
     }
 }

@@ -27,6 +27,14 @@
 //! new revision's whole life, so the steady path buys detection within a
 //! minute of a deploy without paging on outages.
 //!
+//! A revision replaced while its rise is significant but not yet
+//! persistent (*unsettled*) is no baseline for the next: that one is
+//! compared with the last good revision over the traffic of both, so a
+//! deploy that lands minutes after a bad one (a docs change, a config
+//! bump) neither hides the rise nor takes the blame for it. An incident
+//! that fires this way names the oldest unsettled revision, which brought
+//! the rise, and lists the later ones in `seen_in`.
+//!
 //! The lifecycle is the latency detector's: one incident per operation,
 //! against a frozen baseline; later revisions that still show it join it
 //! (`seen_in`); it resolves after `resolve_after` evaluations in which every
@@ -132,6 +140,26 @@ struct Comparison<'a> {
     /// revision whose errors came evenly since it started serving, at
     /// least `steady_persistence` ago: the rise needs no `persistence`.
     steady: bool,
+    /// Unsettled revisions between the baseline and `revision`, newest
+    /// first, whose traffic the comparison counts as `revision`'s.
+    carried: Vec<&'a RevisionEntry>,
+    /// After a deploy, everything `revision` (and what it carries) served:
+    /// whether it is unsettled is judged on this, so a revision going out
+    /// of service, its last windows thinning, stays what it was.
+    since_deploy: ErrorCount,
+}
+
+impl<'a> Comparison<'a> {
+    /// The revision that brought the rise: the oldest carried, else
+    /// `revision`.
+    fn introduced(&self) -> &'a RevisionEntry {
+        self.carried.last().copied().unwrap_or(self.revision)
+    }
+
+    /// Every revision whose traffic is the current sample, oldest first.
+    fn current_revisions(&self) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
+        self.carried.iter().rev().copied().chain(std::iter::once(self.revision))
+    }
 }
 
 pub(crate) struct ErrorRateDetector {
@@ -144,6 +172,10 @@ pub(crate) struct ErrorRateDetector {
     streaks: HashMap<(OpId, RevId), u32>,
     incidents: HashMap<OpId, Incident>,
     regressed: HashSet<(OpId, RevId)>,
+    /// (operation, revision) pairs whose last comparison after a deploy
+    /// showed a significant rise that had not yet persisted: no baseline
+    /// for later revisions (see the module's docs).
+    unsettled: HashSet<(OpId, RevId)>,
 }
 
 impl ErrorRateDetector {
@@ -156,6 +188,7 @@ impl ErrorRateDetector {
             streaks: HashMap::new(),
             incidents: HashMap::new(),
             regressed: HashSet::new(),
+            unsettled: HashSet::new(),
         }
     }
 
@@ -172,6 +205,17 @@ impl ErrorRateDetector {
     /// again, across restarts (they are kept in the snapshot).
     pub(crate) fn regressed(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
         self.regressed.iter().copied()
+    }
+
+    /// (operation, revision) pairs whose rise had not yet persisted (see
+    /// the module's docs), for the snapshot.
+    pub(crate) fn unsettled(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
+        self.unsettled.iter().copied()
+    }
+
+    /// Restores a pair [`unsettled`](Self::unsettled) listed.
+    pub(crate) fn restore_unsettled(&mut self, op: OpId, revision: RevId) {
+        self.unsettled.insert((op, revision));
     }
 
     /// Restores a pair [`regressed`](Self::regressed) listed.
@@ -209,6 +253,7 @@ impl ErrorRateDetector {
     pub(crate) fn forget_revision(&mut self, revision: RevId) {
         self.streaks.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);
+        self.unsettled.retain(|(_, r)| *r != revision);
         for incident in self.incidents.values_mut() {
             incident.seen_in.retain(|r| *r != revision);
         }
@@ -217,6 +262,7 @@ impl ErrorRateDetector {
     pub(crate) fn forget_operations(&mut self, ops: &[OpId]) {
         self.streaks.retain(|(op, _), _| !ops.contains(op));
         self.regressed.retain(|(op, _)| !ops.contains(op));
+        self.unsettled.retain(|(op, _)| !ops.contains(op));
         self.incidents.retain(|op, _| !ops.contains(op));
     }
 
@@ -279,6 +325,11 @@ impl ErrorRateDetector {
                 }
                 continue;
             }
+            if comparison.baseline_revision.is_some() && self.suspected(comparison, threshold) {
+                self.unsettled.insert(key);
+            } else {
+                self.unsettled.remove(&key);
+            }
             let Some(p_value) = bad else {
                 self.streaks.remove(&key);
                 continue;
@@ -291,20 +342,33 @@ impl ErrorRateDetector {
                 continue;
             }
             let event = self.build_event(service, comparison, p_value, tests, at);
+            let introduced = comparison.introduced();
+            let later: Vec<&RevisionEntry> = comparison.current_revisions().skip(1).collect();
+            for revision in comparison.current_revisions() {
+                self.regressed.insert((comparison.op, revision.id));
+                self.unsettled.remove(&(comparison.op, revision.id));
+            }
             self.incidents.insert(
                 comparison.op,
                 Incident {
                     event_id: event.id.clone(),
-                    introduced: key.1,
-                    introduced_first_seen: comparison.revision.first_seen_unix_nanos,
+                    introduced: introduced.id,
+                    introduced_first_seen: introduced.first_seen_unix_nanos,
                     baseline: comparison.baseline,
-                    seen_in: Vec::new(),
+                    seen_in: later.iter().map(|r| r.id).collect(),
                     clean_streak: 0,
                     gone_streak: 0,
                 },
             );
-            self.regressed.insert(key);
+            let id = event.id.clone();
             out.push(EventUpdate::Fired(Box::new(event)));
+            for revision in later {
+                out.push(EventUpdate::SeenIn {
+                    id: id.clone(),
+                    revision: revision.revision.to_string(),
+                    at_unix_nanos: at,
+                });
+            }
         }
         self.streaks
             .retain(|key, _| evaluated.contains(key) && !self.incidents.contains_key(&key.0));
@@ -328,6 +392,8 @@ impl ErrorRateDetector {
         let mut baseline = ErrorCount::default();
         let mut dispersion = Dispersion::new(GROUP_SPANS);
         let mut steady = false;
+        let mut carried = Vec::new();
+        let mut whole = ErrorCount::default();
         let persistence: Vec<WindowMoments> = match earlier {
             Some(b) => {
                 // After a deploy everything this revision served is
@@ -347,8 +413,29 @@ impl ErrorRateDetector {
                         dispersion.add(&m);
                     }
                 }
-                let since_deploy: Vec<WindowMoments> = recent.into_iter().chain(older).collect();
-                steady = self.steady_rise(service, op, b, revision, at, &since_deploy);
+                let mut since_deploy: Vec<WindowMoments> = recent.into_iter().chain(older).collect();
+                // Unsettled revisions since the baseline: their traffic is
+                // this rise's too, newest first after this revision's own.
+                carried = service
+                    .timeline
+                    .before(revision.id)
+                    .take_while(|r| r.id != b.id)
+                    .filter(|r| self.unsettled.contains(&(op, r.id)))
+                    .collect();
+                for m in &since_deploy {
+                    whole.add(m);
+                }
+                if carried.is_empty() {
+                    steady = self.steady_rise(service, op, b, revision, at, &since_deploy);
+                } else {
+                    for s in carried.iter().filter_map(|r| service.latency.get(&(op, r.id))) {
+                        for m in s.recent_moments().chain(s.retired_moments(usize::MAX)) {
+                            whole.add(&m);
+                            since_deploy.push(m);
+                        }
+                    }
+                    current = whole;
+                }
                 since_deploy
             }
             None => {
@@ -395,7 +482,25 @@ impl ErrorRateDetector {
             dispersion: dispersion.factor(),
             trimmed,
             steady,
+            carried,
+            since_deploy: whole,
         })
+    }
+
+    /// Whether a comparison after a deploy shows a significant rise, the
+    /// persistence test aside: the revision is unsettled while it does.
+    fn suspected(&self, c: &Comparison<'_>, threshold: f64) -> bool {
+        let served = c.since_deploy;
+        if served.errors < self.config.min_errors || !self.rose(c.baseline, served, 1.0) {
+            return false;
+        }
+        let scaled = |n: u64| (n as f64 / c.dispersion).round() as u64;
+        fisher_greater(
+            scaled(served.errors),
+            scaled(served.spans),
+            scaled(c.baseline.errors),
+            scaled(c.baseline.spans),
+        ) < threshold
     }
 
     /// Whether a rise since a deploy may skip the persistence span: the
@@ -444,7 +549,9 @@ impl ErrorRateDetector {
     /// The most recent revision before `revision` that served `op` with
     /// enough spans and did not regress it.
     fn last_good<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: RevId) -> Option<&'a RevisionEntry> {
-        service.last_good(op, revision, self.config.min_samples, |r| self.regressed.contains(&(op, r)))
+        service.last_good(op, revision, self.config.min_samples, |r| {
+            self.regressed.contains(&(op, r)) || self.unsettled.contains(&(op, r))
+        })
     }
 
     /// The p-value of a bad comparison, or `None` when it is clean.
@@ -608,10 +715,12 @@ impl ErrorRateDetector {
         // Latency context of the same traffic, for the page and the alert.
         let mut current_latency = new_histogram();
         let mut baseline_latency = new_histogram();
-        if let Some(series) = service.latency.get(&(c.op, c.revision.id)) {
-            current_latency.add(series.current());
-            if c.baseline_revision.is_none() {
-                baseline_latency.add(series.trailing());
+        for revision in c.current_revisions() {
+            if let Some(series) = service.latency.get(&(c.op, revision.id)) {
+                current_latency.add(series.current());
+                if c.baseline_revision.is_none() {
+                    baseline_latency.add(series.trailing());
+                }
             }
         }
         if let Some(b) = c.baseline_revision {
@@ -631,7 +740,8 @@ impl ErrorRateDetector {
         };
         // After a deploy the rate rose with the revision's first span; in
         // its own traffic, within the current window.
-        let first_seen = c.revision.first_seen_unix_nanos.min(at);
+        let introduced = c.introduced();
+        let first_seen = introduced.first_seen_unix_nanos.min(at);
         let onset = match c.baseline_revision {
             Some(_) => first_seen,
             None => at.saturating_sub(nanos(self.windows.current_window)).max(first_seen),
@@ -664,7 +774,7 @@ impl ErrorRateDetector {
                 .baseline_revision
                 .is_none()
                 .then(|| "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()),
-            ..DriftEvent::firing(EventKind::ErrorRateRegression, service.key, &operation, &c.revision.revision, onset, at)
+            ..DriftEvent::firing(EventKind::ErrorRateRegression, service.key, &operation, &introduced.revision, onset, at)
         }
     }
 }
@@ -687,7 +797,9 @@ fn timeline(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<RatePoint> {
     if let Some(b) = c.baseline_revision {
         add(b, false);
     }
-    add(c.revision, true);
+    for revision in c.current_revisions() {
+        add(revision, true);
+    }
     let mut timeline: Vec<RatePoint> = points
         .into_iter()
         .map(|((start, current), (spans, errors))| RatePoint {
@@ -703,23 +815,26 @@ fn timeline(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<RatePoint> {
     timeline
 }
 
-/// The error types `c.revision` failed with that its baseline revision
-/// never did (after a deploy; nothing to compare with otherwise).
+/// The error types the drifting revisions (`c.revision` and those it
+/// carries) failed with that their baseline revision never did (after a
+/// deploy; nothing to compare with otherwise).
 fn new_error_types(service: &ServiceView<'_>, c: &Comparison<'_>) -> Vec<ErrorTypeCount> {
     let Some(baseline) = c.baseline_revision else {
         return Vec::new();
     };
-    let Some(current) = service.error_types.get(&(c.op, c.revision.id)) else {
-        return Vec::new();
-    };
     let before = service.error_types.get(&(c.op, baseline.id));
-    let mut new: Vec<ErrorTypeCount> = current
-        .iter()
-        .filter(|(t, _)| before.is_none_or(|b| !b.contains(t)))
-        .map(|(t, count)| ErrorTypeCount {
-            error_type: t.to_string(),
-            count,
-        })
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for revision in c.current_revisions() {
+        let Some(current) = service.error_types.get(&(c.op, revision.id)) else {
+            continue;
+        };
+        for (t, count) in current.iter().filter(|(t, _)| before.is_none_or(|b| !b.contains(t))) {
+            *counts.entry(t.to_string()).or_default() += count;
+        }
+    }
+    let mut new: Vec<ErrorTypeCount> = counts
+        .into_iter()
+        .map(|(error_type, count)| ErrorTypeCount { error_type, count })
         .collect();
     new.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error_type.cmp(&b.error_type)));
     new.truncate(LISTED_ERROR_TYPES);

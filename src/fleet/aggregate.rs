@@ -377,6 +377,7 @@ impl Aggregate {
                 })
                 .collect(),
             regressed: Vec::new(),
+            unsettled: Vec::new(),
         }
     }
 
@@ -504,6 +505,7 @@ mod tests {
                 counts: [20 * replica, replica % 2, 1 + replica % 2, if replica % 2 == 1 { 300 + replica } else { 0 }, 800 + replica],
             }],
             regressed: Vec::new(),
+            unsettled: Vec::new(),
         }
     }
 

@@ -261,6 +261,7 @@ mod tests {
             calls: Vec::new(),
             repeats: Vec::new(),
             regressed: Vec::new(),
+            unsettled: Vec::new(),
         }
     }
 
