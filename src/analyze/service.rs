@@ -771,6 +771,75 @@ mod tests {
         carried_rise(true);
     }
 
+    /// Where the window boundaries fall must not decide whether a drift is
+    /// seen. The spans `tests/error_rate.rs` sends — `POST /checkout`
+    /// failing 0.5% of the time, then 3% for three minutes, a deploy that
+    /// changes nothing, three more minutes, a fix; beside it `GET /cart`
+    /// failing 3% in every revision — shifted second by second across a
+    /// minute, are one incident each time, from the bad revision to the fix.
+    #[test]
+    fn the_same_deploys_shifted_in_time_are_the_same_incident() {
+        use crate::analyze::snapshot::tests::fact;
+        use crate::detect::event::ResolutionReason;
+        use crate::extract::{SpanKind, SpanStatus};
+        const S: u64 = 1_000_000_000;
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let plan = [("good", 6, 0.005), ("bad", 3, 0.03), ("docs", 3, 0.03), ("fix", 10, 0.005)];
+        for shift in 0..60 {
+            let mut rng = crate::rng::Rng::new(11);
+            let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+            let mut updates = Vec::new();
+            let mut start = PAY_T0 + shift * S;
+            for (revision, minutes, checkout_errors) in plan {
+                for i in 0..minutes * 60 * 20 {
+                    let begin = start + i * S / 20;
+                    let ms = rng.log_normal(40.0, 0.4);
+                    let mut checkout = fact("POST /checkout", revision, begin + (ms * 1e6) as u64, 0, SpanKind::Server, None);
+                    checkout.start_unix_nanos = begin;
+                    if rng.uniform() < checkout_errors {
+                        // The status or a 503: an error either way.
+                        let _ = rng.uniform();
+                        checkout.status = SpanStatus::Error;
+                    }
+                    let begin = begin + S / 40;
+                    let ms = rng.log_normal(8.0, 0.4);
+                    let mut cart = fact("GET /cart", revision, begin + (ms * 1e6) as u64, 0, SpanKind::Server, None);
+                    cart.start_unix_nanos = begin;
+                    if rng.uniform() < 0.03 {
+                        cart.status = SpanStatus::Error;
+                    }
+                    for span in [checkout, cart] {
+                        state.record(&span, &settings);
+                        state.evaluate_due(&settings, &mut updates);
+                    }
+                }
+                start += minutes * 60 * S;
+            }
+            let fired: Vec<&DriftEvent> = updates
+                .iter()
+                .filter_map(|u| match u {
+                    EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(&**event),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(fired.len(), 1, "shifted {shift} s: {fired:#?}");
+            let event = fired[0];
+            assert_eq!((event.revision.as_str(), event.baseline_revision.as_deref()), ("bad", Some("good")), "shifted {shift} s");
+            assert_eq!(event.operation.as_deref(), Some("POST /checkout"));
+            let seen_in_docs = event.seen_in.iter().any(|r| r == "docs")
+                || updates.iter().any(|u| matches!(u, EventUpdate::SeenIn { id, revision, .. } if *id == event.id && revision == "docs"));
+            assert!(seen_in_docs, "shifted {shift} s");
+            let resolution = updates.iter().find_map(|u| match u {
+                EventUpdate::Resolved { id, resolution, .. } if *id == event.id => Some(resolution.clone()),
+                _ => None,
+            });
+            assert!(
+                resolution.as_ref().is_some_and(|r| r.reason == ResolutionReason::Fixed && r.revision.as_deref() == Some("fix")),
+                "shifted {shift} s: {resolution:?}"
+            );
+        }
+    }
+
     fn carried_rise(restart: bool) {
         let settings = AnalysisSettings::from_config(&Config::default());
         let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);

@@ -430,7 +430,7 @@ pub(crate) mod tests {
     use crate::config::Config;
     use crate::extract::{SpanFact, SpanKind, SpanStatus};
 
-    fn fact(op: &str, revision: &str, end: u64, millis: u64, kind: SpanKind, peer: Option<&str>) -> SpanFact {
+    pub(crate) fn fact(op: &str, revision: &str, end: u64, millis: u64, kind: SpanKind, peer: Option<&str>) -> SpanFact {
         SpanFact {
             trace_id: 1,
             span_id: end,
