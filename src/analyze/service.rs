@@ -771,6 +771,25 @@ mod tests {
         carried_rise(true);
     }
 
+    /// The error-rate events that fired among `updates`.
+    fn error_rate_events(updates: &[EventUpdate]) -> Vec<&DriftEvent> {
+        updates
+            .iter()
+            .filter_map(|u| match u {
+                EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(&**event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `event` lists `revision` in `seen_in`, at firing or later.
+    fn seen_in(updates: &[EventUpdate], event: &DriftEvent, revision: &str) -> bool {
+        event.seen_in.iter().any(|r| r == revision)
+            || updates
+                .iter()
+                .any(|u| matches!(u, EventUpdate::SeenIn { id, revision: r, .. } if *id == event.id && r == revision))
+    }
+
     /// Where the window boundaries fall must not decide whether a drift is
     /// seen. The spans `tests/error_rate.rs` sends — `POST /checkout`
     /// failing 0.5% of the time, then 3% for three minutes, a deploy that
@@ -815,20 +834,12 @@ mod tests {
                 }
                 start += minutes * 60 * S;
             }
-            let fired: Vec<&DriftEvent> = updates
-                .iter()
-                .filter_map(|u| match u {
-                    EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(&**event),
-                    _ => None,
-                })
-                .collect();
+            let fired = error_rate_events(&updates);
             assert_eq!(fired.len(), 1, "shifted {shift} s: {fired:#?}");
             let event = fired[0];
             assert_eq!((event.revision.as_str(), event.baseline_revision.as_deref()), ("bad", Some("good")), "shifted {shift} s");
             assert_eq!(event.operation.as_deref(), Some("POST /checkout"));
-            let seen_in_docs = event.seen_in.iter().any(|r| r == "docs")
-                || updates.iter().any(|u| matches!(u, EventUpdate::SeenIn { id, revision, .. } if *id == event.id && revision == "docs"));
-            assert!(seen_in_docs, "shifted {shift} s");
+            assert!(seen_in(&updates, event, "docs"), "shifted {shift} s");
             let resolution = updates.iter().find_map(|u| match u {
                 EventUpdate::Resolved { id, resolution, .. } if *id == event.id => Some(resolution.clone()),
                 _ => None,
@@ -858,13 +869,7 @@ mod tests {
             state = ServiceState::restore(&serde_json::from_slice(&bytes).expect("parse"), &settings);
         }
         pay(&mut state, &settings, &mut updates, 15_600..19_200, "r3", rising);
-        let fired: Vec<&DriftEvent> = updates
-            .iter()
-            .filter_map(|u| match u {
-                EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(&**event),
-                _ => None,
-            })
-            .collect();
+        let fired = error_rate_events(&updates);
         assert_eq!(fired.len(), 1, "{fired:#?}");
         let event = fired[0];
         assert_eq!(event.revision, "r2", "the revision that brought the rise");
@@ -875,9 +880,7 @@ mod tests {
             "onset at r2's first span: {:?}",
             event.onset
         );
-        let seen_in_r3 = event.seen_in.iter().any(|r| r == "r3")
-            || updates.iter().any(|u| matches!(u, EventUpdate::SeenIn { id, revision, .. } if *id == event.id && revision == "r3"));
-        assert!(seen_in_r3, "{event:#?}");
+        assert!(seen_in(&updates, event, "r3"), "{event:#?}");
         let rates = event.stats.as_ref().and_then(|s| s.error_rate.as_ref()).expect("error rates");
         assert!(rates.current > 0.03 && rates.baseline < 0.01, "{rates:?}");
     }
