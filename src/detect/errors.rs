@@ -156,6 +156,20 @@ impl<'a> Comparison<'a> {
         self.carried.last().copied().unwrap_or(self.revision)
     }
 
+    /// The one-sided Fisher p-value of `current` against the baseline.
+    /// Errors that come in bursts in the baseline (a flaky dependency)
+    /// vary more than a binomial's: both samples count as `dispersion`
+    /// times fewer independent spans.
+    fn scaled_p(&self, current: ErrorCount) -> f64 {
+        let scaled = |n: u64| (n as f64 / self.dispersion).round() as u64;
+        fisher_greater(
+            scaled(current.errors),
+            scaled(current.spans),
+            scaled(self.baseline.errors),
+            scaled(self.baseline.spans),
+        )
+    }
+
     /// Every revision whose traffic is the current sample, oldest first.
     fn current_revisions(&self) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
         self.carried.iter().rev().copied().chain(std::iter::once(self.revision))
@@ -494,13 +508,7 @@ impl ErrorRateDetector {
         if served.errors < self.config.min_errors || !self.rose(c.baseline, served, 1.0) {
             return false;
         }
-        let scaled = |n: u64| (n as f64 / c.dispersion).round() as u64;
-        fisher_greater(
-            scaled(served.errors),
-            scaled(served.spans),
-            scaled(c.baseline.errors),
-            scaled(c.baseline.spans),
-        ) < threshold
+        c.scaled_p(served) < threshold
     }
 
     /// Whether a rise since a deploy may skip the persistence span: the
@@ -566,26 +574,14 @@ impl ErrorRateDetector {
         if !c.persistent {
             return None;
         }
-        // Errors that come in bursts in the baseline (a flaky dependency)
-        // vary more than a binomial's: both samples count as `dispersion`
-        // times fewer independent spans.
-        let scaled = |n: u64| (n as f64 / c.dispersion).round() as u64;
-        let test = |current: ErrorCount| {
-            fisher_greater(
-                scaled(current.errors),
-                scaled(current.spans),
-                scaled(c.baseline.errors),
-                scaled(c.baseline.spans),
-            )
-        };
         // The rise must also show, significantly and by half the margins,
         // in the persistence span without its worst half: an outage of a
         // flaky dependency that fills the current window does not.
         let trimmed = c.trimmed?;
-        if !self.rose(c.baseline, trimmed, RESOLVE_MARGIN_SHARE) || test(trimmed) >= threshold {
+        if !self.rose(c.baseline, trimmed, RESOLVE_MARGIN_SHARE) || c.scaled_p(trimmed) >= threshold {
             return None;
         }
-        let p = test(c.current);
+        let p = c.scaled_p(c.current);
         (p < threshold).then_some(p)
     }
 
