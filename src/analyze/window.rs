@@ -225,6 +225,19 @@ impl LatencyWindows {
         }
     }
 
+    /// Whether the series served spans in windows that end after `since`
+    /// (an evaluation's `at` less the current window): its current sample
+    /// holds some, or — restored from a snapshot, which keeps only history
+    /// — the newest window it was restored with ends after `since`. The
+    /// windows a running series retires all end by then.
+    pub(crate) fn served_after(&self, since: u64) -> bool {
+        !self.ring_sum.is_empty()
+            || self
+                .moments
+                .back()
+                .is_some_and(|m| m.count > 0 && m.start_unix_nanos.saturating_add(self.layout.window_nanos) > since)
+    }
+
     /// The current sample: the ring's settled windows.
     pub(crate) fn current(&self) -> &LatencyHistogram {
         &self.ring_sum
@@ -309,6 +322,30 @@ mod tests {
         w.all(&mut all);
         assert_eq!(all.len(), 600);
         assert_eq!(w.total(), 600);
+    }
+
+    /// A series serves while its current sample holds spans; restored from
+    /// a snapshot, while the windows it was restored with are that recent.
+    #[test]
+    fn a_series_serves_for_a_current_window_after_its_last_span_restored_or_not() {
+        let t0 = 1_700_000_100 * S;
+        let current = 60 * S;
+        let mut running = LatencyWindows::new(layout());
+        for i in 0..120 {
+            running.record(t0 + i * S, 1000, false);
+        }
+        let last = t0 + 119 * S;
+        let moments: Vec<WindowMoments> = running.retained_moments().collect();
+        let mut whole = new_histogram();
+        running.retained(&mut whole);
+        let restored = LatencyWindows::restored(layout(), whole, moments, last);
+        for at in (last..last + 90 * S).step_by(10 * S as usize) {
+            running.settle(at);
+            let serving = !running.current().is_empty();
+            assert_eq!(running.served_after(at - current), serving, "at {}", (at - t0) / S);
+            assert_eq!(restored.served_after(at - current), serving, "restored, at {}", (at - t0) / S);
+        }
+        assert!(!running.served_after(last + 20 * S), "every window retired");
     }
 
     #[test]

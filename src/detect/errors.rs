@@ -393,7 +393,7 @@ impl ErrorRateDetector {
     fn compare<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: &'a RevisionEntry, at: u64) -> Option<Comparison<'a>> {
         let series = service.latency.get(&(op, revision.id))?;
         let recent: Vec<WindowMoments> = series.recent_moments().collect();
-        if recent.iter().all(|m| m.count == 0) {
+        if !series.served_after(at.saturating_sub(nanos(self.windows.current_window))) {
             // Not serving the operation now: nothing to judge.
             return None;
         }

@@ -303,7 +303,7 @@ impl LatencyDetector {
     /// have `min_samples`.
     fn compare<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: &'a RevisionEntry, at: u64) -> Option<Comparison<'a>> {
         let series = service.latency.get(&(op, revision.id))?;
-        if series.current().is_empty() {
+        if !series.served_after(at.saturating_sub(nanos(self.config.current_window))) {
             // Not serving the operation now: nothing to judge.
             return None;
         }
