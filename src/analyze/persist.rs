@@ -207,16 +207,16 @@ impl ServiceState {
         let mut unsettled: Vec<RegressedSnapshot> = self
             .unsettled()
             .into_iter()
-            .filter_map(|(rev, operation)| {
+            .filter_map(|(kind, rev, operation)| {
                 Some(RegressedSnapshot {
-                    kind: EventKind::ErrorRateRegression,
+                    kind,
                     revision: revision_name(rev)?,
                     operation: operation.to_string(),
                     peer: None,
                 })
             })
             .collect();
-        unsettled.sort_by(|a, b| (&a.revision, &a.operation).cmp(&(&b.revision, &b.operation)));
+        unsettled.sort_by(|a, b| (a.kind.as_str(), &a.revision, &a.operation).cmp(&(b.kind.as_str(), &b.revision, &b.operation)));
         ServiceSnapshot {
             version: SNAPSHOT_VERSION,
             service: self.key.service.to_string(),
@@ -320,9 +320,9 @@ impl ServiceState {
                 state.restore_regressed(r.kind, revision, Sym::from(r.operation.as_str()), peer);
             }
         }
-        for r in snapshot.unsettled.iter().filter(|r| r.kind == EventKind::ErrorRateRegression) {
+        for r in &snapshot.unsettled {
             if let Some(revision) = state.timeline.id_of(&r.revision) {
-                state.restore_unsettled(revision, Sym::from(r.operation.as_str()));
+                state.restore_unsettled(r.kind, revision, Sym::from(r.operation.as_str()));
             }
         }
         for f in &snapshot.firing {

@@ -332,19 +332,30 @@ impl ServiceState {
             .collect()
     }
 
-    /// (revision, operation) pairs whose error-rate rise had not yet
-    /// persisted: no baseline for later revisions while so.
-    pub(crate) fn unsettled(&self) -> Vec<(RevId, Sym)> {
-        self.errors
+    /// (revision, operation) pairs whose latency or error-rate rise had
+    /// not yet fired: no baseline for later revisions while so.
+    pub(crate) fn unsettled(&self) -> Vec<(EventKind, RevId, Sym)> {
+        let name = |op: OpId| self.operations.name(op).cloned();
+        self.detector
             .unsettled()
-            .filter_map(|(op, rev)| Some((rev, self.operations.name(op).cloned()?)))
+            .filter_map(|(op, rev)| Some((EventKind::LatencyRegression, rev, name(op)?)))
+            .chain(
+                self.errors
+                    .unsettled()
+                    .filter_map(|(op, rev)| Some((EventKind::ErrorRateRegression, rev, name(op)?))),
+            )
             .collect()
     }
 
-    /// Restores a pair [`unsettled`](Self::unsettled) listed.
-    pub(crate) fn restore_unsettled(&mut self, revision: RevId, operation: Sym) {
+    /// Restores what [`unsettled`](Self::unsettled) listed; other kinds
+    /// have no unsettled revisions and are ignored.
+    pub(crate) fn restore_unsettled(&mut self, kind: EventKind, revision: RevId, operation: Sym) {
         let op = self.operations.resolve(&operation, self.watermark);
-        self.errors.restore_unsettled(op, revision);
+        match kind {
+            EventKind::LatencyRegression => self.detector.restore_unsettled(op, revision),
+            EventKind::ErrorRateRegression => self.errors.restore_unsettled(op, revision),
+            _ => {}
+        }
     }
 
     /// Restores what [`regressed`](Self::regressed) listed.
@@ -848,6 +859,69 @@ mod tests {
                 resolution.as_ref().is_some_and(|r| r.reason == ResolutionReason::Fixed && r.revision.as_deref() == Some("fix")),
                 "shifted {shift} s: {resolution:?}"
             );
+        }
+    }
+
+    /// `GET /x` at one request a second, served by each `(revision,
+    /// seconds, median ms)` of `plan` in turn from `start`, each span
+    /// evaluated as it arrives, with a restart (a snapshot written and read
+    /// back) before the last revision when `restart`: every update.
+    fn quiet_deploys(plan: &[(&str, u64, f64)], start: u64, restart: bool) -> Vec<EventUpdate> {
+        use crate::analyze::snapshot::tests::fact;
+        use crate::extract::SpanKind;
+        const S: u64 = 1_000_000_000;
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let mut rng = crate::rng::Rng::new(3);
+        let mut updates = Vec::new();
+        let mut begin = start;
+        for (i, (revision, seconds, median)) in plan.iter().enumerate() {
+            if restart && i + 1 == plan.len() {
+                let bytes = serde_json::to_vec(&state.snapshot(u64::MAX)).expect("json");
+                state = ServiceState::restore(&serde_json::from_slice(&bytes).expect("parse"), &settings);
+            }
+            for _ in 0..*seconds {
+                let ms = rng.log_normal(*median, 0.3);
+                let mut span = fact("GET /x", revision, begin + (ms * 1e6) as u64, 0, SpanKind::Server, None);
+                span.start_unix_nanos = begin;
+                state.record(&span, &settings);
+                state.evaluate_due(&settings, &mut updates);
+                begin += S;
+            }
+        }
+        updates
+    }
+
+    /// The latency events that fired among `updates`.
+    fn latency_events(updates: &[EventUpdate]) -> Vec<&DriftEvent> {
+        updates
+            .iter()
+            .filter_map(|u| match u {
+                EventUpdate::Fired(event) if event.kind == EventKind::LatencyRegression => Some(&**event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A quiet endpoint (one request a second) doubles its latency in r2,
+    /// which serves just long enough to be a baseline but not to persist,
+    /// and r3 carries the rise on: one incident from r2, whatever the
+    /// window boundaries and across a restart between the deploys, never
+    /// nothing (r3 against r2) and never r3.
+    #[test]
+    fn a_latency_rise_a_quick_second_deploy_carries_on_is_one_incident_from_the_revision_that_brought_it() {
+        for (r2_seconds, restart) in [(110, false), (130, false), (110, true)] {
+            for shift in 0..10 {
+                let start = PAY_T0 + shift * 1_000_000_000;
+                let plan = [("r1", 1800, 50.0), ("r2", r2_seconds, 100.0), ("r3", 1200, 100.0)];
+                let updates = quiet_deploys(&plan, start, restart);
+                let fired = latency_events(&updates);
+                let at = format!("r2 for {r2_seconds} s, shifted {shift} s, restart {restart}");
+                assert_eq!(fired.len(), 1, "{at}: {fired:#?}");
+                let event = fired[0];
+                assert_eq!((event.revision.as_str(), event.baseline_revision.as_deref()), ("r2", Some("r1")), "{at}");
+                assert!(seen_in(&updates, event, "r3"), "{at}");
+            }
         }
     }
 

@@ -159,9 +159,9 @@ pub struct ServiceSnapshot {
     /// after a restart as before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regressed: Vec<RegressedSnapshot>,
-    /// Revisions whose rise in an operation's error rate had not yet
-    /// persisted: no baseline for the next revision, after a restart as
-    /// before it (`peer` is always absent).
+    /// Revisions whose rise in an operation's latency or error rate had
+    /// not yet fired: no baseline for the next revision, after a restart
+    /// as before it (`peer` is always absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsettled: Vec<RegressedSnapshot>,
 }

@@ -5,7 +5,8 @@
 //!
 //! * **deploy mode** — for `deploy_comparison` after a revision first
 //!   appears, the baseline is the most recent earlier revision that served
-//!   the operation and was not itself regressed: the last good revision;
+//!   the operation and was neither regressed nor unsettled (below): the
+//!   last good revision;
 //! * **trailing mode** — otherwise, or when there is no earlier revision,
 //!   the baseline is the same revision's own older traffic.
 //!
@@ -17,6 +18,16 @@
 //! of traffic shows it on its own. Overlapping evaluation windows alone would
 //! let one short burst look persistent for a whole window length. An
 //! incident fires after `consecutive` bad evaluations.
+//!
+//! A revision replaced while its rise is significant but not yet
+//! persistent or not yet seen `consecutive` times (*unsettled*; on a quiet
+//! endpoint a revision may serve too little traffic for either) is no
+//! baseline for the next: that one is compared with the last good revision,
+//! its own traffic eked out by the unsettled revisions' when it has too
+//! little, so a deploy that lands minutes after a bad one neither hides the
+//! rise nor takes the blame for it. An incident that fires this way names
+//! the oldest unsettled revision, which brought the rise, and lists the
+//! later ones in `seen_in`.
 //!
 //! **One incident per drift.** A firing incident belongs to the operation,
 //! not to a revision: it keeps the baseline it fired against (frozen, so the
@@ -103,6 +114,10 @@ pub(crate) struct LatencyDetector {
     incidents: HashMap<OpId, Incident>,
     /// (operation, revision) pairs that regressed: never a baseline again.
     regressed: HashSet<(OpId, RevId)>,
+    /// (operation, revision) pairs whose last comparison after a deploy
+    /// showed a significant rise that had not yet fired: no baseline for
+    /// later revisions (see the module's docs).
+    unsettled: HashSet<(OpId, RevId)>,
 }
 
 struct Comparison<'a> {
@@ -113,6 +128,26 @@ struct Comparison<'a> {
     current: LatencyHistogram,
     /// Every recent non-overlapping stretch of traffic shows the rise.
     persistent: bool,
+    /// Unsettled revisions between the baseline and `revision`, newest
+    /// first, whose traffic the comparison counts as `revision`'s.
+    carried: Vec<&'a RevisionEntry>,
+    /// After a deploy, everything `revision` served: whether it is
+    /// unsettled is judged on this, so a revision going out of service, its
+    /// current window thinning, stays what it was.
+    since_deploy: Option<LatencyHistogram>,
+}
+
+impl<'a> Comparison<'a> {
+    /// The revision that brought the rise: the oldest carried, else
+    /// `revision`.
+    fn introduced(&self) -> &'a RevisionEntry {
+        self.carried.last().copied().unwrap_or(self.revision)
+    }
+
+    /// Every revision whose traffic is the current sample, oldest first.
+    fn current_revisions(&self) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
+        self.carried.iter().rev().copied().chain(std::iter::once(self.revision))
+    }
 }
 
 /// A serving revision's current traffic, judged against an incident.
@@ -131,6 +166,7 @@ impl LatencyDetector {
             clean: HashMap::new(),
             incidents: HashMap::new(),
             regressed: HashSet::new(),
+            unsettled: HashSet::new(),
         }
     }
 
@@ -153,6 +189,17 @@ impl LatencyDetector {
     /// Restores a pair [`regressed`](Self::regressed) listed.
     pub(crate) fn restore_regressed(&mut self, op: OpId, revision: RevId) {
         self.regressed.insert((op, revision));
+    }
+
+    /// (operation, revision) pairs whose rise had not yet fired (see the
+    /// module's docs), for the snapshot.
+    pub(crate) fn unsettled(&self) -> impl Iterator<Item = (OpId, RevId)> + '_ {
+        self.unsettled.iter().copied()
+    }
+
+    /// Restores a pair [`unsettled`](Self::unsettled) listed.
+    pub(crate) fn restore_unsettled(&mut self, op: OpId, revision: RevId) {
+        self.unsettled.insert((op, revision));
     }
 
     /// Resumes a drift that was firing before a restart: it resolves like
@@ -187,6 +234,7 @@ impl LatencyDetector {
         self.streaks.retain(|(_, r), _| *r != revision);
         self.clean.retain(|(_, r), _| *r != revision);
         self.regressed.retain(|(_, r)| *r != revision);
+        self.unsettled.retain(|(_, r)| *r != revision);
         for incident in self.incidents.values_mut() {
             incident.seen_in.retain(|r| *r != revision);
         }
@@ -196,6 +244,7 @@ impl LatencyDetector {
         self.streaks.retain(|(op, _), _| !ops.contains(op));
         self.clean.retain(|(op, _), _| !ops.contains(op));
         self.regressed.retain(|(op, _)| !ops.contains(op));
+        self.unsettled.retain(|(op, _)| !ops.contains(op));
         self.incidents.retain(|op, _| !ops.contains(op));
     }
 
@@ -265,6 +314,11 @@ impl LatencyDetector {
                 }
                 continue;
             }
+            if self.suspected(comparison, threshold) {
+                self.unsettled.insert(key);
+            } else {
+                self.unsettled.remove(&key);
+            }
             match bad {
                 Some(mut stats) => {
                     self.clean.remove(&key);
@@ -272,21 +326,7 @@ impl LatencyDetector {
                     *streak += 1;
                     if *streak >= self.config.consecutive {
                         stats.tests = tests as u32;
-                        let event = build_event(service, comparison, stats, at);
-                        self.incidents.insert(
-                            comparison.op,
-                            Incident {
-                                event_id: event.id.clone(),
-                                introduced: key.1,
-                                introduced_first_seen: comparison.revision.first_seen_unix_nanos,
-                                baseline: Some(comparison.baseline.clone()),
-                                seen_in: Vec::new(),
-                                clean_streak: 0,
-                                gone_streak: 0,
-                            },
-                        );
-                        self.regressed.insert(key);
-                        out.push(EventUpdate::Fired(Box::new(event)));
+                        self.fire(service, comparison, stats, at, out);
                     }
                 }
                 None => {
@@ -297,6 +337,40 @@ impl LatencyDetector {
         }
         self.streaks
             .retain(|key, _| evaluated.contains(key) && !self.incidents.contains_key(&key.0));
+    }
+
+    /// Opens the incident a comparison shows: it names the revision that
+    /// brought the rise and lists the later ones it carried in `seen_in`.
+    fn fire(&mut self, service: &ServiceView<'_>, comparison: &Comparison<'_>, stats: LatencyStats, at: u64, out: &mut Vec<EventUpdate>) {
+        let op = comparison.op;
+        let event = build_event(service, comparison, stats, at);
+        let introduced = comparison.introduced();
+        let later: Vec<&RevisionEntry> = comparison.current_revisions().skip(1).collect();
+        for revision in comparison.current_revisions() {
+            self.regressed.insert((op, revision.id));
+            self.unsettled.remove(&(op, revision.id));
+        }
+        self.incidents.insert(
+            op,
+            Incident {
+                event_id: event.id.clone(),
+                introduced: introduced.id,
+                introduced_first_seen: introduced.first_seen_unix_nanos,
+                baseline: Some(comparison.baseline.clone()),
+                seen_in: later.iter().map(|r| r.id).collect(),
+                clean_streak: 0,
+                gone_streak: 0,
+            },
+        );
+        let id = event.id.clone();
+        out.push(EventUpdate::Fired(Box::new(event)));
+        for revision in later {
+            out.push(EventUpdate::SeenIn {
+                id: id.clone(),
+                revision: revision.revision.to_string(),
+                at_unix_nanos: at,
+            });
+        }
     }
 
     /// The comparison of `op` under `revision` with its baseline, when both
@@ -317,22 +391,45 @@ impl LatencyDetector {
         let mut baseline_moments = WindowMoments::default();
         let chunks = self.config.persistence_windows.max(1);
         let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
+        let mut carried = Vec::new();
+        let mut since_deploy = None;
         let persistent = match earlier {
             Some(b) => {
+                // Unsettled revisions since the baseline: their traffic is
+                // this rise's too, newest first after this revision's own.
+                carried = service
+                    .timeline
+                    .before(revision.id)
+                    .take_while(|r| r.id != b.id)
+                    .filter(|r| self.unsettled.contains(&(op, r.id)))
+                    .collect::<Vec<_>>();
+                let carried_series: Vec<_> = carried.iter().filter_map(|r| service.latency.get(&(op, r.id))).collect();
                 // After a deploy everything this revision served is
-                // post-deploy, so a quiet endpoint may use all of it.
+                // post-deploy, so a quiet endpoint may use all of it, and
+                // all the unsettled revisions before it served.
+                let mut own = new_histogram();
+                series.all(&mut own);
                 if series.current().len() >= self.config.min_samples {
                     current.add(series.current());
                 } else {
-                    series.all(&mut current);
+                    current.add(&own);
+                    if own.len() < self.config.min_samples {
+                        for s in &carried_series {
+                            s.all(&mut current);
+                        }
+                    }
                 }
+                since_deploy = Some(own);
                 for base in service.history(op, b) {
                     base.all(&mut baseline);
                     for m in base.recent_moments().chain(base.retired_moments(self.baseline_windows)) {
                         baseline_moments.merge(&m);
                     }
                 }
-                let recent = series.recent_moments().chain(series.retired_moments(usize::MAX));
+                let recent = series
+                    .recent_moments()
+                    .chain(series.retired_moments(usize::MAX))
+                    .chain(carried_series.iter().flat_map(|s| s.recent_moments().chain(s.retired_moments(usize::MAX))));
                 persistent_shift(recent, &baseline_moments, chunks, min_chunk, PERSISTENCE_Z)
             }
             None => {
@@ -351,13 +448,34 @@ impl LatencyDetector {
             baseline,
             current,
             persistent,
+            carried,
+            since_deploy,
         })
+    }
+
+    /// Whether a comparison after a deploy shows a significant rise in the
+    /// revision's own traffic since it started serving, persistence and
+    /// the run of evaluations aside: the revision is unsettled while it
+    /// does.
+    fn suspected(&self, c: &Comparison<'_>, threshold: f64) -> bool {
+        let Some(served) = c.since_deploy.as_ref().filter(|s| s.len() >= self.config.min_samples) else {
+            return false;
+        };
+        let q = self.config.quantile;
+        let base_q = c.baseline.value_at_quantile(q) as f64;
+        let rise = served.value_at_quantile(q) as f64 - base_q;
+        let relative = if base_q > 0.0 { rise / base_q } else { f64::INFINITY };
+        relative >= self.config.relative_increase
+            && rise >= self.config.absolute_increase.as_micros() as f64
+            && mann_whitney_greater(&c.baseline, served).is_some_and(|t| t.p_value < threshold)
     }
 
     /// The most recent revision before `revision` that served `op` with
     /// enough samples and did not regress it.
     fn last_good<'a>(&self, service: &ServiceView<'a>, op: OpId, revision: RevId) -> Option<&'a RevisionEntry> {
-        service.last_good(op, revision, self.config.min_samples, |r| self.regressed.contains(&(op, r)))
+        service.last_good(op, revision, self.config.min_samples, |r| {
+            self.regressed.contains(&(op, r)) || self.unsettled.contains(&(op, r))
+        })
     }
 
     /// Advances every firing incident: later revisions that still show it
@@ -542,23 +660,23 @@ fn build_event(service: &ServiceView<'_>, c: &Comparison<'_>, stats: LatencyStat
             .baseline_revision
             .is_none()
             .then(|| "no deploy: compared with the same revision's trailing window, so no commit is in range".to_owned()),
-        ..DriftEvent::firing(EventKind::LatencyRegression, service.key, &operation, &c.revision.revision, onset, at)
+        ..DriftEvent::firing(EventKind::LatencyRegression, service.key, &operation, &c.introduced().revision, onset, at)
     }
 }
 
 /// The change point of the operation's latency, over the baseline
-/// revision's windows followed by the current revision's, never earlier
-/// than the current revision's first span.
+/// revision's windows followed by the drifting revisions', never earlier
+/// than the first span of the revision that brought the rise.
 fn estimate_onset(service: &ServiceView<'_>, c: &Comparison<'_>) -> u64 {
     let series = |rev: RevId| service.latency.get(&(c.op, rev));
     let mut moments: Vec<WindowMoments> = Vec::new();
     if let Some(base) = c.baseline_revision.and_then(|b| series(b.id)) {
         moments.extend(base.moments().filter(|m| m.count > 0));
     }
-    if let Some(current) = series(c.revision.id) {
+    for current in c.current_revisions().filter_map(|r| series(r.id)) {
         moments.extend(current.moments().filter(|m| m.count > 0));
     }
     moments.sort_by_key(|m| m.start_unix_nanos);
-    let first_seen = c.revision.first_seen_unix_nanos;
+    let first_seen = c.introduced().first_seen_unix_nanos;
     change_point(&moments).map_or(first_seen, |at| at.max(first_seen))
 }
