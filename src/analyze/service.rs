@@ -782,12 +782,12 @@ mod tests {
         carried_rise(true);
     }
 
-    /// The error-rate events that fired among `updates`.
-    fn error_rate_events(updates: &[EventUpdate]) -> Vec<&DriftEvent> {
+    /// The events of `kind` that fired among `updates`.
+    fn fired(updates: &[EventUpdate], kind: EventKind) -> Vec<&DriftEvent> {
         updates
             .iter()
             .filter_map(|u| match u {
-                EventUpdate::Fired(event) if event.kind == EventKind::ErrorRateRegression => Some(&**event),
+                EventUpdate::Fired(event) if event.kind == kind => Some(&**event),
                 _ => None,
             })
             .collect()
@@ -845,7 +845,7 @@ mod tests {
                 }
                 start += minutes * 60 * S;
             }
-            let fired = error_rate_events(&updates);
+            let fired = fired(&updates, EventKind::ErrorRateRegression);
             assert_eq!(fired.len(), 1, "shifted {shift} s: {fired:#?}");
             let event = fired[0];
             assert_eq!((event.revision.as_str(), event.baseline_revision.as_deref()), ("bad", Some("good")), "shifted {shift} s");
@@ -892,17 +892,6 @@ mod tests {
         updates
     }
 
-    /// The latency events that fired among `updates`.
-    fn latency_events(updates: &[EventUpdate]) -> Vec<&DriftEvent> {
-        updates
-            .iter()
-            .filter_map(|u| match u {
-                EventUpdate::Fired(event) if event.kind == EventKind::LatencyRegression => Some(&**event),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// A quiet endpoint (one request a second) doubles its latency in r2,
     /// which serves just long enough to be a baseline but not to persist,
     /// and r3 carries the rise on: one incident from r2, whatever the
@@ -915,7 +904,7 @@ mod tests {
                 let start = PAY_T0 + shift * 1_000_000_000;
                 let plan = [("r1", 1800, 50.0), ("r2", r2_seconds, 100.0), ("r3", 1200, 100.0)];
                 let updates = quiet_deploys(&plan, start, restart);
-                let fired = latency_events(&updates);
+                let fired = fired(&updates, EventKind::LatencyRegression);
                 let at = format!("r2 for {r2_seconds} s, shifted {shift} s, restart {restart}");
                 assert_eq!(fired.len(), 1, "{at}: {fired:#?}");
                 let event = fired[0];
@@ -943,7 +932,7 @@ mod tests {
             state = ServiceState::restore(&serde_json::from_slice(&bytes).expect("parse"), &settings);
         }
         pay(&mut state, &settings, &mut updates, 15_600..19_200, "r3", rising);
-        let fired = error_rate_events(&updates);
+        let fired = fired(&updates, EventKind::ErrorRateRegression);
         assert_eq!(fired.len(), 1, "{fired:#?}");
         let event = fired[0];
         assert_eq!(event.revision, "r2", "the revision that brought the rise");

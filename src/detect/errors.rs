@@ -374,15 +374,7 @@ impl ErrorRateDetector {
                     gone_streak: 0,
                 },
             );
-            let id = event.id.clone();
-            out.push(EventUpdate::Fired(Box::new(event)));
-            for revision in later {
-                out.push(EventUpdate::SeenIn {
-                    id: id.clone(),
-                    revision: revision.revision.to_string(),
-                    at_unix_nanos: at,
-                });
-            }
+            super::push_fired(out, event, &later, at);
         }
         self.streaks
             .retain(|key, _| evaluated.contains(key) && !self.incidents.contains_key(&key.0));

@@ -362,15 +362,7 @@ impl LatencyDetector {
                 gone_streak: 0,
             },
         );
-        let id = event.id.clone();
-        out.push(EventUpdate::Fired(Box::new(event)));
-        for revision in later {
-            out.push(EventUpdate::SeenIn {
-                id: id.clone(),
-                revision: revision.revision.to_string(),
-                at_unix_nanos: at,
-            });
-        }
+        super::push_fired(out, event, &later, at);
     }
 
     /// The comparison of `op` under `revision` with its baseline, when both

@@ -19,6 +19,25 @@ pub(crate) mod stats;
 
 pub(crate) use crate::clock::nanos;
 
+/// Sends a fired event, then a `seen_in` update for each of the `later`
+/// revisions that already carried the drift when it fired.
+pub(crate) fn push_fired(
+    out: &mut Vec<event::EventUpdate>,
+    event: event::DriftEvent,
+    later: &[&crate::analyze::timeline::RevisionEntry],
+    at: u64,
+) {
+    let id = event.id.clone();
+    out.push(event::EventUpdate::Fired(Box::new(event)));
+    for revision in later {
+        out.push(event::EventUpdate::SeenIn {
+            id: id.clone(),
+            revision: revision.revision.to_string(),
+            at_unix_nanos: at,
+        });
+    }
+}
+
 /// How a drift whose signal stopped for `resolve_after` ended, judged by
 /// the newest revision serving within `resolve_after`: `rolled_back` when
 /// it ran before the revision that introduced the drift, `fixed` when it is
