@@ -862,6 +862,50 @@ mod tests {
         }
     }
 
+    /// A flaky dependency failing a quarter of requests for 40 s every 20
+    /// minutes, in every revision alike.
+    fn outage(i: u64) -> bool {
+        i % 24_000 < 800 && i % 4 == 0
+    }
+
+    /// Forty minutes of r1 failing 0.5% of the time besides the outages,
+    /// then r2 failing 3% besides them for `r2_minutes`, then r3 (a deploy
+    /// that changes nothing) until half an hour after r2's deploy, when
+    /// `rise`; without it, r2 fails as r1 did.
+    fn rise_over_outages(rise: bool, r2_minutes: u64) -> Vec<EventUpdate> {
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let mut updates = Vec::new();
+        let fails = move |i: u64| outage(i) || if rise { i % 33 == 0 } else { i % 200 == 0 };
+        pay(&mut state, &settings, &mut updates, 0..48_000, "r1", |i| outage(i) || i % 200 == 0);
+        let replaced = 48_000 + r2_minutes * 1_200;
+        pay(&mut state, &settings, &mut updates, 48_000..replaced, "r2", fails);
+        pay(&mut state, &settings, &mut updates, replaced..84_000, "r3", fails);
+        updates
+    }
+
+    /// The outages make the baseline's errors overdispersed and lift its
+    /// rate, so the scaled tests cannot see a steady rise from 0.5% to 3%
+    /// that every revision shares the outages with: the calm rates (without
+    /// the worst half of each stretch) do, once r2 has served three
+    /// persistence spans — also when r3 replaced r2 after three minutes.
+    #[test]
+    fn a_steady_rise_over_a_baseline_with_outages_fires_on_the_calm_rates() {
+        for r2_minutes in [30, 3] {
+            let updates = rise_over_outages(true, r2_minutes);
+            let fired = fired(&updates, EventKind::ErrorRateRegression);
+            assert_eq!(fired.len(), 1, "r2 for {r2_minutes} min: {fired:#?}");
+            let event = fired[0];
+            assert_eq!((event.revision.as_str(), event.baseline_revision.as_deref()), ("r2", Some("r1")), "r2 for {r2_minutes} min");
+            assert_eq!(r2_minutes < 30, seen_in(&updates, event, "r3"), "r2 for {r2_minutes} min");
+            let deployed = PAY_T0 + 48_000 * PAY_TICK;
+            let delay = Duration::from_nanos(event.detected_at.unix_nanos() - deployed);
+            assert!(delay <= Duration::from_secs(15 * 60), "r2 for {r2_minutes} min: {delay:?}");
+        }
+        let hard_negative = rise_over_outages(false, 3);
+        assert!(fired(&hard_negative, EventKind::ErrorRateRegression).is_empty(), "the outages alone do not fire");
+    }
+
     /// `GET /x` at one request a second, served by each `(revision,
     /// seconds, median ms)` of `plan` in turn from `start`, each span
     /// evaluated as it arrives, with a restart (a snapshot written and read

@@ -27,6 +27,19 @@
 //! new revision's whole life, so the steady path buys detection within a
 //! minute of a deploy without paging on outages.
 //!
+//! The calm path: an endpoint whose baseline fails in bursts (a flaky
+//! dependency) has a high overdispersion, which leaves the tests above
+//! little power, and a baseline rate its outages inflate, which a steady
+//! rise may not double. Once the new revision has served
+//! `CALM_SPAN_FACTOR` times the persistence span after a deploy, its calm
+//! rate (its traffic since the deploy, in groups of 200 spans, without the
+//! worst half of them) is compared with the baseline's calm rate by the
+//! same margins and an exact test, and the current window must still show
+//! half the rise over that calm baseline. Outages that cover less than half
+//! of either stretch drop out of both, so the same flaky dependency in
+//! both revisions compares equal, while a rise that lifts every group
+//! shows in full. An incident fired this way keeps the calm baseline.
+//!
 //! A revision replaced while its rise is significant but not yet
 //! persistent (*unsettled*) is no baseline for the next: that one is
 //! compared with the last good revision over the traffic of both, so a
@@ -50,7 +63,7 @@ use super::event::{
     DriftEvent, ErrorRates, ErrorTypeCount, EventKind, MAX_RATE_POINTS, RatePoint, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity,
 };
 use super::stats::{
-    Dispersion, Summary, WindowMoments, errors_without_worst_half, fisher_greater, new_histogram, persistent_errors,
+    Dispersion, Summary, WindowMoments, calm_errors, errors_without_worst_half, fisher_greater, new_histogram, persistent_errors,
 };
 use crate::analyze::operations::{OTHER, OpId};
 use crate::analyze::view::ServiceView;
@@ -77,6 +90,11 @@ const STEADY_BASELINE_DISPERSION: f64 = 1.5;
 /// most this much more than a binomial's; about 3% of true steady rises
 /// over five groups vary more and wait for `persistence`.
 const STEADY_CURRENT_DISPERSION: f64 = 2.5;
+/// The calm path needs the new revision to have served this many times
+/// the persistence span since its deploy.
+const CALM_SPAN_FACTOR: u64 = 3;
+/// Groups of 200 spans each calm sample needs.
+const CALM_MIN_GROUPS: usize = 10;
 /// Resolution hysteresis: traffic is clean only below this share of a
 /// firing margin.
 const RESOLVE_MARGIN_SHARE: f64 = 0.5;
@@ -147,6 +165,18 @@ struct Comparison<'a> {
     /// whether it is unsettled is judged on this, so a revision going out
     /// of service, its last windows thinning, stays what it was.
     since_deploy: ErrorCount,
+    /// After a deploy, the calm rates (baseline, current) of the calm path
+    /// (see the module's docs), with enough groups in both.
+    calm: Option<(ErrorCount, ErrorCount)>,
+    /// The new revision has served long enough for the calm path to fire.
+    calm_served: bool,
+}
+
+/// A bad comparison: its p-value, and the baseline it rose over, which a
+/// firing incident keeps.
+struct Bad {
+    p_value: f64,
+    against: ErrorCount,
 }
 
 impl<'a> Comparison<'a> {
@@ -344,7 +374,7 @@ impl ErrorRateDetector {
             } else {
                 self.unsettled.remove(&key);
             }
-            let Some(p_value) = bad else {
+            let Some(Bad { p_value, against }) = bad else {
                 self.streaks.remove(&key);
                 continue;
             };
@@ -368,7 +398,7 @@ impl ErrorRateDetector {
                     event_id: event.id.clone(),
                     introduced: introduced.id,
                     introduced_first_seen: introduced.first_seen_unix_nanos,
-                    baseline: comparison.baseline,
+                    baseline: against,
                     seen_in: later.iter().map(|r| r.id).collect(),
                     clean_streak: 0,
                     gone_streak: 0,
@@ -400,6 +430,8 @@ impl ErrorRateDetector {
         let mut steady = false;
         let mut carried = Vec::new();
         let mut whole = ErrorCount::default();
+        let mut calm = None;
+        let mut calm_served = false;
         let persistence: Vec<WindowMoments> = match earlier {
             Some(b) => {
                 // After a deploy everything this revision served is
@@ -442,6 +474,17 @@ impl ErrorRateDetector {
                     }
                     current = whole;
                 }
+                let introduced = carried.last().copied().unwrap_or(revision);
+                let served = at.saturating_sub(introduced.first_seen_unix_nanos);
+                calm_served = served >= nanos(self.config.persistence).saturating_mul(CALM_SPAN_FACTOR);
+                let base_windows = service
+                    .history(op, b)
+                    .flat_map(|base| base.recent_moments().chain(base.retired_moments(self.baseline_windows)));
+                let (spans, errors, base_groups) = calm_errors(base_windows, GROUP_SPANS);
+                let calm_base = ErrorCount { errors, spans };
+                let (spans, errors, groups) = calm_errors(since_deploy.iter().copied(), GROUP_SPANS);
+                let calm_current = ErrorCount { errors, spans };
+                calm = (base_groups.min(groups) >= CALM_MIN_GROUPS).then_some((calm_base, calm_current));
                 since_deploy
             }
             None => {
@@ -490,13 +533,38 @@ impl ErrorRateDetector {
             steady,
             carried,
             since_deploy: whole,
+            calm,
+            calm_served,
         })
     }
 
+    /// The calm path's rise (see the module's docs), when it shows one.
+    fn calm_rise(&self, c: &Comparison<'_>, threshold: f64) -> Option<Bad> {
+        if !c.calm_served || !c.calm.is_some_and(|(baseline, _)| self.rose(baseline, c.current, RESOLVE_MARGIN_SHARE)) {
+            return None;
+        }
+        self.calm_rose(c, threshold)
+    }
+
+    /// Whether the calm rates rose significantly, however long the new
+    /// revision has served.
+    fn calm_rose(&self, c: &Comparison<'_>, threshold: f64) -> Option<Bad> {
+        let (baseline, current) = c.calm?;
+        if current.errors < self.config.min_errors || !self.rose(baseline, current, 1.0) {
+            return None;
+        }
+        let p_value = fisher_greater(current.errors, current.spans, baseline.errors, baseline.spans);
+        (p_value < threshold).then_some(Bad { p_value, against: baseline })
+    }
+
     /// Whether a comparison after a deploy shows a significant rise, the
-    /// persistence test aside: the revision is unsettled while it does.
+    /// persistence test (or the calm path's span) aside: the revision is
+    /// unsettled while it does.
     fn suspected(&self, c: &Comparison<'_>, threshold: f64) -> bool {
         let served = c.since_deploy;
+        if self.calm_rose(c, threshold).is_some() {
+            return true;
+        }
         if served.errors < self.config.min_errors || !self.rose(c.baseline, served, 1.0) {
             return false;
         }
@@ -554,14 +622,17 @@ impl ErrorRateDetector {
         })
     }
 
-    /// The p-value of a bad comparison, or `None` when it is clean.
-    fn judge(&self, c: &Comparison<'_>, threshold: f64) -> Option<f64> {
+    /// What makes a comparison bad, or `None` when it is clean.
+    fn judge(&self, c: &Comparison<'_>, threshold: f64) -> Option<Bad> {
+        if let Some(bad) = self.calm_rise(c, threshold) {
+            return Some(bad);
+        }
+        let bad = |p_value: f64| (p_value < threshold).then_some(Bad { p_value, against: c.baseline });
         if c.current.errors < self.config.min_errors || !self.rose(c.baseline, c.current, 1.0) {
             return None;
         }
         if c.steady {
-            let p = fisher_greater(c.current.errors, c.current.spans, c.baseline.errors, c.baseline.spans);
-            return (p < threshold).then_some(p);
+            return bad(fisher_greater(c.current.errors, c.current.spans, c.baseline.errors, c.baseline.spans));
         }
         if !c.persistent {
             return None;
@@ -573,8 +644,7 @@ impl ErrorRateDetector {
         if !self.rose(c.baseline, trimmed, RESOLVE_MARGIN_SHARE) || c.scaled_p(trimmed) >= threshold {
             return None;
         }
-        let p = c.scaled_p(c.current);
-        (p < threshold).then_some(p)
+        bad(c.scaled_p(c.current))
     }
 
     /// Whether `current`'s rate exceeds `baseline`'s by `share` of both

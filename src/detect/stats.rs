@@ -421,13 +421,41 @@ pub(crate) fn errors_without_worst_half(
         }
         groups.push(std::mem::take(&mut group));
         if groups.len() >= min_groups.max(1) && end.saturating_sub(window.start_unix_nanos) >= span_nanos {
-            // Worst first: by error rate, compared exactly.
-            groups.sort_by(|a, b| (u128::from(b.1) * u128::from(a.0)).cmp(&(u128::from(a.1) * u128::from(b.0))));
-            let kept = &groups[groups.len() / 2..];
-            return Some(kept.iter().fold((0, 0), |(s, e), g| (s + g.0, e + g.1)));
+            return Some(better_half(&mut groups));
         }
     }
     None
+}
+
+/// (spans, errors) pooled over the better half of `groups` (spans, errors)
+/// by error rate, compared exactly.
+fn better_half(groups: &mut [(u64, u64)]) -> (u64, u64) {
+    // Worst first.
+    groups.sort_by(|a, b| (u128::from(b.1) * u128::from(a.0)).cmp(&(u128::from(a.1) * u128::from(b.0))));
+    groups[groups.len() / 2..].iter().fold((0, 0), |(s, e), g| (s + g.0, e + g.1))
+}
+
+/// The calm error rate of a stretch of traffic: its windows, in order, cut
+/// into groups of at least `group_spans` spans, without their worst half
+/// of groups. A flaky dependency's outages that cover less than half of
+/// the stretch drop out whole, so two stretches compare what their traffic
+/// fails with between outages. Returns (spans, errors) pooled over the
+/// better half, and the number of groups; (0, 0, 0) without a group.
+pub(crate) fn calm_errors(windows: impl Iterator<Item = WindowMoments>, group_spans: u64) -> (u64, u64, usize) {
+    let mut groups: Vec<(u64, u64)> = Vec::new();
+    let mut group = (0u64, 0u64);
+    for window in windows {
+        group.0 += window.count;
+        group.1 += window.errors.min(window.count);
+        if group.0 >= group_spans.max(1) {
+            groups.push(std::mem::take(&mut group));
+        }
+    }
+    if groups.is_empty() {
+        return (0, 0, 0);
+    }
+    let (spans, errors) = better_half(&mut groups);
+    (spans, errors, groups.len())
 }
 
 /// The persistence test of error rates. The most recent traffic (newest
