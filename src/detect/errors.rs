@@ -58,7 +58,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::nanos;
+use super::{Carried, nanos};
 use super::event::{
     DriftEvent, ErrorRates, ErrorTypeCount, EventKind, MAX_RATE_POINTS, RatePoint, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity,
 };
@@ -158,9 +158,9 @@ struct Comparison<'a> {
     /// revision whose errors came evenly since it started serving, at
     /// least `steady_persistence` ago: the rise needs no `persistence`.
     steady: bool,
-    /// Unsettled revisions between the baseline and `revision`, newest
-    /// first, whose traffic the comparison counts as `revision`'s.
-    carried: Vec<&'a RevisionEntry>,
+    /// Unsettled revisions between the baseline and `revision`, whose
+    /// traffic the comparison counts as `revision`'s.
+    carried: Carried<'a>,
     /// After a deploy, everything `revision` (and what it carries) served:
     /// whether it is unsettled is judged on this, so a revision going out
     /// of service, its last windows thinning, stays what it was.
@@ -183,7 +183,7 @@ impl<'a> Comparison<'a> {
     /// The revision that brought the rise: the oldest carried, else
     /// `revision`.
     fn introduced(&self) -> &'a RevisionEntry {
-        self.carried.last().copied().unwrap_or(self.revision)
+        self.carried.introduced(self.revision)
     }
 
     /// The one-sided Fisher p-value of `current` against the baseline.
@@ -202,7 +202,7 @@ impl<'a> Comparison<'a> {
 
     /// Every revision whose traffic is the current sample, oldest first.
     fn current_revisions(&self) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
-        self.carried.iter().rev().copied().chain(std::iter::once(self.revision))
+        self.carried.with(self.revision)
     }
 }
 
@@ -428,7 +428,7 @@ impl ErrorRateDetector {
         let mut baseline = ErrorCount::default();
         let mut dispersion = Dispersion::new(GROUP_SPANS);
         let mut steady = false;
-        let mut carried = Vec::new();
+        let mut carried = Carried::default();
         let mut whole = ErrorCount::default();
         let mut calm = None;
         let mut calm_served = false;
@@ -454,12 +454,7 @@ impl ErrorRateDetector {
                 let mut since_deploy: Vec<WindowMoments> = recent.into_iter().chain(older).collect();
                 // Unsettled revisions since the baseline: their traffic is
                 // this rise's too, newest first after this revision's own.
-                carried = service
-                    .timeline
-                    .before(revision.id)
-                    .take_while(|r| r.id != b.id)
-                    .filter(|r| self.unsettled.contains(&(op, r.id)))
-                    .collect();
+                carried = Carried::between(service.timeline, b.id, revision.id, |r| self.unsettled.contains(&(op, r)));
                 for m in &since_deploy {
                     whole.add(m);
                 }
@@ -474,7 +469,7 @@ impl ErrorRateDetector {
                     }
                     current = whole;
                 }
-                let introduced = carried.last().copied().unwrap_or(revision);
+                let introduced = carried.introduced(revision);
                 let served = at.saturating_sub(introduced.first_seen_unix_nanos);
                 calm_served = served >= nanos(self.config.persistence).saturating_mul(CALM_SPAN_FACTOR);
                 let base_windows = service

@@ -52,7 +52,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::nanos;
+use super::{Carried, nanos};
 use super::event::{DriftEvent, EventKind, EventUpdate, LatencyStats, Resolution, ResolutionReason, Severity};
 use super::stats::{
     LatencyHistogram, Summary, WindowMoments, change_point, mann_whitney_greater, new_histogram, persistent_shift, scaled,
@@ -128,9 +128,9 @@ struct Comparison<'a> {
     current: LatencyHistogram,
     /// Every recent non-overlapping stretch of traffic shows the rise.
     persistent: bool,
-    /// Unsettled revisions between the baseline and `revision`, newest
-    /// first, whose traffic the comparison counts as `revision`'s.
-    carried: Vec<&'a RevisionEntry>,
+    /// Unsettled revisions between the baseline and `revision`, whose
+    /// traffic the comparison counts as `revision`'s.
+    carried: Carried<'a>,
     /// After a deploy, everything `revision` served: whether it is
     /// unsettled is judged on this, so a revision going out of service, its
     /// current window thinning, stays what it was.
@@ -141,12 +141,12 @@ impl<'a> Comparison<'a> {
     /// The revision that brought the rise: the oldest carried, else
     /// `revision`.
     fn introduced(&self) -> &'a RevisionEntry {
-        self.carried.last().copied().unwrap_or(self.revision)
+        self.carried.introduced(self.revision)
     }
 
     /// Every revision whose traffic is the current sample, oldest first.
     fn current_revisions(&self) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
-        self.carried.iter().rev().copied().chain(std::iter::once(self.revision))
+        self.carried.with(self.revision)
     }
 }
 
@@ -383,18 +383,13 @@ impl LatencyDetector {
         let mut baseline_moments = WindowMoments::default();
         let chunks = self.config.persistence_windows.max(1);
         let min_chunk = (self.config.min_samples / chunks as u64).max(MIN_CHUNK_SPANS);
-        let mut carried = Vec::new();
+        let mut carried = Carried::default();
         let mut since_deploy = None;
         let persistent = match earlier {
             Some(b) => {
                 // Unsettled revisions since the baseline: their traffic is
                 // this rise's too, newest first after this revision's own.
-                carried = service
-                    .timeline
-                    .before(revision.id)
-                    .take_while(|r| r.id != b.id)
-                    .filter(|r| self.unsettled.contains(&(op, r.id)))
-                    .collect::<Vec<_>>();
+                carried = Carried::between(service.timeline, b.id, revision.id, |r| self.unsettled.contains(&(op, r)));
                 let carried_series: Vec<_> = carried.iter().filter_map(|r| service.latency.get(&(op, r.id))).collect();
                 // After a deploy everything this revision served is
                 // post-deploy, so a quiet endpoint may use all of it, and

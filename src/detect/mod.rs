@@ -19,12 +19,55 @@ pub(crate) mod stats;
 
 pub(crate) use crate::clock::nanos;
 
+use crate::analyze::timeline::{RevId, RevisionEntry, RevisionTimeline};
+
+/// The unsettled revisions a comparison after a deploy carries: those
+/// between its baseline and the compared revision whose rise had not yet
+/// fired, newest first. Their traffic counts as the compared revision's,
+/// and the oldest of them brought the rise (see the latency and error-rate
+/// detectors' docs).
+#[derive(Default)]
+pub(crate) struct Carried<'a>(Vec<&'a RevisionEntry>);
+
+impl<'a> Carried<'a> {
+    /// The revisions after `baseline` and before `revision` that
+    /// `unsettled` holds.
+    pub(crate) fn between(
+        timeline: &'a RevisionTimeline,
+        baseline: RevId,
+        revision: RevId,
+        unsettled: impl Fn(RevId) -> bool,
+    ) -> Carried<'a> {
+        Carried(timeline.before(revision).take_while(|r| r.id != baseline).filter(|r| unsettled(r.id)).collect())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The carried revisions, newest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The revision that brought the rise: the oldest carried, else
+    /// `revision`.
+    pub(crate) fn introduced(&self, revision: &'a RevisionEntry) -> &'a RevisionEntry {
+        self.0.last().copied().unwrap_or(revision)
+    }
+
+    /// The carried revisions and then `revision`, oldest first.
+    pub(crate) fn with(&self, revision: &'a RevisionEntry) -> impl Iterator<Item = &'a RevisionEntry> + '_ {
+        self.0.iter().rev().copied().chain(std::iter::once(revision))
+    }
+}
+
 /// Sends a fired event, then a `seen_in` update for each of the `later`
 /// revisions that already carried the drift when it fired.
 pub(crate) fn push_fired(
     out: &mut Vec<event::EventUpdate>,
     event: event::DriftEvent,
-    later: &[&crate::analyze::timeline::RevisionEntry],
+    later: &[&RevisionEntry],
     at: u64,
 ) {
     let id = event.id.clone();
