@@ -78,7 +78,8 @@ struct Link {
 pub(crate) struct CallerStats {
     pub operation: Sym,
     pub calls: u64,
-    /// (call duration in ms, share of the caller's span duration).
+    /// (call duration in ms, share of the caller's span duration); kept
+    /// only while the peer's use is sampled (see [`PeerUse::sampled`]).
     samples: Vec<(f32, f32)>,
 }
 
@@ -91,8 +92,11 @@ impl CallerStats {
         }
     }
 
-    fn add(&mut self, call_ms: f32, share: f32, rng: &mut Rng) {
+    fn add(&mut self, call_ms: f32, share: f32, sampled: bool, rng: &mut Rng) {
         self.calls += 1;
+        if !sampled {
+            return;
+        }
         if self.samples.len() < RESERVOIR {
             self.samples.push((call_ms, share));
         } else {
@@ -131,6 +135,12 @@ pub(crate) struct PeerUse {
     pub first_seen: u64,
     pub last_seen: u64,
     pub callers: Vec<CallerStats>,
+    /// Whether its callers keep latency samples. The samples only describe
+    /// a call that may be reported (a new peer, one outside the allowlist),
+    /// so the detector asks for them ([`PeerSets::sample_callers`]); every
+    /// other use keeps its callers' counts alone, a reservoir of 128
+    /// samples (1 KiB) less per (revision, peer, caller).
+    pub sampled: bool,
 }
 
 /// One peer across the service's history (all revisions).
@@ -392,6 +402,7 @@ impl PeerSets {
             first_seen: start,
             last_seen: end,
             callers: Vec::new(),
+            sampled: false,
         });
         usage.calls += 1;
         usage.first_seen = usage.first_seen.min(start);
@@ -534,7 +545,7 @@ impl PeerSets {
         } else {
             0.0
         };
-        usage.callers[index].add(call_ms, share, &mut self.rng);
+        usage.callers[index].add(call_ms, share, usage.sampled, &mut self.rng);
     }
 
     pub(crate) fn known(&self, peer: &str) -> Option<&KnownPeer> {
@@ -577,6 +588,13 @@ impl PeerSets {
         self.known.len()
     }
 
+    /// Keeps latency samples of `revision`'s calls to `peer` from now on.
+    pub(crate) fn sample_callers(&mut self, revision: RevId, peer: &str) {
+        if let Some(usage) = self.by_revision.get_mut(&revision).and_then(|u| u.get_mut(peer)) {
+            usage.sampled = true;
+        }
+    }
+
     pub(crate) fn usage(&self, revision: RevId, peer: &str) -> Option<&PeerUse> {
         self.by_revision.get(&revision).and_then(|u| u.get(peer))
     }
@@ -613,6 +631,7 @@ mod tests {
         let client = span(3, 2, SpanKind::Client, "POST", 1_000, 30_000_000);
         peers.remember(&client);
         assert!(peers.record_call(&client, &peer, 0, u64::MAX).unseen);
+        peers.sample_callers(0, &peer);
         peers.resolve_pending(client.end_unix_nanos + 1);
         assert!(
             peers.usage(0, &peer).expect("usage").callers.is_empty(),

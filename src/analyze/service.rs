@@ -221,6 +221,9 @@ impl ServiceState {
             let lookback = crate::clock::nanos(settings.outbound.lookback);
             let novelty = self.peers.record_call(fact, peer, revision, lookback);
             self.outbound.on_call(peer, revision, fact.start_unix_nanos, novelty);
+            if self.outbound.awaits_report(peer, revision) {
+                self.peers.sample_callers(revision, peer);
+            }
             return Recorded::Analysed;
         }
         if self.calls_out {
@@ -714,7 +717,8 @@ impl ServiceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::snapshot::tests::{PAY_T0, PAY_TICK, pay};
+    use crate::analyze::snapshot::tests::{PAY_T0, PAY_TICK, fact, pay};
+    use crate::extract::SpanKind;
     use crate::config::Config;
     use crate::detect::event::{DriftEvent, EventUpdate};
     use std::time::Duration;
@@ -956,6 +960,44 @@ mod tests {
                 assert!(seen_in(&updates, event, "r3"), "{at}");
             }
         }
+    }
+
+    /// Only calls the outbound detector may report keep latency samples:
+    /// the new peer's event describes its caller's calls, while the peer
+    /// every request already called keeps its callers' counts alone.
+    #[test]
+    fn callers_keep_latency_samples_only_for_a_call_that_may_be_reported() {
+        let settings = AnalysisSettings::from_config(&Config::default());
+        let mut state = ServiceState::new(ServiceKey::new("s", None), &settings);
+        let mut updates = Vec::new();
+        let second = 1_000_000_000;
+        // Twenty minutes of r1 calling the database, then ten of r2 that
+        // also calls a new host, one request a second.
+        for i in 0..1800u64 {
+            let (revision, peers): (&str, &[&str]) =
+                if i < 1200 { ("r1", &["db:5432"]) } else { ("r2", &["db:5432", "api.new.io:443"]) };
+            let end = PAY_T0 + i * second;
+            let mut request = fact("POST /pay", revision, end, 40, SpanKind::Server, None);
+            request.span_id = 3 * i + 1;
+            for (n, peer) in peers.iter().enumerate() {
+                let mut call = fact("POST", revision, end - 5_000_000, 12, SpanKind::Client, Some(peer));
+                (call.span_id, call.parent_span_id) = (3 * i + 2 + n as u64, request.span_id);
+                state.record(&call, &settings);
+            }
+            state.record(&request, &settings);
+            state.evaluate_due(&settings, &mut updates);
+        }
+        let fired = fired(&updates, EventKind::NewOutboundPeer);
+        assert_eq!(fired.len(), 1, "{fired:#?}");
+        let callers = &fired[0].outbound.as_ref().expect("details").callers;
+        assert_eq!(callers[0].operation, "POST /pay");
+        assert!((callers[0].p95_call_ms - 12.0).abs() < 0.01, "{callers:?}");
+        assert!((callers[0].median_share - 0.3).abs() < 0.01, "{callers:?}");
+        let r2 = state.timeline.id_of("r2").expect("r2");
+        let known = state.peers.usage(r2, "db:5432").expect("db calls");
+        assert!(!known.sampled);
+        assert!(known.callers[0].calls > 500, "{:?}", known.callers);
+        assert_eq!(known.callers[0].p95_call_ms(), 0.0, "no samples kept");
     }
 
     fn carried_rise(restart: bool) {

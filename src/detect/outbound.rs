@@ -89,6 +89,16 @@ impl OutboundDetector {
                 .any(|(pattern, with_port)| pattern.matches(peer) || (!with_port && pattern.matches(peer_host(peer))))
     }
 
+    /// Whether `revision`'s calls to `peer` may still be reported: the
+    /// event then describes their callers' latency.
+    pub(crate) fn awaits_report(&self, peer: &str, revision: RevId) -> bool {
+        !self.candidates.is_empty()
+            && self
+                .candidates
+                .get(peer)
+                .is_some_and(|c| c.firing.is_none() && c.revision == revision)
+    }
+
     /// Screens one call as it is recorded.
     pub(crate) fn on_call(&mut self, peer: &Sym, revision: RevId, start: u64, novelty: Novelty) {
         if !self.config.enabled {
