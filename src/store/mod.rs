@@ -229,7 +229,7 @@ impl EmbeddedStore {
         // happens while opening and checking, the answer is an error that
         // names the file.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut db = Database::create(&path).map_err(|e| damaged(e.to_string()))?;
+            let mut db = open_database(&path).map_err(|e| damaged(e.to_string()))?;
             match db.check_integrity() {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(path = %path.display(), "the store failed its integrity check and was repaired"),
@@ -325,7 +325,7 @@ impl EmbeddedStore {
             let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
             // The old handle must close before the file can open again.
             guard.take();
-            match Database::create(&self.path) {
+            match open_database(&self.path) {
                 Ok(db) => *guard = Some(db),
                 Err(error) => {
                     *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -584,6 +584,18 @@ impl EmbeddedStore {
             Ok(out)
         })
     }
+}
+
+/// Memory redb may use to cache pages, reads and pending writes alike.
+/// Its default (1 GiB) lets the cache grow with the file: every service's
+/// analysis snapshot, rewritten each flush, would stay resident. Writes are
+/// one key at a time and reads happen at start-up, so a small cache costs
+/// nothing but a few page reads.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// Opens (or creates) the redb file at `path` with a bounded cache.
+fn open_database(path: &std::path::Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(CACHE_BYTES).create(path)
 }
 
 /// An event as stored, in either store.
