@@ -494,6 +494,23 @@ impl PeerSets {
                 self.join.remove(&id);
             }
         }
+        self.release_spare_room();
+    }
+
+    /// Gives back the room the join cache and the open tallies grew into
+    /// while this service's share was larger (the shard held fewer
+    /// services then): a map never shrinks by itself, so without this the
+    /// first services of a shard would keep their early share for good.
+    fn release_spare_room(&mut self) {
+        if self.join.capacity() > 2 * self.join_cap.max(self.join.len()) {
+            self.join.shrink_to(self.join_cap);
+        }
+        if self.join_order.capacity() > 2 * self.join_cap.max(self.join_order.len()) {
+            self.join_order.shrink_to(self.join_cap);
+        }
+        if self.requests.capacity() > 2 * self.pending_cap.max(self.requests.len()) {
+            self.requests.shrink_to(self.pending_cap);
+        }
     }
 
     /// Counts a call in its request's tally.
@@ -752,6 +769,34 @@ mod tests {
         assert!(!peers.record_call(&six_days_later, &peer, 0, week).unseen, "rare but known");
         let much_later = span(3, 0, SpanKind::Client, "GET", 1_000 + 20 * 86_400 * 1_000_000_000, 1);
         assert!(peers.record_call(&much_later, &peer, 0, week).unseen, "beyond the lookback");
+    }
+
+    /// A service whose share of the budgets fell (the shard took on more
+    /// services) gives back the room its maps grew into before.
+    #[test]
+    fn room_grown_under_a_larger_share_is_given_back() {
+        let mut peers = PeerSets::default();
+        let peer = Sym::from("db:5432");
+        for i in 0..4_000u64 {
+            let server = span(2 * i + 1, 0, SpanKind::Server, "GET /", i * 1_000, 100);
+            let client = span(2 * i + 2, 2 * i + 1, SpanKind::Client, "SELECT", i * 1_000, 10);
+            peers.record_call(&client, &peer, 0, u64::MAX);
+            peers.remember(&client);
+            peers.remember(&server);
+        }
+        peers.resolve_pending(5_000_000);
+        assert!(peers.join.capacity() >= 8_000 && peers.requests.capacity() >= 4_000);
+        peers.set_share(JOIN_BUDGET / MIN_SHARE);
+        for i in 4_000..4_100u64 {
+            peers.remember(&span(2 * i + 1, 0, SpanKind::Server, "GET /", i * 1_000, 100));
+        }
+        // Past the join window: the open tallies close.
+        peers.resolve_pending(JOIN_WINDOW_NANOS + 10_000_000);
+        assert_eq!(peers.take_finished().len(), 4_000);
+        assert!(peers.join.len() <= MIN_SHARE);
+        assert!(peers.join.capacity() <= 2 * MIN_SHARE, "{}", peers.join.capacity());
+        assert!(peers.join_order.capacity() <= 2 * MIN_SHARE, "{}", peers.join_order.capacity());
+        assert!(peers.requests.capacity() <= 2 * MIN_SHARE, "{}", peers.requests.capacity());
     }
 
     #[test]
