@@ -111,7 +111,9 @@ impl LatencyWindows {
     pub(crate) fn new(layout: WindowLayout) -> LatencyWindows {
         LatencyWindows {
             layout,
-            ring: VecDeque::with_capacity(layout.ring_len + 1),
+            // The current sample and the lead windows, and the fresh window
+            // a roll pushes before it retires the oldest: never more.
+            ring: VecDeque::with_capacity(layout.ring_len + layout.lead_len + 1),
             ring_sum: new_histogram(),
             settled: 0,
             blocks: [None, None],
@@ -398,6 +400,8 @@ mod tests {
         let kept: Vec<WindowMoments> = w.moments().collect();
         assert_eq!(kept.len(), layout().moments_len + layout().ring_len);
         assert!(w.moments.capacity() <= layout().moments_len, "{}", w.moments.capacity());
+        let ring = layout().ring_len + layout().lead_len;
+        assert!(w.ring.capacity() <= ring + 1, "the ring never grew: {}", w.ring.capacity());
         for m in &kept {
             let i = ((m.start_unix_nanos - t0) / (10 * S)) as usize;
             let e = &exact[i];
