@@ -333,6 +333,21 @@ impl LatencyWindows {
         self.ring.iter().filter(move |w| w.start < self.settled)
     }
 
+    /// Bytes the series holds, its own struct included.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let histograms = self.ring.iter().map(|w| &w.histogram).chain(self.blocks.iter().flatten().map(|b| &b.histogram));
+        std::mem::size_of::<LatencyWindows>()
+            + self.ring.capacity() * std::mem::size_of::<Window>()
+            + self.moments.capacity() * std::mem::size_of::<Retired>()
+            + self.spare.capacity() * std::mem::size_of::<LatencyHistogram>()
+            + histograms
+                .chain([&self.ring_sum, &self.blocks_sum])
+                .chain(&self.spare)
+                .map(LatencyHistogram::heap_bytes)
+                .sum::<usize>()
+    }
+
     /// Retired windows, newest first, at most `limit`.
     pub(crate) fn retired_moments(&self, limit: usize) -> impl Iterator<Item = WindowMoments> + '_ {
         self.moments.iter().rev().take(limit).map(|r| r.moments())
@@ -410,6 +425,33 @@ mod tests {
             assert!((m.std_dev() - e.std_dev()).abs() < 1e-6 * e.std_dev().max(1.0), "{m:?} {e:?}");
         }
         assert_eq!(std::mem::size_of::<Retired>(), 24);
+    }
+
+    /// What one series holds after an hour at the default settings, when
+    /// its history is full: the README's sizing comes from this
+    /// (`cargo test --release --lib -- series_memory --nocapture`).
+    #[test]
+    fn series_memory_after_an_hour_is_bounded() {
+        let settings = crate::analyze::service::AnalysisSettings::from_config(&crate::config::Config::default());
+        for (rate, sigma) in [(2u64, 0.3f64), (2, 1.0), (50, 0.3), (50, 1.0)] {
+            let mut w = LatencyWindows::new(settings.layout);
+            let mut rng = crate::rng::Rng::new(7);
+            let t0 = 1_700_000_000 * S;
+            for i in 0..3600 * rate {
+                // Log-normal latencies around 20 ms, spread by `sigma`.
+                let u1 = (rng.next_u64() as f64 / u64::MAX as f64).max(1e-12);
+                let u2 = rng.next_u64() as f64 / u64::MAX as f64;
+                let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                let at = t0 + i * S / rate;
+                w.record(at, (20_000.0 * (sigma * z).exp()) as u64, false);
+                if i % (10 * rate) == 0 {
+                    w.settle(at);
+                }
+            }
+            let bytes = w.heap_bytes();
+            println!("{rate} spans/s, log-normal sigma {sigma}: {bytes} bytes");
+            assert!(bytes < 128 << 10, "{rate} spans/s, sigma {sigma}: {bytes} bytes");
+        }
     }
 
     /// A series serves while its current sample holds spans; restored from
