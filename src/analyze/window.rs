@@ -18,8 +18,8 @@
 //! 24 bytes rather than the 40 of the live [`WindowMoments`]: counts as
 //! `u32`, and the log-latencies as their mean and the sum of squared
 //! deviations from it in `f32` (a relative error of 6e-8 on each, which
-//! keeps the variance exact where the raw sum of squares in `f32` would
-//! cancel).
+//! keeps the variance accurate where a raw sum of squares in `f32` would
+//! lose it to cancellation).
 
 use std::collections::VecDeque;
 
