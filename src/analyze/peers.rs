@@ -136,7 +136,8 @@ pub(crate) struct PeerUse {
     pub last_seen: u64,
     pub callers: Vec<CallerStats>,
     /// Whether its callers keep latency samples. The samples only describe
-    /// a call that may be reported (a new peer, one outside the allowlist),
+    /// a call that may be reported (a new peer, one outside the allowlist,
+    /// the cloud metadata address),
     /// so the detector asks for them ([`PeerSets::sample_callers`]); every
     /// other use keeps its callers' counts alone, a reservoir of 128
     /// samples (1 KiB) less per (revision, peer, caller).
