@@ -92,11 +92,9 @@ impl OutboundDetector {
     /// Whether `revision`'s calls to `peer` may still be reported: the
     /// event then describes their callers' latency.
     pub(crate) fn awaits_report(&self, peer: &str, revision: RevId) -> bool {
-        !self.candidates.is_empty()
-            && self
-                .candidates
-                .get(peer)
-                .is_some_and(|c| c.firing.is_none() && c.revision == revision)
+        self.candidates
+            .get(peer)
+            .is_some_and(|c| c.firing.is_none() && c.revision == revision)
     }
 
     /// Screens one call as it is recorded.
