@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::AnalyzeConfig;
 use crate::detect::event::EventUpdate;
-use crate::telemetry::metrics::{Metrics, label_value};
+use crate::telemetry::metrics::{Metrics, SeriesBudget, label_value};
 use crate::extract::{ServiceKey, SpanFact};
 use service::AnalysisSettings;
 use shard::ShardAnalysis;
@@ -99,20 +99,21 @@ pub(crate) struct LiveShard {
     /// Calls without a caller already exported, per service.
     uncalled_exported: std::collections::HashMap<ServiceKey, u64>,
     untallied_exported: std::collections::HashMap<ServiceKey, u64>,
-    /// Per (service, operation, revision): the duration histogram and the
-    /// error counter, created together so an error rate always has both,
-    /// and kept so observing a span does not look labels up.
-    durations: std::collections::HashMap<
-        (ServiceKey, crate::extract::Sym, crate::extract::Sym),
-        (prometheus::Histogram, prometheus::IntCounter),
-    >,
+    /// Per (service, operation, revision) exported: the duration histogram
+    /// and the error counter, created together so an error rate always has
+    /// both, and kept so observing a span does not look labels up. It holds
+    /// the series of `exported`, no others.
+    durations: DurationSeries,
     /// Series exported per service and revision (with the operations of its
-    /// duration histograms), so they can be removed with the revision.
+    /// duration histograms), so they can be removed with the revision. Each
+    /// operation but `__other__` holds room in `Metrics::operation_series`.
     exported: std::collections::HashMap<ServiceKey, RevisionSeries>,
     /// Per-peer request series exported (calls per request, repeated-call
     /// share), as label values, so those whose revision went are removed;
-    /// and the time since they were refreshed.
+    /// each holds room in `Metrics::peer_series`.
     peer_series_exported: [std::collections::HashSet<PeerSeriesLabels>; 2],
+    /// Series of each per-peer gauge left out at the last refresh.
+    peer_series_left_out: [usize; 2],
     /// Instrumentation scopes exported: `service_name`,
     /// `deployment_environment_name`, `scope`.
     scopes_exported: std::collections::HashSet<[String; 3]>,
@@ -147,10 +148,60 @@ fn refresh_gauge<const N: usize>(
     *exported = current;
 }
 
+/// Cuts `rows` to the room `budget` has for them, given back the `held`
+/// series they replace (every shard shares the room), keeping the rows
+/// with the highest values; returns how many were left out.
+fn fit_to_budget<L>(budget: &SeriesBudget, held: usize, rows: &mut Vec<(L, f64)>) -> usize {
+    budget.give_back(held);
+    let granted = budget.take(rows.len());
+    let left_out = rows.len() - granted;
+    if left_out > 0 {
+        rows.select_nth_unstable_by(granted, |a, b| b.1.total_cmp(&a.1));
+        rows.truncate(granted);
+    }
+    left_out
+}
+
 type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collections::HashSet<crate::extract::Sym>>;
 
-/// Duration histogram handles cached per shard; the cache is rebuilt past this.
-const MAX_DURATION_SERIES: usize = 20_000;
+type DurationSeries = std::collections::HashMap<
+    (ServiceKey, crate::extract::Sym, crate::extract::Sym),
+    (prometheus::Histogram, prometheus::IntCounter),
+>;
+
+/// The duration histogram and error counter that a span of `operation`
+/// (tracked, or `__other__`) and `revision` of the service `key` (labelled
+/// `service`) counts in: the operation's own series while
+/// `Metrics::operation_series` has room for it, else the `__other__` one.
+fn duration_series<'a>(
+    durations: &'a mut DurationSeries,
+    exported: &mut std::collections::HashMap<ServiceKey, RevisionSeries>,
+    metrics: &Metrics,
+    (key, service): (&ServiceKey, [&str; 2]),
+    operation: &crate::extract::Sym,
+    revision: &crate::extract::Sym,
+) -> &'a (prometheus::Histogram, prometheus::IntCounter) {
+    let series = (key.clone(), operation.clone(), revision.clone());
+    if !durations.contains_key(&series) {
+        let other = operations::other_name();
+        let operations = exported.entry(key.clone()).or_default().entry(revision.clone()).or_default();
+        let own = operations.contains(operation) || *operation == other || metrics.operation_series.take(1) == 1;
+        if !own {
+            metrics.analysis.operation_series_folded.inc();
+            return duration_series(durations, exported, metrics, (key, service), &other, revision);
+        }
+        if operations.insert(operation.clone()) && *operation != other {
+            metrics.analysis.operation_series.set(metrics.operation_series.used() as i64);
+        }
+        let labels = [service[0], service[1], label_value(operation), label_value(revision)];
+        let handles = (
+            metrics.analysis.span_duration.with_label_values(&labels),
+            metrics.analysis.span_errors.with_label_values(&labels),
+        );
+        durations.insert(series.clone(), handles);
+    }
+    &durations[&series]
+}
 
 impl LiveShard {
     pub(crate) fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: crate::detect::event::UpdateSender) -> LiveShard {
@@ -166,6 +217,7 @@ impl LiveShard {
             durations: Default::default(),
             exported: Default::default(),
             peer_series_exported: Default::default(),
+            peer_series_left_out: [0; 2],
             scopes_exported: Default::default(),
             since_peer_series_export: std::time::Duration::ZERO,
         }
@@ -215,9 +267,16 @@ impl LiveShard {
                 rows[1].push((labels(revision, operation, peer), share));
             }
         }
-        let gauges = [&self.metrics.analysis.calls_per_request, &self.metrics.analysis.repeated_call_share];
-        for ((gauge, rows), exported) in gauges.into_iter().zip(rows).zip(&mut self.peer_series_exported) {
-            refresh_gauge(gauge, exported, rows);
+        let analysis = &self.metrics.analysis;
+        let gauges = [
+            (&analysis.calls_per_request, "driftwatch_calls_per_request"),
+            (&analysis.repeated_call_share, "driftwatch_repeated_call_share"),
+        ];
+        for (i, ((gauge, name), mut rows)) in gauges.into_iter().zip(rows).enumerate() {
+            let left_out = fit_to_budget(&self.metrics.peer_series[i], self.peer_series_exported[i].len(), &mut rows);
+            analysis.peer_series_left_out.with_label_values(&[name]).add(left_out as i64 - self.peer_series_left_out[i] as i64);
+            self.peer_series_left_out[i] = left_out;
+            refresh_gauge(gauge, &mut self.peer_series_exported[i], rows);
         }
     }
 
@@ -253,11 +312,17 @@ impl LiveShard {
             let labels = [service[0], service[1], label_value(&revision)];
             let _ = self.metrics.analysis.revision_first_seen.remove_label_values(&labels);
             let _ = self.metrics.analysis.revision_last_seen.remove_label_values(&labels);
+            let other = operations::other_name();
+            let own = operations.iter().filter(|o| **o != other).count();
             for operation in operations {
                 let labels = [service[0], service[1], label_value(&operation), label_value(&revision)];
                 let _ = self.metrics.analysis.span_duration.remove_label_values(&labels);
                 let _ = self.metrics.analysis.span_errors.remove_label_values(&labels);
                 self.durations.remove(&(key.clone(), operation, revision.clone()));
+            }
+            if own > 0 {
+                self.metrics.operation_series.give_back(own);
+                self.metrics.analysis.operation_series.set(self.metrics.operation_series.used() as i64);
             }
         }
     }
@@ -297,9 +362,6 @@ impl ShardObserver for LiveShard {
                 .with_label_values(&service)
                 .inc_by(run.len() as u64);
             if let Some(state) = self.analysis.service(&key) {
-                if self.durations.len() > MAX_DURATION_SERIES {
-                    self.durations.clear();
-                }
                 let other = operations::other_name();
                 for fact in run.iter().filter(|f| !f.kind.is_outbound()) {
                     let operation = if state.operations.is_tracked(&fact.operation) {
@@ -307,20 +369,14 @@ impl ShardObserver for LiveShard {
                     } else {
                         &other
                     };
-                    let series = (key.clone(), operation.clone(), fact.revision.clone());
-                    let (histogram, errors) = self.durations.entry(series).or_insert_with(|| {
-                        self.exported
-                            .entry(key.clone())
-                            .or_default()
-                            .entry(fact.revision.clone())
-                            .or_default()
-                            .insert(operation.clone());
-                        let labels = [service[0], service[1], label_value(operation), label_value(&fact.revision)];
-                        (
-                            self.metrics.analysis.span_duration.with_label_values(&labels),
-                            self.metrics.analysis.span_errors.with_label_values(&labels),
-                        )
-                    });
+                    let (histogram, errors) = duration_series(
+                        &mut self.durations,
+                        &mut self.exported,
+                        &self.metrics,
+                        (&key, service),
+                        operation,
+                        &fact.revision,
+                    );
                     histogram.observe(fact.duration_nanos() as f64 / 1e9);
                     if fact.status.is_error() {
                         errors.inc();
@@ -746,6 +802,84 @@ mod tests {
             }),
             ..SpanFact::new(Sym::from(service), Sym::from("r"), Sym::from("op"), SpanKind::Server, 1, 2)
         }
+    }
+
+    #[test]
+    fn per_peer_gauges_share_their_room_and_keep_the_highest_values() {
+        let budget = SeriesBudget::new(10);
+        let rows = |n: usize| (0..n).map(|i| (i, i as f64)).collect::<Vec<_>>();
+        let mut first = rows(6);
+        assert_eq!(fit_to_budget(&budget, 0, &mut first), 0);
+        let mut second = rows(8);
+        assert_eq!(fit_to_budget(&budget, 0, &mut second), 4, "the first shard holds 6 of the 10");
+        let mut kept: Vec<usize> = second.iter().map(|r| r.0).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [4, 5, 6, 7], "the highest values are kept");
+        // The first shard's next refresh holds fewer: the room goes back.
+        let mut first = rows(1);
+        assert_eq!(fit_to_budget(&budget, 6, &mut first), 0);
+        let mut second = rows(8);
+        assert_eq!(fit_to_budget(&budget, 4, &mut second), 0);
+        assert_eq!(budget.used(), 9);
+    }
+
+    /// `(series, spans)` of `driftwatch_span_duration_seconds` in `text`
+    /// whose labels include `filter`.
+    fn duration_series_in(text: &str, filter: &str) -> (usize, u64) {
+        let lines = text
+            .lines()
+            .filter(|l| l.starts_with("driftwatch_span_duration_seconds_count{") && l.contains(filter));
+        lines.fold((0, 0), |(series, spans), line| {
+            let count: u64 = line.rsplit(' ').next().and_then(|c| c.parse().ok()).expect("a count");
+            (series + 1, spans + count)
+        })
+    }
+
+    #[tokio::test]
+    async fn operation_series_on_metrics_are_bounded_whatever_max_operations_allows_and_freed_with_their_revision() {
+        let mut config = crate::config::Config::default();
+        config.analyze.max_operations = 4 * crate::telemetry::metrics::MAX_OPERATION_SERIES;
+        config.analyze.max_revisions = 2;
+        let settings = Arc::new(AnalysisSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let (tx, _rx) = mpsc::channel(1024);
+        let mut shard = LiveShard::new(settings, metrics.clone(), tx);
+        let max = crate::telemetry::metrics::MAX_OPERATION_SERIES;
+        let operations = max + 100;
+        let second = 1_000_000_000;
+        let spans = |revision: &str, at: u64| -> Vec<SpanFact> {
+            (0..operations)
+                .map(|i| {
+                    let operation = Sym::from(format!("GET /items/{i}").as_str());
+                    SpanFact::new(Sym::from("checkout"), Sym::from(revision), operation, SpanKind::Server, at, at + 1_000_000)
+                })
+                .collect()
+        };
+        let t0 = 1_700_000_000 * second;
+        shard.observe(&spans("r1", t0));
+        shard.observe(&spans("r1", t0 + second));
+
+        let text = metrics.render();
+        let (own, own_spans) = duration_series_in(&text, "revision=\"r1\"");
+        let (other, other_spans) = duration_series_in(&text, "operation=\"__other__\"");
+        assert_eq!(own - other, max, "one series per operation up to the bound");
+        assert_eq!((other, other_spans), (1, 200), "the rest count under __other__");
+        assert_eq!(own_spans, 2 * operations as u64, "every span is counted once");
+        assert_eq!(metrics.analysis.operation_series_folded.get(), 200);
+        assert_eq!(metrics.analysis.operation_series.get(), max as i64);
+        assert_eq!(shard.durations.len(), max + 1, "handles are kept only for series exported");
+
+        // Two later revisions push r1 out of the timeline: its series go,
+        // and their room serves the revision that comes next.
+        shard.observe(&spans("r2", t0 + 10 * second));
+        shard.observe(&spans("r3", t0 + 20 * second));
+        shard.observe(&spans("r3", t0 + 21 * second));
+        let text = metrics.render();
+        assert_eq!(duration_series_in(&text, "revision=\"r1\"").0, 0, "{}", metrics.analysis.operation_series.get());
+        let (r2, _) = duration_series_in(&text, "revision=\"r2\"");
+        let (r3, _) = duration_series_in(&text, "revision=\"r3\"");
+        assert_eq!(r2 + r3, max + 2, "the room r1 gave back went to later revisions");
+        assert_eq!(metrics.operation_series.used(), max);
     }
 
     #[tokio::test]

@@ -23,6 +23,9 @@ pub(crate) struct AnalysisMetrics {
     pub outbound_peers: IntGaugeVec,
     pub span_duration: HistogramVec,
     pub span_errors: IntCounterVec,
+    pub operation_series: IntGauge,
+    pub operation_series_folded: IntCounter,
+    pub peer_series_left_out: IntGaugeVec,
     pub revision_first_seen: GaugeVec,
     pub revision_last_seen: GaugeVec,
 }
@@ -117,6 +120,22 @@ impl AnalysisMetrics {
                 "driftwatch_span_errors_total",
                 "Failed entry and internal spans (status ERROR, or a SERVER span that answered 5xx or a failed gRPC status) by service, operation and revision; divide by driftwatch_span_duration_seconds_count for the error rate.",
                 &["service_name", ENVIRONMENT, "operation", "revision"],
+            ),
+            operation_series: gauge(
+                registry,
+                "driftwatch_operation_series",
+                "(service, operation, revision) series of driftwatch_span_duration_seconds exported now, at most 1024.",
+            ),
+            operation_series_folded: counter(
+                registry,
+                "driftwatch_operation_series_folded_spans_total",
+                "Spans of a tracked operation exported under operation=\"__other__\" in driftwatch_span_duration_seconds and driftwatch_span_errors_total: /metrics held 1024 (service, operation, revision) series already. The analysis is not affected.",
+            ),
+            peer_series_left_out: gauge_vec(
+                registry,
+                "driftwatch_peer_series_left_out",
+                "Series of a per-peer gauge (driftwatch_calls_per_request, driftwatch_repeated_call_share) not exported at the last refresh: /metrics holds at most 1024 of each, those with the highest values. The analysis is not affected.",
+                &["metric"],
             ),
             revision_first_seen: float_gauge_vec(
                 registry,

@@ -3,7 +3,9 @@
 //! Names follow Prometheus conventions (`driftwatch_` prefix, `_total` for
 //! counters, base units). Label values that come from clients (service
 //! names) are bounded: past [`MAX_SERVICE_LABELS`] distinct services, the
-//! rest are counted under `__other__`.
+//! rest are counted under `__other__`. The series that multiply services by
+//! operations, revisions and peers share a [`SeriesBudget`] each, so a
+//! scrape stays a few megabytes whatever `analyze.max_operations` allows.
 //!
 //! A service is labelled `service_name` (`service.namespace/service.name`)
 //! and `deployment_environment_name`, the OTel resource attributes' names
@@ -50,6 +52,52 @@ pub(crate) const OTHER_LABEL: &str = "__other__";
 /// Longest label value exported, in bytes: client-supplied names (services,
 /// operations, revisions) are cut to this, at a character boundary.
 pub(crate) const MAX_LABEL_BYTES: usize = 128;
+/// (service, operation, revision) series of `driftwatch_span_duration_seconds`
+/// (and `driftwatch_span_errors_total`) at once, over every shard: about
+/// 3 MB of text. Past it, a tracked operation's spans are exported under
+/// `operation="__other__"`.
+pub(crate) const MAX_OPERATION_SERIES: usize = 1024;
+/// Series of each per-peer gauge (`driftwatch_calls_per_request`,
+/// `driftwatch_repeated_call_share`) at once, over every shard; past it,
+/// those with the highest values are exported.
+pub(crate) const MAX_PEER_SERIES: usize = 1024;
+
+/// Room for at most `max` series, taken and given back by the shards that
+/// export them, without a lock.
+pub(crate) struct SeriesBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl SeriesBudget {
+    pub(crate) fn new(max: usize) -> SeriesBudget {
+        SeriesBudget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes room for up to `wanted` series; returns how many it got.
+    pub(crate) fn take(&self, wanted: usize) -> usize {
+        let mut granted = 0;
+        // The closure always returns `Some`, so the update cannot fail.
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            granted = wanted.min(self.max.saturating_sub(used));
+            Some(used + granted)
+        });
+        granted
+    }
+
+    /// Gives back room for `series` taken earlier.
+    pub(crate) fn give_back(&self, series: usize) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(series)));
+    }
+
+    /// Series held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
 
 /// `value` cut to [`MAX_LABEL_BYTES`] at a character boundary.
 pub(crate) fn label_value(value: &str) -> &str {
@@ -109,6 +157,11 @@ pub(crate) struct Metrics {
     pub store: StoreMetrics,
     pub fleet: FleetMetrics,
     pub forward: ForwardMetrics,
+    /// Room for `driftwatch_span_duration_seconds` series.
+    pub operation_series: SeriesBudget,
+    /// Room for `driftwatch_calls_per_request` and
+    /// `driftwatch_repeated_call_share` series, in that order.
+    pub peer_series: [SeriesBudget; 2],
     services_seen: LabelSet,
     environments_seen: LabelSet,
 }
@@ -134,6 +187,8 @@ impl Metrics {
             fleet: FleetMetrics::new(&registry),
             forward: ForwardMetrics::new(&registry),
             registry,
+            operation_series: SeriesBudget::new(MAX_OPERATION_SERIES),
+            peer_series: [SeriesBudget::new(MAX_PEER_SERIES), SeriesBudget::new(MAX_PEER_SERIES)],
             services_seen: LabelSet::new(MAX_SERVICE_LABELS),
             environments_seen: LabelSet::new(MAX_ENVIRONMENT_LABELS),
         }
@@ -254,6 +309,19 @@ mod tests {
         for value in held {
             assert_eq!(set.admit(value), value, "an admitted value stays admitted");
         }
+    }
+
+    #[test]
+    fn a_series_budget_grants_what_is_left_and_takes_back_what_is_given() {
+        let budget = SeriesBudget::new(10);
+        assert_eq!(budget.take(4), 4);
+        assert_eq!(budget.take(8), 6, "only what is left");
+        assert_eq!(budget.take(1), 0);
+        budget.give_back(3);
+        assert_eq!(budget.used(), 7);
+        assert_eq!(budget.take(5), 3);
+        budget.give_back(100);
+        assert_eq!(budget.used(), 0, "never below zero");
     }
 
     #[test]
