@@ -97,10 +97,10 @@ pub struct LatencyWindows {
     ring_sum: LatencyHistogram,
     /// Windows starting before this are settled (in `ring_sum`).
     settled: u64,
-    /// `[previous, current]` baseline blocks.
+    /// `[previous, current]` baseline blocks: together, the trailing
+    /// baseline. Their sum is made when an evaluation asks for it rather
+    /// than kept, as it would be the series' largest histogram.
     blocks: [Option<Block>; 2],
-    /// Sum of the blocks: the trailing baseline.
-    blocks_sum: LatencyHistogram,
     moments: VecDeque<Retired>,
     /// Histograms of rotated-out windows, reused to avoid allocation.
     spare: Vec<LatencyHistogram>,
@@ -117,7 +117,6 @@ impl LatencyWindows {
             ring_sum: new_histogram(),
             settled: 0,
             blocks: [None, None],
-            blocks_sum: new_histogram(),
             moments: VecDeque::new(),
             spare: Vec::new(),
             total: 0,
@@ -134,7 +133,6 @@ impl LatencyWindows {
     ) -> LatencyWindows {
         let mut windows = LatencyWindows::new(layout);
         windows.total = histogram.len();
-        windows.blocks_sum.add(&histogram);
         let start = watermark - watermark % layout.block_nanos.max(1);
         windows.blocks[1] = Some(Block { start, histogram });
         let skip = moments.len().saturating_sub(layout.moments_len);
@@ -181,7 +179,6 @@ impl LatencyWindows {
         // Older than the ring: late but admitted; it joins the baseline.
         if let Some(block) = self.blocks[1].as_mut() {
             record(&mut block.histogram, duration_micros);
-            record(&mut self.blocks_sum, duration_micros);
         }
     }
 
@@ -238,19 +235,11 @@ impl LatencyWindows {
                 let start = window.start - window.start % block_nanos;
                 let mut recycled = self.blocks[0].take().map(|b| b.histogram);
                 if let Some(oldest) = recycled.as_mut() {
-                    self.blocks_sum.subtract(&*oldest);
                     oldest.reset();
                 }
                 // A block older than two block lengths is stale: drop it too.
                 let previous = self.blocks[1].take();
-                self.blocks[0] = match previous {
-                    Some(b) if b.start + 2 * block_nanos > start => Some(b),
-                    Some(b) => {
-                        self.blocks_sum.subtract(&b.histogram);
-                        None
-                    }
-                    None => None,
-                };
+                self.blocks[0] = previous.filter(|b| b.start + 2 * block_nanos > start);
                 self.blocks[1] = Some(Block {
                     start,
                     histogram: recycled.unwrap_or_else(new_histogram),
@@ -258,7 +247,6 @@ impl LatencyWindows {
             }
             if let Some(block) = self.blocks[1].as_mut() {
                 block.histogram.add(&window.histogram);
-                self.blocks_sum.add(&window.histogram);
             }
             if self.moments.len() >= self.layout.moments_len {
                 self.moments.pop_front();
@@ -293,21 +281,23 @@ impl LatencyWindows {
         &self.ring_sum
     }
 
-    /// The trailing baseline: everything older than the ring, within the
-    /// two blocks.
-    pub(crate) fn trailing(&self) -> &LatencyHistogram {
-        &self.blocks_sum
+    /// Adds the trailing baseline to `into`: everything older than the
+    /// ring, within the two blocks.
+    pub(crate) fn trailing(&self, into: &mut LatencyHistogram) {
+        for block in self.blocks.iter().flatten() {
+            into.add(&block.histogram);
+        }
     }
 
     /// Everything settled: the ring's settled windows and the blocks.
     pub(crate) fn all(&self, into: &mut LatencyHistogram) {
-        into.add(&self.blocks_sum);
+        self.trailing(into);
         into.add(&self.ring_sum);
     }
 
     /// Everything retained, settled or not (for snapshots).
     pub(crate) fn retained(&self, into: &mut LatencyHistogram) {
-        into.add(&self.blocks_sum);
+        self.trailing(into);
         for w in &self.ring {
             into.add(&w.histogram);
         }
@@ -342,7 +332,7 @@ impl LatencyWindows {
             + self.moments.capacity() * std::mem::size_of::<Retired>()
             + self.spare.capacity() * std::mem::size_of::<LatencyHistogram>()
             + histograms
-                .chain([&self.ring_sum, &self.blocks_sum])
+                .chain([&self.ring_sum])
                 .chain(&self.spare)
                 .map(LatencyHistogram::heap_bytes)
                 .sum::<usize>()
@@ -357,6 +347,12 @@ impl LatencyWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trailing_of(w: &LatencyWindows) -> LatencyHistogram {
+        let mut trailing = new_histogram();
+        w.trailing(&mut trailing);
+        trailing
+    }
 
     const S: u64 = 1_000_000_000;
 
@@ -382,7 +378,7 @@ mod tests {
         assert_eq!(w.current().len(), 0, "nothing is settled before an evaluation");
         w.settle(t0 + 600 * S);
         assert_eq!(w.current().len(), 60, "six 10s windows");
-        assert_eq!(w.trailing().len(), 540);
+        assert_eq!(trailing_of(&w).len(), 540);
         let mut all = new_histogram();
         w.all(&mut all);
         assert_eq!(all.len(), 600);
@@ -485,7 +481,7 @@ mod tests {
         for i in 0..3600 {
             w.record(t0 + i * S, 1000, false);
         }
-        let trailing = w.trailing();
+        let trailing = trailing_of(&w);
         assert!(trailing.len() <= 600, "at most two 5-minute blocks: {}", trailing.len());
         assert!(trailing.len() >= 300, "at least one full block: {}", trailing.len());
     }
@@ -499,7 +495,7 @@ mod tests {
         w.record(t0 + 30 * S, 1000, false); // before the current sample, and no baseline block yet
         w.settle(t0 + 110 * S);
         assert_eq!(w.current().len(), 2);
-        assert_eq!(w.trailing().len(), 1, "the late span joined the baseline");
+        assert_eq!(trailing_of(&w).len(), 1, "the late span joined the baseline");
         assert_eq!(w.moments().map(|m| m.count).sum::<u64>(), 3);
         let windows: Vec<u64> = w.moments().map(|m| m.start_unix_nanos).collect();
         let mut sorted = windows.clone();
@@ -524,7 +520,7 @@ mod tests {
         early.settle(t0 + 100 * S);
         late.settle(t0 + 100 * S);
         assert_eq!(early.current(), late.current());
-        assert_eq!(early.trailing(), late.trailing());
+        assert_eq!(trailing_of(&early), trailing_of(&late));
         assert_eq!(early.recent_moments().count(), late.recent_moments().count());
         for i in 100..105 {
             late.record(t0 + i * S, 9000, false);
@@ -547,7 +543,7 @@ mod tests {
             w.record(t0 + 3600 * S + i * S, 2000, false);
         }
         w.settle(t0 + 3720 * S);
-        let trailing = w.trailing();
+        let trailing = trailing_of(&w);
         assert_eq!(trailing.len(), 60, "only the recent block survives the gap");
         assert!(trailing.value_at_quantile(0.5) >= 1990);
     }

@@ -772,7 +772,7 @@ impl ErrorRateDetector {
             if let Some(series) = service.latency.get(&(c.op, revision.id)) {
                 current_latency.add(series.current());
                 if c.baseline_revision.is_none() {
-                    baseline_latency.add(series.trailing());
+                    series.trailing(&mut baseline_latency);
                 }
             }
         }

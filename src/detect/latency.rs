@@ -421,7 +421,7 @@ impl LatencyDetector {
             }
             None => {
                 current.add(series.current());
-                baseline.add(series.trailing());
+                series.trailing(&mut baseline);
                 for m in series.retired_moments(self.baseline_windows) {
                     baseline_moments.merge(&m);
                 }
