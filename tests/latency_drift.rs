@@ -282,10 +282,10 @@ fn scenario_corpus_meets_the_targets() {
     }
 }
 
-#[test]
-fn high_cardinality_span_names_stay_bounded() {
-    use driftwatch::tools::simulate::{SyntheticSpan, encode_request};
-    let dw = Driftwatch::start("[analyze]\nmax_operations = 20\n");
+/// Sends 10,000 spans of the service "flood", each with a span name of its
+/// own, and waits until all are analysed.
+fn flood_of_unique_span_names(dw: &Driftwatch) {
+    use driftwatch::tools::simulate::SyntheticSpan;
     let now = now_nanos();
     for batch in 0..20u64 {
         let spans: Vec<SyntheticSpan> = (0..500u64)
@@ -304,34 +304,47 @@ fn high_cardinality_span_names_stay_bounded() {
                 attributes: vec![],
             })
             .collect();
-        let body = encode_request(&spans);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let status = runtime.block_on(async {
-            driftwatch::tls::http_client()
-                .build()
-                .expect("HTTP client")
-                .post(dw.http_url("/v1/traces"))
-                .header("content-type", "application/x-protobuf")
-                .body(body)
-                .send()
-                .await
-                .expect("send")
-                .status()
-        });
-        assert!(status.is_success());
+        common::post_spans(dw, &spans);
     }
     eventually(Duration::from_secs(10), "all analysed", || {
         dw.metrics().value("driftwatch_spans_analyzed_total", &[("service_name", "flood")]) == 10_000.0
     });
+}
+
+#[test]
+fn high_cardinality_span_names_stay_bounded() {
+    let dw = Driftwatch::start("[analyze]\nmax_operations = 20\n");
+    flood_of_unique_span_names(&dw);
     let metrics = dw.metrics();
     assert_eq!(metrics.value("driftwatch_operations_tracked", &[("service_name", "flood")]), 20.0);
     assert_eq!(
         metrics.value("driftwatch_operations_folded_spans_total", &[("service_name", "flood")]),
         9_980.0
     );
+}
+
+/// However many operations the analysis may track, a scrape holds at most
+/// 1,024 of their duration series; the rest count under `__other__`.
+#[test]
+fn metrics_stay_bounded_when_max_operations_is_raised() {
+    let dw = Driftwatch::start("[analyze]\nmax_operations = 100000\n");
+    flood_of_unique_span_names(&dw);
+    let metrics = dw.metrics();
+    assert_eq!(metrics.value("driftwatch_operations_tracked", &[("service_name", "flood")]), 10_000.0);
+    let series: Vec<&str> = metrics
+        .0
+        .lines()
+        .filter(|l| l.starts_with("driftwatch_span_duration_seconds_count{") && l.contains("service_name=\"flood\""))
+        .collect();
+    assert_eq!(series.len(), 1_025, "1,024 operations and __other__");
+    assert_eq!(
+        metrics.value("driftwatch_span_duration_seconds_count", &[("operation", "__other__")]),
+        10_000.0 - 1_024.0,
+        "every span is counted once"
+    );
+    assert_eq!(metrics.value("driftwatch_operation_series_folded_spans_total", &[]), 10_000.0 - 1_024.0);
+    assert_eq!(metrics.value("driftwatch_operation_series", &[]), 1_024.0);
+    assert!(metrics.0.len() < 4 << 20, "{} bytes", metrics.0.len());
 }
 
 #[test]
