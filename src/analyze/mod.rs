@@ -117,6 +117,7 @@ pub(crate) struct LiveShard {
     /// Instrumentation scopes exported: `service_name`,
     /// `deployment_environment_name`, `scope`.
     scopes_exported: std::collections::HashSet<[String; 3]>,
+    /// Time since the per-peer gauges and the scopes were refreshed.
     since_peer_series_export: std::time::Duration,
 }
 
@@ -148,9 +149,9 @@ fn refresh_gauge<const N: usize>(
     *exported = current;
 }
 
-/// Cuts `rows` to the room `budget` has for them, given back the `held`
-/// series they replace (every shard shares the room), keeping the rows
-/// with the highest values; returns how many were left out.
+/// Cuts `rows` to the room `budget` has for them once the `held` series
+/// they replace are given back (every shard shares the room), keeping the
+/// rows with the highest values; returns how many were left out.
 fn fit_to_budget<L>(budget: &SeriesBudget, held: usize, rows: &mut Vec<(L, f64)>) -> usize {
     budget.give_back(held);
     let granted = budget.take(rows.len());
@@ -164,9 +165,11 @@ fn fit_to_budget<L>(budget: &SeriesBudget, held: usize, rows: &mut Vec<(L, f64)>
 
 type RevisionSeries = std::collections::HashMap<crate::extract::Sym, std::collections::HashSet<crate::extract::Sym>>;
 
+/// Looked up for every entry and internal span: hashed with foldhash.
 type DurationSeries = std::collections::HashMap<
     (ServiceKey, crate::extract::Sym, crate::extract::Sym),
     (prometheus::Histogram, prometheus::IntCounter),
+    foldhash::fast::RandomState,
 >;
 
 /// The duration histogram and error counter that a span of `operation`
