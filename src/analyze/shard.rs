@@ -81,9 +81,10 @@ impl ShardAnalysis {
         }
     }
 
-    /// Snapshots of every service (see `snapshot`).
-    pub(crate) fn snapshots(&self, retention_nanos: u64) -> Vec<super::snapshot::ServiceSnapshot> {
-        self.services.values().map(|s| s.snapshot(retention_nanos)).collect()
+    /// Snapshots of every service (see `snapshot`), each made when the
+    /// iteration reaches it, so a flush holds one service's at a time.
+    pub(crate) fn snapshots(&self, retention_nanos: u64) -> impl Iterator<Item = super::snapshot::ServiceSnapshot> + '_ {
+        self.services.values().map(move |s| s.snapshot(retention_nanos))
     }
 
     /// Adds a service restored from a snapshot.
@@ -332,7 +333,7 @@ mod tests {
         analysis.observe(&in_environment(None), &mut Vec::new());
         let plain = analysis.coverage(&service, None).expect("spans without an environment");
         assert_eq!(plain.environment, None);
-        let snapshots = analysis.snapshots(u64::MAX);
+        let snapshots: Vec<_> = analysis.snapshots(u64::MAX).collect();
         let mut keys: Vec<String> = snapshots.iter().map(|s| s.store_key()).collect();
         keys.sort();
         assert_eq!(
