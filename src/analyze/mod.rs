@@ -109,9 +109,12 @@ pub(crate) struct LiveShard {
     /// operation but `__other__` holds room in `Metrics::operation_series`.
     exported: std::collections::HashMap<ServiceKey, RevisionSeries>,
     /// Per-peer request series exported (calls per request, repeated-call
-    /// share), as label values, so those whose revision went are removed;
-    /// each holds room in `Metrics::peer_series`.
+    /// share), as label values, so those whose revision went are removed.
     peer_series_exported: [std::collections::HashSet<PeerSeriesLabels>; 2],
+    /// Room taken in `Metrics::peer_series` at the last refresh, one per
+    /// row: services folded into one `service_name` label can make it more
+    /// than the series exported, and it is what is given back.
+    peer_series_taken: [usize; 2],
     /// Series of each per-peer gauge left out at the last refresh.
     peer_series_left_out: [usize; 2],
     /// Instrumentation scopes exported: `service_name`,
@@ -149,9 +152,10 @@ fn refresh_gauge<const N: usize>(
     *exported = current;
 }
 
-/// Cuts `rows` to the room `budget` has for them once the `held` series
-/// they replace are given back (every shard shares the room), keeping the
-/// rows with the highest values; returns how many were left out.
+/// Cuts `rows` to the room `budget` has for them once the room `held` by
+/// the rows they replace is given back (every shard shares the room),
+/// keeping the rows with the highest values; returns how many were left
+/// out. The room taken is the length of `rows` afterwards.
 fn fit_to_budget<L>(budget: &SeriesBudget, held: usize, rows: &mut Vec<(L, f64)>) -> usize {
     budget.give_back(held);
     let granted = budget.take(rows.len());
@@ -220,6 +224,7 @@ impl LiveShard {
             durations: Default::default(),
             exported: Default::default(),
             peer_series_exported: Default::default(),
+            peer_series_taken: [0; 2],
             peer_series_left_out: [0; 2],
             scopes_exported: Default::default(),
             since_peer_series_export: std::time::Duration::ZERO,
@@ -276,7 +281,8 @@ impl LiveShard {
             (&analysis.repeated_call_share, "driftwatch_repeated_call_share"),
         ];
         for (i, ((gauge, name), mut rows)) in gauges.into_iter().zip(rows).enumerate() {
-            let left_out = fit_to_budget(&self.metrics.peer_series[i], self.peer_series_exported[i].len(), &mut rows);
+            let left_out = fit_to_budget(&self.metrics.peer_series[i], self.peer_series_taken[i], &mut rows);
+            self.peer_series_taken[i] = rows.len();
             analysis.peer_series_left_out.with_label_values(&[name]).add(left_out as i64 - self.peer_series_left_out[i] as i64);
             self.peer_series_left_out[i] = left_out;
             refresh_gauge(gauge, &mut self.peer_series_exported[i], rows);
