@@ -293,25 +293,7 @@ impl Upstream {
     /// Returns the outcome label: `sent`, `dropped_rejected` or
     /// `dropped_retries_exhausted`.
     async fn send_with_retries(&self, body: &Bytes, signal: Signal, retries: u32, backoff: Duration) -> &'static str {
-        let mut delay = backoff;
-        for attempt in 0..=retries {
-            match self.send(body.clone(), signal).await {
-                Ok(()) => return "sent",
-                Err(Failure::Permanent(error)) => {
-                    tracing::warn!(%error, "upstream collector rejected a forwarded request; dropping it");
-                    return "dropped_rejected";
-                }
-                Err(Failure::Transient(error)) if attempt < retries => {
-                    tracing::debug!(%error, attempt, "forwarding failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                Err(Failure::Transient(error)) => {
-                    tracing::warn!(%error, "upstream collector unreachable after retries; dropping a forwarded request");
-                }
-            }
-        }
-        "dropped_retries_exhausted"
+        with_retries(retries, backoff, move || self.send(body.clone(), signal)).await
     }
 
     async fn send(&self, body: Bytes, signal: Signal) -> Result<(), Failure> {
@@ -363,6 +345,39 @@ impl Upstream {
     }
 }
 
+/// Longest wait between two attempts to forward one request.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Tries `send` until it succeeds, fails for good or has been retried
+/// `retries` times, waiting `backoff` after the first failure and twice as
+/// long after each next one, up to [`MAX_BACKOFF`]; returns the outcome
+/// label. The waits are tokio's, which a test can pause.
+async fn with_retries<F, Fut>(retries: u32, backoff: Duration, mut send: F) -> &'static str
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let mut delay = backoff;
+    for attempt in 0..=retries {
+        match send().await {
+            Ok(()) => return "sent",
+            Err(Failure::Permanent(error)) => {
+                tracing::warn!(%error, "upstream collector rejected a forwarded request; dropping it");
+                return "dropped_rejected";
+            }
+            Err(Failure::Transient(error)) if attempt < retries => {
+                tracing::debug!(%error, attempt, "forwarding failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+            Err(Failure::Transient(error)) => {
+                tracing::warn!(%error, "upstream collector unreachable after retries; dropping a forwarded request");
+            }
+        }
+    }
+    "dropped_retries_exhausted"
+}
+
 fn gzip_bytes(body: &[u8]) -> Bytes {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
@@ -374,4 +389,56 @@ fn gzip_bytes(body: &[u8]) -> Bytes {
 enum Failure {
     Transient(String),
     Permanent(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use tokio::time::Instant;
+
+    /// Forwards against an upstream that fails the first `failures`
+    /// attempts with `failure`, on the paused clock; returns the outcome
+    /// and the seconds at which each attempt was made.
+    async fn forward(retries: u32, backoff: Duration, failures: usize, failure: fn() -> Failure) -> (&'static str, Vec<u64>) {
+        let start = Instant::now();
+        let attempts = RefCell::new(Vec::new());
+        let attempts_ref = &attempts;
+        let outcome = with_retries(retries, backoff, move || async move {
+            let mut attempts = attempts_ref.borrow_mut();
+            attempts.push(start.elapsed().as_secs());
+            if attempts.len() <= failures { Err(failure()) } else { Ok(()) }
+        })
+        .await;
+        (outcome, attempts.into_inner())
+    }
+
+    fn unavailable() -> Failure {
+        Failure::Transient("upstream answered 503 Service Unavailable".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_is_retried_after_a_doubling_backoff() {
+        let (outcome, attempts) = forward(5, Duration::from_secs(1), 3, unavailable).await;
+        assert_eq!(outcome, "sent");
+        assert_eq!(attempts, [0, 1, 3, 7]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_is_capped_and_the_request_dropped_after_its_retries() {
+        let (outcome, attempts) = forward(7, Duration::from_secs(4), usize::MAX, unavailable).await;
+        assert_eq!(outcome, "dropped_retries_exhausted");
+        // 4, 8, 16, then 30 s (not 32, 64, 128) between attempts.
+        assert_eq!(attempts, [0, 4, 12, 28, 58, 88, 118, 148]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_request_is_dropped_without_a_retry() {
+        let (outcome, attempts) =
+            forward(5, Duration::from_secs(1), usize::MAX, || Failure::Permanent("upstream answered 400".into())).await;
+        assert_eq!(outcome, "dropped_rejected");
+        assert_eq!(attempts, [0]);
+        let (outcome, attempts) = forward(0, Duration::from_secs(1), usize::MAX, unavailable).await;
+        assert_eq!((outcome, attempts.as_slice()), ("dropped_retries_exhausted", &[0][..]), "max_retries = 0");
+    }
 }
