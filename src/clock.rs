@@ -11,6 +11,8 @@
 //! subtracted as one, and written as RFC 3339 only where it leaves (the
 //! event JSON, pages, payloads).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -108,6 +110,42 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 /// Milliseconds since the Unix epoch.
 pub(crate) fn unix_millis() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The wall clock as a value a component holds, so that a test can set
+/// it: the system's, or (in tests) one that moves only when told to. The
+/// alert dispatcher keeps its schedule on it (group waits, retry times,
+/// `max_age`), since those are stored and must outlive a restart.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WallClock {
+    /// A test's clock, in milliseconds since the epoch.
+    set: Option<Arc<AtomicU64>>,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn unix_millis(&self) -> u64 {
+        match &self.set {
+            Some(millis) => millis.load(Ordering::Acquire),
+            None => unix_millis(),
+        }
+    }
+
+    /// A clock that reads `unix_millis` until it is set.
+    #[cfg(test)]
+    pub(crate) fn manual(unix_millis: u64) -> WallClock {
+        WallClock {
+            set: Some(Arc::new(AtomicU64::new(unix_millis))),
+        }
+    }
+
+    /// Sets a manual clock (every copy of it reads the new time).
+    #[cfg(test)]
+    pub(crate) fn set(&self, unix_millis: u64) {
+        if let Some(millis) = &self.set {
+            millis.store(unix_millis, Ordering::Release);
+        }
+    }
 }
 
 /// The wall clock as a `SystemTime`, for comparing with HTTP dates and

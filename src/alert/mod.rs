@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::blocking::off_runtime;
+use crate::clock::WallClock;
 use crate::text::error_chain;
 use crate::config::AlertsConfig;
 use crate::detect::event::EventsView;
@@ -31,10 +32,6 @@ use crate::rng::Rng;
 use crate::fleet::store::{Claim, DeliveryKey, FleetStore};
 use crate::store::{EmbeddedStore, Notice, Notification, OutboxEntry, StoreError};
 use sinks::{Sink, SinkKind, deploy_request, drift_request, sinks};
-
-fn now_ms() -> u64 {
-    crate::clock::unix_millis()
-}
 
 /// Alerts of one deploy (of a service in one environment), kind and status
 /// travel together; a deploy marker travels with its own sink's only.
@@ -84,6 +81,8 @@ pub(crate) struct Dispatcher {
     /// again instead of dispatched.
     released: AtomicU64,
     rng: Mutex<Rng>,
+    /// The outbox's times (creation, next attempt) are read on this.
+    clock: WallClock,
     /// Fleet mode: the database that decides which replica delivers.
     fleet: Option<(Arc<FleetStore>, Duration)>,
 }
@@ -117,9 +116,17 @@ impl Dispatcher {
             limits,
             wake: Notify::new(),
             released: AtomicU64::new(0),
-            rng: Mutex::new(Rng::new(now_ms())),
+            rng: Mutex::new(Rng::new(crate::clock::unix_millis())),
+            clock: WallClock::default(),
             fleet: None,
         })
+    }
+
+    /// Keeps the schedule on `clock` instead of the system's.
+    #[cfg(test)]
+    fn with_clock(mut self, clock: WallClock) -> Dispatcher {
+        self.clock = clock;
+        self
     }
 
     /// Delivers only what this replica wins in `fleet` (see `FleetStore`):
@@ -153,7 +160,7 @@ impl Dispatcher {
     }
 
     fn enqueue(&self, sinks: Vec<&Sink>, fingerprint: &str, notice: Notice, round: u64) -> Result<usize, StoreError> {
-        let now = now_ms();
+        let now = self.clock.unix_millis();
         let mut entries: Vec<OutboxEntry> = sinks
             .into_iter()
             .map(|s| OutboxEntry {
@@ -215,7 +222,7 @@ impl Dispatcher {
                 }
                 None => None,
             };
-            let until_due = next_due.map_or(IDLE_SCAN, |due| Duration::from_millis(due.saturating_sub(now_ms())));
+            let until_due = next_due.map_or(IDLE_SCAN, |due| Duration::from_millis(due.saturating_sub(self.clock.unix_millis())));
             let until_refresh = self.config.repeat_interval.saturating_sub(last_refresh.elapsed());
             let wait = until_due.min(until_refresh).min(IDLE_SCAN).max(Duration::from_millis(1));
             tokio::select! {
@@ -241,7 +248,7 @@ impl Dispatcher {
             let log = self.events.current();
             log.list().iter().filter(|e| e.state == EventState::Firing).map(|e| (**e).clone()).collect()
         };
-        let round = now_ms() / (self.config.repeat_interval.as_millis() as u64).max(1) + 1;
+        let round = self.clock.unix_millis() / (self.config.repeat_interval.as_millis() as u64).max(1) + 1;
         for event in firing {
             if let Err(error) = self.notify_sinks(&event, round, |s| matches!(s.kind, SinkKind::Alertmanager { .. })) {
                 tracing::error!(%error, "cannot queue an Alertmanager refresh");
@@ -254,7 +261,7 @@ impl Dispatcher {
     /// Groups waiting for a sink's concurrency slot are woken when a
     /// delivery settles.
     fn dispatch_due(self: &Arc<Self>, entries: Vec<OutboxEntry>) -> Option<u64> {
-        let now = now_ms();
+        let now = self.clock.unix_millis();
         let mut next_due: Option<u64> = None;
         let mut due_at = |at: u64| next_due = Some(next_due.map_or(at, |n| n.min(at)));
         let group_wait = self.config.group_wait.as_millis() as u64;
@@ -327,7 +334,7 @@ impl Dispatcher {
                 round: i64::try_from(e.round).unwrap_or(i64::MAX),
             })
             .collect();
-        let now = now_ms();
+        let now = self.clock.unix_millis();
         let lease_ms = lease.as_millis() as u64;
         let claims = match fleet.claim(&keys).await {
             Ok(claims) => claims,
@@ -505,7 +512,7 @@ impl Dispatcher {
 
     /// Records the outcome of a delivery in the outbox and the metrics.
     fn settle(&self, sink: &Sink, mut entries: Vec<OutboxEntry>, outcome: Delivery) {
-        let now = now_ms();
+        let now = self.clock.unix_millis();
         match outcome {
             Delivery::Delivered => {
                 tracing::info!(sink = %sink.name, alerts = entries.len(), status = entries[0].notice.notification().as_str(), "alerts delivered");
@@ -663,6 +670,86 @@ mod tests {
             !dispatcher.holds_open(pagerduty, EventState::Resolved, &[&resolved]),
             "the deploy's last drift resolved: the incident closes"
         );
+    }
+
+    /// Waits (on the system's time: a connection is being refused) until
+    /// the outbox's only entry has been attempted `attempts` times; returns it.
+    async fn attempted(dispatcher: &Dispatcher, attempts: u32) -> OutboxEntry {
+        for _ in 0..500 {
+            let outbox = dispatcher.store.outbox().expect("outbox");
+            if let [entry] = outbox.as_slice() {
+                if entry.attempts == attempts && dispatcher.in_flight.lock().expect("lock").is_empty() {
+                    return entry.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no attempt {attempts}: {:?}", dispatcher.store.outbox());
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_then_a_failed_delivery_is_retried_after_its_backoff_until_max_age() {
+        // A port nothing listens on: every delivery fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let config: AlertsConfig = toml::from_str(&format!(
+            "group_wait = \"30s\"\ninitial_backoff = \"1m\"\nmax_backoff = \"10m\"\nmax_age = \"1h\"\n\
+             [[webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+        ))
+        .expect("config");
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+        let log = crate::detect::event::PublishedLog::new(crate::detect::event::EventLog::new(10));
+        let t0 = 1_800_000_000_000;
+        let clock = WallClock::manual(t0);
+        let dispatcher = Arc::new(
+            Dispatcher::new(&config, store, Arc::new(Metrics::new()), log.view(), "http://dw".into())
+                .expect("dispatcher")
+                .with_clock(clock.clone()),
+        );
+        let outbox = || dispatcher.store.outbox().expect("outbox");
+        assert_eq!(dispatcher.notify(&crate::detect::event::example_event("e1", 1)).expect("queued"), 1);
+
+        // A fresh group waits group_wait, on the dispatcher's clock.
+        assert_eq!(dispatcher.dispatch_due(outbox()), Some(t0 + 30_000));
+        clock.set(t0 + 29_999);
+        assert_eq!(dispatcher.dispatch_due(outbox()), Some(t0 + 30_000));
+        assert!(dispatcher.in_flight.lock().expect("lock").is_empty(), "nothing sent before group_wait");
+        clock.set(t0 + 30_000);
+        assert_eq!(dispatcher.dispatch_due(outbox()), None, "sent: nothing else is due");
+        let first = attempted(&dispatcher, 1).await;
+        assert!(first.last_error.as_deref().is_some_and(|e| e.contains("unreachable")), "{first:?}");
+        // initial_backoff with ±50% jitter.
+        let wait = first.next_attempt_ms - (t0 + 30_000);
+        assert!((30_000..=90_000).contains(&wait), "{wait} ms");
+
+        // Not a millisecond early; then the second backoff, twice as long.
+        clock.set(first.next_attempt_ms - 1);
+        assert_eq!(dispatcher.dispatch_due(outbox()), Some(first.next_attempt_ms));
+        clock.set(first.next_attempt_ms);
+        assert_eq!(dispatcher.dispatch_due(outbox()), None);
+        let second = attempted(&dispatcher, 2).await;
+        let wait = second.next_attempt_ms - first.next_attempt_ms;
+        assert!((60_000..=180_000).contains(&wait), "{wait} ms");
+
+        // A Retry-After longer than the backoff is honoured.
+        clock.set(second.next_attempt_ms);
+        let sink = dispatcher.sinks[0].clone();
+        dispatcher.settle(&sink, outbox(), Delivery::Retry { error: "503".into(), retry_after: Some(Duration::from_secs(900)) });
+        assert_eq!(outbox()[0].next_attempt_ms, second.next_attempt_ms + 900_000);
+
+        // Past max_age, the next failure gives up: the entry is dead.
+        let created = first.created_at_ms;
+        clock.set(created + 3_600_001);
+        assert_eq!(dispatcher.dispatch_due(outbox()), None);
+        for _ in 0..500 {
+            if outbox().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(outbox().is_empty(), "{:?}", outbox());
+        let deliveries = |outcome: &str| dispatcher.metrics.alert.deliveries.with_label_values(&["webhook", outcome]).get();
+        assert_eq!((deliveries("retrying"), deliveries("dead")), (3, 1));
     }
 
     #[test]
