@@ -557,7 +557,6 @@ impl Dispatcher {
                 }
             }
         }
-        self.update_pending();
     }
 
     /// Removes entries from the outbox with a final outcome.
@@ -575,6 +574,7 @@ impl Dispatcher {
             .deliveries
             .with_label_values(&[label, outcome])
             .inc_by(entries.len() as u64);
+        self.update_pending();
         self.release(entries);
     }
 
