@@ -195,7 +195,11 @@ impl Server {
             LiveShard::new(settings.clone(), metrics.clone(), updates.clone()).with_persistence(persistence, &mine)
         });
         drop(updates);
-        let snapshot_writer = tokio::spawn(analyze::mailbox::write_to_store(local_snapshots, store.clone()));
+        let snapshot_writer = tokio::spawn(analyze::mailbox::write_to_store(
+            local_snapshots,
+            store.clone(),
+            metrics.store.snapshots_written_as_of.clone(),
+        ));
         let forwarder = Forwarder::start(&config.forward, metrics.clone())?.map(|(forwarder, _sender)| forwarder);
         let mut ingest = Ingest::new(config.receiver.clone(), queue, metrics.clone(), forwarder);
         if config.receiver.memory_limit_mib > 0 {

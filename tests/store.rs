@@ -31,8 +31,8 @@ fn a_restarted_sidecar_compares_the_new_revision_with_the_stored_baseline() {
                 .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
                 == 14_400.0
         });
-        // At least one flush after the traffic, then no goodbye.
-        std::thread::sleep(Duration::from_millis(2500));
+        // A flush after the traffic is written, then no goodbye.
+        old.wait_for_snapshots_written();
         old.child.kill().expect("kill -9");
         old.child.wait().expect("wait");
     }
@@ -251,7 +251,7 @@ fn calls_per_request_baselines_survive_a_kill() {
                 .value("driftwatch_spans_analyzed_total", &[("service_name", "checkout")])
                 == 12_000.0
         });
-        std::thread::sleep(Duration::from_millis(2500));
+        old.wait_for_snapshots_written();
         old.child.kill().expect("kill -9");
         old.child.wait().expect("wait");
     }

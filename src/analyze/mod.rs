@@ -339,6 +339,9 @@ impl LiveShard {
     fn flush(&mut self) {
         let Some(p) = self.persistence.as_mut() else { return };
         p.since_flush = std::time::Duration::ZERO;
+        // The state as of now: every span this shard has counted as
+        // analysed is in it.
+        let as_of = crate::clock::unix_nanos();
         for snapshot in self.analysis.snapshots(p.retention_nanos) {
             let bytes = match serde_json::to_vec(&snapshot) {
                 Ok(bytes) => bytes,
@@ -356,6 +359,7 @@ impl LiveShard {
             // Written by `mailbox::write_to_store`, off the shard.
             p.local.put(key, bytes);
         }
+        p.local.flushed(as_of);
     }
 }
 

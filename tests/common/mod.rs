@@ -123,6 +123,16 @@ impl Driftwatch {
         Metrics(body)
     }
 
+    /// Waits until the embedded store holds every shard's analysis state
+    /// as of now: all that the metrics counted as analysed before this
+    /// call survives a kill -9 after it.
+    pub fn wait_for_snapshots_written(&self) {
+        let now = now_nanos() as f64 / 1e9;
+        eventually(Duration::from_secs(30), "the analysis state written to the store", || {
+            self.metrics().value("driftwatch_store_snapshots_written_as_of_timestamp_seconds", &[]) >= now
+        });
+    }
+
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }

@@ -127,6 +127,10 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
     register(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    register(registry, prometheus::Gauge::new(name, help).expect("valid metric"))
+}
+
 fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     register(registry, GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }

@@ -1,9 +1,9 @@
 //! The embedded store, and what waits in memory while it cannot be
 //! written.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 
-use super::{counter, gauge};
+use super::{counter, float_gauge, gauge};
 
 /// The embedded store's metrics.
 #[derive(Clone)]
@@ -12,6 +12,7 @@ pub(crate) struct StoreMetrics {
     pub pending: IntGauge,
     pub errors: IntCounter,
     pub dropped: IntCounter,
+    pub snapshots_written_as_of: Gauge,
 }
 
 impl StoreMetrics {
@@ -36,6 +37,12 @@ impl StoreMetrics {
                 registry,
                 "driftwatch_store_dropped_total",
                 "Events and alert deliveries given up because the store stayed unwritable past the in-memory bound.",
+            ),
+            snapshots_written_as_of: float_gauge(
+                registry,
+                "driftwatch_store_snapshots_written_as_of_timestamp_seconds",
+                "Every analysis shard's state as of this time (its last flush) is written to the embedded store: a restart \
+                 resumes from it. 0 until each shard has flushed once (store.flush_interval).",
             ),
         }
     }
