@@ -190,17 +190,18 @@ fn a_deploy_that_adds_forty_peers_sends_one_notification_per_sink() {
         ));
     }
     post_spans(&dw, &spans);
-    eventually(Duration::from_secs(40), "grouped notifications", || {
-        !webhook.requests().is_empty() && !slack.requests().is_empty()
+    let listed = || {
+        let (_, events) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
+        let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
+        events["events"].as_array().map_or(0, Vec::len)
+    };
+    eventually(Duration::from_secs(40), "every event listed and notified", || {
+        listed() == 40 && !webhook.requests().is_empty() && !slack.requests().is_empty()
     });
-    std::thread::sleep(Duration::from_secs(3));
-    let (_, events) = http_get(&format!("http://{}/api/v1/events", dw.admin)).expect("events");
-    let events: serde_json::Value = serde_json::from_str(&events).expect("JSON");
-    assert_eq!(
-        events["events"].as_array().expect("events").len(),
-        40,
-        "the API lists every event"
-    );
+    // Every event is in the outbox before it is listed: once the outbox is
+    // empty, every notification about them has been sent.
+    dw.wait_for_empty_outbox();
+    assert_eq!(listed(), 40, "the API lists every event");
     let hooks = webhook.requests();
     assert_eq!(hooks.len(), 1, "one webhook notification");
     assert_eq!(hooks[0].json()["events"].as_array().expect("events").len(), 40);
@@ -504,7 +505,7 @@ fn a_new_revision_is_announced_as_a_webhook_deploy_and_a_pagerduty_change_event(
     eventually(Duration::from_secs(30), "the deploy announced to both sinks", || {
         hook.requests().iter().any(|r| r.status == 200) && !pagerduty.requests().is_empty()
     });
-    std::thread::sleep(Duration::from_secs(2));
+    dw.wait_for_empty_outbox();
     let hooks = hook.requests();
     assert_eq!(hooks.iter().map(|r| r.status).collect::<Vec<_>>(), [503, 200], "retried once, sent once");
     let body = hooks[1].json();

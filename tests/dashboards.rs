@@ -148,16 +148,25 @@ fn every_dashboard_panel_returns_data_from_a_real_prometheus() {
             .as_array()
             .is_some_and(|r| !r.is_empty())
     });
-    std::thread::sleep(Duration::from_secs(3));
-    let mut empty = Vec::new();
-    for file in ["fleet-overview.json", "service.json"] {
-        for (title, expr) in dashboard_queries(file) {
-            let answer = prometheus.query(&expr);
-            assert_eq!(answer["status"], "success", "{file} / {title}: {expr}: {answer}");
-            if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
-                empty.push(format!("{file} / {title}: {expr}"));
+    // Rates need a few scrapes: ask until every panel answers, or 30 s.
+    let panels_without_data = || {
+        let mut empty = Vec::new();
+        for file in ["fleet-overview.json", "service.json"] {
+            for (title, expr) in dashboard_queries(file) {
+                let answer = prometheus.query(&expr);
+                assert_eq!(answer["status"], "success", "{file} / {title}: {expr}: {answer}");
+                if answer["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                    empty.push(format!("{file} / {title}: {expr}"));
+                }
             }
         }
+        empty
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut empty = panels_without_data();
+    while !empty.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        empty = panels_without_data();
     }
     assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
 }

@@ -130,8 +130,7 @@ fn a_new_pod_detects_a_regression_against_the_baseline_an_old_pod_learned() {
     });
     let written = new.metrics().value("driftwatch_fleet_rows_total", &[("direction", "written")]);
     let (skipped, writes) = (published("unchanged"), published("written"));
-    std::thread::sleep(Duration::from_secs(4));
-    assert!(published("unchanged") > skipped, "flushes go on");
+    eventually(Duration::from_secs(20), "more flushes", || published("unchanged") >= skipped + 3.0);
     assert_eq!(published("written"), writes, "an idle replica publishes nothing");
     assert_eq!(
         new.metrics().value("driftwatch_fleet_rows_total", &[("direction", "written")]),
@@ -247,7 +246,9 @@ fn alert_once_and_resolve_once(replicas: &[Driftwatch], webhook: &Receiver) {
             .filter(|body| body["status"] == status)
             .collect()
     };
-    std::thread::sleep(Duration::from_secs(2));
+    for dw in replicas {
+        dw.wait_for_empty_outbox();
+    }
     let firing = delivered("firing");
     assert_eq!(firing.len(), 1, "exactly one alert for the fleet: {firing:?}");
     assert_eq!(firing[0]["event"]["id"], first[0]["id"]);
@@ -267,7 +268,9 @@ fn alert_once_and_resolve_once(replicas: &[Driftwatch], webhook: &Receiver) {
     eventually(Duration::from_secs(20), "the resolution's other copies deduplicated", || {
         deduplicated() >= 2.0 * others
     });
-    std::thread::sleep(Duration::from_secs(2));
+    for dw in replicas {
+        dw.wait_for_empty_outbox();
+    }
     let resolved = delivered("resolved");
     assert_eq!(resolved.len(), 1, "exactly one resolution for the fleet: {resolved:?}");
     assert_eq!(resolved[0]["event"]["id"], first[0]["id"]);

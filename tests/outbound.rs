@@ -77,6 +77,8 @@ fn a_deploy_that_calls_a_new_host_raises_one_event_naming_the_caller() {
     };
     // First revision: learns its peer; nothing is new for a new service.
     call("rev-1", &[known.url()], &[]);
+    // The SDK stamps spans with the wall clock: rev-2 begins after rev-1's
+    // learning_period in event time only if it begins after it here.
     std::thread::sleep(Duration::from_secs(4));
     // Second revision, on the stable HTTP conventions (url.full,
     // server.address): the known peer must keep its identity, the new
@@ -242,6 +244,7 @@ fn a_deploy_that_brings_in_a_library_is_a_new_dependency_blamed_on_the_manifest_
         run_python("call_peers.py", &args, &[]);
     };
     call(&v1, false);
+    // Past the learning_period, in the SDK's event time (the wall clock).
     std::thread::sleep(Duration::from_secs(3));
     call(&adds, true);
 
@@ -299,6 +302,7 @@ fn a_retry_that_posts_twice_per_request_is_a_critical_repeated_unsafe_call() {
     };
     // One charge per checkout, then a deploy that charges twice.
     call("rev-1", "8", "1");
+    // rev-2 deploys later in the SDK's event time (the wall clock).
     std::thread::sleep(Duration::from_secs(2));
     call("rev-2", "5", "2");
     let mut found = Vec::new();
@@ -339,6 +343,7 @@ fn a_loop_that_calls_once_per_item_is_a_fanout_regression() {
         run_python("call_peers.py", &args, &[]);
     };
     call("rev-1", "1");
+    // rev-2 deploys later in the SDK's event time (the wall clock).
     std::thread::sleep(Duration::from_secs(2));
     call("rev-2", "5");
     let mut found = Vec::new();

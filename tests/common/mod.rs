@@ -133,6 +133,15 @@ impl Driftwatch {
         });
     }
 
+    /// Waits until the alert outbox is empty: every notification queued so
+    /// far has been delivered or given up, and none is in flight, so no
+    /// sink hears more unless an event changes.
+    pub fn wait_for_empty_outbox(&self) {
+        eventually(Duration::from_secs(30), "an empty alert outbox", || {
+            self.metrics().value("driftwatch_outbox_pending", &[]) == 0.0
+        });
+    }
+
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
