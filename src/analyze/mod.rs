@@ -99,6 +99,9 @@ pub(crate) struct LiveShard {
     /// Calls without a caller already exported, per service.
     uncalled_exported: std::collections::HashMap<ServiceKey, u64>,
     untallied_exported: std::collections::HashMap<ServiceKey, u64>,
+    /// Operation evictions already accounted for, per service (see
+    /// `release_untracked_operations`).
+    evictions_seen: std::collections::HashMap<ServiceKey, u64>,
     /// Per (service, operation, revision) exported: the duration histogram
     /// and the error counter, created together so an error rate always has
     /// both, and kept so observing a span does not look labels up. It holds
@@ -221,6 +224,7 @@ impl LiveShard {
             folded_exported: Default::default(),
             uncalled_exported: Default::default(),
             untallied_exported: Default::default(),
+            evictions_seen: Default::default(),
             durations: Default::default(),
             exported: Default::default(),
             peer_series_exported: Default::default(),
@@ -336,6 +340,42 @@ impl LiveShard {
         }
     }
 
+    /// Removes the duration series of operations the service no longer
+    /// tracks (idle past `analyze.operation_idle`, or displaced by a much
+    /// busier name): their spans count under `__other__` from then on, and
+    /// the room they held in `Metrics::operation_series` goes to others.
+    fn release_untracked_operations(&mut self, key: &ServiceKey) {
+        let Some(state) = self.analysis.service(key) else { return };
+        let evictions = state.operations.evictions();
+        let seen = self.evictions_seen.entry(key.clone()).or_insert(0);
+        if *seen == evictions {
+            return;
+        }
+        *seen = evictions;
+        let Some(exported) = self.exported.get_mut(key) else { return };
+        let service = self.metrics.service_labels(key);
+        let other = operations::other_name();
+        let (metrics, durations) = (&self.metrics, &mut self.durations);
+        let mut released = 0;
+        for (revision, operations) in exported.iter_mut() {
+            operations.retain(|operation| {
+                if *operation == other || state.operations.is_tracked(operation) {
+                    return true;
+                }
+                let labels = [service[0], service[1], label_value(operation), label_value(revision)];
+                let _ = metrics.analysis.span_duration.remove_label_values(&labels);
+                let _ = metrics.analysis.span_errors.remove_label_values(&labels);
+                durations.remove(&(key.clone(), operation.clone(), revision.clone()));
+                released += 1;
+                false
+            });
+        }
+        if released > 0 {
+            metrics.operation_series.give_back(released);
+            metrics.analysis.operation_series.set(metrics.operation_series.used() as i64);
+        }
+    }
+
     fn flush(&mut self) {
         let Some(p) = self.persistence.as_mut() else { return };
         p.since_flush = std::time::Duration::ZERO;
@@ -369,6 +409,8 @@ impl ShardObserver for LiveShard {
         for run in facts.chunk_by(SpanFact::same_service) {
             let key = run[0].key();
             let service = self.metrics.service_labels(&key);
+            // The batch may have ended a period that evicted operations.
+            self.release_untracked_operations(&key);
             self.metrics
                 .analysis
                 .spans_analyzed
@@ -476,6 +518,15 @@ impl ShardObserver for LiveShard {
             }
         }
         self.analysis.tick(elapsed, &mut self.scratch);
+        let evicting: Vec<ServiceKey> = self
+            .analysis
+            .services()
+            .filter(|s| self.evictions_seen.get(&s.key).copied().unwrap_or(0) != s.operations.evictions())
+            .map(|s| s.key.clone())
+            .collect();
+        for key in evicting {
+            self.release_untracked_operations(&key);
+        }
         self.since_peer_series_export += elapsed;
         if self.since_peer_series_export >= PEER_SERIES_EXPORT_INTERVAL {
             self.since_peer_series_export = std::time::Duration::ZERO;
@@ -893,6 +944,38 @@ mod tests {
         let (r3, _) = duration_series_in(&text, "revision=\"r3\"");
         assert_eq!(r2 + r3, max + 2, "the room r1 gave back went to later revisions");
         assert_eq!(metrics.operation_series.used(), max);
+    }
+
+    #[tokio::test]
+    async fn operations_no_longer_tracked_leave_metrics_and_give_their_room_back() {
+        let mut config = crate::config::Config::default();
+        config.analyze.max_operations = 2;
+        config.analyze.operation_idle = std::time::Duration::from_secs(30);
+        let settings = Arc::new(AnalysisSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let (tx, _rx) = mpsc::channel(1024);
+        let mut shard = LiveShard::new(settings, metrics.clone(), tx);
+        let second = 1_000_000_000;
+        let span = |operation: &str, at: u64| {
+            SpanFact::new(Sym::from("checkout"), Sym::from("r1"), Sym::from(operation), SpanKind::Server, at, at + 1_000_000)
+        };
+        let t0 = 1_700_000_000 * second;
+        shard.observe(&[span("GET /a", t0), span("GET /b", t0)]);
+        assert_eq!(metrics.analysis.operation_series.get(), 2);
+        // /a and /b go quiet; /c and /d take their places once they have
+        // been idle for operation_idle.
+        for s in 1..=12 {
+            let at = t0 + s * 10 * second;
+            shard.observe(&[span("GET /c", at), span("GET /d", at)]);
+        }
+        let text = metrics.render();
+        assert_eq!(duration_series_in(&text, "operation=\"GET /a\"").0, 0, "{text}");
+        assert_eq!(duration_series_in(&text, "operation=\"GET /b\"").0, 0);
+        assert_eq!(duration_series_in(&text, "operation=\"GET /c\"").0, 1);
+        assert_eq!(duration_series_in(&text, "operation=\"GET /d\"").0, 1);
+        assert_eq!(metrics.analysis.operation_series.get(), 2, "/a and /b gave their room back");
+        assert_eq!(metrics.operation_series.used(), 2);
+        assert_eq!(shard.durations.len(), 3, "/c, /d and __other__, which counted them while untracked");
     }
 
     #[tokio::test]

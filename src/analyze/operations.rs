@@ -46,6 +46,8 @@ pub(crate) struct OperationTable {
     max_tracked: usize,
     max_candidates: usize,
     folded_spans: u64,
+    /// Operations evicted or displaced since the table was created.
+    evictions: u64,
 }
 
 impl OperationTable {
@@ -62,6 +64,7 @@ impl OperationTable {
             max_tracked: max_tracked.max(1),
             max_candidates: (max_tracked * 4).max(16),
             folded_spans: 0,
+            evictions: 0,
         }
     }
 
@@ -171,6 +174,7 @@ impl OperationTable {
         for slot in self.slots.iter_mut().flatten() {
             slot.period_count = 0;
         }
+        self.evictions += evicted.len() as u64;
         evicted
     }
 
@@ -199,6 +203,13 @@ impl OperationTable {
 
     pub(crate) fn tracked_len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Operations no longer tracked (idle, or displaced by a busier one)
+    /// since the table was created: when it moves, names tracked before
+    /// may be gone.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Spans folded into `__other__` since the table was created.
