@@ -347,11 +347,10 @@ impl LiveShard {
     fn release_untracked_operations(&mut self, key: &ServiceKey) {
         let Some(state) = self.analysis.service(key) else { return };
         let evictions = state.operations.evictions();
-        let seen = self.evictions_seen.entry(key.clone()).or_insert(0);
-        if *seen == evictions {
+        if self.evictions_seen.get(key).copied().unwrap_or(0) == evictions {
             return;
         }
-        *seen = evictions;
+        self.evictions_seen.insert(key.clone(), evictions);
         let Some(exported) = self.exported.get_mut(key) else { return };
         let service = self.metrics.service_labels(key);
         let other = operations::other_name();
