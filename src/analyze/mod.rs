@@ -946,6 +946,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn per_peer_gauges_of_services_past_the_label_limit_hold_their_room_once_across_refreshes() {
+        let settings = Arc::new(AnalysisSettings::from_config(&crate::config::Config::default()));
+        let metrics = Arc::new(Metrics::new());
+        let (tx, _rx) = mpsc::channel(1024);
+        let mut shard = LiveShard::new(settings, metrics.clone(), tx);
+        let second = 1_000_000_000;
+        let t0 = 1_700_000_000 * second;
+        let services = crate::telemetry::metrics::MAX_SERVICE_LABELS + 44;
+        let fact = |service: usize, id: u64, parent: u64, kind: SpanKind, at: u64| SpanFact {
+            trace_id: service as u128 + 1,
+            span_id: id,
+            parent_span_id: parent,
+            peer: (kind == SpanKind::Client).then(|| Sym::from("db.internal:5432")),
+            ..SpanFact::new(Sym::from(format!("svc-{service}").as_str()), Sym::from("r1"), Sym::from("GET /cart"), kind, at, at + 1_000_000)
+        };
+        // One request per service, calling the database once.
+        let mut requests = Vec::new();
+        for i in 0..services {
+            let id = 2 * i as u64 + 1;
+            requests.push(fact(i, id + 1, id, SpanKind::Client, t0));
+            requests.push(fact(i, id, 0, SpanKind::Server, t0));
+        }
+        shard.observe(&requests);
+        // A minute later every request's join window has closed.
+        let later: Vec<SpanFact> = (0..services).map(|i| fact(i, 1_000_000 + i as u64, 0, SpanKind::Server, t0 + 60 * second)).collect();
+        shard.observe(&later);
+        let series = |text: &str| text.lines().filter(|l| l.starts_with("driftwatch_calls_per_request{")).count();
+        for refresh in 0..4 {
+            shard.export_peer_series();
+            assert_eq!(metrics.peer_series[0].used(), services, "refresh {refresh}: one unit per row, held once");
+            assert_eq!(
+                series(&metrics.render()),
+                crate::telemetry::metrics::MAX_SERVICE_LABELS + 1,
+                "the services past the label limit share one __other__ series"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn operations_no_longer_tracked_leave_metrics_and_give_their_room_back() {
         let mut config = crate::config::Config::default();
         config.analyze.max_operations = 2;
