@@ -198,8 +198,9 @@ fn a_deploy_that_adds_forty_peers_sends_one_notification_per_sink() {
     eventually(Duration::from_secs(40), "every event listed and notified", || {
         listed() == 40 && !webhook.requests().is_empty() && !slack.requests().is_empty()
     });
-    // Every event is in the outbox before it is listed: once the outbox is
-    // empty, every notification about them has been sent.
+    // With no repository to attribute to, an event is in the outbox before
+    // it is listed: once the outbox is empty, every notification about the
+    // listed events has been sent.
     dw.wait_for_empty_outbox();
     assert_eq!(listed(), 40, "the API lists every event");
     let hooks = webhook.requests();
