@@ -213,6 +213,31 @@ fn duration_series<'a>(
     &durations[&series]
 }
 
+/// Removes the duration histogram and error counter of `operation` and
+/// `revision` of the service `key` (labelled `service`) from `/metrics` and
+/// from the handles kept for them.
+fn remove_duration_series(
+    metrics: &Metrics,
+    durations: &mut DurationSeries,
+    (key, service): (&ServiceKey, [&str; 2]),
+    operation: &crate::extract::Sym,
+    revision: &crate::extract::Sym,
+) {
+    let labels = [service[0], service[1], label_value(operation), label_value(revision)];
+    let _ = metrics.analysis.span_duration.remove_label_values(&labels);
+    let _ = metrics.analysis.span_errors.remove_label_values(&labels);
+    durations.remove(&(key.clone(), operation.clone(), revision.clone()));
+}
+
+/// Gives the room of `series` removed operation series back to
+/// `Metrics::operation_series`, and shows the room still in use.
+fn give_back_operation_series(metrics: &Metrics, series: usize) {
+    if series > 0 {
+        metrics.operation_series.give_back(series);
+        metrics.analysis.operation_series.set(metrics.operation_series.used() as i64);
+    }
+}
+
 impl LiveShard {
     pub(crate) fn new(settings: Arc<AnalysisSettings>, metrics: Arc<Metrics>, updates: crate::detect::event::UpdateSender) -> LiveShard {
         LiveShard {
@@ -327,16 +352,10 @@ impl LiveShard {
             let _ = self.metrics.analysis.revision_last_seen.remove_label_values(&labels);
             let other = operations::other_name();
             let own = operations.iter().filter(|o| **o != other).count();
-            for operation in operations {
-                let labels = [service[0], service[1], label_value(&operation), label_value(&revision)];
-                let _ = self.metrics.analysis.span_duration.remove_label_values(&labels);
-                let _ = self.metrics.analysis.span_errors.remove_label_values(&labels);
-                self.durations.remove(&(key.clone(), operation, revision.clone()));
+            for operation in &operations {
+                remove_duration_series(&self.metrics, &mut self.durations, (key, service), operation, &revision);
             }
-            if own > 0 {
-                self.metrics.operation_series.give_back(own);
-                self.metrics.analysis.operation_series.set(self.metrics.operation_series.used() as i64);
-            }
+            give_back_operation_series(&self.metrics, own);
         }
     }
 
@@ -361,18 +380,12 @@ impl LiveShard {
                 if *operation == other || state.operations.is_tracked(operation) {
                     return true;
                 }
-                let labels = [service[0], service[1], label_value(operation), label_value(revision)];
-                let _ = metrics.analysis.span_duration.remove_label_values(&labels);
-                let _ = metrics.analysis.span_errors.remove_label_values(&labels);
-                durations.remove(&(key.clone(), operation.clone(), revision.clone()));
+                remove_duration_series(metrics, durations, (key, service), operation, revision);
                 released += 1;
                 false
             });
         }
-        if released > 0 {
-            metrics.operation_series.give_back(released);
-            metrics.analysis.operation_series.set(metrics.operation_series.used() as i64);
-        }
+        give_back_operation_series(metrics, released);
     }
 
     fn flush(&mut self) {
