@@ -673,18 +673,22 @@ mod tests {
     }
 
     /// Waits (on the system's time: a connection is being refused) until
-    /// the outbox's only entry has been attempted `attempts` times; returns it.
-    async fn attempted(dispatcher: &Dispatcher, attempts: u32) -> OutboxEntry {
+    /// no delivery is in flight and the outbox satisfies `done`; returns it.
+    async fn settled(dispatcher: &Dispatcher, what: &str, done: impl Fn(&[OutboxEntry]) -> bool) -> Vec<OutboxEntry> {
         for _ in 0..500 {
             let outbox = dispatcher.store.outbox().expect("outbox");
-            if let [entry] = outbox.as_slice() {
-                if entry.attempts == attempts && dispatcher.in_flight.lock().expect("lock").is_empty() {
-                    return entry.clone();
-                }
+            if done(&outbox) && dispatcher.in_flight.lock().expect("lock").is_empty() {
+                return outbox;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("no attempt {attempts}: {:?}", dispatcher.store.outbox());
+        panic!("{what}: {:?}", dispatcher.store.outbox());
+    }
+
+    /// The outbox's only entry once it has been attempted `attempts` times.
+    async fn attempted(dispatcher: &Dispatcher, attempts: u32) -> OutboxEntry {
+        let outbox = settled(dispatcher, &format!("no attempt {attempts}"), |o| matches!(o, [e] if e.attempts == attempts)).await;
+        outbox[0].clone()
     }
 
     #[tokio::test]
@@ -741,13 +745,7 @@ mod tests {
         let created = first.created_at_ms;
         clock.set(created + 3_600_001);
         assert_eq!(dispatcher.dispatch_due(outbox()), None);
-        for _ in 0..500 {
-            if outbox().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(outbox().is_empty(), "{:?}", outbox());
+        settled(&dispatcher, "the entry still in the outbox", <[OutboxEntry]>::is_empty).await;
         let deliveries = |outcome: &str| dispatcher.metrics.alert.deliveries.with_label_values(&["webhook", outcome]).get();
         assert_eq!((deliveries("retrying"), deliveries("dead")), (3, 1));
     }
